@@ -1,0 +1,60 @@
+//! `zask-scheduler`: runs a scheduler until killed.
+
+use clap::Parser;
+use zask::scheduler::core::CoreConfig;
+use zask::scheduler::{Scheduler, SchedulerConfig};
+
+/// The Zask scheduler: owns the task graph, places tasks on workers and tracks who holds which
+/// result. Workers connect to the worker port, clients to the client port.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Interface to listen on (0.0.0.0: every interface, advertised by hostname).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port workers connect to (0: pick a free port).
+    #[arg(long, default_value_t = 0)]
+    worker_port: u16,
+    /// Port clients connect to (0: pick a free port).
+    #[arg(long, default_value_t = 0)]
+    client_port: u16,
+    /// A worker silent this long (ms) is considered lost and its work rescheduled.
+    #[arg(long, default_value_t = CoreConfig::default().heartbeat_timeout_ms)]
+    heartbeat_timeout_ms: u64,
+    /// Tasks queued on each worker beyond its thread count.
+    #[arg(long, default_value_t = CoreConfig::default().worker_queue_extra)]
+    worker_queue_extra: u32,
+    /// Unexpected worker deaths a task may cause before it fails as a "killed worker".
+    #[arg(long, env = "ZASK_ALLOWED_FAILURES", default_value_t = CoreConfig::default().allowed_failures)]
+    allowed_failures: u32,
+    /// Largest message accepted on either port, in bytes.
+    #[arg(long, default_value_t = zask::net::DEFAULT_MAX_MESSAGE_BYTES)]
+    max_message_bytes: i64,
+}
+
+fn main() {
+    let args: Args = zask::cli::parse_or_exit();
+    zask::cli::init_logging();
+    let config = SchedulerConfig {
+        host: args.host,
+        worker_port: args.worker_port,
+        client_port: args.client_port,
+        max_message_bytes: args.max_message_bytes,
+        core: CoreConfig {
+            heartbeat_timeout_ms: args.heartbeat_timeout_ms,
+            worker_queue_extra: args.worker_queue_extra,
+            allowed_failures: args.allowed_failures,
+            ..CoreConfig::default()
+        },
+    };
+    let scheduler = match Scheduler::start(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    };
+    println!("address_to_workers {}", scheduler.address_to_workers());
+    println!("address_to_clients {}", scheduler.address_to_clients());
+    scheduler.wait();
+}

@@ -1,0 +1,37 @@
+//! What every binary shares: argument parsing that fails with one clear line and exit code 2,
+//! and logging set up once (RUST_LOG wins over the default level).
+
+use clap::Parser;
+
+/// Parses the command line; `--help` and `--version` print and exit 0, anything else wrong
+/// prints one line and exits 2.
+pub fn parse_or_exit<T: Parser>() -> T {
+    match T::try_parse() {
+        Ok(args) => args,
+        Err(e) => match e.kind() {
+            clap::error::ErrorKind::DisplayHelp
+            | clap::error::ErrorKind::DisplayVersion
+            | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+            _ => usage_error(e.to_string().lines().next().unwrap_or("invalid arguments")),
+        },
+    }
+}
+
+/// Prints one line to stderr and exits with the usage-error code.
+pub fn usage_error(message: &str) -> ! {
+    let message = message.strip_prefix("error: ").unwrap_or(message);
+    eprintln!("error: {message}");
+    std::process::exit(2)
+}
+
+/// Logs to stderr at `info` unless RUST_LOG says otherwise.
+pub fn init_logging() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+}
+
+/// A clap value parser for `tcp://HOST:PORT` addresses.
+pub fn parse_address(s: &str) -> Result<String, String> {
+    crate::net::Endpoint::parse(s).map(|_| s.to_owned())
+}

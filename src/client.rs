@@ -1,0 +1,519 @@
+//! The client: submits graphs, scatters and gathers data. One IO thread owns the DEALER socket;
+//! any number of user threads make requests through a channel, each waiting for its own reply,
+//! so several `get`s from one client run at once. A scheduler that stops answering fails every
+//! waiting request with a clear error instead of hanging it.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use log::{debug, warn};
+
+use crate::graph::{Graph, Key, KeySpec};
+use crate::net::{self, Endpoint, Waker};
+use crate::protocol::codec::{decode, decode_value, encode, encode_value};
+use crate::protocol::{
+    ClusterStatus, Frame, FromClient, RequestError, ToClient, WorkerInfo, PROTOCOL_VERSION,
+};
+use crate::value::Value;
+
+/// Why a client call failed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ClientError {
+    /// No scheduler answered at `address` within the connect timeout. Retrying may help once a
+    /// scheduler runs there.
+    Connect { address: String, reason: String },
+    /// The scheduler stopped answering while the request was in flight. Retrying may help if
+    /// the scheduler comes back.
+    SchedulerLost { address: String, silent_ms: u64 },
+    /// The scheduler refused or failed the request (task error, bad graph...).
+    Request(RequestError),
+    /// The request did not finish within its timeout; the scheduler was told to drop it.
+    Timeout { after_ms: u64 },
+    /// A reply could not be decoded.
+    Protocol(String),
+    /// The client was closed.
+    Closed,
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Connect { address, reason } => {
+                write!(f, "cannot connect to the scheduler at {address}: {reason}")
+            }
+            ClientError::SchedulerLost { address, silent_ms } => write!(
+                f,
+                "lost the scheduler at {address}: no answer for {silent_ms} ms"
+            ),
+            ClientError::Request(e) => write!(f, "{e}"),
+            ClientError::Timeout { after_ms } => {
+                write!(f, "the request did not finish within {after_ms} ms")
+            }
+            ClientError::Protocol(m) => write!(f, "protocol error: {m}"),
+            ClientError::Closed => write!(f, "the client is closed"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl From<RequestError> for ClientError {
+    fn from(e: RequestError) -> Self {
+        ClientError::Request(e)
+    }
+}
+
+/// Client settings.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// How long `connect` waits for the scheduler's welcome.
+    pub connect_timeout_ms: u64,
+    /// How often the client pings the scheduler while requests are in flight.
+    pub ping_interval_ms: u64,
+    /// A scheduler silent this long (pings unanswered) is considered gone.
+    pub scheduler_timeout_ms: u64,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            connect_timeout_ms: 5_000,
+            ping_interval_ms: 500,
+            scheduler_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// Options of one `get`.
+#[derive(Clone, Debug, Default)]
+pub struct GetOptions {
+    /// Keep the results on the workers after returning them (legacy `keep_results`).
+    pub keep_results: bool,
+    /// Give up after this long (the scheduler drops the request).
+    pub timeout: Option<Duration>,
+}
+
+type Reply = Result<(ToClient, Vec<Frame>), ClientError>;
+
+struct Outgoing {
+    request: u64,
+    msg: FromClient,
+    frames: Vec<Frame>,
+    reply: Option<Sender<Reply>>,
+}
+
+/// A connection to a scheduler's client port.
+pub struct Client {
+    address: String,
+    address_to_workers: String,
+    outgoing: Sender<Outgoing>,
+    waker: Waker,
+    next_request: AtomicU64,
+    /// Keys this client scattered: strings naming them in later graphs are references.
+    scattered: Mutex<HashSet<Key>>,
+    closed: Arc<AtomicBool>,
+    io: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Client {
+    /// Connects to the scheduler's client port and waits for its welcome.
+    pub fn connect(address: &str) -> Result<Client, ClientError> {
+        Client::connect_with(address, ClientConfig::default())
+    }
+
+    pub fn connect_with(address: &str, config: ClientConfig) -> Result<Client, ClientError> {
+        let connect_error = |reason: String| ClientError::Connect {
+            address: address.to_owned(),
+            reason,
+        };
+        Endpoint::parse(address).map_err(connect_error)?;
+        let ctx = zmq::Context::new();
+        let socket = ctx
+            .socket(zmq::DEALER)
+            .map_err(|e| connect_error(e.to_string()))?;
+        net::configure(&socket, net::DEFAULT_MAX_MESSAGE_BYTES)
+            .map_err(|e| connect_error(e.to_string()))?;
+        socket
+            .set_identity(&net::unique_identity("client"))
+            .map_err(|e| connect_error(e.to_string()))?;
+        socket
+            .connect(address)
+            .map_err(|e| connect_error(e.to_string()))?;
+        let (waker, wake_rx) = net::waker().map_err(|e| connect_error(e.to_string()))?;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let closed = Arc::new(AtomicBool::new(false));
+        let io = {
+            let closed = closed.clone();
+            let address = address.to_owned();
+            let config = config.clone();
+            std::thread::Builder::new()
+                .name("zask-client".into())
+                .spawn(move || io_loop(socket, wake_rx, rx, closed, address, config))
+                .map_err(|e| connect_error(e.to_string()))?
+        };
+        let mut client = Client {
+            address: address.to_owned(),
+            address_to_workers: String::new(),
+            outgoing: tx,
+            waker,
+            next_request: AtomicU64::new(1),
+            scattered: Mutex::new(HashSet::new()),
+            closed,
+            io: Mutex::new(Some(io)),
+        };
+        let hello = FromClient::Hello {
+            protocol_version: PROTOCOL_VERSION,
+        };
+        let timeout = Duration::from_millis(config.connect_timeout_ms);
+        match client.request_with_id(0, hello, vec![], Some(timeout)) {
+            Ok((
+                ToClient::Welcome {
+                    address_to_workers, ..
+                },
+                _,
+            )) => client.address_to_workers = address_to_workers,
+            Ok((other, _)) => return Err(connect_error(format!("unexpected answer {other:?}"))),
+            Err(ClientError::Timeout { after_ms }) => {
+                return Err(connect_error(format!(
+                    "no scheduler answered within {after_ms} ms"
+                )))
+            }
+            Err(ClientError::Request(e)) => return Err(connect_error(e.to_string())),
+            Err(e) => return Err(e),
+        }
+        Ok(client)
+    }
+
+    /// The scheduler's client address this client is connected to.
+    pub fn scheduler_address(&self) -> &str {
+        &self.address
+    }
+
+    /// Where workers connect to the same scheduler.
+    pub fn address_to_workers(&self) -> &str {
+        &self.address_to_workers
+    }
+
+    /// Computes `keys` of `graph` and returns their values in the shape of `keys`.
+    pub fn get(&self, graph: &Graph, keys: impl Into<KeySpec>) -> Result<Value, ClientError> {
+        self.get_with(graph, keys, GetOptions::default())
+    }
+
+    pub fn get_with(
+        &self,
+        graph: &Graph,
+        keys: impl Into<KeySpec>,
+        options: GetOptions,
+    ) -> Result<Value, ClientError> {
+        let spec = keys.into();
+        let outputs = spec.flatten();
+        let resolved = {
+            let scattered = self.scattered.lock().expect("never poisoned");
+            graph.resolve(&|k| scattered.contains(k))
+        };
+        let msg = |request| FromClient::Submit {
+            request,
+            graph: resolved.clone(),
+            outputs: outputs.clone(),
+            keep_results: options.keep_results,
+        };
+        let (reply, frames) = self.request(msg, vec![], options.timeout)?;
+        match reply {
+            ToClient::Values { .. } => shape_values(&spec, frames),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Sends values to the workers; returns their keys, usable in later graphs.
+    pub fn scatter<K: Into<Key>, V: Into<Value>>(
+        &self,
+        data: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Vec<Key>, ClientError> {
+        let (keys, frames): (Vec<Key>, Vec<Frame>) = data
+            .into_iter()
+            .map(|(k, v)| (k.into(), encode_value(&v.into())))
+            .unzip();
+        let msg = |request| FromClient::Scatter {
+            request,
+            keys: keys.clone(),
+        };
+        match self.request(msg, frames, None)? {
+            (ToClient::Scattered { keys, .. }, _) => {
+                self.scattered
+                    .lock()
+                    .expect("never poisoned")
+                    .extend(keys.iter().cloned());
+                Ok(keys)
+            }
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// Fetches the values of keys held on the cluster, in the shape of `keys`.
+    pub fn gather(&self, keys: impl Into<KeySpec>) -> Result<Value, ClientError> {
+        let spec = keys.into();
+        let keys = spec.flatten();
+        let msg = |request| FromClient::Gather {
+            request,
+            keys: keys.clone(),
+        };
+        match self.request(msg, vec![], None)? {
+            (ToClient::Values { .. }, frames) => shape_values(&spec, frames),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// Which workers hold each key (empty when none does).
+    pub fn who_has(
+        &self,
+        keys: impl Into<KeySpec>,
+    ) -> Result<HashMap<Key, Vec<String>>, ClientError> {
+        let keys = keys.into().flatten();
+        let msg = |request| FromClient::WhoHas {
+            request,
+            keys: keys.clone(),
+        };
+        match self.request(msg, vec![], None)? {
+            (ToClient::WhoHas { who_has, .. }, _) => Ok(who_has.into_iter().collect()),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    pub fn status(&self) -> Result<ClusterStatus, ClientError> {
+        match self.request(|request| FromClient::Status { request }, vec![], None)? {
+            (ToClient::Status { status, .. }, _) => Ok(status),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    pub fn workers(&self) -> Result<Vec<WorkerInfo>, ClientError> {
+        Ok(self.status()?.workers)
+    }
+
+    /// Drops kept results and scattered data from the cluster.
+    pub fn release(&self, keys: impl Into<KeySpec>) -> Result<(), ClientError> {
+        let keys = keys.into().flatten();
+        {
+            let mut scattered = self.scattered.lock().expect("never poisoned");
+            for k in &keys {
+                scattered.remove(k);
+            }
+        }
+        let msg = |request| FromClient::Release {
+            request,
+            keys: keys.clone(),
+        };
+        match self.request(msg, vec![], None)? {
+            (ToClient::Done { .. }, _) => Ok(()),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// Says goodbye to the scheduler (which drops this client's pending requests) and stops.
+    pub fn close(self) {
+        drop(self);
+    }
+
+    fn request(
+        &self,
+        msg: impl Fn(u64) -> FromClient,
+        frames: Vec<Frame>,
+        timeout: Option<Duration>,
+    ) -> Result<(ToClient, Vec<Frame>), ClientError> {
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        self.request_with_id(id, msg(id), frames, timeout)
+    }
+
+    fn request_with_id(
+        &self,
+        request: u64,
+        msg: FromClient,
+        frames: Vec<Frame>,
+        timeout: Option<Duration>,
+    ) -> Result<(ToClient, Vec<Frame>), ClientError> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(ClientError::Closed);
+        }
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.send(Outgoing {
+            request,
+            msg,
+            frames,
+            reply: Some(tx),
+        })?;
+        let reply = match timeout {
+            None => rx.recv().map_err(|_| ClientError::Closed)?,
+            Some(t) => match rx.recv_timeout(t) {
+                Ok(r) => r,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    let _ = self.send(Outgoing {
+                        request: 0,
+                        msg: FromClient::Cancel { request },
+                        frames: vec![],
+                        reply: None,
+                    });
+                    return Err(ClientError::Timeout {
+                        after_ms: t.as_millis() as u64,
+                    });
+                }
+                Err(_) => return Err(ClientError::Closed),
+            },
+        }?;
+        match reply {
+            (ToClient::Failed { error, .. }, _) => Err(ClientError::Request(error)),
+            other => Ok(other),
+        }
+    }
+
+    fn send(&self, o: Outgoing) -> Result<(), ClientError> {
+        self.outgoing.send(o).map_err(|_| ClientError::Closed)?;
+        self.waker.wake();
+        Ok(())
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = self.send(Outgoing {
+            request: 0,
+            msg: FromClient::Goodbye,
+            frames: vec![],
+            reply: None,
+        });
+        self.closed.store(true, Ordering::SeqCst);
+        self.waker.wake();
+        if let Some(io) = self.io.lock().expect("never poisoned").take() {
+            let _ = io.join();
+        }
+    }
+}
+
+fn unexpected(reply: ToClient) -> ClientError {
+    ClientError::Protocol(format!("unexpected reply {reply:?}"))
+}
+
+/// Rebuilds the requested shape from values in flattened order.
+fn shape_values(spec: &KeySpec, frames: Vec<Frame>) -> Result<Value, ClientError> {
+    let mut values = frames.into_iter().map(|f| {
+        decode_value(&f).map_err(|e| ClientError::Protocol(format!("unreadable value: {e}")))
+    });
+    fn build(
+        spec: &KeySpec,
+        values: &mut dyn Iterator<Item = Result<Value, ClientError>>,
+    ) -> Result<Value, ClientError> {
+        match spec {
+            KeySpec::One(_) => values
+                .next()
+                .unwrap_or_else(|| Err(ClientError::Protocol("too few values".into()))),
+            KeySpec::Many(items) => items
+                .iter()
+                .map(|s| build(s, values))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Value::List),
+        }
+    }
+    build(spec, &mut values)
+}
+
+fn io_loop(
+    socket: zmq::Socket,
+    wake: net::WakeReceiver,
+    outgoing: Receiver<Outgoing>,
+    closed: Arc<AtomicBool>,
+    address: String,
+    config: ClientConfig,
+) {
+    let mut pending: HashMap<u64, Sender<Reply>> = HashMap::new();
+    let mut last_heard = Instant::now();
+    let mut last_ping = Instant::now();
+    let ping_every = Duration::from_millis(config.ping_interval_ms);
+    let silent_limit = Duration::from_millis(config.scheduler_timeout_ms);
+    loop {
+        let readable = {
+            let mut items = [
+                socket.as_poll_item(zmq::POLLIN),
+                zmq::PollItem::from_fd(wake.fd(), zmq::POLLIN),
+            ];
+            if zmq::poll(&mut items, config.ping_interval_ms as i64).is_err() {
+                break;
+            }
+            (items[0].is_readable(), items[1].is_readable())
+        };
+        if readable.1 {
+            wake.reset();
+        }
+        for o in outgoing.try_iter() {
+            if let Some(reply) = o.reply {
+                if pending.is_empty() {
+                    // Silence while nothing was asked means nothing: start counting now.
+                    last_heard = Instant::now();
+                }
+                pending.insert(o.request, reply);
+            }
+            if let Err(e) = net::send(&socket, None, encode(&o.msg), o.frames) {
+                warn!("could not send to the scheduler: {e}");
+            }
+        }
+        if closed.load(Ordering::SeqCst) {
+            break;
+        }
+        if readable.0 {
+            while let Some(mut frames) = net::try_recv(&socket) {
+                last_heard = Instant::now();
+                if frames.is_empty() {
+                    continue;
+                }
+                let values = frames.split_off(1);
+                let msg: ToClient = match decode(&frames[0]) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        warn!("dropping an unreadable message from the scheduler: {e}");
+                        continue;
+                    }
+                };
+                let request = match &msg {
+                    ToClient::Pong => continue,
+                    ToClient::Welcome { .. } => 0,
+                    ToClient::Values { request }
+                    | ToClient::Failed { request, .. }
+                    | ToClient::Scattered { request, .. }
+                    | ToClient::WhoHas { request, .. }
+                    | ToClient::Status { request, .. }
+                    | ToClient::Done { request } => *request,
+                };
+                match pending.remove(&request) {
+                    Some(tx) => {
+                        let _ = tx.send(Ok((msg, values)));
+                    }
+                    None => debug!("reply to request {request}, which nobody waits for: {msg:?}"),
+                }
+            }
+        }
+        if !pending.is_empty() && last_ping.elapsed() >= ping_every {
+            let _ = net::send(&socket, None, encode(&FromClient::Ping), vec![]);
+            last_ping = Instant::now();
+        }
+        if !pending.is_empty() && last_heard.elapsed() > silent_limit {
+            let silent_ms = last_heard.elapsed().as_millis() as u64;
+            warn!(
+                "scheduler at {address} silent for {silent_ms} ms: failing {} request(s)",
+                pending.len()
+            );
+            for (_, tx) in pending.drain() {
+                let _ = tx.send(Err(ClientError::SchedulerLost {
+                    address: address.clone(),
+                    silent_ms,
+                }));
+            }
+        }
+    }
+    for (_, tx) in pending.drain() {
+        let _ = tx.send(Err(ClientError::Closed));
+    }
+    debug!("client IO thread stopped");
+}

@@ -1,0 +1,27 @@
+//! Zask: a fault-tolerant distributed task scheduler. One scheduler, many workers, many clients,
+//! over ZeroMQ. See ARCHITECTURE.md for where things live and how a message flows.
+//!
+//! ```no_run
+//! use zask::{graph, Client, Value};
+//! let client = Client::connect("tcp://127.0.0.1:5555")?;
+//! let dsk = graph! { "x" => 1, "y" => ("add", "x", 2) };
+//! assert_eq!(client.get(&dsk, "y")?, Value::from(3));
+//! # Ok::<(), zask::ClientError>(())
+//! ```
+
+pub mod cli;
+pub mod client;
+pub mod graph;
+pub mod local_cluster;
+pub mod net;
+pub mod protocol;
+pub mod scheduler;
+pub mod value;
+pub mod worker;
+
+pub use client::{Client, ClientConfig, ClientError, GetOptions};
+pub use graph::{Expr, Graph, GraphError, Key, KeySpec, Node};
+pub use local_cluster::LocalCluster;
+pub use value::{Bytes, FromValue, Value};
+pub use worker::Registry;
+pub use zask_storage::StoreSpec;

@@ -1,0 +1,247 @@
+//! Shared ZeroMQ plumbing for the IO layers: socket options, multipart send/receive, waking a
+//! poll loop from other threads, endpoint parsing, and the clock that feeds the pure cores.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::protocol::Frame;
+
+/// Largest message any Zask socket accepts (ZMQ_MAXMSGSIZE): bigger ones are dropped by libzmq
+/// before they reach us. Results above this size must be split by the user.
+pub const DEFAULT_MAX_MESSAGE_BYTES: i64 = 2 * 1024 * 1024 * 1024 - 1;
+
+/// Milliseconds since a fixed start: the only clock the cores ever see.
+#[derive(Clone, Copy)]
+pub struct Clock(Instant);
+
+impl Clock {
+    pub fn start() -> Clock {
+        Clock(Instant::now())
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.0.elapsed().as_millis() as u64
+    }
+}
+
+/// Wakes a thread blocked in `zmq::poll` from any other thread. Cheap when called often: only
+/// the first wake after the receiver drained writes a byte.
+#[derive(Clone)]
+pub struct Waker {
+    inner: Arc<WakerInner>,
+}
+
+struct WakerInner {
+    writer: UnixStream,
+    pending: AtomicBool,
+}
+
+pub struct WakeReceiver {
+    reader: UnixStream,
+    inner: Arc<WakerInner>,
+}
+
+pub fn waker() -> std::io::Result<(Waker, WakeReceiver)> {
+    let (reader, writer) = UnixStream::pair()?;
+    reader.set_nonblocking(true)?;
+    writer.set_nonblocking(true)?;
+    let inner = Arc::new(WakerInner {
+        writer,
+        pending: AtomicBool::new(false),
+    });
+    Ok((
+        Waker {
+            inner: inner.clone(),
+        },
+        WakeReceiver { reader, inner },
+    ))
+}
+
+impl Waker {
+    pub fn wake(&self) {
+        if !self.inner.pending.swap(true, Ordering::AcqRel) {
+            // A full pipe already means "awake"; nothing else can go wrong worth reporting.
+            let _ = (&self.inner.writer).write(&[1]);
+        }
+    }
+}
+
+impl WakeReceiver {
+    pub fn fd(&self) -> RawFd {
+        self.reader.as_raw_fd()
+    }
+
+    /// Call before draining the channel the wakes are about.
+    pub fn reset(&self) {
+        self.inner.pending.store(false, Ordering::Release);
+        let mut buf = [0u8; 64];
+        while let Ok(n) = (&self.reader).read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+        }
+    }
+}
+
+/// Options every Zask socket gets: no lingering at close, a message size limit.
+pub fn configure(socket: &zmq::Socket, max_message_bytes: i64) -> zmq::Result<()> {
+    socket.set_linger(0)?;
+    socket.set_maxmsgsize(max_message_bytes)?;
+    socket.set_rcvhwm(0)?;
+    socket.set_sndhwm(0)?;
+    Ok(())
+}
+
+/// Sends `[identity?, header, frames...]` as one multipart message.
+pub fn send(
+    socket: &zmq::Socket,
+    identity: Option<&[u8]>,
+    header: Frame,
+    frames: Vec<Frame>,
+) -> zmq::Result<()> {
+    if let Some(id) = identity {
+        socket.send(id, zmq::SNDMORE | zmq::DONTWAIT)?;
+    }
+    let more = if frames.is_empty() { 0 } else { zmq::SNDMORE };
+    socket.send(header, more | zmq::DONTWAIT)?;
+    let n = frames.len();
+    for (i, f) in frames.into_iter().enumerate() {
+        let flag = if i + 1 == n { 0 } else { zmq::SNDMORE };
+        socket.send(zmq::Message::from(f), flag | zmq::DONTWAIT)?;
+    }
+    Ok(())
+}
+
+/// Receives one multipart message if one is waiting.
+pub fn try_recv(socket: &zmq::Socket) -> Option<Vec<Frame>> {
+    match socket.recv_multipart(zmq::DONTWAIT) {
+        Ok(frames) => Some(frames),
+        Err(zmq::Error::EAGAIN) => None,
+        Err(e) => {
+            log::warn!("receive failed: {e}");
+            None
+        }
+    }
+}
+
+/// A `tcp://host:port` endpoint, checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Endpoint {
+    pub fn parse(s: &str) -> Result<Endpoint, String> {
+        let rest = s
+            .strip_prefix("tcp://")
+            .ok_or_else(|| format!("invalid address {s:?}: expected tcp://HOST:PORT"))?;
+        let (host, port) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| format!("invalid address {s:?}: expected tcp://HOST:PORT"))?;
+        if host.is_empty() {
+            return Err(format!("invalid address {s:?}: the host is empty"));
+        }
+        let port: u16 = port.parse().map_err(|_| {
+            format!("invalid address {s:?}: port {port:?} is not a number from 0 to 65535")
+        })?;
+        Ok(Endpoint {
+            host: host.to_owned(),
+            port,
+        })
+    }
+
+    pub fn is_loopback(&self) -> bool {
+        self.host == "localhost" || self.host.starts_with("127.") || self.host == "[::1]"
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "tcp://{}:{}", self.host, self.port)
+    }
+}
+
+/// Binds `socket` on `host` and `port` (0: any free port) and returns the address others reach
+/// it at. A wildcard host is advertised as this machine's hostname.
+pub fn bind(socket: &zmq::Socket, host: &str, port: u16) -> Result<String, String> {
+    let port_part = if port == 0 {
+        "*".to_owned()
+    } else {
+        port.to_string()
+    };
+    let bind_host = if host == "0.0.0.0" { "*" } else { host };
+    let endpoint = format!("tcp://{bind_host}:{port_part}");
+    socket
+        .bind(&endpoint)
+        .map_err(|e| format!("cannot listen on {endpoint}: {e}"))?;
+    let last = socket
+        .get_last_endpoint()
+        .map_err(|e| e.to_string())?
+        .map_err(|_| "endpoint is not UTF-8".to_string())?;
+    let bound = Endpoint::parse(&last)?;
+    let advertised = if bind_host == "*" {
+        hostname()
+    } else {
+        host.to_owned()
+    };
+    Ok(format!("tcp://{advertised}:{}", bound.port))
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// A routing identity unlikely to collide with any other process's.
+pub fn unique_identity(prefix: &str) -> Vec<u8> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{}-{nanos:x}-{n}", std::process::id()).into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_parse_with_clear_errors() {
+        assert_eq!(
+            Endpoint::parse("tcp://127.0.0.1:4444"),
+            Ok(Endpoint {
+                host: "127.0.0.1".into(),
+                port: 4444
+            })
+        );
+        assert!(Endpoint::parse("127.0.0.1:4444")
+            .unwrap_err()
+            .contains("tcp://"));
+        assert!(Endpoint::parse("tcp://h:99999")
+            .unwrap_err()
+            .contains("99999"));
+        assert!(Endpoint::parse("tcp://:1").is_err());
+    }
+
+    #[test]
+    fn waker_wakes_and_resets() {
+        let (w, r) = waker().unwrap();
+        w.wake();
+        w.wake();
+        let mut items = [zmq::PollItem::from_fd(r.fd(), zmq::POLLIN)];
+        assert_eq!(zmq::poll(&mut items, 1000).unwrap(), 1);
+        r.reset();
+        let mut items = [zmq::PollItem::from_fd(r.fd(), zmq::POLLIN)];
+        assert_eq!(zmq::poll(&mut items, 0).unwrap(), 0);
+    }
+}

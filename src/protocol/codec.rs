@@ -1,0 +1,221 @@
+//! Framing and encoding: the one place that tells a native message from a legacy (pickle) one or
+//! from garbage, and that turns values into frames and back.
+
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{MAGIC, PROTOCOL_VERSION};
+use crate::value::Value;
+
+/// One ZeroMQ frame.
+pub type Frame = Vec<u8>;
+
+/// Why an incoming frame could not be decoded. Never a panic: this is network input.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DecodeError {
+    /// No frames at all, or an empty header frame.
+    Empty,
+    /// A message of the 2015 protocol (a pickle): served by the compat layer, not here.
+    Legacy,
+    /// Neither a native nor a legacy message.
+    BadMagic,
+    /// A native message of another protocol version.
+    Version { got: u8 },
+    /// The right prefix, but the body is not a valid message of the expected type.
+    Malformed(String),
+    /// The message announced more value frames than it carried, or the reverse.
+    FrameCount { expected: usize, got: usize },
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::Empty => write!(f, "empty message"),
+            DecodeError::Legacy => write!(f, "legacy (2015 pickle) message"),
+            DecodeError::BadMagic => write!(f, "not a zask message (bad magic bytes)"),
+            DecodeError::Version { got } => write!(
+                f,
+                "protocol version {got} is not supported (this build speaks {PROTOCOL_VERSION})"
+            ),
+            DecodeError::Malformed(m) => write!(f, "malformed message: {m}"),
+            DecodeError::FrameCount { expected, got } => {
+                write!(f, "expected {expected} value frames, got {got}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// The header frame of a native message.
+pub fn encode<M: Serialize>(msg: &M) -> Frame {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(MAGIC);
+    out.push(PROTOCOL_VERSION);
+    rmp_serde::encode::write(&mut out, msg).expect("protocol messages always encode");
+    out
+}
+
+/// What kind of message a header frame holds, judged by its first bytes.
+pub fn classify(frame: &[u8]) -> Result<(), DecodeError> {
+    if frame.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    if frame[0] == 0x80 {
+        return Err(DecodeError::Legacy);
+    }
+    if frame.len() < MAGIC.len() + 1 || &frame[..MAGIC.len()] != MAGIC {
+        return Err(DecodeError::BadMagic);
+    }
+    let version = frame[MAGIC.len()];
+    if version != PROTOCOL_VERSION {
+        return Err(DecodeError::Version { got: version });
+    }
+    Ok(())
+}
+
+/// Decodes a header frame into the message type expected on this socket.
+pub fn decode<M: DeserializeOwned>(frame: &[u8]) -> Result<M, DecodeError> {
+    classify(frame)?;
+    rmp_serde::from_slice(&frame[MAGIC.len() + 1..])
+        .map_err(|e| DecodeError::Malformed(e.to_string()))
+}
+
+const TAG_MSGPACK: u8 = 0;
+const TAG_RAW_BYTES: u8 = 1;
+
+/// A value as a frame: a tag byte, then msgpack, or the raw bytes themselves for a top-level
+/// `Bytes` value, so large binary results are never re-encoded. Workers store exactly this.
+pub fn encode_value(v: &Value) -> Frame {
+    match v {
+        Value::Bytes(b) => {
+            let mut out = Vec::with_capacity(b.len() + 1);
+            out.push(TAG_RAW_BYTES);
+            out.extend_from_slice(b);
+            out
+        }
+        other => {
+            let mut out = vec![TAG_MSGPACK];
+            rmp_serde::encode::write(&mut out, other).expect("values always encode");
+            out
+        }
+    }
+}
+
+pub fn decode_value(frame: &[u8]) -> Result<Value, DecodeError> {
+    match frame.split_first() {
+        Some((&TAG_RAW_BYTES, rest)) => Ok(Value::Bytes(rest.to_vec())),
+        Some((&TAG_MSGPACK, rest)) => {
+            rmp_serde::from_slice(rest).map_err(|e| DecodeError::Malformed(e.to_string()))
+        }
+        Some((tag, _)) => Err(DecodeError::Malformed(format!("unknown value tag {tag}"))),
+        None => Err(DecodeError::Empty),
+    }
+}
+
+/// Checks that a value frame is well-formed without keeping the decoded value.
+pub fn validate_value(frame: &[u8]) -> Result<(), DecodeError> {
+    match frame.first() {
+        Some(&TAG_RAW_BYTES) => Ok(()),
+        _ => decode_value(frame).map(drop),
+    }
+}
+
+/// Encodes an `Expr` the way the scheduler stores task specs.
+pub fn encode_plain<M: Serialize>(m: &M) -> Vec<u8> {
+    rmp_serde::to_vec(m).expect("specs always encode")
+}
+
+pub fn decode_plain<M: DeserializeOwned>(bytes: &[u8]) -> Result<M, DecodeError> {
+    rmp_serde::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))
+}
+
+/// Splits a received multipart message into its decoded header and its value frames, checking
+/// that the header announced as many value frames as arrived.
+pub fn split<M: DeserializeOwned>(
+    mut frames: Vec<Frame>,
+    value_frames: impl Fn(&M) -> usize,
+) -> Result<(M, Vec<Frame>), DecodeError> {
+    if frames.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    let rest = frames.split_off(1);
+    let msg: M = decode(&frames[0])?;
+    let expected = value_frames(&msg);
+    if expected != rest.len() {
+        return Err(DecodeError::FrameCount {
+            expected,
+            got: rest.len(),
+        });
+    }
+    Ok((msg, rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{FromClient, FromWorker};
+
+    #[test]
+    fn messages_roundtrip_and_are_recognised_by_their_prefix() {
+        let m = FromClient::Status { request: 7 };
+        let f = encode(&m);
+        assert_eq!(&f[..4], b"ZASK");
+        assert_eq!(decode::<FromClient>(&f), Ok(m));
+    }
+
+    #[test]
+    fn garbage_legacy_and_wrong_direction_are_errors_not_panics() {
+        assert_eq!(decode::<FromClient>(b""), Err(DecodeError::Empty));
+        assert_eq!(
+            decode::<FromClient>(b"\x80\x03}q\x00."),
+            Err(DecodeError::Legacy)
+        );
+        assert_eq!(
+            decode::<FromClient>(b"hello world"),
+            Err(DecodeError::BadMagic)
+        );
+        let mut wrong_version = encode(&FromClient::Ping);
+        wrong_version[4] = 99;
+        assert_eq!(
+            decode::<FromClient>(&wrong_version),
+            Err(DecodeError::Version { got: 99 })
+        );
+        let worker_msg = encode(&FromWorker::Heartbeat);
+        assert!(matches!(
+            decode::<FromClient>(&worker_msg),
+            Err(DecodeError::Malformed(_))
+        ));
+        let mut truncated = encode(&FromClient::Status { request: 1 });
+        truncated.truncate(6);
+        assert!(decode::<FromClient>(&truncated).is_err());
+    }
+
+    #[test]
+    fn values_roundtrip_and_bytes_travel_raw() {
+        let big = Value::Bytes(vec![7; 1 << 20]);
+        let f = encode_value(&big);
+        assert_eq!(f.len(), (1 << 20) + 1);
+        assert_eq!(decode_value(&f), Ok(big));
+        let v = Value::from(vec![1, 2, 3]);
+        assert_eq!(decode_value(&encode_value(&v)), Ok(v));
+        assert!(decode_value(&[9, 1, 2]).is_err());
+    }
+
+    #[test]
+    fn split_checks_frame_counts() {
+        let header = encode(&FromClient::Scatter {
+            request: 1,
+            keys: vec!["a".into()],
+        });
+        let count = |m: &FromClient| match m {
+            FromClient::Scatter { keys, .. } => keys.len(),
+            _ => 0,
+        };
+        assert!(split(vec![header.clone()], count).is_err());
+        let (_, values) = split(vec![header, encode_value(&Value::from(1))], count).unwrap();
+        assert_eq!(values.len(), 1);
+    }
+}

@@ -1,0 +1,318 @@
+//! The native wire protocol: one typed message enum per direction, and the errors that cross
+//! the wire. Encoding and framing live in `codec`.
+//!
+//! Every message is a ZeroMQ multipart message whose first frame is `MAGIC`, a version byte and
+//! the msgpack-encoded message; values (task results, scattered data) follow as frames of their
+//! own, encoded by `codec::encode_value`, so large bytes are never copied into msgpack.
+
+pub mod codec;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::graph::{Expr, GraphError, Key};
+
+pub use codec::{DecodeError, Frame};
+
+/// A ZeroMQ routing identity: how a ROUTER socket names the peer a message came from.
+pub type FrameIdentity = Vec<u8>;
+
+/// Checked at registration (workers) and at hello (clients).
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// First bytes of every native header frame. Legacy (2015) messages start with a pickle
+/// opcode (0x80), so the two are told apart by their first byte.
+pub const MAGIC: &[u8; 4] = b"ZASK";
+
+/// Worker → scheduler, on the scheduler's worker port.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum FromWorker {
+    Register(WorkerRegistration),
+    Heartbeat,
+    /// Tasks that finished; the values of those with `has_value` follow as frames, in order.
+    Finished(Vec<FinishedTask>),
+    Erred(Vec<ErredTask>),
+    /// The worker could not fetch `dependency` of `key` from any of the holders it was told
+    /// about; it dropped `key`, which the scheduler must place again.
+    MissingDependency {
+        key: Key,
+        dependency: Key,
+        holders: Vec<String>,
+    },
+    /// Answer to `GetData`: values of `found` follow as frames, in order.
+    Data {
+        request: u64,
+        found: Vec<Key>,
+        missing: Vec<Key>,
+    },
+    /// Answer to `PutData`.
+    Stored {
+        request: u64,
+    },
+    /// The worker is leaving on purpose: no task is to blame.
+    Goodbye,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkerRegistration {
+    pub protocol_version: u8,
+    /// Where peers fetch data from: the worker's own ROUTER endpoint.
+    pub address: String,
+    pub name: String,
+    pub nthreads: u32,
+    pub memory_limit_bytes: u64,
+    pub pid: u32,
+    pub store: String,
+    /// Keys already in the worker's store (non-empty after a reconnect).
+    pub keys: Vec<Key>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FinishedTask {
+    pub key: Key,
+    pub nbytes: u64,
+    /// Dependencies this worker fetched from peers to run the task: it now holds copies.
+    pub fetched: Vec<(Key, u64)>,
+    pub has_value: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErredTask {
+    pub key: Key,
+    pub error: TaskError,
+}
+
+/// Why a task failed, as the function (or the worker running it) reported it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskError {
+    pub kind: TaskErrorKind,
+    pub message: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskErrorKind {
+    /// The function returned an error.
+    Failed,
+    /// The function panicked.
+    Panicked,
+    /// No function of that name is registered on the worker.
+    UnknownFunction,
+    /// The arguments did not fit the function's signature.
+    BadArguments,
+    /// The task spec could not be decoded or a dependency value was unreadable.
+    BadInput,
+    /// The task took down the workers that ran it too many times.
+    KilledWorker,
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            TaskErrorKind::Failed => "",
+            TaskErrorKind::Panicked => "panicked: ",
+            TaskErrorKind::UnknownFunction => "unknown function: ",
+            TaskErrorKind::BadArguments => "bad arguments: ",
+            TaskErrorKind::BadInput => "bad input: ",
+            TaskErrorKind::KilledWorker => "killed worker: ",
+        };
+        write!(f, "{kind}{}", self.message)
+    }
+}
+
+/// Scheduler → worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ToWorker {
+    Registered,
+    Rejected {
+        reason: String,
+    },
+    Compute(Vec<ComputeTask>),
+    /// Forget these keys: delete their data, drop them if queued.
+    Release(Vec<Key>),
+    GetData {
+        request: u64,
+        keys: Vec<Key>,
+    },
+    /// Store these values (frames follow, in order), then answer `Stored`.
+    PutData {
+        request: u64,
+        keys: Vec<Key>,
+    },
+    /// The scheduler could not understand a message from this worker.
+    Error {
+        message: String,
+    },
+    /// Shut down.
+    Close,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ComputeTask {
+    pub key: Key,
+    /// The msgpack-encoded `Expr`, kept encoded by the scheduler.
+    #[serde(with = "serde_bytes")]
+    pub spec: Vec<u8>,
+    /// Where each dependency can be fetched from (peer addresses).
+    pub dependencies: Vec<(Key, Vec<String>)>,
+    /// Send the value back with the completion: a client waits for it.
+    pub report_value: bool,
+}
+
+/// Worker → worker, on the serving worker's peer ROUTER.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum PeerRequest {
+    GetData { request: u64, keys: Vec<Key> },
+}
+
+/// The answer on the same connection; values of `found` follow as frames, in order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum PeerReply {
+    Data {
+        request: u64,
+        found: Vec<Key>,
+        missing: Vec<Key>,
+    },
+    Error {
+        message: String,
+    },
+}
+
+/// Client → scheduler, on the scheduler's client port. `request` ids are the client's own;
+/// replies carry them back so one client can have many requests in flight.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum FromClient {
+    Hello {
+        protocol_version: u8,
+    },
+    Ping,
+    Submit {
+        request: u64,
+        graph: Vec<(Key, Expr)>,
+        outputs: Vec<Key>,
+        keep_results: bool,
+    },
+    Gather {
+        request: u64,
+        keys: Vec<Key>,
+    },
+    /// Values follow as frames, in order.
+    Scatter {
+        request: u64,
+        keys: Vec<Key>,
+    },
+    WhoHas {
+        request: u64,
+        keys: Vec<Key>,
+    },
+    Status {
+        request: u64,
+    },
+    /// Drop kept results and scattered data.
+    Release {
+        request: u64,
+        keys: Vec<Key>,
+    },
+    /// Cancel requests this client no longer waits for (e.g. a timed-out `get`).
+    Cancel {
+        request: u64,
+    },
+    Goodbye,
+}
+
+/// Scheduler → client.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ToClient {
+    Welcome {
+        protocol_version: u8,
+        address_to_workers: String,
+        address_to_clients: String,
+    },
+    Pong,
+    /// Values of the requested keys follow as frames, in request order.
+    Values {
+        request: u64,
+    },
+    Failed {
+        request: u64,
+        error: RequestError,
+    },
+    Scattered {
+        request: u64,
+        keys: Vec<Key>,
+    },
+    WhoHas {
+        request: u64,
+        who_has: Vec<(Key, Vec<String>)>,
+    },
+    Status {
+        request: u64,
+        status: ClusterStatus,
+    },
+    Done {
+        request: u64,
+    },
+}
+
+/// Why a client request failed. Carries data a caller can match on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum RequestError {
+    /// The graph is malformed: missing key or cycle.
+    Graph(GraphError),
+    /// A task failed; `key` is the task that failed (the one asked for, or one it depends on).
+    Task { key: Key, error: TaskError },
+    /// `key` is being computed under a different definition by another graph.
+    KeyConflict { key: Key },
+    /// Data with no lineage (scattered) was lost with the workers that held it.
+    DataLost { key: Key, workers: Vec<String> },
+    /// A key asked for by `gather` is not on the cluster.
+    NotFound { key: Key },
+    /// The request itself was malformed or unsupported.
+    Protocol { message: String },
+}
+
+impl fmt::Display for RequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequestError::Graph(e) => write!(f, "{e}"),
+            RequestError::Task { key, error } => write!(f, "task {key:?} failed: {error}"),
+            RequestError::KeyConflict { key } => write!(
+                f,
+                "key {key:?} is being computed by another graph with a different definition; use another key name"
+            ),
+            RequestError::DataLost { key, workers } => write!(
+                f,
+                "scattered key {key:?} was lost with worker(s) {} and cannot be recomputed",
+                workers.join(", ")
+            ),
+            RequestError::NotFound { key } => write!(f, "key {key:?} is not on the cluster"),
+            RequestError::Protocol { message } => write!(f, "protocol error: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for RequestError {}
+
+/// What `status()` reports.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub address_to_workers: String,
+    pub address_to_clients: String,
+    pub workers: Vec<WorkerInfo>,
+    pub tasks: u64,
+    pub processing: u64,
+    pub in_memory: u64,
+    pub clients: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    pub address: String,
+    pub name: String,
+    pub pid: u32,
+    pub nthreads: u32,
+    pub memory_limit_bytes: u64,
+    pub store: String,
+    pub keys: Vec<Key>,
+    pub processing: u64,
+}

@@ -1,0 +1,368 @@
+//! Task transitions: activation (a task becomes needed), completion, failure, loss of data,
+//! release (nobody needs it any more) and forgetting.
+
+use log::{debug, warn};
+
+use super::tasks::{task_failure, TaskId, TaskState};
+use super::{SchedulerCore, WorkerId};
+use crate::graph::Key;
+use crate::protocol::{FinishedTask, Frame, RequestError, TaskError};
+
+impl SchedulerCore {
+    /// Makes `roots` and everything they need (and that is not in memory) active.
+    pub(super) fn activate(&mut self, roots: &[TaskId]) {
+        let mut stack: Vec<TaskId> = roots.to_vec();
+        let mut newly = Vec::new();
+        let mut unrecoverable = Vec::new();
+        while let Some(t) = stack.pop() {
+            let task = self.tasks.get_mut(t);
+            if task.state != TaskState::Released {
+                continue;
+            }
+            if task.spec.is_none() {
+                unrecoverable.push(t);
+                continue;
+            }
+            // Marked Waiting now so shared dependencies are visited once; counters follow.
+            task.state = TaskState::Waiting;
+            newly.push(t);
+            stack.extend(task.dependencies.iter().copied());
+        }
+        let mut failed_inputs = Vec::new();
+        for &t in &newly {
+            let deps = self.tasks.get(t).dependencies.clone();
+            let mut waiting_on = 0;
+            for d in deps.iter() {
+                let dep = self.tasks.get_mut(*d);
+                dep.waiters += 1;
+                match dep.state {
+                    TaskState::Memory => {}
+                    TaskState::Erred => {
+                        failed_inputs.push(*d);
+                        waiting_on += 1;
+                    }
+                    _ => waiting_on += 1,
+                }
+            }
+            let task = self.tasks.get_mut(t);
+            task.waiting_on = waiting_on;
+            if waiting_on == 0 {
+                task.state = TaskState::Ready;
+                self.ready.push_back(t);
+                self.needs_scheduling = true;
+            }
+        }
+        for t in unrecoverable {
+            let task = self.tasks.get(t);
+            let error = RequestError::DataLost {
+                key: task.key.clone(),
+                workers: Vec::new(),
+            };
+            self.fail_dependents_and_wanters(t, error);
+        }
+        for d in failed_inputs {
+            if let Some(error) = self.tasks.get(d).error.clone() {
+                self.fail_dependents_and_wanters(d, *error);
+            }
+        }
+    }
+
+    pub(super) fn tasks_finished(
+        &mut self,
+        w: WorkerId,
+        done: Vec<FinishedTask>,
+        frames: Vec<Frame>,
+    ) {
+        let mut values = frames.into_iter();
+        for f in done {
+            let value = if f.has_value { values.next() } else { None };
+            self.task_finished(w, f, value);
+        }
+    }
+
+    fn task_finished(&mut self, w: WorkerId, f: FinishedTask, value: Option<Frame>) {
+        for (dep_key, _) in &f.fetched {
+            match self.tasks.id(dep_key) {
+                Some(d) if self.tasks.get(d).state == TaskState::Memory => self.add_holder(d, w),
+                _ => self.push_release(w, vec![dep_key.clone()]),
+            }
+        }
+        let Some(t) = self.tasks.id(&f.key) else {
+            self.push_release(w, vec![f.key]);
+            return;
+        };
+        let state = self.tasks.get(t).state;
+        match state {
+            TaskState::Memory => {
+                // A second copy (the task ran twice after a reassignment).
+                self.add_holder(t, w);
+            }
+            // A result from a worker we had taken the task from is still a right result.
+            _ if state.is_active() => {
+                self.leave_active(t);
+                let task = self.tasks.get_mut(t);
+                task.state = TaskState::Memory;
+                task.nbytes = f.nbytes;
+                task.error = None;
+                self.add_holder(t, w);
+                let dependents = self.tasks.get(t).dependents.clone();
+                for d in dependents {
+                    let dep = self.tasks.get_mut(d);
+                    if dep.state == TaskState::Waiting {
+                        dep.waiting_on -= 1;
+                        if dep.waiting_on == 0 {
+                            dep.state = TaskState::Ready;
+                            self.ready.push_back(d);
+                            self.needs_scheduling = true;
+                        }
+                    }
+                }
+                if let Some(v) = value {
+                    self.value_arrived(t, v);
+                } else {
+                    self.request_value_if_needed(t);
+                }
+            }
+            _ => {
+                debug!("{:?} finished but is no longer needed", f.key);
+                self.push_release(w, vec![f.key]);
+                return;
+            }
+        }
+        self.maybe_release(t);
+    }
+
+    pub(super) fn task_erred(&mut self, w: WorkerId, key: Key, error: TaskError) {
+        let Some(t) = self.tasks.id(&key) else {
+            return;
+        };
+        if self.tasks.get(t).state != TaskState::Processing(w) {
+            debug!("stale error for {key:?} from a worker it is no longer assigned to");
+            return;
+        }
+        debug!("task {key:?} erred: {error}");
+        self.fail_task(t, task_failure(&key, error));
+    }
+
+    /// Fails a task and, transitively, its active dependents and the computations wanting them.
+    pub(super) fn fail_task(&mut self, t: TaskId, error: RequestError) {
+        if self.tasks.get(t).state.is_active() {
+            self.leave_active(t);
+        }
+        let task = self.tasks.get_mut(t);
+        task.state = TaskState::Erred;
+        task.error = Some(Box::new(error.clone()));
+        self.fail_dependents_and_wanters(t, error);
+    }
+
+    /// Propagates a failure from `t` to everything that waits for it.
+    pub(super) fn fail_dependents_and_wanters(&mut self, t: TaskId, error: RequestError) {
+        let mut stack = vec![t];
+        let mut failed = vec![t];
+        while let Some(x) = stack.pop() {
+            let dependents = self.tasks.get(x).dependents.clone();
+            for d in dependents {
+                if self.tasks.get(d).state.is_active() {
+                    self.leave_active(d);
+                    let dep = self.tasks.get_mut(d);
+                    dep.state = TaskState::Erred;
+                    dep.error = Some(Box::new(error.clone()));
+                    stack.push(d);
+                    failed.push(d);
+                }
+            }
+        }
+        for x in &failed {
+            self.fail_computations_wanting(*x, &error);
+        }
+        for x in failed {
+            if self.tasks.exists(x) {
+                self.maybe_release(x);
+            }
+        }
+    }
+
+    /// Takes a task out of Waiting/Ready/Processing and releases what it no longer needs.
+    pub(super) fn leave_active(&mut self, t: TaskId) {
+        for d in self.leave_active_only(t).iter() {
+            self.maybe_release(*d);
+        }
+    }
+
+    /// Takes a task out of Waiting/Ready/Processing; returns the dependencies it no longer
+    /// waits for, which the caller must offer to `maybe_release` (kept apart so release can
+    /// walk long chains iteratively).
+    fn leave_active_only(&mut self, t: TaskId) -> Box<[TaskId]> {
+        let task = self.tasks.get_mut(t);
+        debug_assert!(task.state.is_active());
+        if let TaskState::Processing(w) = task.state {
+            if let Some(worker) = self.workers.get_mut(w) {
+                worker.processing.remove(&t);
+            }
+            // A slot freed up.
+            self.needs_scheduling = true;
+        }
+        task.state = TaskState::Released;
+        task.waiting_on = 0;
+        let deps = task.dependencies.clone();
+        for d in deps.iter() {
+            self.tasks.get_mut(*d).waiters -= 1;
+        }
+        deps
+    }
+
+    /// A task whose worker went away, or could not get its inputs, goes back to waiting.
+    pub(super) fn back_to_waiting(&mut self, t: TaskId) {
+        let task = self.tasks.get(t);
+        if let TaskState::Processing(w) = task.state {
+            if let Some(worker) = self.workers.get_mut(w) {
+                worker.processing.remove(&t);
+            }
+        }
+        let waiting_on = self
+            .tasks
+            .get(t)
+            .dependencies
+            .iter()
+            .filter(|d| self.tasks.get(**d).state != TaskState::Memory)
+            .count() as u32;
+        let task = self.tasks.get_mut(t);
+        task.waiting_on = waiting_on;
+        if waiting_on == 0 {
+            task.state = TaskState::Ready;
+            self.ready.push_back(t);
+        } else {
+            task.state = TaskState::Waiting;
+        }
+        self.needs_scheduling = true;
+    }
+
+    /// The last copy of a task's data is gone: dependents wait again, and if the data is still
+    /// needed it is recomputed from its lineage (or, for scattered data, reported lost).
+    pub(super) fn data_lost(&mut self, t: TaskId, workers: &[String]) {
+        let task = self.tasks.get_mut(t);
+        if task.state != TaskState::Memory {
+            return;
+        }
+        task.state = TaskState::Released;
+        let dependents = task.dependents.clone();
+        for d in dependents {
+            let state = self.tasks.get(d).state;
+            match state {
+                TaskState::Waiting => self.tasks.get_mut(d).waiting_on += 1,
+                TaskState::Ready => {
+                    let dep = self.tasks.get_mut(d);
+                    dep.state = TaskState::Waiting;
+                    dep.waiting_on = 1;
+                }
+                TaskState::Processing(w) => {
+                    // It would fail to fetch the lost input: take it back now.
+                    let key = self.tasks.get(d).key.clone();
+                    self.push_release(w, vec![key]);
+                    self.back_to_waiting(d);
+                }
+                _ => {}
+            }
+        }
+        let task = self.tasks.get(t);
+        if !task.needed() {
+            self.maybe_release(t);
+            return;
+        }
+        if task.spec.is_none() {
+            let error = RequestError::DataLost {
+                key: task.key.clone(),
+                workers: workers.to_vec(),
+            };
+            warn!("{error}");
+            self.fail_task(t, error);
+            return;
+        }
+        debug!("recomputing lost {:?}", task.key);
+        self.activate(&[t]);
+    }
+
+    pub(super) fn missing_dependency(
+        &mut self,
+        w: WorkerId,
+        key: &Key,
+        dependency: &Key,
+        holders: &[String],
+    ) {
+        if let Some(d) = self.tasks.id(dependency) {
+            let stale: Vec<WorkerId> = self
+                .tasks
+                .get(d)
+                .who_has
+                .iter()
+                .copied()
+                .filter(|h| holders.contains(&self.workers.address(*h)))
+                .collect();
+            for h in stale {
+                // It either does not have the data or cannot be reached: stop relying on it.
+                let task = self.tasks.get_mut(d);
+                task.who_has.retain(|x| *x != h);
+                let nbytes = task.nbytes;
+                if let Some(worker) = self.workers.get_mut(h) {
+                    worker.has.remove(&d);
+                    worker.nbytes = worker.nbytes.saturating_sub(nbytes);
+                }
+                self.push_release(h, vec![dependency.clone()]);
+            }
+            if self.tasks.get(d).who_has.is_empty() {
+                self.data_lost(d, holders);
+            }
+        }
+        if let Some(t) = self.tasks.id(key) {
+            if self.tasks.get(t).state == TaskState::Processing(w) {
+                self.back_to_waiting(t);
+            }
+        }
+    }
+
+    /// Releases a task's data or stops its computation when nobody needs it, then forgets it
+    /// when nothing refers to it. Works through the consequences iteratively.
+    pub(super) fn maybe_release(&mut self, t: TaskId) {
+        let mut stack = vec![t];
+        while let Some(x) = stack.pop() {
+            if !self.tasks.exists(x) {
+                continue;
+            }
+            let task = self.tasks.get(x);
+            if task.needed() {
+                continue;
+            }
+            match task.state {
+                TaskState::Memory => {
+                    self.drop_data(x);
+                    self.tasks.get_mut(x).state = TaskState::Released;
+                }
+                TaskState::Waiting | TaskState::Ready | TaskState::Processing(_) => {
+                    if let TaskState::Processing(w) = task.state {
+                        let key = task.key.clone();
+                        self.push_release(w, vec![key]);
+                    }
+                    stack.extend(self.leave_active_only(x).iter().copied());
+                }
+                TaskState::Erred => {
+                    let task = self.tasks.get_mut(x);
+                    task.state = TaskState::Released;
+                    task.error = None;
+                }
+                TaskState::Released => {}
+            }
+            // Forget it once no dependent refers to it.
+            let task = self.tasks.get(x);
+            if task.dependents.is_empty() {
+                let removed = self.tasks.remove(x);
+                self.output_of.remove(&x);
+                self.fetching_value.remove(&x);
+                for d in removed.dependencies.iter() {
+                    let dep = self.tasks.get_mut(*d);
+                    dep.dependents.retain(|y| *y != x);
+                    stack.push(*d);
+                }
+            }
+        }
+    }
+}

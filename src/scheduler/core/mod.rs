@@ -1,0 +1,736 @@
+//! The scheduler's logic as a pure state machine: events (messages from workers and clients, the
+//! passing of time) in, commands (messages to send) out. No socket, thread, channel, disk or
+//! clock in here: `now` is always passed in, which makes every fault deterministic to test.
+//!
+//! Bookkeeping (a task finished, a worker was lost) is kept apart from the decision pass
+//! (`schedule`, in `placement`), which the IO layer runs once per batch of events.
+
+mod computations;
+mod lifecycle;
+mod placement;
+mod tasks;
+mod workers;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use log::{debug, info, warn};
+
+use crate::protocol::{
+    ClusterStatus, Frame, FrameIdentity, FromClient, FromWorker, RequestError, ToClient, ToWorker,
+    WorkerInfo, PROTOCOL_VERSION,
+};
+
+pub use tasks::{TaskId, TaskState};
+pub use workers::WorkerId;
+
+use computations::{CompId, Computation, PendingScatter, PutRequest};
+use tasks::TaskTable;
+use workers::{Worker, WorkerRegistry};
+
+/// Settings of the scheduler's logic. Times are in milliseconds of the `now` the IO layer passes.
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    /// A worker silent for this long is considered lost. Five heartbeats at the default worker
+    /// interval, so one delayed heartbeat never loses a worker.
+    pub heartbeat_timeout_ms: u64,
+    /// A client silent this long (no request, no ping) is considered gone and its requests are
+    /// cancelled. Clients ping every second.
+    pub client_timeout_ms: u64,
+    /// Tasks queued on a worker beyond its thread count, so it never waits for the scheduler.
+    pub worker_queue_extra: u32,
+    /// How many unexpected worker losses a task may be blamed for before it fails.
+    pub allowed_failures: u32,
+    /// Reported to clients in `Welcome` and `status`.
+    pub address_to_workers: String,
+    pub address_to_clients: String,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            heartbeat_timeout_ms: 5_000,
+            client_timeout_ms: 30_000,
+            worker_queue_extra: 16,
+            allowed_failures: 3,
+            address_to_workers: String::new(),
+            address_to_clients: String::new(),
+        }
+    }
+}
+
+/// Something that happened, as the IO layer decoded it.
+#[derive(Debug)]
+pub enum Event {
+    FromWorker {
+        identity: FrameIdentity,
+        msg: FromWorker,
+        frames: Vec<Frame>,
+    },
+    FromClient {
+        identity: FrameIdentity,
+        msg: FromClient,
+        frames: Vec<Frame>,
+    },
+}
+
+/// Something to send, for the IO layer to encode.
+#[derive(Debug, PartialEq)]
+pub enum Command {
+    ToWorker {
+        identity: FrameIdentity,
+        msg: ToWorker,
+        frames: Vec<Frame>,
+    },
+    ToClient {
+        identity: FrameIdentity,
+        msg: ToClient,
+        frames: Vec<Frame>,
+    },
+}
+
+struct ClientState {
+    last_seen_ms: u64,
+    computations: HashSet<CompId>,
+}
+
+pub struct SchedulerCore {
+    config: CoreConfig,
+    tasks: TaskTable,
+    workers: WorkerRegistry,
+    /// Tasks in state Ready, oldest first. Entries whose task left Ready are skipped lazily.
+    ready: VecDeque<TaskId>,
+    computations: HashMap<CompId, Computation>,
+    /// The computations each output task reports to.
+    output_of: HashMap<TaskId, Vec<CompId>>,
+    /// Value fetches sent to workers (for computations), by request id.
+    value_requests: HashMap<u64, (WorkerId, Vec<TaskId>)>,
+    /// Output tasks whose value is being fetched.
+    fetching_value: HashSet<TaskId>,
+    puts: HashMap<u64, PutRequest>,
+    /// Scatters that arrived while no worker was connected.
+    pending_scatters: VecDeque<PendingScatter>,
+    clients: HashMap<FrameIdentity, ClientState>,
+    next_request: u64,
+    next_computation: u64,
+    commands: Vec<Command>,
+    now_ms: u64,
+    /// A worker was lost or scheduling is needed: run `schedule` before flushing.
+    needs_scheduling: bool,
+}
+
+impl SchedulerCore {
+    pub fn new(config: CoreConfig) -> SchedulerCore {
+        SchedulerCore {
+            config,
+            tasks: TaskTable::default(),
+            workers: WorkerRegistry::default(),
+            ready: VecDeque::new(),
+            computations: HashMap::new(),
+            output_of: HashMap::new(),
+            value_requests: HashMap::new(),
+            fetching_value: HashSet::new(),
+            puts: HashMap::new(),
+            pending_scatters: VecDeque::new(),
+            clients: HashMap::new(),
+            next_request: 1,
+            next_computation: 1,
+            commands: Vec::new(),
+            now_ms: 0,
+            needs_scheduling: false,
+        }
+    }
+
+    pub fn config(&self) -> &CoreConfig {
+        &self.config
+    }
+
+    /// Feeds one event. Call `take_commands` after a batch of events.
+    pub fn handle(&mut self, now_ms: u64, event: Event) {
+        self.now_ms = self.now_ms.max(now_ms);
+        match event {
+            Event::FromWorker {
+                identity,
+                msg,
+                frames,
+            } => self.handle_worker(identity, msg, frames),
+            Event::FromClient {
+                identity,
+                msg,
+                frames,
+            } => self.handle_client(identity, msg, frames),
+        }
+    }
+
+    /// Lets time pass: detects silent workers and clients.
+    pub fn tick(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+        let timeout = self.config.heartbeat_timeout_ms;
+        let silent: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| self.now_ms.saturating_sub(w.last_seen_ms) > timeout)
+            .map(|(id, _)| id)
+            .collect();
+        for id in silent {
+            warn!(
+                "worker {} silent for more than {timeout} ms: considered lost",
+                self.workers.address(id)
+            );
+            self.remove_worker(id, true);
+        }
+        let client_timeout = self.config.client_timeout_ms;
+        let gone: Vec<FrameIdentity> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| self.now_ms.saturating_sub(c.last_seen_ms) > client_timeout)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for identity in gone {
+            info!(
+                "client {} silent for more than {client_timeout} ms: dropping its requests",
+                String::from_utf8_lossy(&identity)
+            );
+            self.remove_client(&identity);
+        }
+    }
+
+    /// When `tick` next has something to do.
+    pub fn next_deadline(&self) -> Option<u64> {
+        let workers = self
+            .workers
+            .iter()
+            .map(|(_, w)| w.last_seen_ms + self.config.heartbeat_timeout_ms + 1);
+        let clients = self
+            .clients
+            .values()
+            .map(|c| c.last_seen_ms + self.config.client_timeout_ms + 1);
+        workers.chain(clients).min()
+    }
+
+    /// Runs the decision pass if needed and returns everything to send, in order.
+    pub fn take_commands(&mut self) -> Vec<Command> {
+        if self.needs_scheduling {
+            self.needs_scheduling = false;
+            self.schedule();
+        }
+        for (_, w) in self.workers.iter_mut() {
+            for (msg, frames) in w.outbox.drain(..) {
+                self.commands.push(Command::ToWorker {
+                    identity: w.identity.clone(),
+                    msg,
+                    frames,
+                });
+            }
+        }
+        std::mem::take(&mut self.commands)
+    }
+
+    // ---- workers ----
+
+    fn handle_worker(&mut self, identity: FrameIdentity, msg: FromWorker, frames: Vec<Frame>) {
+        let id = self.workers.by_identity(&identity);
+        if let Some(id) = id {
+            if let Some(w) = self.workers.get_mut(id) {
+                w.last_seen_ms = self.now_ms;
+            }
+        }
+        match (msg, id) {
+            (FromWorker::Register(reg), _) => self.register_worker(identity, reg),
+            (_, None) => {
+                debug!(
+                    "message from unregistered worker {}: asking it to register",
+                    String::from_utf8_lossy(&identity)
+                );
+                self.commands.push(Command::ToWorker {
+                    identity,
+                    msg: ToWorker::Error {
+                        message: "unknown worker: register first".into(),
+                    },
+                    frames: vec![],
+                });
+            }
+            (FromWorker::Heartbeat, Some(_)) => {}
+            (FromWorker::Finished(done), Some(w)) => self.tasks_finished(w, done, frames),
+            (FromWorker::Erred(erred), Some(w)) => {
+                for e in erred {
+                    self.task_erred(w, e.key, e.error);
+                }
+            }
+            (
+                FromWorker::MissingDependency {
+                    key,
+                    dependency,
+                    holders,
+                },
+                Some(w),
+            ) => self.missing_dependency(w, &key, &dependency, &holders),
+            (
+                FromWorker::Data {
+                    request,
+                    found,
+                    missing,
+                },
+                Some(w),
+            ) => self.data_arrived(w, request, found, missing, frames),
+            (FromWorker::Stored { request }, Some(w)) => self.put_stored(w, request),
+            (FromWorker::Goodbye, Some(w)) => {
+                info!("worker {} is leaving", self.workers.address(w));
+                self.remove_worker(w, false);
+            }
+        }
+    }
+
+    fn register_worker(
+        &mut self,
+        identity: FrameIdentity,
+        reg: crate::protocol::WorkerRegistration,
+    ) {
+        if reg.protocol_version != PROTOCOL_VERSION {
+            warn!(
+                "rejecting worker {}: protocol version {} (this scheduler speaks {PROTOCOL_VERSION})",
+                reg.address, reg.protocol_version
+            );
+            self.commands.push(Command::ToWorker {
+                identity,
+                msg: ToWorker::Rejected {
+                    reason: format!(
+                        "protocol version {} is not supported; this scheduler speaks {PROTOCOL_VERSION}",
+                        reg.protocol_version
+                    ),
+                },
+                frames: vec![],
+            });
+            return;
+        }
+        if let Some(old) = self.workers.by_identity(&identity) {
+            // The same process registering again (it lost the scheduler for a while): start
+            // from what it reports now.
+            self.remove_worker(old, false);
+        }
+        info!(
+            "worker {} registered: name {}, {} threads, store {}, pid {}",
+            reg.address, reg.name, reg.nthreads, reg.store, reg.pid
+        );
+        let id = self.workers.add(Worker {
+            identity: identity.clone(),
+            address: reg.address,
+            name: reg.name,
+            nthreads: reg.nthreads,
+            memory_limit_bytes: reg.memory_limit_bytes,
+            pid: reg.pid,
+            store: reg.store,
+            has: HashSet::new(),
+            processing: HashSet::new(),
+            nbytes: 0,
+            last_seen_ms: self.now_ms,
+            outbox: Vec::new(),
+        });
+        self.push_to_worker(id, ToWorker::Registered, vec![]);
+        let mut unwanted = Vec::new();
+        for key in reg.keys {
+            match self.tasks.id(&key) {
+                Some(t) if self.tasks.get(t).state == TaskState::Memory => self.add_holder(t, id),
+                _ => unwanted.push(key),
+            }
+        }
+        if !unwanted.is_empty() {
+            self.push_release(id, unwanted);
+        }
+        while let Some(s) = self.pending_scatters.pop_front() {
+            self.start_scatter(s);
+        }
+        self.needs_scheduling = true;
+    }
+
+    /// Removes a worker: reschedules what it was running, recomputes what only it held.
+    /// `unexpected` losses count against the tasks it was running.
+    fn remove_worker(&mut self, id: WorkerId, unexpected: bool) {
+        let Some(worker) = self.workers.remove(id) else {
+            return;
+        };
+        let address = worker.address.clone();
+        warn_or_info(unexpected, &format!("removing worker {address}"));
+        // Data it held: gone.
+        let mut lost = Vec::new();
+        for t in worker.has {
+            let task = self.tasks.get_mut(t);
+            task.who_has.retain(|w| *w != id);
+            if task.who_has.is_empty() && task.state == TaskState::Memory {
+                lost.push(t);
+            }
+        }
+        // Tasks it was running or had queued: back to the others.
+        let mut processing: Vec<TaskId> = worker.processing.into_iter().collect();
+        processing.sort();
+        for &t in &processing {
+            if self.tasks.get(t).state == TaskState::Processing(id) {
+                if unexpected {
+                    self.tasks.get_mut(t).suspicious += 1;
+                }
+                self.back_to_waiting(t);
+            }
+        }
+        lost.sort();
+        for t in lost {
+            self.data_lost(t, &[address.clone()]);
+        }
+        if unexpected {
+            let limit = self.config.allowed_failures;
+            for t in processing {
+                if !self.tasks.exists(t) {
+                    continue;
+                }
+                let task = self.tasks.get(t);
+                if task.suspicious > limit && task.state.is_active() {
+                    let error = crate::protocol::TaskError {
+                        kind: crate::protocol::TaskErrorKind::KilledWorker,
+                        message: format!(
+                            "task {:?} was running on {} workers that died unexpectedly (allowed_failures = {limit}); the last was {address}",
+                            task.key, task.suspicious
+                        ),
+                    };
+                    let key = task.key.clone();
+                    self.fail_task(t, tasks::task_failure(&key, error));
+                }
+            }
+        }
+        // Value fetches it owed us: ask someone else.
+        let owed: Vec<u64> = self
+            .value_requests
+            .iter()
+            .filter(|(_, (w, _))| *w == id)
+            .map(|(r, _)| *r)
+            .collect();
+        for r in owed {
+            if let Some((_, ts)) = self.value_requests.remove(&r) {
+                for t in ts {
+                    self.fetching_value.remove(&t);
+                    self.request_value_if_needed(t);
+                }
+            }
+        }
+        let failed_puts: Vec<u64> = self
+            .puts
+            .iter()
+            .filter(|(_, p)| p.pending_workers.contains(&id))
+            .map(|(r, _)| *r)
+            .collect();
+        for r in failed_puts {
+            if let Some(p) = self.puts.remove(&r) {
+                // Scattering again is safe: storing a value twice overwrites it.
+                self.start_scatter(p.scatter);
+            }
+        }
+        if self.workers.is_empty() && self.has_pending_work() {
+            warn!("no workers left: pending work waits until a worker connects");
+        }
+        self.needs_scheduling = true;
+    }
+
+    fn has_pending_work(&self) -> bool {
+        !self.computations.is_empty() || !self.pending_scatters.is_empty()
+    }
+
+    pub(crate) fn push_to_worker(&mut self, w: WorkerId, msg: ToWorker, frames: Vec<Frame>) {
+        if let Some(worker) = self.workers.get_mut(w) {
+            worker.outbox.push((msg, frames));
+        }
+    }
+
+    pub(crate) fn push_release(&mut self, w: WorkerId, mut keys: Vec<crate::graph::Key>) {
+        if let Some(worker) = self.workers.get_mut(w) {
+            if let Some((ToWorker::Release(prev), _)) = worker.outbox.last_mut() {
+                prev.append(&mut keys);
+            } else {
+                worker.outbox.push((ToWorker::Release(keys), vec![]));
+            }
+        }
+    }
+
+    fn add_holder(&mut self, t: TaskId, w: WorkerId) {
+        let task = self.tasks.get_mut(t);
+        if !task.who_has.contains(&w) {
+            task.who_has.push(w);
+            let nbytes = task.nbytes;
+            if let Some(worker) = self.workers.get_mut(w) {
+                worker.has.insert(t);
+                worker.nbytes += nbytes;
+            }
+        }
+    }
+
+    /// Drops every copy of a task's data (telling the holders).
+    fn drop_data(&mut self, t: TaskId) {
+        let task = self.tasks.get_mut(t);
+        let holders = std::mem::take(&mut task.who_has);
+        let key = task.key.clone();
+        let nbytes = task.nbytes;
+        for w in holders {
+            if let Some(worker) = self.workers.get_mut(w) {
+                worker.has.remove(&t);
+                worker.nbytes = worker.nbytes.saturating_sub(nbytes);
+            }
+            self.push_release(w, vec![key.clone()]);
+        }
+    }
+
+    // ---- clients ----
+
+    fn handle_client(&mut self, identity: FrameIdentity, msg: FromClient, frames: Vec<Frame>) {
+        if !matches!(msg, FromClient::Goodbye) {
+            self.clients
+                .entry(identity.clone())
+                .or_insert_with(|| ClientState {
+                    last_seen_ms: 0,
+                    computations: HashSet::new(),
+                })
+                .last_seen_ms = self.now_ms;
+        }
+        match msg {
+            FromClient::Hello { protocol_version } => {
+                if protocol_version != PROTOCOL_VERSION {
+                    self.reply(
+                        &identity,
+                        ToClient::Failed {
+                            request: 0,
+                            error: RequestError::Protocol {
+                                message: format!(
+                                    "protocol version {protocol_version} is not supported; this scheduler speaks {PROTOCOL_VERSION}"
+                                ),
+                            },
+                        },
+                    );
+                    return;
+                }
+                self.reply(
+                    &identity,
+                    ToClient::Welcome {
+                        protocol_version: PROTOCOL_VERSION,
+                        address_to_workers: self.config.address_to_workers.clone(),
+                        address_to_clients: self.config.address_to_clients.clone(),
+                    },
+                );
+            }
+            FromClient::Ping => self.reply(&identity, ToClient::Pong),
+            FromClient::Submit {
+                request,
+                graph,
+                outputs,
+                keep_results,
+            } => self.submit(identity, request, graph, outputs, keep_results),
+            FromClient::Gather { request, keys } => self.gather(identity, request, keys),
+            FromClient::Scatter { request, keys } => {
+                self.start_scatter(PendingScatter {
+                    client: identity,
+                    request,
+                    keys,
+                    values: frames,
+                });
+            }
+            FromClient::WhoHas { request, keys } => {
+                let who_has = keys
+                    .into_iter()
+                    .map(|k| {
+                        let holders = self
+                            .tasks
+                            .by_key(&k)
+                            .map(|t| t.who_has.iter().map(|w| self.workers.address(*w)).collect())
+                            .unwrap_or_default();
+                        (k, holders)
+                    })
+                    .collect();
+                self.reply(&identity, ToClient::WhoHas { request, who_has });
+            }
+            FromClient::Status { request } => {
+                let status = self.status();
+                self.reply(&identity, ToClient::Status { request, status });
+            }
+            FromClient::Release { request, keys } => {
+                for k in keys {
+                    if let Some(t) = self.tasks.id(&k) {
+                        self.tasks.get_mut(t).kept = false;
+                        self.maybe_release(t);
+                    }
+                }
+                self.reply(&identity, ToClient::Done { request });
+            }
+            FromClient::Cancel { request } => {
+                let comp = self
+                    .clients
+                    .get(&identity)
+                    .into_iter()
+                    .flat_map(|c| c.computations.iter())
+                    .find(|c| self.computations.get(c).map(|c| c.request) == Some(request))
+                    .copied();
+                if let Some(c) = comp {
+                    self.end_computation(c);
+                }
+            }
+            FromClient::Goodbye => self.remove_client(&identity),
+        }
+    }
+
+    fn remove_client(&mut self, identity: &FrameIdentity) {
+        if let Some(client) = self.clients.remove(identity) {
+            let mut comps: Vec<CompId> = client.computations.into_iter().collect();
+            comps.sort();
+            for c in comps {
+                self.end_computation(c);
+            }
+        }
+    }
+
+    fn reply(&mut self, identity: &FrameIdentity, msg: ToClient) {
+        self.commands.push(Command::ToClient {
+            identity: identity.clone(),
+            msg,
+            frames: vec![],
+        });
+    }
+
+    pub fn status(&self) -> ClusterStatus {
+        let mut workers: Vec<WorkerInfo> = self
+            .workers
+            .iter()
+            .map(|(_, w)| WorkerInfo {
+                address: w.address.clone(),
+                name: w.name.clone(),
+                pid: w.pid,
+                nthreads: w.nthreads,
+                memory_limit_bytes: w.memory_limit_bytes,
+                store: w.store.clone(),
+                keys: {
+                    let mut keys: Vec<_> = w
+                        .has
+                        .iter()
+                        .map(|t| self.tasks.get(*t).key.clone())
+                        .collect();
+                    keys.sort();
+                    keys
+                },
+                processing: w.processing.len() as u64,
+            })
+            .collect();
+        workers.sort_by(|a, b| a.address.cmp(&b.address));
+        let (mut processing, mut in_memory) = (0, 0);
+        for (_, t) in self.tasks.iter() {
+            match t.state {
+                TaskState::Processing(_) => processing += 1,
+                TaskState::Memory => in_memory += 1,
+                _ => {}
+            }
+        }
+        ClusterStatus {
+            address_to_workers: self.config.address_to_workers.clone(),
+            address_to_clients: self.config.address_to_clients.clone(),
+            workers,
+            tasks: self.tasks.len() as u64,
+            processing,
+            in_memory,
+            clients: self.clients.len() as u64,
+        }
+    }
+
+    fn next_request_id(&mut self) -> u64 {
+        let r = self.next_request;
+        self.next_request += 1;
+        r
+    }
+
+    /// Checks the internal invariants; used by tests and the simulator after every step.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        for (id, t) in self.tasks.iter() {
+            let active_dependents = t
+                .dependents
+                .iter()
+                .filter(|d| self.tasks.get(**d).state.is_active())
+                .count() as u32;
+            if active_dependents != t.waiters {
+                return Err(format!(
+                    "task {:?}: waiters {} but {} active dependents",
+                    t.key, t.waiters, active_dependents
+                ));
+            }
+            for w in &t.who_has {
+                match self.workers.get(*w) {
+                    None => return Err(format!("task {:?} held by a removed worker", t.key)),
+                    Some(worker) if !worker.has.contains(&id) => {
+                        return Err(format!("task {:?}: holder does not list it", t.key))
+                    }
+                    _ => {}
+                }
+            }
+            match t.state {
+                TaskState::Memory if t.who_has.is_empty() => {
+                    return Err(format!("task {:?} in memory with no holder", t.key))
+                }
+                TaskState::Memory => {}
+                _ if !t.who_has.is_empty() => {
+                    return Err(format!("task {:?} is {:?} but has holders", t.key, t.state))
+                }
+                TaskState::Processing(w) => match self.workers.get(w) {
+                    Some(worker) if worker.processing.contains(&id) => {}
+                    _ => return Err(format!("task {:?} processing on an unknown worker", t.key)),
+                },
+                TaskState::Waiting => {
+                    let not_in_memory = t
+                        .dependencies
+                        .iter()
+                        .filter(|d| self.tasks.get(**d).state != TaskState::Memory)
+                        .count() as u32;
+                    if not_in_memory != t.waiting_on || not_in_memory == 0 {
+                        return Err(format!(
+                            "task {:?} waiting on {} but {} dependencies are not in memory",
+                            t.key, t.waiting_on, not_in_memory
+                        ));
+                    }
+                }
+                TaskState::Ready => {
+                    if t.dependencies
+                        .iter()
+                        .any(|d| self.tasks.get(*d).state != TaskState::Memory)
+                    {
+                        return Err(format!("task {:?} ready with missing inputs", t.key));
+                    }
+                }
+                _ => {}
+            }
+            if t.state.is_active() && !t.needed() {
+                return Err(format!(
+                    "task {:?} is {:?} but nobody needs it",
+                    t.key, t.state
+                ));
+            }
+        }
+        for (wid, w) in self.workers.iter() {
+            for t in &w.processing {
+                if self.tasks.get(*t).state != TaskState::Processing(wid) {
+                    return Err(format!(
+                        "worker {} lists a task not processing there",
+                        w.address
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn task_state(&self, key: &crate::graph::Key) -> Option<TaskState> {
+        self.tasks.by_key(key).map(|t| t.state)
+    }
+
+    pub fn task_count(&self) -> usize {
+        self.tasks.len()
+    }
+}
+
+fn warn_or_info(warn: bool, msg: &str) {
+    if warn {
+        log::warn!("{msg}");
+    } else {
+        log::info!("{msg}");
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,108 @@
+//! The decision pass: gives ready tasks to workers. Prefers the worker that already holds most
+//! of a task's input bytes, otherwise the least loaded; a worker never takes more than its
+//! threads plus a small queue, so no worker idles while others hoard work.
+
+use super::tasks::{TaskId, TaskState};
+use super::{SchedulerCore, WorkerId};
+use crate::protocol::{ComputeTask, ToWorker};
+
+impl SchedulerCore {
+    pub(super) fn schedule(&mut self) {
+        if self.workers.is_empty() {
+            return;
+        }
+        let extra = self.config.worker_queue_extra;
+        // Workers with a free slot, as (id, tasks assigned, capacity); kept current as we assign.
+        let mut slots: Vec<(WorkerId, usize, usize)> = self
+            .workers
+            .iter()
+            .map(|(id, w)| (id, w.processing.len(), w.capacity(extra)))
+            .filter(|(_, used, cap)| used < cap)
+            .collect();
+        slots.sort();
+        while !slots.is_empty() {
+            let Some(t) = self.ready.pop_front() else {
+                break;
+            };
+            if !self.tasks.exists(t) || self.tasks.get(t).state != TaskState::Ready {
+                continue;
+            }
+            let i = self.choose_worker(t, &slots);
+            let w = slots[i].0;
+            self.assign(t, w);
+            slots[i].1 += 1;
+            if slots[i].1 >= slots[i].2 {
+                slots.swap_remove(i);
+            }
+        }
+    }
+
+    /// Index into `slots` of the best worker: most input bytes held, then lowest load
+    /// (tasks per thread), then lowest id for determinism.
+    fn choose_worker(&self, t: TaskId, slots: &[(WorkerId, usize, usize)]) -> usize {
+        let task = self.tasks.get(t);
+        let mut local_bytes = vec![0u64; slots.len()];
+        if !task.dependencies.is_empty() {
+            for d in task.dependencies.iter() {
+                let dep = self.tasks.get(*d);
+                for h in &dep.who_has {
+                    if let Some(i) = slots.iter().position(|(w, _, _)| w == h) {
+                        local_bytes[i] += dep.nbytes.max(1);
+                    }
+                }
+            }
+        }
+        let mut best = 0;
+        for i in 1..slots.len() {
+            let better_locality = local_bytes[i] > local_bytes[best];
+            let same_locality = local_bytes[i] == local_bytes[best];
+            // Compare used/capacity as cross products to stay in integers.
+            let load_i = slots[i].1 * slots[best].2;
+            let load_best = slots[best].1 * slots[i].2;
+            if better_locality
+                || (same_locality
+                    && (load_i < load_best || (load_i == load_best && slots[i].0 < slots[best].0)))
+            {
+                best = i;
+            }
+        }
+        best
+    }
+
+    fn assign(&mut self, t: TaskId, w: WorkerId) {
+        let task = self.tasks.get_mut(t);
+        task.state = TaskState::Processing(w);
+        let report_value = task.wanted > 0;
+        let key = task.key.clone();
+        let spec = task
+            .spec
+            .as_deref()
+            .expect("only tasks with a spec become ready")
+            .to_vec();
+        let deps = task.dependencies.clone();
+        let dependencies = deps
+            .iter()
+            .map(|d| {
+                let dep = self.tasks.get(*d);
+                let holders = dep
+                    .who_has
+                    .iter()
+                    .map(|h| self.workers.address(*h))
+                    .collect();
+                (dep.key.clone(), holders)
+            })
+            .collect();
+        let worker = self.workers.get_mut(w).expect("slots hold live workers");
+        worker.processing.insert(t);
+        let ct = ComputeTask {
+            key,
+            spec,
+            dependencies,
+            report_value,
+        };
+        match worker.outbox.last_mut() {
+            Some((ToWorker::Compute(batch), _)) => batch.push(ct),
+            _ => worker.outbox.push((ToWorker::Compute(vec![ct]), vec![])),
+        }
+    }
+}

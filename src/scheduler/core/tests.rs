@@ -1,0 +1,614 @@
+//! Unit tests of the scheduler state machine, driven directly with no sockets. Every message
+//! passes through the real codec, and invariants are checked after every step.
+
+use super::*;
+use crate::graph::{Expr, Graph, Key};
+use crate::protocol::codec::{decode, decode_value, encode, encode_value};
+use crate::protocol::{
+    ComputeTask, ErredTask, FinishedTask, TaskError, TaskErrorKind, WorkerRegistration,
+};
+use crate::value::Value;
+
+struct Harness {
+    core: SchedulerCore,
+    now: u64,
+    /// Commands taken but not yet examined, in order.
+    inbox: Vec<Command>,
+}
+
+fn client_id(n: u32) -> FrameIdentity {
+    format!("client-{n}").into_bytes()
+}
+
+fn worker_id(n: u32) -> FrameIdentity {
+    format!("worker-{n}").into_bytes()
+}
+
+fn address(n: u32) -> String {
+    format!("tcp://w{n}:1")
+}
+
+impl Harness {
+    fn new() -> Harness {
+        Harness::with_config(CoreConfig {
+            worker_queue_extra: 1,
+            ..CoreConfig::default()
+        })
+    }
+
+    fn with_config(config: CoreConfig) -> Harness {
+        Harness {
+            core: SchedulerCore::new(config),
+            now: 0,
+            inbox: Vec::new(),
+        }
+    }
+
+    fn step(&mut self, event: Event) {
+        // Round-trip through the codec, as the IO layer would.
+        let event = match event {
+            Event::FromWorker {
+                identity,
+                msg,
+                frames,
+            } => Event::FromWorker {
+                identity,
+                msg: decode(&encode(&msg)).unwrap(),
+                frames,
+            },
+            Event::FromClient {
+                identity,
+                msg,
+                frames,
+            } => Event::FromClient {
+                identity,
+                msg: decode(&encode(&msg)).unwrap(),
+                frames,
+            },
+        };
+        self.core.handle(self.now, event);
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        let cmds = self.core.take_commands();
+        self.inbox.extend(cmds);
+        self.core.check_invariants().unwrap();
+    }
+
+    fn add_worker(&mut self, n: u32, nthreads: u32) {
+        self.step(Event::FromWorker {
+            identity: worker_id(n),
+            msg: FromWorker::Register(WorkerRegistration {
+                protocol_version: PROTOCOL_VERSION,
+                address: address(n),
+                name: format!("w{n}"),
+                nthreads,
+                memory_limit_bytes: 0,
+                pid: n,
+                store: "memory".into(),
+                keys: vec![],
+            }),
+            frames: vec![],
+        });
+        assert!(self.take_worker_msgs(n).contains(&ToWorker::Registered));
+    }
+
+    fn submit(&mut self, client: u32, request: u64, graph: &Graph, outputs: &[&str]) {
+        self.step(Event::FromClient {
+            identity: client_id(client),
+            msg: FromClient::Submit {
+                request,
+                graph: graph.resolve(&|_| false),
+                outputs: outputs.iter().map(|k| Key::from(*k)).collect(),
+                keep_results: false,
+            },
+            frames: vec![],
+        });
+    }
+
+    /// Removes and returns the messages sent to worker `n` so far.
+    fn take_worker_msgs(&mut self, n: u32) -> Vec<ToWorker> {
+        let id = worker_id(n);
+        let mut out = Vec::new();
+        self.inbox.retain(|c| match c {
+            Command::ToWorker { identity, msg, .. } if *identity == id => {
+                out.push(msg.clone());
+                false
+            }
+            _ => true,
+        });
+        out
+    }
+
+    fn take_computes(&mut self, n: u32) -> Vec<ComputeTask> {
+        self.take_worker_msgs(n)
+            .into_iter()
+            .flat_map(|m| match m {
+                ToWorker::Compute(ts) => ts,
+                _ => vec![],
+            })
+            .collect()
+    }
+
+    fn take_releases(&mut self, n: u32) -> Vec<Key> {
+        self.take_worker_msgs(n)
+            .into_iter()
+            .flat_map(|m| match m {
+                ToWorker::Release(ks) => ks,
+                _ => vec![],
+            })
+            .collect()
+    }
+
+    /// Removes and returns the replies sent to client `n`, with values decoded.
+    fn take_client_msgs(&mut self, n: u32) -> Vec<(ToClient, Vec<Value>)> {
+        let id = client_id(n);
+        let mut out = Vec::new();
+        self.inbox.retain(|c| match c {
+            Command::ToClient {
+                identity,
+                msg,
+                frames,
+            } if *identity == id => {
+                let values = frames.iter().map(|f| decode_value(f).unwrap()).collect();
+                out.push((msg.clone(), values));
+                false
+            }
+            _ => true,
+        });
+        out
+    }
+
+    /// Worker `n` reports `key` done with `value`.
+    fn finish(&mut self, n: u32, task: &ComputeTask, value: Value) {
+        let frame = encode_value(&value);
+        let fetched = task
+            .dependencies
+            .iter()
+            .filter(|(_, holders)| !holders.contains(&address(n)))
+            .map(|(k, _)| (k.clone(), 8))
+            .collect();
+        self.step(Event::FromWorker {
+            identity: worker_id(n),
+            msg: FromWorker::Finished(vec![FinishedTask {
+                key: task.key.clone(),
+                nbytes: frame.len() as u64,
+                fetched,
+                has_value: task.report_value,
+            }]),
+            frames: if task.report_value {
+                vec![frame]
+            } else {
+                vec![]
+            },
+        });
+    }
+
+    fn fail(&mut self, n: u32, key: &Key, message: &str) {
+        self.step(Event::FromWorker {
+            identity: worker_id(n),
+            msg: FromWorker::Erred(vec![ErredTask {
+                key: key.clone(),
+                error: TaskError {
+                    kind: TaskErrorKind::Failed,
+                    message: message.into(),
+                },
+            }]),
+            frames: vec![],
+        });
+    }
+
+    fn kill_worker(&mut self, n: u32) {
+        self.now += self.core.config().heartbeat_timeout_ms + 1;
+        // Every other worker stays alive.
+        let others: Vec<FrameIdentity> = self
+            .core
+            .workers
+            .iter()
+            .map(|(_, w)| w.identity.clone())
+            .filter(|i| *i != worker_id(n))
+            .collect();
+        for identity in others {
+            self.core.handle(
+                self.now,
+                Event::FromWorker {
+                    identity,
+                    msg: FromWorker::Heartbeat,
+                    frames: vec![],
+                },
+            );
+        }
+        self.core.tick(self.now);
+        self.flush();
+    }
+}
+
+/// Evaluates a compute message the way a worker would, for the built-ins these tests use.
+fn run(task: &ComputeTask, inputs: &[(&Key, Value)]) -> Value {
+    let expr: Expr = crate::protocol::codec::decode_plain(&task.spec).unwrap();
+    let lookup = |k: &Key| inputs.iter().find(|(x, _)| *x == k).unwrap().1.clone();
+    fn eval(e: &Expr, lookup: &dyn Fn(&Key) -> Value) -> Value {
+        match e {
+            Expr::Lit(v) => v.clone(),
+            Expr::Ref(k) => lookup(k),
+            Expr::List(items) => Value::List(items.iter().map(|i| eval(i, lookup)).collect()),
+            Expr::Call(f, args) => {
+                let args: Vec<i64> = args
+                    .iter()
+                    .map(|a| eval(a, lookup).as_i64().unwrap())
+                    .collect();
+                Value::from(match f.as_str() {
+                    "inc" => args[0] + 1,
+                    "add" => args[0] + args[1],
+                    other => panic!("test function {other}"),
+                })
+            }
+        }
+    }
+    eval(&expr, &lookup)
+}
+
+#[test]
+fn seed_example_computes_and_releases_everything_afterwards() {
+    let mut h = Harness::new();
+    h.add_worker(1, 1);
+    h.submit(
+        1,
+        1,
+        &crate::graph! { "x" => 1, "y" => ("add", "x", 2) },
+        &["y"],
+    );
+    let x = h.take_computes(1);
+    assert_eq!(x.len(), 1);
+    assert_eq!(x[0].key, Key::from("x"));
+    assert!(!x[0].report_value);
+    h.finish(1, &x[0], Value::from(1));
+    let y = h.take_computes(1);
+    assert_eq!(y[0].key, Key::from("y"));
+    assert!(y[0].report_value);
+    assert_eq!(y[0].dependencies, vec![(Key::from("x"), vec![address(1)])]);
+    let xk = Key::from("x");
+    let yv = run(&y[0], &[(&xk, Value::from(1))]);
+    // x is released as soon as y, its only dependent, is done.
+    h.finish(1, &y[0], yv);
+    assert_eq!(
+        h.take_client_msgs(1),
+        vec![(ToClient::Values { request: 1 }, vec![Value::from(3)])]
+    );
+    let mut released = h.take_releases(1);
+    released.sort();
+    assert_eq!(released, vec![Key::from("x"), Key::from("y")]);
+    assert_eq!(h.core.task_count(), 0, "the finished graph is forgotten");
+}
+
+#[test]
+fn missing_keys_and_cycles_fail_promptly_without_running_anything() {
+    let mut h = Harness::new();
+    h.add_worker(1, 1);
+    h.submit(
+        1,
+        1,
+        &crate::graph! { "y" => ("inc", crate::graph::key("nope")) },
+        &["y"],
+    );
+    let replies = h.take_client_msgs(1);
+    assert!(
+        matches!(&replies[0].0, ToClient::Failed { request: 1, error: RequestError::Graph(crate::GraphError::MissingKey { key, .. }) } if *key == Key::from("nope")),
+        "{replies:?}"
+    );
+    h.submit(
+        1,
+        2,
+        &crate::graph! { "a" => ("inc", "b"), "b" => ("inc", "a") },
+        &["a"],
+    );
+    let replies = h.take_client_msgs(1);
+    assert!(matches!(
+        &replies[0].0,
+        ToClient::Failed {
+            request: 2,
+            error: RequestError::Graph(crate::GraphError::Cycle { .. })
+        }
+    ));
+    assert!(h.take_computes(1).is_empty());
+    assert_eq!(h.core.task_count(), 0);
+}
+
+#[test]
+fn task_error_fails_dependents_and_the_next_get_succeeds() {
+    let mut h = Harness::new();
+    h.add_worker(1, 1);
+    let g = crate::graph! { "x" => ("fail", "boom"), "y" => ("inc", "x") };
+    h.submit(1, 1, &g, &["y"]);
+    let x = h.take_computes(1);
+    h.fail(1, &x[0].key, "boom");
+    let replies = h.take_client_msgs(1);
+    match &replies[0].0 {
+        ToClient::Failed {
+            request: 1,
+            error: RequestError::Task { key, error },
+        } => {
+            assert_eq!(*key, Key::from("x"));
+            assert_eq!(error.message, "boom");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.core.task_count(), 0);
+    h.submit(
+        1,
+        2,
+        &crate::graph! { "a" => 41, "b" => ("inc", "a") },
+        &["b"],
+    );
+    let a = h.take_computes(1);
+    h.finish(1, &a[0], Value::from(41));
+    let b = h.take_computes(1);
+    let ak = Key::from("a");
+    let v = run(&b[0], &[(&ak, Value::from(41))]);
+    h.finish(1, &b[0], v);
+    assert_eq!(h.take_client_msgs(1)[0].1, vec![Value::from(42)]);
+}
+
+#[test]
+fn worker_lost_while_running_reschedules_its_tasks() {
+    let mut h = Harness::new();
+    h.add_worker(1, 1);
+    h.add_worker(2, 1);
+    h.submit(
+        1,
+        1,
+        &crate::graph! { "a" => ("inc", 1), "b" => ("inc", 2) },
+        &["a", "b"],
+    );
+    let on1 = h.take_computes(1);
+    let on2 = h.take_computes(2);
+    assert_eq!(
+        on1.len() + on2.len(),
+        2,
+        "both tasks placed, one per worker"
+    );
+    assert_eq!(on1.len(), 1);
+    h.finish(2, &on2[0], Value::from(0));
+    h.kill_worker(1);
+    let again = h.take_computes(2);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].key, on1[0].key);
+    h.finish(2, &again[0], Value::from(0));
+    assert!(matches!(
+        h.take_client_msgs(1)[0].0,
+        ToClient::Values { request: 1 }
+    ));
+}
+
+#[test]
+fn only_lost_intermediate_results_are_recomputed() {
+    let mut h = Harness::new();
+    h.add_worker(1, 1);
+    h.add_worker(2, 1);
+    // a on w1, b on w2; c needs both.
+    let g = crate::graph! { "a" => ("inc", 1), "b" => ("inc", 2), "c" => ("add", "a", "b") };
+    h.submit(1, 1, &g, &["c"]);
+    let on1 = h.take_computes(1);
+    let on2 = h.take_computes(2);
+    h.finish(1, &on1[0], Value::from(2));
+    h.finish(2, &on2[0], Value::from(3));
+    let c: Vec<ComputeTask> = h
+        .take_computes(1)
+        .into_iter()
+        .chain(h.take_computes(2))
+        .collect();
+    assert_eq!(c.len(), 1);
+    // The worker holding b dies before c runs anywhere else: only b is recomputed.
+    let holder_of_b = if on2[0].key == Key::from("b") { 2 } else { 1 };
+    let survivor = 3 - holder_of_b;
+    h.kill_worker(holder_of_b);
+    let redo = h.take_computes(survivor);
+    let keys: Vec<Key> = redo.iter().map(|t| t.key.clone()).collect();
+    assert_eq!(
+        keys,
+        vec![Key::from("b")],
+        "only the lost input is recomputed"
+    );
+    h.finish(survivor, &redo[0], Value::from(3));
+    let c = h.take_computes(survivor);
+    assert_eq!(c.len(), 1);
+    h.finish(survivor, &c[0], Value::from(5));
+    assert_eq!(h.take_client_msgs(1)[0].1, vec![Value::from(5)]);
+}
+
+#[test]
+fn placement_prefers_the_worker_holding_the_inputs() {
+    let mut h = Harness::with_config(CoreConfig {
+        worker_queue_extra: 4,
+        ..CoreConfig::default()
+    });
+    h.add_worker(1, 1);
+    h.add_worker(2, 1);
+    h.submit(1, 1, &crate::graph! { "x" => 1 }, &["x"]);
+    let computes: Vec<(u32, ComputeTask)> = [1, 2]
+        .into_iter()
+        .flat_map(|n| h.take_computes(n).into_iter().map(move |c| (n, c)))
+        .collect();
+    let (holder, x) = &computes[0];
+    h.finish(*holder, x, Value::from(1));
+    h.take_client_msgs(1);
+    // x is forgotten after the get; keep it this time.
+    h.step(Event::FromClient {
+        identity: client_id(1),
+        msg: FromClient::Submit {
+            request: 2,
+            graph: crate::graph! { "x" => 1 }.resolve(&|_| false),
+            outputs: vec!["x".into()],
+            keep_results: true,
+        },
+        frames: vec![],
+    });
+    let computes: Vec<(u32, ComputeTask)> = [1, 2]
+        .into_iter()
+        .flat_map(|n| h.take_computes(n).into_iter().map(move |c| (n, c)))
+        .collect();
+    let (holder, x) = &computes[0];
+    h.finish(*holder, x, Value::from(1));
+    h.take_client_msgs(1);
+    let mut g = Graph::new();
+    for i in 0..3 {
+        g.insert(format!("y{i}"), ("inc", "x"));
+    }
+    g.insert("x", 1);
+    let outs: Vec<String> = (0..3).map(|i| format!("y{i}")).collect();
+    let outs: Vec<&str> = outs.iter().map(|s| s.as_str()).collect();
+    h.submit(1, 3, &g, &outs);
+    assert_eq!(h.take_computes(*holder).len(), 3, "all go where x is");
+}
+
+#[test]
+fn workers_never_get_more_than_threads_plus_queue() {
+    let mut h = Harness::new(); // queue extra 1
+    h.add_worker(1, 2);
+    let mut g = Graph::new();
+    for i in 0..10 {
+        g.insert(format!("t{i}"), ("inc", i));
+    }
+    let outs: Vec<String> = (0..10).map(|i| format!("t{i}")).collect();
+    let outs: Vec<&str> = outs.iter().map(|s| s.as_str()).collect();
+    h.submit(1, 1, &g, &outs);
+    let mut done = 0;
+    loop {
+        let batch = h.take_computes(1);
+        if batch.is_empty() {
+            break;
+        }
+        assert!(
+            batch.len() <= 3,
+            "2 threads + 1 queued, got {}",
+            batch.len()
+        );
+        for t in batch {
+            h.finish(1, &t, Value::from(0));
+            done += 1;
+        }
+    }
+    assert_eq!(done, 10);
+    assert_eq!(h.take_client_msgs(1)[0].1.len(), 10);
+}
+
+#[test]
+fn same_key_same_definition_is_shared_and_a_different_one_conflicts() {
+    let mut h = Harness::new();
+    h.add_worker(1, 4);
+    h.submit(1, 1, &crate::graph! { "x" => ("inc", 1) }, &["x"]);
+    h.submit(2, 1, &crate::graph! { "x" => ("inc", 1) }, &["x"]);
+    let x = h.take_computes(1);
+    assert_eq!(x.len(), 1, "computed once for both clients");
+    h.submit(3, 1, &crate::graph! { "x" => ("inc", 5) }, &["x"]);
+    assert!(matches!(
+        h.take_client_msgs(3)[0].0,
+        ToClient::Failed {
+            error: RequestError::KeyConflict { .. },
+            ..
+        }
+    ));
+    h.finish(1, &x[0], Value::from(2));
+    assert_eq!(h.take_client_msgs(1)[0].1, vec![Value::from(2)]);
+    assert_eq!(h.take_client_msgs(2)[0].1, vec![Value::from(2)]);
+    // Once nobody uses it, a new definition wins.
+    h.submit(3, 2, &crate::graph! { "x" => ("inc", 5) }, &["x"]);
+    let x = h.take_computes(1);
+    assert_eq!(x.len(), 1);
+    h.finish(1, &x[0], Value::from(6));
+    assert_eq!(h.take_client_msgs(3)[0].1, vec![Value::from(6)]);
+}
+
+#[test]
+fn scattered_data_is_placed_gathered_and_used_in_graphs() {
+    let mut h = Harness::new();
+    h.add_worker(1, 1);
+    h.step(Event::FromClient {
+        identity: client_id(1),
+        msg: FromClient::Scatter {
+            request: 1,
+            keys: vec!["a".into()],
+        },
+        frames: vec![encode_value(&Value::from(10))],
+    });
+    let msgs = h.take_worker_msgs(1);
+    let ToWorker::PutData { request, keys } = &msgs[0] else {
+        panic!("{msgs:?}")
+    };
+    assert_eq!(keys, &vec![Key::from("a")]);
+    h.step(Event::FromWorker {
+        identity: worker_id(1),
+        msg: FromWorker::Stored { request: *request },
+        frames: vec![],
+    });
+    assert!(matches!(
+        h.take_client_msgs(1)[0].0,
+        ToClient::Scattered { .. }
+    ));
+    h.step(Event::FromClient {
+        identity: client_id(1),
+        msg: FromClient::Submit {
+            request: 2,
+            graph: crate::graph! { "b" => ("inc", "a") }.resolve(&|k| *k == Key::from("a")),
+            outputs: vec!["b".into()],
+            keep_results: false,
+        },
+        frames: vec![],
+    });
+    let b = h.take_computes(1);
+    assert_eq!(b[0].dependencies[0].0, Key::from("a"));
+    h.finish(1, &b[0], Value::from(11));
+    assert_eq!(h.take_client_msgs(1)[0].1, vec![Value::from(11)]);
+    // Scattered data outlives the get that used it.
+    assert_eq!(h.core.task_state(&"a".into()), Some(TaskState::Memory));
+    // Losing its only holder loses it for good: a get that needs it fails, naming it.
+    h.kill_worker(1);
+    h.add_worker(2, 1);
+    h.step(Event::FromClient {
+        identity: client_id(1),
+        msg: FromClient::Gather {
+            request: 3,
+            keys: vec!["a".into()],
+        },
+        frames: vec![],
+    });
+    assert!(matches!(
+        h.take_client_msgs(1)[0].0,
+        ToClient::Failed { request: 3, .. }
+    ));
+}
+
+#[test]
+fn a_client_that_leaves_releases_its_work() {
+    let mut h = Harness::new();
+    h.add_worker(1, 1);
+    h.submit(
+        1,
+        1,
+        &crate::graph! { "a" => ("inc", 1), "b" => ("inc", "a") },
+        &["b"],
+    );
+    let a = h.take_computes(1);
+    h.step(Event::FromClient {
+        identity: client_id(1),
+        msg: FromClient::Goodbye,
+        frames: vec![],
+    });
+    assert_eq!(h.take_releases(1), vec![a[0].key.clone()]);
+    // The late result is dropped, not stored.
+    h.finish(1, &a[0], Value::from(2));
+    assert_eq!(h.take_releases(1), vec![a[0].key.clone()]);
+    assert_eq!(h.core.task_count(), 0);
+}
+
+#[test]
+fn messages_from_unknown_workers_ask_them_to_register() {
+    let mut h = Harness::new();
+    h.step(Event::FromWorker {
+        identity: worker_id(9),
+        msg: FromWorker::Heartbeat,
+        frames: vec![],
+    });
+    assert!(matches!(h.take_worker_msgs(9)[0], ToWorker::Error { .. }));
+}

@@ -1,0 +1,529 @@
+//! The worker's logic as a pure state machine: messages from the scheduler and peers, and
+//! completions from the executor, in; instructions (execute, fetch, store, send) out. No socket,
+//! thread, channel, disk or clock: the runner does the effects and passes `now` in.
+
+use std::collections::{HashMap, VecDeque};
+
+use log::{debug, warn};
+
+use crate::graph::Key;
+use crate::protocol::{
+    ComputeTask, ErredTask, FinishedTask, Frame, FrameIdentity, FromWorker, PeerReply, PeerRequest,
+    TaskError, ToWorker, WorkerRegistration,
+};
+
+/// Settings of the worker's logic.
+#[derive(Clone, Debug)]
+pub struct WorkerCoreConfig {
+    /// What the worker tells the scheduler when it registers (keys are filled in each time).
+    pub registration: WorkerRegistration,
+    /// How often to tell the scheduler we are alive.
+    pub heartbeat_interval_ms: u64,
+    /// A peer that has not answered a fetch within this long is given up on (the next holder is
+    /// tried). ZeroMQ queues messages to a dead peer silently, so only a deadline notices.
+    pub fetch_timeout_ms: u64,
+}
+
+#[derive(Debug)]
+pub enum WorkerEvent {
+    FromScheduler {
+        msg: ToWorker,
+        frames: Vec<Frame>,
+    },
+    FromPeer {
+        peer: FrameIdentity,
+        msg: PeerRequest,
+    },
+    PeerAnswered {
+        address: String,
+        msg: PeerReply,
+        frames: Vec<Frame>,
+    },
+    /// The executor ran a task; on success the runner already stored the result of `nbytes`.
+    Executed {
+        key: Key,
+        result: Result<u64, TaskError>,
+    },
+}
+
+/// Effects for the runner to carry out, in order.
+#[derive(Debug, PartialEq)]
+pub enum WorkerCommand {
+    ToScheduler {
+        msg: FromWorker,
+        frames: Vec<Frame>,
+    },
+    /// Send finished-task reports, attaching from the store the values of those with `has_value`.
+    ReportFinished(Vec<FinishedTask>),
+    /// Answer the scheduler's `GetData` from the store.
+    SendDataToScheduler {
+        request: u64,
+        keys: Vec<Key>,
+    },
+    FetchFromPeer {
+        address: String,
+        request: u64,
+        keys: Vec<Key>,
+    },
+    /// Answer a peer's `GetData` from the store.
+    SendDataToPeer {
+        peer: FrameIdentity,
+        request: u64,
+        keys: Vec<Key>,
+    },
+    Store {
+        key: Key,
+        frame: Frame,
+    },
+    Delete(Vec<Key>),
+    /// Load the dependencies from the store, run the task on the pool, store the result and
+    /// feed `Executed` back.
+    Execute {
+        key: Key,
+        spec: Vec<u8>,
+        dependencies: Vec<Key>,
+    },
+    /// Stop the worker (closed or rejected by the scheduler).
+    Shutdown {
+        reason: String,
+    },
+}
+
+#[derive(Debug, PartialEq)]
+enum Phase {
+    Fetching { missing: usize },
+    Ready,
+    Executing,
+}
+
+#[derive(Debug)]
+struct Task {
+    spec: Vec<u8>,
+    dependencies: Vec<Key>,
+    report_value: bool,
+    phase: Phase,
+    fetched: Vec<(Key, u64)>,
+    /// Released by the scheduler while executing: drop the result.
+    released: bool,
+}
+
+#[derive(Debug)]
+struct Fetch {
+    holders: Vec<String>,
+    tried: usize,
+    waiting: Vec<Key>,
+}
+
+#[derive(Debug)]
+struct PeerFetch {
+    address: String,
+    keys: Vec<Key>,
+    deadline_ms: u64,
+}
+
+pub struct WorkerCore {
+    config: WorkerCoreConfig,
+    nthreads: usize,
+    tasks: HashMap<Key, Task>,
+    ready: VecDeque<Key>,
+    executing: usize,
+    /// What the store holds, with sizes.
+    data: HashMap<Key, u64>,
+    fetches: HashMap<Key, Fetch>,
+    peer_fetches: HashMap<u64, PeerFetch>,
+    finished: Vec<FinishedTask>,
+    erred: Vec<ErredTask>,
+    commands: Vec<WorkerCommand>,
+    next_request: u64,
+    next_heartbeat_ms: u64,
+    now_ms: u64,
+}
+
+impl WorkerCore {
+    pub fn new(config: WorkerCoreConfig) -> WorkerCore {
+        let nthreads = config.registration.nthreads.max(1) as usize;
+        WorkerCore {
+            config,
+            nthreads,
+            tasks: HashMap::new(),
+            ready: VecDeque::new(),
+            executing: 0,
+            data: HashMap::new(),
+            fetches: HashMap::new(),
+            peer_fetches: HashMap::new(),
+            finished: Vec::new(),
+            erred: Vec::new(),
+            commands: Vec::new(),
+            next_request: 1,
+            next_heartbeat_ms: 0,
+            now_ms: 0,
+        }
+    }
+
+    /// The registration message, with the keys the store holds now.
+    pub fn register(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
+        let mut reg = self.config.registration.clone();
+        reg.keys = self.data.keys().cloned().collect();
+        self.commands.push(WorkerCommand::ToScheduler {
+            msg: FromWorker::Register(reg),
+            frames: vec![],
+        });
+        self.next_heartbeat_ms = now_ms + self.config.heartbeat_interval_ms;
+    }
+
+    pub fn handle(&mut self, now_ms: u64, event: WorkerEvent) {
+        self.now_ms = self.now_ms.max(now_ms);
+        match event {
+            WorkerEvent::FromScheduler { msg, frames } => self.from_scheduler(msg, frames),
+            WorkerEvent::FromPeer { peer, msg } => match msg {
+                PeerRequest::GetData { request, keys } => {
+                    self.commands.push(WorkerCommand::SendDataToPeer {
+                        peer,
+                        request,
+                        keys,
+                    });
+                }
+            },
+            WorkerEvent::PeerAnswered {
+                address,
+                msg,
+                frames,
+            } => self.peer_answered(address, msg, frames),
+            WorkerEvent::Executed { key, result } => self.executed(key, result),
+        }
+    }
+
+    /// Lets time pass: heartbeats and fetch deadlines.
+    pub fn tick(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+        if self.now_ms >= self.next_heartbeat_ms {
+            self.commands.push(WorkerCommand::ToScheduler {
+                msg: FromWorker::Heartbeat,
+                frames: vec![],
+            });
+            self.next_heartbeat_ms = self.now_ms + self.config.heartbeat_interval_ms;
+        }
+        let expired: Vec<u64> = self
+            .peer_fetches
+            .iter()
+            .filter(|(_, f)| f.deadline_ms <= self.now_ms)
+            .map(|(r, _)| *r)
+            .collect();
+        for r in expired {
+            if let Some(f) = self.peer_fetches.remove(&r) {
+                warn!(
+                    "peer {} did not answer a fetch of {} key(s) in time",
+                    f.address,
+                    f.keys.len()
+                );
+                for k in f.keys {
+                    self.try_next_holder(k);
+                }
+            }
+        }
+        self.start_ready();
+    }
+
+    pub fn next_deadline(&self) -> u64 {
+        self.peer_fetches
+            .values()
+            .map(|f| f.deadline_ms)
+            .chain(std::iter::once(self.next_heartbeat_ms))
+            .min()
+            .unwrap_or(self.next_heartbeat_ms)
+    }
+
+    /// Everything to do, with completions batched into one report each.
+    pub fn take_commands(&mut self) -> Vec<WorkerCommand> {
+        if !self.finished.is_empty() {
+            let finished = std::mem::take(&mut self.finished);
+            self.commands.push(WorkerCommand::ReportFinished(finished));
+        }
+        if !self.erred.is_empty() {
+            let erred = std::mem::take(&mut self.erred);
+            self.commands.push(WorkerCommand::ToScheduler {
+                msg: FromWorker::Erred(erred),
+                frames: vec![],
+            });
+        }
+        std::mem::take(&mut self.commands)
+    }
+
+    pub fn holds(&self, key: &Key) -> bool {
+        self.data.contains_key(key)
+    }
+
+    pub fn stored_keys(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Tasks received and not yet finished.
+    pub fn pending_tasks(&self) -> usize {
+        self.tasks.len()
+    }
+
+    fn from_scheduler(&mut self, msg: ToWorker, frames: Vec<Frame>) {
+        match msg {
+            ToWorker::Registered => debug!("registered with the scheduler"),
+            ToWorker::Rejected { reason } => {
+                self.commands.push(WorkerCommand::Shutdown {
+                    reason: format!("the scheduler rejected this worker: {reason}"),
+                });
+            }
+            ToWorker::Error { message } => {
+                warn!("scheduler says: {message}; registering again");
+                self.register(self.now_ms);
+            }
+            ToWorker::Close => self.commands.push(WorkerCommand::Shutdown {
+                reason: "closed by the scheduler".into(),
+            }),
+            ToWorker::Compute(tasks) => {
+                for t in tasks {
+                    self.compute(t);
+                }
+                self.start_ready();
+            }
+            ToWorker::Release(keys) => self.release(keys),
+            ToWorker::GetData { request, keys } => {
+                self.commands
+                    .push(WorkerCommand::SendDataToScheduler { request, keys });
+            }
+            ToWorker::PutData { request, keys } => {
+                for (key, frame) in keys.into_iter().zip(frames) {
+                    self.data.insert(key.clone(), frame.len() as u64);
+                    self.commands.push(WorkerCommand::Store { key, frame });
+                }
+                self.commands.push(WorkerCommand::ToScheduler {
+                    msg: FromWorker::Stored { request },
+                    frames: vec![],
+                });
+            }
+        }
+    }
+
+    fn compute(&mut self, t: ComputeTask) {
+        if let Some(existing) = self.tasks.get_mut(&t.key) {
+            // Assigned again while still here (released, then wanted again): keep going.
+            existing.released = false;
+            existing.report_value |= t.report_value;
+            return;
+        }
+        if let Some(&nbytes) = self.data.get(&t.key) {
+            self.finished.push(FinishedTask {
+                key: t.key,
+                nbytes,
+                fetched: vec![],
+                has_value: t.report_value,
+            });
+            return;
+        }
+        let mut missing = 0;
+        let mut dependencies = Vec::with_capacity(t.dependencies.len());
+        for (dep, holders) in t.dependencies {
+            if !self.data.contains_key(&dep) {
+                missing += 1;
+                match self.fetches.get_mut(&dep) {
+                    Some(f) => {
+                        f.waiting.push(t.key.clone());
+                        for h in holders {
+                            if !f.holders.contains(&h) {
+                                f.holders.push(h);
+                            }
+                        }
+                    }
+                    None => {
+                        let own = &self.config.registration.address;
+                        let holders = holders.into_iter().filter(|h| h != own).collect();
+                        self.fetches.insert(
+                            dep.clone(),
+                            Fetch {
+                                holders,
+                                tried: 0,
+                                waiting: vec![t.key.clone()],
+                            },
+                        );
+                        self.try_next_holder(dep.clone());
+                    }
+                }
+            }
+            dependencies.push(dep);
+        }
+        let phase = if missing == 0 {
+            self.ready.push_back(t.key.clone());
+            Phase::Ready
+        } else {
+            Phase::Fetching { missing }
+        };
+        self.tasks.insert(
+            t.key,
+            Task {
+                spec: t.spec,
+                dependencies,
+                report_value: t.report_value,
+                phase,
+                fetched: Vec::new(),
+                released: false,
+            },
+        );
+    }
+
+    /// Asks the next holder of `dep` for it, or gives up on the tasks that need it.
+    fn try_next_holder(&mut self, dep: Key) {
+        let Some(f) = self.fetches.get_mut(&dep) else {
+            return;
+        };
+        f.waiting.retain(|k| self.tasks.contains_key(k));
+        if f.waiting.is_empty() {
+            self.fetches.remove(&dep);
+            return;
+        }
+        if f.tried < f.holders.len() {
+            let address = f.holders[f.tried].clone();
+            f.tried += 1;
+            let request = self.next_request;
+            self.next_request += 1;
+            self.peer_fetches.insert(
+                request,
+                PeerFetch {
+                    address: address.clone(),
+                    keys: vec![dep.clone()],
+                    deadline_ms: self.now_ms + self.config.fetch_timeout_ms,
+                },
+            );
+            self.commands.push(WorkerCommand::FetchFromPeer {
+                address,
+                request,
+                keys: vec![dep],
+            });
+            return;
+        }
+        let f = self.fetches.remove(&dep).expect("present above");
+        for key in f.waiting {
+            if self.tasks.remove(&key).is_some() {
+                debug!("giving up on {key:?}: no holder of {dep:?} answered");
+                self.commands.push(WorkerCommand::ToScheduler {
+                    msg: FromWorker::MissingDependency {
+                        key,
+                        dependency: dep.clone(),
+                        holders: f.holders.clone(),
+                    },
+                    frames: vec![],
+                });
+            }
+        }
+    }
+
+    fn peer_answered(&mut self, address: String, msg: PeerReply, frames: Vec<Frame>) {
+        let (request, found, missing) = match msg {
+            PeerReply::Data {
+                request,
+                found,
+                missing,
+            } => (request, found, missing),
+            PeerReply::Error { message } => {
+                warn!("peer {address} answered with an error: {message}");
+                return;
+            }
+        };
+        let Some(pf) = self.peer_fetches.remove(&request) else {
+            return; // timed out already, or an answer to nothing we asked
+        };
+        for (key, frame) in found.into_iter().zip(frames) {
+            if !pf.keys.contains(&key) {
+                continue;
+            }
+            let Some(f) = self.fetches.remove(&key) else {
+                continue;
+            };
+            let nbytes = frame.len() as u64;
+            let mut wanted = false;
+            for t in f.waiting {
+                if let Some(task) = self.tasks.get_mut(&t) {
+                    wanted = true;
+                    task.fetched.push((key.clone(), nbytes));
+                    if let Phase::Fetching { missing } = &mut task.phase {
+                        *missing -= 1;
+                        if *missing == 0 {
+                            task.phase = Phase::Ready;
+                            self.ready.push_back(t);
+                        }
+                    }
+                }
+            }
+            if wanted {
+                self.data.insert(key.clone(), nbytes);
+                self.commands.push(WorkerCommand::Store { key, frame });
+            }
+        }
+        for key in missing {
+            self.try_next_holder(key);
+        }
+        self.start_ready();
+    }
+
+    fn start_ready(&mut self) {
+        while self.executing < self.nthreads {
+            let Some(key) = self.ready.pop_front() else {
+                break;
+            };
+            let Some(task) = self.tasks.get_mut(&key) else {
+                continue;
+            };
+            if task.phase != Phase::Ready {
+                continue;
+            }
+            task.phase = Phase::Executing;
+            self.executing += 1;
+            self.commands.push(WorkerCommand::Execute {
+                key,
+                spec: task.spec.clone(),
+                dependencies: task.dependencies.clone(),
+            });
+        }
+    }
+
+    fn executed(&mut self, key: Key, result: Result<u64, TaskError>) {
+        self.executing = self.executing.saturating_sub(1);
+        let Some(task) = self.tasks.remove(&key) else {
+            return;
+        };
+        match result {
+            Ok(nbytes) if task.released => {
+                self.commands.push(WorkerCommand::Delete(vec![key]));
+                let _ = nbytes;
+            }
+            Ok(nbytes) => {
+                self.data.insert(key.clone(), nbytes);
+                self.finished.push(FinishedTask {
+                    key,
+                    nbytes,
+                    fetched: task.fetched,
+                    has_value: task.report_value,
+                });
+            }
+            Err(_) if task.released => {}
+            Err(error) => self.erred.push(ErredTask { key, error }),
+        }
+        self.start_ready();
+    }
+
+    fn release(&mut self, keys: Vec<Key>) {
+        let mut delete = Vec::new();
+        for key in keys {
+            if self.data.remove(&key).is_some() {
+                delete.push(key.clone());
+            }
+            match self.tasks.get_mut(&key) {
+                Some(task) if task.phase == Phase::Executing => task.released = true,
+                Some(_) => {
+                    self.tasks.remove(&key);
+                }
+                None => {}
+            }
+        }
+        if !delete.is_empty() {
+            self.commands.push(WorkerCommand::Delete(delete));
+        }
+    }
+}

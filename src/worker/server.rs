@@ -1,0 +1,508 @@
+//! The worker's IO layer: one thread owns the state machine, the store, a DEALER to the
+//! scheduler, a ROUTER that peers fetch data from, and one DEALER per peer it fetches from.
+//! Executor threads hand results back through a channel and a waker.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::Receiver;
+use log::{debug, error, info, warn};
+use zask_storage::{Store, StoreSpec};
+
+use super::core::{WorkerCommand, WorkerCore, WorkerCoreConfig, WorkerEvent};
+use super::executor::{Executor, Job, JobResult};
+use super::registry::Registry;
+use crate::graph::{Expr, Key};
+use crate::net::{self, Clock, Endpoint, Waker};
+use crate::protocol::codec::{decode_plain, decode_value, encode, split};
+use crate::protocol::{
+    Frame, FromWorker, PeerReply, PeerRequest, TaskError, TaskErrorKind, ToWorker,
+    WorkerRegistration, PROTOCOL_VERSION,
+};
+
+/// How to run a worker.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// The scheduler's worker port, e.g. tcp://127.0.0.1:4444.
+    pub scheduler: String,
+    /// Threads running tasks; defaults to the machine's cores.
+    pub nthreads: u32,
+    /// A name for logs and `status`; defaults to the peer address.
+    pub name: Option<String>,
+    /// Where the peer port listens; None: loopback when the scheduler is on loopback, else
+    /// every interface (advertised by hostname).
+    pub host: Option<String>,
+    /// Peer port; 0 picks a free one.
+    pub peer_port: u16,
+    pub store: StoreSpec,
+    /// Reported to the scheduler; 0 means no limit.
+    pub memory_limit_bytes: u64,
+    pub heartbeat_interval_ms: u64,
+    pub fetch_timeout_ms: u64,
+    pub max_message_bytes: i64,
+}
+
+impl WorkerConfig {
+    pub fn new(scheduler: impl Into<String>) -> WorkerConfig {
+        WorkerConfig {
+            scheduler: scheduler.into(),
+            nthreads: std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(1),
+            name: None,
+            host: None,
+            peer_port: 0,
+            store: StoreSpec::Memory,
+            memory_limit_bytes: 0,
+            heartbeat_interval_ms: 1000,
+            fetch_timeout_ms: 5000,
+            max_message_bytes: net::DEFAULT_MAX_MESSAGE_BYTES,
+        }
+    }
+}
+
+/// A running worker. Dropping it stops it (gracefully: the scheduler is told).
+pub struct Worker {
+    address: String,
+    stop: Arc<AtomicBool>,
+    waker: Waker,
+    thread: Option<JoinHandle<Result<(), String>>>,
+}
+
+impl Worker {
+    pub fn start(config: WorkerConfig, registry: Registry) -> Result<Worker, String> {
+        let scheduler = Endpoint::parse(&config.scheduler)?;
+        let store = config.store.open().map_err(|e| e.to_string())?;
+        let ctx = zmq::Context::new();
+        let to_scheduler = ctx.socket(zmq::DEALER).map_err(|e| e.to_string())?;
+        let peers = ctx.socket(zmq::ROUTER).map_err(|e| e.to_string())?;
+        net::configure(&to_scheduler, config.max_message_bytes).map_err(|e| e.to_string())?;
+        net::configure(&peers, config.max_message_bytes).map_err(|e| e.to_string())?;
+        let host = config.host.clone().unwrap_or_else(|| {
+            if scheduler.is_loopback() {
+                "127.0.0.1".into()
+            } else {
+                "0.0.0.0".into()
+            }
+        });
+        let address = net::bind(&peers, &host, config.peer_port)?;
+        to_scheduler
+            .set_identity(&net::unique_identity("worker"))
+            .map_err(|e| e.to_string())?;
+        to_scheduler
+            .connect(&config.scheduler)
+            .map_err(|e| format!("cannot connect to {}: {e}", config.scheduler))?;
+        let nthreads = config.nthreads.max(1);
+        let registration = WorkerRegistration {
+            protocol_version: PROTOCOL_VERSION,
+            address: address.clone(),
+            name: config.name.clone().unwrap_or_else(|| address.clone()),
+            nthreads,
+            memory_limit_bytes: config.memory_limit_bytes,
+            pid: std::process::id(),
+            store: store.kind(),
+            keys: vec![],
+        };
+        let core = WorkerCore::new(WorkerCoreConfig {
+            registration,
+            heartbeat_interval_ms: config.heartbeat_interval_ms,
+            fetch_timeout_ms: config.fetch_timeout_ms,
+        });
+        let (waker, wake_rx) = net::waker().map_err(|e| e.to_string())?;
+        let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        let notify = {
+            let waker = waker.clone();
+            move || waker.wake()
+        };
+        let executor = Executor::start(nthreads as usize, registry, done_tx, notify);
+        let stop = Arc::new(AtomicBool::new(false));
+        info!(
+            "worker {address} connecting to {} with {nthreads} threads, store {}",
+            config.scheduler,
+            store.kind()
+        );
+        let io = WorkerIo {
+            ctx,
+            to_scheduler,
+            peers,
+            peer_sockets: HashMap::new(),
+            store,
+            executor,
+            done: done_rx,
+            core,
+            clock: Clock::start(),
+            max_message_bytes: config.max_message_bytes,
+        };
+        let thread = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("zask-worker".into())
+                .spawn(move || io.run(wake_rx, stop))
+                .map_err(|e| e.to_string())?
+        };
+        Ok(Worker {
+            address,
+            stop,
+            waker,
+            thread: Some(thread),
+        })
+    }
+
+    /// Where peers fetch data from; also the worker's address in `status`.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Blocks until the worker stops (closed or rejected by the scheduler).
+    pub fn wait(mut self) -> Result<(), String> {
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .unwrap_or_else(|_| Err("worker thread panicked".into())),
+            None => Ok(()),
+        }
+    }
+
+    /// Leaves the scheduler gracefully and stops.
+    pub fn shutdown(mut self) {
+        self.stop_thread();
+    }
+
+    fn stop_thread(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.waker.wake();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.stop_thread();
+    }
+}
+
+struct WorkerIo {
+    ctx: zmq::Context,
+    to_scheduler: zmq::Socket,
+    peers: zmq::Socket,
+    /// DEALERs to peers we fetch from, by address.
+    peer_sockets: HashMap<String, zmq::Socket>,
+    store: Box<dyn Store>,
+    executor: Executor,
+    done: Receiver<JobResult>,
+    core: WorkerCore,
+    clock: Clock,
+    max_message_bytes: i64,
+}
+
+impl WorkerIo {
+    fn run(mut self, wake: net::WakeReceiver, stop: Arc<AtomicBool>) -> Result<(), String> {
+        self.core.register(self.clock.now_ms());
+        if let Some(reason) = self.execute_commands() {
+            return Err(reason);
+        }
+        loop {
+            if stop.load(Ordering::SeqCst) {
+                let _ = net::send(
+                    &self.to_scheduler,
+                    None,
+                    encode(&FromWorker::Goodbye),
+                    vec![],
+                );
+                // Give the goodbye a moment to leave before the socket closes.
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                return Ok(());
+            }
+            let timeout = self
+                .core
+                .next_deadline()
+                .saturating_sub(self.clock.now_ms())
+                .clamp(1, 1000) as i64;
+            let peer_addresses: Vec<String> = self.peer_sockets.keys().cloned().collect();
+            let readable = {
+                let mut items = vec![
+                    self.to_scheduler.as_poll_item(zmq::POLLIN),
+                    self.peers.as_poll_item(zmq::POLLIN),
+                    zmq::PollItem::from_fd(wake.fd(), zmq::POLLIN),
+                ];
+                for a in &peer_addresses {
+                    items.push(self.peer_sockets[a].as_poll_item(zmq::POLLIN));
+                }
+                if let Err(e) = zmq::poll(&mut items, timeout) {
+                    return Err(format!("poll failed: {e}"));
+                }
+                items.iter().map(|i| i.is_readable()).collect::<Vec<bool>>()
+            };
+            let now = self.clock.now_ms();
+            if readable[0] {
+                while let Some(frames) = net::try_recv(&self.to_scheduler) {
+                    self.from_scheduler(now, frames);
+                }
+            }
+            if readable[1] {
+                while let Some(frames) = net::try_recv(&self.peers) {
+                    self.from_peer(now, frames);
+                }
+            }
+            if readable[2] {
+                wake.reset();
+            }
+            for r in self.done.try_iter().collect::<Vec<_>>() {
+                let result = match r.result {
+                    Ok(frame) => {
+                        let nbytes = frame.len() as u64;
+                        match self.store.set(&r.key.to_store_key(), frame) {
+                            Ok(()) => Ok(nbytes),
+                            Err(e) => Err(TaskError {
+                                kind: TaskErrorKind::Failed,
+                                message: format!("could not store the result: {e}"),
+                            }),
+                        }
+                    }
+                    Err(e) => Err(e),
+                };
+                self.core
+                    .handle(now, WorkerEvent::Executed { key: r.key, result });
+            }
+            for (i, address) in peer_addresses.iter().enumerate() {
+                if readable[3 + i] {
+                    while let Some(frames) = net::try_recv(&self.peer_sockets[address]) {
+                        self.from_peer_reply(now, address, frames);
+                    }
+                }
+            }
+            self.core.tick(now);
+            if let Some(reason) = self.execute_commands() {
+                info!("worker stopping: {reason}");
+                return if reason.starts_with("closed") {
+                    Ok(())
+                } else {
+                    Err(reason)
+                };
+            }
+        }
+    }
+
+    fn from_scheduler(&mut self, now: u64, frames: Vec<Frame>) {
+        let counted = |m: &ToWorker| match m {
+            ToWorker::PutData { keys, .. } => keys.len(),
+            _ => 0,
+        };
+        match split(frames, counted) {
+            Ok((msg, frames)) => self
+                .core
+                .handle(now, WorkerEvent::FromScheduler { msg, frames }),
+            Err(e) => warn!("dropping malformed message from the scheduler: {e}"),
+        }
+    }
+
+    fn from_peer(&mut self, now: u64, mut frames: Vec<Frame>) {
+        if frames.len() < 2 {
+            warn!("dropping a peer message with no identity or body");
+            return;
+        }
+        let peer = frames.remove(0);
+        match split::<PeerRequest>(frames, |_| 0) {
+            Ok((msg, _)) => self.core.handle(now, WorkerEvent::FromPeer { peer, msg }),
+            Err(e) => {
+                warn!("dropping malformed peer request: {e}");
+                let reply = PeerReply::Error {
+                    message: format!("malformed request: {e}"),
+                };
+                let _ = net::send(&self.peers, Some(&peer), encode(&reply), vec![]);
+            }
+        }
+    }
+
+    fn from_peer_reply(&mut self, now: u64, address: &str, frames: Vec<Frame>) {
+        let counted = |m: &PeerReply| match m {
+            PeerReply::Data { found, .. } => found.len(),
+            PeerReply::Error { .. } => 0,
+        };
+        match split(frames, counted) {
+            Ok((msg, frames)) => self.core.handle(
+                now,
+                WorkerEvent::PeerAnswered {
+                    address: address.to_owned(),
+                    msg,
+                    frames,
+                },
+            ),
+            Err(e) => warn!("dropping malformed reply from peer {address}: {e}"),
+        }
+    }
+
+    /// Reads keys from the store: the frames of those found, and the keys missing.
+    fn load(&self, keys: Vec<Key>) -> (Vec<Key>, Vec<Frame>, Vec<Key>) {
+        let (mut found, mut frames, mut missing) = (Vec::new(), Vec::new(), Vec::new());
+        for k in keys {
+            match self.store.get(&k.to_store_key()) {
+                Ok(Some(f)) => {
+                    found.push(k);
+                    frames.push(f);
+                }
+                Ok(None) => missing.push(k),
+                Err(e) => {
+                    error!("store read of {k:?} failed: {e}");
+                    missing.push(k);
+                }
+            }
+        }
+        (found, frames, missing)
+    }
+
+    /// Carries out the core's commands; returns a reason if the worker must stop.
+    fn execute_commands(&mut self) -> Option<String> {
+        // Carrying out a command can feed the core an event (a task that fails before reaching
+        // the pool), so go on until the core has nothing more to say.
+        loop {
+            let commands = self.core.take_commands();
+            if commands.is_empty() {
+                return None;
+            }
+            if let Some(reason) = self.execute_batch(commands) {
+                return Some(reason);
+            }
+        }
+    }
+
+    fn execute_batch(&mut self, commands: Vec<WorkerCommand>) -> Option<String> {
+        for cmd in commands {
+            match cmd {
+                WorkerCommand::ToScheduler { msg, frames } => {
+                    self.send_scheduler(&msg, frames);
+                }
+                WorkerCommand::ReportFinished(mut done) => {
+                    let mut frames = Vec::new();
+                    for f in &mut done {
+                        if f.has_value {
+                            match self.store.get(&f.key.to_store_key()) {
+                                Ok(Some(v)) => frames.push(v),
+                                _ => f.has_value = false,
+                            }
+                        }
+                    }
+                    self.send_scheduler(&FromWorker::Finished(done), frames);
+                }
+                WorkerCommand::SendDataToScheduler { request, keys } => {
+                    let (found, frames, missing) = self.load(keys);
+                    let msg = FromWorker::Data {
+                        request,
+                        found,
+                        missing,
+                    };
+                    self.send_scheduler(&msg, frames);
+                }
+                WorkerCommand::SendDataToPeer {
+                    peer,
+                    request,
+                    keys,
+                } => {
+                    let (found, frames, missing) = self.load(keys);
+                    let reply = PeerReply::Data {
+                        request,
+                        found,
+                        missing,
+                    };
+                    if let Err(e) = net::send(&self.peers, Some(&peer), encode(&reply), frames) {
+                        debug!("could not answer a peer: {e}");
+                    }
+                }
+                WorkerCommand::FetchFromPeer {
+                    address,
+                    request,
+                    keys,
+                } => {
+                    let msg = encode(&PeerRequest::GetData { request, keys });
+                    match self.peer_socket(&address) {
+                        Ok(s) => {
+                            if let Err(e) = net::send(s, None, msg, vec![]) {
+                                warn!("could not send a fetch to {address}: {e}");
+                            }
+                        }
+                        Err(e) => warn!("cannot reach peer {address}: {e}"),
+                    }
+                }
+                WorkerCommand::Store { key, frame } => {
+                    if let Err(e) = self.store.set(&key.to_store_key(), frame) {
+                        error!("store write of {key:?} failed: {e}");
+                    }
+                }
+                WorkerCommand::Delete(keys) => {
+                    for k in keys {
+                        if let Err(e) = self.store.delete(&k.to_store_key()) {
+                            error!("store delete of {k:?} failed: {e}");
+                        }
+                    }
+                }
+                WorkerCommand::Execute {
+                    key,
+                    spec,
+                    dependencies,
+                } => self.execute(key, &spec, dependencies),
+                WorkerCommand::Shutdown { reason } => return Some(reason),
+            }
+        }
+        None
+    }
+
+    fn execute(&mut self, key: Key, spec: &[u8], dependencies: Vec<Key>) {
+        let fail = |message: String| JobResult {
+            key: key.clone(),
+            result: Err(TaskError {
+                kind: TaskErrorKind::BadInput,
+                message,
+            }),
+        };
+        let expr: Expr = match decode_plain(spec) {
+            Ok(e) => e,
+            Err(e) => return self.feed_back(fail(format!("undecodable task: {e}"))),
+        };
+        let mut inputs = HashMap::with_capacity(dependencies.len());
+        for d in dependencies {
+            let frame = match self.store.get(&d.to_store_key()) {
+                Ok(Some(f)) => f,
+                Ok(None) => {
+                    return self.feed_back(fail(format!("input {d:?} is not in the store")))
+                }
+                Err(e) => return self.feed_back(fail(format!("reading input {d:?}: {e}"))),
+            };
+            match decode_value(&frame) {
+                Ok(v) => {
+                    inputs.insert(d, v);
+                }
+                Err(e) => return self.feed_back(fail(format!("input {d:?} is unreadable: {e}"))),
+            }
+        }
+        self.executor.submit(Job { key, expr, inputs });
+    }
+
+    /// A failure found before the job reached the pool goes through the same path as results.
+    fn feed_back(&mut self, r: JobResult) {
+        let now = self.clock.now_ms();
+        let result = r.result.map(|f| f.len() as u64);
+        self.core
+            .handle(now, WorkerEvent::Executed { key: r.key, result });
+    }
+
+    fn send_scheduler(&self, msg: &FromWorker, frames: Vec<Frame>) {
+        if let Err(e) = net::send(&self.to_scheduler, None, encode(msg), frames) {
+            warn!("could not send to the scheduler: {e}");
+        }
+    }
+
+    fn peer_socket(&mut self, address: &str) -> Result<&zmq::Socket, String> {
+        if !self.peer_sockets.contains_key(address) {
+            Endpoint::parse(address)?;
+            let s = self.ctx.socket(zmq::DEALER).map_err(|e| e.to_string())?;
+            net::configure(&s, self.max_message_bytes).map_err(|e| e.to_string())?;
+            s.connect(address).map_err(|e| e.to_string())?;
+            self.peer_sockets.insert(address.to_owned(), s);
+        }
+        Ok(&self.peer_sockets[address])
+    }
+}

@@ -1,0 +1,246 @@
+//! Pluggable result store of a Zask worker: the `Store` trait, its error type, and
+//! parsing of the CLI store spec (`memory` or `sled:PATH`) into an opened backend.
+//!
+//! The store behaves like a mutable mapping from byte keys to byte values. Values are
+//! already-encoded task results and keys are already-encoded task keys; the store never
+//! interprets either, so every backend can be tested with arbitrary bytes.
+//!
+//! Adding a backend means one new module implementing [`Store`], plus one arm in
+//! [`StoreSpec`] and its parser.
+
+use std::fmt;
+use std::path::PathBuf;
+
+mod memory;
+mod sled_store;
+
+pub use memory::MemoryStore;
+pub use sled_store::SledStore;
+
+/// Result of every fallible store operation.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Why a store operation failed.
+///
+/// Whether retrying can help differs per variant (see each variant, or
+/// [`StoreError::retry_may_help`]). A store whose operation failed stays usable: the
+/// failed operation changed nothing that `len`/`total_bytes` do not account for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The backend failed, with the backend's own message (disk full, permission
+    /// denied, ...). Retrying the same operation can help when the cause was
+    /// transient, so callers may retry a bounded number of times.
+    Io(String),
+    /// The on-disk directory is already held by another open store (another worker
+    /// process, or a second handle in this one). Retrying only helps once the holder
+    /// has exited; usually the fix is to give each worker its own path.
+    Locked {
+        /// The directory that could not be locked.
+        path: PathBuf,
+    },
+    /// The backend found corrupted data on disk. Retrying will not help: the data must
+    /// be discarded (for example by removing the directory).
+    Corrupted(String),
+    /// A store spec string could not be parsed. Retrying with the same spec will not
+    /// help.
+    InvalidSpec {
+        /// The spec exactly as given.
+        spec: String,
+        /// What is wrong with it and what is expected.
+        reason: String,
+    },
+}
+
+impl StoreError {
+    /// Whether repeating the failed operation unchanged can succeed later.
+    pub fn retry_may_help(&self) -> bool {
+        matches!(self, StoreError::Io(_) | StoreError::Locked { .. })
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Io(msg) => write!(f, "store backend error: {msg}"),
+            StoreError::Locked { path } => write!(
+                f,
+                "store directory {} is already in use by another store",
+                path.display()
+            ),
+            StoreError::Corrupted(msg) => write!(f, "store data is corrupted: {msg}"),
+            StoreError::InvalidSpec { spec, reason } => {
+                write!(f, "invalid store spec {spec:?}: {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// A worker's result store: a mutable mapping from byte keys to byte values.
+///
+/// Mutation takes `&mut self` so that backends can keep `len` and `total_bytes` as
+/// plain running counters instead of recomputing them. The order of [`Store::keys`]
+/// is unspecified and may differ between backends.
+pub trait Store: Send {
+    /// Backend name for logs/registration, e.g. `"memory"` or `"sled:/path"`.
+    fn kind(&self) -> String;
+    /// The value stored under `key`, if any.
+    fn get(&self, key: &[u8]) -> StoreResult<Option<Vec<u8>>>;
+    /// Stores `value` under `key`, replacing any previous value. Takes ownership so
+    /// that an in-memory backend keeps the buffer without copying it.
+    fn set(&mut self, key: &[u8], value: Vec<u8>) -> StoreResult<()>;
+    /// Removes `key`; returns whether it was present.
+    fn delete(&mut self, key: &[u8]) -> StoreResult<bool>;
+    /// Whether `key` is present.
+    fn contains(&self, key: &[u8]) -> StoreResult<bool>;
+    /// All keys currently stored, in unspecified order.
+    fn keys(&self) -> StoreResult<Vec<Vec<u8>>>;
+    /// Number of keys stored. O(1).
+    fn len(&self) -> usize;
+    /// Whether no key is stored.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Sum of the lengths of all values currently stored (keys excluded). O(1).
+    fn total_bytes(&self) -> u64;
+    /// Removes every key.
+    fn clear(&mut self) -> StoreResult<()>;
+}
+
+/// A parsed store spec, so that a CLI can reject a bad spec before starting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    /// `memory`: results live in the worker process only.
+    Memory,
+    /// `sled:PATH`: results live in a sled database directory at `PATH`.
+    Sled(PathBuf),
+}
+
+impl StoreSpec {
+    /// Opens the store this spec names. A sled store is opened fresh (emptied),
+    /// because a worker that starts must not serve results left by an earlier run.
+    pub fn open(&self) -> StoreResult<Box<dyn Store>> {
+        Ok(match self {
+            StoreSpec::Memory => Box::new(MemoryStore::new()),
+            StoreSpec::Sled(path) => Box::new(SledStore::open_fresh(path)?),
+        })
+    }
+}
+
+impl fmt::Display for StoreSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreSpec::Memory => f.write_str("memory"),
+            StoreSpec::Sled(path) => write!(f, "sled:{}", path.display()),
+        }
+    }
+}
+
+const EXPECTED: &str = r#"expected "memory" or "sled:PATH""#;
+
+fn parse_spec(spec: &str) -> Result<StoreSpec, StoreError> {
+    let invalid = |reason: String| StoreError::InvalidSpec {
+        spec: spec.to_string(),
+        reason,
+    };
+    if spec == "memory" {
+        return Ok(StoreSpec::Memory);
+    }
+    // strip_prefix rather than splitting on ':' so paths may themselves contain ':'
+    // (e.g. Windows drive letters).
+    if let Some(path) = spec.strip_prefix("sled:") {
+        if path.is_empty() {
+            return Err(invalid(format!("missing path after \"sled:\"; {EXPECTED}")));
+        }
+        return Ok(StoreSpec::Sled(PathBuf::from(path)));
+    }
+    if spec == "sled" {
+        return Err(invalid(format!("missing path; {EXPECTED}")));
+    }
+    Err(invalid(format!("unknown store kind; {EXPECTED}")))
+}
+
+/// Parses a CLI store spec: `"memory"` or `"sled:PATH"`. The error is a complete
+/// message naming the bad spec, suitable for printing as is.
+pub fn parse_store_spec(spec: &str) -> Result<StoreSpec, String> {
+    parse_spec(spec).map_err(|e| e.to_string())
+}
+
+/// Parses a CLI store spec and opens it; `"sled:PATH"` is opened fresh (emptied).
+/// A bad spec gives [`StoreError::InvalidSpec`].
+pub fn open_store(spec: &str) -> StoreResult<Box<dyn Store>> {
+    parse_spec(spec)?.open()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_memory() {
+        assert_eq!(parse_store_spec("memory"), Ok(StoreSpec::Memory));
+    }
+
+    #[test]
+    fn parses_sled_paths() {
+        assert_eq!(
+            parse_store_spec("sled:/x"),
+            Ok(StoreSpec::Sled(PathBuf::from("/x")))
+        );
+        assert_eq!(
+            parse_store_spec("sled:rel/dir"),
+            Ok(StoreSpec::Sled(PathBuf::from("rel/dir")))
+        );
+        assert_eq!(
+            parse_store_spec("sled:C:\\data"),
+            Ok(StoreSpec::Sled(PathBuf::from("C:\\data")))
+        );
+    }
+
+    #[test]
+    fn bad_specs_name_the_spec() {
+        for bad in [
+            "sled:", "sled", "foo", "", "Memory", " memory", "memory:", "redis:x",
+        ] {
+            let msg = parse_store_spec(bad).expect_err(bad);
+            assert!(
+                msg.contains(&format!("{bad:?}")),
+                "message {msg:?} should name spec {bad:?}"
+            );
+            assert!(
+                msg.contains("sled:PATH"),
+                "message {msg:?} should say what is expected"
+            );
+        }
+    }
+
+    #[test]
+    fn open_store_rejects_bad_spec_with_matchable_error() {
+        match open_store("foo") {
+            Err(StoreError::InvalidSpec { spec, .. }) => assert_eq!(spec, "foo"),
+            Err(other) => panic!("unexpected error {other}"),
+            Ok(store) => panic!("opened {}", store.kind()),
+        }
+        assert!(!StoreError::InvalidSpec {
+            spec: "foo".into(),
+            reason: "x".into()
+        }
+        .retry_may_help());
+    }
+
+    #[test]
+    fn spec_display_round_trips() {
+        for spec in ["memory", "sled:/tmp/zask results"] {
+            let parsed = parse_store_spec(spec).unwrap();
+            assert_eq!(parsed.to_string(), spec);
+        }
+    }
+
+    #[test]
+    fn open_store_memory() {
+        let store = open_store("memory").unwrap();
+        assert_eq!(store.kind(), "memory");
+        assert!(store.is_empty());
+    }
+}
