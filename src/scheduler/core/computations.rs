@@ -47,6 +47,12 @@ impl SchedulerCore {
         outputs: Vec<Key>,
         keep_results: bool,
     ) {
+        debug!(
+            "request {request} from {}: graph of {} keys, {} outputs",
+            String::from_utf8_lossy(&client),
+            graph.len(),
+            outputs.len()
+        );
         match self.add_graph(&graph, &outputs) {
             Ok(()) => self.start_computation(client, request, &outputs, keep_results),
             Err(error) => {

@@ -176,7 +176,10 @@ impl WorkerCore {
         self.now_ms = self.now_ms.max(now_ms);
         match event {
             WorkerEvent::FromScheduler { msg, frames } => self.from_scheduler(msg, frames),
-            WorkerEvent::FromPeer { peer, msg } => match msg {
+            WorkerEvent::FromPeer { peer, msg } => match {
+                debug!("peer asks {msg:?}");
+                msg
+            } {
                 PeerRequest::GetData { request, keys } => {
                     self.commands.push(WorkerCommand::SendDataToPeer {
                         peer,
@@ -303,6 +306,7 @@ impl WorkerCore {
     }
 
     fn compute(&mut self, t: ComputeTask) {
+        debug!("compute {:?}", t.key);
         if let Some(existing) = self.tasks.get_mut(&t.key) {
             // Assigned again while still here (released, then wanted again): keep going.
             existing.released = false;
@@ -318,54 +322,57 @@ impl WorkerCore {
             });
             return;
         }
-        let mut missing = 0;
-        let mut dependencies = Vec::with_capacity(t.dependencies.len());
-        for (dep, holders) in t.dependencies {
-            if !self.data.contains_key(&dep) {
-                missing += 1;
-                match self.fetches.get_mut(&dep) {
-                    Some(f) => {
-                        f.waiting.push(t.key.clone());
-                        for h in holders {
-                            if !f.holders.contains(&h) {
-                                f.holders.push(h);
-                            }
-                        }
-                    }
-                    None => {
-                        let own = &self.config.registration.address;
-                        let holders = holders.into_iter().filter(|h| h != own).collect();
-                        self.fetches.insert(
-                            dep.clone(),
-                            Fetch {
-                                holders,
-                                tried: 0,
-                                waiting: vec![t.key.clone()],
-                            },
-                        );
-                        self.try_next_holder(dep.clone());
-                    }
-                }
-            }
-            dependencies.push(dep);
-        }
-        let phase = if missing == 0 {
+        let missing: Vec<(Key, Vec<String>)> = t
+            .dependencies
+            .iter()
+            .filter(|(dep, _)| !self.data.contains_key(dep))
+            .cloned()
+            .collect();
+        let phase = if missing.is_empty() {
             self.ready.push_back(t.key.clone());
             Phase::Ready
         } else {
-            Phase::Fetching { missing }
+            Phase::Fetching {
+                missing: missing.len(),
+            }
         };
+        // The task goes in first: starting a fetch checks that someone still waits for it.
         self.tasks.insert(
-            t.key,
+            t.key.clone(),
             Task {
                 spec: t.spec,
-                dependencies,
+                dependencies: t.dependencies.into_iter().map(|(k, _)| k).collect(),
                 report_value: t.report_value,
                 phase,
                 fetched: Vec::new(),
                 released: false,
             },
         );
+        for (dep, holders) in missing {
+            match self.fetches.get_mut(&dep) {
+                Some(f) => {
+                    f.waiting.push(t.key.clone());
+                    for h in holders {
+                        if !f.holders.contains(&h) {
+                            f.holders.push(h);
+                        }
+                    }
+                }
+                None => {
+                    let own = &self.config.registration.address;
+                    let holders = holders.into_iter().filter(|h| h != own).collect();
+                    self.fetches.insert(
+                        dep.clone(),
+                        Fetch {
+                            holders,
+                            tried: 0,
+                            waiting: vec![t.key.clone()],
+                        },
+                    );
+                    self.try_next_holder(dep);
+                }
+            }
+        }
     }
 
     /// Asks the next holder of `dep` for it, or gives up on the tasks that need it.
@@ -391,6 +398,7 @@ impl WorkerCore {
                     deadline_ms: self.now_ms + self.config.fetch_timeout_ms,
                 },
             );
+            debug!("fetching {dep:?} from {address}");
             self.commands.push(WorkerCommand::FetchFromPeer {
                 address,
                 request,
@@ -415,6 +423,7 @@ impl WorkerCore {
     }
 
     fn peer_answered(&mut self, address: String, msg: PeerReply, frames: Vec<Frame>) {
+        debug!("peer {address} answered {msg:?}");
         let (request, found, missing) = match msg {
             PeerReply::Data {
                 request,
@@ -484,6 +493,7 @@ impl WorkerCore {
     }
 
     fn executed(&mut self, key: Key, result: Result<u64, TaskError>) {
+        debug!("executed {key:?}: {result:?}");
         self.executing = self.executing.saturating_sub(1);
         let Some(task) = self.tasks.remove(&key) else {
             return;
@@ -527,3 +537,6 @@ impl WorkerCore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
