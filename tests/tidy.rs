@@ -58,7 +58,11 @@ fn state_machines_touch_no_socket_thread_channel_disk_or_clock() {
             }
         }
     }
-    assert!(violations.is_empty(), "core modules must stay pure:\n{}", violations.join("\n"));
+    assert!(
+        violations.is_empty(),
+        "core modules must stay pure:\n{}",
+        violations.join("\n")
+    );
 }
 
 #[test]
@@ -75,5 +79,8 @@ fn every_module_starts_by_saying_what_it_is_for() {
         })
         .map(|f| f.strip_prefix(root()).unwrap().display().to_string())
         .collect();
-    assert!(missing.is_empty(), "modules without a //! line: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "modules without a //! line: {missing:?}"
+    );
 }

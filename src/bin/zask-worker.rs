@@ -37,6 +37,10 @@ struct Args {
     /// How long to wait for a peer's data before trying another holder, in ms.
     #[arg(long, default_value_t = 5000)]
     fetch_timeout_ms: u64,
+    /// Zero worker, for benchmarking the scheduler: report every task done at once with a null
+    /// result, without running it.
+    #[arg(long)]
+    zero: bool,
 }
 
 fn main() {
@@ -53,6 +57,7 @@ fn main() {
     config.memory_limit_bytes = args.memory_limit;
     config.heartbeat_interval_ms = args.heartbeat_interval_ms.max(1);
     config.fetch_timeout_ms = args.fetch_timeout_ms.max(1);
+    config.zero = args.zero;
     let worker = match Worker::start(config, Registry::with_builtins()) {
         Ok(w) => w,
         Err(e) => {

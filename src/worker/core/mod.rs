@@ -351,9 +351,12 @@ impl WorkerCore {
         for (dep, holders) in missing {
             match self.fetches.get_mut(&dep) {
                 Some(f) => {
-                    f.waiting.push(t.key.clone());
+                    if !f.waiting.contains(&t.key) {
+                        f.waiting.push(t.key.clone());
+                    }
+                    let own = &self.config.registration.address;
                     for h in holders {
-                        if !f.holders.contains(&h) {
+                        if h != *own && !f.holders.contains(&h) {
                             f.holders.push(h);
                         }
                     }
@@ -408,7 +411,8 @@ impl WorkerCore {
         }
         let f = self.fetches.remove(&dep).expect("present above");
         for key in f.waiting {
-            if self.tasks.remove(&key).is_some() {
+            if self.tasks.contains_key(&key) {
+                self.drop_task(&key);
                 debug!("giving up on {key:?}: no holder of {dep:?} answered");
                 self.commands.push(WorkerCommand::ToScheduler {
                     msg: FromWorker::MissingDependency {
@@ -465,7 +469,14 @@ impl WorkerCore {
                 self.commands.push(WorkerCommand::Store { key, frame });
             }
         }
-        for key in missing {
+        // A key the peer neither sent nor reported missing counts as missing too, or the
+        // task would wait for it forever.
+        let undelivered: Vec<Key> = pf
+            .keys
+            .into_iter()
+            .filter(|k| self.fetches.contains_key(k) && !missing.contains(k))
+            .collect();
+        for key in missing.into_iter().chain(undelivered) {
             self.try_next_holder(key);
         }
         self.start_ready();
@@ -526,14 +537,38 @@ impl WorkerCore {
             }
             match self.tasks.get_mut(&key) {
                 Some(task) if task.phase == Phase::Executing => task.released = true,
-                Some(_) => {
-                    self.tasks.remove(&key);
-                }
+                Some(_) => self.drop_task(&key),
                 None => {}
             }
         }
         if !delete.is_empty() {
             self.commands.push(WorkerCommand::Delete(delete));
+        }
+    }
+
+    /// Forgets a task that will not run here: it stops waiting on fetches, and the copies
+    /// fetched for it alone are deleted (the scheduler learns of fetched copies only from a
+    /// finished report, so nobody else would ever release them).
+    fn drop_task(&mut self, key: &Key) {
+        let Some(task) = self.tasks.remove(key) else {
+            return;
+        };
+        for dep in &task.dependencies {
+            if let Some(f) = self.fetches.get_mut(dep) {
+                f.waiting.retain(|k| k != key);
+            }
+        }
+        let orphans: Vec<Key> = task
+            .fetched
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| !self.tasks.values().any(|t| t.dependencies.contains(k)))
+            .collect();
+        for k in &orphans {
+            self.data.remove(k);
+        }
+        if !orphans.is_empty() {
+            self.commands.push(WorkerCommand::Delete(orphans));
         }
     }
 }

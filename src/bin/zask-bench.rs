@@ -1,0 +1,402 @@
+//! `zask-bench`: the peer benchmark scenarios (same names, arguments and JSON fields as
+//! ../shared/bench/peers/dask_bench.py), run against a cluster of real processes that this
+//! binary starts: a `zask-scheduler` and W `zask-worker`s with one thread each.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use zask::graph::key;
+use zask::{Client, Graph, Key, KeySpec, Value};
+
+#[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
+enum Scenario {
+    /// N independent inc tasks in one graph, all results gathered.
+    Independent,
+    /// Binary-tree sum over N leaves (N inc + N-1 add tasks).
+    Tree,
+    /// N sequential gets of one tiny task.
+    Latency,
+    /// 400 items in 200 partitions, each doubled after 50 ms, summed (4 workers).
+    Bag,
+    /// N bytes made on worker A, their length computed on worker B.
+    Transfer,
+    /// Like independent with N = 100,000 by default; reports the scheduler's peak RSS.
+    Scale,
+}
+
+/// Runs one benchmark scenario on a fresh cluster of real processes and prints one JSON line.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    scenario: Scenario,
+    /// Worker processes (one thread each).
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Problem size (default depends on the scenario, as in the peer script).
+    #[arg(long)]
+    n: Option<usize>,
+    /// Runs (each on a fresh cluster); medians are reported.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
+    /// Use zero workers: they report every task done without running it, so only the
+    /// scheduler's own cost is measured. Results are not checked.
+    #[arg(long)]
+    zero: bool,
+    /// Directory holding zask-scheduler and zask-worker (default: next to this binary).
+    #[arg(long)]
+    bin_dir: Option<std::path::PathBuf>,
+}
+
+struct Cluster {
+    scheduler: Child,
+    workers: Vec<Child>,
+    client: Client,
+    start_s: f64,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for c in self
+            .workers
+            .iter_mut()
+            .chain(std::iter::once(&mut self.scheduler))
+        {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn read_line_with_prefix(child: &mut Child, prefix: &str) -> Result<String, String> {
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut found = Vec::new();
+    while Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => {
+                found.push(line);
+                if found.iter().filter(|l| l.starts_with(prefix)).count() > 0
+                    && (prefix != "address_to" || found.len() >= 2)
+                {
+                    return Ok(found.join("\n"));
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(_) => break,
+        }
+    }
+    Err(format!("no {prefix:?} line within 10 s"))
+}
+
+fn start_cluster(args: &Args, workers: usize) -> Result<Cluster, String> {
+    let dir = match &args.bin_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()
+            .map_err(|e| e.to_string())?
+            .parent()
+            .ok_or("no binary directory")?
+            .to_path_buf(),
+    };
+    let t0 = Instant::now();
+    let mut scheduler = Command::new(dir.join("zask-scheduler"))
+        .args(["--worker-port", "0", "--client-port", "0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start zask-scheduler: {e}"))?;
+    let lines = read_line_with_prefix(&mut scheduler, "address_to")?;
+    let addr = |name: &str| {
+        lines
+            .lines()
+            .find_map(|l| l.strip_prefix(name).map(|a| a.trim().to_owned()))
+            .ok_or_else(|| format!("scheduler printed no {name}"))
+    };
+    let to_workers = addr("address_to_workers")?;
+    let to_clients = addr("address_to_clients")?;
+    let mut children = Vec::new();
+    for _ in 0..workers {
+        let mut cmd = Command::new(dir.join("zask-worker"));
+        cmd.args([to_workers.as_str(), "--nthreads", "1"]);
+        if args.zero {
+            cmd.arg("--zero");
+        }
+        children.push(
+            cmd.env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("cannot start zask-worker: {e}"))?,
+        );
+    }
+    let client = Client::connect(&to_clients).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client.workers().map_err(|e| e.to_string())?.len() < workers {
+        if Instant::now() > deadline {
+            return Err("workers did not register within 20 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let start_s = t0.elapsed().as_secs_f64();
+    // One round trip so every link is open before timing.
+    let warm = zask::graph! { "warm-up" => ("inc", 0) };
+    client.get(&warm, "warm-up").map_err(|e| e.to_string())?;
+    Ok(Cluster {
+        scheduler,
+        workers: children,
+        client,
+        start_s,
+    })
+}
+
+#[derive(Default)]
+struct Run {
+    wall_s: f64,
+    tasks: usize,
+    median_us: Option<f64>,
+    p99_us: Option<f64>,
+    mb_per_s: Option<f64>,
+    ok: bool,
+    peak_rss_mb: Option<f64>,
+}
+
+fn peak_rss_mb(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+fn independent(c: &Cluster, n: usize, zero: bool) -> Result<Run, String> {
+    let mut g = Graph::new();
+    let mut keys = Vec::with_capacity(n);
+    for i in 0..n {
+        let k = format!("inc-{i}");
+        g.insert(k.clone(), ("inc", i as i64));
+        keys.push(KeySpec::One(Key::from(k)));
+    }
+    let t0 = Instant::now();
+    let v = c.client.get(&g, keys).map_err(|e| e.to_string())?;
+    let wall_s = t0.elapsed().as_secs_f64();
+    let total: i64 = v
+        .as_list()
+        .unwrap_or(&[])
+        .iter()
+        .filter_map(Value::as_i64)
+        .sum();
+    let expected = (n as i64) * (n as i64 + 1) / 2;
+    Ok(Run {
+        wall_s,
+        tasks: n,
+        ok: zero || total == expected,
+        ..Run::default()
+    })
+}
+
+fn tree(c: &Cluster, leaves: usize, zero: bool) -> Result<Run, String> {
+    if !leaves.is_power_of_two() {
+        return Err("tree: --n must be a power of two".into());
+    }
+    let mut g = Graph::new();
+    for i in 0..leaves {
+        g.insert(format!("t-0-{i}"), ("inc", i as i64));
+    }
+    let (mut level, mut width) = (0, leaves);
+    while width > 1 {
+        for j in 0..width / 2 {
+            g.insert(
+                format!("t-{}-{j}", level + 1),
+                (
+                    "add",
+                    format!("t-{level}-{}", 2 * j),
+                    format!("t-{level}-{}", 2 * j + 1),
+                ),
+            );
+        }
+        level += 1;
+        width /= 2;
+    }
+    let tasks = g.len();
+    let t0 = Instant::now();
+    let v = c
+        .client
+        .get(&g, format!("t-{level}-0"))
+        .map_err(|e| e.to_string())?;
+    let wall_s = t0.elapsed().as_secs_f64();
+    let expected = (leaves as i64) * (leaves as i64 + 1) / 2;
+    Ok(Run {
+        wall_s,
+        tasks,
+        ok: zero || v == Value::from(expected),
+        ..Run::default()
+    })
+}
+
+fn latency(c: &Cluster, n: usize, zero: bool) -> Result<Run, String> {
+    let one = |i: usize| -> Result<(f64, bool), String> {
+        let k = format!("lat-{i}");
+        let g = zask::graph! { k.clone() => ("inc", i as i64) };
+        let t0 = Instant::now();
+        let v = c.client.get(&g, k).map_err(|e| e.to_string())?;
+        Ok((
+            t0.elapsed().as_secs_f64(),
+            zero || v == Value::from(i as i64 + 1),
+        ))
+    };
+    for i in 0..20 {
+        one(n + i)?;
+    }
+    let mut lat = Vec::with_capacity(n);
+    let mut ok = true;
+    let t0 = Instant::now();
+    for i in 0..n {
+        let (s, good) = one(i)?;
+        lat.push(s);
+        ok &= good;
+    }
+    let wall_s = t0.elapsed().as_secs_f64();
+    lat.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
+    let pct = |p: usize| {
+        lat[((lat.len() * p).div_ceil(100))
+            .saturating_sub(1)
+            .min(lat.len() - 1)]
+    };
+    Ok(Run {
+        wall_s,
+        tasks: n,
+        median_us: Some(pct(50) * 1e6),
+        p99_us: Some(pct(99) * 1e6),
+        ok,
+        ..Run::default()
+    })
+}
+
+/// The resilience notebook's bag as a raw graph: 200 partitions of 2 items, each item doubled
+/// after 50 ms (`slow_add(x, x, 0.05)`), partition sums, then a tree of adds.
+fn bag(c: &Cluster, zero: bool) -> Result<Run, String> {
+    let mut g = Graph::new();
+    let mut level: Vec<String> = Vec::new();
+    for p in 0..200i64 {
+        let items: Vec<zask::Node> = (0..2)
+            .map(|j| {
+                let x = 2 * p + j;
+                zask::graph::task("slow_add", [x.into(), x.into(), 0.05.into()])
+            })
+            .collect();
+        let k = format!("bag-sum-{p}");
+        g.insert(k.clone(), ("sum", items));
+        level.push(k);
+    }
+    let mut depth = 0;
+    while level.len() > 1 {
+        let mut next = Vec::new();
+        for (i, pair) in level.chunks(2).enumerate() {
+            let k = format!("bag-agg-{depth}-{i}");
+            match pair {
+                [a, b] => g.insert(k.clone(), ("add", key(a.as_str()), key(b.as_str()))),
+                [a] => g.insert(k.clone(), key(a.as_str())),
+                _ => unreachable!("chunks of two"),
+            }
+            next.push(k);
+        }
+        level = next;
+        depth += 1;
+    }
+    let t0 = Instant::now();
+    let v = c
+        .client
+        .get(&g, level[0].clone())
+        .map_err(|e| e.to_string())?;
+    Ok(Run {
+        wall_s: t0.elapsed().as_secs_f64(),
+        tasks: g.len(),
+        ok: zero || v == Value::from(159_600),
+        ..Run::default()
+    })
+}
+
+fn median(mut xs: Vec<f64>) -> Option<f64> {
+    if xs.is_empty() {
+        return None;
+    }
+    xs.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
+    Some(xs[xs.len() / 2])
+}
+
+fn main() {
+    let args: Args = zask::cli::parse_or_exit();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let workers = if args.scenario == Scenario::Bag {
+        4
+    } else {
+        args.workers
+    };
+    let n = args.n.unwrap_or(match args.scenario {
+        Scenario::Independent => 10_000,
+        Scenario::Tree => 8_192,
+        Scenario::Latency => 1_000,
+        Scenario::Bag => 400,
+        Scenario::Transfer => 100_000_000,
+        Scenario::Scale => 100_000,
+    });
+    let mut runs = Vec::new();
+    let mut starts = Vec::new();
+    for _ in 0..args.repeat.max(1) {
+        let cluster = match start_cluster(&args, workers) {
+            Ok(c) => c,
+            Err(e) => zask::cli::usage_error(&format!("cluster start failed: {e}")),
+        };
+        starts.push(cluster.start_s);
+        let result = match args.scenario {
+            Scenario::Independent | Scenario::Scale => independent(&cluster, n, args.zero),
+            Scenario::Tree => tree(&cluster, n, args.zero),
+            Scenario::Latency => latency(&cluster, n, args.zero),
+            Scenario::Bag => bag(&cluster, args.zero),
+            Scenario::Transfer => Err("transfer needs worker restrictions, not built yet".into()),
+        };
+        match result {
+            Ok(mut r) => {
+                r.peak_rss_mb = peak_rss_mb(cluster.scheduler.id());
+                runs.push(r);
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+    let wall = median(runs.iter().map(|r| r.wall_s).collect());
+    let tps = median(runs.iter().map(|r| r.tasks as f64 / r.wall_s).collect());
+    let out = serde_json::json!({
+        "system": if args.zero { "zask-zero" } else { "zask" },
+        "scenario": format!("{:?}", args.scenario).to_lowercase(),
+        "workers": workers,
+        "n": n,
+        "wall_s": wall,
+        "tasks_per_s": tps,
+        "median_us": median(runs.iter().filter_map(|r| r.median_us).collect()),
+        "p99_us": median(runs.iter().filter_map(|r| r.p99_us).collect()),
+        "mb_per_s": median(runs.iter().filter_map(|r| r.mb_per_s).collect()),
+        "cluster_start_s": median(starts),
+        "scheduler_peak_rss_mb": median(runs.iter().filter_map(|r| r.peak_rss_mb).collect()),
+        "ok": runs.iter().all(|r| r.ok),
+        "runs": runs.len(),
+    });
+    println!("{out}");
+    if !runs.iter().all(|r| r.ok) {
+        std::process::exit(1);
+    }
+}

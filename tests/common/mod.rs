@@ -1,0 +1,442 @@
+//! Shared helpers of the integration tests: a `TestCluster` of real `zask-scheduler` and
+//! `zask-worker` processes on loopback (ports picked by the OS, so tests run in parallel),
+//! bounded waits, and running the `zask` command with a deadline. Every child process is killed
+//! and reaped when its guard drops, also when a test panics.
+
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use zask::{Client, ClientConfig};
+
+pub const SCHEDULER: &str = env!("CARGO_BIN_EXE_zask-scheduler");
+pub const WORKER: &str = env!("CARGO_BIN_EXE_zask-worker");
+pub const ZASK: &str = env!("CARGO_BIN_EXE_zask");
+
+/// Upper bound of every wait for something that normally takes milliseconds: generous, so a
+/// loaded 2-core machine never makes a test flaky, yet a hang ends the test.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Polls `condition` until it gives `Some`, or panics after `within` naming `what`.
+pub fn wait_until<T>(what: &str, within: Duration, mut condition: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    let mut pause = Duration::from_millis(2);
+    loop {
+        if let Some(v) = condition() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {within:?} waiting for {what}");
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// A child process that is killed (SIGKILL) and reaped when dropped. Its stderr goes to a log
+/// file, printed when a test panics so failures come with the processes' side of the story.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    log: PathBuf,
+    /// Lines the process printed on stdout, read by a thread so the pipe never fills.
+    stdout: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, program: &str, args: &[String], log: PathBuf) -> Proc {
+        let stderr = File::create(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+        let out = child.stdout.take().expect("stdout is piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc {
+            name: name.to_owned(),
+            child,
+            log,
+            stdout: rx,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits (bounded) for a stdout line starting with `prefix` and returns the rest of it.
+    pub fn read_line_after(&mut self, prefix: &str) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stdout.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix(prefix) {
+                        return rest.trim().to_owned();
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!(
+                    "{} printed no line starting with {prefix:?} within {DEADLINE:?}\n{}",
+                    self.name,
+                    self.log_text()
+                ),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = self.child.wait().ok();
+                    panic!(
+                        "{} exited ({status:?}) before printing {prefix:?}\n{}",
+                        self.name,
+                        self.log_text()
+                    )
+                }
+            }
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(40)..];
+        format!(
+            "--- last lines of {} stderr ---\n{}",
+            self.name,
+            tail.join("\n")
+        )
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("{}", self.log_text());
+        }
+    }
+}
+
+/// How to start a `TestCluster`.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    pub workers: usize,
+    pub nthreads: u32,
+    /// Extra worker arguments; `{dir}` becomes the cluster's temporary directory and `{i}` the
+    /// worker's index, e.g. `["--store", "sled:{dir}/w{i}"]`.
+    pub worker_args: Vec<String>,
+    pub scheduler_args: Vec<String>,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            workers: 2,
+            nthreads: 1,
+            worker_args: vec![],
+            scheduler_args: vec![],
+        }
+    }
+}
+
+impl ClusterOptions {
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n;
+        self
+    }
+
+    pub fn nthreads(mut self, n: u32) -> Self {
+        self.nthreads = n;
+        self
+    }
+
+    pub fn worker_args(mut self, args: &[&str]) -> Self {
+        self.worker_args = args.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// Every worker keeps its results in its own sled database under the cluster's directory.
+    pub fn sled_store(self) -> Self {
+        self.worker_args(&["--store", "sled:{dir}/w{i}"])
+    }
+
+    pub fn start(self) -> TestCluster {
+        TestCluster::start(self)
+    }
+}
+
+/// A scheduler and workers as real processes on 127.0.0.1. Dropping it kills them all.
+pub struct TestCluster {
+    /// Kills every process of the cluster if the test is still running after `WATCHDOG`, so a
+    /// hung client call fails (the client reports the scheduler lost) instead of hanging.
+    watchdog: Option<Watchdog>,
+    // Workers first: they go before the scheduler when the cluster drops.
+    workers: Vec<Option<Proc>>,
+    worker_addresses: Vec<String>,
+    scheduler: Option<Proc>,
+    address_to_workers: String,
+    address_to_clients: String,
+    dir: tempfile::TempDir,
+}
+
+impl TestCluster {
+    /// A scheduler and 2 one-thread workers with in-memory stores.
+    pub fn new() -> TestCluster {
+        ClusterOptions::default().start()
+    }
+
+    pub fn with_workers(n: usize) -> TestCluster {
+        ClusterOptions::default().workers(n).start()
+    }
+
+    pub fn options() -> ClusterOptions {
+        ClusterOptions::default()
+    }
+
+    pub fn start(options: ClusterOptions) -> TestCluster {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut args: Vec<String> = ["--worker-port", "0", "--client-port", "0"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(options.scheduler_args.iter().cloned());
+        let mut scheduler = Proc::spawn(
+            "zask-scheduler",
+            SCHEDULER,
+            &args,
+            dir.path().join("scheduler.log"),
+        );
+        let address_to_workers = scheduler.read_line_after("address_to_workers ");
+        let address_to_clients = scheduler.read_line_after("address_to_clients ");
+        let mut cluster = TestCluster {
+            watchdog: None,
+            workers: Vec::new(),
+            worker_addresses: Vec::new(),
+            scheduler: Some(scheduler),
+            address_to_workers,
+            address_to_clients,
+            dir,
+        };
+        for i in 0..options.workers {
+            let mut args = vec![
+                cluster.address_to_workers.clone(),
+                "--nthreads".to_owned(),
+                options.nthreads.to_string(),
+            ];
+            let dir = cluster.dir.path().display().to_string();
+            args.extend(
+                options
+                    .worker_args
+                    .iter()
+                    .map(|a| a.replace("{dir}", &dir).replace("{i}", &i.to_string())),
+            );
+            let name = format!("zask-worker {i}");
+            let log = cluster.dir.path().join(format!("worker-{i}.log"));
+            let mut worker = Proc::spawn(&name, WORKER, &args, log);
+            let address = worker.read_line_after("worker ");
+            cluster.workers.push(Some(worker));
+            cluster.worker_addresses.push(address);
+        }
+        let mut pids = cluster.worker_pids();
+        pids.extend(cluster.scheduler_pid());
+        cluster.watchdog = Some(Watchdog::start(pids));
+        cluster.wait_for_workers(options.workers);
+        cluster
+    }
+
+    pub fn address_to_clients(&self) -> &str {
+        &self.address_to_clients
+    }
+
+    pub fn address_to_workers(&self) -> &str {
+        &self.address_to_workers
+    }
+
+    /// Each worker's peer address, as it printed it, in start order.
+    pub fn worker_addresses(&self) -> &[String] {
+        &self.worker_addresses
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(&self.address_to_clients)
+            .unwrap_or_else(|e| panic!("cannot connect to the test cluster: {e}"))
+    }
+
+    pub fn client_with(&self, config: ClientConfig) -> Client {
+        Client::connect_with(&self.address_to_clients, config)
+            .unwrap_or_else(|e| panic!("cannot connect to the test cluster: {e}"))
+    }
+
+    /// Pids of the running workers, in start order (killed ones left out).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.workers.iter().flatten().map(|w| w.pid()).collect()
+    }
+
+    pub fn scheduler_pid(&self) -> Option<u32> {
+        self.scheduler.as_ref().map(|s| s.pid())
+    }
+
+    /// Whether worker `i` is still running.
+    pub fn worker_running(&mut self, i: usize) -> bool {
+        self.workers[i].as_mut().is_some_and(|w| w.is_running())
+    }
+
+    /// SIGKILLs worker `i`.
+    pub fn kill_worker(&mut self, i: usize) {
+        if let Some(mut w) = self.workers[i].take() {
+            w.kill();
+        }
+    }
+
+    /// SIGKILLs the scheduler.
+    pub fn kill_scheduler(&mut self) {
+        if let Some(mut s) = self.scheduler.take() {
+            s.kill();
+        }
+    }
+
+    /// Waits (bounded) until at least `n` workers are registered with the scheduler.
+    pub fn wait_for_workers(&self, n: usize) {
+        let client = self.client();
+        wait_until(&format!("{n} workers to register"), DEADLINE, || {
+            let have = client.workers().expect("status").len();
+            (have >= n).then_some(())
+        });
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        // Stop the watchdog before reaping, so it can never signal a reused pid.
+        self.watchdog.take();
+        for w in self.workers.iter_mut() {
+            w.take();
+        }
+        self.scheduler.take();
+    }
+}
+
+/// How long a test may use its cluster before the watchdog kills it.
+pub const WATCHDOG: Duration = Duration::from_secs(120);
+
+/// SIGKILLs the given processes unless dropped within `WATCHDOG`.
+struct Watchdog {
+    cancel: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watchdog {
+    fn start(pids: Vec<u32>) -> Watchdog {
+        let (cancel, cancelled) = mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            if let Err(mpsc::RecvTimeoutError::Timeout) = cancelled.recv_timeout(WATCHDOG) {
+                eprintln!("watchdog: test still running after {WATCHDOG:?}, killing {pids:?}");
+                for pid in pids {
+                    let _ = Command::new("kill")
+                        .args(["-KILL", &pid.to_string()])
+                        .status();
+                }
+            }
+        });
+        Watchdog {
+            cancel: Some(cancel),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.cancel.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What a finished command printed.
+#[derive(Debug)]
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+}
+
+/// Runs `program args`, killing it if it has not finished within `DEADLINE`.
+pub fn run(program: &str, args: &[&str]) -> Output {
+    run_with_env(program, args, &[])
+}
+
+pub fn run_with_env(program: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut child = Command::new(program)
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("ZASK_SCHEDULER")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("piped")));
+    let err = drain(Box::new(child.stderr.take().expect("piped")));
+    let deadline = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "`{program} {}` did not finish within {DEADLINE:?}",
+                args.join(" ")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Output {
+        status,
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
+    }
+}
