@@ -75,15 +75,17 @@ impl WakeReceiver {
         self.reader.as_raw_fd()
     }
 
-    /// Call before draining the channel the wakes are about.
+    /// Call before draining the channel the wakes are about. The pipe is emptied before the
+    /// flag is cleared: the other order could swallow the byte of a wake that then finds the
+    /// flag set, and no later wake would ever write again.
     pub fn reset(&self) {
-        self.inner.pending.store(false, Ordering::Release);
         let mut buf = [0u8; 64];
         while let Ok(n) = (&self.reader).read(&mut buf) {
             if n == 0 {
                 break;
             }
         }
+        self.inner.pending.store(false, Ordering::Release);
     }
 }
 
@@ -231,6 +233,38 @@ mod tests {
             .unwrap_err()
             .contains("99999"));
         assert!(Endpoint::parse("tcp://:1").is_err());
+    }
+
+    #[test]
+    fn no_wake_is_lost_under_concurrent_producers() {
+        let (w, r) = waker().unwrap();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let producers: Vec<_> = (0..4)
+            .map(|p| {
+                let (w, tx) = (w.clone(), tx.clone());
+                std::thread::spawn(move || {
+                    for i in 0..20_000 {
+                        tx.send(p * 100_000 + i).unwrap();
+                        w.wake();
+                    }
+                })
+            })
+            .collect();
+        let mut received = 0;
+        while received < 80_000 {
+            let mut items = [zmq::PollItem::from_fd(r.fd(), zmq::POLLIN)];
+            // A lost wake leaves items in the channel with nothing readable: fail, don't hang.
+            let ready = zmq::poll(&mut items, 5_000).unwrap();
+            assert!(
+                ready == 1 || !rx.is_empty(),
+                "wake lost with {received} received"
+            );
+            r.reset();
+            received += rx.try_iter().count();
+        }
+        for p in producers {
+            p.join().unwrap();
+        }
     }
 
     #[test]
