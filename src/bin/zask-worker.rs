@@ -32,7 +32,7 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     memory_limit: u64,
     /// How often to send a heartbeat, in ms.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 500)]
     heartbeat_interval_ms: u64,
     /// How long to wait for a peer's data before trying another holder, in ms.
     #[arg(long, default_value_t = 5000)]

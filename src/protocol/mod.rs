@@ -130,6 +130,10 @@ pub enum ToWorker {
     Compute(Vec<ComputeTask>),
     /// Forget these keys: delete their data, drop them if queued.
     Release(Vec<Key>),
+    /// These workers are gone: stop waiting on them for data, try other holders now.
+    PeersLost(Vec<String>),
+    /// Answer with a heartbeat at once (the scheduler is checking who is still alive).
+    Ping,
     GetData {
         request: u64,
         keys: Vec<Key>,

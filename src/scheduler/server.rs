@@ -63,6 +63,17 @@ impl Scheduler {
             // A process that reconnects with the same identity takes over its old route.
             s.set_router_handover(true).map_err(|e| e.to_string())?;
         }
+        // Dropped worker connections (a killed worker) are reported on this monitor socket.
+        worker_socket
+            .monitor(
+                "inproc://zask-worker-port-monitor",
+                zmq::SocketEvent::DISCONNECTED as i32,
+            )
+            .map_err(|e| e.to_string())?;
+        let monitor = ctx.socket(zmq::PAIR).map_err(|e| e.to_string())?;
+        monitor
+            .connect("inproc://zask-worker-port-monitor")
+            .map_err(|e| e.to_string())?;
         let address_to_workers = net::bind(&worker_socket, &config.host, config.worker_port)?;
         let address_to_clients = net::bind(&client_socket, &config.host, config.client_port)?;
         info!("address_to_workers {address_to_workers}");
@@ -85,12 +96,16 @@ impl Scheduler {
             let in_tx = in_tx.clone();
             let stop = stop.clone();
             threads.push(spawn("zask-sched-workers", move || {
+                let lost_tx = in_tx.clone();
                 socket_loop(
                     worker_socket,
                     worker_wake_rx,
                     to_workers_rx,
                     stop,
                     |identity, frames| decode_worker(identity, frames, &in_tx),
+                    Some((monitor, move || {
+                        let _ = lost_tx.send(Event::WorkerConnectionLost);
+                    })),
                 )
             })?);
         }
@@ -104,6 +119,7 @@ impl Scheduler {
                     to_clients_rx,
                     stop,
                     |identity, frames| decode_client(identity, frames, &in_tx),
+                    None::<(zmq::Socket, fn())>,
                 )
             })?);
         }
@@ -249,28 +265,45 @@ fn core_loop(
 /// What a socket thread does with a message it could not decode: optionally answer it.
 type Reply = Option<Frame>;
 
+/// Owns one ROUTER socket: decodes what arrives, encodes and sends what the core wants sent.
+/// With a monitor, `on_disconnect` runs whenever a peer connection drops.
 fn socket_loop<M: serde::Serialize>(
     socket: zmq::Socket,
     wake: WakeReceiver,
     outgoing: Receiver<(FrameIdentity, M, Vec<Frame>)>,
     stop: Arc<AtomicBool>,
     mut on_message: impl FnMut(FrameIdentity, Vec<Frame>) -> Reply,
+    monitor: Option<(zmq::Socket, impl Fn())>,
 ) {
     loop {
         if stop.load(Ordering::SeqCst) {
             return;
         }
-        let (socket_ready, wake_ready) = {
-            let mut items = [
+        let (socket_ready, wake_ready, monitor_ready) = {
+            let mut items = vec![
                 socket.as_poll_item(zmq::POLLIN),
                 zmq::PollItem::from_fd(wake.fd(), zmq::POLLIN),
             ];
+            if let Some((m, _)) = &monitor {
+                items.push(m.as_poll_item(zmq::POLLIN));
+            }
             if let Err(e) = zmq::poll(&mut items, 1000) {
                 error!("poll failed: {e}");
                 return;
             }
-            (items[0].is_readable(), items[1].is_readable())
+            (
+                items[0].is_readable(),
+                items[1].is_readable(),
+                items.get(2).is_some_and(|i| i.is_readable()),
+            )
         };
+        if monitor_ready {
+            if let Some((m, on_disconnect)) = &monitor {
+                while net::try_recv(m).is_some() {
+                    on_disconnect();
+                }
+            }
+        }
         if socket_ready {
             while let Some(mut frames) = net::try_recv(&socket) {
                 if frames.len() < 2 {

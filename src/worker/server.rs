@@ -59,7 +59,7 @@ impl WorkerConfig {
             peer_port: 0,
             store: StoreSpec::Memory,
             memory_limit_bytes: 0,
-            heartbeat_interval_ms: 1000,
+            heartbeat_interval_ms: 500,
             fetch_timeout_ms: 5000,
             max_message_bytes: net::DEFAULT_MAX_MESSAGE_BYTES,
             zero: false,

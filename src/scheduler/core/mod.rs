@@ -30,9 +30,14 @@ use workers::{Worker, WorkerRegistry};
 /// Settings of the scheduler's logic. Times are in milliseconds of the `now` the IO layer passes.
 #[derive(Clone, Debug)]
 pub struct CoreConfig {
-    /// A worker silent for this long is considered lost. Five heartbeats at the default worker
-    /// interval, so one delayed heartbeat never loses a worker.
+    /// A worker silent for this long is considered lost (a stopped process: its connection
+    /// stays open). Six heartbeats at the default worker interval, so one delayed heartbeat
+    /// never loses a worker.
     pub heartbeat_timeout_ms: u64,
+    /// When a worker connection drops, every worker is pinged; those that do not answer within
+    /// this long are lost. This is how a killed worker is noticed well before the heartbeat
+    /// timeout.
+    pub probe_timeout_ms: u64,
     /// A client silent this long (no request, no ping) is considered gone and its requests are
     /// cancelled. Clients ping every second.
     pub client_timeout_ms: u64,
@@ -48,7 +53,8 @@ pub struct CoreConfig {
 impl Default for CoreConfig {
     fn default() -> Self {
         CoreConfig {
-            heartbeat_timeout_ms: 5_000,
+            heartbeat_timeout_ms: 3_000,
+            probe_timeout_ms: 500,
             client_timeout_ms: 30_000,
             worker_queue_extra: 16,
             allowed_failures: 3,
@@ -71,6 +77,8 @@ pub enum Event {
         msg: FromClient,
         frames: Vec<Frame>,
     },
+    /// A connection on the worker port dropped (which worker's, ZeroMQ does not say).
+    WorkerConnectionLost,
 }
 
 /// Something to send, for the IO layer to encode.
@@ -116,6 +124,8 @@ pub struct SchedulerCore {
     now_ms: u64,
     /// A worker was lost or scheduling is needed: run `schedule` before flushing.
     needs_scheduling: bool,
+    /// A liveness probe in flight: (sent at, deadline).
+    probe: Option<(u64, u64)>,
 }
 
 impl SchedulerCore {
@@ -137,6 +147,7 @@ impl SchedulerCore {
             commands: Vec::new(),
             now_ms: 0,
             needs_scheduling: false,
+            probe: None,
         }
     }
 
@@ -158,12 +169,43 @@ impl SchedulerCore {
                 msg,
                 frames,
             } => self.handle_client(identity, msg, frames),
+            Event::WorkerConnectionLost => self.probe_workers(),
+        }
+    }
+
+    fn probe_workers(&mut self) {
+        if self.probe.is_some() {
+            return; // the probe in flight covers this loss too
+        }
+        debug!("a worker connection dropped: pinging every worker");
+        self.probe = Some((self.now_ms, self.now_ms + self.config.probe_timeout_ms));
+        let ids: Vec<WorkerId> = self.workers.iter().map(|(id, _)| id).collect();
+        for w in ids {
+            self.push_to_worker(w, ToWorker::Ping, vec![]);
         }
     }
 
     /// Lets time pass: detects silent workers and clients.
     pub fn tick(&mut self, now_ms: u64) {
         self.now_ms = self.now_ms.max(now_ms);
+        if let Some((sent, deadline)) = self.probe {
+            if self.now_ms >= deadline {
+                self.probe = None;
+                let silent: Vec<WorkerId> = self
+                    .workers
+                    .iter()
+                    .filter(|(_, w)| w.last_seen_ms < sent)
+                    .map(|(id, _)| id)
+                    .collect();
+                for id in silent {
+                    warn!(
+                        "worker {} did not answer a ping after a connection dropped: considered lost",
+                        self.workers.address(id)
+                    );
+                    self.remove_worker(id, true);
+                }
+            }
+        }
         let timeout = self.config.heartbeat_timeout_ms;
         let silent: Vec<WorkerId> = self
             .workers
@@ -204,7 +246,8 @@ impl SchedulerCore {
             .clients
             .values()
             .map(|c| c.last_seen_ms + self.config.client_timeout_ms + 1);
-        workers.chain(clients).min()
+        let probe = self.probe.map(|(_, deadline)| deadline);
+        workers.chain(clients).chain(probe).min()
     }
 
     /// Runs the decision pass if needed and returns everything to send, in order.
@@ -350,6 +393,10 @@ impl SchedulerCore {
         };
         let address = worker.address.clone();
         warn_or_info(unexpected, &format!("removing worker {address}"));
+        let others: Vec<WorkerId> = self.workers.iter().map(|(id, _)| id).collect();
+        for w in others {
+            self.push_to_worker(w, ToWorker::PeersLost(vec![address.clone()]), vec![]);
+        }
         // Data it held: gone.
         let mut lost = Vec::new();
         for t in worker.has {

@@ -288,6 +288,11 @@ impl WorkerCore {
                 self.start_ready();
             }
             ToWorker::Release(keys) => self.release(keys),
+            ToWorker::Ping => self.commands.push(WorkerCommand::ToScheduler {
+                msg: FromWorker::Heartbeat,
+                frames: vec![],
+            }),
+            ToWorker::PeersLost(addresses) => self.peers_lost(&addresses),
             ToWorker::GetData { request, keys } => {
                 self.commands
                     .push(WorkerCommand::SendDataToScheduler { request, keys });
@@ -525,6 +530,36 @@ impl WorkerCore {
             }
             Err(_) if task.released => {}
             Err(error) => self.erred.push(ErredTask { key, error }),
+        }
+        self.start_ready();
+    }
+
+    /// Stops waiting on lost peers: their fetches move to the next holder now.
+    fn peers_lost(&mut self, addresses: &[String]) {
+        for f in self.fetches.values_mut() {
+            // Keep the tried prefix intact so `tried` still indexes the next holder.
+            let (tried, untried) = f.holders.split_at(f.tried);
+            let untried: Vec<String> = untried
+                .iter()
+                .filter(|h| !addresses.contains(h))
+                .cloned()
+                .collect();
+            let mut holders = tried.to_vec();
+            holders.extend(untried);
+            f.holders = holders;
+        }
+        let stuck: Vec<u64> = self
+            .peer_fetches
+            .iter()
+            .filter(|(_, f)| addresses.contains(&f.address))
+            .map(|(r, _)| *r)
+            .collect();
+        for r in stuck {
+            if let Some(f) = self.peer_fetches.remove(&r) {
+                for k in f.keys {
+                    self.try_next_holder(k);
+                }
+            }
         }
         self.start_ready();
     }
