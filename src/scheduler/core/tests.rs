@@ -65,6 +65,7 @@ impl Harness {
                 msg: decode(&encode(&msg)).unwrap(),
                 frames,
             },
+            other => other,
         };
         self.core.handle(self.now, event);
         self.flush();
@@ -611,4 +612,41 @@ fn messages_from_unknown_workers_ask_them_to_register() {
         frames: vec![],
     });
     assert!(matches!(h.take_worker_msgs(9)[0], ToWorker::Error { .. }));
+}
+
+#[test]
+fn a_dropped_connection_pings_everyone_and_removes_the_silent() {
+    let mut h = Harness::new();
+    h.add_worker(1, 1);
+    h.add_worker(2, 1);
+    h.submit(1, 1, &crate::graph! { "a" => ("inc", 1), "b" => ("inc", 2) }, &["a", "b"]);
+    let on1 = h.take_computes(1);
+    let on2 = h.take_computes(2);
+    h.now += 10;
+    h.step(Event::WorkerConnectionLost);
+    assert!(h.take_worker_msgs(1).contains(&ToWorker::Ping));
+    assert!(h.take_worker_msgs(2).contains(&ToWorker::Ping));
+    // Worker 2 answers, worker 1 (killed) does not.
+    h.now += 100;
+    h.step(Event::FromWorker {
+        identity: worker_id(2),
+        msg: FromWorker::Heartbeat,
+        frames: vec![],
+    });
+    assert_eq!(h.core.next_deadline(), Some(10 + h.core.config().probe_timeout_ms));
+    h.now = 10 + h.core.config().probe_timeout_ms;
+    h.core.tick(h.now);
+    h.flush();
+    assert_eq!(h.core.status().workers.len(), 1, "well before the heartbeat timeout");
+    let msgs = h.take_worker_msgs(2);
+    assert!(msgs.contains(&ToWorker::PeersLost(vec![address(1)])));
+    let moved: Vec<Key> = msgs
+        .into_iter()
+        .flat_map(|m| match m {
+            ToWorker::Compute(ts) => ts.into_iter().map(|t| t.key).collect(),
+            _ => vec![],
+        })
+        .collect();
+    assert_eq!(moved, vec![on1[0].key.clone()]);
+    h.finish(2, &on2[0], Value::from(3));
 }
