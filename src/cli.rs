@@ -12,7 +12,18 @@ pub fn parse_or_exit<T: Parser>() -> T {
             clap::error::ErrorKind::DisplayHelp
             | clap::error::ErrorKind::DisplayVersion
             | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
-            _ => usage_error(e.to_string().lines().next().unwrap_or("invalid arguments")),
+            _ => {
+                // clap spreads some errors over several lines (missing arguments are listed
+                // below the message): keep everything before the usage on one line.
+                let text = e.to_string();
+                let message: Vec<&str> = text
+                    .lines()
+                    .map(str::trim)
+                    .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more"))
+                    .filter(|l| !l.is_empty())
+                    .collect();
+                usage_error(&message.join(" "))
+            }
         },
     }
 }

@@ -314,6 +314,16 @@ impl Client {
         }
     }
 
+    /// Restarts every worker (through its nanny; workers without one are emptied) and drops
+    /// all tasks and data on the scheduler; pending requests fail with `Restarted`. Returns
+    /// when the workers are back. Stored collections are kept: they are graphs, not data.
+    pub fn restart(&self) -> Result<(), ClientError> {
+        match self.request(|request| FromClient::Restart { request }, vec![], None)? {
+            (ToClient::Done { .. }, _) => Ok(()),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
     /// Says goodbye to the scheduler (which drops this client's pending requests) and stops.
     pub fn close(self) {
         drop(self);
@@ -439,7 +449,7 @@ fn io_loop(
                 socket.as_poll_item(zmq::POLLIN),
                 zmq::PollItem::from_fd(wake.fd(), zmq::POLLIN),
             ];
-            if zmq::poll(&mut items, config.ping_interval_ms as i64).is_err() {
+            if net::poll(&mut items, config.ping_interval_ms as i64).is_err() {
                 break;
             }
             (items[0].is_readable(), items[1].is_readable())

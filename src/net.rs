@@ -89,6 +89,15 @@ impl WakeReceiver {
     }
 }
 
+/// `zmq::poll` that treats an interrupting signal as a wake-up with nothing ready (signal
+/// handlers for graceful shutdown make EINTR an ordinary event).
+pub fn poll(items: &mut [zmq::PollItem], timeout_ms: i64) -> zmq::Result<()> {
+    match zmq::poll(items, timeout_ms) {
+        Ok(_) | Err(zmq::Error::EINTR) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Options every Zask socket gets: no lingering at close, a message size limit.
 pub fn configure(socket: &zmq::Socket, max_message_bytes: i64) -> zmq::Result<()> {
     socket.set_linger(0)?;

@@ -220,8 +220,6 @@ fn bad_arguments_exit_2_with_one_line() {
 }
 
 #[test]
-#[ignore = "bug: src/cli.rs parse_or_exit keeps only the first line of clap's error, which for \
-            missing arguments does not name them"]
 fn missing_required_arguments_are_named_on_the_one_line() {
     let cases: &[(&str, &[&str], &str)] = &[
         (WORKER, &[], "SCHEDULER"),

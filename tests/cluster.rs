@@ -179,8 +179,6 @@ fn a_string_that_names_no_key_stays_a_literal() {
 }
 
 #[test]
-#[ignore = "bug: lost wake-up in net::WakeReceiver::reset (src/net.rs:79) strands the \
-            scheduler's outgoing Compute messages; the get hangs"]
 fn a_ten_thousand_task_graph_gives_the_right_sum() {
     let cluster = TestCluster::new();
     let client = cluster.client();

@@ -1,6 +1,11 @@
-//! `zask-worker`: runs a worker with the built-in functions until the scheduler closes it.
+//! `zask-worker`: runs a worker with the built-in functions, under a nanny by default.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
+use zask::worker::nanny::{self, NannyConfig};
 use zask::worker::{Registry, Worker, WorkerConfig};
 use zask::StoreSpec;
 
@@ -41,11 +46,38 @@ struct Args {
     /// result, without running it.
     #[arg(long)]
     zero: bool,
+    /// Run the worker in this process, without a nanny to restart it when it dies.
+    #[arg(long)]
+    no_nanny: bool,
+    /// Deaths in a row after which the nanny gives up (a worker that lived 30 s resets it).
+    #[arg(long, default_value_t = 50)]
+    max_restarts: u32,
 }
 
 fn main() {
     let args: Args = zask::cli::parse_or_exit();
     zask::cli::init_logging();
+    // SIGTERM and SIGINT stop gracefully: the scheduler is told, no task is blamed.
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
+            eprintln!("error: cannot handle signal {signal}: {e}");
+            std::process::exit(1);
+        }
+    }
+    if !args.no_nanny {
+        let exe = std::env::current_exe()
+            .unwrap_or_else(|e| fail(&format!("cannot find this program: {e}")));
+        let mut command = vec![exe.to_string_lossy().into_owned()];
+        command.extend(std::env::args().skip(1));
+        command.push("--no-nanny".into());
+        let mut config = NannyConfig::new(args.scheduler.clone(), command);
+        config.max_restarts = args.max_restarts;
+        if let Err(e) = nanny::run(config, stop) {
+            fail(&e);
+        }
+        return;
+    }
     let mut config = WorkerConfig::new(args.scheduler);
     if let Some(n) = args.nthreads {
         config.nthreads = n.max(1);
@@ -58,16 +90,21 @@ fn main() {
     config.heartbeat_interval_ms = args.heartbeat_interval_ms.max(1);
     config.fetch_timeout_ms = args.fetch_timeout_ms.max(1);
     config.zero = args.zero;
-    let worker = match Worker::start(config, Registry::with_builtins()) {
-        Ok(w) => w,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(1);
-        }
-    };
+    let worker = Worker::start(config, Registry::with_builtins()).unwrap_or_else(|e| fail(&e));
     println!("worker {}", worker.address());
-    if let Err(e) = worker.wait() {
-        eprintln!("error: {e}");
-        std::process::exit(1);
+    while worker.is_running() {
+        if stop.load(Ordering::SeqCst) {
+            worker.shutdown();
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
+    if let Err(e) = worker.wait() {
+        fail(&e);
+    }
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("error: {message}");
+    std::process::exit(1)
 }

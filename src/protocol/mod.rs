@@ -52,6 +52,17 @@ pub enum FromWorker {
     },
     /// The worker is leaving on purpose: no task is to blame.
     Goodbye,
+    /// From a nanny (on its own connection): it supervises the worker at `worker_address`.
+    NannyOf {
+        worker_address: String,
+    },
+    /// From a nanny: its worker process ended. `expected` when the nanny ended it on request
+    /// (a restart), so no task is to blame.
+    WorkerDied {
+        worker_address: String,
+        expected: bool,
+        reason: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -134,6 +145,11 @@ pub enum ToWorker {
     PeersLost(Vec<String>),
     /// Answer with a heartbeat at once (the scheduler is checking who is still alive).
     Ping,
+    /// Drop every task and every stored value (the cluster restarts without this worker's
+    /// process being restarted: it has no nanny).
+    Reset,
+    /// To a nanny: kill the worker process and start a fresh one.
+    Restart,
     GetData {
         request: u64,
         keys: Vec<Key>,
@@ -217,6 +233,10 @@ pub enum FromClient {
         request: u64,
         keys: Vec<Key>,
     },
+    /// Restart every worker (through its nanny) and drop all tasks and data.
+    Restart {
+        request: u64,
+    },
     /// Cancel requests this client no longer waits for (e.g. a timed-out `get`).
     Cancel {
         request: u64,
@@ -271,6 +291,10 @@ pub enum RequestError {
     DataLost { key: Key, workers: Vec<String> },
     /// A key asked for by `gather` is not on the cluster.
     NotFound { key: Key },
+    /// The cluster was restarted while the request was pending.
+    Restarted,
+    /// A restart did not see every worker come back in time.
+    RestartIncomplete { expected: u32, back: u32 },
     /// The request itself was malformed or unsupported.
     Protocol { message: String },
 }
@@ -290,6 +314,13 @@ impl fmt::Display for RequestError {
                 workers.join(", ")
             ),
             RequestError::NotFound { key } => write!(f, "key {key:?} is not on the cluster"),
+            RequestError::Restarted => {
+                write!(f, "the cluster was restarted while this request was pending")
+            }
+            RequestError::RestartIncomplete { expected, back } => write!(
+                f,
+                "restart: only {back} of {expected} workers came back in time"
+            ),
             RequestError::Protocol { message } => write!(f, "protocol error: {message}"),
         }
     }

@@ -287,7 +287,7 @@ fn socket_loop<M: serde::Serialize>(
             if let Some((m, _)) = &monitor {
                 items.push(m.as_poll_item(zmq::POLLIN));
             }
-            if let Err(e) = zmq::poll(&mut items, 1000) {
+            if let Err(e) = net::poll(&mut items, 1000) {
                 error!("poll failed: {e}");
                 return;
             }
@@ -318,6 +318,9 @@ fn socket_loop<M: serde::Serialize>(
         }
         if wake_ready {
             wake.reset();
+        }
+        // Drained on every pass, not only after a wake: a message is never stranded.
+        {
             for (identity, msg, frames) in outgoing.try_iter() {
                 if let Err(e) = net::send(&socket, Some(&identity), encode(&msg), frames) {
                     // EHOSTUNREACH: the peer is gone; loss detection deals with it.

@@ -1,8 +1,10 @@
 //! The worker: a pure state machine (`core`), a thread pool (`executor`) running functions from
-//! a `registry`, and the IO layer (`server`) that owns its sockets and its store.
+//! a `registry`, the IO layer (`server`) that owns its sockets and its store, and the `nanny`
+//! that restarts a worker process that dies.
 
 pub mod core;
 pub mod executor;
+pub mod nanny;
 pub mod registry;
 pub mod server;
 

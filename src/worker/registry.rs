@@ -2,7 +2,7 @@
 //! built-ins the stock `zask-worker` offers.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io::Write;
 use std::path::Path;
@@ -384,6 +384,147 @@ fn add_builtins(r: &mut Registry) {
     r.register("concat", |lists: Vec<Vec<Value>>| {
         lists.into_iter().flatten().collect::<Vec<Value>>()
     });
+    add_bag_builtins(r);
+}
+
+/// The built-ins `zask::Bag` builds its graphs from (next to `map`, `filter` and `fold`, which
+/// the executor handles itself, and `sum`, `count`, `concat`, `range_list`):
+///
+/// - `slow_double(x, secs)`: sleeps `secs` seconds, then returns `2 * x`.
+/// - `take(n, list)`: the first `n` elements of `list` (all of them if it is shorter).
+/// - `drop_nulls(list)`: `list` without its null elements.
+/// - `min_or_null(list)`, `max_or_null(list)`: like `min` and `max`, but null elements are
+///   skipped and an empty (or all-null) list gives null instead of an error, so that empty
+///   partitions and their null results combine.
+/// - `frequencies(list)`: `[[item, count], ...]`, each distinct item once, in first-seen order.
+///   Items are the same when their msgpack encodings are (so `1` and `1.0` are different).
+/// - `merge_frequencies(lists)`: adds up several `frequencies` results into one, in first-seen
+///   order.
+/// - `mean_chunk(list)`: `[sum, count]` of a list of numbers; `mean_combine(chunks)` adds a list
+///   of such pairs into one pair; `mean_finish([sum, count])` is `sum / count` as a float (an
+///   error when `count` is 0). Sums stay exact ints while every element is an int.
+fn add_bag_builtins(r: &mut Registry) {
+    r.register("slow_double", |x: Num, secs: Seconds| {
+        std::thread::sleep(secs.0);
+        arith(MUL, x, Num::Int(2))
+    });
+    r.register("take", |n: usize, list: Vec<Value>| {
+        list.into_iter().take(n).collect::<Vec<Value>>()
+    });
+    r.register("drop_nulls", |list: Vec<Value>| {
+        list.into_iter()
+            .filter(|v| *v != Value::Null)
+            .collect::<Vec<Value>>()
+    });
+    r.register("min_or_null", |items: Vec<Option<Num>>| {
+        extreme_or_null(items, Ordering::Less)
+    });
+    r.register("max_or_null", |items: Vec<Option<Num>>| {
+        extreme_or_null(items, Ordering::Greater)
+    });
+    r.register("frequencies", |items: Vec<Value>| {
+        let mut counts = Frequencies::default();
+        for item in items {
+            counts.add(item, 1);
+        }
+        counts.into_value()
+    });
+    r.register("merge_frequencies", |lists: Vec<Vec<Pair<Value, i64>>>| {
+        let mut counts = Frequencies::default();
+        for Pair(item, n) in lists.into_iter().flatten() {
+            counts.add(item, n);
+        }
+        counts.into_value()
+    });
+    r.register("mean_chunk", |items: Vec<Num>| -> Result<Value, String> {
+        let sum = items
+            .iter()
+            .try_fold(Num::Int(0), |total, &n| arith(ADD, total, n))?;
+        Ok(mean_pair(sum, items.len() as i64))
+    });
+    r.register(
+        "mean_combine",
+        |pairs: Vec<(Num, i64)>| -> Result<Value, String> {
+            let (sum, count) = pairs.into_iter().try_fold(
+                (Num::Int(0), 0i64),
+                |(sum, count), (s, c)| -> Result<(Num, i64), String> {
+                    let count = count
+                        .checked_add(c)
+                        .ok_or_else(|| "integer overflow".to_owned())?;
+                    Ok((arith(ADD, sum, s)?, count))
+                },
+            )?;
+            Ok(mean_pair(sum, count))
+        },
+    );
+    r.register("mean_finish", |Pair(sum, count): Pair<Num, i64>| {
+        if count == 0 {
+            Err("mean of an empty sequence")
+        } else {
+            Ok(sum.as_f64() / count as f64)
+        }
+    });
+}
+
+fn mean_pair(sum: Num, count: i64) -> Value {
+    Value::List(vec![sum.into(), count.into()])
+}
+
+/// A pair argument, given as a two-element list `[a, b]`.
+struct Pair<A, B>(A, B);
+
+impl<A: FromValue, B: FromValue> FromValue for Pair<A, B> {
+    fn from_value(v: Value) -> Result<Self, ConversionError> {
+        match v {
+            Value::List(l) if l.len() == 2 => {
+                let [a, b] = <[Value; 2]>::try_from(l).expect("length checked");
+                Ok(Pair(A::from_value(a)?, B::from_value(b)?))
+            }
+            Value::List(_) => Err(ConversionError {
+                expected: "a pair (a list of 2)",
+                got: "a list of another length",
+            }),
+            other => Err(ConversionError {
+                expected: "a pair (a list of 2)",
+                got: other.type_name(),
+            }),
+        }
+    }
+}
+
+/// Like `extreme`, but skipping nulls, and null for no numbers at all.
+fn extreme_or_null(items: Vec<Option<Num>>, wanted: Ordering) -> Option<Num> {
+    let numbers: Vec<Num> = items.into_iter().flatten().collect();
+    extreme("", numbers, wanted).ok()
+}
+
+/// Counts of distinct items in first-seen order, the items told apart by their encoding.
+#[derive(Default)]
+struct Frequencies {
+    index: HashMap<Vec<u8>, usize>,
+    counts: Vec<(Value, i64)>,
+}
+
+impl Frequencies {
+    fn add(&mut self, item: Value, n: i64) {
+        let encoded = rmp_serde::to_vec(&item).expect("a value always encodes");
+        match self.index.get(&encoded) {
+            Some(&i) => self.counts[i].1 = self.counts[i].1.saturating_add(n),
+            None => {
+                self.index.insert(encoded, self.counts.len());
+                self.counts.push((item, n));
+            }
+        }
+    }
+
+    fn into_value(self) -> Value {
+        Value::List(
+            self.counts
+                .into_iter()
+                .map(|(item, n)| Value::List(vec![item, n.into()]))
+                .collect(),
+        )
+    }
 }
 
 #[cfg(test)]

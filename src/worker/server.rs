@@ -155,6 +155,11 @@ impl Worker {
         })
     }
 
+    /// Whether the worker is still running (not closed, rejected or failed).
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
     /// Where peers fetch data from; also the worker's address in `status`.
     pub fn address(&self) -> &str {
         &self.address
@@ -238,7 +243,7 @@ impl WorkerIo {
                 for a in &peer_addresses {
                     items.push(self.peer_sockets[a].as_poll_item(zmq::POLLIN));
                 }
-                if let Err(e) = zmq::poll(&mut items, timeout) {
+                if let Err(e) = net::poll(&mut items, timeout) {
                     return Err(format!("poll failed: {e}"));
                 }
                 items.iter().map(|i| i.is_readable()).collect::<Vec<bool>>()

@@ -245,6 +245,8 @@ impl TestCluster {
                 cluster.address_to_workers.clone(),
                 "--nthreads".to_owned(),
                 options.nthreads.to_string(),
+                // Bare workers: the pid tests see and kill is the worker's own.
+                "--no-nanny".to_owned(),
             ];
             let dir = cluster.dir.path().display().to_string();
             args.extend(

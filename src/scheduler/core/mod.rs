@@ -45,6 +45,8 @@ pub struct CoreConfig {
     pub worker_queue_extra: u32,
     /// How many unexpected worker losses a task may be blamed for before it fails.
     pub allowed_failures: u32,
+    /// How long `restart` waits for restarted workers to register again.
+    pub restart_timeout_ms: u64,
     /// Reported to clients in `Welcome` and `status`.
     pub address_to_workers: String,
     pub address_to_clients: String,
@@ -58,6 +60,7 @@ impl Default for CoreConfig {
             client_timeout_ms: 30_000,
             worker_queue_extra: 16,
             allowed_failures: 3,
+            restart_timeout_ms: 30_000,
             address_to_workers: String::new(),
             address_to_clients: String::new(),
         }
@@ -126,6 +129,17 @@ pub struct SchedulerCore {
     needs_scheduling: bool,
     /// A liveness probe in flight: (sent at, deadline).
     probe: Option<(u64, u64)>,
+    /// Nanny identities by the address of the worker they supervise.
+    nannies: HashMap<String, FrameIdentity>,
+    restart: Option<PendingRestart>,
+}
+
+/// A `restart` waiting for the restarted workers to register again.
+struct PendingRestart {
+    client: FrameIdentity,
+    request: u64,
+    workers_expected: u32,
+    deadline_ms: u64,
 }
 
 impl SchedulerCore {
@@ -148,6 +162,8 @@ impl SchedulerCore {
             now_ms: 0,
             needs_scheduling: false,
             probe: None,
+            nannies: HashMap::new(),
+            restart: None,
         }
     }
 
@@ -188,6 +204,7 @@ impl SchedulerCore {
     /// Lets time pass: detects silent workers and clients.
     pub fn tick(&mut self, now_ms: u64) {
         self.now_ms = self.now_ms.max(now_ms);
+        self.check_restart();
         if let Some((sent, deadline)) = self.probe {
             if self.now_ms >= deadline {
                 self.probe = None;
@@ -247,7 +264,8 @@ impl SchedulerCore {
             .values()
             .map(|c| c.last_seen_ms + self.config.client_timeout_ms + 1);
         let probe = self.probe.map(|(_, deadline)| deadline);
-        workers.chain(clients).chain(probe).min()
+        let restart = self.restart.as_ref().map(|r| r.deadline_ms);
+        workers.chain(clients).chain(probe).chain(restart).min()
     }
 
     /// Runs the decision pass if needed and returns everything to send, in order.
@@ -279,6 +297,26 @@ impl SchedulerCore {
         }
         match (msg, id) {
             (FromWorker::Register(reg), _) => self.register_worker(identity, reg),
+            (FromWorker::NannyOf { worker_address }, _) => {
+                debug!("a nanny supervises {worker_address}");
+                self.nannies.insert(worker_address, identity);
+            }
+            (
+                FromWorker::WorkerDied {
+                    worker_address,
+                    expected,
+                    reason,
+                },
+                _,
+            ) => {
+                if let Some(w) = self.workers.by_address(&worker_address) {
+                    warn_or_info(
+                        !expected,
+                        &format!("worker {worker_address} died ({reason}), says its nanny"),
+                    );
+                    self.remove_worker(w, !expected);
+                }
+            }
             (_, None) => {
                 debug!(
                     "message from unregistered worker {}: asking it to register",
@@ -383,6 +421,105 @@ impl SchedulerCore {
             self.start_scatter(s);
         }
         self.needs_scheduling = true;
+        self.check_restart();
+    }
+
+    /// Restarts the cluster: every request pending fails, every task and value is dropped,
+    /// workers with a nanny get a fresh process and the others are emptied. Answers once the
+    /// restarted workers are back (or the restart timeout passes).
+    fn restart(&mut self, client: FrameIdentity, request: u64) {
+        info!("restarting the cluster");
+        let mut comps: Vec<CompId> = self.computations.keys().copied().collect();
+        comps.sort();
+        for c in comps {
+            let comp = &self.computations[&c];
+            let (who, req) = (comp.client.clone(), comp.request);
+            self.reply(
+                &who,
+                ToClient::Failed {
+                    request: req,
+                    error: RequestError::Restarted,
+                },
+            );
+            self.computations.remove(&c);
+        }
+        for cl in self.clients.values_mut() {
+            cl.computations.clear();
+        }
+        let scatters: Vec<PendingScatter> = self
+            .pending_scatters
+            .drain(..)
+            .chain(self.puts.drain().map(|(_, p)| p.scatter))
+            .collect();
+        for sc in scatters {
+            self.reply(
+                &sc.client,
+                ToClient::Failed {
+                    request: sc.request,
+                    error: RequestError::Restarted,
+                },
+            );
+        }
+        self.tasks = TaskTable::default();
+        self.ready.clear();
+        self.output_of.clear();
+        self.value_requests.clear();
+        self.fetching_value.clear();
+        let expected = self.workers.iter().count() as u32;
+        let ids: Vec<WorkerId> = self.workers.iter().map(|(id, _)| id).collect();
+        for id in ids {
+            let address = self.workers.address(id);
+            match self.nannies.get(&address).cloned() {
+                Some(nanny) => {
+                    self.workers.remove(id);
+                    self.nannies.remove(&address);
+                    self.commands.push(Command::ToWorker {
+                        identity: nanny,
+                        msg: ToWorker::Restart,
+                        frames: vec![],
+                    });
+                }
+                None => {
+                    let w = self.workers.get_mut(id).expect("listed above");
+                    w.has.clear();
+                    w.processing.clear();
+                    w.nbytes = 0;
+                    w.outbox.clear();
+                    w.outbox.push((ToWorker::Reset, vec![]));
+                }
+            }
+        }
+        self.restart = Some(PendingRestart {
+            client,
+            request,
+            workers_expected: expected,
+            deadline_ms: self.now_ms + self.config.restart_timeout_ms,
+        });
+        self.check_restart();
+    }
+
+    fn check_restart(&mut self) {
+        let Some(r) = &self.restart else {
+            return;
+        };
+        let back = self.workers.iter().count() as u32;
+        let reply = if back >= r.workers_expected {
+            info!("restart done: {back} workers");
+            ToClient::Done { request: r.request }
+        } else if self.now_ms >= r.deadline_ms {
+            ToClient::Failed {
+                request: r.request,
+                error: RequestError::RestartIncomplete {
+                    expected: r.workers_expected,
+                    back,
+                },
+            }
+        } else {
+            return;
+        };
+        let client = r.client.clone();
+        self.restart = None;
+        self.reply(&client, reply);
     }
 
     /// Removes a worker: reschedules what it was running, recomputes what only it held.
@@ -614,6 +751,7 @@ impl SchedulerCore {
                 }
             }
             FromClient::Goodbye => self.remove_client(&identity),
+            FromClient::Restart { request } => self.restart(identity, request),
         }
     }
 

@@ -619,7 +619,12 @@ fn a_dropped_connection_pings_everyone_and_removes_the_silent() {
     let mut h = Harness::new();
     h.add_worker(1, 1);
     h.add_worker(2, 1);
-    h.submit(1, 1, &crate::graph! { "a" => ("inc", 1), "b" => ("inc", 2) }, &["a", "b"]);
+    h.submit(
+        1,
+        1,
+        &crate::graph! { "a" => ("inc", 1), "b" => ("inc", 2) },
+        &["a", "b"],
+    );
     let on1 = h.take_computes(1);
     let on2 = h.take_computes(2);
     h.now += 10;
@@ -633,11 +638,18 @@ fn a_dropped_connection_pings_everyone_and_removes_the_silent() {
         msg: FromWorker::Heartbeat,
         frames: vec![],
     });
-    assert_eq!(h.core.next_deadline(), Some(10 + h.core.config().probe_timeout_ms));
+    assert_eq!(
+        h.core.next_deadline(),
+        Some(10 + h.core.config().probe_timeout_ms)
+    );
     h.now = 10 + h.core.config().probe_timeout_ms;
     h.core.tick(h.now);
     h.flush();
-    assert_eq!(h.core.status().workers.len(), 1, "well before the heartbeat timeout");
+    assert_eq!(
+        h.core.status().workers.len(),
+        1,
+        "well before the heartbeat timeout"
+    );
     let msgs = h.take_worker_msgs(2);
     assert!(msgs.contains(&ToWorker::PeersLost(vec![address(1)])));
     let moved: Vec<Key> = msgs

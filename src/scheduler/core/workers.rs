@@ -59,6 +59,13 @@ impl WorkerRegistry {
         self.by_identity.get(identity).copied()
     }
 
+    pub fn by_address(&self, address: &str) -> Option<WorkerId> {
+        self.workers
+            .iter()
+            .find(|(_, w)| w.address == address)
+            .map(|(id, _)| *id)
+    }
+
     pub fn get(&self, id: WorkerId) -> Option<&Worker> {
         self.workers.get(&id)
     }

@@ -293,6 +293,8 @@ impl WorkerCore {
                 frames: vec![],
             }),
             ToWorker::PeersLost(addresses) => self.peers_lost(&addresses),
+            ToWorker::Reset => self.reset(),
+            ToWorker::Restart => warn!("a restart request reached a worker, not its nanny"),
             ToWorker::GetData { request, keys } => {
                 self.commands
                     .push(WorkerCommand::SendDataToScheduler { request, keys });
@@ -532,6 +534,24 @@ impl WorkerCore {
             Err(error) => self.erred.push(ErredTask { key, error }),
         }
         self.start_ready();
+    }
+
+    /// Drops every task and every stored value: the cluster restarted.
+    fn reset(&mut self) {
+        for task in self.tasks.values_mut() {
+            // Running tasks cannot be stopped; their results are dropped when they finish.
+            task.released = true;
+        }
+        self.tasks.retain(|_, t| t.phase == Phase::Executing);
+        self.ready.clear();
+        self.fetches.clear();
+        self.peer_fetches.clear();
+        self.finished.clear();
+        self.erred.clear();
+        let keys: Vec<Key> = self.data.drain().map(|(k, _)| k).collect();
+        if !keys.is_empty() {
+            self.commands.push(WorkerCommand::Delete(keys));
+        }
     }
 
     /// Stops waiting on lost peers: their fetches move to the next holder now.
