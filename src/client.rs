@@ -254,6 +254,33 @@ impl Client {
         }
     }
 
+    /// Scatters, then keeps `replicas` copies of each value on distinct workers, so losing
+    /// a worker does not lose scattered data (which cannot be recomputed).
+    pub fn scatter_with_replicas<K: Into<Key>, V: Into<Value>>(
+        &self,
+        data: impl IntoIterator<Item = (K, V)>,
+        replicas: u32,
+    ) -> Result<Vec<Key>, ClientError> {
+        let keys = self.scatter(data)?;
+        self.replicate(keys.clone(), replicas)?;
+        Ok(keys)
+    }
+
+    /// Keeps `replicas` copies of each key on distinct workers (as many as there are workers),
+    /// now and after worker losses. Returns once the copies exist.
+    pub fn replicate(&self, keys: impl Into<KeySpec>, replicas: u32) -> Result<(), ClientError> {
+        let keys = keys.into().flatten();
+        let msg = |request| FromClient::Replicate {
+            request,
+            keys: keys.clone(),
+            replicas,
+        };
+        match self.request(msg, vec![], None)? {
+            (ToClient::Done { .. }, _) => Ok(()),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
     /// Fetches the values of keys held on the cluster, in the shape of `keys`.
     pub fn gather(&self, keys: impl Into<KeySpec>) -> Result<Value, ClientError> {
         let spec = keys.into();

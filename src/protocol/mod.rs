@@ -233,6 +233,12 @@ pub enum FromClient {
         request: u64,
         keys: Vec<Key>,
     },
+    /// Keep `replicas` copies of each key (on distinct workers), now and after losses.
+    Replicate {
+        request: u64,
+        keys: Vec<Key>,
+        replicas: u32,
+    },
     /// Restart every worker (through its nanny) and drop all tasks and data.
     Restart {
         request: u64,

@@ -444,10 +444,10 @@ fn add_bag_builtins(r: &mut Registry) {
     });
     r.register(
         "mean_combine",
-        |pairs: Vec<(Num, i64)>| -> Result<Value, String> {
+        |pairs: Vec<Pair<Num, i64>>| -> Result<Value, String> {
             let (sum, count) = pairs.into_iter().try_fold(
                 (Num::Int(0), 0i64),
-                |(sum, count), (s, c)| -> Result<(Num, i64), String> {
+                |(sum, count), Pair(s, c)| -> Result<(Num, i64), String> {
                     let count = count
                         .checked_add(c)
                         .ok_or_else(|| "integer overflow".to_owned())?;
@@ -670,6 +670,16 @@ mod tests {
             "max",
             "min",
             "count",
+            "slow_double",
+            "take",
+            "drop_nulls",
+            "min_or_null",
+            "max_or_null",
+            "frequencies",
+            "merge_frequencies",
+            "mean_chunk",
+            "mean_combine",
+            "mean_finish",
         ] {
             assert!(reg.contains(name), "{name}");
         }
@@ -849,6 +859,98 @@ mod tests {
         assert_eq!(
             err("concat", vec![Value::List(vec![1.into()])]),
             bad_args("concat: argument 1: expected list, got int")
+        );
+    }
+
+    #[test]
+    fn bag_builtins() {
+        assert_eq!(ok("slow_double", vec![21.into(), 0.001.into()]), 42.into());
+        assert_eq!(ok("slow_double", vec![1.5.into(), 0.into()]), 3.0.into());
+        assert_eq!(ok("take", vec![2.into(), ints(&[5, 6, 7])]), ints(&[5, 6]));
+        assert_eq!(ok("take", vec![9.into(), ints(&[5])]), ints(&[5]));
+        assert_eq!(
+            err("take", vec![(-1).into(), ints(&[])]).kind,
+            TaskErrorKind::BadArguments
+        );
+        let with_nulls = Value::List(vec![Value::Null, 3.into(), Value::Null, 1.into()]);
+        assert_eq!(ok("drop_nulls", vec![with_nulls.clone()]), ints(&[3, 1]));
+        assert_eq!(ok("min_or_null", vec![with_nulls.clone()]), 1.into());
+        assert_eq!(ok("max_or_null", vec![with_nulls]), 3.into());
+        assert_eq!(ok("max_or_null", vec![ints(&[])]), Value::Null);
+        assert_eq!(
+            ok("min_or_null", vec![Value::List(vec![Value::Null])]),
+            Value::Null
+        );
+        assert_eq!(
+            err("max_or_null", vec![Value::List(vec!["a".into()])]).kind,
+            TaskErrorKind::BadArguments
+        );
+    }
+
+    #[test]
+    fn frequencies_count_in_first_seen_order_and_merge() {
+        let items = Value::List(vec![
+            "b".into(),
+            "a".into(),
+            "b".into(),
+            1.into(),
+            1.0.into(),
+        ]);
+        let pair = |item: Value, n: i64| Value::List(vec![item, n.into()]);
+        let counted = ok("frequencies", vec![items]);
+        assert_eq!(
+            counted,
+            Value::List(vec![
+                pair("b".into(), 2),
+                pair("a".into(), 1),
+                pair(1.into(), 1),
+                pair(1.0.into(), 1),
+            ])
+        );
+        assert_eq!(ok("frequencies", vec![ints(&[])]), ints(&[]));
+        let other = ok("frequencies", vec![Value::from(vec!["c", "a"])]);
+        assert_eq!(
+            ok("merge_frequencies", vec![Value::List(vec![counted, other])]),
+            Value::List(vec![
+                pair("b".into(), 2),
+                pair("a".into(), 2),
+                pair(1.into(), 1),
+                pair(1.0.into(), 1),
+                pair("c".into(), 1),
+            ])
+        );
+        assert_eq!(
+            err("merge_frequencies", vec![Value::List(vec![ints(&[1])])]),
+            bad_args("merge_frequencies: argument 1: expected a pair (a list of 2), got int")
+        );
+    }
+
+    #[test]
+    fn mean_in_chunks() {
+        let a = ok("mean_chunk", vec![ints(&[1, 2, 3])]);
+        assert_eq!(a, ints(&[6, 3]));
+        let b = ok("mean_chunk", vec![Value::List(vec![0.5.into()])]);
+        assert_eq!(b, Value::List(vec![0.5.into(), 1.into()]));
+        let empty = ok("mean_chunk", vec![ints(&[])]);
+        assert_eq!(empty, ints(&[0, 0]));
+        let total = ok("mean_combine", vec![Value::List(vec![a, b, empty.clone()])]);
+        assert_eq!(total, Value::List(vec![6.5.into(), 4.into()]));
+        assert_eq!(ok("mean_finish", vec![total]), 1.625.into());
+        assert_eq!(ok("mean_finish", vec![ints(&[3, 2])]), 1.5.into());
+        assert_eq!(
+            err("mean_finish", vec![empty]),
+            fail("mean of an empty sequence")
+        );
+        assert_eq!(
+            err("mean_combine", vec![Value::List(vec![ints(&[1, 2, 3])])]),
+            bad_args(
+                "mean_combine: argument 1: expected a pair (a list of 2), \
+                 got a list of another length"
+            )
+        );
+        assert_eq!(
+            err("mean_chunk", vec![ints(&[i64::MAX, 1])]),
+            fail("integer overflow")
         );
     }
 }

@@ -76,7 +76,18 @@ impl SchedulerCore {
         let mut values = frames.into_iter();
         for f in done {
             let value = if f.has_value { values.next() } else { None };
+            if let Some(t) = self.tasks.id(&f.key) {
+                if let Some(ws) = self.replicating.get_mut(&t) {
+                    ws.retain(|x| *x != w);
+                    if ws.is_empty() {
+                        self.replicating.remove(&t);
+                    }
+                }
+            }
             self.task_finished(w, f, value);
+        }
+        if !self.replications.is_empty() {
+            self.check_replications();
         }
     }
 
@@ -289,6 +300,13 @@ impl SchedulerCore {
         dependency: &Key,
         holders: &[String],
     ) {
+        if let Some(ws) = self
+            .tasks
+            .id(key)
+            .and_then(|t| self.replicating.get_mut(&t))
+        {
+            ws.retain(|x| *x != w);
+        }
         if let Some(d) = self.tasks.id(dependency) {
             let stale: Vec<WorkerId> = self
                 .tasks
@@ -316,6 +334,9 @@ impl SchedulerCore {
         if let Some(t) = self.tasks.id(key) {
             if self.tasks.get(t).state == TaskState::Processing(w) {
                 self.back_to_waiting(t);
+            }
+            if self.tasks.get(t).replicas > 1 {
+                self.top_up_replicas(t);
             }
         }
     }
@@ -357,6 +378,7 @@ impl SchedulerCore {
                 let removed = self.tasks.remove(x);
                 self.output_of.remove(&x);
                 self.fetching_value.remove(&x);
+                self.replicating.remove(&x);
                 for d in removed.dependencies.iter() {
                     let dep = self.tasks.get_mut(*d);
                     dep.dependents.retain(|y| *y != x);

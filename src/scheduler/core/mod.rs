@@ -15,6 +15,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use log::{debug, info, warn};
 
+use crate::graph::Key;
 use crate::protocol::{
     ClusterStatus, Frame, FrameIdentity, FromClient, FromWorker, RequestError, ToClient, ToWorker,
     WorkerInfo, PROTOCOL_VERSION,
@@ -132,6 +133,16 @@ pub struct SchedulerCore {
     /// Nanny identities by the address of the worker they supervise.
     nannies: HashMap<String, FrameIdentity>,
     restart: Option<PendingRestart>,
+    /// Workers asked to fetch a copy of a task, by task.
+    replicating: HashMap<TaskId, Vec<WorkerId>>,
+    replications: Vec<PendingReplication>,
+}
+
+/// A `replicate` request waiting for its copies.
+struct PendingReplication {
+    client: FrameIdentity,
+    request: u64,
+    tasks: Vec<TaskId>,
 }
 
 /// A `restart` waiting for the restarted workers to register again.
@@ -164,6 +175,8 @@ impl SchedulerCore {
             probe: None,
             nannies: HashMap::new(),
             restart: None,
+            replicating: HashMap::new(),
+            replications: Vec::new(),
         }
     }
 
@@ -420,8 +433,117 @@ impl SchedulerCore {
         while let Some(s) = self.pending_scatters.pop_front() {
             self.start_scatter(s);
         }
+        self.top_up_all_replicas();
         self.needs_scheduling = true;
         self.check_restart();
+    }
+
+    /// Starts keeping `replicas` copies of each key; answers once they exist (or as many as
+    /// there are workers).
+    fn replicate(&mut self, client: FrameIdentity, request: u64, keys: Vec<Key>, replicas: u32) {
+        let mut ids = Vec::with_capacity(keys.len());
+        for k in &keys {
+            match self.tasks.id(k) {
+                Some(t) if self.tasks.get(t).state == TaskState::Memory => ids.push(t),
+                _ => {
+                    let error = RequestError::NotFound { key: k.clone() };
+                    self.reply(&client, ToClient::Failed { request, error });
+                    return;
+                }
+            }
+        }
+        for &t in &ids {
+            self.tasks.get_mut(t).replicas = replicas;
+            self.top_up_replicas(t);
+        }
+        self.replications.push(PendingReplication {
+            client,
+            request,
+            tasks: ids,
+        });
+        self.check_replications();
+    }
+
+    fn top_up_all_replicas(&mut self) {
+        let mut protected: Vec<TaskId> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.replicas > 1 && t.state == TaskState::Memory)
+            .map(|(id, _)| id)
+            .collect();
+        protected.sort();
+        for t in protected {
+            self.top_up_replicas(t);
+        }
+    }
+
+    /// Asks workers that lack a copy of `t` to fetch one, until its replica count is met.
+    pub(super) fn top_up_replicas(&mut self, t: TaskId) {
+        let task = self.tasks.get(t);
+        if task.state != TaskState::Memory {
+            return;
+        }
+        let in_flight = self.replicating.get(&t).map_or(0, Vec::len);
+        let have = task.who_has.len() + in_flight;
+        let want = (task.replicas as usize).min(self.workers.iter().count());
+        if have >= want {
+            return;
+        }
+        let mut candidates: Vec<(u64, WorkerId)> = self
+            .workers
+            .iter()
+            .filter(|(id, _)| {
+                !task.who_has.contains(id)
+                    && !self.replicating.get(&t).is_some_and(|ws| ws.contains(id))
+            })
+            .map(|(id, w)| (w.nbytes, id))
+            .collect();
+        candidates.sort();
+        let holders: Vec<String> = task
+            .who_has
+            .iter()
+            .map(|w| self.workers.address(*w))
+            .collect();
+        let key = task.key.clone();
+        // A copy is a task that evaluates to its own key, fetched from a holder: the worker's
+        // ordinary fetch-then-report path, and the report adds the new holder.
+        let spec = crate::protocol::codec::encode_plain(&crate::graph::Expr::Ref(key.clone()));
+        for (_, w) in candidates.into_iter().take(want - have) {
+            self.replicating.entry(t).or_default().push(w);
+            let ct = crate::protocol::ComputeTask {
+                key: key.clone(),
+                spec: spec.clone(),
+                dependencies: vec![(key.clone(), holders.clone())],
+                report_value: false,
+            };
+            if let Some(worker) = self.workers.get_mut(w) {
+                match worker.outbox.last_mut() {
+                    Some((ToWorker::Compute(batch), _)) => batch.push(ct),
+                    _ => worker.outbox.push((ToWorker::Compute(vec![ct]), vec![])),
+                }
+            }
+        }
+    }
+
+    pub(super) fn check_replications(&mut self) {
+        let workers = self.workers.iter().count();
+        let mut done = Vec::new();
+        self.replications.retain(|r| {
+            let complete = r.tasks.iter().all(|t| {
+                !self.tasks.exists(*t) || {
+                    let task = self.tasks.get(*t);
+                    task.state != TaskState::Memory
+                        || task.who_has.len() >= (task.replicas as usize).min(workers)
+                }
+            });
+            if complete {
+                done.push((r.client.clone(), r.request));
+            }
+            !complete
+        });
+        for (client, request) in done {
+            self.reply(&client, ToClient::Done { request });
+        }
     }
 
     /// Restarts the cluster: every request pending fails, every task and value is dropped,
@@ -465,6 +587,16 @@ impl SchedulerCore {
         self.output_of.clear();
         self.value_requests.clear();
         self.fetching_value.clear();
+        self.replicating.clear();
+        for r in std::mem::take(&mut self.replications) {
+            self.reply(
+                &r.client,
+                ToClient::Failed {
+                    request: r.request,
+                    error: RequestError::Restarted,
+                },
+            );
+        }
         let expected = self.workers.iter().count() as u32;
         let ids: Vec<WorkerId> = self.workers.iter().map(|(id, _)| id).collect();
         for id in ids {
@@ -558,6 +690,11 @@ impl SchedulerCore {
         for t in lost {
             self.data_lost(t, &[address.clone()]);
         }
+        // Copies it was making are not coming; copies it held need replacing.
+        for ws in self.replicating.values_mut() {
+            ws.retain(|w| *w != id);
+        }
+        self.top_up_all_replicas();
         if unexpected {
             let limit = self.config.allowed_failures;
             for t in processing {
@@ -605,6 +742,7 @@ impl SchedulerCore {
                 self.start_scatter(p.scatter);
             }
         }
+        self.check_replications();
         if self.workers.is_empty() && self.has_pending_work() {
             warn!("no workers left: pending work waits until a worker connects");
         }
@@ -752,6 +890,11 @@ impl SchedulerCore {
             }
             FromClient::Goodbye => self.remove_client(&identity),
             FromClient::Restart { request } => self.restart(identity, request),
+            FromClient::Replicate {
+                request,
+                keys,
+                replicas,
+            } => self.replicate(identity, request, keys, replicas),
         }
     }
 

@@ -58,6 +58,8 @@ pub struct Task {
     pub nbytes: u64,
     /// Unexpected worker losses while this task was assigned to the lost worker.
     pub suspicious: u32,
+    /// Copies to keep (from `replicate`); 0 means no policy.
+    pub replicas: u32,
     pub error: Option<Box<RequestError>>,
 }
 
@@ -115,6 +117,7 @@ impl TaskTable {
             who_has: Vec::new(),
             nbytes: 0,
             suspicious: 0,
+            replicas: 0,
             error: None,
         };
         let id = match self.free.pop() {

@@ -92,7 +92,15 @@ impl Harness {
             }),
             frames: vec![],
         });
-        assert!(self.take_worker_msgs(n).contains(&ToWorker::Registered));
+        let id = worker_id(n);
+        let pos = self
+            .inbox
+            .iter()
+            .position(|c| {
+                matches!(c, Command::ToWorker { identity, msg: ToWorker::Registered, .. } if *identity == id)
+            })
+            .expect("the worker is registered");
+        self.inbox.remove(pos);
     }
 
     fn submit(&mut self, client: u32, request: u64, graph: &Graph, outputs: &[&str]) {
@@ -661,4 +669,73 @@ fn a_dropped_connection_pings_everyone_and_removes_the_silent() {
         .collect();
     assert_eq!(moved, vec![on1[0].key.clone()]);
     h.finish(2, &on2[0], Value::from(3));
+}
+
+#[test]
+fn replicated_scattered_data_survives_losing_a_holder_and_is_topped_up() {
+    let mut h = Harness::new();
+    h.add_worker(1, 1);
+    h.add_worker(2, 1);
+    h.step(Event::FromClient {
+        identity: client_id(1),
+        msg: FromClient::Scatter {
+            request: 1,
+            keys: vec!["a".into()],
+        },
+        frames: vec![encode_value(&Value::from(10))],
+    });
+    let (holder, other) = match h.take_worker_msgs(1).as_slice() {
+        [ToWorker::PutData { request, .. }] => {
+            let r = *request;
+            h.step(Event::FromWorker {
+                identity: worker_id(1),
+                msg: FromWorker::Stored { request: r },
+                frames: vec![],
+            });
+            (1, 2)
+        }
+        _ => {
+            let ToWorker::PutData { request, .. } = h.take_worker_msgs(2)[0].clone() else {
+                panic!("scatter went nowhere")
+            };
+            h.step(Event::FromWorker {
+                identity: worker_id(2),
+                msg: FromWorker::Stored { request },
+                frames: vec![],
+            });
+            (2, 1)
+        }
+    };
+    h.take_client_msgs(1);
+    h.step(Event::FromClient {
+        identity: client_id(1),
+        msg: FromClient::Replicate {
+            request: 2,
+            keys: vec!["a".into()],
+            replicas: 2,
+        },
+        frames: vec![],
+    });
+    let copy = h.take_computes(other);
+    assert_eq!(copy.len(), 1);
+    assert_eq!(
+        copy[0].dependencies,
+        vec![(Key::from("a"), vec![address(holder)])]
+    );
+    assert!(
+        h.take_client_msgs(1).is_empty(),
+        "answers once the copy exists"
+    );
+    h.finish(other, &copy[0], Value::from(10));
+    assert_eq!(h.take_client_msgs(1)[0].0, ToClient::Done { request: 2 });
+    // The first holder dies: the data survives, and a newcomer gets a fresh copy.
+    h.kill_worker(holder);
+    assert_eq!(h.core.task_state(&"a".into()), Some(TaskState::Memory));
+    h.add_worker(3, 1);
+    let copy = h.take_computes(3);
+    assert_eq!(copy.len(), 1, "topped up to 2 copies");
+    assert_eq!(
+        copy[0].dependencies,
+        vec![(Key::from("a"), vec![address(other)])]
+    );
 }
