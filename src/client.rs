@@ -532,7 +532,10 @@ fn io_loop(
             }
         }
         if !pending.is_empty() && last_ping.elapsed() >= ping_every {
-            let _ = net::send(&socket, None, encode(&FromClient::Ping), vec![]);
+            let ping = FromClient::Ping {
+                pending: pending.keys().copied().filter(|r| *r != 0).collect(),
+            };
+            let _ = net::send(&socket, None, encode(&ping), vec![]);
             last_ping = Instant::now();
         }
         if !pending.is_empty() && last_heard.elapsed() > silent_limit {

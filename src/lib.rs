@@ -9,8 +9,10 @@
 //! # Ok::<(), zask::ClientError>(())
 //! ```
 
+pub mod bag;
 pub mod cli;
 pub mod client;
+pub mod collection;
 pub mod graph;
 pub mod local_cluster;
 pub mod net;
@@ -19,7 +21,9 @@ pub mod scheduler;
 pub mod value;
 pub mod worker;
 
+pub use bag::Bag;
 pub use client::{Client, ClientConfig, ClientError, GetOptions};
+pub use collection::Collection;
 pub use graph::{Expr, Graph, GraphError, Key, KeySpec, Node};
 pub use local_cluster::LocalCluster;
 pub use value::{Bytes, FromValue, Value};

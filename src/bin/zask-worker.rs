@@ -42,6 +42,10 @@ struct Args {
     /// How long to wait for a peer's data before trying another holder, in ms.
     #[arg(long, default_value_t = 5000)]
     fetch_timeout_ms: u64,
+    /// Stop after this long (ms) without word from the scheduler; until then the worker
+    /// keeps trying to reach it and registers again when it answers. Exit code 3.
+    #[arg(long, default_value_t = 60_000)]
+    death_timeout_ms: u64,
     /// Zero worker, for benchmarking the scheduler: report every task done at once with a null
     /// result, without running it.
     #[arg(long)]
@@ -72,6 +76,7 @@ fn main() {
         command.extend(std::env::args().skip(1));
         command.push("--no-nanny".into());
         let mut config = NannyConfig::new(args.scheduler.clone(), command);
+        config.give_up_on_exit_code = Some(SCHEDULER_GONE_EXIT_CODE);
         config.max_restarts = args.max_restarts;
         if let Err(e) = nanny::run(config, stop) {
             fail(&e);
@@ -90,6 +95,7 @@ fn main() {
     config.heartbeat_interval_ms = args.heartbeat_interval_ms.max(1);
     config.fetch_timeout_ms = args.fetch_timeout_ms.max(1);
     config.zero = args.zero;
+    config.death_timeout_ms = args.death_timeout_ms.max(1);
     let worker = Worker::start(config, Registry::with_builtins()).unwrap_or_else(|e| fail(&e));
     println!("worker {}", worker.address());
     while worker.is_running() {
@@ -100,9 +106,18 @@ fn main() {
         std::thread::sleep(Duration::from_millis(20));
     }
     if let Err(e) = worker.wait() {
-        fail(&e);
+        eprintln!("error: {e}");
+        // A distinct code tells the nanny not to restart a worker whose scheduler is gone.
+        let code = if e.starts_with(zask::worker::core::SCHEDULER_GONE) {
+            SCHEDULER_GONE_EXIT_CODE
+        } else {
+            1
+        };
+        std::process::exit(code);
     }
 }
+
+const SCHEDULER_GONE_EXIT_CODE: i32 = 3;
 
 fn fail(message: &str) -> ! {
     eprintln!("error: {message}");

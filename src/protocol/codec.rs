@@ -177,7 +177,7 @@ mod tests {
             decode::<FromClient>(b"hello world"),
             Err(DecodeError::BadMagic)
         );
-        let mut wrong_version = encode(&FromClient::Ping);
+        let mut wrong_version = encode(&FromClient::Ping { pending: vec![] });
         wrong_version[4] = 99;
         assert_eq!(
             decode::<FromClient>(&wrong_version),

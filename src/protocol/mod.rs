@@ -145,6 +145,8 @@ pub enum ToWorker {
     PeersLost(Vec<String>),
     /// Answer with a heartbeat at once (the scheduler is checking who is still alive).
     Ping,
+    /// The answer to a heartbeat: the scheduler is alive.
+    HeartbeatAck,
     /// Drop every task and every stored value (the cluster restarts without this worker's
     /// process being restarted: it has no nanny).
     Reset,
@@ -205,7 +207,11 @@ pub enum FromClient {
     Hello {
         protocol_version: u8,
     },
-    Ping,
+    /// Liveness check, listing the requests the client still waits for: the scheduler fails
+    /// those it does not know (it restarted and lost them).
+    Ping {
+        pending: Vec<u64>,
+    },
     Submit {
         request: u64,
         graph: Vec<(Key, Expr)>,
@@ -299,6 +305,9 @@ pub enum RequestError {
     NotFound { key: Key },
     /// The cluster was restarted while the request was pending.
     Restarted,
+    /// The scheduler restarted and does not know this request (it runs without a state
+    /// directory, or the request was still on the way when it stopped). Resubmitting works.
+    SchedulerRestarted,
     /// A restart did not see every worker come back in time.
     RestartIncomplete { expected: u32, back: u32 },
     /// The request itself was malformed or unsupported.
@@ -320,6 +329,10 @@ impl fmt::Display for RequestError {
                 workers.join(", ")
             ),
             RequestError::NotFound { key } => write!(f, "key {key:?} is not on the cluster"),
+            RequestError::SchedulerRestarted => write!(
+                f,
+                "the scheduler restarted and lost this request; submit it again (a scheduler with --state-dir keeps submissions)"
+            ),
             RequestError::Restarted => {
                 write!(f, "the cluster was restarted while this request was pending")
             }

@@ -30,6 +30,9 @@ pub struct NannyConfig {
     pub backoff_start: Duration,
     pub backoff_max: Duration,
     pub stable_after: Duration,
+    /// A worker exiting with this code is not restarted: the nanny ends too (the worker
+    /// gave up on the scheduler).
+    pub give_up_on_exit_code: Option<i32>,
 }
 
 impl NannyConfig {
@@ -41,6 +44,7 @@ impl NannyConfig {
             backoff_start: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             stable_after: Duration::from_secs(30),
+            give_up_on_exit_code: None,
         }
     }
 }
@@ -121,7 +125,10 @@ pub fn run(config: NannyConfig, stop: Arc<AtomicBool>) -> Result<(), String> {
         }
         let reason = describe_exit(status);
         warn!("worker process ended: {reason}");
-        report_death(&send, &worker, false, reason);
+        report_death(&send, &worker, false, reason.clone());
+        if status.code().is_some() && status.code() == config.give_up_on_exit_code {
+            return Err(format!("the worker gave up ({reason}); not restarting it"));
+        }
         if worker.started.elapsed() >= config.stable_after {
             deaths_in_a_row = 0;
             backoff = config.backoff_start;

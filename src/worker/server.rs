@@ -41,6 +41,8 @@ pub struct WorkerConfig {
     pub memory_limit_bytes: u64,
     pub heartbeat_interval_ms: u64,
     pub fetch_timeout_ms: u64,
+    /// Stop after this long without word from the scheduler.
+    pub death_timeout_ms: u64,
     pub max_message_bytes: i64,
     /// A "zero worker" for measuring the scheduler: every task is reported done at once with a
     /// null result, without running it.
@@ -61,6 +63,7 @@ impl WorkerConfig {
             memory_limit_bytes: 0,
             heartbeat_interval_ms: 500,
             fetch_timeout_ms: 5000,
+            death_timeout_ms: 60_000,
             max_message_bytes: net::DEFAULT_MAX_MESSAGE_BYTES,
             zero: false,
         }
@@ -113,6 +116,7 @@ impl Worker {
             registration,
             heartbeat_interval_ms: config.heartbeat_interval_ms,
             fetch_timeout_ms: config.fetch_timeout_ms,
+            death_timeout_ms: config.death_timeout_ms,
         });
         let (waker, wake_rx) = net::waker().map_err(|e| e.to_string())?;
         let (done_tx, done_rx) = crossbeam_channel::unbounded();

@@ -343,7 +343,9 @@ impl SchedulerCore {
                     frames: vec![],
                 });
             }
-            (FromWorker::Heartbeat, Some(_)) => {}
+            (FromWorker::Heartbeat, Some(w)) => {
+                self.push_to_worker(w, ToWorker::HeartbeatAck, vec![])
+            }
             (FromWorker::Finished(done), Some(w)) => self.tasks_finished(w, done, frames),
             (FromWorker::Erred(erred), Some(w)) => {
                 for e in erred {
@@ -833,7 +835,23 @@ impl SchedulerCore {
                     },
                 );
             }
-            FromClient::Ping => self.reply(&identity, ToClient::Pong),
+            FromClient::Ping { pending } => {
+                // Requests travel before pings on the same connection, so anything pending that
+                // is not known here was lost with a previous scheduler process.
+                let known = self.requests_in_progress(&identity);
+                for request in pending {
+                    if !known.contains(&request) {
+                        self.reply(
+                            &identity,
+                            ToClient::Failed {
+                                request,
+                                error: RequestError::SchedulerRestarted,
+                            },
+                        );
+                    }
+                }
+                self.reply(&identity, ToClient::Pong);
+            }
             FromClient::Submit {
                 request,
                 graph,
@@ -896,6 +914,38 @@ impl SchedulerCore {
                 replicas,
             } => self.replicate(identity, request, keys, replicas),
         }
+    }
+
+    /// The client's requests that will be answered later.
+    fn requests_in_progress(&self, client: &FrameIdentity) -> HashSet<u64> {
+        let mut known: HashSet<u64> = self
+            .clients
+            .get(client)
+            .into_iter()
+            .flat_map(|c| c.computations.iter())
+            .filter_map(|c| self.computations.get(c).map(|c| c.request))
+            .collect();
+        let mine = |c: &FrameIdentity| c == client;
+        known.extend(
+            self.pending_scatters
+                .iter()
+                .chain(self.puts.values().map(|p| &p.scatter))
+                .filter(|s| mine(&s.client))
+                .map(|s| s.request),
+        );
+        known.extend(
+            self.replications
+                .iter()
+                .filter(|r| mine(&r.client))
+                .map(|r| r.request),
+        );
+        known.extend(
+            self.restart
+                .iter()
+                .filter(|r| mine(&r.client))
+                .map(|r| r.request),
+        );
+        known
     }
 
     fn remove_client(&mut self, identity: &FrameIdentity) {

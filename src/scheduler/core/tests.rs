@@ -739,3 +739,29 @@ fn replicated_scattered_data_survives_losing_a_holder_and_is_topped_up() {
         vec![(Key::from("a"), vec![address(other)])]
     );
 }
+
+#[test]
+fn a_ping_fails_the_requests_this_scheduler_does_not_know() {
+    let mut h = Harness::new();
+    h.add_worker(1, 1);
+    h.submit(1, 7, &crate::graph! { "a" => ("inc", 1) }, &["a"]);
+    // Request 7 is in progress; 5 was lost with an earlier scheduler process.
+    h.step(Event::FromClient {
+        identity: client_id(1),
+        msg: FromClient::Ping {
+            pending: vec![5, 7],
+        },
+        frames: vec![],
+    });
+    let replies: Vec<ToClient> = h.take_client_msgs(1).into_iter().map(|(m, _)| m).collect();
+    assert_eq!(
+        replies,
+        vec![
+            ToClient::Failed {
+                request: 5,
+                error: RequestError::SchedulerRestarted
+            },
+            ToClient::Pong
+        ]
+    );
+}

@@ -12,6 +12,9 @@ use crate::protocol::{
     TaskError, ToWorker, WorkerRegistration,
 };
 
+/// How a shutdown for a vanished scheduler starts, so the runner can tell it apart.
+pub const SCHEDULER_GONE: &str = "the scheduler is gone";
+
 /// Settings of the worker's logic.
 #[derive(Clone, Debug)]
 pub struct WorkerCoreConfig {
@@ -22,6 +25,9 @@ pub struct WorkerCoreConfig {
     /// A peer that has not answered a fetch within this long is given up on (the next holder is
     /// tried). ZeroMQ queues messages to a dead peer silently, so only a deadline notices.
     pub fetch_timeout_ms: u64,
+    /// With no word from the scheduler for this long, the worker stops (it keeps trying to
+    /// reach it until then, and registers again when it answers).
+    pub death_timeout_ms: u64,
 }
 
 #[derive(Debug)]
@@ -136,6 +142,7 @@ pub struct WorkerCore {
     commands: Vec<WorkerCommand>,
     next_request: u64,
     next_heartbeat_ms: u64,
+    last_heard_ms: u64,
     now_ms: u64,
 }
 
@@ -156,6 +163,7 @@ impl WorkerCore {
             commands: Vec::new(),
             next_request: 1,
             next_heartbeat_ms: 0,
+            last_heard_ms: 0,
             now_ms: 0,
         }
     }
@@ -163,6 +171,9 @@ impl WorkerCore {
     /// The registration message, with the keys the store holds now.
     pub fn register(&mut self, now_ms: u64) {
         self.now_ms = now_ms;
+        if self.last_heard_ms == 0 {
+            self.last_heard_ms = now_ms;
+        }
         let mut reg = self.config.registration.clone();
         reg.keys = self.data.keys().cloned().collect();
         self.commands.push(WorkerCommand::ToScheduler {
@@ -200,6 +211,16 @@ impl WorkerCore {
     /// Lets time pass: heartbeats and fetch deadlines.
     pub fn tick(&mut self, now_ms: u64) {
         self.now_ms = self.now_ms.max(now_ms);
+        let silent = self.now_ms.saturating_sub(self.last_heard_ms);
+        if silent > self.config.death_timeout_ms {
+            self.commands.push(WorkerCommand::Shutdown {
+                reason: format!(
+                    "{SCHEDULER_GONE}: no word from it for {silent} ms (death timeout {} ms)",
+                    self.config.death_timeout_ms
+                ),
+            });
+            return;
+        }
         if self.now_ms >= self.next_heartbeat_ms {
             self.commands.push(WorkerCommand::ToScheduler {
                 msg: FromWorker::Heartbeat,
@@ -267,7 +288,9 @@ impl WorkerCore {
     }
 
     fn from_scheduler(&mut self, msg: ToWorker, frames: Vec<Frame>) {
+        self.last_heard_ms = self.now_ms;
         match msg {
+            ToWorker::HeartbeatAck => {}
             ToWorker::Registered => debug!("registered with the scheduler"),
             ToWorker::Rejected { reason } => {
                 self.commands.push(WorkerCommand::Shutdown {

@@ -28,6 +28,7 @@ fn config(nthreads: u32) -> WorkerCoreConfig {
         },
         heartbeat_interval_ms: 1000,
         fetch_timeout_ms: 5000,
+        death_timeout_ms: 60_000,
     }
 }
 
@@ -1164,4 +1165,36 @@ fn a_peer_reply_that_forgets_a_requested_key_does_not_leave_the_task_waiting_for
     assert_eq!(h.take_executes(), keys(&["y"]));
     h.run("y", 1);
     h.assert_quiet();
+}
+
+#[test]
+fn a_ping_is_answered_with_a_heartbeat_at_once() {
+    let mut h = Harness::new(1);
+    h.scheduler_sends(ToWorker::Ping, vec![]);
+    assert_eq!(h.take_heartbeats(), 1);
+    h.assert_quiet();
+}
+
+#[test]
+fn the_worker_stops_after_the_death_timeout_without_word_from_the_scheduler() {
+    let mut h = Harness::new(1);
+    // Heartbeats are acknowledged: the scheduler is there.
+    for t in (500..=59_500).step_by(500) {
+        h.tick(t);
+        h.take_heartbeats();
+        h.scheduler_sends(ToWorker::HeartbeatAck, vec![]);
+    }
+    h.assert_quiet();
+    // Then silence, for longer than the death timeout (60 s in this harness).
+    for t in (60_000..=119_500).step_by(500) {
+        h.tick(t);
+        h.take_heartbeats();
+    }
+    h.assert_quiet();
+    h.tick(119_600);
+    let stop = h.take_all();
+    assert!(
+        matches!(&stop[..], [WorkerCommand::Shutdown { reason }] if reason.starts_with(SCHEDULER_GONE)),
+        "{stop:?}"
+    );
 }
