@@ -27,6 +27,10 @@ struct Args {
     /// Unexpected worker deaths a task may cause before it fails as a "killed worker".
     #[arg(long, env = "ZASK_ALLOWED_FAILURES", default_value_t = CoreConfig::default().allowed_failures)]
     allowed_failures: u32,
+    /// Keep a journal in this directory: after a crash, a scheduler started with the same
+    /// directory resumes the graphs clients still wait for.
+    #[arg(long)]
+    state_dir: Option<std::path::PathBuf>,
     /// Largest message accepted on either port, in bytes.
     #[arg(long, default_value_t = zask::net::DEFAULT_MAX_MESSAGE_BYTES)]
     max_message_bytes: i64,
@@ -40,6 +44,7 @@ fn main() {
         worker_port: args.worker_port,
         client_port: args.client_port,
         max_message_bytes: args.max_message_bytes,
+        state_dir: args.state_dir,
         core: CoreConfig {
             heartbeat_timeout_ms: args.heartbeat_timeout_ms,
             worker_queue_extra: args.worker_queue_extra,

@@ -75,8 +75,19 @@ pub struct WorkerRegistration {
     pub memory_limit_bytes: u64,
     pub pid: u32,
     pub store: String,
-    /// Keys already in the worker's store (non-empty after a reconnect).
-    pub keys: Vec<Key>,
+    /// What the worker's store already holds (non-empty after a reconnect).
+    pub keys: Vec<HeldKey>,
+}
+
+/// A value a worker holds, with what it was computed from, so a restarted scheduler only
+/// adopts results of the definitions it knows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeldKey {
+    pub key: Key,
+    /// `codec::spec_hash` of the task spec it was computed from, `SCATTERED` for scattered
+    /// data, `UNKNOWN_ORIGIN` for a copy fetched from a peer.
+    pub origin: u64,
+    pub nbytes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

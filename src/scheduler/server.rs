@@ -11,7 +11,8 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{debug, error, info, warn};
 
-use super::core::{Command, CoreConfig, Event, SchedulerCore};
+use super::core::{Command, CoreConfig, Event, Recovered, SchedulerCore};
+use super::journal::Journal;
 use crate::net::{self, Clock, WakeReceiver, Waker};
 use crate::protocol::codec::{encode, split, DecodeError};
 use crate::protocol::{
@@ -29,6 +30,8 @@ pub struct SchedulerConfig {
     pub client_port: u16,
     /// Messages larger than this are dropped by ZeroMQ (ZMQ_MAXMSGSIZE).
     pub max_message_bytes: i64,
+    /// Keep a journal here so a restarted scheduler resumes the graphs clients wait for.
+    pub state_dir: Option<std::path::PathBuf>,
     pub core: CoreConfig,
 }
 
@@ -39,6 +42,7 @@ impl Default for SchedulerConfig {
             worker_port: 0,
             client_port: 0,
             max_message_bytes: net::DEFAULT_MAX_MESSAGE_BYTES,
+            state_dir: None,
             core: CoreConfig::default(),
         }
     }
@@ -90,6 +94,18 @@ impl Scheduler {
         let mut core_config = config.core.clone();
         core_config.address_to_workers = address_to_workers.clone();
         core_config.address_to_clients = address_to_clients.clone();
+        let journal = match &config.state_dir {
+            Some(dir) => Some(Journal::open(dir)?),
+            None => None,
+        };
+        core_config.journal = journal.is_some();
+        let mut core = SchedulerCore::new(core_config);
+        if let Some(j) = &journal {
+            let recovered = j.load()?;
+            if recovered != Recovered::default() {
+                core.recover(clock.now_ms(), recovered);
+            }
+        }
 
         let mut threads = Vec::new();
         {
@@ -133,7 +149,7 @@ impl Scheduler {
                 client_waker: client_waker.clone(),
             };
             threads.push(spawn("zask-sched-core", move || {
-                core_loop(SchedulerCore::new(core_config), in_rx, outs, clock, stop)
+                core_loop(core, journal, in_rx, outs, clock, stop)
             })?);
         }
         Ok(Scheduler {
@@ -204,6 +220,7 @@ const MAX_BATCH: usize = 4096;
 
 fn core_loop(
     mut core: SchedulerCore,
+    journal: Option<Journal>,
     inputs: Receiver<Event>,
     outs: Outputs,
     clock: Clock,
@@ -233,8 +250,28 @@ fn core_loop(
         }
         core.tick(now);
         let (mut to_workers, mut to_clients) = (false, false);
-        for cmd in core.take_commands() {
+        let commands = core.take_commands();
+        // The journal is durable before anything of this batch leaves: a crash never loses
+        // a submission whose work has started or been answered.
+        if let Some(j) = &journal {
+            let mut wrote = false;
+            for cmd in &commands {
+                if let Command::Journal(op) = cmd {
+                    wrote = true;
+                    if let Err(e) = j.apply(op) {
+                        error!("journal write failed: {e}");
+                    }
+                }
+            }
+            if wrote {
+                if let Err(e) = j.flush() {
+                    error!("journal flush failed: {e}");
+                }
+            }
+        }
+        for cmd in commands {
             match cmd {
+                Command::Journal(_) => {}
                 Command::ToWorker {
                     identity,
                     msg,

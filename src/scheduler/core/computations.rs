@@ -54,7 +54,22 @@ impl SchedulerCore {
             outputs.len()
         );
         match self.add_graph(&graph, &outputs) {
-            Ok(()) => self.start_computation(client, request, &outputs, keep_results),
+            Ok(()) => {
+                let c = self.new_computation(client.clone(), request, &outputs, keep_results);
+                if self.config.journal {
+                    let submission = super::Submission {
+                        graph,
+                        outputs,
+                        keep_results,
+                    };
+                    self.journal(super::JournalOp::PutComputation {
+                        client,
+                        request,
+                        submission,
+                    });
+                }
+                self.start_computation(c);
+            }
             Err(error) => {
                 debug!("rejecting graph: {error}");
                 self.reply(&client, ToClient::Failed { request, error });
@@ -108,6 +123,9 @@ impl SchedulerCore {
                 self.tasks.get_mut(*d).dependents.push(t);
             }
             self.tasks.get_mut(t).dependencies = deps;
+            if !self.pending_adoptions.is_empty() {
+                self.adopt_pending(t);
+            }
         }
         Ok(())
     }
@@ -139,6 +157,10 @@ impl SchedulerCore {
             if !seen.insert(x) {
                 continue;
             }
+            if self.tasks.get(x).spec.is_none() {
+                let key = self.tasks.get(x).key.clone();
+                self.journal(super::JournalOp::DeleteScattered { key });
+            }
             let task = self.tasks.get_mut(x);
             task.kept = false;
             task.error = None;
@@ -157,18 +179,7 @@ impl SchedulerCore {
         }
     }
 
-    fn start_computation(
-        &mut self,
-        client: FrameIdentity,
-        request: u64,
-        outputs: &[Key],
-        keep_results: bool,
-    ) {
-        let ids: Vec<TaskId> = outputs
-            .iter()
-            .map(|k| self.tasks.id(k).expect("outputs were checked"))
-            .collect();
-        let c = self.new_computation(client, request, ids, keep_results);
+    fn start_computation(&mut self, c: CompId) {
         let distinct = self.computations[&c].distinct.clone();
         self.activate(&distinct);
         if !self.computations.contains_key(&c) {
@@ -186,9 +197,13 @@ impl SchedulerCore {
         &mut self,
         client: FrameIdentity,
         request: u64,
-        outputs: Vec<TaskId>,
+        outputs: &[Key],
         keep_results: bool,
     ) -> CompId {
+        let outputs: Vec<TaskId> = outputs
+            .iter()
+            .map(|k| self.tasks.id(k).expect("outputs were checked"))
+            .collect();
         let c = CompId(self.next_computation);
         self.next_computation += 1;
         let mut distinct = outputs.clone();
@@ -216,11 +231,10 @@ impl SchedulerCore {
     }
 
     pub(super) fn gather(&mut self, client: FrameIdentity, request: u64, keys: Vec<Key>) {
-        let mut ids = Vec::with_capacity(keys.len());
         for k in &keys {
             match self.tasks.id(k) {
-                Some(t) if self.tasks.get(t).state == TaskState::Memory => ids.push(t),
-                Some(t) if self.tasks.get(t).state.is_active() => ids.push(t),
+                Some(t) if self.tasks.get(t).state == TaskState::Memory => {}
+                Some(t) if self.tasks.get(t).state.is_active() => {}
                 _ => {
                     let error = RequestError::NotFound { key: k.clone() };
                     self.reply(&client, ToClient::Failed { request, error });
@@ -228,7 +242,7 @@ impl SchedulerCore {
                 }
             }
         }
-        let c = self.new_computation(client, request, ids, false);
+        let c = self.new_computation(client, request, &keys, false);
         for t in self.computations[&c].distinct.clone() {
             self.request_value_if_needed(t);
         }
@@ -366,6 +380,10 @@ impl SchedulerCore {
         let Some(comp) = self.computations.remove(&c) else {
             return;
         };
+        self.journal(super::JournalOp::DeleteComputation {
+            client: comp.client.clone(),
+            request: comp.request,
+        });
         if let Some(cl) = self.clients.get_mut(&comp.client) {
             cl.computations.remove(&c);
         }
@@ -484,20 +502,10 @@ impl SchedulerCore {
             task.state = TaskState::Memory;
             task.kept = true;
             task.nbytes = nbytes;
+            let key = task.key.clone();
             self.add_holder(t, w);
-            // Waiting dependents (from graphs that referred to this key) can go on.
-            let dependents = self.tasks.get(t).dependents.clone();
-            for d in dependents {
-                let dep = self.tasks.get_mut(d);
-                if dep.state == TaskState::Waiting {
-                    dep.waiting_on -= 1;
-                    if dep.waiting_on == 0 {
-                        dep.state = TaskState::Ready;
-                        self.ready.push_back(d);
-                        self.needs_scheduling = true;
-                    }
-                }
-            }
+            self.journal(super::JournalOp::PutScattered { key, nbytes });
+            self.dependents_may_proceed(t);
         }
         let s = put.scatter;
         self.reply(

@@ -116,18 +116,7 @@ impl SchedulerCore {
                 task.nbytes = f.nbytes;
                 task.error = None;
                 self.add_holder(t, w);
-                let dependents = self.tasks.get(t).dependents.clone();
-                for d in dependents {
-                    let dep = self.tasks.get_mut(d);
-                    if dep.state == TaskState::Waiting {
-                        dep.waiting_on -= 1;
-                        if dep.waiting_on == 0 {
-                            dep.state = TaskState::Ready;
-                            self.ready.push_back(d);
-                            self.needs_scheduling = true;
-                        }
-                    }
-                }
+                self.dependents_may_proceed(t);
                 if let Some(v) = value {
                     self.value_arrived(t, v);
                 } else {
@@ -141,6 +130,22 @@ impl SchedulerCore {
             }
         }
         self.maybe_release(t);
+    }
+
+    /// `t` just came into memory: dependents waiting only for it become ready.
+    pub(super) fn dependents_may_proceed(&mut self, t: TaskId) {
+        let dependents = self.tasks.get(t).dependents.clone();
+        for d in dependents {
+            let dep = self.tasks.get_mut(d);
+            if dep.state == TaskState::Waiting {
+                dep.waiting_on -= 1;
+                if dep.waiting_on == 0 {
+                    dep.state = TaskState::Ready;
+                    self.ready.push_back(d);
+                    self.needs_scheduling = true;
+                }
+            }
+        }
     }
 
     pub(super) fn task_erred(&mut self, w: WorkerId, key: Key, error: TaskError) {
@@ -355,6 +360,10 @@ impl SchedulerCore {
             }
             match task.state {
                 TaskState::Memory => {
+                    if task.spec.is_none() {
+                        let key = task.key.clone();
+                        self.journal(super::JournalOp::DeleteScattered { key });
+                    }
                     self.drop_data(x);
                     self.tasks.get_mut(x).state = TaskState::Released;
                 }

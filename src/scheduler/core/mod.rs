@@ -8,6 +8,7 @@
 mod computations;
 mod lifecycle;
 mod placement;
+mod recovery;
 mod tasks;
 mod workers;
 
@@ -21,6 +22,7 @@ use crate::protocol::{
     WorkerInfo, PROTOCOL_VERSION,
 };
 
+pub use recovery::{JournalOp, Recovered, Submission};
 pub use tasks::{TaskId, TaskState};
 pub use workers::WorkerId;
 
@@ -46,6 +48,11 @@ pub struct CoreConfig {
     pub worker_queue_extra: u32,
     /// How many unexpected worker losses a task may be blamed for before it fails.
     pub allowed_failures: u32,
+    /// Describe durable state changes as `Command::Journal` (the scheduler has a state dir).
+    pub journal: bool,
+    /// After a restart, how long to wait for workers to report what they hold before the
+    /// journaled graphs are resubmitted (workers register again within a heartbeat or two).
+    pub recovery_grace_ms: u64,
     /// How long `restart` waits for restarted workers to register again.
     pub restart_timeout_ms: u64,
     /// Reported to clients in `Welcome` and `status`.
@@ -62,6 +69,8 @@ impl Default for CoreConfig {
             worker_queue_extra: 16,
             allowed_failures: 3,
             restart_timeout_ms: 30_000,
+            journal: false,
+            recovery_grace_ms: 1_500,
             address_to_workers: String::new(),
             address_to_clients: String::new(),
         }
@@ -98,6 +107,8 @@ pub enum Command {
         msg: ToClient,
         frames: Vec<Frame>,
     },
+    /// Make this durable before sending anything that follows it.
+    Journal(JournalOp),
 }
 
 struct ClientState {
@@ -136,6 +147,10 @@ pub struct SchedulerCore {
     /// Workers asked to fetch a copy of a task, by task.
     replicating: HashMap<TaskId, Vec<WorkerId>>,
     replications: Vec<PendingReplication>,
+    /// Journaled graphs to resubmit after a restart.
+    replay: Option<recovery::Replay>,
+    /// Held results to adopt while journaled graphs are resubmitted.
+    pending_adoptions: HashMap<Key, Vec<(WorkerId, u64, u64)>>,
 }
 
 /// A `replicate` request waiting for its copies.
@@ -177,6 +192,8 @@ impl SchedulerCore {
             restart: None,
             replicating: HashMap::new(),
             replications: Vec::new(),
+            replay: None,
+            pending_adoptions: HashMap::new(),
         }
     }
 
@@ -218,6 +235,7 @@ impl SchedulerCore {
     pub fn tick(&mut self, now_ms: u64) {
         self.now_ms = self.now_ms.max(now_ms);
         self.check_restart();
+        self.replay_if_due();
         if let Some((sent, deadline)) = self.probe {
             if self.now_ms >= deadline {
                 self.probe = None;
@@ -278,7 +296,13 @@ impl SchedulerCore {
             .map(|c| c.last_seen_ms + self.config.client_timeout_ms + 1);
         let probe = self.probe.map(|(_, deadline)| deadline);
         let restart = self.restart.as_ref().map(|r| r.deadline_ms);
-        workers.chain(clients).chain(probe).chain(restart).min()
+        let replay = self.replay_deadline();
+        workers
+            .chain(clients)
+            .chain(probe)
+            .chain(restart)
+            .chain(replay)
+            .min()
     }
 
     /// Runs the decision pass if needed and returns everything to send, in order.
@@ -422,16 +446,7 @@ impl SchedulerCore {
             outbox: Vec::new(),
         });
         self.push_to_worker(id, ToWorker::Registered, vec![]);
-        let mut unwanted = Vec::new();
-        for key in reg.keys {
-            match self.tasks.id(&key) {
-                Some(t) if self.tasks.get(t).state == TaskState::Memory => self.add_holder(t, id),
-                _ => unwanted.push(key),
-            }
-        }
-        if !unwanted.is_empty() {
-            self.push_release(id, unwanted);
-        }
+        self.adopt_held_keys(id, reg.keys);
         while let Some(s) = self.pending_scatters.pop_front() {
             self.start_scatter(s);
         }
@@ -584,6 +599,7 @@ impl SchedulerCore {
                 },
             );
         }
+        self.journal(JournalOp::Clear);
         self.tasks = TaskTable::default();
         self.ready.clear();
         self.output_of.clear();
@@ -945,6 +961,7 @@ impl SchedulerCore {
                 .filter(|r| mine(&r.client))
                 .map(|r| r.request),
         );
+        known.extend(self.replay_requests(client));
         known
     }
 

@@ -7,9 +7,10 @@ use std::collections::{HashMap, VecDeque};
 use log::{debug, warn};
 
 use crate::graph::Key;
+use crate::protocol::codec::{spec_hash, SCATTERED, UNKNOWN_ORIGIN};
 use crate::protocol::{
-    ComputeTask, ErredTask, FinishedTask, Frame, FrameIdentity, FromWorker, PeerReply, PeerRequest,
-    TaskError, ToWorker, WorkerRegistration,
+    ComputeTask, ErredTask, FinishedTask, Frame, FrameIdentity, FromWorker, HeldKey, PeerReply,
+    PeerRequest, TaskError, ToWorker, WorkerRegistration,
 };
 
 /// How a shutdown for a vanished scheduler starts, so the runner can tell it apart.
@@ -105,12 +106,27 @@ enum Phase {
 #[derive(Debug)]
 struct Task {
     spec: Vec<u8>,
+    /// `spec_hash` of the spec: stored with the result so a restarted scheduler can tell it
+    /// is the value of the definition it knows.
+    origin: u64,
     dependencies: Vec<Key>,
     report_value: bool,
     phase: Phase,
     fetched: Vec<(Key, u64)>,
     /// Released by the scheduler while executing: drop the result.
     released: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    nbytes: u64,
+    origin: u64,
+}
+
+impl Held {
+    fn new(nbytes: u64, origin: u64) -> Held {
+        Held { nbytes, origin }
+    }
 }
 
 #[derive(Debug)]
@@ -133,8 +149,8 @@ pub struct WorkerCore {
     tasks: HashMap<Key, Task>,
     ready: VecDeque<Key>,
     executing: usize,
-    /// What the store holds, with sizes.
-    data: HashMap<Key, u64>,
+    /// What the store holds: size and origin of each value.
+    data: HashMap<Key, Held>,
     fetches: HashMap<Key, Fetch>,
     peer_fetches: HashMap<u64, PeerFetch>,
     finished: Vec<FinishedTask>,
@@ -175,7 +191,15 @@ impl WorkerCore {
             self.last_heard_ms = now_ms;
         }
         let mut reg = self.config.registration.clone();
-        reg.keys = self.data.keys().cloned().collect();
+        reg.keys = self
+            .data
+            .iter()
+            .map(|(key, held)| HeldKey {
+                key: key.clone(),
+                origin: held.origin,
+                nbytes: held.nbytes,
+            })
+            .collect();
         self.commands.push(WorkerCommand::ToScheduler {
             msg: FromWorker::Register(reg),
             frames: vec![],
@@ -324,7 +348,8 @@ impl WorkerCore {
             }
             ToWorker::PutData { request, keys } => {
                 for (key, frame) in keys.into_iter().zip(frames) {
-                    self.data.insert(key.clone(), frame.len() as u64);
+                    self.data
+                        .insert(key.clone(), Held::new(frame.len() as u64, SCATTERED));
                     self.commands.push(WorkerCommand::Store { key, frame });
                 }
                 self.commands.push(WorkerCommand::ToScheduler {
@@ -343,7 +368,7 @@ impl WorkerCore {
             existing.report_value |= t.report_value;
             return;
         }
-        if let Some(&nbytes) = self.data.get(&t.key) {
+        if let Some(nbytes) = self.data.get(&t.key).map(|h| h.nbytes) {
             self.finished.push(FinishedTask {
                 key: t.key,
                 nbytes,
@@ -370,6 +395,7 @@ impl WorkerCore {
         self.tasks.insert(
             t.key.clone(),
             Task {
+                origin: spec_hash(&t.spec),
                 spec: t.spec,
                 dependencies: t.dependencies.into_iter().map(|(k, _)| k).collect(),
                 report_value: t.report_value,
@@ -495,7 +521,8 @@ impl WorkerCore {
                 }
             }
             if wanted {
-                self.data.insert(key.clone(), nbytes);
+                self.data
+                    .insert(key.clone(), Held::new(nbytes, UNKNOWN_ORIGIN));
                 self.commands.push(WorkerCommand::Store { key, frame });
             }
         }
@@ -545,7 +572,8 @@ impl WorkerCore {
                 let _ = nbytes;
             }
             Ok(nbytes) => {
-                self.data.insert(key.clone(), nbytes);
+                self.data
+                    .insert(key.clone(), Held::new(nbytes, task.origin));
                 self.finished.push(FinishedTask {
                     key,
                     nbytes,

@@ -363,9 +363,14 @@ fn register_sends_the_registration_with_the_keys_the_store_holds() {
     assert_eq!(reg.protocol_version, PROTOCOL_VERSION);
     assert_eq!(reg.address, ME);
     assert_eq!(reg.nthreads, 3);
-    let mut held = reg.keys.clone();
+    let mut held: Vec<Key> = reg.keys.iter().map(|h| h.key.clone()).collect();
     held.sort();
     assert_eq!(held, keys(&["a", "b"]));
+    // Scattered values say so: a restarted scheduler adopts them as scattered data.
+    assert!(reg
+        .keys
+        .iter()
+        .all(|h| h.origin == crate::protocol::codec::SCATTERED));
     h.assert_quiet();
 }
 
@@ -1058,7 +1063,7 @@ fn an_error_from_the_scheduler_makes_the_worker_register_again_with_its_keys() {
     );
     let sent = h.take_sent();
     assert!(
-        matches!(&sent[..], [FromWorker::Register(r)] if r.keys == keys(&["a"]) && r.address == ME),
+        matches!(&sent[..], [FromWorker::Register(r)] if r.keys.iter().map(|h| h.key.clone()).collect::<Vec<_>>() == keys(&["a"]) && r.address == ME),
         "{sent:?}"
     );
     assert_eq!(

@@ -1,0 +1,227 @@
+//! Surviving a scheduler restart. The core describes its durable state as journal operations
+//! (the IO layer makes them durable before anything else of the same batch leaves); after a
+//! restart the IO layer hands the journal back, the core waits a grace period for workers to
+//! register and report what they hold, then resubmits the journaled graphs, adopting every
+//! result whose definition it still knows.
+
+use std::collections::HashMap;
+
+use log::{debug, info};
+use serde::{Deserialize, Serialize};
+
+use super::tasks::{TaskId, TaskState};
+use super::{ClientState, SchedulerCore, WorkerId};
+use crate::graph::{Expr, Key};
+use crate::protocol::codec::{spec_hash, SCATTERED};
+use crate::protocol::{FinishedTask, FrameIdentity, HeldKey};
+
+/// A change to the durable state.
+#[derive(Clone, Debug, PartialEq)]
+pub enum JournalOp {
+    PutComputation {
+        client: FrameIdentity,
+        request: u64,
+        submission: Submission,
+    },
+    DeleteComputation {
+        client: FrameIdentity,
+        request: u64,
+    },
+    /// Scattered data exists (it lives on workers; only its name is durable).
+    PutScattered {
+        key: Key,
+        nbytes: u64,
+    },
+    DeleteScattered {
+        key: Key,
+    },
+    /// Forget everything (the cluster was restarted on request).
+    Clear,
+}
+
+/// A graph a client waits for, as submitted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Submission {
+    pub graph: Vec<(Key, Expr)>,
+    pub outputs: Vec<Key>,
+    pub keep_results: bool,
+}
+
+/// The durable state read back after a restart.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Recovered {
+    pub computations: Vec<(FrameIdentity, u64, Submission)>,
+    pub scattered: Vec<(Key, u64)>,
+}
+
+/// Journaled graphs waiting for the grace period to end.
+pub(super) struct Replay {
+    deadline_ms: u64,
+    computations: Vec<(FrameIdentity, u64, Submission)>,
+    /// Results workers reported before the graphs that define them were resubmitted.
+    candidates: HashMap<Key, Vec<(WorkerId, u64, u64)>>,
+}
+
+impl SchedulerCore {
+    /// Loads the durable state of a previous run. Call once, before any event.
+    pub fn recover(&mut self, now_ms: u64, recovered: Recovered) {
+        self.now_ms = self.now_ms.max(now_ms);
+        info!(
+            "recovering {} pending graph(s) and {} scattered key(s); waiting {} ms for workers",
+            recovered.computations.len(),
+            recovered.scattered.len(),
+            self.config.recovery_grace_ms
+        );
+        for (key, nbytes) in recovered.scattered {
+            let t = match self.tasks.id(&key) {
+                Some(t) => t,
+                None => self.tasks.insert(key, None),
+            };
+            let task = self.tasks.get_mut(t);
+            task.kept = true;
+            task.nbytes = nbytes;
+        }
+        self.replay = Some(Replay {
+            deadline_ms: self.now_ms + self.config.recovery_grace_ms,
+            computations: recovered.computations,
+            candidates: HashMap::new(),
+        });
+    }
+
+    /// The client's journaled requests not resubmitted yet.
+    pub(super) fn replay_requests(&self, client: &FrameIdentity) -> Vec<u64> {
+        self.replay
+            .iter()
+            .flat_map(|r| r.computations.iter())
+            .filter(|(c, _, _)| c == client)
+            .map(|(_, request, _)| *request)
+            .collect()
+    }
+
+    pub(super) fn replay_deadline(&self) -> Option<u64> {
+        self.replay.as_ref().map(|r| r.deadline_ms)
+    }
+
+    /// Resubmits the journaled graphs once the grace period is over.
+    pub(super) fn replay_if_due(&mut self) {
+        if !self
+            .replay
+            .as_ref()
+            .is_some_and(|r| self.now_ms >= r.deadline_ms)
+        {
+            return;
+        }
+        let replay = self.replay.take().expect("checked above");
+        let mut candidates = replay.candidates;
+        for (client, request, submission) in replay.computations {
+            info!(
+                "resuming request {request} of {} ({} keys)",
+                String::from_utf8_lossy(&client),
+                submission.graph.len()
+            );
+            self.clients
+                .entry(client.clone())
+                .or_insert_with(|| ClientState {
+                    last_seen_ms: self.now_ms,
+                    computations: Default::default(),
+                });
+            // Results already on workers for these definitions are adopted before activation.
+            for (key, _) in &submission.graph {
+                if let Some(held) = candidates.remove(key) {
+                    self.pending_adoptions.insert(key.clone(), held);
+                }
+            }
+            self.submit(
+                client,
+                request,
+                submission.graph,
+                submission.outputs,
+                submission.keep_results,
+            );
+        }
+        self.pending_adoptions.clear();
+        for (key, held) in candidates {
+            for (w, _, _) in held {
+                self.push_release(w, vec![key.clone()]);
+            }
+        }
+    }
+
+    /// A freshly merged task: adopt a copy a worker reported during recovery, if it is the
+    /// value of this very definition.
+    pub(super) fn adopt_pending(&mut self, t: TaskId) {
+        let Some(held) = self.pending_adoptions.remove(&self.tasks.get(t).key) else {
+            return;
+        };
+        let origin = self.tasks.get(t).spec.as_deref().map(spec_hash);
+        for (w, held_origin, nbytes) in held {
+            if Some(held_origin) == origin && self.workers.get(w).is_some() {
+                let task = self.tasks.get_mut(t);
+                task.state = TaskState::Memory;
+                task.nbytes = nbytes;
+                self.add_holder(t, w);
+            } else {
+                let key = self.tasks.get(t).key.clone();
+                self.push_release(w, vec![key]);
+            }
+        }
+    }
+
+    /// What a (re)registering worker holds: keep the values of definitions known here, tell
+    /// it to drop the rest. A stale value of a reused key name is never adopted.
+    pub(super) fn adopt_held_keys(&mut self, w: WorkerId, keys: Vec<HeldKey>) {
+        let mut unwanted = Vec::new();
+        for held in keys {
+            let Some(t) = self.tasks.id(&held.key) else {
+                match &mut self.replay {
+                    Some(r) => r.candidates.entry(held.key).or_default().push((
+                        w,
+                        held.origin,
+                        held.nbytes,
+                    )),
+                    None => unwanted.push(held.key),
+                }
+                continue;
+            };
+            let task = self.tasks.get(t);
+            let same_definition = match &task.spec {
+                None => held.origin == SCATTERED,
+                Some(spec) => held.origin == spec_hash(spec),
+            };
+            if !same_definition {
+                unwanted.push(held.key);
+                continue;
+            }
+            match task.state {
+                TaskState::Memory => self.add_holder(t, w),
+                TaskState::Released if task.spec.is_none() => {
+                    debug!("scattered {:?} found again on a worker", held.key);
+                    let task = self.tasks.get_mut(t);
+                    task.state = TaskState::Memory;
+                    task.nbytes = held.nbytes;
+                    self.add_holder(t, w);
+                    self.dependents_may_proceed(t);
+                }
+                state if state.is_active() => {
+                    let done = FinishedTask {
+                        key: held.key,
+                        nbytes: held.nbytes,
+                        fetched: vec![],
+                        has_value: false,
+                    };
+                    self.tasks_finished(w, vec![done], vec![]);
+                }
+                _ => unwanted.push(held.key),
+            }
+        }
+        if !unwanted.is_empty() {
+            self.push_release(w, unwanted);
+        }
+    }
+
+    pub(super) fn journal(&mut self, op: JournalOp) {
+        if self.config.journal {
+            self.commands.push(super::Command::Journal(op));
+        }
+    }
+}

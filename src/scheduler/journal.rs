@@ -1,0 +1,144 @@
+//! The scheduler's journal on disk (sled): what a restarted scheduler needs to resume —
+//! graphs that clients still wait for and the names of scattered data. The core decides what
+//! to write (`JournalOp`); this module only stores and reads it back.
+
+use std::path::Path;
+
+use super::core::{JournalOp, Recovered, Submission};
+use crate::graph::Key;
+use crate::protocol::codec::{decode_plain, encode_plain};
+use crate::protocol::FrameIdentity;
+
+pub struct Journal {
+    db: sled::Db,
+    computations: sled::Tree,
+    scattered: sled::Tree,
+}
+
+fn io(e: impl std::fmt::Display) -> String {
+    format!("state dir: {e}")
+}
+
+impl Journal {
+    pub fn open(dir: &Path) -> Result<Journal, String> {
+        let db = sled::open(dir).map_err(io)?;
+        let computations = db.open_tree("computations").map_err(io)?;
+        let scattered = db.open_tree("scattered").map_err(io)?;
+        Ok(Journal {
+            db,
+            computations,
+            scattered,
+        })
+    }
+
+    /// Everything written by earlier runs. Unreadable entries are skipped with a warning:
+    /// a damaged entry must not keep the scheduler from starting.
+    pub fn load(&self) -> Result<Recovered, String> {
+        let mut recovered = Recovered::default();
+        for entry in self.computations.iter() {
+            let (k, v) = entry.map_err(io)?;
+            match (
+                decode_plain::<(FrameIdentity, u64)>(&k),
+                decode_plain::<Submission>(&v),
+            ) {
+                (Ok((client, request)), Ok(submission)) => {
+                    recovered.computations.push((client, request, submission))
+                }
+                _ => log::warn!("skipping an unreadable journal entry"),
+            }
+        }
+        for entry in self.scattered.iter() {
+            let (k, v) = entry.map_err(io)?;
+            match (Key::from_store_key(&k), decode_plain::<u64>(&v)) {
+                (Some(key), Ok(nbytes)) => recovered.scattered.push((key, nbytes)),
+                _ => log::warn!("skipping an unreadable journal entry"),
+            }
+        }
+        Ok(recovered)
+    }
+
+    pub fn apply(&self, op: &JournalOp) -> Result<(), String> {
+        match op {
+            JournalOp::PutComputation {
+                client,
+                request,
+                submission,
+            } => {
+                self.computations
+                    .insert(encode_plain(&(client, request)), encode_plain(submission))
+                    .map_err(io)?;
+            }
+            JournalOp::DeleteComputation { client, request } => {
+                self.computations
+                    .remove(encode_plain(&(client, request)))
+                    .map_err(io)?;
+            }
+            JournalOp::PutScattered { key, nbytes } => {
+                self.scattered
+                    .insert(key.to_store_key(), encode_plain(nbytes))
+                    .map_err(io)?;
+            }
+            JournalOp::DeleteScattered { key } => {
+                self.scattered.remove(key.to_store_key()).map_err(io)?;
+            }
+            JournalOp::Clear => {
+                self.computations.clear().map_err(io)?;
+                self.scattered.clear().map_err(io)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes everything applied so far durable.
+    pub fn flush(&self) -> Result<(), String> {
+        self.db.flush().map(drop).map_err(io)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::Expr;
+
+    #[test]
+    fn what_is_written_comes_back_after_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let submission = Submission {
+            graph: vec![("x".into(), Expr::Lit(1.into()))],
+            outputs: vec!["x".into()],
+            keep_results: false,
+        };
+        {
+            let j = Journal::open(dir.path()).unwrap();
+            for op in [
+                JournalOp::PutComputation {
+                    client: b"c1".to_vec(),
+                    request: 1,
+                    submission: submission.clone(),
+                },
+                JournalOp::PutComputation {
+                    client: b"c1".to_vec(),
+                    request: 2,
+                    submission: submission.clone(),
+                },
+                JournalOp::DeleteComputation {
+                    client: b"c1".to_vec(),
+                    request: 1,
+                },
+                JournalOp::PutScattered {
+                    key: ("a", 1).into(),
+                    nbytes: 9,
+                },
+            ] {
+                j.apply(&op).unwrap();
+            }
+            j.flush().unwrap();
+        }
+        let j = Journal::open(dir.path()).unwrap();
+        let r = j.load().unwrap();
+        assert_eq!(r.computations, vec![(b"c1".to_vec(), 2, submission)]);
+        assert_eq!(r.scattered, vec![(("a", 1).into(), 9)]);
+        j.apply(&JournalOp::Clear).unwrap();
+        assert_eq!(j.load().unwrap(), Recovered::default());
+    }
+}
