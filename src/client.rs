@@ -96,6 +96,9 @@ pub struct GetOptions {
     pub keep_results: bool,
     /// Give up after this long (the scheduler drops the request).
     pub timeout: Option<Duration>,
+    /// Tasks that may only run on the given workers (addresses or names), like dask's
+    /// `workers=`.
+    pub restrictions: Vec<(Key, Vec<String>)>,
 }
 
 type Reply = Result<(ToClient, Vec<Frame>), ClientError>;
@@ -221,6 +224,7 @@ impl Client {
             graph: resolved.clone(),
             outputs: outputs.clone(),
             keep_results: options.keep_results,
+            restrictions: options.restrictions.clone(),
         };
         let (reply, frames) = self.request(msg, vec![], options.timeout)?;
         match reply {

@@ -124,6 +124,8 @@ enum Chan {
     PeerRequest,
     PeerReply,
     Exec,
+    /// ZeroMQ's socket monitor: connection events, unordered with respect to messages.
+    Monitor,
 }
 
 type LinkId = (Ep, Ep, Chan);
@@ -146,6 +148,8 @@ enum Msg {
     },
     Wake,
     Fault(Fault),
+    /// The scheduler's worker socket saw a connection drop.
+    ConnectionLost,
 }
 
 #[derive(Clone, Debug)]
@@ -154,6 +158,7 @@ enum Fault {
     Crash {
         pick: u64,
         drop_inflight: bool,
+        noticed: bool,
         rejoin_after: Option<u64>,
     },
     CrashAll {
@@ -210,6 +215,8 @@ enum Step {
     GatherKept,
     ReleaseKept,
     ReleaseScattered,
+    /// Asks for this many copies of every scattered key.
+    ReplicateScattered(u32),
     Sleep(u64),
     WaitAll,
     /// Leaves, abandoning whatever is unanswered.
@@ -222,6 +229,7 @@ enum ReqKind {
     Gather { outputs: Vec<Key> },
     Scatter { keys: Vec<Key> },
     Release,
+    Replicate { keys: Vec<Key> },
 }
 
 #[derive(Debug)]
@@ -360,6 +368,8 @@ struct Stats {
     executions: u64,
     requests: u64,
     crashes: u32,
+    /// `SchedulerRestarted` for requests already answered (pings crossing answers).
+    late_restarted: u64,
 }
 
 struct Sim {
@@ -538,7 +548,7 @@ impl Sim {
         n
     }
 
-    fn crash(&mut self, w: usize, drop_inflight: bool) {
+    fn crash(&mut self, w: usize, drop_inflight: bool, noticed: bool) {
         if !self.workers[w].alive {
             return;
         }
@@ -549,6 +559,18 @@ impl Sim {
         worker.store.clear();
         self.workers_lost += 1;
         self.stats.crashes += 1;
+        // A killed process closes its connections, which the scheduler notices; a hung or
+        // unplugged machine does not.
+        if noticed {
+            self.connection_lost(w);
+        }
+    }
+
+    fn connection_lost(&mut self, w: usize) {
+        let id = (Ep::Worker(w), Ep::Scheduler, Chan::Monitor);
+        let delay = self.link(id).rng.range(0, 20);
+        let at = self.now + delay;
+        self.enqueue(id, at, Msg::ConnectionLost);
     }
 
     fn leave(&mut self, w: usize) {
@@ -567,6 +589,7 @@ impl Sim {
         worker.drop_inflight = false;
         worker.store.clear();
         self.workers_lost += 1;
+        self.connection_lost(w);
     }
 
     fn partition(&mut self, w: usize, ms: u64, dirs: u8) {
@@ -601,10 +624,11 @@ impl Sim {
             Fault::Crash {
                 pick: p,
                 drop_inflight,
+                noticed,
                 rejoin_after,
             } => {
                 if let Some(w) = pick(p) {
-                    self.crash(w, drop_inflight);
+                    self.crash(w, drop_inflight, noticed);
                 }
                 if let Some(after) = rejoin_after {
                     let at = self.now + after;
@@ -613,7 +637,7 @@ impl Sim {
             }
             Fault::CrashAll { rejoin_after } => {
                 for w in live.clone() {
-                    self.crash(w, true);
+                    self.crash(w, true, true);
                 }
                 let at = self.now + rejoin_after;
                 self.schedule_fault(at, Fault::Join { nthreads: 1 });
@@ -724,6 +748,11 @@ impl Sim {
                 self.apply_fault(f)
             }
             (Ep::Sim, Ep::Client(c), Msg::Wake) => self.client_poll(c),
+            (Ep::Worker(w), Ep::Scheduler, Msg::ConnectionLost) => {
+                self.note(|| format!("scheduler: the connection of w{w} dropped"));
+                self.sched.handle(self.now, Event::WorkerConnectionLost);
+                self.after_scheduler_event()
+            }
             (Ep::Worker(w), Ep::Scheduler, Msg::Frames(frames)) => {
                 if !self.workers[w].alive && self.workers[w].drop_inflight {
                     return Ok(());
@@ -1188,6 +1217,7 @@ impl Sim {
                         graph,
                         outputs,
                         keep_results: keep,
+                        restrictions: vec![],
                     };
                     self.client_send(c, &msg, vec![]);
                 }
@@ -1221,6 +1251,19 @@ impl Sim {
                             },
                         );
                         self.client_send(c, &FromClient::Gather { request, keys }, vec![]);
+                    }
+                }
+                Step::ReplicateScattered(replicas) => {
+                    let keys = self.clients[c].scattered.clone();
+                    if !keys.is_empty() {
+                        let request =
+                            self.new_request(c, ReqKind::Replicate { keys: keys.clone() });
+                        let msg = FromClient::Replicate {
+                            request,
+                            keys,
+                            replicas,
+                        };
+                        self.client_send(c, &msg, vec![]);
                     }
                 }
                 Step::ReleaseKept | Step::ReleaseScattered => {
@@ -1301,6 +1344,20 @@ impl Sim {
                 "{what}: an answer to a request never made: {msg:?}"
             ));
         };
+        if req.answers > 0
+            && matches!(
+                msg,
+                ToClient::Failed {
+                    error: RequestError::SchedulerRestarted,
+                    ..
+                }
+            )
+        {
+            // A ping listed the request while its answer was on the way; the answer came
+            // first (one connection is FIFO), so a real client ignores this.
+            self.stats.late_restarted += 1;
+            return Ok(());
+        }
         req.answers += 1;
         if req.answers > 1 {
             return Err(format!("{what}: answered twice; second answer {msg:?}"));
@@ -1317,7 +1374,7 @@ impl Sim {
             ) => {
                 let values: Vec<Value> = values
                     .iter()
-                    .map(decode_value)
+                    .map(|f| decode_value(f))
                     .collect::<Result<_, _>>()
                     .map_err(|e| format!("{what}: undecodable value: {e}"))?;
                 self.check_outcome(&what, outputs, Ok(values))?;
@@ -1336,6 +1393,15 @@ impl Sim {
             ) => self.check_outcome(&what, outputs, Err(error))?,
             (ReqKind::Scatter { keys }, ToClient::Scattered { keys: got, .. }) if *keys == got => {}
             (ReqKind::Release, ToClient::Done { .. }) => {}
+            (ReqKind::Replicate { .. }, ToClient::Done { .. }) => {}
+            (ReqKind::Replicate { keys }, ToClient::Failed { error, .. }) => {
+                // Only when a copy was lost before the request arrived.
+                let lost = matches!(&error, RequestError::NotFound { key } if keys.contains(key))
+                    && self.workers_lost > 0;
+                if !lost {
+                    return Err(format!("{what}: replicate {keys:?} failed: {error:?}"));
+                }
+            }
             (kind, msg) => return Err(format!("{what}: {msg:?} does not answer {kind:?}")),
         }
         self.client_poll(c)
@@ -1517,6 +1583,7 @@ fn short_client_msg(m: &FromClient) -> String {
             graph,
             outputs,
             keep_results,
+            ..
         } => format!(
             "Submit {{ request: {request}, {} keys, outputs: {outputs:?}, keep: {keep_results} }}",
             graph.len()
@@ -1718,6 +1785,12 @@ fn random_script(rng: &mut Rng, c: usize, shared: Option<&Shared>, fault_end: u6
         scattered = kvs.iter().map(|(k, _)| k.clone()).collect();
         steps.push(Step::Scatter(kvs));
         steps.push(Step::WaitAll);
+        if rng.chance(40) {
+            steps.push(Step::ReplicateScattered(rng.range(2, 3) as u32));
+            if rng.chance(50) {
+                steps.push(Step::WaitAll);
+            }
+        }
     }
     let mut any_kept = false;
     for r in 0..rng.range(1, 4) {
@@ -1795,6 +1868,7 @@ fn random_sim(seed: u64) -> Sim {
             0..=34 => Fault::Crash {
                 pick,
                 drop_inflight: rng.chance(50),
+                noticed: rng.chance(75),
                 rejoin_after: if rng.chance(60) {
                     Some(rng.range(0, 1500))
                 } else {
@@ -1835,40 +1909,39 @@ struct Outcome {
 }
 
 fn run_seed(seed: u64, trace: bool) -> Outcome {
-    let mut sim_slot: Option<Sim> = None;
-    let result = catch_unwind(AssertUnwindSafe(|| {
-        let mut sim = random_sim(seed);
-        if trace {
-            sim.trace = Some(VecDeque::new());
+    let mut sim = match catch_unwind(|| random_sim(seed)) {
+        Ok(sim) => sim,
+        Err(panic) => {
+            return Outcome {
+                result: Err(format!("panicked while setting up: {}", panic_text(&panic))),
+                stats: Stats::default(),
+                end_ms: 0,
+                trace_hash: 0,
+                trace: Vec::new(),
+            }
         }
-        let r = sim.finish();
-        sim_slot = Some(sim);
-        r
-    }))
-    .unwrap_or_else(|panic| {
-        let msg = panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "a panic".into());
-        Err(format!("panicked: {msg}"))
-    });
-    match sim_slot {
-        Some(sim) => Outcome {
-            result,
-            stats: sim.stats.clone(),
-            end_ms: sim.now,
-            trace_hash: sim.trace_hash,
-            trace: sim.trace.map(Vec::from).unwrap_or_default(),
-        },
-        None => Outcome {
-            result,
-            stats: Stats::default(),
-            end_ms: 0,
-            trace_hash: 0,
-            trace: Vec::new(),
-        },
+    };
+    if trace {
+        sim.trace = Some(VecDeque::new());
     }
+    let result = catch_unwind(AssertUnwindSafe(|| sim.finish()))
+        .unwrap_or_else(|panic| Err(format!("panicked: {}", panic_text(&panic))));
+    let result = result.map_err(|e| format!("at {} ms virtual: {e}", sim.now));
+    Outcome {
+        result,
+        stats: sim.stats.clone(),
+        end_ms: sim.now,
+        trace_hash: sim.trace_hash,
+        trace: sim.trace.take().map(Vec::from).unwrap_or_default(),
+    }
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "a panic".into())
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -1879,7 +1952,7 @@ fn env_u64(name: &str) -> Option<u64> {
 fn simulated_cluster_survives_random_faults() {
     if let Some(seed) = env_u64("ZASK_SIM_SEED") {
         let o = run_seed(seed, true);
-        if let Err(e) = &o.result {
+        if o.result.is_err() {
             eprintln!("--- last events of seed {seed} ---");
             for line in &o.trace {
                 eprintln!("{line}");
@@ -1925,6 +1998,7 @@ fn simulated_cluster_survives_random_faults() {
         total.executions += o.stats.executions;
         total.requests += o.stats.requests;
         total.crashes += o.stats.crashes;
+        total.late_restarted += o.stats.late_restarted;
         virtual_ms += o.end_ms;
         if let Err(e) = o.result {
             failures.push((seed, e));
@@ -1932,13 +2006,14 @@ fn simulated_cluster_survives_random_faults() {
     }
     failures.sort();
     eprintln!(
-        "{n} seeds in {:.1} s on {threads} thread(s): {} requests, {} executions, {} messages, {} crashes, {} s virtual",
+        "{n} seeds in {:.1} s on {threads} thread(s): {} requests, {} executions, {} messages, {} crashes, {} s virtual, {} late SchedulerRestarted",
         started.elapsed().as_secs_f64(),
         total.requests,
         total.executions,
         total.messages,
         total.crashes,
-        virtual_ms / 1000
+        virtual_ms / 1000,
+        total.late_restarted
     );
     if !failures.is_empty() {
         let mut report = format!("{} of {n} seeds failed:\n", failures.len());
@@ -2041,7 +2116,7 @@ fn worker_crash_mid_graph_recomputes_lost_results() {
     assert!(!answered(&sim, c));
     let holder = holder.unwrap();
     let executions_before = sim.stats.executions;
-    sim.crash(holder, true);
+    sim.crash(holder, true, true);
     let r = sim.finish();
     expect_ok(&mut sim, r);
     assert!(
@@ -2083,7 +2158,7 @@ fn every_worker_lost_then_one_joins_finishes_the_work() {
     let r = sim.run_until(10_000, |s| s.stats.executions >= 5);
     assert_eq!(r, Ok(true));
     for w in 0..2 {
-        sim.crash(w, rng.chance(50));
+        sim.crash(w, rng.chance(50), rng.chance(50));
     }
     // Long enough for the scheduler to give up on both; nothing can be answered meanwhile.
     let until = sim.now + 5 * HEARTBEAT_TIMEOUT_MS;
@@ -2152,7 +2227,7 @@ fn scattered_data_lost_with_its_worker_fails_dependents_with_data_lost() {
     );
     let r = sim.run_until(5_000, |s| s.workers[0].store.contains_key(&key));
     assert_eq!(r, Ok(true), "the scattered key never reached the worker");
-    sim.crash(0, false);
+    sim.crash(0, false, true);
     sim.add_worker(1);
     sim.fault_end = sim.now;
     let r = sim.finish();

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use zask::graph::key;
-use zask::{Client, Graph, Key, KeySpec, Value};
+use zask::{Client, GetOptions, Graph, Key, KeySpec, Value};
 
 #[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
 enum Scenario {
@@ -328,6 +328,58 @@ fn bag(c: &Cluster, zero: bool) -> Result<Run, String> {
     })
 }
 
+/// N bytes made on worker A (kept there), then their length computed on worker B: the time
+/// is the peer-to-peer move plus one tiny task.
+fn transfer(c: &Cluster, nbytes: usize, zero: bool) -> Result<Run, String> {
+    let workers = c.client.workers().map_err(|e| e.to_string())?;
+    let [a, b, ..] = &workers[..] else {
+        return Err("transfer needs two workers".into());
+    };
+    let on = |k: &str, w: &str| (Key::from(k), vec![w.to_owned()]);
+    let make = |k: &str, n: usize| -> Result<(), String> {
+        let g = zask::graph! { k => ("alloc", n as i64) };
+        let options = GetOptions {
+            keep_results: true,
+            restrictions: vec![on(k, &a.address)],
+            ..GetOptions::default()
+        };
+        c.client
+            .get_with(&g, k, options)
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    };
+    let length_on_b = |k: &str, out: &str| -> Result<Value, String> {
+        let g = zask::graph! { out => ("length", key(k)) };
+        let options = GetOptions {
+            restrictions: vec![on(out, &b.address)],
+            ..GetOptions::default()
+        };
+        c.client
+            .get_with(&g, out, options)
+            .map_err(|e| e.to_string())
+    };
+    // Warm the A -> B link with a tiny transfer (not timed).
+    make("blob-warm", 1000)?;
+    length_on_b("blob-warm", "len-warm")?;
+    make("blob", nbytes)?;
+    let t0 = Instant::now();
+    let n = length_on_b("blob", "len")?;
+    let wall_s = t0.elapsed().as_secs_f64();
+    let placed_right = c
+        .client
+        .who_has(vec!["blob"])
+        .map_err(|e| e.to_string())?
+        .get(&Key::from("blob"))
+        .is_some_and(|holders| holders.contains(&a.address) && holders.contains(&b.address));
+    Ok(Run {
+        wall_s,
+        tasks: 1,
+        mb_per_s: Some(nbytes as f64 / 1e6 / wall_s),
+        ok: zero || (n == Value::from(nbytes as i64) && placed_right),
+        ..Run::default()
+    })
+}
+
 fn median(mut xs: Vec<f64>) -> Option<f64> {
     if xs.is_empty() {
         return None;
@@ -365,7 +417,7 @@ fn main() {
             Scenario::Tree => tree(&cluster, n, args.zero),
             Scenario::Latency => latency(&cluster, n, args.zero),
             Scenario::Bag => bag(&cluster, args.zero),
-            Scenario::Transfer => Err("transfer needs worker restrictions, not built yet".into()),
+            Scenario::Transfer => transfer(&cluster, n, args.zero),
         };
         match result {
             Ok(mut r) => {

@@ -76,6 +76,7 @@ fn main() {
             let options = GetOptions {
                 keep_results,
                 timeout: timeout.map(Duration::from_secs_f64),
+                ..GetOptions::default()
             };
             let client = connect(&scheduler);
             match client.get_with(&dsk, spec, options) {

@@ -228,6 +228,8 @@ pub enum FromClient {
         graph: Vec<(Key, Expr)>,
         outputs: Vec<Key>,
         keep_results: bool,
+        /// Tasks that may only run on these workers (addresses or names).
+        restrictions: Vec<(Key, Vec<String>)>,
     },
     Gather {
         request: u64,

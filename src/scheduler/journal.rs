@@ -107,6 +107,7 @@ mod tests {
             graph: vec![("x".into(), Expr::Lit(1.into()))],
             outputs: vec!["x".into()],
             keep_results: false,
+            restrictions: vec![("x".into(), vec!["w1".into()])],
         };
         {
             let j = Journal::open(dir.path()).unwrap();

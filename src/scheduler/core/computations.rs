@@ -43,25 +43,29 @@ impl SchedulerCore {
         &mut self,
         client: FrameIdentity,
         request: u64,
-        graph: Vec<(Key, Expr)>,
-        outputs: Vec<Key>,
-        keep_results: bool,
+        submission: super::Submission,
     ) {
         debug!(
             "request {request} from {}: graph of {} keys, {} outputs",
             String::from_utf8_lossy(&client),
-            graph.len(),
-            outputs.len()
+            submission.graph.len(),
+            submission.outputs.len()
         );
-        match self.add_graph(&graph, &outputs) {
+        match self.add_graph(&submission.graph, &submission.outputs) {
             Ok(()) => {
-                let c = self.new_computation(client.clone(), request, &outputs, keep_results);
+                for (key, workers) in &submission.restrictions {
+                    if let Some(t) = self.tasks.id(key) {
+                        self.restrictions
+                            .insert(t, workers.clone().into_boxed_slice());
+                    }
+                }
+                let c = self.new_computation(
+                    client.clone(),
+                    request,
+                    &submission.outputs,
+                    submission.keep_results,
+                );
                 if self.config.journal {
-                    let submission = super::Submission {
-                        graph,
-                        outputs,
-                        keep_results,
-                    };
                     self.journal(super::JournalOp::PutComputation {
                         client,
                         request,

@@ -388,6 +388,7 @@ impl SchedulerCore {
                 self.output_of.remove(&x);
                 self.fetching_value.remove(&x);
                 self.replicating.remove(&x);
+                self.restrictions.remove(&x);
                 for d in removed.dependencies.iter() {
                     let dep = self.tasks.get_mut(*d);
                     dep.dependents.retain(|y| *y != x);

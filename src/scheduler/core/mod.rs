@@ -149,6 +149,8 @@ pub struct SchedulerCore {
     replications: Vec<PendingReplication>,
     /// Journaled graphs to resubmit after a restart.
     replay: Option<recovery::Replay>,
+    /// Workers (addresses or names) a task may run on, for the few tasks that say.
+    restrictions: HashMap<TaskId, Box<[String]>>,
     /// Held results to adopt while journaled graphs are resubmitted.
     pending_adoptions: HashMap<Key, Vec<(WorkerId, u64, u64)>>,
 }
@@ -193,6 +195,7 @@ impl SchedulerCore {
             replicating: HashMap::new(),
             replications: Vec::new(),
             replay: None,
+            restrictions: HashMap::new(),
             pending_adoptions: HashMap::new(),
         }
     }
@@ -606,6 +609,7 @@ impl SchedulerCore {
         self.value_requests.clear();
         self.fetching_value.clear();
         self.replicating.clear();
+        self.restrictions.clear();
         for r in std::mem::take(&mut self.replications) {
             self.reply(
                 &r.client,
@@ -873,7 +877,17 @@ impl SchedulerCore {
                 graph,
                 outputs,
                 keep_results,
-            } => self.submit(identity, request, graph, outputs, keep_results),
+                restrictions,
+            } => self.submit(
+                identity,
+                request,
+                Submission {
+                    graph,
+                    outputs,
+                    keep_results,
+                    restrictions,
+                },
+            ),
             FromClient::Gather { request, keys } => self.gather(identity, request, keys),
             FromClient::Scatter { request, keys } => {
                 self.start_scatter(PendingScatter {

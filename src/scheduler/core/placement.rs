@@ -20,6 +20,8 @@ impl SchedulerCore {
             .filter(|(_, used, cap)| used < cap)
             .collect();
         slots.sort();
+        // Restricted tasks with no free allowed worker wait for the next pass.
+        let mut deferred = Vec::new();
         while !slots.is_empty() {
             let Some(t) = self.ready.pop_front() else {
                 break;
@@ -27,7 +29,10 @@ impl SchedulerCore {
             if !self.tasks.exists(t) || self.tasks.get(t).state != TaskState::Ready {
                 continue;
             }
-            let i = self.choose_worker(t, &slots);
+            let Some(i) = self.choose_worker(t, &slots) else {
+                deferred.push(t);
+                continue;
+            };
             let w = slots[i].0;
             self.assign(t, w);
             slots[i].1 += 1;
@@ -35,11 +40,25 @@ impl SchedulerCore {
                 slots.swap_remove(i);
             }
         }
+        for t in deferred.into_iter().rev() {
+            self.ready.push_front(t);
+        }
     }
 
-    /// Index into `slots` of the best worker: most input bytes held, then lowest load
-    /// (tasks per thread), then lowest id for determinism.
-    fn choose_worker(&self, t: TaskId, slots: &[(WorkerId, usize, usize)]) -> usize {
+    /// Whether `w` may run `t` (restrictions name workers by address or name).
+    fn allowed(&self, t: TaskId, w: WorkerId) -> bool {
+        match (self.restrictions.get(&t), self.workers.get(w)) {
+            (None, _) => true,
+            (Some(allowed), Some(worker)) => allowed
+                .iter()
+                .any(|a| *a == worker.address || *a == worker.name),
+            (Some(_), None) => false,
+        }
+    }
+
+    /// Index into `slots` of the best allowed worker: most input bytes held, then lowest
+    /// load (tasks per thread), then lowest id for determinism. None if none is allowed.
+    fn choose_worker(&self, t: TaskId, slots: &[(WorkerId, usize, usize)]) -> Option<usize> {
         let task = self.tasks.get(t);
         let mut local_bytes = vec![0u64; slots.len()];
         if !task.dependencies.is_empty() {
@@ -52,18 +71,25 @@ impl SchedulerCore {
                 }
             }
         }
-        let mut best = 0;
-        for i in 1..slots.len() {
-            let better_locality = local_bytes[i] > local_bytes[best];
-            let same_locality = local_bytes[i] == local_bytes[best];
+        let mut best: Option<usize> = None;
+        for i in 0..slots.len() {
+            if !self.allowed(t, slots[i].0) {
+                continue;
+            }
+            let Some(b) = best else {
+                best = Some(i);
+                continue;
+            };
+            let better_locality = local_bytes[i] > local_bytes[b];
+            let same_locality = local_bytes[i] == local_bytes[b];
             // Compare used/capacity as cross products to stay in integers.
-            let load_i = slots[i].1 * slots[best].2;
-            let load_best = slots[best].1 * slots[i].2;
+            let load_i = slots[i].1 * slots[b].2;
+            let load_best = slots[b].1 * slots[i].2;
             if better_locality
                 || (same_locality
-                    && (load_i < load_best || (load_i == load_best && slots[i].0 < slots[best].0)))
+                    && (load_i < load_best || (load_i == load_best && slots[i].0 < slots[b].0)))
             {
-                best = i;
+                best = Some(i);
             }
         }
         best

@@ -45,6 +45,8 @@ pub struct Submission {
     pub graph: Vec<(Key, Expr)>,
     pub outputs: Vec<Key>,
     pub keep_results: bool,
+    #[serde(default)]
+    pub restrictions: Vec<(Key, Vec<String>)>,
 }
 
 /// The durable state read back after a restart.
@@ -131,13 +133,7 @@ impl SchedulerCore {
                     self.pending_adoptions.insert(key.clone(), held);
                 }
             }
-            self.submit(
-                client,
-                request,
-                submission.graph,
-                submission.outputs,
-                submission.keep_results,
-            );
+            self.submit(client, request, submission);
         }
         self.pending_adoptions.clear();
         for (key, held) in candidates {

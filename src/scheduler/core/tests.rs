@@ -111,6 +111,7 @@ impl Harness {
                 graph: graph.resolve(&|_| false),
                 outputs: outputs.iter().map(|k| Key::from(*k)).collect(),
                 keep_results: false,
+                restrictions: vec![],
             },
             frames: vec![],
         });
@@ -450,6 +451,7 @@ fn placement_prefers_the_worker_holding_the_inputs() {
             graph: crate::graph! { "x" => 1 }.resolve(&|_| false),
             outputs: vec!["x".into()],
             keep_results: true,
+            restrictions: vec![],
         },
         frames: vec![],
     });
@@ -562,6 +564,7 @@ fn scattered_data_is_placed_gathered_and_used_in_graphs() {
             graph: crate::graph! { "b" => ("inc", "a") }.resolve(&|k| *k == Key::from("a")),
             outputs: vec!["b".into()],
             keep_results: false,
+            restrictions: vec![],
         },
         frames: vec![],
     });
@@ -764,4 +767,31 @@ fn a_ping_fails_the_requests_this_scheduler_does_not_know() {
             ToClient::Pong
         ]
     );
+}
+
+#[test]
+fn restricted_tasks_run_only_on_their_workers_and_wait_for_them() {
+    let mut h = Harness::new();
+    h.add_worker(1, 1);
+    h.step(Event::FromClient {
+        identity: client_id(1),
+        msg: FromClient::Submit {
+            request: 1,
+            graph: crate::graph! { "a" => ("inc", 1), "b" => ("inc", "a") }.resolve(&|_| false),
+            outputs: vec!["b".into()],
+            keep_results: false,
+            restrictions: vec![("b".into(), vec!["w2".into()])],
+        },
+        frames: vec![],
+    });
+    let a = h.take_computes(1);
+    h.finish(1, &a[0], Value::from(2));
+    assert!(h.take_computes(1).is_empty(), "b may not run on w1");
+    // Restrictions name workers by address or by name; w2 joins later.
+    h.add_worker(2, 1);
+    let b = h.take_computes(2);
+    assert_eq!(b[0].key, Key::from("b"));
+    assert_eq!(b[0].dependencies, vec![(Key::from("a"), vec![address(1)])]);
+    h.finish(2, &b[0], Value::from(3));
+    assert_eq!(h.take_client_msgs(1)[0].1, vec![Value::from(3)]);
 }
