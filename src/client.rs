@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use log::{debug, warn};
 
+use crate::collection::{AsCollection, Collection};
 use crate::graph::{Graph, Key, KeySpec};
 use crate::net::{self, Endpoint, Waker};
 use crate::protocol::codec::{decode, decode_value, encode, encode_value};
@@ -345,6 +346,105 @@ impl Client {
         }
     }
 
+    /// Stores a collection's graph (not its data) on the scheduler under `name`, replacing
+    /// any collection of that name; other clients fetch it with `get_collection`.
+    pub fn set_collection(
+        &self,
+        name: &str,
+        collection: &impl AsCollection,
+    ) -> Result<(), ClientError> {
+        let collection = collection.as_collection();
+        let msg = |request| FromClient::SetCollection {
+            request,
+            name: name.to_owned(),
+            collection: collection.clone(),
+        };
+        self.expect_done(msg)
+    }
+
+    /// The collection stored under `name` (turn it back into a bag with `Bag::from_collection`).
+    pub fn get_collection(&self, name: &str) -> Result<Collection, ClientError> {
+        let msg = |request| FromClient::GetCollection {
+            request,
+            name: name.to_owned(),
+        };
+        self.expect_collection(msg)
+    }
+
+    pub fn list_collections(&self) -> Result<Vec<String>, ClientError> {
+        match self.request(
+            |request| FromClient::ListCollections { request },
+            vec![],
+            None,
+        )? {
+            (ToClient::Names { names, .. }, _) => Ok(names),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    pub fn delete_collection(&self, name: &str) -> Result<(), ClientError> {
+        self.expect_done(|request| FromClient::DeleteCollection {
+            request,
+            name: name.to_owned(),
+        })
+    }
+
+    /// Computes a collection and keeps its results on the workers (nothing is sent back);
+    /// returns it, ready to `publish` or to compute cheaply.
+    pub fn persist(&self, collection: &impl AsCollection) -> Result<Collection, ClientError> {
+        let collection = collection.as_collection();
+        let msg = |request| FromClient::Persist {
+            request,
+            graph: collection.graph.clone(),
+            outputs: collection.keys.clone(),
+        };
+        self.expect_done(msg)?;
+        Ok(collection)
+    }
+
+    /// Names persisted results so that they outlive this client; any client can then use
+    /// them through `get_dataset` without recomputing. Lost results are recomputed from their
+    /// lineage.
+    pub fn publish(&self, name: &str, persisted: &Collection) -> Result<(), ClientError> {
+        self.expect_done(|request| FromClient::Publish {
+            request,
+            name: name.to_owned(),
+            collection: persisted.clone(),
+        })
+    }
+
+    pub fn get_dataset(&self, name: &str) -> Result<Collection, ClientError> {
+        self.expect_collection(|request| FromClient::GetDataset {
+            request,
+            name: name.to_owned(),
+        })
+    }
+
+    /// Releases a published dataset's results.
+    pub fn unpublish(&self, name: &str) -> Result<(), ClientError> {
+        self.expect_done(|request| FromClient::Unpublish {
+            request,
+            name: name.to_owned(),
+        })
+    }
+
+    fn expect_done(&self, msg: impl Fn(u64) -> FromClient) -> Result<(), ClientError> {
+        match self.request(msg, vec![], None)? {
+            (ToClient::Done { .. }, _) => Ok(()),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    fn expect_collection(
+        &self,
+        msg: impl Fn(u64) -> FromClient,
+    ) -> Result<Collection, ClientError> {
+        match self.request(msg, vec![], None)? {
+            (ToClient::Collection { collection, .. }, _) => Ok(collection),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
     /// Restarts every worker (through its nanny; workers without one are emptied) and drops
     /// all tasks and data on the scheduler; pending requests fail with `Restarted`. Returns
     /// when the workers are back. Stored collections are kept: they are graphs, not data.
@@ -525,7 +625,9 @@ fn io_loop(
                     | ToClient::Scattered { request, .. }
                     | ToClient::WhoHas { request, .. }
                     | ToClient::Status { request, .. }
-                    | ToClient::Done { request } => *request,
+                    | ToClient::Done { request }
+                    | ToClient::Collection { request, .. }
+                    | ToClient::Names { request, .. } => *request,
                 };
                 match pending.remove(&request) {
                     Some(tx) => {

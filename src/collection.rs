@@ -206,3 +206,26 @@ mod tests {
         assert!(Item::from_collection(&c).is_err());
     }
 }
+
+/// Anything that can be stored as a collection: a `Bag`, an `Item`, or a `Collection`.
+pub trait AsCollection {
+    fn as_collection(&self) -> Collection;
+}
+
+impl AsCollection for Collection {
+    fn as_collection(&self) -> Collection {
+        self.clone()
+    }
+}
+
+impl AsCollection for crate::bag::Bag {
+    fn as_collection(&self) -> Collection {
+        self.to_collection()
+    }
+}
+
+impl AsCollection for crate::bag::Item {
+    fn as_collection(&self) -> Collection {
+        self.to_collection()
+    }
+}

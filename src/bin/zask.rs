@@ -4,7 +4,7 @@ use std::process::exit;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use zask::graph::json::{key_to_json, parse_graph, parse_key_arg, value_to_json};
+use zask::graph::json::{graph_to_json, key_to_json, parse_graph, parse_key_arg, value_to_json};
 use zask::{Client, GetOptions, KeySpec};
 
 /// Submit task graphs to a Zask cluster and inspect it. Graphs are JSON files (see README).
@@ -40,6 +40,11 @@ enum Command {
         #[arg(long, env = "ZASK_SCHEDULER", value_parser = zask::cli::parse_address)]
         scheduler: String,
     },
+    /// Store, fetch, compute, list and delete named collections on the scheduler.
+    Collection {
+        #[command(subcommand)]
+        action: CollectionAction,
+    },
     /// Print which workers hold each key, as JSON.
     WhoHas {
         #[arg(long, env = "ZASK_SCHEDULER", value_parser = zask::cli::parse_address)]
@@ -47,6 +52,112 @@ enum Command {
         #[arg(required = true)]
         keys: Vec<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum CollectionAction {
+    /// Store a JSON graph (the format of `zask get`) with its output keys under NAME.
+    Set {
+        #[arg(long, env = "ZASK_SCHEDULER", value_parser = zask::cli::parse_address)]
+        scheduler: String,
+        name: String,
+        /// The graph file ("-" reads standard input).
+        graph: String,
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Print the stored collection as JSON: {"kind", "keys", "graph"}.
+    Get {
+        #[arg(long, env = "ZASK_SCHEDULER", value_parser = zask::cli::parse_address)]
+        scheduler: String,
+        name: String,
+    },
+    /// Compute the stored collection and print its value as JSON (one key: its value;
+    /// several: a list; a bag: its elements).
+    Compute {
+        #[arg(long, env = "ZASK_SCHEDULER", value_parser = zask::cli::parse_address)]
+        scheduler: String,
+        name: String,
+    },
+    /// Print the names of the stored collections as a JSON list.
+    List {
+        #[arg(long, env = "ZASK_SCHEDULER", value_parser = zask::cli::parse_address)]
+        scheduler: String,
+    },
+    Delete {
+        #[arg(long, env = "ZASK_SCHEDULER", value_parser = zask::cli::parse_address)]
+        scheduler: String,
+        name: String,
+    },
+}
+
+fn read_graph(path: &str) -> zask::Graph {
+    let text = if path == "-" {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(path)
+    }
+    .unwrap_or_else(|e| fail(&format!("cannot read {path}: {e}")));
+    parse_graph(&text).unwrap_or_else(|e| fail(&format!("{path}: {e}")))
+}
+
+fn collection_command(action: CollectionAction) {
+    match action {
+        CollectionAction::Set {
+            scheduler,
+            name,
+            graph,
+            keys,
+        } => {
+            let dsk = read_graph(&graph);
+            let keys = keys.iter().map(|k| parse_key_arg(k)).collect();
+            let collection = zask::Collection::from_graph(&dsk, keys);
+            connect(&scheduler)
+                .set_collection(&name, &collection)
+                .unwrap_or_else(|e| fail(&e.to_string()));
+        }
+        CollectionAction::Get { scheduler, name } => {
+            let c = connect(&scheduler)
+                .get_collection(&name)
+                .unwrap_or_else(|e| fail(&e.to_string()));
+            let out = serde_json::json!({
+                "kind": c.kind,
+                "keys": c.keys.iter().map(key_to_json).collect::<Vec<_>>(),
+                "graph": graph_to_json(&c.to_graph()),
+            });
+            println!("{out}");
+        }
+        CollectionAction::Compute { scheduler, name } => {
+            let client = connect(&scheduler);
+            let c = client
+                .get_collection(&name)
+                .unwrap_or_else(|e| fail(&e.to_string()));
+            let value = match c.kind.as_str() {
+                "bag" => zask::Bag::from_collection(&c)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| b.compute(&client).map_err(|e| e.to_string())),
+                _ => {
+                    let spec = if c.keys.len() == 1 {
+                        KeySpec::One(c.keys[0].clone())
+                    } else {
+                        KeySpec::from(c.keys.clone())
+                    };
+                    client.get(&c.to_graph(), spec).map_err(|e| e.to_string())
+                }
+            }
+            .unwrap_or_else(|e| fail(&e));
+            println!("{}", value_to_json(&value));
+        }
+        CollectionAction::List { scheduler } => {
+            let names = connect(&scheduler)
+                .list_collections()
+                .unwrap_or_else(|e| fail(&e.to_string()));
+            println!("{}", serde_json::json!(names));
+        }
+        CollectionAction::Delete { scheduler, name } => connect(&scheduler)
+            .delete_collection(&name)
+            .unwrap_or_else(|e| fail(&e.to_string())),
+    }
 }
 
 fn main() {
@@ -60,13 +171,7 @@ fn main() {
             graph,
             keys,
         } => {
-            let text = if graph == "-" {
-                std::io::read_to_string(std::io::stdin())
-            } else {
-                std::fs::read_to_string(&graph)
-            }
-            .unwrap_or_else(|e| fail(&format!("cannot read {graph}: {e}")));
-            let dsk = parse_graph(&text).unwrap_or_else(|e| fail(&format!("{graph}: {e}")));
+            let dsk = read_graph(&graph);
             let keys: Vec<zask::Key> = keys.iter().map(|k| parse_key_arg(k)).collect();
             let spec = if keys.len() == 1 {
                 KeySpec::One(keys[0].clone())
@@ -84,6 +189,7 @@ fn main() {
                 Err(e) => fail(&e.to_string()),
             }
         }
+        Command::Collection { action } => collection_command(action),
         Command::Status { scheduler } => {
             let status = connect(&scheduler)
                 .status()

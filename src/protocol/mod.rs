@@ -11,6 +11,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::collection::Collection;
 use crate::graph::{Expr, GraphError, Key};
 
 pub use codec::{DecodeError, Frame};
@@ -258,6 +259,43 @@ pub enum FromClient {
         keys: Vec<Key>,
         replicas: u32,
     },
+    /// Store a collection (its graph, not its data) under a name; replaces an existing one.
+    SetCollection {
+        request: u64,
+        name: String,
+        collection: Collection,
+    },
+    GetCollection {
+        request: u64,
+        name: String,
+    },
+    ListCollections {
+        request: u64,
+    },
+    DeleteCollection {
+        request: u64,
+        name: String,
+    },
+    /// Compute a graph's outputs and keep them on the workers, returning no values.
+    Persist {
+        request: u64,
+        graph: Vec<(Key, Expr)>,
+        outputs: Vec<Key>,
+    },
+    /// Name persisted results (`collection`'s keys) so they outlive the client.
+    Publish {
+        request: u64,
+        name: String,
+        collection: Collection,
+    },
+    GetDataset {
+        request: u64,
+        name: String,
+    },
+    Unpublish {
+        request: u64,
+        name: String,
+    },
     /// Restart every worker (through its nanny) and drop all tasks and data.
     Restart {
         request: u64,
@@ -301,6 +339,14 @@ pub enum ToClient {
     Done {
         request: u64,
     },
+    Collection {
+        request: u64,
+        collection: Collection,
+    },
+    Names {
+        request: u64,
+        names: Vec<String>,
+    },
 }
 
 /// Why a client request failed. Carries data a caller can match on.
@@ -316,6 +362,8 @@ pub enum RequestError {
     DataLost { key: Key, workers: Vec<String> },
     /// A key asked for by `gather` is not on the cluster.
     NotFound { key: Key },
+    /// No stored collection (or published dataset) has this name.
+    NoSuchCollection { name: String },
     /// The cluster was restarted while the request was pending.
     Restarted,
     /// The scheduler restarted and does not know this request (it runs without a state
@@ -346,6 +394,9 @@ impl fmt::Display for RequestError {
                 f,
                 "the scheduler restarted and lost this request; submit it again (a scheduler with --state-dir keeps submissions)"
             ),
+            RequestError::NoSuchCollection { name } => {
+                write!(f, "no collection or dataset named {name:?}")
+            }
             RequestError::Restarted => {
                 write!(f, "the cluster was restarted while this request was pending")
             }

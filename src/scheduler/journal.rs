@@ -13,6 +13,7 @@ pub struct Journal {
     db: sled::Db,
     computations: sled::Tree,
     scattered: sled::Tree,
+    collections: sled::Tree,
 }
 
 fn io(e: impl std::fmt::Display) -> String {
@@ -24,10 +25,12 @@ impl Journal {
         let db = sled::open(dir).map_err(io)?;
         let computations = db.open_tree("computations").map_err(io)?;
         let scattered = db.open_tree("scattered").map_err(io)?;
+        let collections = db.open_tree("collections").map_err(io)?;
         Ok(Journal {
             db,
             computations,
             scattered,
+            collections,
         })
     }
 
@@ -51,6 +54,13 @@ impl Journal {
             let (k, v) = entry.map_err(io)?;
             match (Key::from_store_key(&k), decode_plain::<u64>(&v)) {
                 (Some(key), Ok(nbytes)) => recovered.scattered.push((key, nbytes)),
+                _ => log::warn!("skipping an unreadable journal entry"),
+            }
+        }
+        for entry in self.collections.iter() {
+            let (k, v) = entry.map_err(io)?;
+            match (String::from_utf8(k.to_vec()), decode_plain(&v)) {
+                (Ok(name), Ok(collection)) => recovered.collections.push((name, collection)),
                 _ => log::warn!("skipping an unreadable journal entry"),
             }
         }
@@ -80,6 +90,14 @@ impl Journal {
             }
             JournalOp::DeleteScattered { key } => {
                 self.scattered.remove(key.to_store_key()).map_err(io)?;
+            }
+            JournalOp::PutCollection { name, collection } => {
+                self.collections
+                    .insert(name.as_bytes(), encode_plain(collection))
+                    .map_err(io)?;
+            }
+            JournalOp::DeleteCollection { name } => {
+                self.collections.remove(name.as_bytes()).map_err(io)?;
             }
             JournalOp::Clear => {
                 self.computations.clear().map_err(io)?;

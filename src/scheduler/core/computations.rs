@@ -23,6 +23,8 @@ pub struct Computation {
     /// Distinct outputs.
     pub distinct: Vec<TaskId>,
     pub keep_results: bool,
+    /// False for `persist`: done when the outputs are in memory; no value travels.
+    pub values_wanted: bool,
 }
 
 pub struct PendingScatter {
@@ -82,7 +84,11 @@ impl SchedulerCore {
     }
 
     /// Validates a graph and merges it into the task table. Nothing changes on error.
-    fn add_graph(&mut self, graph: &[(Key, Expr)], outputs: &[Key]) -> Result<(), RequestError> {
+    pub(super) fn add_graph(
+        &mut self,
+        graph: &[(Key, Expr)],
+        outputs: &[Key],
+    ) -> Result<(), RequestError> {
         let view: HashMap<&Key, &Expr> = graph.iter().map(|(k, e)| (k, e)).collect();
         let tasks = &self.tasks;
         let on_cluster = |k: &Key| tasks.id(k).is_some();
@@ -183,7 +189,7 @@ impl SchedulerCore {
         }
     }
 
-    fn start_computation(&mut self, c: CompId) {
+    pub(super) fn start_computation(&mut self, c: CompId) {
         let distinct = self.computations[&c].distinct.clone();
         self.activate(&distinct);
         if !self.computations.contains_key(&c) {
@@ -197,7 +203,7 @@ impl SchedulerCore {
         self.maybe_complete(c);
     }
 
-    fn new_computation(
+    pub(super) fn new_computation(
         &mut self,
         client: FrameIdentity,
         request: u64,
@@ -229,6 +235,7 @@ impl SchedulerCore {
                 values: HashMap::new(),
                 distinct,
                 keep_results,
+                values_wanted: true,
             },
         );
         c
@@ -259,8 +266,10 @@ impl SchedulerCore {
             return;
         }
         let waiting = self.output_of.get(&t).is_some_and(|cs| {
-            cs.iter()
-                .any(|c| !self.computations[c].values.contains_key(&t))
+            cs.iter().any(|c| {
+                let comp = &self.computations[c];
+                comp.values_wanted && !comp.values.contains_key(&t)
+            })
         });
         if !waiting {
             return;
@@ -332,10 +341,25 @@ impl SchedulerCore {
         }
     }
 
-    fn maybe_complete(&mut self, c: CompId) {
+    pub(super) fn maybe_complete(&mut self, c: CompId) {
         let Some(comp) = self.computations.get(&c) else {
             return;
         };
+        if !comp.values_wanted {
+            let all_in_memory = comp
+                .distinct
+                .iter()
+                .all(|t| self.tasks.get(*t).state == TaskState::Memory);
+            if all_in_memory {
+                let (client, request) = (comp.client.clone(), comp.request);
+                for t in comp.distinct.clone() {
+                    self.tasks.get_mut(t).kept = true;
+                }
+                self.reply(&client, ToClient::Done { request });
+                self.end_computation(c);
+            }
+            return;
+        }
         if comp.values.len() < comp.distinct.len() {
             return;
         }

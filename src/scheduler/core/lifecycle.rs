@@ -122,6 +122,12 @@ impl SchedulerCore {
                 } else {
                     self.request_value_if_needed(t);
                 }
+                // Persists wait for memory, not for values.
+                for c in self.output_of.get(&t).cloned().unwrap_or_default() {
+                    if self.computations.get(&c).is_some_and(|c| !c.values_wanted) {
+                        self.maybe_complete(c);
+                    }
+                }
             }
             _ => {
                 debug!("{:?} finished but is no longer needed", f.key);

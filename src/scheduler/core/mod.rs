@@ -5,6 +5,7 @@
 //! Bookkeeping (a task finished, a worker was lost) is kept apart from the decision pass
 //! (`schedule`, in `placement`), which the IO layer runs once per batch of events.
 
+mod collections;
 mod computations;
 mod lifecycle;
 mod placement;
@@ -149,6 +150,10 @@ pub struct SchedulerCore {
     replications: Vec<PendingReplication>,
     /// Journaled graphs to resubmit after a restart.
     replay: Option<recovery::Replay>,
+    /// Stored collections by name (graphs, not data).
+    collections: std::collections::BTreeMap<String, crate::collection::Collection>,
+    /// Published datasets: the collection and the tasks holding its results.
+    datasets: HashMap<String, (crate::collection::Collection, Vec<TaskId>)>,
     /// Workers (addresses or names) a task may run on, for the few tasks that say.
     restrictions: HashMap<TaskId, Box<[String]>>,
     /// Held results to adopt while journaled graphs are resubmitted.
@@ -195,6 +200,8 @@ impl SchedulerCore {
             replicating: HashMap::new(),
             replications: Vec::new(),
             replay: None,
+            collections: Default::default(),
+            datasets: HashMap::new(),
             restrictions: HashMap::new(),
             pending_adoptions: HashMap::new(),
         }
@@ -610,6 +617,9 @@ impl SchedulerCore {
         self.fetching_value.clear();
         self.replicating.clear();
         self.restrictions.clear();
+        // Published results are data, gone with the workers; stored collections are graphs
+        // and stay.
+        self.datasets.clear();
         for r in std::mem::take(&mut self.replications) {
             self.reply(
                 &r.client,
@@ -938,6 +948,30 @@ impl SchedulerCore {
             }
             FromClient::Goodbye => self.remove_client(&identity),
             FromClient::Restart { request } => self.restart(identity, request),
+            FromClient::SetCollection {
+                request,
+                name,
+                collection,
+            } => self.set_collection(&identity, request, name, collection),
+            FromClient::GetCollection { request, name } => {
+                self.get_collection(&identity, request, name)
+            }
+            FromClient::ListCollections { request } => self.list_collections(&identity, request),
+            FromClient::DeleteCollection { request, name } => {
+                self.delete_collection(&identity, request, name)
+            }
+            FromClient::Persist {
+                request,
+                graph,
+                outputs,
+            } => self.persist(identity, request, graph, outputs),
+            FromClient::Publish {
+                request,
+                name,
+                collection,
+            } => self.publish(&identity, request, name, collection),
+            FromClient::GetDataset { request, name } => self.get_dataset(&identity, request, name),
+            FromClient::Unpublish { request, name } => self.unpublish(&identity, request, name),
             FromClient::Replicate {
                 request,
                 keys,

@@ -96,9 +96,13 @@ impl SchedulerCore {
     }
 
     fn assign(&mut self, t: TaskId, w: WorkerId) {
-        let task = self.tasks.get_mut(t);
-        task.state = TaskState::Processing(w);
-        let report_value = task.wanted > 0;
+        self.tasks.get_mut(t).state = TaskState::Processing(w);
+        let report_value = self.tasks.get(t).wanted > 0
+            && self.output_of.get(&t).is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| self.computations.get(c).is_some_and(|c| c.values_wanted))
+            });
+        let task = self.tasks.get(t);
         let key = task.key.clone();
         let spec = task
             .spec

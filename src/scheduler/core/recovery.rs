@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::tasks::{TaskId, TaskState};
 use super::{ClientState, SchedulerCore, WorkerId};
+use crate::collection::Collection;
 use crate::graph::{Expr, Key};
 use crate::protocol::codec::{spec_hash, SCATTERED};
 use crate::protocol::{FinishedTask, FrameIdentity, HeldKey};
@@ -35,7 +36,15 @@ pub enum JournalOp {
     DeleteScattered {
         key: Key,
     },
-    /// Forget everything (the cluster was restarted on request).
+    PutCollection {
+        name: String,
+        collection: Collection,
+    },
+    DeleteCollection {
+        name: String,
+    },
+    /// Forget pending graphs and scattered data (the cluster was restarted on request);
+    /// collections stay.
     Clear,
 }
 
@@ -54,6 +63,7 @@ pub struct Submission {
 pub struct Recovered {
     pub computations: Vec<(FrameIdentity, u64, Submission)>,
     pub scattered: Vec<(Key, u64)>,
+    pub collections: Vec<(String, Collection)>,
 }
 
 /// Journaled graphs waiting for the grace period to end.
@@ -74,6 +84,7 @@ impl SchedulerCore {
             recovered.scattered.len(),
             self.config.recovery_grace_ms
         );
+        self.collections.extend(recovered.collections);
         for (key, nbytes) in recovered.scattered {
             let t = match self.tasks.id(&key) {
                 Some(t) => t,

@@ -1,0 +1,152 @@
+//! Named things clients share: stored collections (graphs, not data, kept in the journal) and
+//! published datasets (computed results kept on the workers under a name).
+
+use std::collections::HashSet;
+
+use super::tasks::{TaskId, TaskState};
+use super::{JournalOp, SchedulerCore};
+use crate::collection::Collection;
+use crate::graph::{Expr, Key};
+use crate::protocol::{FrameIdentity, RequestError, ToClient};
+
+impl SchedulerCore {
+    pub(super) fn set_collection(
+        &mut self,
+        client: &FrameIdentity,
+        request: u64,
+        name: String,
+        collection: Collection,
+    ) {
+        self.journal(JournalOp::PutCollection {
+            name: name.clone(),
+            collection: collection.clone(),
+        });
+        self.collections.insert(name, collection);
+        self.reply(client, ToClient::Done { request });
+    }
+
+    pub(super) fn get_collection(&mut self, client: &FrameIdentity, request: u64, name: String) {
+        let reply = match self.collections.get(&name) {
+            Some(c) => ToClient::Collection {
+                request,
+                collection: c.clone(),
+            },
+            None => ToClient::Failed {
+                request,
+                error: RequestError::NoSuchCollection { name },
+            },
+        };
+        self.reply(client, reply);
+    }
+
+    pub(super) fn list_collections(&mut self, client: &FrameIdentity, request: u64) {
+        let names = self.collections.keys().cloned().collect();
+        self.reply(client, ToClient::Names { request, names });
+    }
+
+    pub(super) fn delete_collection(&mut self, client: &FrameIdentity, request: u64, name: String) {
+        let reply = match self.collections.remove(&name) {
+            Some(_) => {
+                self.journal(JournalOp::DeleteCollection { name });
+                ToClient::Done { request }
+            }
+            None => ToClient::Failed {
+                request,
+                error: RequestError::NoSuchCollection { name },
+            },
+        };
+        self.reply(client, reply);
+    }
+
+    /// Computes `outputs` and keeps them on the workers; answers `Done` once they are in memory.
+    pub(super) fn persist(
+        &mut self,
+        client: FrameIdentity,
+        request: u64,
+        graph: Vec<(Key, Expr)>,
+        outputs: Vec<Key>,
+    ) {
+        if let Err(error) = self.add_graph(&graph, &outputs) {
+            self.reply(&client, ToClient::Failed { request, error });
+            return;
+        }
+        let c = self.new_computation(client, request, &outputs, true);
+        if let Some(comp) = self.computations.get_mut(&c) {
+            comp.values_wanted = false;
+        }
+        self.start_computation(c);
+    }
+
+    pub(super) fn publish(
+        &mut self,
+        client: &FrameIdentity,
+        request: u64,
+        name: String,
+        collection: Collection,
+    ) {
+        let mut ids: Vec<TaskId> = Vec::with_capacity(collection.keys.len());
+        for k in &collection.keys {
+            match self.tasks.id(k) {
+                Some(t) if self.tasks.get(t).state == TaskState::Memory => ids.push(t),
+                _ => {
+                    let error = RequestError::NotFound { key: k.clone() };
+                    self.reply(client, ToClient::Failed { request, error });
+                    return;
+                }
+            }
+        }
+        for &t in &ids {
+            // Kept results with lineage: a lost copy is recomputed, never silently gone.
+            self.tasks.get_mut(t).kept = true;
+        }
+        if let Some((_, old)) = self.datasets.insert(name, (collection, ids.clone())) {
+            self.release_dataset_tasks(old, &ids);
+        }
+        self.reply(client, ToClient::Done { request });
+    }
+
+    pub(super) fn get_dataset(&mut self, client: &FrameIdentity, request: u64, name: String) {
+        let reply = match self.datasets.get(&name) {
+            Some((c, _)) => ToClient::Collection {
+                request,
+                collection: c.clone(),
+            },
+            None => ToClient::Failed {
+                request,
+                error: RequestError::NoSuchCollection { name },
+            },
+        };
+        self.reply(client, reply);
+    }
+
+    pub(super) fn unpublish(&mut self, client: &FrameIdentity, request: u64, name: String) {
+        let reply = match self.datasets.remove(&name) {
+            Some((_, ids)) => {
+                self.release_dataset_tasks(ids, &[]);
+                ToClient::Done { request }
+            }
+            None => ToClient::Failed {
+                request,
+                error: RequestError::NoSuchCollection { name },
+            },
+        };
+        self.reply(client, reply);
+    }
+
+    /// Lets go of a dataset's results, except those still published under another name or in
+    /// `keep`.
+    fn release_dataset_tasks(&mut self, ids: Vec<TaskId>, keep: &[TaskId]) {
+        let still_published: HashSet<TaskId> = self
+            .datasets
+            .values()
+            .flat_map(|(_, ids)| ids.iter().copied())
+            .chain(keep.iter().copied())
+            .collect();
+        for t in ids {
+            if self.tasks.exists(t) && !still_published.contains(&t) {
+                self.tasks.get_mut(t).kept = false;
+                self.maybe_release(t);
+            }
+        }
+    }
+}
