@@ -335,8 +335,8 @@ impl std::error::Error for GraphError {}
 /// Culls `graph` to what `outputs` need and orders it so dependencies come first.
 /// Keys that are not in `graph` but for which `on_cluster` says yes end the walk (their data or
 /// task is already known). Missing keys and cycles are errors naming the keys.
-pub fn cull<'g>(
-    graph: &HashMap<&'g Key, &'g Expr>,
+pub fn cull<'g, S: std::hash::BuildHasher>(
+    graph: &HashMap<&'g Key, &'g Expr, S>,
     outputs: &[Key],
     on_cluster: &dyn Fn(&Key) -> bool,
 ) -> Result<Vec<&'g Key>, GraphError> {

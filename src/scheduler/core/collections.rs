@@ -1,7 +1,7 @@
 //! Named things clients share: stored collections (graphs, not data, kept in the journal) and
 //! published datasets (computed results kept on the workers under a name).
 
-use std::collections::HashSet;
+use rustc_hash::FxHashSet as HashSet;
 
 use super::tasks::{TaskId, TaskState};
 use super::{JournalOp, SchedulerCore};

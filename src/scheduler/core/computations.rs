@@ -1,6 +1,6 @@
 //! What clients ask for: submitted graphs, gathers and scatters, and delivering their values.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use log::{debug, info};
 
@@ -144,7 +144,7 @@ impl SchedulerCore {
     /// `t` or anything computed from it is needed or being computed.
     fn in_use_with_dependents(&self, t: TaskId) -> bool {
         let mut stack = vec![t];
-        let mut seen = HashSet::new();
+        let mut seen = HashSet::default();
         while let Some(x) = stack.pop() {
             if !seen.insert(x) {
                 continue;
@@ -162,7 +162,7 @@ impl SchedulerCore {
     /// old dependencies, so a new definition never meets a stale value.
     fn invalidate(&mut self, t: TaskId) {
         let mut stack = vec![t];
-        let mut seen = HashSet::new();
+        let mut seen = HashSet::default();
         while let Some(x) = stack.pop() {
             if !seen.insert(x) {
                 continue;
@@ -232,7 +232,7 @@ impl SchedulerCore {
                 client,
                 request,
                 outputs,
-                values: HashMap::new(),
+                values: HashMap::default(),
                 distinct,
                 keep_results,
                 values_wanted: true,
@@ -483,7 +483,7 @@ impl SchedulerCore {
             return;
         }
         let request = self.next_request_id();
-        let mut per_worker: HashMap<WorkerId, (Vec<Key>, Vec<Frame>)> = HashMap::new();
+        let mut per_worker: HashMap<WorkerId, (Vec<Key>, Vec<Frame>)> = HashMap::default();
         let mut placement = Vec::new();
         for (k, v) in s.keys.iter().zip(&s.values) {
             loads.sort();

@@ -13,7 +13,9 @@ mod recovery;
 mod tasks;
 mod workers;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use log::{debug, info, warn};
 
@@ -182,28 +184,28 @@ impl SchedulerCore {
             tasks: TaskTable::default(),
             workers: WorkerRegistry::default(),
             ready: VecDeque::new(),
-            computations: HashMap::new(),
-            output_of: HashMap::new(),
-            value_requests: HashMap::new(),
-            fetching_value: HashSet::new(),
-            puts: HashMap::new(),
+            computations: HashMap::default(),
+            output_of: HashMap::default(),
+            value_requests: HashMap::default(),
+            fetching_value: HashSet::default(),
+            puts: HashMap::default(),
             pending_scatters: VecDeque::new(),
-            clients: HashMap::new(),
+            clients: HashMap::default(),
             next_request: 1,
             next_computation: 1,
             commands: Vec::new(),
             now_ms: 0,
             needs_scheduling: false,
             probe: None,
-            nannies: HashMap::new(),
+            nannies: HashMap::default(),
             restart: None,
-            replicating: HashMap::new(),
+            replicating: HashMap::default(),
             replications: Vec::new(),
             replay: None,
             collections: Default::default(),
-            datasets: HashMap::new(),
-            restrictions: HashMap::new(),
-            pending_adoptions: HashMap::new(),
+            datasets: HashMap::default(),
+            restrictions: HashMap::default(),
+            pending_adoptions: HashMap::default(),
         }
     }
 
@@ -449,8 +451,8 @@ impl SchedulerCore {
             memory_limit_bytes: reg.memory_limit_bytes,
             pid: reg.pid,
             store: reg.store,
-            has: HashSet::new(),
-            processing: HashSet::new(),
+            has: HashSet::default(),
+            processing: HashSet::default(),
             nbytes: 0,
             last_seen_ms: self.now_ms,
             outbox: Vec::new(),
@@ -836,7 +838,7 @@ impl SchedulerCore {
                 .entry(identity.clone())
                 .or_insert_with(|| ClientState {
                     last_seen_ms: 0,
-                    computations: HashSet::new(),
+                    computations: HashSet::default(),
                 })
                 .last_seen_ms = self.now_ms;
         }

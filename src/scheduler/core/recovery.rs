@@ -4,7 +4,7 @@
 //! register and report what they hold, then resubmits the journaled graphs, adopting every
 //! result whose definition it still knows.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use log::{debug, info};
 use serde::{Deserialize, Serialize};
@@ -97,7 +97,7 @@ impl SchedulerCore {
         self.replay = Some(Replay {
             deadline_ms: self.now_ms + self.config.recovery_grace_ms,
             computations: recovered.computations,
-            candidates: HashMap::new(),
+            candidates: HashMap::default(),
         });
     }
 

@@ -1,7 +1,7 @@
 //! The task table: every key the scheduler knows, interned to a compact integer id, with its
 //! dependencies, dependents, state, holders and size.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use super::WorkerId;
 use crate::graph::Key;

@@ -1,6 +1,6 @@
 //! The worker registry: every connected worker, what it holds and what it is running.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use super::TaskId;
 use crate::protocol::{FrameIdentity, ToWorker};

@@ -2,7 +2,9 @@
 //! completions from the executor, in; instructions (execute, fetch, store, send) out. No socket,
 //! thread, channel, disk or clock: the runner does the effects and passes `now` in.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use log::{debug, warn};
 
@@ -168,12 +170,12 @@ impl WorkerCore {
         WorkerCore {
             config,
             nthreads,
-            tasks: HashMap::new(),
+            tasks: HashMap::default(),
             ready: VecDeque::new(),
             executing: 0,
-            data: HashMap::new(),
-            fetches: HashMap::new(),
-            peer_fetches: HashMap::new(),
+            data: HashMap::default(),
+            fetches: HashMap::default(),
+            peer_fetches: HashMap::default(),
             finished: Vec::new(),
             erred: Vec::new(),
             commands: Vec::new(),
