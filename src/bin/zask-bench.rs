@@ -24,6 +24,9 @@ enum Scenario {
     Transfer,
     /// Like independent with N = 100,000 by default; reports the scheduler's peak RSS.
     Scale,
+    /// N independent tasks (100,000) on a scheduler with a state dir; the scheduler is
+    /// SIGKILLed once they run and restarted: reports how long until it resumes the graph.
+    Restart,
 }
 
 /// Runs one benchmark scenario on a fresh cluster of real processes and prints one JSON line.
@@ -54,10 +57,17 @@ struct Cluster {
     workers: Vec<Child>,
     client: Client,
     start_s: f64,
+    bin_dir: std::path::PathBuf,
+    to_workers: String,
+    to_clients: String,
+    state_dir: Option<std::path::PathBuf>,
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if let Some(d) = &self.state_dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
         for c in self
             .workers
             .iter_mut()
@@ -98,6 +108,25 @@ fn read_line_with_prefix(child: &mut Child, prefix: &str) -> Result<String, Stri
     Err(format!("no {prefix:?} line within 10 s"))
 }
 
+fn start_scheduler(
+    dir: &std::path::Path,
+    ports: (&str, &str),
+    state_dir: Option<&std::path::Path>,
+) -> Result<(Child, String), String> {
+    let mut cmd = Command::new(dir.join("zask-scheduler"));
+    cmd.args(["--worker-port", ports.0, "--client-port", ports.1]);
+    if let Some(d) = state_dir {
+        cmd.arg("--state-dir").arg(d);
+    }
+    let mut scheduler = cmd
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start zask-scheduler: {e}"))?;
+    let lines = read_line_with_prefix(&mut scheduler, "address_to")?;
+    Ok((scheduler, lines))
+}
+
 fn start_cluster(args: &Args, workers: usize) -> Result<Cluster, String> {
     let dir = match &args.bin_dir {
         Some(d) => d.clone(),
@@ -108,13 +137,12 @@ fn start_cluster(args: &Args, workers: usize) -> Result<Cluster, String> {
             .to_path_buf(),
     };
     let t0 = Instant::now();
-    let mut scheduler = Command::new(dir.join("zask-scheduler"))
-        .args(["--worker-port", "0", "--client-port", "0"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start zask-scheduler: {e}"))?;
-    let lines = read_line_with_prefix(&mut scheduler, "address_to")?;
+    let state_dir = (args.scenario == Scenario::Restart)
+        .then(|| std::env::temp_dir().join(format!("zask-bench-state-{}", std::process::id())));
+    if let Some(d) = &state_dir {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    let (scheduler, lines) = start_scheduler(&dir, ("0", "0"), state_dir.as_deref())?;
     let addr = |name: &str| {
         lines
             .lines()
@@ -154,6 +182,10 @@ fn start_cluster(args: &Args, workers: usize) -> Result<Cluster, String> {
         workers: children,
         client,
         start_s,
+        bin_dir: dir,
+        to_workers,
+        to_clients,
+        state_dir,
     })
 }
 
@@ -380,6 +412,70 @@ fn transfer(c: &Cluster, nbytes: usize, zero: bool) -> Result<Run, String> {
     })
 }
 
+/// The scheduler is SIGKILLed while a graph of `n` tasks runs and started again on the same
+/// ports with the same state dir. `wall_s`: from the kill until the `get` returns;
+/// `restart_s`: until the new scheduler listens; `resume_s`: until it has resubmitted the graph.
+fn restart(c: &mut Cluster, n: usize, zero: bool) -> Result<(Run, f64, f64), String> {
+    let mut g = Graph::new();
+    let mut keys = Vec::with_capacity(n);
+    for i in 0..n {
+        let k = format!("r-{i}");
+        g.insert(k.clone(), ("inc", i as i64));
+        keys.push(KeySpec::One(Key::from(k)));
+    }
+    let config = zask::ClientConfig {
+        scheduler_timeout_ms: 120_000,
+        ..zask::ClientConfig::default()
+    };
+    let client = Client::connect_with(&c.to_clients, config).map_err(|e| e.to_string())?;
+    let get = std::thread::spawn(move || client.get(&g, keys));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while c.client.status().map_err(|e| e.to_string())?.processing == 0 {
+        if Instant::now() > deadline {
+            return Err("the graph never started".into());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let _ = c.scheduler.kill();
+    let _ = c.scheduler.wait();
+    let t0 = Instant::now();
+    let port = |a: &str| a.rsplit(':').next().unwrap_or("0").to_owned();
+    let (wp, cp) = (port(&c.to_workers), port(&c.to_clients));
+    let (scheduler, _) = start_scheduler(&c.bin_dir, (&wp, &cp), c.state_dir.as_deref())?;
+    c.scheduler = scheduler;
+    let restart_s = t0.elapsed().as_secs_f64();
+    let watcher = Client::connect(&c.to_clients).map_err(|e| e.to_string())?;
+    while (watcher.status().map_err(|e| e.to_string())?.tasks as usize) < n / 2 {
+        if Instant::now() > deadline + Duration::from_secs(60) {
+            return Err("the graph was not resumed".into());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let resume_s = t0.elapsed().as_secs_f64();
+    let v = get
+        .join()
+        .map_err(|_| "get panicked".to_string())?
+        .map_err(|e| e.to_string())?;
+    let wall_s = t0.elapsed().as_secs_f64();
+    let total: i64 = v
+        .as_list()
+        .unwrap_or(&[])
+        .iter()
+        .filter_map(Value::as_i64)
+        .sum();
+    c.client = watcher;
+    Ok((
+        Run {
+            wall_s,
+            tasks: n,
+            ok: zero || total == (n as i64) * (n as i64 + 1) / 2,
+            ..Run::default()
+        },
+        restart_s,
+        resume_s,
+    ))
+}
+
 fn median(mut xs: Vec<f64>) -> Option<f64> {
     if xs.is_empty() {
         return None;
@@ -402,12 +498,13 @@ fn main() {
         Scenario::Latency => 1_000,
         Scenario::Bag => 400,
         Scenario::Transfer => 100_000_000,
-        Scenario::Scale => 100_000,
+        Scenario::Scale | Scenario::Restart => 100_000,
     });
+    let mut restart_times = Vec::new();
     let mut runs = Vec::new();
     let mut starts = Vec::new();
     for _ in 0..args.repeat.max(1) {
-        let cluster = match start_cluster(&args, workers) {
+        let mut cluster = match start_cluster(&args, workers) {
             Ok(c) => c,
             Err(e) => zask::cli::usage_error(&format!("cluster start failed: {e}")),
         };
@@ -418,6 +515,10 @@ fn main() {
             Scenario::Latency => latency(&cluster, n, args.zero),
             Scenario::Bag => bag(&cluster, args.zero),
             Scenario::Transfer => transfer(&cluster, n, args.zero),
+            Scenario::Restart => restart(&mut cluster, n, args.zero).map(|(r, up, resumed)| {
+                restart_times.push((up, resumed));
+                r
+            }),
         };
         match result {
             Ok(mut r) => {
@@ -444,6 +545,8 @@ fn main() {
         "mb_per_s": median(runs.iter().filter_map(|r| r.mb_per_s).collect()),
         "cluster_start_s": median(starts),
         "scheduler_peak_rss_mb": median(runs.iter().filter_map(|r| r.peak_rss_mb).collect()),
+        "restart_s": median(restart_times.iter().map(|t| t.0).collect()),
+        "resume_s": median(restart_times.iter().map(|t| t.1).collect()),
         "ok": runs.iter().all(|r| r.ok),
         "runs": runs.len(),
     });

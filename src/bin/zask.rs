@@ -84,6 +84,7 @@ enum CollectionAction {
         #[arg(long, env = "ZASK_SCHEDULER", value_parser = zask::cli::parse_address)]
         scheduler: String,
     },
+    /// Delete the collection stored under NAME.
     Delete {
         #[arg(long, env = "ZASK_SCHEDULER", value_parser = zask::cli::parse_address)]
         scheduler: String,
