@@ -363,10 +363,26 @@ impl SchedulerCore {
         if comp.values.len() < comp.distinct.len() {
             return;
         }
+        let comp = self.computations.get_mut(&c).expect("checked above");
+        // Values move into the reply (a copy only for keys asked for more than once): a
+        // million results must not exist twice in the scheduler.
+        let mut values = std::mem::take(&mut comp.values);
+        let mut remaining: HashMap<TaskId, usize> = HashMap::default();
+        for t in &comp.outputs {
+            *remaining.entry(*t).or_default() += 1;
+        }
         let frames = comp
             .outputs
             .iter()
-            .map(|t| comp.values[t].clone())
+            .map(|t| {
+                let left = remaining.get_mut(t).expect("counted above");
+                *left -= 1;
+                if *left == 0 {
+                    values.remove(t).expect("every output has a value")
+                } else {
+                    values[t].clone()
+                }
+            })
             .collect();
         let keep = comp.keep_results;
         self.commands.push(Command::ToClient {
