@@ -444,6 +444,7 @@ fn intermediate_results_are_released_and_kept_results_stay_until_released() {
     let options = GetOptions {
         keep_results: true,
         timeout: Some(DEADLINE),
+        ..GetOptions::default()
     };
     assert_eq!(client.get_with(&dsk, "e", options), Ok(Value::from(13)));
     // The output stays; its intermediates go.
@@ -492,6 +493,7 @@ fn garbage(port: &str) -> Vec<Vec<Vec<u8>>> {
         graph: seed().resolve(&|_| false).into_iter().collect::<Vec<_>>(),
         outputs: vec!["y".into()],
         keep_results: false,
+        restrictions: vec![],
     });
     let mut msgs: Vec<Vec<Vec<u8>>> = vec![
         // Random bytes, short and long, one frame and several.

@@ -53,7 +53,7 @@ struct Args {
     /// Run the worker in this process, without a nanny to restart it when it dies.
     #[arg(long)]
     no_nanny: bool,
-    /// Deaths in a row after which the nanny gives up (a worker that lived 30 s resets it).
+    /// Deaths in a row of a worker that never came up, after which the nanny gives up.
     #[arg(long, default_value_t = 50)]
     max_restarts: u32,
 }

@@ -23,8 +23,8 @@ pub struct NannyConfig {
     pub scheduler: String,
     /// The worker command: program then arguments (it must run the worker bare).
     pub worker_command: Vec<String>,
-    /// Unexpected deaths in a row after which the nanny gives up. A worker that lived
-    /// `stable_after` resets the count.
+    /// Deaths in a row, before the worker came up, after which the nanny gives up. A worker
+    /// that came up or lived `stable_after` resets the count.
     pub max_restarts: u32,
     /// First wait before a restart; doubles with each quick death, up to `backoff_max`.
     pub backoff_start: Duration,
@@ -129,7 +129,9 @@ pub fn run(config: NannyConfig, stop: Arc<AtomicBool>) -> Result<(), String> {
         if status.code().is_some() && status.code() == config.give_up_on_exit_code {
             return Err(format!("the worker gave up ({reason}); not restarting it"));
         }
-        if worker.started.elapsed() >= config.stable_after {
+        // A worker that came up (it printed its address) and died later is restarted at
+        // once; backoff is for workers that cannot even start.
+        if worker.address.is_some() || worker.started.elapsed() >= config.stable_after {
             deaths_in_a_row = 0;
             backoff = config.backoff_start;
         }

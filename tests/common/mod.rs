@@ -9,7 +9,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use zask::{Client, ClientConfig};
@@ -149,6 +149,10 @@ pub struct ClusterOptions {
     /// worker's index, e.g. `["--store", "sled:{dir}/w{i}"]`.
     pub worker_args: Vec<String>,
     pub scheduler_args: Vec<String>,
+    /// Run each worker under its nanny (the `zask-worker` default): the process the cluster
+    /// starts, and kills on `kill_worker`, is then the nanny; the worker is its child, whose pid
+    /// the scheduler reports (`client.workers()`).
+    pub nanny: bool,
 }
 
 impl Default for ClusterOptions {
@@ -158,6 +162,7 @@ impl Default for ClusterOptions {
             nthreads: 1,
             worker_args: vec![],
             scheduler_args: vec![],
+            nanny: false,
         }
     }
 }
@@ -175,6 +180,17 @@ impl ClusterOptions {
 
     pub fn worker_args(mut self, args: &[&str]) -> Self {
         self.worker_args = args.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    pub fn scheduler_args(mut self, args: &[&str]) -> Self {
+        self.scheduler_args = args.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// Workers run under a nanny (see `ClusterOptions::nanny`).
+    pub fn with_nanny(mut self) -> Self {
+        self.nanny = true;
         self
     }
 
@@ -199,6 +215,10 @@ pub struct TestCluster {
     scheduler: Option<Proc>,
     address_to_workers: String,
     address_to_clients: String,
+    /// How workers are started, for `add_worker`.
+    options: ClusterOptions,
+    /// The processes the watchdog kills: shared, so workers added later are covered too.
+    watched: Arc<Mutex<Vec<u32>>>,
     dir: tempfile::TempDir,
 }
 
@@ -231,42 +251,82 @@ impl TestCluster {
         );
         let address_to_workers = scheduler.read_line_after("address_to_workers ");
         let address_to_clients = scheduler.read_line_after("address_to_clients ");
+        let watched = Arc::new(Mutex::new(vec![scheduler.pid()]));
         let mut cluster = TestCluster {
-            watchdog: None,
+            watchdog: Some(Watchdog::start(watched.clone())),
             workers: Vec::new(),
             worker_addresses: Vec::new(),
             scheduler: Some(scheduler),
             address_to_workers,
             address_to_clients,
+            options: options.clone(),
+            watched,
             dir,
         };
-        for i in 0..options.workers {
-            let mut args = vec![
-                cluster.address_to_workers.clone(),
-                "--nthreads".to_owned(),
-                options.nthreads.to_string(),
-                // Bare workers: the pid tests see and kill is the worker's own.
-                "--no-nanny".to_owned(),
-            ];
-            let dir = cluster.dir.path().display().to_string();
-            args.extend(
-                options
-                    .worker_args
-                    .iter()
-                    .map(|a| a.replace("{dir}", &dir).replace("{i}", &i.to_string())),
-            );
-            let name = format!("zask-worker {i}");
-            let log = cluster.dir.path().join(format!("worker-{i}.log"));
-            let mut worker = Proc::spawn(&name, WORKER, &args, log);
-            let address = worker.read_line_after("worker ");
-            cluster.workers.push(Some(worker));
-            cluster.worker_addresses.push(address);
+        for _ in 0..options.workers {
+            cluster.spawn_worker();
         }
-        let mut pids = cluster.worker_pids();
-        pids.extend(cluster.scheduler_pid());
-        cluster.watchdog = Some(Watchdog::start(pids));
         cluster.wait_for_workers(options.workers);
         cluster
+    }
+
+    /// Starts worker number `workers.len()` with the cluster's options; returns its index once
+    /// it printed its address (it may not have registered yet).
+    fn spawn_worker(&mut self) -> usize {
+        let i = self.workers.len();
+        let mut args = vec![
+            self.address_to_workers.clone(),
+            "--nthreads".to_owned(),
+            self.options.nthreads.to_string(),
+        ];
+        if !self.options.nanny {
+            // Bare workers: the pid tests see and kill is the worker's own.
+            args.push("--no-nanny".to_owned());
+        }
+        let dir = self.dir.path().display().to_string();
+        args.extend(
+            self.options
+                .worker_args
+                .iter()
+                .map(|a| a.replace("{dir}", &dir).replace("{i}", &i.to_string())),
+        );
+        let name = if self.options.nanny {
+            format!("zask-worker {i} (nanny)")
+        } else {
+            format!("zask-worker {i}")
+        };
+        let log = self.dir.path().join(format!("worker-{i}.log"));
+        let mut worker = Proc::spawn(&name, WORKER, &args, log);
+        self.watched
+            .lock()
+            .expect("never poisoned")
+            .push(worker.pid());
+        let address = worker.read_line_after("worker ");
+        self.workers.push(Some(worker));
+        self.worker_addresses.push(address);
+        i
+    }
+
+    /// Starts one more worker (same options as the others) and waits until the scheduler
+    /// knows a worker at its address. Returns its index.
+    pub fn add_worker(&mut self) -> usize {
+        let i = self.spawn_worker();
+        let address = self.worker_addresses[i].clone();
+        let client = self.client();
+        wait_until(
+            &format!("the added worker {address} to register"),
+            DEADLINE,
+            || {
+                let workers = client.workers().expect("status");
+                workers.iter().any(|w| w.address == address).then_some(())
+            },
+        );
+        i
+    }
+
+    /// The index of the worker that printed `address` (its first address, under a nanny).
+    pub fn worker_index(&self, address: &str) -> Option<usize> {
+        self.worker_addresses.iter().position(|a| a == address)
     }
 
     pub fn address_to_clients(&self) -> &str {
@@ -310,17 +370,26 @@ impl TestCluster {
         self.workers[i].as_mut().is_some_and(|w| w.is_running())
     }
 
-    /// SIGKILLs worker `i`.
+    /// SIGKILLs worker `i` (under a nanny: the nanny; its worker then gets a SIGTERM).
     pub fn kill_worker(&mut self, i: usize) {
         if let Some(mut w) = self.workers[i].take() {
             w.kill();
+            self.unwatch(w.pid());
         }
+    }
+
+    fn unwatch(&self, pid: u32) {
+        self.watched
+            .lock()
+            .expect("never poisoned")
+            .retain(|p| *p != pid);
     }
 
     /// SIGKILLs the scheduler.
     pub fn kill_scheduler(&mut self) {
         if let Some(mut s) = self.scheduler.take() {
             s.kill();
+            self.unwatch(s.pid());
         }
     }
 
@@ -348,17 +417,18 @@ impl Drop for TestCluster {
 /// How long a test may use its cluster before the watchdog kills it.
 pub const WATCHDOG: Duration = Duration::from_secs(120);
 
-/// SIGKILLs the given processes unless dropped within `WATCHDOG`.
+/// SIGKILLs the given processes (the list as it is then) unless dropped within `WATCHDOG`.
 struct Watchdog {
     cancel: Option<mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Watchdog {
-    fn start(pids: Vec<u32>) -> Watchdog {
+    fn start(pids: Arc<Mutex<Vec<u32>>>) -> Watchdog {
         let (cancel, cancelled) = mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
             if let Err(mpsc::RecvTimeoutError::Timeout) = cancelled.recv_timeout(WATCHDOG) {
+                let pids = pids.lock().map(|p| p.clone()).unwrap_or_default();
                 eprintln!("watchdog: test still running after {WATCHDOG:?}, killing {pids:?}");
                 for pid in pids {
                     let _ = Command::new("kill")

@@ -147,6 +147,8 @@ pub struct SchedulerCore {
     /// Nanny identities by the address of the worker they supervise.
     nannies: HashMap<String, FrameIdentity>,
     restart: Option<PendingRestart>,
+    /// Counts assignments, to know the order in which a worker received its tasks.
+    next_assignment: u64,
     /// Workers asked to fetch a copy of a task, by task.
     replicating: HashMap<TaskId, Vec<WorkerId>>,
     replications: Vec<PendingReplication>,
@@ -199,6 +201,7 @@ impl SchedulerCore {
             probe: None,
             nannies: HashMap::default(),
             restart: None,
+            next_assignment: 0,
             replicating: HashMap::default(),
             replications: Vec::new(),
             replay: None,
@@ -452,7 +455,7 @@ impl SchedulerCore {
             pid: reg.pid,
             store: reg.store,
             has: HashSet::default(),
-            processing: HashSet::default(),
+            processing: HashMap::default(),
             nbytes: 0,
             last_seen_ms: self.now_ms,
             outbox: Vec::new(),
@@ -709,17 +712,25 @@ impl SchedulerCore {
                 lost.push(t);
             }
         }
-        // Tasks it was running or had queued: back to the others.
-        let mut processing: Vec<TaskId> = worker.processing.into_iter().collect();
+        // Tasks it was running or had queued: back to the others. Only the running ones (the
+        // oldest `nthreads`) can have brought it down, so only they are blamed: a task queued
+        // behind a crashing one must not fail for it.
+        let mut processing: Vec<(u64, TaskId)> = worker
+            .processing
+            .into_iter()
+            .map(|(t, seq)| (seq, t))
+            .collect();
         processing.sort();
-        for &t in &processing {
+        let running = worker.nthreads.max(1) as usize;
+        for (i, &(_, t)) in processing.iter().enumerate() {
             if self.tasks.get(t).state == TaskState::Processing(id) {
-                if unexpected {
+                if unexpected && i < running {
                     self.tasks.get_mut(t).suspicious += 1;
                 }
                 self.back_to_waiting(t);
             }
         }
+        let processing: Vec<TaskId> = processing.into_iter().map(|(_, t)| t).collect();
         lost.sort();
         for t in lost {
             self.data_lost(t, &[address.clone()]);
@@ -1114,7 +1125,7 @@ impl SchedulerCore {
                     return Err(format!("task {:?} is {:?} but has holders", t.key, t.state))
                 }
                 TaskState::Processing(w) => match self.workers.get(w) {
-                    Some(worker) if worker.processing.contains(&id) => {}
+                    Some(worker) if worker.processing.contains_key(&id) => {}
                     _ => return Err(format!("task {:?} processing on an unknown worker", t.key)),
                 },
                 TaskState::Waiting => {
@@ -1148,7 +1159,7 @@ impl SchedulerCore {
             }
         }
         for (wid, w) in self.workers.iter() {
-            for t in &w.processing {
+            for t in w.processing.keys() {
                 if self.tasks.get(*t).state != TaskState::Processing(wid) {
                     return Err(format!(
                         "worker {} lists a task not processing there",

@@ -123,7 +123,8 @@ impl SchedulerCore {
             })
             .collect();
         let worker = self.workers.get_mut(w).expect("slots hold live workers");
-        worker.processing.insert(t);
+        worker.processing.insert(t, self.next_assignment);
+        self.next_assignment += 1;
         let ct = ComputeTask {
             key,
             spec,

@@ -18,7 +18,9 @@ pub struct Worker {
     pub pid: u32,
     pub store: String,
     pub has: HashSet<TaskId>,
-    pub processing: HashSet<TaskId>,
+    /// Tasks assigned here (queued or running), with their assignment order: the worker runs
+    /// them first come, first served, so the oldest `nthreads` are the ones running.
+    pub processing: HashMap<TaskId, u64>,
     pub nbytes: u64,
     pub last_seen_ms: u64,
     /// Messages not yet flushed, in order; consecutive Compute/Release messages are merged.
