@@ -255,12 +255,12 @@ impl WorkerIo {
             let now = self.clock.now_ms();
             if readable[0] {
                 while let Some(frames) = net::try_recv(&self.to_scheduler) {
-                    self.from_scheduler(now, frames);
+                    self.on_scheduler_message(now, frames);
                 }
             }
             if readable[1] {
                 while let Some(frames) = net::try_recv(&self.peers) {
-                    self.from_peer(now, frames);
+                    self.on_peer_request(now, frames);
                 }
             }
             if readable[2] {
@@ -286,7 +286,7 @@ impl WorkerIo {
             for (i, address) in peer_addresses.iter().enumerate() {
                 if readable[3 + i] {
                     while let Some(frames) = net::try_recv(&self.peer_sockets[address]) {
-                        self.from_peer_reply(now, address, frames);
+                        self.on_peer_reply(now, address, frames);
                     }
                 }
             }
@@ -302,7 +302,7 @@ impl WorkerIo {
         }
     }
 
-    fn from_scheduler(&mut self, now: u64, frames: Vec<Frame>) {
+    fn on_scheduler_message(&mut self, now: u64, frames: Vec<Frame>) {
         let counted = |m: &ToWorker| match m {
             ToWorker::PutData { keys, .. } => keys.len(),
             _ => 0,
@@ -315,7 +315,7 @@ impl WorkerIo {
         }
     }
 
-    fn from_peer(&mut self, now: u64, mut frames: Vec<Frame>) {
+    fn on_peer_request(&mut self, now: u64, mut frames: Vec<Frame>) {
         if frames.len() < 2 {
             warn!("dropping a peer message with no identity or body");
             return;
@@ -333,7 +333,7 @@ impl WorkerIo {
         }
     }
 
-    fn from_peer_reply(&mut self, now: u64, address: &str, frames: Vec<Frame>) {
+    fn on_peer_reply(&mut self, now: u64, address: &str, frames: Vec<Frame>) {
         let counted = |m: &PeerReply| match m {
             PeerReply::Data { found, .. } => found.len(),
             PeerReply::Error { .. } => 0,

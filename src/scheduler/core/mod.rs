@@ -733,7 +733,7 @@ impl SchedulerCore {
         let processing: Vec<TaskId> = processing.into_iter().map(|(_, t)| t).collect();
         lost.sort();
         for t in lost {
-            self.data_lost(t, &[address.clone()]);
+            self.data_lost(t, std::slice::from_ref(&address));
         }
         // Copies it was making are not coming; copies it held need replacing.
         for ws in self.replicating.values_mut() {

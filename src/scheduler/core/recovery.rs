@@ -117,10 +117,10 @@ impl SchedulerCore {
 
     /// Resubmits the journaled graphs once the grace period is over.
     pub(super) fn replay_if_due(&mut self) {
-        if !self
+        if self
             .replay
             .as_ref()
-            .is_some_and(|r| self.now_ms >= r.deadline_ms)
+            .is_none_or(|r| self.now_ms < r.deadline_ms)
         {
             return;
         }

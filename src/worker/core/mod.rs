@@ -212,11 +212,8 @@ impl WorkerCore {
     pub fn handle(&mut self, now_ms: u64, event: WorkerEvent) {
         self.now_ms = self.now_ms.max(now_ms);
         match event {
-            WorkerEvent::FromScheduler { msg, frames } => self.from_scheduler(msg, frames),
-            WorkerEvent::FromPeer { peer, msg } => match {
-                debug!("peer asks {msg:?}");
-                msg
-            } {
+            WorkerEvent::FromScheduler { msg, frames } => self.on_scheduler_message(msg, frames),
+            WorkerEvent::FromPeer { peer, msg } => match msg {
                 PeerRequest::GetData { request, keys } => {
                     self.commands.push(WorkerCommand::SendDataToPeer {
                         peer,
@@ -313,7 +310,7 @@ impl WorkerCore {
         self.tasks.len()
     }
 
-    fn from_scheduler(&mut self, msg: ToWorker, frames: Vec<Frame>) {
+    fn on_scheduler_message(&mut self, msg: ToWorker, frames: Vec<Frame>) {
         self.last_heard_ms = self.now_ms;
         match msg {
             ToWorker::HeartbeatAck => {}
