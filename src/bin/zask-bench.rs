@@ -47,6 +47,9 @@ struct Args {
     /// scheduler's own cost is measured. Results are not checked.
     #[arg(long)]
     zero: bool,
+    /// bag: SIGTERM a random unprotected worker every 0.5 s while it runs.
+    #[arg(long)]
+    faults: bool,
     /// Directory holding zask-scheduler and zask-worker (default: next to this binary).
     #[arg(long)]
     bin_dir: Option<std::path::PathBuf>,
@@ -316,48 +319,74 @@ fn latency(c: &Cluster, n: usize, zero: bool) -> Result<Run, String> {
     })
 }
 
-/// The resilience notebook's bag as a raw graph: 200 partitions of 2 items, each item doubled
-/// after 50 ms (`slow_add(x, x, 0.05)`), partition sums, then a tree of adds.
-fn bag(c: &Cluster, zero: bool) -> Result<Run, String> {
-    let mut g = Graph::new();
-    let mut level: Vec<String> = Vec::new();
-    for p in 0..200i64 {
-        let items: Vec<zask::Node> = (0..2)
-            .map(|j| {
-                let x = 2 * p + j;
-                zask::graph::task("slow_add", [x.into(), x.into(), 0.05.into()])
-            })
-            .collect();
-        let k = format!("bag-sum-{p}");
-        g.insert(k.clone(), ("sum", items));
-        level.push(k);
-    }
-    let mut depth = 0;
-    while level.len() > 1 {
-        let mut next = Vec::new();
-        for (i, pair) in level.chunks(2).enumerate() {
-            let k = format!("bag-agg-{depth}-{i}");
-            match pair {
-                [a, b] => g.insert(k.clone(), ("add", key(a.as_str()), key(b.as_str()))),
-                [a] => g.insert(k.clone(), key(a.as_str())),
-                _ => unreachable!("chunks of two"),
-            }
-            next.push(k);
-        }
-        level = next;
-        depth += 1;
-    }
+/// The resilience notebook's bag: `Bag::range(400, 200).map(slow_double 50 ms).sum()`
+/// (`--n` items in n/2 partitions). With
+/// `faults`, a thread SIGTERMs a random unprotected worker process every 0.5 s (two of the
+/// workers are protected), as the peer script does.
+fn bag(c: &Cluster, items: usize, zero: bool, faults: bool) -> Result<Run, String> {
+    let sum = zask::Bag::range(items, items.div_ceil(2))
+        .map("slow_double", vec![0.05.into()])
+        .sum();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killer = faults.then(|| {
+        let stop = stop.clone();
+        let address = c.to_clients.clone();
+        std::thread::spawn(move || sigterm_workers(&address, &stop))
+    });
     let t0 = Instant::now();
-    let v = c
-        .client
-        .get(&g, level[0].clone())
-        .map_err(|e| e.to_string())?;
+    let v = sum.compute(&c.client).map_err(|e| e.to_string());
+    let wall_s = t0.elapsed().as_secs_f64();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let kills = killer.map(|k| k.join().unwrap_or(0)).unwrap_or(0);
+    if faults {
+        eprintln!("{kills} workers SIGTERMed during the run");
+    }
     Ok(Run {
-        wall_s: t0.elapsed().as_secs_f64(),
-        tasks: g.len(),
-        ok: zero || v == Value::from(159_600),
+        wall_s,
+        tasks: items,
+        ok: zero || v? == Value::from((items * items.saturating_sub(1)) as i64),
         ..Run::default()
     })
+}
+
+/// Every 0.5 s, SIGTERMs a random worker process other than the two protected ones (their
+/// nannies start them again). Returns how many it signalled.
+fn sigterm_workers(address: &str, stop: &std::sync::atomic::AtomicBool) -> usize {
+    let Ok(client) = Client::connect(address) else {
+        return 0;
+    };
+    let mut protected: Vec<u32> = client
+        .workers()
+        .unwrap_or_default()
+        .iter()
+        .map(|w| w.pid)
+        .collect();
+    protected.sort();
+    protected.truncate(2);
+    let mut rng = std::process::id() as u64 | 1;
+    let mut kills = 0;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(500));
+        let candidates: Vec<u32> = client
+            .workers()
+            .unwrap_or_default()
+            .iter()
+            .map(|w| w.pid)
+            .filter(|p| !protected.contains(p))
+            .collect();
+        if candidates.is_empty() {
+            continue;
+        }
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let victim = candidates[(rng % candidates.len() as u64) as usize];
+        // SAFETY: kill(2) on a pid the cluster reported; no memory is involved.
+        if unsafe { libc::kill(victim as libc::pid_t, libc::SIGTERM) } == 0 {
+            kills += 1;
+        }
+    }
+    kills
 }
 
 /// N bytes made on worker A (kept there), then their length computed on worker B: the time
@@ -513,7 +542,7 @@ fn main() {
             Scenario::Independent | Scenario::Scale => independent(&cluster, n, args.zero),
             Scenario::Tree => tree(&cluster, n, args.zero),
             Scenario::Latency => latency(&cluster, n, args.zero),
-            Scenario::Bag => bag(&cluster, args.zero),
+            Scenario::Bag => bag(&cluster, n, args.zero, args.faults),
             Scenario::Transfer => transfer(&cluster, n, args.zero),
             Scenario::Restart => restart(&mut cluster, n, args.zero).map(|(r, up, resumed)| {
                 restart_times.push((up, resumed));

@@ -1,0 +1,59 @@
+//! Runs every `zask-bench` scenario at a small size so the benchmark harness cannot rot: each
+//! must start its cluster, compute, check its own answer and print its JSON line. Nothing here
+//! is timed.
+
+mod common;
+
+use common::run;
+
+const BENCH: &str = env!("CARGO_BIN_EXE_zask-bench");
+
+fn scenario(args: &[&str]) -> serde_json::Value {
+    let out = run(BENCH, args);
+    assert_eq!(
+        out.code(),
+        Some(0),
+        "zask-bench {args:?} failed:\n{}",
+        out.stderr
+    );
+    let line = out
+        .stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("zask-bench {args:?} printed no JSON line"));
+    let json: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(json["ok"], true, "{json}");
+    assert_eq!(json["scenario"], args[0], "{json}");
+    json
+}
+
+#[test]
+fn every_scenario_runs_at_a_small_size_and_checks_its_answer() {
+    let independent = scenario(&["independent", "--n", "200"]);
+    assert_eq!(independent["n"], 200);
+    assert!(independent["tasks_per_s"].as_f64().unwrap() > 0.0);
+    assert!(independent["scheduler_peak_rss_mb"].as_f64().is_some());
+    scenario(&["tree", "--n", "64"]);
+    let latency = scenario(&["latency", "--n", "20"]);
+    assert!(latency["median_us"].as_f64().unwrap() > 0.0);
+    assert!(latency["p99_us"].as_f64().unwrap() >= latency["median_us"].as_f64().unwrap());
+    scenario(&["bag", "--n", "20"]);
+    let transfer = scenario(&["transfer", "--n", "100000"]);
+    assert!(transfer["mb_per_s"].as_f64().unwrap() > 0.0);
+    scenario(&["scale", "--n", "500"]);
+    let restart = scenario(&["restart", "--n", "300"]);
+    assert!(restart["resume_s"].as_f64().unwrap() >= restart["restart_s"].as_f64().unwrap());
+}
+
+#[test]
+fn the_zero_worker_completes_tasks_without_running_them() {
+    let json = scenario(&["independent", "--n", "300", "--zero"]);
+    assert_eq!(json["system"], "zask-zero");
+}
+
+#[test]
+fn the_bag_survives_workers_killed_while_it_runs() {
+    // Long enough for several kills; the answer is checked by the harness itself.
+    scenario(&["bag", "--n", "60", "--faults"]);
+}
