@@ -35,11 +35,13 @@ pub enum FromWorker {
     Finished(Vec<FinishedTask>),
     Erred(Vec<ErredTask>),
     /// The worker could not fetch `dependency` of `key` from any of the holders it was told
-    /// about; it dropped `key`, which the scheduler must place again.
+    /// about; it dropped `key`, which the scheduler must place again. `holders` answered that
+    /// they lack it; `unresponsive` holders did not answer in time (they may only be slow).
     MissingDependency {
         key: Key,
         dependency: Key,
         holders: Vec<String>,
+        unresponsive: Vec<String>,
     },
     /// Answer to `GetData`: values of `found` follow as frames, in order.
     Data {

@@ -78,6 +78,10 @@ impl SchedulerCore {
             }
             Err(error) => {
                 debug!("rejecting graph: {error}");
+                self.journal(super::JournalOp::DeleteComputation {
+                    client: client.clone(),
+                    request,
+                });
                 self.reply(&client, ToClient::Failed { request, error });
             }
         }

@@ -325,7 +325,7 @@ impl SchedulerCore {
                 .who_has
                 .iter()
                 .copied()
-                .filter(|h| holders.contains(&self.workers.address(*h)))
+                .filter(|h| *h == w || holders.contains(&self.workers.address(*h)))
                 .collect();
             for h in stale {
                 // It either does not have the data or cannot be reached: stop relying on it.
@@ -341,6 +341,9 @@ impl SchedulerCore {
             if self.tasks.get(d).who_has.is_empty() {
                 self.data_lost(d, holders);
             }
+        }
+        if !self.replications.is_empty() {
+            self.check_replications();
         }
         if let Some(t) = self.tasks.id(key) {
             if self.tasks.get(t).state == TaskState::Processing(w) {
@@ -381,11 +384,20 @@ impl SchedulerCore {
                     stack.extend(self.leave_active_only(x).iter().copied());
                 }
                 TaskState::Erred => {
+                    if task.spec.is_none() {
+                        let key = task.key.clone();
+                        self.journal(super::JournalOp::DeleteScattered { key });
+                    }
                     let task = self.tasks.get_mut(x);
                     task.state = TaskState::Released;
                     task.error = None;
                 }
-                TaskState::Released => {}
+                TaskState::Released => {
+                    if task.spec.is_none() {
+                        let key = task.key.clone();
+                        self.journal(super::JournalOp::DeleteScattered { key });
+                    }
+                }
             }
             // Forget it once no dependent refers to it.
             let task = self.tasks.get(x);

@@ -396,9 +396,16 @@ impl SchedulerCore {
                     key,
                     dependency,
                     holders,
+                    unresponsive,
                 },
                 Some(w),
-            ) => self.missing_dependency(w, &key, &dependency, &holders),
+            ) => {
+                if !unresponsive.is_empty() {
+                    // Slow or dead? A ping tells; their data is not given up on meanwhile.
+                    self.probe_workers();
+                }
+                self.missing_dependency(w, &key, &dependency, &holders);
+            }
             (
                 FromWorker::Data {
                     request,
@@ -733,7 +740,10 @@ impl SchedulerCore {
         let processing: Vec<TaskId> = processing.into_iter().map(|(_, t)| t).collect();
         lost.sort();
         for t in lost {
-            self.data_lost(t, std::slice::from_ref(&address));
+            // An earlier loss may have failed a request and forgotten this task already.
+            if self.tasks.exists(t) {
+                self.data_lost(t, std::slice::from_ref(&address));
+            }
         }
         // Copies it was making are not coming; copies it held need replacing.
         for ws in self.replicating.values_mut() {
@@ -771,18 +781,27 @@ impl SchedulerCore {
             if let Some((_, ts)) = self.value_requests.remove(&r) {
                 for t in ts {
                     self.fetching_value.remove(&t);
-                    self.request_value_if_needed(t);
+                    if self.tasks.exists(t) {
+                        self.request_value_if_needed(t);
+                    }
                 }
             }
         }
         let failed_puts: Vec<u64> = self
             .puts
             .iter()
-            .filter(|(_, p)| p.pending_workers.contains(&id))
+            .filter(|(_, p)| {
+                p.pending_workers.contains(&id) || p.placement.iter().any(|(_, w, _)| *w == id)
+            })
             .map(|(r, _)| *r)
             .collect();
         for r in failed_puts {
             if let Some(p) = self.puts.remove(&r) {
+                for (key, w, _) in &p.placement {
+                    if *w != id {
+                        self.push_release(*w, vec![key.clone()]);
+                    }
+                }
                 // Scattering again is safe: storing a value twice overwrites it.
                 self.start_scatter(p.scatter);
             }

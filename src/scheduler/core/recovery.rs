@@ -146,7 +146,11 @@ impl SchedulerCore {
             }
             self.submit(client, request, submission);
         }
-        self.pending_adoptions.clear();
+        for (key, held) in std::mem::take(&mut self.pending_adoptions) {
+            for (w, _, _) in held {
+                self.push_release(w, vec![key.clone()]);
+            }
+        }
         for (key, held) in candidates {
             for (w, _, _) in held {
                 self.push_release(w, vec![key.clone()]);

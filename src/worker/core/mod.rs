@@ -136,6 +136,8 @@ struct Fetch {
     holders: Vec<String>,
     tried: usize,
     waiting: Vec<Key>,
+    /// Holders that did not answer in time (as opposed to answering that they lack it).
+    unresponsive: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -160,6 +162,7 @@ pub struct WorkerCore {
     commands: Vec<WorkerCommand>,
     next_request: u64,
     next_heartbeat_ms: u64,
+    registering_since: Option<u64>,
     last_heard_ms: u64,
     now_ms: u64,
 }
@@ -181,6 +184,7 @@ impl WorkerCore {
             commands: Vec::new(),
             next_request: 1,
             next_heartbeat_ms: 0,
+            registering_since: None,
             last_heard_ms: 0,
             now_ms: 0,
         }
@@ -265,6 +269,9 @@ impl WorkerCore {
                     f.keys.len()
                 );
                 for k in f.keys {
+                    if let Some(fetch) = self.fetches.get_mut(&k) {
+                        fetch.unresponsive.push(f.address.clone());
+                    }
                     self.try_next_holder(k);
                 }
             }
@@ -314,15 +321,24 @@ impl WorkerCore {
         self.last_heard_ms = self.now_ms;
         match msg {
             ToWorker::HeartbeatAck => {}
-            ToWorker::Registered => debug!("registered with the scheduler"),
+            ToWorker::Registered => {
+                self.registering_since = None;
+                debug!("registered with the scheduler")
+            }
             ToWorker::Rejected { reason } => {
                 self.commands.push(WorkerCommand::Shutdown {
                     reason: format!("the scheduler rejected this worker: {reason}"),
                 });
             }
             ToWorker::Error { message } => {
-                warn!("scheduler says: {message}; registering again");
-                self.register(self.now_ms);
+                if self
+                    .registering_since
+                    .is_none_or(|t| self.now_ms >= t + 1000)
+                {
+                    warn!("scheduler says: {message}; registering again");
+                    self.register(self.now_ms);
+                    self.registering_since = Some(self.now_ms);
+                }
             }
             ToWorker::Close => self.commands.push(WorkerCommand::Shutdown {
                 reason: "closed by the scheduler".into(),
@@ -425,6 +441,7 @@ impl WorkerCore {
                             holders,
                             tried: 0,
                             waiting: vec![t.key.clone()],
+                            unresponsive: Vec::new(),
                         },
                     );
                     self.try_next_holder(dep);
@@ -473,7 +490,13 @@ impl WorkerCore {
                     msg: FromWorker::MissingDependency {
                         key,
                         dependency: dep.clone(),
-                        holders: f.holders.clone(),
+                        holders: f
+                            .holders
+                            .iter()
+                            .filter(|h| !f.unresponsive.contains(h))
+                            .cloned()
+                            .collect(),
+                        unresponsive: f.unresponsive.clone(),
                     },
                     frames: vec![],
                 });
@@ -569,6 +592,7 @@ impl WorkerCore {
             Ok(nbytes) if task.released => {
                 self.commands.push(WorkerCommand::Delete(vec![key]));
                 let _ = nbytes;
+                self.drop_orphans(task.fetched);
             }
             Ok(nbytes) => {
                 self.data
@@ -580,8 +604,11 @@ impl WorkerCore {
                     has_value: task.report_value,
                 });
             }
-            Err(_) if task.released => {}
-            Err(error) => self.erred.push(ErredTask { key, error }),
+            Err(_) if task.released => self.drop_orphans(task.fetched),
+            Err(error) => {
+                self.erred.push(ErredTask { key, error });
+                self.drop_orphans(task.fetched);
+            }
         }
         self.start_ready();
     }
@@ -654,6 +681,20 @@ impl WorkerCore {
     /// Forgets a task that will not run here: it stops waiting on fetches, and the copies
     /// fetched for it alone are deleted (the scheduler learns of fetched copies only from a
     /// finished report, so nobody else would ever release them).
+    fn drop_orphans(&mut self, fetched: Vec<(Key, u64)>) {
+        let orphans: Vec<Key> = fetched
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| !self.tasks.values().any(|t| t.dependencies.contains(k)))
+            .collect();
+        for k in &orphans {
+            self.data.remove(k);
+        }
+        if !orphans.is_empty() {
+            self.commands.push(WorkerCommand::Delete(orphans));
+        }
+    }
+
     fn drop_task(&mut self, key: &Key) {
         let Some(task) = self.tasks.remove(key) else {
             return;

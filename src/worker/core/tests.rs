@@ -726,11 +726,13 @@ fn when_no_holder_has_a_dependency_the_waiting_tasks_are_given_back_and_dropped(
                 key: k("y1"),
                 dependency: k("d"),
                 holders: holders.clone(),
+                unresponsive: vec![],
             },
             FromWorker::MissingDependency {
                 key: k("y2"),
                 dependency: k("d"),
                 holders,
+                unresponsive: vec![],
             },
         ]
     );
@@ -756,6 +758,7 @@ fn a_dependency_with_no_holder_but_this_worker_is_given_back_at_once() {
             key: k("y"),
             dependency: k("d"),
             holders: vec![],
+            unresponsive: vec![],
         }]
     );
     assert_eq!(h.core.pending_tasks(), 0);
@@ -821,7 +824,9 @@ fn a_fetch_that_times_out_at_the_last_holder_gives_the_task_back() {
         vec![FromWorker::MissingDependency {
             key: k("y"),
             dependency: k("d"),
-            holders: vec![P1.to_string()],
+            // It did not say it lacks the value: it may only be slow.
+            holders: vec![],
+            unresponsive: vec![P1.to_string()],
         }]
     );
     assert_eq!(h.core.pending_tasks(), 0);
