@@ -52,7 +52,10 @@ impl SchedulerCore {
                 self.needs_scheduling = true;
             }
         }
-        for t in unrecoverable {
+        // Right after a restart, scattered data may still be reported by a worker that has not
+        // registered yet: its dependents wait until the grace period ends.
+        let recovering = self.replay_deadline().is_some();
+        for t in unrecoverable.into_iter().filter(|_| !recovering) {
             let task = self.tasks.get(t);
             let error = RequestError::DataLost {
                 key: task.key.clone(),

@@ -13,7 +13,7 @@ use super::tasks::{TaskId, TaskState};
 use super::{ClientState, SchedulerCore, WorkerId};
 use crate::collection::Collection;
 use crate::graph::{Expr, Key};
-use crate::protocol::codec::{spec_hash, SCATTERED};
+use crate::protocol::codec::{encode_plain, spec_hash, SCATTERED};
 use crate::protocol::{FinishedTask, FrameIdentity, HeldKey};
 
 /// A change to the durable state.
@@ -125,6 +125,31 @@ impl SchedulerCore {
             return;
         }
         let replay = self.replay.take().expect("checked above");
+        // Scattered data no worker reported during the grace period is lost for good.
+        let mut missing: Vec<TaskId> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.spec.is_none() && t.state == TaskState::Released && t.needed())
+            .map(|(id, _)| id)
+            .collect();
+        missing.sort();
+        for t in missing {
+            if self.tasks.exists(t) && self.tasks.get(t).waiters + self.tasks.get(t).wanted > 0 {
+                let error = crate::protocol::RequestError::DataLost {
+                    key: self.tasks.get(t).key.clone(),
+                    workers: Vec::new(),
+                };
+                self.fail_dependents_and_wanters(t, error);
+            }
+            if self.tasks.exists(t) {
+                info!(
+                    "scattered {:?} was not found on any worker",
+                    self.tasks.get(t).key
+                );
+                self.tasks.get_mut(t).kept = false;
+                self.maybe_release(t);
+            }
+        }
         let mut candidates = replay.candidates;
         for (client, request, submission) in replay.computations {
             info!(
@@ -195,9 +220,14 @@ impl SchedulerCore {
                 continue;
             };
             let task = self.tasks.get(t);
+            // A replica (made by `replicate`) evaluates to its own key: it is a copy of known
+            // data, trusted for scattered keys and for values already in memory.
+            let replica = held.origin == spec_hash(&encode_plain(&Expr::Ref(held.key.clone())));
             let same_definition = match &task.spec {
-                None => held.origin == SCATTERED,
-                Some(spec) => held.origin == spec_hash(spec),
+                None => held.origin == SCATTERED || replica,
+                Some(spec) => {
+                    held.origin == spec_hash(spec) || (replica && task.state == TaskState::Memory)
+                }
             };
             if !same_definition {
                 unwanted.push(held.key);
