@@ -16,7 +16,7 @@ use log::{debug, warn};
 use crate::collection::{AsCollection, Collection};
 use crate::graph::{Graph, Key, KeySpec};
 use crate::net::{self, Endpoint, Waker};
-use crate::protocol::codec::{decode, decode_value, encode, encode_value};
+use crate::protocol::codec::{decode, decode_value_owned, encode, encode_value};
 use crate::protocol::{
     ClusterStatus, Frame, FromClient, RequestError, ToClient, WorkerInfo, PROTOCOL_VERSION,
 };
@@ -541,7 +541,7 @@ fn unexpected(reply: ToClient) -> ClientError {
 /// Rebuilds the requested shape from values in flattened order.
 fn shape_values(spec: &KeySpec, frames: Vec<Frame>) -> Result<Value, ClientError> {
     let mut values = frames.into_iter().map(|f| {
-        decode_value(&f).map_err(|e| ClientError::Protocol(format!("unreadable value: {e}")))
+        decode_value_owned(f).map_err(|e| ClientError::Protocol(format!("unreadable value: {e}")))
     });
     fn build(
         spec: &KeySpec,
@@ -644,12 +644,16 @@ fn io_loop(
             let _ = net::send(&socket, None, encode(&ping), vec![]);
             last_ping = Instant::now();
         }
-        if !pending.is_empty() && last_heard.elapsed() > silent_limit {
+        // The hello (request 0) has its own connect timeout: only established requests fail
+        // here, so a failed connect reports one clear error.
+        let established = pending.keys().any(|r| *r != 0);
+        if established && last_heard.elapsed() > silent_limit {
             let silent_ms = last_heard.elapsed().as_millis() as u64;
             warn!(
                 "scheduler at {address} silent for {silent_ms} ms: failing {} request(s)",
                 pending.len()
             );
+            pending.remove(&0);
             for (_, tx) in pending.drain() {
                 let _ = tx.send(Err(ClientError::SchedulerLost {
                     address: address.clone(),

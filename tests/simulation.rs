@@ -570,6 +570,7 @@ impl Sim {
             fetch_timeout_ms: FETCH_TIMEOUT_MS,
             // Longer than any partition: a worker never gives up on the scheduler here.
             death_timeout_ms: 30_000,
+            pool_queue: 1,
         };
         self.workers.push(SimWorker {
             core: WorkerCore::new(config),

@@ -86,26 +86,28 @@ pub fn decode<M: DeserializeOwned>(frame: &[u8]) -> Result<M, DecodeError> {
 const TAG_MSGPACK: u8 = 0;
 const TAG_RAW_BYTES: u8 = 1;
 
-/// A value as a frame: a tag byte, then msgpack, or the raw bytes themselves for a top-level
-/// `Bytes` value, so large binary results are never re-encoded. Workers store exactly this.
+/// A value as a frame: msgpack, or the raw bytes themselves for a top-level `Bytes` value,
+/// then one tag byte saying which. The tag goes last so that decoding an owned frame of raw
+/// bytes only drops it, without copying the bytes. Workers store exactly this.
 pub fn encode_value(v: &Value) -> Frame {
     match v {
         Value::Bytes(b) => {
             let mut out = Vec::with_capacity(b.len() + 1);
-            out.push(TAG_RAW_BYTES);
             out.extend_from_slice(b);
+            out.push(TAG_RAW_BYTES);
             out
         }
         other => {
-            let mut out = vec![TAG_MSGPACK];
+            let mut out = Vec::with_capacity(16);
             rmp_serde::encode::write(&mut out, other).expect("values always encode");
+            out.push(TAG_MSGPACK);
             out
         }
     }
 }
 
 pub fn decode_value(frame: &[u8]) -> Result<Value, DecodeError> {
-    match frame.split_first() {
+    match frame.split_last() {
         Some((&TAG_RAW_BYTES, rest)) => Ok(Value::Bytes(rest.to_vec())),
         Some((&TAG_MSGPACK, rest)) => {
             rmp_serde::from_slice(rest).map_err(|e| DecodeError::Malformed(e.to_string()))
@@ -115,9 +117,18 @@ pub fn decode_value(frame: &[u8]) -> Result<Value, DecodeError> {
     }
 }
 
+/// Like `decode_value`, reusing the frame's memory for raw bytes (no copy of a large result).
+pub fn decode_value_owned(mut frame: Frame) -> Result<Value, DecodeError> {
+    if frame.last() == Some(&TAG_RAW_BYTES) {
+        frame.pop();
+        return Ok(Value::Bytes(frame));
+    }
+    decode_value(&frame)
+}
+
 /// Checks that a value frame is well-formed without keeping the decoded value.
 pub fn validate_value(frame: &[u8]) -> Result<(), DecodeError> {
-    match frame.first() {
+    match frame.last() {
         Some(&TAG_RAW_BYTES) => Ok(()),
         _ => decode_value(frame).map(drop),
     }
@@ -201,7 +212,9 @@ mod tests {
         assert_eq!(decode_value(&f), Ok(big));
         let v = Value::from(vec![1, 2, 3]);
         assert_eq!(decode_value(&encode_value(&v)), Ok(v));
-        assert!(decode_value(&[9, 1, 2]).is_err());
+        assert!(decode_value(&[1, 2, 9]).is_err());
+        let big = Value::Bytes(vec![3; 1000]);
+        assert_eq!(decode_value_owned(encode_value(&big)), Ok(big));
     }
 
     #[test]

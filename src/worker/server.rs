@@ -16,7 +16,7 @@ use super::executor::{Executor, Job, JobResult};
 use super::registry::Registry;
 use crate::graph::{Expr, Key};
 use crate::net::{self, Clock, Endpoint, Waker};
-use crate::protocol::codec::{decode_plain, decode_value, encode, encode_value, split};
+use crate::protocol::codec::{decode_plain, decode_value_owned, encode, encode_value, split};
 use crate::protocol::{
     Frame, FromWorker, PeerReply, PeerRequest, TaskError, TaskErrorKind, ToWorker,
     WorkerRegistration, PROTOCOL_VERSION,
@@ -117,6 +117,9 @@ impl Worker {
             heartbeat_interval_ms: config.heartbeat_interval_ms,
             fetch_timeout_ms: config.fetch_timeout_ms,
             death_timeout_ms: config.death_timeout_ms,
+            // No prefetch: a task queued in the pool would start before the report of the one
+            // before it leaves, and a crash would then blame (and lose) the finished task.
+            pool_queue: 0,
         });
         let (waker, wake_rx) = net::waker().map_err(|e| e.to_string())?;
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
@@ -501,7 +504,7 @@ impl WorkerIo {
                 }
                 Err(e) => return self.feed_back(fail(format!("reading input {d:?}: {e}"))),
             };
-            match decode_value(&frame) {
+            match decode_value_owned(frame) {
                 Ok(v) => {
                     inputs.insert(d, v);
                 }

@@ -31,6 +31,9 @@ pub struct WorkerCoreConfig {
     /// With no word from the scheduler for this long, the worker stops (it keeps trying to
     /// reach it until then, and registers again when it answers).
     pub death_timeout_ms: u64,
+    /// Tasks handed to the thread pool beyond its thread count, so a thread finishing a short
+    /// task finds the next one queued instead of waiting for this loop to send it.
+    pub pool_queue: usize,
 }
 
 #[derive(Debug)]
@@ -562,7 +565,7 @@ impl WorkerCore {
     }
 
     fn start_ready(&mut self) {
-        while self.executing < self.nthreads {
+        while self.executing < self.nthreads + self.config.pool_queue {
             let Some(key) = self.ready.pop_front() else {
                 break;
             };
