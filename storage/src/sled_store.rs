@@ -25,7 +25,17 @@ impl SledStore {
     /// Opens (creating if needed) the database at `path`, keeping what it holds.
     pub fn open(path: impl AsRef<Path>) -> StoreResult<SledStore> {
         let path = path.as_ref().to_path_buf();
-        let db = sled::open(&path).map_err(|e| open_error(e, &path))?;
+        // sled lets go of its directory lock a moment after the last handle drops (its
+        // flusher thread ends asynchronously): a store reopened right away waits briefly.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let db = loop {
+            match sled::open(&path).map_err(|e| open_error(e, &path)) {
+                Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => break other?,
+            }
+        };
         let mut len = 0usize;
         let mut total_bytes = 0u64;
         for entry in db.iter() {
