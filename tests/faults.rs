@@ -330,6 +330,11 @@ fn a_task_that_kills_every_worker_fails_after_allowed_failures_plus_one_attempts
     }
     assert!(shown.contains("killer"), "{shown}");
     assert_eq!(
+        error.message.matches("tcp://").count(),
+        3,
+        "names every worker it took down: {error:?}"
+    );
+    assert_eq!(
         executions(&attempts),
         vec![0; 3],
         "allowed_failures = 2: three attempts"

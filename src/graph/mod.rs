@@ -248,28 +248,28 @@ impl Expr {
         }
     }
 
-    /// Every key this expression refers to, each once, in first-seen order.
-    pub fn dependencies(&self) -> Vec<Key> {
+    /// Every reference in this expression, with repeats, in evaluation order.
+    pub fn references(&self) -> Vec<&Key> {
         let mut out = Vec::new();
-        let mut seen = HashSet::new();
-        self.walk_refs(&mut |k| {
-            if seen.insert(k.clone()) {
-                out.push(k.clone());
-            }
-        });
-        out
-    }
-
-    fn walk_refs(&self, f: &mut dyn FnMut(&Key)) {
-        // Iterative: a deeply nested expression from the network must not overflow the stack.
         let mut stack = vec![self];
         while let Some(e) = stack.pop() {
             match e {
                 Expr::Lit(_) => {}
-                Expr::Ref(k) => f(k),
+                Expr::Ref(k) => out.push(k),
                 Expr::Call(_, args) | Expr::List(args) => stack.extend(args.iter().rev()),
             }
         }
+        out
+    }
+
+    /// Every key this expression refers to, each once, in first-seen order.
+    pub fn dependencies(&self) -> Vec<Key> {
+        let mut seen = HashSet::new();
+        self.references()
+            .into_iter()
+            .filter(|k| seen.insert(*k))
+            .cloned()
+            .collect()
     }
 
     /// The function names this expression calls.

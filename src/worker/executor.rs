@@ -33,15 +33,46 @@ pub fn evaluate(
     inputs: &HashMap<Key, Value>,
     registry: &Registry,
 ) -> Result<Value, TaskError> {
+    eval(expr, &mut |k| inputs.get(k).cloned(), registry)
+}
+
+/// Like `evaluate`, consuming the inputs: each is moved, not copied, into its last use (a
+/// large input is never duplicated to run a task).
+pub fn evaluate_owned(
+    expr: &Expr,
+    mut inputs: HashMap<Key, Value>,
+    registry: &Registry,
+) -> Result<Value, TaskError> {
+    let mut uses: HashMap<Key, usize> = HashMap::new();
+    for k in expr.references() {
+        *uses.entry(k.clone()).or_default() += 1;
+    }
+    let mut take = |k: &Key| {
+        let left = uses.get_mut(k)?;
+        *left -= 1;
+        if *left == 0 {
+            inputs.remove(k)
+        } else {
+            inputs.get(k).cloned()
+        }
+    };
+    eval(expr, &mut take, registry)
+}
+
+fn eval(
+    expr: &Expr,
+    input: &mut dyn FnMut(&Key) -> Option<Value>,
+    registry: &Registry,
+) -> Result<Value, TaskError> {
     match expr {
         Expr::Lit(v) => Ok(v.clone()),
-        Expr::Ref(k) => inputs.get(k).cloned().ok_or_else(|| TaskError {
+        Expr::Ref(k) => input(k).ok_or_else(|| TaskError {
             kind: TaskErrorKind::BadInput,
             message: format!("input {k:?} was not loaded"),
         }),
         Expr::List(items) => items
             .iter()
-            .map(|e| evaluate(e, inputs, registry))
+            .map(|e| eval(e, input, registry))
             .collect::<Result<Vec<_>, _>>()
             .map(Value::List),
         Expr::Call(name, args) => {
@@ -50,7 +81,7 @@ pub fn evaluate(
             }
             let args = args
                 .iter()
-                .map(|e| evaluate(e, inputs, registry))
+                .map(|e| eval(e, input, registry))
                 .collect::<Result<Vec<_>, _>>()?;
             call(name, args, registry)
         }
@@ -266,7 +297,7 @@ impl Executor {
                     .name(format!("zask-exec-{i}"))
                     .spawn(move || {
                         for job in rx {
-                            let result = evaluate(&job.expr, &job.inputs, &registry)
+                            let result = evaluate_owned(&job.expr, job.inputs, &registry)
                                 .map(|v| encode_value(&v));
                             if done
                                 .send(JobResult {

@@ -410,6 +410,7 @@ impl SchedulerCore {
                 self.fetching_value.remove(&x);
                 self.replicating.remove(&x);
                 self.restrictions.remove(&x);
+                self.took_down.remove(&x);
                 for d in removed.dependencies.iter() {
                     let dep = self.tasks.get_mut(*d);
                     dep.dependents.retain(|y| *y != x);

@@ -147,6 +147,8 @@ pub struct SchedulerCore {
     /// Nanny identities by the address of the worker they supervise.
     nannies: HashMap<String, FrameIdentity>,
     restart: Option<PendingRestart>,
+    /// The workers that died while running a task, for its "killed worker" error.
+    took_down: HashMap<TaskId, Vec<String>>,
     /// Counts assignments, to know the order in which a worker received its tasks.
     next_assignment: u64,
     /// Workers asked to fetch a copy of a task, by task.
@@ -201,6 +203,7 @@ impl SchedulerCore {
             probe: None,
             nannies: HashMap::default(),
             restart: None,
+            took_down: HashMap::default(),
             next_assignment: 0,
             replicating: HashMap::default(),
             replications: Vec::new(),
@@ -629,6 +632,7 @@ impl SchedulerCore {
         self.fetching_value.clear();
         self.replicating.clear();
         self.restrictions.clear();
+        self.took_down.clear();
         // Published results are data, gone with the workers; stored collections are graphs
         // and stay.
         self.datasets.clear();
@@ -733,6 +737,7 @@ impl SchedulerCore {
             if self.tasks.get(t).state == TaskState::Processing(id) {
                 if unexpected && i < running {
                     self.tasks.get_mut(t).suspicious += 1;
+                    self.took_down.entry(t).or_default().push(address.clone());
                 }
                 self.back_to_waiting(t);
             }
@@ -761,8 +766,10 @@ impl SchedulerCore {
                     let error = crate::protocol::TaskError {
                         kind: crate::protocol::TaskErrorKind::KilledWorker,
                         message: format!(
-                            "task {:?} was running on {} workers that died unexpectedly (allowed_failures = {limit}); the last was {address}",
-                            task.key, task.suspicious
+                            "task {:?} was running on {} workers that died unexpectedly (allowed_failures = {limit}): {}",
+                            task.key,
+                            task.suspicious,
+                            self.took_down.get(&t).map(|ws| ws.join(", ")).unwrap_or_default()
                         ),
                     };
                     let key = task.key.clone();
