@@ -113,6 +113,16 @@ impl SchedulerCore {
             }
             // A result from a worker we had taken the task from is still a right result.
             _ if state.is_active() => {
+                if let TaskState::Processing(p) = state {
+                    let assigned = self
+                        .workers
+                        .get(p)
+                        .and_then(|worker| worker.processing.get(&t).map(|a| a.at_ms));
+                    if let Some(at) = assigned {
+                        let took = self.now_ms.saturating_sub(at) as f64;
+                        self.task_ms_average = 0.9 * self.task_ms_average + 0.1 * took;
+                    }
+                }
                 self.leave_active(t);
                 let task = self.tasks.get_mut(t);
                 task.state = TaskState::Memory;

@@ -47,7 +47,8 @@ pub struct CoreConfig {
     /// A client silent this long (no request, no ping) is considered gone and its requests are
     /// cancelled. Clients ping every second.
     pub client_timeout_ms: u64,
-    /// Tasks queued on a worker beyond its thread count, so it never waits for the scheduler.
+    /// At most this many tasks queued on a worker beyond its thread count, so it never waits
+    /// for the scheduler; fewer when tasks are long (about 2 ms of queued work per worker).
     pub worker_queue_extra: u32,
     /// How many unexpected worker losses a task may be blamed for before it fails.
     pub allowed_failures: u32,
@@ -149,6 +150,10 @@ pub struct SchedulerCore {
     restart: Option<PendingRestart>,
     /// The workers that died while running a task, for its "killed worker" error.
     took_down: HashMap<TaskId, Vec<String>>,
+    /// Moving average of how long a task takes from assignment to its report, in ms: short
+    /// tasks get a deep queue on each worker (so it never waits for the scheduler), long ones
+    /// a shallow one (so work is not hoarded, nor lost with a worker).
+    task_ms_average: f64,
     /// Counts assignments, to know the order in which a worker received its tasks.
     next_assignment: u64,
     /// Workers asked to fetch a copy of a task, by task.
@@ -204,6 +209,7 @@ impl SchedulerCore {
             nannies: HashMap::default(),
             restart: None,
             took_down: HashMap::default(),
+            task_ms_average: 0.0,
             next_assignment: 0,
             replicating: HashMap::default(),
             replications: Vec::new(),
@@ -729,7 +735,7 @@ impl SchedulerCore {
         let mut processing: Vec<(u64, TaskId)> = worker
             .processing
             .into_iter()
-            .map(|(t, seq)| (seq, t))
+            .map(|(t, a)| (a.seq, t))
             .collect();
         processing.sort();
         let running = worker.nthreads.max(1) as usize;

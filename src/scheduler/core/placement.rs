@@ -3,6 +3,7 @@
 //! threads plus a small queue, so no worker idles while others hoard work.
 
 use super::tasks::{TaskId, TaskState};
+use super::workers::Assignment;
 use super::{SchedulerCore, WorkerId};
 use crate::protocol::{ComputeTask, ToWorker};
 
@@ -11,7 +12,7 @@ impl SchedulerCore {
         if self.workers.is_empty() {
             return;
         }
-        let extra = self.config.worker_queue_extra;
+        let extra = self.queue_extra();
         // Workers with a free slot, as (id, tasks assigned, capacity); kept current as we assign.
         let mut slots: Vec<(WorkerId, usize, usize)> = self
             .workers
@@ -43,6 +44,16 @@ impl SchedulerCore {
         for t in deferred.into_iter().rev() {
             self.ready.push_front(t);
         }
+    }
+
+    /// Tasks to queue on each worker beyond its threads: about 2 ms of work, between 1 and
+    /// `worker_queue_extra`.
+    fn queue_extra(&self) -> u32 {
+        let max = self.config.worker_queue_extra.max(1);
+        if self.task_ms_average <= 0.0 {
+            return max;
+        }
+        ((2.0 / self.task_ms_average).round() as u32).clamp(1, max)
     }
 
     /// Whether `w` may run `t` (restrictions name workers by address or name).
@@ -123,7 +134,13 @@ impl SchedulerCore {
             })
             .collect();
         let worker = self.workers.get_mut(w).expect("slots hold live workers");
-        worker.processing.insert(t, self.next_assignment);
+        worker.processing.insert(
+            t,
+            Assignment {
+                seq: self.next_assignment,
+                at_ms: self.now_ms,
+            },
+        );
         self.next_assignment += 1;
         let ct = ComputeTask {
             key,

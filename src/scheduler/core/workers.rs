@@ -20,11 +20,19 @@ pub struct Worker {
     pub has: HashSet<TaskId>,
     /// Tasks assigned here (queued or running), with their assignment order: the worker runs
     /// them first come, first served, so the oldest `nthreads` are the ones running.
-    pub processing: HashMap<TaskId, u64>,
+    pub processing: HashMap<TaskId, Assignment>,
     pub nbytes: u64,
     pub last_seen_ms: u64,
     /// Messages not yet flushed, in order; consecutive Compute/Release messages are merged.
     pub outbox: Vec<(ToWorker, Vec<Vec<u8>>)>,
+}
+
+/// When a task was given to its worker.
+#[derive(Clone, Copy, Debug)]
+pub struct Assignment {
+    /// Global assignment order.
+    pub seq: u64,
+    pub at_ms: u64,
 }
 
 impl Worker {
