@@ -3,12 +3,9 @@
 
 mod common;
 
-use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use common::{run, Output, TestCluster, DEADLINE, ZASK};
+use common::{run, run_with_env, Output, TestCluster, ZASK};
 use serde_json::{json, Value as Json};
 use zask::graph::json::{graph_from_json, key_from_json, parse_graph};
 use zask::{Bag, Collection, Key};
@@ -43,47 +40,13 @@ fn set(cluster: &TestCluster, name: &str, graph: &PathBuf, keys: &[&str]) {
     assert_eq!(out.stdout, "", "{out:?}");
 }
 
-/// `zask ARGS...` with the scheduler's address in `ZASK_SCHEDULER` instead of `--scheduler`,
-/// killed if it has not finished within `DEADLINE`. (`common::run_with_env` cannot do this: it
-/// removes `ZASK_SCHEDULER` after setting the given variables.)
+/// `zask ARGS...` with the scheduler's address in `ZASK_SCHEDULER` instead of `--scheduler`.
 fn zask_with_env(cluster: &TestCluster, args: &[&str]) -> Output {
-    let mut child = Command::new(ZASK)
-        .args(args)
-        .env("ZASK_SCHEDULER", cluster.address_to_clients())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("zask starts");
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = r.read_to_string(&mut s);
-            s
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().expect("piped")));
-    let err = drain(Box::new(child.stderr.take().expect("piped")));
-    let deadline = Instant::now() + DEADLINE;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "`zask {}` did not finish within {DEADLINE:?}",
-                args.join(" ")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    Output {
-        status,
-        stdout: out.join().expect("stdout reader"),
-        stderr: err.join().expect("stderr reader"),
-    }
+    run_with_env(
+        ZASK,
+        args,
+        &[("ZASK_SCHEDULER", cluster.address_to_clients())],
+    )
 }
 
 fn assert_success(out: &Output) {

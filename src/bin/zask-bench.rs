@@ -215,14 +215,20 @@ fn peak_rss_mb(pid: u32) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-fn independent(c: &Cluster, n: usize, zero: bool) -> Result<Run, String> {
+/// `n` independent `inc` tasks named `{prefix}-{i}`, and their keys in order.
+fn independent_graph(prefix: &str, n: usize) -> (Graph, Vec<KeySpec>) {
     let mut g = Graph::new();
     let mut keys = Vec::with_capacity(n);
     for i in 0..n {
-        let k = format!("inc-{i}");
+        let k = format!("{prefix}-{i}");
         g.insert(k.clone(), ("inc", i as i64));
         keys.push(KeySpec::One(Key::from(k)));
     }
+    (g, keys)
+}
+
+fn independent(c: &Cluster, n: usize, zero: bool) -> Result<Run, String> {
+    let (g, keys) = independent_graph("inc", n);
     let t0 = Instant::now();
     let v = c.client.get(&g, keys).map_err(|e| e.to_string())?;
     let wall_s = t0.elapsed().as_secs_f64();
@@ -445,13 +451,7 @@ fn transfer(c: &Cluster, nbytes: usize, zero: bool) -> Result<Run, String> {
 /// ports with the same state dir. `wall_s`: from the kill until the `get` returns;
 /// `restart_s`: until the new scheduler listens; `resume_s`: until it has resubmitted the graph.
 fn restart(c: &mut Cluster, n: usize, zero: bool) -> Result<(Run, f64, f64), String> {
-    let mut g = Graph::new();
-    let mut keys = Vec::with_capacity(n);
-    for i in 0..n {
-        let k = format!("r-{i}");
-        g.insert(k.clone(), ("inc", i as i64));
-        keys.push(KeySpec::One(Key::from(k)));
-    }
+    let (g, keys) = independent_graph("r", n);
     let config = zask::ClientConfig {
         scheduler_timeout_ms: 120_000,
         ..zask::ClientConfig::default()

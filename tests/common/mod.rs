@@ -473,10 +473,11 @@ pub fn run(program: &str, args: &[&str]) -> Output {
 }
 
 pub fn run_with_env(program: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    // The caller's environment must not leak a scheduler address in; `env` may set one.
     let mut child = Command::new(program)
         .args(args)
-        .envs(env.iter().copied())
         .env_remove("ZASK_SCHEDULER")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -681,9 +681,9 @@ impl WorkerCore {
         }
     }
 
-    /// Forgets a task that will not run here: it stops waiting on fetches, and the copies
-    /// fetched for it alone are deleted (the scheduler learns of fetched copies only from a
-    /// finished report, so nobody else would ever release them).
+    /// Deletes the copies fetched for a task that will not report them (released or failed)
+    /// unless another task here needs them: the scheduler learns of fetched copies only from a
+    /// finished report, so nobody else would ever release them.
     fn drop_orphans(&mut self, fetched: Vec<(Key, u64)>) {
         let orphans: Vec<Key> = fetched
             .into_iter()
@@ -698,6 +698,8 @@ impl WorkerCore {
         }
     }
 
+    /// Forgets a task that will not run here: it stops waiting on fetches, and the copies
+    /// fetched for it alone are deleted.
     fn drop_task(&mut self, key: &Key) {
         let Some(task) = self.tasks.remove(key) else {
             return;
@@ -707,18 +709,7 @@ impl WorkerCore {
                 f.waiting.retain(|k| k != key);
             }
         }
-        let orphans: Vec<Key> = task
-            .fetched
-            .into_iter()
-            .map(|(k, _)| k)
-            .filter(|k| !self.tasks.values().any(|t| t.dependencies.contains(k)))
-            .collect();
-        for k in &orphans {
-            self.data.remove(k);
-        }
-        if !orphans.is_empty() {
-            self.commands.push(WorkerCommand::Delete(orphans));
-        }
+        self.drop_orphans(task.fetched);
     }
 }
 
