@@ -61,7 +61,8 @@ struct Args {
 fn main() {
     let args: Args = zask::cli::parse_or_exit();
     zask::cli::init_logging();
-    // SIGTERM and SIGINT stop gracefully: the scheduler is told, no task is blamed.
+    // SIGTERM and SIGINT stop gracefully: the worker's results are moved to other workers
+    // first, and no task is blamed.
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
@@ -100,7 +101,7 @@ fn main() {
     println!("worker {}", worker.address());
     while worker.is_running() {
         if stop.load(Ordering::SeqCst) {
-            worker.shutdown();
+            worker.retire();
             return;
         }
         std::thread::sleep(Duration::from_millis(20));

@@ -55,6 +55,9 @@ pub enum FromWorker {
     },
     /// The worker is leaving on purpose: no task is to blame.
     Goodbye,
+    /// The worker was asked to stop (SIGTERM) and would like its results moved first; the
+    /// scheduler answers with `Close` when they are safe.
+    Retire,
     /// From a nanny (on its own connection): it supervises the worker at `worker_address`.
     NannyOf {
         worker_address: String,

@@ -74,6 +74,7 @@ impl WorkerConfig {
 pub struct Worker {
     address: String,
     stop: Arc<AtomicBool>,
+    retire: Arc<AtomicBool>,
     waker: Waker,
     thread: Option<JoinHandle<Result<(), String>>>,
 }
@@ -129,6 +130,7 @@ impl Worker {
         };
         let executor = Executor::start(nthreads as usize, registry, done_tx, notify);
         let stop = Arc::new(AtomicBool::new(false));
+        let retire = Arc::new(AtomicBool::new(false));
         info!(
             "worker {address} connecting to {} with {nthreads} threads, store {}",
             config.scheduler,
@@ -149,14 +151,16 @@ impl Worker {
         };
         let thread = {
             let stop = stop.clone();
+            let retire = retire.clone();
             std::thread::Builder::new()
                 .name("zask-worker".into())
-                .spawn(move || io.run(wake_rx, stop))
+                .spawn(move || io.run(wake_rx, stop, retire))
                 .map_err(|e| e.to_string())?
         };
         Ok(Worker {
             address,
             stop,
+            retire,
             waker,
             thread: Some(thread),
         })
@@ -187,6 +191,16 @@ impl Worker {
         self.stop_thread();
     }
 
+    /// Leaves gracefully after the scheduler has moved this worker's results elsewhere (what
+    /// SIGTERM does), or after a few seconds if it does not answer.
+    pub fn retire(mut self) {
+        self.retire.store(true, Ordering::SeqCst);
+        self.waker.wake();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
     fn stop_thread(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         self.waker.wake();
@@ -201,6 +215,10 @@ impl Drop for Worker {
         self.stop_thread();
     }
 }
+
+/// How long a retiring worker waits for the scheduler's `Close` before leaving anyway (longer
+/// than the scheduler's own retire timeout).
+const RETIRE_WAIT_MS: u64 = 3_000;
 
 struct WorkerIo {
     ctx: zmq::Context,
@@ -218,13 +236,26 @@ struct WorkerIo {
 }
 
 impl WorkerIo {
-    fn run(mut self, wake: net::WakeReceiver, stop: Arc<AtomicBool>) -> Result<(), String> {
+    fn run(
+        mut self,
+        wake: net::WakeReceiver,
+        stop: Arc<AtomicBool>,
+        retire: Arc<AtomicBool>,
+    ) -> Result<(), String> {
         self.core.register(self.clock.now_ms());
         if let Some(reason) = self.execute_commands() {
             return Err(reason);
         }
+        // Set once the worker asked to retire: it leaves by then even without an answer.
+        let mut retire_by: Option<u64> = None;
         loop {
-            if stop.load(Ordering::SeqCst) {
+            let now = self.clock.now_ms();
+            if retire_by.is_none() && retire.load(Ordering::SeqCst) {
+                info!("retiring: asking the scheduler to move this worker's results");
+                self.send_scheduler(&FromWorker::Retire, vec![]);
+                retire_by = Some(now + RETIRE_WAIT_MS);
+            }
+            if stop.load(Ordering::SeqCst) || retire_by.is_some_and(|t| now >= t) {
                 let _ = net::send(
                     &self.to_scheduler,
                     None,
@@ -238,6 +269,7 @@ impl WorkerIo {
             let timeout = self
                 .core
                 .next_deadline()
+                .min(retire_by.unwrap_or(u64::MAX))
                 .saturating_sub(self.clock.now_ms())
                 .clamp(1, 1000) as i64;
             let peer_addresses: Vec<String> = self.peer_sockets.keys().cloned().collect();

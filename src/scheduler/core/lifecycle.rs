@@ -92,6 +92,9 @@ impl SchedulerCore {
         if !self.replications.is_empty() {
             self.check_replications();
         }
+        if self.workers.iter().any(|(_, w)| w.retiring) {
+            self.check_retirements();
+        }
     }
 
     fn task_finished(&mut self, w: WorkerId, f: FinishedTask, value: Option<Frame>) {

@@ -57,6 +57,9 @@ pub struct CoreConfig {
     /// After a restart, how long to wait for workers to report what they hold before the
     /// journaled graphs are resubmitted (workers register again within a heartbeat or two).
     pub recovery_grace_ms: u64,
+    /// How long a retiring worker (SIGTERM) may take to hand its results over before it is
+    /// closed anyway.
+    pub retire_timeout_ms: u64,
     /// How long `restart` waits for restarted workers to register again.
     pub restart_timeout_ms: u64,
     /// Reported to clients in `Welcome` and `status`.
@@ -73,6 +76,7 @@ impl Default for CoreConfig {
             worker_queue_extra: 16,
             allowed_failures: 3,
             restart_timeout_ms: 30_000,
+            retire_timeout_ms: 2_000,
             journal: false,
             recovery_grace_ms: 1_500,
             address_to_workers: String::new(),
@@ -260,6 +264,9 @@ impl SchedulerCore {
         self.now_ms = self.now_ms.max(now_ms);
         self.check_restart();
         self.replay_if_due();
+        if self.workers.iter().any(|(_, w)| w.retiring) {
+            self.check_retirements();
+        }
         if let Some((sent, deadline)) = self.probe {
             if self.now_ms >= deadline {
                 self.probe = None;
@@ -320,12 +327,19 @@ impl SchedulerCore {
             .map(|c| c.last_seen_ms + self.config.client_timeout_ms + 1);
         let probe = self.probe.map(|(_, deadline)| deadline);
         let restart = self.restart.as_ref().map(|r| r.deadline_ms);
+        let retire = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.retiring)
+            .map(|(_, w)| w.retire_deadline_ms)
+            .min();
         let replay = self.replay_deadline();
         workers
             .chain(clients)
             .chain(probe)
             .chain(restart)
             .chain(replay)
+            .chain(retire)
             .min()
     }
 
@@ -424,6 +438,7 @@ impl SchedulerCore {
                 Some(w),
             ) => self.data_arrived(w, request, found, missing, frames),
             (FromWorker::Stored { request }, Some(w)) => self.put_stored(w, request),
+            (FromWorker::Retire, Some(w)) => self.retire_worker(w),
             (FromWorker::Goodbye, Some(w)) => {
                 info!("worker {} is leaving", self.workers.address(w));
                 self.remove_worker(w, false);
@@ -475,6 +490,8 @@ impl SchedulerCore {
             nbytes: 0,
             last_seen_ms: self.now_ms,
             outbox: Vec::new(),
+            retiring: false,
+            retire_deadline_ms: 0,
         });
         self.push_to_worker(id, ToWorker::Registered, vec![]);
         self.adopt_held_keys(id, reg.keys);
@@ -512,6 +529,71 @@ impl SchedulerCore {
         self.check_replications();
     }
 
+    /// A worker asked to leave (SIGTERM): it takes no new task, its results that exist
+    /// nowhere else and are still needed are copied to other workers, then it is closed.
+    fn retire_worker(&mut self, w: WorkerId) {
+        let Some(worker) = self.workers.get_mut(w) else {
+            return;
+        };
+        info!("worker {} is retiring: moving its results", worker.address);
+        worker.retiring = true;
+        worker.retire_deadline_ms = self.now_ms + self.config.retire_timeout_ms;
+        self.check_retirements();
+    }
+
+    /// Closes retiring workers once nothing depends on them, copying what must survive.
+    fn check_retirements(&mut self) {
+        let mut retiring: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.retiring)
+            .map(|(id, _)| id)
+            .collect();
+        retiring.sort();
+        for w in retiring {
+            let Some(worker) = self.workers.get(w) else {
+                continue;
+            };
+            let mut unique: Vec<TaskId> = worker
+                .has
+                .iter()
+                .copied()
+                .filter(|t| {
+                    let task = self.tasks.get(*t);
+                    task.needed()
+                        && task
+                            .who_has
+                            .iter()
+                            .all(|h| self.workers.get(*h).is_none_or(|hw| hw.retiring))
+                })
+                .collect();
+            unique.sort();
+            let done = worker.processing.is_empty() && unique.is_empty();
+            let timed_out = self.now_ms >= worker.retire_deadline_ms;
+            if done || timed_out {
+                if !done {
+                    warn!(
+                        "worker {} did not finish retiring in time: closing it anyway",
+                        worker.address
+                    );
+                }
+                // Straight to the commands: the worker's outbox goes with it.
+                let identity = worker.identity.clone();
+                self.remove_worker(w, false);
+                self.commands.push(Command::ToWorker {
+                    identity,
+                    msg: ToWorker::Close,
+                    frames: vec![],
+                });
+                continue;
+            }
+            for t in unique {
+                let have = self.tasks.get(t).who_has.len();
+                self.copy_until(t, have + 1);
+            }
+        }
+    }
+
     fn top_up_all_replicas(&mut self) {
         let mut protected: Vec<TaskId> = self
             .tasks
@@ -527,21 +609,29 @@ impl SchedulerCore {
 
     /// Asks workers that lack a copy of `t` to fetch one, until its replica count is met.
     pub(super) fn top_up_replicas(&mut self, t: TaskId) {
+        let live = self.workers.iter().filter(|(_, w)| !w.retiring).count();
+        let want = (self.tasks.get(t).replicas as usize).min(live);
+        self.copy_until(t, want);
+    }
+
+    /// Asks workers without a copy of `t` (and not retiring) to fetch one, until `want` copies
+    /// exist or are on their way.
+    fn copy_until(&mut self, t: TaskId, want: usize) {
         let task = self.tasks.get(t);
         if task.state != TaskState::Memory {
             return;
         }
         let in_flight = self.replicating.get(&t).map_or(0, Vec::len);
         let have = task.who_has.len() + in_flight;
-        let want = (task.replicas as usize).min(self.workers.iter().count());
         if have >= want {
             return;
         }
         let mut candidates: Vec<(u64, WorkerId)> = self
             .workers
             .iter()
-            .filter(|(id, _)| {
-                !task.who_has.contains(id)
+            .filter(|(id, w)| {
+                !w.retiring
+                    && !task.who_has.contains(id)
                     && !self.replicating.get(&t).is_some_and(|ws| ws.contains(id))
             })
             .map(|(id, w)| (w.nbytes, id))

@@ -17,6 +17,7 @@ impl SchedulerCore {
         let mut slots: Vec<(WorkerId, usize, usize)> = self
             .workers
             .iter()
+            .filter(|(_, w)| !w.retiring)
             .map(|(id, w)| (id, w.processing.len(), w.capacity(extra)))
             .filter(|(_, used, cap)| used < cap)
             .collect();

@@ -795,3 +795,85 @@ fn restricted_tasks_run_only_on_their_workers_and_wait_for_them() {
     h.finish(2, &b[0], Value::from(3));
     assert_eq!(h.take_client_msgs(1)[0].1, vec![Value::from(3)]);
 }
+
+#[test]
+fn a_retiring_worker_hands_its_results_over_before_it_is_closed() {
+    let mut h = Harness::new();
+    h.add_worker(1, 1);
+    h.add_worker(2, 1);
+    h.submit(
+        1,
+        1,
+        &crate::graph! { "a" => ("inc", 1), "b" => ("inc", "a"), "c" => ("inc", 9) },
+        &["b", "c"],
+    );
+    // a and c start, one per worker.
+    let on1 = h.take_computes(1);
+    let on2 = h.take_computes(2);
+    let (mut w_a, mut a) = (1, None);
+    for (w, ts) in [(1, &on1), (2, &on2)] {
+        for t in ts {
+            if t.key == Key::from("a") {
+                (w_a, a) = (w, Some(t.clone()));
+            }
+        }
+    }
+    let a = a.expect("a was placed");
+    h.finish(w_a, &a, Value::from(2));
+    // b goes where a is; the holder of a is asked to leave before b runs.
+    let b = h.take_computes(w_a);
+    let other = 3 - w_a;
+    h.step(Event::FromWorker {
+        identity: worker_id(w_a),
+        msg: FromWorker::Retire,
+        frames: vec![],
+    });
+    // a exists nowhere else: a copy is made on the other worker first.
+    let copies = h.take_computes(other);
+    assert!(copies.iter().any(|t| t.key == Key::from("a")), "{copies:?}");
+    assert!(
+        !h.take_worker_msgs(w_a).contains(&ToWorker::Close),
+        "not closed while it runs b and holds the only a"
+    );
+    for c in copies.iter().filter(|t| t.key == Key::from("a")) {
+        h.finish(other, c, Value::from(2));
+    }
+    h.finish(w_a, &b[0], Value::from(3));
+    // b, wanted by the client until c is done, exists only there too: it is copied as well.
+    let copies = h.take_computes(other);
+    let b_copy = copies
+        .iter()
+        .find(|t| t.key == Key::from("b"))
+        .expect("b is copied");
+    assert!(!h.take_worker_msgs(w_a).contains(&ToWorker::Close));
+    h.finish(other, b_copy, Value::from(3));
+    assert!(h.take_worker_msgs(w_a).contains(&ToWorker::Close));
+    assert_eq!(h.core.status().workers.len(), 1);
+    // Nothing was blamed, and b's value still reaches the client once c is done.
+    let c: Vec<ComputeTask> = on1
+        .iter()
+        .chain(on2.iter())
+        .filter(|t| t.key == Key::from("c"))
+        .cloned()
+        .collect();
+    let c_worker = if on1.iter().any(|t| t.key == Key::from("c")) {
+        1
+    } else {
+        2
+    };
+    if c_worker == other {
+        h.finish(other, &c[0], Value::from(10));
+    } else {
+        let again = h.take_computes(other);
+        let c = again
+            .iter()
+            .find(|t| t.key == Key::from("c"))
+            .expect("c moved");
+        h.finish(other, c, Value::from(10));
+    }
+    let replies = h.take_client_msgs(1);
+    assert_eq!(
+        replies.last().unwrap().1,
+        vec![Value::from(3), Value::from(10)]
+    );
+}

@@ -25,6 +25,9 @@ pub struct Worker {
     pub last_seen_ms: u64,
     /// Messages not yet flushed, in order; consecutive Compute/Release messages are merged.
     pub outbox: Vec<(ToWorker, Vec<Vec<u8>>)>,
+    /// Leaving on request: gets no new task, its results are being copied elsewhere.
+    pub retiring: bool,
+    pub retire_deadline_ms: u64,
 }
 
 /// When a task was given to its worker.
