@@ -1080,6 +1080,7 @@ impl SchedulerCore {
                 if let Some(c) = comp {
                     self.end_computation(c);
                 }
+                self.cancel_replay(&identity, request);
             }
             FromClient::Goodbye => self.remove_client(&identity),
             FromClient::Restart { request } => self.restart(identity, request),

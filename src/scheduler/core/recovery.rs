@@ -101,6 +101,23 @@ impl SchedulerCore {
         });
     }
 
+    /// A journaled request cancelled before it was resubmitted is dropped for good.
+    pub(super) fn cancel_replay(&mut self, client: &FrameIdentity, request: u64) {
+        let Some(replay) = &mut self.replay else {
+            return;
+        };
+        let before = replay.computations.len();
+        replay
+            .computations
+            .retain(|(c, r, _)| !(c == client && *r == request));
+        if replay.computations.len() < before {
+            self.journal(JournalOp::DeleteComputation {
+                client: client.clone(),
+                request,
+            });
+        }
+    }
+
     /// The client's journaled requests not resubmitted yet.
     pub(super) fn replay_requests(&self, client: &FrameIdentity) -> Vec<u64> {
         self.replay

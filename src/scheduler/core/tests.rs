@@ -877,3 +877,54 @@ fn a_retiring_worker_hands_its_results_over_before_it_is_closed() {
         vec![Value::from(3), Value::from(10)]
     );
 }
+
+#[test]
+fn a_journaled_request_cancelled_during_recovery_is_not_resumed() {
+    let mut h = Harness::with_config(CoreConfig {
+        journal: true,
+        ..CoreConfig::default()
+    });
+    let graph = crate::graph! { "a" => ("inc", 1) }.resolve(&|_| false);
+    h.core.recover(
+        0,
+        Recovered {
+            computations: vec![(
+                client_id(1),
+                4,
+                Submission {
+                    graph,
+                    outputs: vec!["a".into()],
+                    keep_results: false,
+                    restrictions: vec![],
+                },
+            )],
+            ..Recovered::default()
+        },
+    );
+    h.add_worker(1, 1);
+    h.step(Event::FromClient {
+        identity: client_id(1),
+        msg: FromClient::Cancel { request: 4 },
+        frames: vec![],
+    });
+    let journal: Vec<&JournalOp> = h
+        .inbox
+        .iter()
+        .filter_map(|c| match c {
+            Command::Journal(op) => Some(op),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        journal,
+        vec![&JournalOp::DeleteComputation {
+            client: client_id(1),
+            request: 4
+        }]
+    );
+    h.now = h.core.config().recovery_grace_ms + 1;
+    h.core.tick(h.now);
+    h.flush();
+    assert!(h.take_computes(1).is_empty(), "nothing resumes");
+    assert_eq!(h.core.task_count(), 0);
+}
