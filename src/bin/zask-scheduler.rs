@@ -22,7 +22,7 @@ struct Args {
     #[arg(long, default_value_t = CoreConfig::default().heartbeat_timeout_ms)]
     heartbeat_timeout_ms: u64,
     /// At most this many tasks queued on each worker beyond its thread count (fewer for long
-    /// tasks: about 2 ms of queued work).
+    /// tasks: about 10 ms of queued work).
     #[arg(long, default_value_t = CoreConfig::default().worker_queue_extra)]
     worker_queue_extra: u32,
     /// Unexpected worker deaths a task may cause before it fails as a "killed worker".

@@ -48,7 +48,7 @@ pub struct CoreConfig {
     /// cancelled. Clients ping every second.
     pub client_timeout_ms: u64,
     /// At most this many tasks queued on a worker beyond its thread count, so it never waits
-    /// for the scheduler; fewer when tasks are long (about 2 ms of queued work per worker).
+    /// for the scheduler; fewer when tasks are long (about 10 ms of queued work per worker).
     pub worker_queue_extra: u32,
     /// How many unexpected worker losses a task may be blamed for before it fails.
     pub allowed_failures: u32,
@@ -73,7 +73,7 @@ impl Default for CoreConfig {
             heartbeat_timeout_ms: 3_000,
             probe_timeout_ms: 500,
             client_timeout_ms: 30_000,
-            worker_queue_extra: 16,
+            worker_queue_extra: 64,
             allowed_failures: 3,
             restart_timeout_ms: 30_000,
             retire_timeout_ms: 2_000,
