@@ -26,16 +26,7 @@ impl SchedulerCore {
     }
 
     pub(super) fn get_collection(&mut self, client: &FrameIdentity, request: u64, name: String) {
-        let reply = match self.collections.get(&name) {
-            Some(c) => ToClient::Collection {
-                request,
-                collection: c.clone(),
-            },
-            None => ToClient::Failed {
-                request,
-                error: RequestError::NoSuchCollection { name },
-            },
-        };
+        let reply = found_or_missing(request, self.collections.get(&name).cloned(), name);
         self.reply(client, reply);
     }
 
@@ -106,16 +97,8 @@ impl SchedulerCore {
     }
 
     pub(super) fn get_dataset(&mut self, client: &FrameIdentity, request: u64, name: String) {
-        let reply = match self.datasets.get(&name) {
-            Some((c, _)) => ToClient::Collection {
-                request,
-                collection: c.clone(),
-            },
-            None => ToClient::Failed {
-                request,
-                error: RequestError::NoSuchCollection { name },
-            },
-        };
+        let found = self.datasets.get(&name).map(|(c, _)| c.clone());
+        let reply = found_or_missing(request, found, name);
         self.reply(client, reply);
     }
 
@@ -148,5 +131,19 @@ impl SchedulerCore {
                 self.maybe_release(t);
             }
         }
+    }
+}
+
+/// The answer to a lookup by name: the collection, or an error naming what is missing.
+fn found_or_missing(request: u64, found: Option<Collection>, name: String) -> ToClient {
+    match found {
+        Some(collection) => ToClient::Collection {
+            request,
+            collection,
+        },
+        None => ToClient::Failed {
+            request,
+            error: RequestError::NoSuchCollection { name },
+        },
     }
 }
