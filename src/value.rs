@@ -67,22 +67,6 @@ impl Value {
         }
     }
 
-    /// Approximate in-memory size, used where no encoded size is at hand.
-    pub fn approx_size(&self) -> u64 {
-        match self {
-            Value::Null | Value::Bool(_) | Value::Int(_) | Value::Float(_) => 8,
-            Value::Str(s) => s.len() as u64 + 8,
-            Value::Bytes(b) => b.len() as u64 + 8,
-            Value::List(l) => 8 + l.iter().map(Value::approx_size).sum::<u64>(),
-            Value::Map(m) => {
-                8 + m
-                    .iter()
-                    .map(|(k, v)| k.approx_size() + v.approx_size())
-                    .sum::<u64>()
-            }
-        }
-    }
-
     /// Builds a map from string keys.
     pub fn map<K: Into<String>>(entries: impl IntoIterator<Item = (K, Value)>) -> Value {
         Value::Map(

@@ -271,23 +271,6 @@ impl Expr {
             .cloned()
             .collect()
     }
-
-    /// The function names this expression calls.
-    pub fn functions(&self) -> Vec<&str> {
-        let mut out = Vec::new();
-        let mut stack = vec![self];
-        while let Some(e) = stack.pop() {
-            match e {
-                Expr::Call(f, args) => {
-                    out.push(f.as_str());
-                    stack.extend(args.iter());
-                }
-                Expr::List(args) => stack.extend(args.iter()),
-                _ => {}
-            }
-        }
-        out
-    }
 }
 
 /// Why a submitted graph cannot run. Returned before anything runs.

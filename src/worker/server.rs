@@ -302,21 +302,7 @@ impl WorkerIo {
                 wake.reset();
             }
             for r in self.done.try_iter().collect::<Vec<_>>() {
-                let result = match r.result {
-                    Ok(frame) => {
-                        let nbytes = frame.len() as u64;
-                        match self.store.set(&r.key.to_store_key(), frame) {
-                            Ok(()) => Ok(nbytes),
-                            Err(e) => Err(TaskError {
-                                kind: TaskErrorKind::Failed,
-                                message: format!("could not store the result: {e}"),
-                            }),
-                        }
-                    }
-                    Err(e) => Err(e),
-                };
-                self.core
-                    .handle(now, WorkerEvent::Executed { key: r.key, result });
+                self.job_done(r);
             }
             for (i, address) in peer_addresses.iter().enumerate() {
                 if readable[3 + i] {
@@ -502,19 +488,8 @@ impl WorkerIo {
 
     fn execute(&mut self, key: Key, spec: &[u8], dependencies: Vec<Key>) {
         if self.zero {
-            let frame = encode_value(&crate::value::Value::Null);
-            let nbytes = frame.len() as u64;
-            let result = self
-                .store
-                .set(&key.to_store_key(), frame)
-                .map(|()| nbytes)
-                .map_err(|e| TaskError {
-                    kind: TaskErrorKind::Failed,
-                    message: format!("could not store the result: {e}"),
-                });
-            let now = self.clock.now_ms();
-            self.core.handle(now, WorkerEvent::Executed { key, result });
-            return;
+            let result = Ok(encode_value(&crate::value::Value::Null));
+            return self.job_done(JobResult { key, result });
         }
         let fail = |message: String| JobResult {
             key: key.clone(),
@@ -525,31 +500,40 @@ impl WorkerIo {
         };
         let expr: Expr = match decode_plain(spec) {
             Ok(e) => e,
-            Err(e) => return self.feed_back(fail(format!("undecodable task: {e}"))),
+            Err(e) => return self.job_done(fail(format!("undecodable task: {e}"))),
         };
         let mut inputs = HashMap::with_capacity(dependencies.len());
         for d in dependencies {
             let frame = match self.store.get(&d.to_store_key()) {
                 Ok(Some(f)) => f,
-                Ok(None) => {
-                    return self.feed_back(fail(format!("input {d:?} is not in the store")))
-                }
-                Err(e) => return self.feed_back(fail(format!("reading input {d:?}: {e}"))),
+                Ok(None) => return self.job_done(fail(format!("input {d:?} is not in the store"))),
+                Err(e) => return self.job_done(fail(format!("reading input {d:?}: {e}"))),
             };
             match decode_value_owned(frame) {
                 Ok(v) => {
                     inputs.insert(d, v);
                 }
-                Err(e) => return self.feed_back(fail(format!("input {d:?} is unreadable: {e}"))),
+                Err(e) => return self.job_done(fail(format!("input {d:?} is unreadable: {e}"))),
             }
         }
         self.executor.submit(Job { key, expr, inputs });
     }
 
     /// A failure found before the job reached the pool goes through the same path as results.
-    fn feed_back(&mut self, r: JobResult) {
+    /// Every task outcome, from the pool or decided before reaching it, ends here: a result
+    /// is stored, then the core hears of it.
+    fn job_done(&mut self, r: JobResult) {
+        let result = r.result.and_then(|frame| {
+            let nbytes = frame.len() as u64;
+            self.store
+                .set(&r.key.to_store_key(), frame)
+                .map(|()| nbytes)
+                .map_err(|e| TaskError {
+                    kind: TaskErrorKind::Failed,
+                    message: format!("could not store the result: {e}"),
+                })
+        });
         let now = self.clock.now_ms();
-        let result = r.result.map(|f| f.len() as u64);
         self.core
             .handle(now, WorkerEvent::Executed { key: r.key, result });
     }
