@@ -1150,23 +1150,7 @@ impl SchedulerCore {
                 });
             }
             FromClient::WhoHas { request, keys } => {
-                let who_has = keys
-                    .into_iter()
-                    .map(|k| {
-                        let holders = self
-                            .names
-                            .get(&k)
-                            .map(|t| {
-                                let task = self.tasks.get(t);
-                                task.who_has
-                                    .iter()
-                                    .map(|w| self.workers.address(*w))
-                                    .collect()
-                            })
-                            .unwrap_or_default();
-                        (k, holders)
-                    })
-                    .collect();
+                let who_has = self.who_has(keys);
                 self.reply(&identity, ToClient::WhoHas { request, who_has });
             }
             FromClient::Status { request } => {
@@ -1275,6 +1259,38 @@ impl SchedulerCore {
             msg,
             frames: vec![],
         });
+    }
+
+    /// Where the values of `keys` are: the named value of a key, else every definition of it
+    /// the scheduler tracks (one pass over the tasks for all such keys).
+    fn who_has(&self, keys: Vec<Key>) -> Vec<(Key, Vec<String>)> {
+        let unnamed: HashSet<&Key> = keys
+            .iter()
+            .filter(|k| self.names.get(k).is_none())
+            .collect();
+        let mut by_name: HashMap<&Key, Vec<WorkerId>> = HashMap::default();
+        if !unnamed.is_empty() {
+            for (_, t) in self.tasks.iter() {
+                if let Some(k) = unnamed.get(&t.name) {
+                    by_name
+                        .entry(k)
+                        .or_default()
+                        .extend(t.who_has.iter().copied());
+                }
+            }
+        }
+        keys.iter()
+            .map(|k| {
+                let mut holders: Vec<WorkerId> = match self.names.get(k) {
+                    Some(t) => self.tasks.get(t).who_has.clone(),
+                    None => by_name.get(k).cloned().unwrap_or_default(),
+                };
+                holders.sort();
+                holders.dedup();
+                let addresses = holders.iter().map(|w| self.workers.address(*w)).collect();
+                (k.clone(), addresses)
+            })
+            .collect()
     }
 
     pub fn status(&self) -> ClusterStatus {
