@@ -1305,25 +1305,44 @@ fn death_reports_are_believed_only_from_the_workers_own_nanny() {
     assert_eq!(died(&mut h, "nanny"), 0, "its own nanny is believed");
 }
 
+impl Harness {
+    fn register_named(&mut self, n: u32, name: &str, addr: String) {
+        self.step(Event::FromWorker {
+            identity: worker_id(n),
+            msg: FromWorker::Register(WorkerRegistration {
+                protocol_version: PROTOCOL_VERSION,
+                address: addr,
+                name: name.into(),
+                nthreads: 1,
+                memory_limit_bytes: 0,
+                pid: n,
+                store: "memory".into(),
+                keys: vec![],
+                nanny_token: None,
+            }),
+            frames: vec![],
+        });
+    }
+
+    /// Lets the probe deadline pass (workers that answered stay).
+    fn end_probe(&mut self) {
+        self.now += self.core.config().probe_timeout_ms + 1;
+        self.core.tick(self.now);
+        self.flush();
+    }
+}
+
 #[test]
-fn a_worker_whose_name_is_taken_is_rejected() {
+fn a_worker_whose_name_is_taken_by_a_live_worker_is_rejected() {
     let mut h = Harness::new();
     h.add_worker(1, 1);
-    h.step(Event::FromWorker {
-        identity: worker_id(2),
-        msg: FromWorker::Register(WorkerRegistration {
-            protocol_version: PROTOCOL_VERSION,
-            address: address(2),
-            name: "w1".into(),
-            nthreads: 1,
-            memory_limit_bytes: 0,
-            pid: 2,
-            store: "memory".into(),
-            keys: vec![],
-            nanny_token: None,
-        }),
-        frames: vec![],
-    });
+    h.register_named(2, "w1", address(2));
+    assert!(h.take_worker_msgs(2).is_empty(), "held while w1 is checked");
+    assert_eq!(h.take_worker_msgs(1), vec![ToWorker::Ping]);
+    h.now += 1;
+    h.from_worker(1, FromWorker::Heartbeat, vec![]);
+    h.take_worker_msgs(1);
+    h.end_probe();
     assert_eq!(
         h.take_worker_msgs(2),
         vec![ToWorker::Rejected {
@@ -1331,6 +1350,34 @@ fn a_worker_whose_name_is_taken_is_rejected() {
         }]
     );
     assert_eq!(h.core.status().workers.len(), 1);
+    // The same for an address taken by a live worker.
+    h.register_named(3, "other", address(1));
+    h.now += 1;
+    h.from_worker(1, FromWorker::Heartbeat, vec![]);
+    h.end_probe();
+    assert!(matches!(
+        h.take_worker_msgs(3)[..],
+        [ToWorker::Rejected {
+            reason: crate::protocol::RejectReason::AddressTaken { .. }
+        }]
+    ));
+}
+
+#[test]
+fn a_worker_restarted_under_its_name_replaces_its_dead_predecessor() {
+    let mut h = Harness::new();
+    h.add_worker(1, 1);
+    h.now += 10;
+    h.register_named(2, "w1", address(1));
+    h.end_probe();
+    let msgs = h.take_worker_msgs(2);
+    assert!(
+        matches!(msgs[..], [ToWorker::Registered { .. }]),
+        "{msgs:?}"
+    );
+    let workers = h.core.status().workers;
+    assert_eq!(workers.len(), 1);
+    assert_eq!(workers[0].pid, 2, "the new process");
 }
 
 #[test]
