@@ -181,6 +181,11 @@ impl SchedulerCore {
                 return;
             }
         }
+        // (Delivering the value may have ended the last computation and forgotten the task.)
+        if self.tasks.exists(t) && self.tasks.get(t).replicas > 1 {
+            // Back after a loss (or computed for the first time): copies again.
+            self.top_up_replicas(t);
+        }
         self.maybe_release(t);
     }
 
@@ -373,6 +378,9 @@ impl SchedulerCore {
             if self.tasks.get(d).who_has.contains(&w) {
                 self.not_held(w, vec![dependency.clone()]);
             }
+        }
+        // `not_held` may have forgotten the dependency: look it up again.
+        if let Some(d) = self.tasks.id(dependency) {
             let named: Vec<WorkerId> = self
                 .tasks
                 .get(d)
