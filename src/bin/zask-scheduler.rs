@@ -38,6 +38,8 @@ struct Args {
 }
 
 fn main() {
+    // A bug in any thread of this process ends it at once (see zask::fatal).
+    zask::fatal::install_for_process();
     let args: Args = zask::cli::parse_or_exit();
     zask::cli::init_logging();
     let config = SchedulerConfig {

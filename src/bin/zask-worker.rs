@@ -59,6 +59,8 @@ struct Args {
 }
 
 fn main() {
+    // A bug in any thread of this process ends it at once (see zask::fatal).
+    zask::fatal::install_for_process();
     let args: Args = zask::cli::parse_or_exit();
     zask::cli::init_logging();
     // SIGTERM and SIGINT stop gracefully: the worker's results are moved to other workers

@@ -59,6 +59,8 @@ pub struct Scheduler {
 
 impl Scheduler {
     pub fn start(config: SchedulerConfig) -> Result<Scheduler, String> {
+        // A panic in one of the scheduler's threads ends the process (see `crate::fatal`).
+        crate::fatal::install();
         let ctx = zmq::Context::new();
         let worker_socket = ctx.socket(zmq::ROUTER).map_err(|e| e.to_string())?;
         let client_socket = ctx.socket(zmq::ROUTER).map_err(|e| e.to_string())?;
@@ -201,10 +203,7 @@ impl Drop for Scheduler {
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, String> {
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(f)
-        .map_err(|e| format!("cannot start thread {name}: {e}"))
+    crate::fatal::spawn_service(name, f).map_err(|e| format!("cannot start thread {name}: {e}"))
 }
 
 struct Outputs {

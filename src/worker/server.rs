@@ -81,6 +81,8 @@ pub struct Worker {
 
 impl Worker {
     pub fn start(config: WorkerConfig, registry: Registry) -> Result<Worker, String> {
+        // A panic in one of the worker's threads, outside a task, ends the process.
+        crate::fatal::install();
         let scheduler = Endpoint::parse(&config.scheduler)?;
         let store = config.store.open().map_err(|e| e.to_string())?;
         let ctx = zmq::Context::new();
@@ -152,9 +154,7 @@ impl Worker {
         let thread = {
             let stop = stop.clone();
             let retire = retire.clone();
-            std::thread::Builder::new()
-                .name("zask-worker".into())
-                .spawn(move || io.run(wake_rx, stop, retire))
+            crate::fatal::spawn_service("zask-worker", move || io.run(wake_rx, stop, retire))
                 .map_err(|e| e.to_string())?
         };
         Ok(Worker {
