@@ -12,7 +12,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{debug, error, info, warn};
 
 use super::core::{Command, CoreConfig, Event, Recovered, SchedulerCore};
-use super::journal::Journal;
+use super::journal::{Journal, JournalWrite};
 use crate::net::{self, Clock, WakeReceiver, Waker};
 use crate::protocol::codec::{encode, split, DecodeError};
 use crate::protocol::{
@@ -151,7 +151,11 @@ impl Scheduler {
                 client_waker: client_waker.clone(),
             };
             threads.push(spawn("zask-sched-core", move || {
-                core_loop(core, journal, in_rx, outs, clock, stop)
+                if let Err(e) = core_loop(core, journal, in_rx, outs, clock, stop) {
+                    // Nothing of the failed batch has left; a restart with the same state dir
+                    // resumes from what was durable.
+                    crate::fatal::stop_process(&e.to_string());
+                }
             })?);
         }
         Ok(Scheduler {
@@ -217,17 +221,37 @@ struct Outputs {
 /// delaying them when idle.
 const MAX_BATCH: usize = 4096;
 
-fn core_loop(
+/// Why the core thread stopped the scheduler.
+#[derive(Debug, PartialEq)]
+pub(crate) struct JournalFailed {
+    pub location: String,
+    pub error: String,
+}
+
+impl std::fmt::Display for JournalFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the journal in state dir {} cannot be written: {}; stopping without sending the \
+             batch's messages (restart with the same --state-dir to resume from what is durable)",
+            self.location, self.error
+        )
+    }
+}
+
+/// Runs the core until stopped (Ok) or until the journal fails (Err: nothing of that batch
+/// was sent).
+fn core_loop<J: JournalWrite>(
     mut core: SchedulerCore,
-    journal: Option<Journal>,
+    journal: Option<J>,
     inputs: Receiver<Event>,
     outs: Outputs,
     clock: Clock,
     stop: Arc<AtomicBool>,
-) {
+) -> Result<(), JournalFailed> {
     loop {
         if stop.load(Ordering::SeqCst) {
-            return;
+            return Ok(());
         }
         let now = clock.now_ms();
         let wait_ms = core
@@ -238,7 +262,7 @@ fn core_loop(
         let first = match inputs.recv_timeout(Duration::from_millis(wait_ms)) {
             Ok(i) => Some(i),
             Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Disconnected) => return Ok(()),
         };
         let now = clock.now_ms();
         if let Some(e) = first {
@@ -250,23 +274,8 @@ fn core_loop(
         core.tick(now);
         let (mut to_workers, mut to_clients) = (false, false);
         let commands = core.take_commands();
-        // The journal is durable before anything of this batch leaves: a crash never loses
-        // a submission whose work has started or been answered.
         if let Some(j) = &journal {
-            let mut wrote = false;
-            for cmd in &commands {
-                if let Command::Journal(op) = cmd {
-                    wrote = true;
-                    if let Err(e) = j.apply(op) {
-                        error!("journal write failed: {e}");
-                    }
-                }
-            }
-            if wrote {
-                if let Err(e) = j.flush() {
-                    error!("journal flush failed: {e}");
-                }
-            }
+            make_durable(j, &commands)?;
         }
         for cmd in commands {
             match cmd {
@@ -296,6 +305,36 @@ fn core_loop(
             outs.client_waker.wake();
         }
     }
+}
+
+/// Applies and flushes a batch's journal operations. The journal is durable before anything
+/// of the batch leaves, so a crash never loses a submission whose work has started or been
+/// answered.
+///
+/// When the journal cannot be written the scheduler stops (the caller exits the process)
+/// rather than failing the batch's requests and going on: the core has already moved to the
+/// state these operations describe (a computation accepted, a collection stored or dropped),
+/// and it cannot be rolled back, so going on would leave the journal and the core disagreeing
+/// — a later restart would resume graphs nobody waits for, or lose ones clients were told
+/// about. Stopping keeps the rule simple: every message that left matches the durable
+/// journal, and a restart with the same state dir resumes from it (clients and workers
+/// reconnect by themselves).
+fn make_durable<J: JournalWrite>(journal: &J, commands: &[Command]) -> Result<(), JournalFailed> {
+    let failed = |error| JournalFailed {
+        location: journal.location(),
+        error,
+    };
+    let mut wrote = false;
+    for cmd in commands {
+        if let Command::Journal(op) = cmd {
+            wrote = true;
+            journal.apply(op).map_err(failed)?;
+        }
+    }
+    if wrote {
+        journal.flush().map_err(failed)?;
+    }
+    Ok(())
 }
 
 /// What a socket thread does with a message it could not decode: optionally answer it.
@@ -435,5 +474,135 @@ fn decode_client(identity: FrameIdentity, frames: Vec<Frame>, tx: &Sender<Event>
                 },
             }))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+    use crate::collection::Collection;
+    use crate::scheduler::core::JournalOp;
+
+    /// A journal in memory whose flush fails when told to.
+    struct TestJournal {
+        fail_flush: bool,
+        applied: RefCell<Vec<JournalOp>>,
+    }
+
+    impl JournalWrite for TestJournal {
+        fn apply(&self, op: &JournalOp) -> Result<(), String> {
+            self.applied.borrow_mut().push(op.clone());
+            Ok(())
+        }
+        fn flush(&self) -> Result<(), String> {
+            if self.fail_flush {
+                Err("No space left on device (os error 28)".into())
+            } else {
+                Ok(())
+            }
+        }
+        fn location(&self) -> String {
+            "/test/state".into()
+        }
+    }
+
+    type Sent<M> = Receiver<(FrameIdentity, M, Vec<Frame>)>;
+
+    /// Runs the shipped core loop over a batch (hello, then store a collection: one journal
+    /// operation and two replies) until its inputs end; returns how it ended and what it sent.
+    fn run_batch(
+        journal: TestJournal,
+    ) -> (
+        Result<(), JournalFailed>,
+        TestJournal,
+        Sent<ToClient>,
+        Sent<ToWorker>,
+    ) {
+        let core = SchedulerCore::new(CoreConfig {
+            journal: true,
+            ..CoreConfig::default()
+        });
+        let (in_tx, in_rx) = crossbeam_channel::unbounded();
+        let (to_workers, to_workers_rx) = crossbeam_channel::unbounded();
+        let (to_clients, to_clients_rx) = crossbeam_channel::unbounded();
+        let (worker_waker, _w) = net::waker().unwrap();
+        let (client_waker, _c) = net::waker().unwrap();
+        let client = b"client-1".to_vec();
+        let collection = Collection {
+            kind: "graph".into(),
+            graph: vec![("x".into(), crate::graph::Expr::Lit(1.into()))],
+            keys: vec!["x".into()],
+            npartitions: 1,
+            name: "c".into(),
+        };
+        for msg in [
+            FromClient::Hello {
+                protocol_version: crate::protocol::PROTOCOL_VERSION,
+            },
+            FromClient::SetCollection {
+                request: 1,
+                name: "c".into(),
+                collection,
+            },
+        ] {
+            in_tx
+                .send(Event::FromClient {
+                    identity: client.clone(),
+                    msg,
+                    frames: vec![],
+                })
+                .unwrap();
+        }
+        // Ends the loop once the batch is handled.
+        drop(in_tx);
+        let outs = Outputs {
+            to_workers,
+            worker_waker,
+            to_clients,
+            client_waker,
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let journal = Some(journal);
+        let ended = core_loop(core, journal.as_ref(), in_rx, outs, Clock::start(), stop);
+        (ended, journal.unwrap(), to_clients_rx, to_workers_rx)
+    }
+
+    #[test]
+    fn journal_flush_failure_stops_the_loop_and_sends_nothing_of_the_batch() {
+        let (ended, journal, to_clients, to_workers) = run_batch(TestJournal {
+            fail_flush: true,
+            applied: RefCell::new(vec![]),
+        });
+        let err = ended.unwrap_err();
+        assert_eq!(err.location, "/test/state");
+        assert!(err.to_string().contains("/test/state"), "{err}");
+        assert!(err.to_string().contains("No space left"), "{err}");
+        assert_eq!(journal.applied.borrow().len(), 1, "the operation was tried");
+        // Neither the welcome nor the collection's "done" left.
+        assert_eq!(to_clients.try_iter().count(), 0);
+        assert_eq!(to_workers.try_iter().count(), 0);
+    }
+
+    #[test]
+    fn a_durable_batch_is_sent_after_its_journal() {
+        let (ended, journal, to_clients, _) = run_batch(TestJournal {
+            fail_flush: false,
+            applied: RefCell::new(vec![]),
+        });
+        assert_eq!(ended, Ok(()));
+        assert!(matches!(
+            journal.applied.borrow()[..],
+            [JournalOp::PutCollection { .. }]
+        ));
+        let sent: Vec<ToClient> = to_clients.try_iter().map(|(_, m, _)| m).collect();
+        assert!(
+            matches!(
+                sent[..],
+                [ToClient::Welcome { .. }, ToClient::Done { request: 1 }]
+            ),
+            "{sent:?}"
+        );
     }
 }
