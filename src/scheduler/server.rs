@@ -564,9 +564,8 @@ mod tests {
             client_waker,
         };
         let stop = Arc::new(AtomicBool::new(false));
-        let journal = Some(journal);
-        let ended = core_loop(core, journal.as_ref(), in_rx, outs, Clock::start(), stop);
-        (ended, journal.unwrap(), to_clients_rx, to_workers_rx)
+        let ended = core_loop(core, Some(&journal), in_rx, outs, Clock::start(), stop);
+        (ended, journal, to_clients_rx, to_workers_rx)
     }
 
     #[test]
