@@ -53,6 +53,9 @@ struct Args {
     /// Run the worker in this process, without a nanny to restart it when it dies.
     #[arg(long)]
     no_nanny: bool,
+    /// Messages queued per connection (to the scheduler, to each peer), each way.
+    #[arg(long, default_value_t = WorkerConfig::new("").queue_max_messages)]
+    queue_max: i32,
     /// Deaths in a row of a worker that never came up, after which the nanny gives up.
     #[arg(long, default_value_t = 50)]
     max_restarts: u32,
@@ -98,6 +101,7 @@ fn main() {
     config.heartbeat_interval_ms = args.heartbeat_interval_ms.max(1);
     config.fetch_timeout_ms = args.fetch_timeout_ms.max(1);
     config.zero = args.zero;
+    config.queue_max_messages = args.queue_max;
     config.death_timeout_ms = args.death_timeout_ms.max(1);
     let worker = Worker::start(config, Registry::with_builtins()).unwrap_or_else(|e| fail(&e));
     println!("worker {}", worker.address());

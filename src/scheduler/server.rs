@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use log::{debug, error, info, warn};
 
 use super::core::{Command, CoreConfig, Event, Recovered, SchedulerCore};
@@ -32,6 +32,30 @@ pub struct SchedulerConfig {
     pub max_message_bytes: i64,
     /// Keep a journal here so a restarted scheduler resumes the graphs clients wait for.
     pub state_dir: Option<std::path::PathBuf>,
+    /// ZeroMQ high-water mark of each client connection, in messages, each way (default
+    /// 1,000). A client has one reply in flight per waiting call (plus a pong per ping), so a
+    /// client that reads never comes near it. A client whose queue is full is not reading its
+    /// replies: the scheduler does not wait for it (that would stall every other client) nor
+    /// drop its replies silently; it treats it as gone — logs a warning, drops the reply and
+    /// all of that client's pending requests, as if it had said goodbye. If it comes back,
+    /// its next ping fails the requests it still waits for. On the way in, a full queue makes
+    /// ZeroMQ stop reading that connection: a client that floods slows only itself.
+    pub client_queue_max_messages: i32,
+    /// ZeroMQ high-water mark of each worker connection, in messages, each way (default
+    /// 10,000: a worker gets one message per batch of tasks and a few per result, at most
+    /// threads + `worker_queue_extra` tasks at a time). A worker whose queue is full is not
+    /// reading: the message is dropped with a warning and every worker is probed, as when a
+    /// connection drops, so one that does not answer is removed and its work rescheduled.
+    pub worker_queue_max_messages: i32,
+    /// Events (decoded messages) waiting for the core thread, from both ports (default
+    /// 8,192: two of the core's batches). When full, the socket threads stop reading their
+    /// sockets — ZeroMQ then queues per connection up to the high-water marks above, and TCP
+    /// pushes back on the senders — but go on sending what the core wants sent.
+    pub event_queue_max: usize,
+    /// Encoded-message commands waiting for each socket thread (default 16,384). The core
+    /// waits (after waking the socket thread) when it is full; socket threads never wait on
+    /// anything but their poll, so this cannot deadlock.
+    pub command_queue_max: usize,
     pub core: CoreConfig,
 }
 
@@ -43,6 +67,10 @@ impl Default for SchedulerConfig {
             client_port: 0,
             max_message_bytes: net::DEFAULT_MAX_MESSAGE_BYTES,
             state_dir: None,
+            client_queue_max_messages: 1_000,
+            worker_queue_max_messages: 10_000,
+            event_queue_max: 8_192,
+            command_queue_max: 16_384,
             core: CoreConfig::default(),
         }
     }
@@ -64,10 +92,15 @@ impl Scheduler {
         let ctx = zmq::Context::new();
         let worker_socket = ctx.socket(zmq::ROUTER).map_err(|e| e.to_string())?;
         let client_socket = ctx.socket(zmq::ROUTER).map_err(|e| e.to_string())?;
-        for s in [&worker_socket, &client_socket] {
-            net::configure(s, config.max_message_bytes).map_err(|e| e.to_string())?;
+        for (s, hwm) in [
+            (&worker_socket, config.worker_queue_max_messages),
+            (&client_socket, config.client_queue_max_messages),
+        ] {
+            net::configure_bounded(s, config.max_message_bytes, hwm).map_err(|e| e.to_string())?;
             // A process that reconnects with the same identity takes over its old route.
             s.set_router_handover(true).map_err(|e| e.to_string())?;
+            // A full queue is an error (EAGAIN) we act on, not a silent drop.
+            s.set_router_mandatory(true).map_err(|e| e.to_string())?;
         }
         // Dropped worker connections (a killed worker) are reported on this monitor socket.
         worker_socket
@@ -86,9 +119,11 @@ impl Scheduler {
         info!("address_to_clients {address_to_clients}");
 
         let stop = Arc::new(AtomicBool::new(false));
-        let (in_tx, in_rx) = crossbeam_channel::unbounded::<Event>();
-        let (to_workers_tx, to_workers_rx) = crossbeam_channel::unbounded();
-        let (to_clients_tx, to_clients_rx) = crossbeam_channel::unbounded();
+        let (in_tx, in_rx) = crossbeam_channel::bounded::<Event>(config.event_queue_max.max(1));
+        let (to_workers_tx, to_workers_rx) =
+            crossbeam_channel::bounded(config.command_queue_max.max(1));
+        let (to_clients_tx, to_clients_rx) =
+            crossbeam_channel::bounded(config.command_queue_max.max(1));
         let (worker_waker, worker_wake_rx) = net::waker().map_err(|e| e.to_string())?;
         let (client_waker, client_wake_rx) = net::waker().map_err(|e| e.to_string())?;
 
@@ -114,16 +149,15 @@ impl Scheduler {
             let in_tx = in_tx.clone();
             let stop = stop.clone();
             threads.push(spawn("zask-sched-workers", move || {
-                let lost_tx = in_tx.clone();
                 socket_loop(
+                    Port::Workers,
                     worker_socket,
                     worker_wake_rx,
                     to_workers_rx,
+                    in_tx,
                     stop,
-                    |identity, frames| decode_worker(identity, frames, &in_tx),
-                    Some((monitor, move || {
-                        let _ = lost_tx.send(Event::WorkerConnectionLost);
-                    })),
+                    decode_worker,
+                    Some(monitor),
                 )
             })?);
         }
@@ -132,12 +166,14 @@ impl Scheduler {
             let stop = stop.clone();
             threads.push(spawn("zask-sched-clients", move || {
                 socket_loop(
+                    Port::Clients,
                     client_socket,
                     client_wake_rx,
                     to_clients_rx,
+                    in_tx,
                     stop,
-                    |identity, frames| decode_client(identity, frames, &in_tx),
-                    None::<(zmq::Socket, fn())>,
+                    decode_client,
+                    None,
                 )
             })?);
         }
@@ -286,7 +322,11 @@ fn core_loop<J: JournalWrite>(
                     frames,
                 } => {
                     to_workers = true;
-                    let _ = outs.to_workers.send((identity, msg, frames));
+                    send_command(
+                        &outs.to_workers,
+                        &outs.worker_waker,
+                        (identity, msg, frames),
+                    );
                 }
                 Command::ToClient {
                     identity,
@@ -294,7 +334,11 @@ fn core_loop<J: JournalWrite>(
                     frames,
                 } => {
                     to_clients = true;
-                    let _ = outs.to_clients.send((identity, msg, frames));
+                    send_command(
+                        &outs.to_clients,
+                        &outs.client_waker,
+                        (identity, msg, frames),
+                    );
                 }
             }
         }
@@ -337,32 +381,90 @@ fn make_durable<J: JournalWrite>(journal: &J, commands: &[Command]) -> Result<()
     Ok(())
 }
 
-/// What a socket thread does with a message it could not decode: optionally answer it.
-type Reply = Option<Frame>;
+/// Hands a command to a socket thread. When its queue is full the socket thread is woken
+/// first (it may be asleep in its poll, and it only sleeps there), then the core waits for
+/// room: socket threads never wait on the core, so the wait is short.
+fn send_command<M>(tx: &Sender<M>, waker: &Waker, item: M) {
+    match tx.try_send(item) {
+        Ok(()) => {}
+        Err(TrySendError::Full(item)) => {
+            waker.wake();
+            // Disconnected only at shutdown, when nothing needs sending.
+            let _ = tx.send(item);
+        }
+        Err(TrySendError::Disconnected(_)) => {}
+    }
+}
+
+/// What a socket thread makes of one incoming message.
+enum Decoded {
+    /// For the core.
+    Event(Event),
+    /// Answer it right here (it could not be decoded), or drop it (`None`).
+    Answer(Option<Frame>),
+}
+
+/// Which port a socket thread owns: says what a peer that stopped reading means.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Port {
+    Workers,
+    Clients,
+}
+
+/// Peers whose queue was found full, so the warning and the event come once per stall. A
+/// send that succeeds again clears the mark; the set is emptied if strangers ever fill it.
+const FULL_PEERS_MAX: usize = 1024;
 
 /// Owns one ROUTER socket: decodes what arrives, encodes and sends what the core wants sent.
-/// With a monitor, `on_disconnect` runs whenever a peer connection drops.
+/// Never blocks on anything but its poll: when the core's event queue is full it keeps the
+/// one event it could not hand over and stops reading (ZeroMQ and TCP push back on the
+/// senders) while it goes on sending. With a monitor, every dropped peer connection becomes a
+/// `WorkerConnectionLost` event.
+#[allow(clippy::too_many_arguments)]
 fn socket_loop<M: serde::Serialize>(
+    port: Port,
     socket: zmq::Socket,
     wake: WakeReceiver,
     outgoing: Receiver<(FrameIdentity, M, Vec<Frame>)>,
+    events: Sender<Event>,
     stop: Arc<AtomicBool>,
-    mut on_message: impl FnMut(FrameIdentity, Vec<Frame>) -> Reply,
-    monitor: Option<(zmq::Socket, impl Fn())>,
+    decode: fn(FrameIdentity, Vec<Frame>) -> Decoded,
+    monitor: Option<zmq::Socket>,
 ) {
+    // Events the core's queue had no room for, oldest first; nothing is read while any wait.
+    let mut backlog: std::collections::VecDeque<Event> = Default::default();
+    let mut full_peers: std::collections::HashSet<FrameIdentity> = Default::default();
     loop {
         if stop.load(Ordering::SeqCst) {
             return;
         }
+        while let Some(e) = backlog.pop_front() {
+            match events.try_send(e) {
+                Ok(()) => {}
+                Err(TrySendError::Full(e)) => {
+                    backlog.push_front(e);
+                    break;
+                }
+                Err(TrySendError::Disconnected(_)) => return,
+            }
+        }
+        let reading = backlog.is_empty();
         let (socket_ready, wake_ready, monitor_ready) = {
+            let interest = if reading {
+                zmq::POLLIN
+            } else {
+                zmq::PollEvents::empty()
+            };
             let mut items = vec![
-                socket.as_poll_item(zmq::POLLIN),
+                socket.as_poll_item(interest),
                 zmq::PollItem::from_fd(wake.fd(), zmq::POLLIN),
             ];
-            if let Some((m, _)) = &monitor {
-                items.push(m.as_poll_item(zmq::POLLIN));
+            if let Some(m) = &monitor {
+                items.push(m.as_poll_item(interest));
             }
-            if let Err(e) = net::poll(&mut items, 1000) {
+            // While the core's queue is full nothing says when it has room again: look often.
+            let timeout_ms = if reading { 1000 } else { 1 };
+            if let Err(e) = net::poll(&mut items, timeout_ms) {
                 error!("poll failed: {e}");
                 return;
             }
@@ -373,21 +475,28 @@ fn socket_loop<M: serde::Serialize>(
             )
         };
         if monitor_ready {
-            if let Some((m, on_disconnect)) = &monitor {
-                while net::try_recv(m).is_some() {
-                    on_disconnect();
+            if let Some(m) = &monitor {
+                while backlog.is_empty() && net::try_recv(m).is_some() {
+                    hand_over(&events, &mut backlog, Event::WorkerConnectionLost);
                 }
             }
         }
         if socket_ready {
-            while let Some(mut frames) = net::try_recv(&socket) {
+            while backlog.is_empty() {
+                let Some(mut frames) = net::try_recv(&socket) else {
+                    break;
+                };
                 if frames.len() < 2 {
                     warn!("dropping a message with no routing identity or no body");
                     continue;
                 }
                 let identity = frames.remove(0);
-                if let Some(reply) = on_message(identity.clone(), frames) {
-                    let _ = net::send(&socket, Some(&identity), reply, vec![]);
+                match decode(identity.clone(), frames) {
+                    Decoded::Event(e) => hand_over(&events, &mut backlog, e),
+                    Decoded::Answer(Some(reply)) => {
+                        let _ = net::send(&socket, Some(&identity), reply, vec![]);
+                    }
+                    Decoded::Answer(None) => {}
                 }
             }
         }
@@ -395,16 +504,62 @@ fn socket_loop<M: serde::Serialize>(
             wake.reset();
         }
         // Drained on every pass, not only after a wake: a message is never stranded.
-        {
-            for (identity, msg, frames) in outgoing.try_iter() {
-                if let Err(e) = net::send(&socket, Some(&identity), encode(&msg), frames) {
-                    // EHOSTUNREACH: the peer is gone; loss detection deals with it.
-                    debug!(
-                        "could not send to {}: {e}",
-                        String::from_utf8_lossy(&identity)
-                    );
+        for (identity, msg, frames) in outgoing.try_iter() {
+            match net::send(&socket, Some(&identity), encode(&msg), frames) {
+                Ok(()) => {
+                    if !full_peers.is_empty() {
+                        full_peers.remove(&identity);
+                    }
                 }
+                Err(zmq::Error::EAGAIN) => {
+                    if full_peers.len() >= FULL_PEERS_MAX {
+                        full_peers.clear();
+                    }
+                    if full_peers.insert(identity.clone()) {
+                        backlog.push_back(peer_not_reading(port, identity));
+                    }
+                }
+                // EHOSTUNREACH: the peer is gone; loss detection deals with it.
+                Err(e) => debug!("could not send to {}: {e}", describe(&identity)),
             }
+        }
+    }
+}
+
+/// Hands an event to the core, or keeps it (and stops reading) if the core's queue is full.
+fn hand_over(
+    events: &Sender<Event>,
+    backlog: &mut std::collections::VecDeque<Event>,
+    event: Event,
+) {
+    if let Err(TrySendError::Full(e)) = events.try_send(event) {
+        backlog.push_back(e);
+    }
+}
+
+/// What a peer whose ZeroMQ queue is full means (see `client_queue_max_messages` and
+/// `worker_queue_max_messages`).
+fn peer_not_reading(port: Port, identity: FrameIdentity) -> Event {
+    match port {
+        Port::Clients => {
+            warn!(
+                "client {} is not reading its replies (its queue is full): dropping the reply \
+                 and the client's pending requests",
+                describe(&identity)
+            );
+            Event::FromClient {
+                identity,
+                msg: FromClient::Goodbye,
+                frames: vec![],
+            }
+        }
+        Port::Workers => {
+            warn!(
+                "worker {} is not reading (its queue is full): a message to it was dropped; \
+                 probing the workers",
+                describe(&identity)
+            );
+            Event::WorkerConnectionLost
         }
     }
 }
@@ -413,66 +568,60 @@ fn describe(identity: &[u8]) -> String {
     String::from_utf8_lossy(identity).into_owned()
 }
 
-fn decode_worker(identity: FrameIdentity, frames: Vec<Frame>, tx: &Sender<Event>) -> Reply {
+fn decode_worker(identity: FrameIdentity, frames: Vec<Frame>) -> Decoded {
     let counted = |m: &FromWorker| match m {
         FromWorker::Finished(done) => done.iter().filter(|f| f.has_value).count(),
         FromWorker::Data { found, .. } => found.len(),
         _ => 0,
     };
     match split(frames, counted) {
-        Ok((msg, frames)) => {
-            let _ = tx.send(Event::FromWorker {
-                identity,
-                msg,
-                frames,
-            });
-            None
-        }
+        Ok((msg, frames)) => Decoded::Event(Event::FromWorker {
+            identity,
+            msg,
+            frames,
+        }),
         Err(DecodeError::Legacy) => {
             warn!(
                 "legacy (2015) worker message from {} dropped: the compat layer is not part of this build",
                 describe(&identity)
             );
-            None
+            Decoded::Answer(None)
         }
         Err(e) => {
             warn!(
                 "dropping malformed message on the worker port from {}: {e}",
                 describe(&identity)
             );
-            Some(encode(&ToWorker::Error {
+            Decoded::Answer(Some(encode(&ToWorker::Error {
                 message: format!("malformed message: {e}"),
-            }))
+            })))
         }
     }
 }
 
-fn decode_client(identity: FrameIdentity, frames: Vec<Frame>, tx: &Sender<Event>) -> Reply {
+fn decode_client(identity: FrameIdentity, frames: Vec<Frame>) -> Decoded {
     let counted = |m: &FromClient| match m {
         FromClient::Scatter { keys, .. } => keys.len(),
         _ => 0,
     };
     match split(frames, counted) {
-        Ok((msg, frames)) => {
-            let _ = tx.send(Event::FromClient {
-                identity,
-                msg,
-                frames,
-            });
-            None
-        }
+        Ok((msg, frames)) => Decoded::Event(Event::FromClient {
+            identity,
+            msg,
+            frames,
+        }),
         Err(e) => {
             warn!(
                 "dropping malformed message on the client port from {}: {e}",
                 describe(&identity)
             );
             // Request 0 is never used by clients: it marks an answer to an unreadable request.
-            Some(encode(&ToClient::Failed {
+            Decoded::Answer(Some(encode(&ToClient::Failed {
                 request: 0,
                 error: RequestError::Protocol {
                     message: format!("malformed message: {e}"),
                 },
-            }))
+            })))
         }
     }
 }

@@ -44,6 +44,15 @@ pub struct WorkerConfig {
     /// Stop after this long without word from the scheduler.
     pub death_timeout_ms: u64,
     pub max_message_bytes: i64,
+    /// ZeroMQ high-water mark of each of the worker's connections (scheduler, peers), in
+    /// messages, each way (default 10,000). Never reached while the other side reads: the
+    /// scheduler gives a worker at most threads + `worker_queue_extra` tasks at a time and a
+    /// worker sends a few messages per task plus two heartbeats a second. If the scheduler
+    /// stops reading that long, a message to it is dropped and logged as an error (the
+    /// scheduler's own bounds remove a worker that does not read). A peer that does not read
+    /// its replies loses them (ROUTER at its high-water mark): its fetch times out after
+    /// `fetch_timeout_ms` and it asks another holder.
+    pub queue_max_messages: i32,
     /// A "zero worker" for measuring the scheduler: every task is reported done at once with a
     /// null result, without running it.
     pub zero: bool,
@@ -65,6 +74,7 @@ impl WorkerConfig {
             fetch_timeout_ms: 5000,
             death_timeout_ms: 60_000,
             max_message_bytes: net::DEFAULT_MAX_MESSAGE_BYTES,
+            queue_max_messages: 10_000,
             zero: false,
         }
     }
@@ -88,8 +98,10 @@ impl Worker {
         let ctx = zmq::Context::new();
         let to_scheduler = ctx.socket(zmq::DEALER).map_err(|e| e.to_string())?;
         let peers = ctx.socket(zmq::ROUTER).map_err(|e| e.to_string())?;
-        net::configure(&to_scheduler, config.max_message_bytes).map_err(|e| e.to_string())?;
-        net::configure(&peers, config.max_message_bytes).map_err(|e| e.to_string())?;
+        let hwm = config.queue_max_messages;
+        for s in [&to_scheduler, &peers] {
+            net::configure_bounded(s, config.max_message_bytes, hwm).map_err(|e| e.to_string())?;
+        }
         let host = config.host.clone().unwrap_or_else(|| {
             if scheduler.is_loopback() {
                 "127.0.0.1".into()
@@ -149,6 +161,7 @@ impl Worker {
             core,
             clock: Clock::start(),
             max_message_bytes: config.max_message_bytes,
+            queue_max_messages: config.queue_max_messages,
             zero: config.zero,
         };
         let thread = {
@@ -232,6 +245,7 @@ struct WorkerIo {
     core: WorkerCore,
     clock: Clock,
     max_message_bytes: i64,
+    queue_max_messages: i32,
     zero: bool,
 }
 
@@ -539,8 +553,13 @@ impl WorkerIo {
     }
 
     fn send_scheduler(&self, msg: &FromWorker, frames: Vec<Frame>) {
-        if let Err(e) = net::send(&self.to_scheduler, None, encode(msg), frames) {
-            warn!("could not send to the scheduler: {e}");
+        match net::send(&self.to_scheduler, None, encode(msg), frames) {
+            Ok(()) => {}
+            Err(zmq::Error::EAGAIN) => error!(
+                "the queue to the scheduler is full (it has not read {} messages): message dropped",
+                self.queue_max_messages
+            ),
+            Err(e) => warn!("could not send to the scheduler: {e}"),
         }
     }
 
@@ -548,7 +567,8 @@ impl WorkerIo {
         if !self.peer_sockets.contains_key(address) {
             Endpoint::parse(address)?;
             let s = self.ctx.socket(zmq::DEALER).map_err(|e| e.to_string())?;
-            net::configure(&s, self.max_message_bytes).map_err(|e| e.to_string())?;
+            net::configure_bounded(&s, self.max_message_bytes, self.queue_max_messages)
+                .map_err(|e| e.to_string())?;
             s.connect(address).map_err(|e| e.to_string())?;
             self.peer_sockets.insert(address.to_owned(), s);
         }
