@@ -21,10 +21,39 @@ fn main() {
         child(&scenario);
         return;
     }
-    panic_on_a_service_thread_exits_the_process_at_once();
-    panic_inside_a_task_stays_the_task_error();
-    library_mode_spares_the_users_threads_but_not_zasks();
-    println!("fatal: 3 tests passed");
+    let tests: [(&str, fn()); 3] = [
+        (
+            "panic_on_a_service_thread_exits_the_process_at_once",
+            panic_on_a_service_thread_exits_the_process_at_once,
+        ),
+        (
+            "panic_inside_a_task_stays_the_task_error",
+            panic_inside_a_task_stays_the_task_error,
+        ),
+        (
+            "library_mode_spares_the_users_threads_but_not_zasks",
+            library_mode_spares_the_users_threads_but_not_zasks,
+        ),
+    ];
+    // Like libtest: `--list` lists, a positional argument filters by substring.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--list") {
+        for (name, _) in tests {
+            println!("{name}: test");
+        }
+        return;
+    }
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    let mut ran = 0;
+    for (name, test) in tests {
+        if filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())) {
+            print!("test {name} ... ");
+            test();
+            println!("ok");
+            ran += 1;
+        }
+    }
+    println!("fatal: {ran} passed");
 }
 
 fn child(scenario: &str) {
