@@ -753,4 +753,79 @@ mod tests {
             "{sent:?}"
         );
     }
+
+    /// The socket thread, with the core's queue full (room for one event, nobody reading):
+    /// it stops reading its socket but keeps sending; once the core reads, the waiting
+    /// requests arrive in order, none lost.
+    #[test]
+    fn a_full_core_queue_stops_reading_but_never_sending() {
+        let deadline = Duration::from_secs(20);
+        let ctx = zmq::Context::new();
+        let router = ctx.socket(zmq::ROUTER).unwrap();
+        net::configure_bounded(&router, net::DEFAULT_MAX_MESSAGE_BYTES, 100).unwrap();
+        router.set_router_mandatory(true).unwrap();
+        let address = net::bind(&router, "127.0.0.1", 0).unwrap();
+        let client = ctx.socket(zmq::DEALER).unwrap();
+        client.set_identity(b"c1").unwrap();
+        client.set_linger(0).unwrap();
+        client.set_rcvtimeo(deadline.as_millis() as i32).unwrap();
+        client.connect(&address).unwrap();
+        let (events_tx, events_rx) = crossbeam_channel::bounded(1);
+        let (out_tx, out_rx) = crossbeam_channel::unbounded::<(FrameIdentity, ToClient, _)>();
+        let (waker, wake_rx) = net::waker().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                socket_loop(
+                    Port::Clients,
+                    router,
+                    wake_rx,
+                    out_rx,
+                    events_tx,
+                    stop,
+                    decode_client,
+                    None,
+                )
+            })
+        };
+        for request in 1..=5 {
+            client
+                .send(encode(&FromClient::Status { request }), 0)
+                .unwrap();
+        }
+        // The core's queue fills with the first request...
+        let started = std::time::Instant::now();
+        while !events_rx.is_full() {
+            assert!(
+                started.elapsed() < deadline,
+                "the first request never arrived"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // ...and the socket thread still sends what the core wants sent.
+        out_tx
+            .send((b"c1".to_vec(), ToClient::Done { request: 7 }, vec![]))
+            .unwrap();
+        waker.wake();
+        let reply = client
+            .recv_multipart(0)
+            .expect("a reply while the core is busy");
+        let reply: ToClient = crate::protocol::codec::decode(&reply[0]).unwrap();
+        assert_eq!(reply, ToClient::Done { request: 7 });
+        // The core reads: every request arrives, in order.
+        for expected in 1..=5 {
+            match events_rx.recv_timeout(deadline) {
+                Ok(Event::FromClient {
+                    msg: FromClient::Status { request },
+                    ..
+                }) => assert_eq!(request, expected),
+                Ok(other) => panic!("unexpected event {other:?}"),
+                Err(e) => panic!("request {expected} never reached the core: {e}"),
+            }
+        }
+        stop.store(true, Ordering::SeqCst);
+        waker.wake();
+        thread.join().unwrap();
+    }
 }
