@@ -64,6 +64,10 @@ impl LocalClusterBuilder {
 }
 
 /// A scheduler and workers inside this process. Dropping it stops them.
+///
+/// A panic in one of its threads outside a task is a Zask bug and ends this process with
+/// `zask::fatal::EXIT_CODE`, as it would end a separate scheduler or worker process (see
+/// `zask::fatal`); panics in tasks are task errors and panics in your own threads are yours.
 pub struct LocalCluster {
     // Declared first so workers say goodbye before the scheduler goes away.
     workers: Vec<Worker>,

@@ -707,6 +707,7 @@ fn a_get_returns_an_error_when_the_scheduler_is_killed() {
         connect_timeout_ms: 10_000,
         ping_interval_ms: 100,
         scheduler_timeout_ms: 1_000,
+        ..ClientConfig::default()
     };
     let client = cluster.client_with(config);
     let observer = cluster.client();

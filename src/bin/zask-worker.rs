@@ -56,12 +56,17 @@ struct Args {
     /// Set by the nanny for the worker process it starts (not for users).
     #[arg(long, env = zask::worker::nanny::NANNY_TOKEN_ENV, hide = true)]
     nanny_token: Option<u64>,
+    /// Messages queued per connection (to the scheduler, to each peer), each way.
+    #[arg(long, default_value_t = WorkerConfig::new("").queue_max_messages)]
+    queue_max: i32,
     /// Deaths in a row of a worker that never came up, after which the nanny gives up.
     #[arg(long, default_value_t = 50)]
     max_restarts: u32,
 }
 
 fn main() {
+    // A bug in any thread of this process ends it at once (see zask::fatal).
+    zask::fatal::install_for_process();
     let args: Args = zask::cli::parse_or_exit();
     zask::cli::init_logging();
     // SIGTERM and SIGINT stop gracefully: the worker's results are moved to other workers
@@ -100,6 +105,7 @@ fn main() {
     config.fetch_timeout_ms = args.fetch_timeout_ms.max(1);
     config.zero = args.zero;
     config.nanny_token = args.nanny_token;
+    config.queue_max_messages = args.queue_max;
     config.death_timeout_ms = args.death_timeout_ms.max(1);
     let worker = Worker::start(config, Registry::with_builtins()).unwrap_or_else(|e| fail(&e));
     println!("worker {}", worker.address());

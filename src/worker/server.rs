@@ -47,6 +47,15 @@ pub struct WorkerConfig {
     /// The secret of the nanny supervising this process (`ZASK_NANNY_TOKEN`, set by the
     /// nanny); sent at registration so the scheduler believes that nanny's reports about it.
     pub nanny_token: Option<u64>,
+    /// ZeroMQ high-water mark of each of the worker's connections (scheduler, peers), in
+    /// messages, each way (default 10,000). Never reached while the other side reads: the
+    /// scheduler gives a worker at most threads + `worker_queue_extra` tasks at a time and a
+    /// worker sends a few messages per task plus two heartbeats a second. If the scheduler
+    /// stops reading that long, a message to it is dropped and logged as an error (the
+    /// scheduler's own bounds remove a worker that does not read). A peer that does not read
+    /// its replies loses them (ROUTER at its high-water mark): its fetch times out after
+    /// `fetch_timeout_ms` and it asks another holder.
+    pub queue_max_messages: i32,
     /// A "zero worker" for measuring the scheduler: every task is reported done at once with a
     /// null result, without running it.
     pub zero: bool,
@@ -69,6 +78,7 @@ impl WorkerConfig {
             death_timeout_ms: 60_000,
             max_message_bytes: net::DEFAULT_MAX_MESSAGE_BYTES,
             nanny_token: None,
+            queue_max_messages: 10_000,
             zero: false,
         }
     }
@@ -85,13 +95,17 @@ pub struct Worker {
 
 impl Worker {
     pub fn start(config: WorkerConfig, registry: Registry) -> Result<Worker, String> {
+        // A panic in one of the worker's threads, outside a task, ends the process.
+        crate::fatal::install();
         let scheduler = Endpoint::parse(&config.scheduler)?;
         let store = config.store.open().map_err(|e| e.to_string())?;
         let ctx = zmq::Context::new();
         let to_scheduler = ctx.socket(zmq::DEALER).map_err(|e| e.to_string())?;
         let peers = ctx.socket(zmq::ROUTER).map_err(|e| e.to_string())?;
-        net::configure(&to_scheduler, config.max_message_bytes).map_err(|e| e.to_string())?;
-        net::configure(&peers, config.max_message_bytes).map_err(|e| e.to_string())?;
+        let hwm = config.queue_max_messages;
+        for s in [&to_scheduler, &peers] {
+            net::configure_bounded(s, config.max_message_bytes, hwm).map_err(|e| e.to_string())?;
+        }
         let host = config.host.clone().unwrap_or_else(|| {
             if scheduler.is_loopback() {
                 "127.0.0.1".into()
@@ -152,14 +166,13 @@ impl Worker {
             core,
             clock: Clock::start(),
             max_message_bytes: config.max_message_bytes,
+            queue_max_messages: config.queue_max_messages,
             zero: config.zero,
         };
         let thread = {
             let stop = stop.clone();
             let retire = retire.clone();
-            std::thread::Builder::new()
-                .name("zask-worker".into())
-                .spawn(move || io.run(wake_rx, stop, retire))
+            crate::fatal::spawn_service("zask-worker", move || io.run(wake_rx, stop, retire))
                 .map_err(|e| e.to_string())?
         };
         Ok(Worker {
@@ -237,6 +250,7 @@ struct WorkerIo {
     core: WorkerCore,
     clock: Clock,
     max_message_bytes: i64,
+    queue_max_messages: i32,
     zero: bool,
 }
 
@@ -544,8 +558,13 @@ impl WorkerIo {
     }
 
     fn send_scheduler(&self, msg: &FromWorker, frames: Vec<Frame>) {
-        if let Err(e) = net::send(&self.to_scheduler, None, encode(msg), frames) {
-            warn!("could not send to the scheduler: {e}");
+        match net::send(&self.to_scheduler, None, encode(msg), frames) {
+            Ok(()) => {}
+            Err(zmq::Error::EAGAIN) => error!(
+                "the queue to the scheduler is full (it has not read {} messages): message dropped",
+                self.queue_max_messages
+            ),
+            Err(e) => warn!("could not send to the scheduler: {e}"),
         }
     }
 
@@ -553,7 +572,8 @@ impl WorkerIo {
         if !self.peer_sockets.contains_key(address) {
             Endpoint::parse(address)?;
             let s = self.ctx.socket(zmq::DEALER).map_err(|e| e.to_string())?;
-            net::configure(&s, self.max_message_bytes).map_err(|e| e.to_string())?;
+            net::configure_bounded(&s, self.max_message_bytes, self.queue_max_messages)
+                .map_err(|e| e.to_string())?;
             s.connect(address).map_err(|e| e.to_string())?;
             self.peer_sockets.insert(address.to_owned(), s);
         }
