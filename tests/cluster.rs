@@ -391,8 +391,11 @@ fn memory_and_sled_stores_give_identical_results() {
     let keys = vec!["a", "b", "s", "raw", "c", "d", "e", "f", "g"];
     let mut results = Vec::new();
     for (options, store) in [
-        (TestCluster::options(), "memory"),
-        (TestCluster::options().sled_store(), "sled"),
+        (TestCluster::options().with_test_functions(), "memory"),
+        (
+            TestCluster::options().with_test_functions().sled_store(),
+            "sled",
+        ),
     ] {
         let cluster = options.start();
         let client = cluster.client();
@@ -813,4 +816,33 @@ fn a_get_survives_a_worker_killed_mid_computation() {
     });
     assert_eq!(client.workers().unwrap()[0].pid, cluster.worker_pids()[0]);
     assert_seed_works(&client);
+}
+
+/// The test functions are opt-in (`zask-worker --test-functions`): on a stock worker,
+/// `exit_process` is an unknown function, so a graph cannot end the worker process.
+#[test]
+fn exit_process_on_a_stock_worker_is_an_unknown_function_and_the_worker_lives() {
+    let mut cluster = TestCluster::options().workers(1).start();
+    let client = cluster.client();
+    let pid = client.workers().expect("status")[0].pid;
+    for (name, args) in [
+        ("exit_process", vec![Node::from(3)]),
+        ("counted_inc", vec![literal("/tmp/x"), Node::from(1)]),
+        ("wait_for_file", vec![literal("/nonexistent")]),
+        ("alloc", vec![Node::from(1_000_000_000)]),
+    ] {
+        let mut dsk = Graph::new();
+        dsk.insert("x", zask::graph::task(name, args));
+        let (key, error) = task_error(get(&client, &dsk, "x"));
+        assert_eq!(key, Key::from("x"));
+        assert_eq!(
+            error.kind,
+            TaskErrorKind::UnknownFunction,
+            "{name}: {error}"
+        );
+        assert!(error.message.contains(name), "{error}");
+    }
+    assert!(cluster.worker_running(0), "the worker process must live on");
+    assert_seed_works(&client);
+    assert_eq!(client.workers().expect("status")[0].pid, pid);
 }

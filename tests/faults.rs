@@ -237,7 +237,10 @@ fn killing_the_only_holder_of_an_intermediate_recomputes_only_what_was_lost() {
     // a(i) -> b(i) for 8 families, then c sums every b once a gate file exists. With the b's
     // spread over two workers and c held back by the gate, kill one worker: the b's it held
     // (and the a's they came from, already released) must run again, and nothing else.
-    let mut cluster = TestCluster::options().nthreads(2).start();
+    let mut cluster = TestCluster::options()
+        .with_test_functions()
+        .nthreads(2)
+        .start();
     let client = Arc::new(cluster.client());
     let fa = cluster.dir().join("a.count");
     let fb = cluster.dir().join("b.count");
@@ -311,6 +314,7 @@ fn killing_the_only_holder_of_an_intermediate_recomputes_only_what_was_lost() {
 #[test]
 fn a_task_that_kills_every_worker_fails_after_allowed_failures_plus_one_attempts() {
     let mut cluster = ClusterOptions::default()
+        .with_test_functions()
         .with_nanny()
         .scheduler_args(&["--allowed-failures", "2"])
         .start();
@@ -355,6 +359,7 @@ fn a_task_queued_behind_a_killer_is_not_blamed_for_its_deaths() {
     // worker process three times (the innocent task queued behind it each time, never run).
     // Only the killer should fail; the innocent task should then run.
     let cluster = ClusterOptions::default()
+        .with_test_functions()
         .workers(1)
         .with_nanny()
         .scheduler_args(&["--allowed-failures", "2"])
@@ -406,7 +411,7 @@ fn a_task_queued_behind_a_killer_is_not_blamed_for_its_deaths() {
 
 #[test]
 fn scattered_data_lost_with_its_worker_fails_promptly_naming_it() {
-    let mut cluster = TestCluster::new();
+    let mut cluster = TestCluster::options().with_test_functions().start();
     let client = Arc::new(cluster.client());
     let gate = cluster.dir().join("gate");
     client
@@ -554,7 +559,10 @@ fn the_nanny_restarts_a_killed_worker() {
 
 #[test]
 fn restart_gives_a_clean_cluster() {
-    let cluster = ClusterOptions::default().with_nanny().start();
+    let cluster = ClusterOptions::default()
+        .with_test_functions()
+        .with_nanny()
+        .start();
     let client = Arc::new(cluster.client());
     let pids_before: BTreeSet<u32> = workers(&client).iter().map(|w| w.pid).collect();
     assert_eq!(pids_before.len(), 2);

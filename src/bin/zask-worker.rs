@@ -56,6 +56,11 @@ struct Args {
     /// Set by the nanny for the worker process it starts (not for users).
     #[arg(long, env = zask::worker::nanny::NANNY_TOKEN_ENV, hide = true)]
     nanny_token: Option<u64>,
+    /// Also offer the test functions (exit_process, counted_inc, wait_for_file, alloc,
+    /// fail_with_length): fault-injection helpers that let anyone who submits a graph end the
+    /// worker, write files or block threads. For tests and benchmarks only.
+    #[arg(long)]
+    test_functions: bool,
     /// Deaths in a row of a worker that never came up, after which the nanny gives up.
     #[arg(long, default_value_t = 50)]
     max_restarts: u32,
@@ -101,7 +106,12 @@ fn main() {
     config.zero = args.zero;
     config.nanny_token = args.nanny_token;
     config.death_timeout_ms = args.death_timeout_ms.max(1);
-    let worker = Worker::start(config, Registry::with_builtins()).unwrap_or_else(|e| fail(&e));
+    let registry = if args.test_functions {
+        Registry::with_test_functions()
+    } else {
+        Registry::with_builtins()
+    };
+    let worker = Worker::start(config, registry).unwrap_or_else(|e| fail(&e));
     println!("worker {}", worker.address());
     while worker.is_running() {
         if stop.load(Ordering::SeqCst) {

@@ -153,6 +153,9 @@ pub struct ClusterOptions {
     /// starts, and kills on `kill_worker`, is then the nanny; the worker is its child, whose pid
     /// the scheduler reports (`client.workers()`).
     pub nanny: bool,
+    /// Workers offer the test functions (`zask-worker --test-functions`: `exit_process`,
+    /// `counted_inc`, `wait_for_file`, `alloc`, `fail_with_length`).
+    pub test_functions: bool,
 }
 
 impl Default for ClusterOptions {
@@ -163,6 +166,7 @@ impl Default for ClusterOptions {
             worker_args: vec![],
             scheduler_args: vec![],
             nanny: false,
+            test_functions: false,
         }
     }
 }
@@ -191,6 +195,12 @@ impl ClusterOptions {
     /// Workers run under a nanny (see `ClusterOptions::nanny`).
     pub fn with_nanny(mut self) -> Self {
         self.nanny = true;
+        self
+    }
+
+    /// Workers offer the test functions (see `ClusterOptions::test_functions`).
+    pub fn with_test_functions(mut self) -> Self {
+        self.test_functions = true;
         self
     }
 
@@ -282,6 +292,9 @@ impl TestCluster {
         if !self.options.nanny {
             // Bare workers: the pid tests see and kill is the worker's own.
             args.push("--no-nanny".to_owned());
+        }
+        if self.options.test_functions {
+            args.push("--test-functions".to_owned());
         }
         let dir = self.dir.path().display().to_string();
         args.extend(
