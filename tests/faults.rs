@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use common::{wait_until, ClusterOptions, TestCluster, DEADLINE};
+use common::{wait_until, ClusterOptions, Proc, TestCluster, DEADLINE, WORKER};
 use zask::graph::key;
 use zask::protocol::{RequestError, TaskErrorKind, WorkerInfo};
 use zask::{graph, Client, ClientError, GetOptions, Graph, Key, KeySpec, Node, Value};
@@ -644,5 +644,111 @@ fn every_worker_gone_then_one_returns_finishes_the_work() {
     assert_eq!(i, 2);
     assert_eq!(pending.wait(), Ok(Value::from((1..=12i64).sum::<i64>())));
     assert_eq!(workers(&client).len(), 1);
+    assert_seed_works(&client);
+}
+
+/// The nanny decides from the reason its worker gives (on a pipe of its own), never from an
+/// exit code: a task that ends the worker process with code 3 (once the code of "scheduler
+/// gone") is a crash, and the worker is started again.
+#[test]
+fn a_task_exiting_its_worker_with_code_3_gets_the_worker_restarted_by_its_nanny() {
+    let mut cluster = ClusterOptions::default()
+        .workers(1)
+        .with_nanny()
+        .with_test_functions()
+        .scheduler_args(&["--allowed-failures", "0"])
+        .start();
+    let client = cluster.client();
+    let old = workers(&client)[0].clone();
+    let (key, error) = task_error(get(&client, &graph! { "x" => ("exit_process", 3) }, "x"));
+    assert_eq!(key, Key::from("x"));
+    assert_eq!(error.kind, TaskErrorKind::KilledWorker, "{error}");
+    wait_until("the nanny to start a new worker", DEADLINE, || {
+        workers(&client)
+            .iter()
+            .any(|w| w.pid != old.pid)
+            .then_some(())
+    });
+    assert!(cluster.worker_running(0), "the nanny must live on");
+    assert_seed_works(&client);
+    let log = cluster.worker_proc(0).stderr();
+    assert!(
+        log.contains("ended without saying why (exit code 3): restarting it"),
+        "{log}"
+    );
+}
+
+/// A worker whose scheduler stays away past `--death-timeout-ms` stops, says so to its nanny,
+/// and the nanny stops too (with an error naming why) instead of starting it again.
+#[test]
+fn a_worker_whose_scheduler_is_gone_stops_and_is_not_restarted() {
+    let mut cluster = ClusterOptions::default()
+        .workers(1)
+        .with_nanny()
+        .worker_args(&["--death-timeout-ms", "2000"])
+        .start();
+    let worker_pid = workers(&cluster.client())[0].pid;
+    cluster.kill_scheduler();
+    let nanny = cluster.worker_proc(0);
+    let status = nanny.wait_exit(DEADLINE);
+    let log = nanny.stderr();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("the scheduler is gone"), "{log}");
+    assert!(log.contains("not restarting it"), "{log}");
+    assert_eq!(
+        log.matches("started worker process").count(),
+        1,
+        "the worker must not be restarted\n{log}"
+    );
+    assert!(
+        !process_exists(worker_pid),
+        "the worker process must be gone"
+    );
+}
+
+/// Two workers under one name: the second is refused, says "name taken", exits non-zero
+/// (its nanny stops rather than looping), and the first keeps working.
+#[test]
+fn a_second_worker_with_a_taken_name_exits_naming_it_and_the_first_keeps_working() {
+    let mut cluster = ClusterOptions::default()
+        .workers(1)
+        .with_nanny()
+        .worker_args(&["--name", "w1"])
+        .start();
+    let client = cluster.client();
+    let first = workers(&client);
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].name, "w1");
+    let args: Vec<String> = [
+        cluster.address_to_workers(),
+        "--name",
+        "w1",
+        "--nthreads",
+        "1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut second = Proc::spawn(
+        "second zask-worker w1 (nanny)",
+        WORKER,
+        &args,
+        cluster.dir().join("second.log"),
+    );
+    let status = second.wait_exit(DEADLINE);
+    let log = second.stderr();
+    assert!(!status.success(), "{status:?}\n{log}");
+    assert!(log.contains("name taken"), "{log}");
+    assert_eq!(
+        log.matches("started worker process").count(),
+        1,
+        "the nanny must not start the refused worker again\n{log}"
+    );
+    assert!(cluster.worker_running(0));
+    let now: Vec<(String, u32)> = workers(&client)
+        .into_iter()
+        .map(|w| (w.name, w.pid))
+        .collect();
+    assert_eq!(now, vec![("w1".to_owned(), first[0].pid)]);
     assert_seed_works(&client);
 }

@@ -11,7 +11,7 @@ use crossbeam_channel::Receiver;
 use log::{debug, error, info, warn};
 use zask_storage::{Store, StoreSpec};
 
-use super::core::{WorkerCommand, WorkerCore, WorkerCoreConfig, WorkerEvent};
+use super::core::{ShutdownReason, WorkerCommand, WorkerCore, WorkerCoreConfig, WorkerEvent};
 use super::executor::{Executor, Job, JobResult};
 use super::registry::Registry;
 use crate::graph::{Expr, Key};
@@ -74,13 +74,44 @@ impl WorkerConfig {
     }
 }
 
+/// Why a worker stopped other than by its owner's wish or the scheduler's `Close`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WorkerError {
+    /// It stopped on its own: rejected by the scheduler, or the scheduler is gone.
+    Shutdown(ShutdownReason),
+    /// Its IO failed (a poll error, a panic): a crash, which a restart may cure.
+    Failed(String),
+}
+
+impl WorkerError {
+    /// The exit code of a `zask-worker` that stopped with this error (see
+    /// `ShutdownReason::exit_code`; 1 for a failure).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            WorkerError::Shutdown(reason) => reason.exit_code(),
+            WorkerError::Failed(_) => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for WorkerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WorkerError::Shutdown(reason) => write!(f, "{reason}"),
+            WorkerError::Failed(message) => write!(f, "the worker failed: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for WorkerError {}
+
 /// A running worker. Dropping it stops it (gracefully: the scheduler is told).
 pub struct Worker {
     address: String,
     stop: Arc<AtomicBool>,
     retire: Arc<AtomicBool>,
     waker: Waker,
-    thread: Option<JoinHandle<Result<(), String>>>,
+    thread: Option<JoinHandle<Result<(), WorkerError>>>,
 }
 
 impl Worker {
@@ -181,12 +212,12 @@ impl Worker {
         &self.address
     }
 
-    /// Blocks until the worker stops (closed or rejected by the scheduler).
-    pub fn wait(mut self) -> Result<(), String> {
+    /// Blocks until the worker stops: `Ok` when the scheduler closed it, else why it stopped.
+    pub fn wait(mut self) -> Result<(), WorkerError> {
         match self.thread.take() {
             Some(t) => t
                 .join()
-                .unwrap_or_else(|_| Err("worker thread panicked".into())),
+                .unwrap_or_else(|_| Err(WorkerError::Failed("worker thread panicked".into()))),
             None => Ok(()),
         }
     }
@@ -221,6 +252,15 @@ impl Drop for Worker {
     }
 }
 
+/// The end of the IO thread when the core says stop: closed is a normal end.
+fn stopped(reason: ShutdownReason) -> Result<(), WorkerError> {
+    info!("worker stopping: {reason}");
+    match reason {
+        ShutdownReason::Closed => Ok(()),
+        other => Err(WorkerError::Shutdown(other)),
+    }
+}
+
 /// How long a retiring worker waits for the scheduler's `Close` before leaving anyway (longer
 /// than the scheduler's own retire timeout).
 const RETIRE_WAIT_MS: u64 = 3_000;
@@ -246,10 +286,10 @@ impl WorkerIo {
         wake: net::WakeReceiver,
         stop: Arc<AtomicBool>,
         retire: Arc<AtomicBool>,
-    ) -> Result<(), String> {
+    ) -> Result<(), WorkerError> {
         self.core.register(self.clock.now_ms());
         if let Some(reason) = self.execute_commands() {
-            return Err(reason);
+            return stopped(reason);
         }
         // Set once the worker asked to retire: it leaves by then even without an answer.
         let mut retire_by: Option<u64> = None;
@@ -288,7 +328,7 @@ impl WorkerIo {
                     items.push(self.peer_sockets[a].as_poll_item(zmq::POLLIN));
                 }
                 if let Err(e) = net::poll(&mut items, timeout) {
-                    return Err(format!("poll failed: {e}"));
+                    return Err(WorkerError::Failed(format!("poll failed: {e}")));
                 }
                 items.iter().map(|i| i.is_readable()).collect::<Vec<bool>>()
             };
@@ -318,12 +358,7 @@ impl WorkerIo {
             }
             self.core.tick(now);
             if let Some(reason) = self.execute_commands() {
-                info!("worker stopping: {reason}");
-                return if reason.starts_with("closed") {
-                    Ok(())
-                } else {
-                    Err(reason)
-                };
+                return stopped(reason);
             }
         }
     }
@@ -397,7 +432,7 @@ impl WorkerIo {
     }
 
     /// Carries out the core's commands; returns a reason if the worker must stop.
-    fn execute_commands(&mut self) -> Option<String> {
+    fn execute_commands(&mut self) -> Option<ShutdownReason> {
         // Carrying out a command can feed the core an event (a task that fails before reaching
         // the pool), so go on until the core has nothing more to say.
         loop {
@@ -411,7 +446,7 @@ impl WorkerIo {
         }
     }
 
-    fn execute_batch(&mut self, commands: Vec<WorkerCommand>) -> Option<String> {
+    fn execute_batch(&mut self, commands: Vec<WorkerCommand>) -> Option<ShutdownReason> {
         for cmd in commands {
             match cmd {
                 WorkerCommand::ToScheduler { msg, frames } => {

@@ -113,6 +113,30 @@ impl Proc {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Waits (bounded by `within`) for the process to end and returns how it ended, or panics
+    /// naming the process.
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{} still running after {within:?}\n{}",
+                    self.name,
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the process wrote on stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// SIGKILL, then reap.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -376,6 +400,13 @@ impl TestCluster {
 
     pub fn scheduler_pid(&self) -> Option<u32> {
         self.scheduler.as_ref().map(|s| s.pid())
+    }
+
+    /// The process of worker `i` (under a nanny: the nanny), unless it was killed.
+    pub fn worker_proc(&mut self, i: usize) -> &mut Proc {
+        self.workers[i]
+            .as_mut()
+            .expect("a worker that was not killed")
     }
 
     /// Whether worker `i` is still running.

@@ -3,8 +3,10 @@
 //! thread, channel, disk or clock: the runner does the effects and passes `now` in.
 
 use std::collections::VecDeque;
+use std::fmt;
 
 use rustc_hash::FxHashMap as HashMap;
+use serde::{Deserialize, Serialize};
 
 use log::{debug, warn};
 
@@ -12,11 +14,55 @@ use crate::graph::Key;
 use crate::protocol::codec::{spec_hash, SCATTERED, UNKNOWN_ORIGIN};
 use crate::protocol::{
     ComputeTask, ErredTask, FinishedTask, Frame, FrameIdentity, FromWorker, HeldKey, PeerReply,
-    PeerRequest, TaskError, ToWorker, WorkerRegistration,
+    PeerRequest, RejectReason, TaskError, ToWorker, WorkerRegistration,
 };
 
-/// How a shutdown for a vanished scheduler starts, so the runner can tell it apart.
-pub const SCHEDULER_GONE: &str = "the scheduler is gone";
+/// Why the worker stops on its own. A nanny decides from this (told through a channel of its
+/// own, never from an exit code a task could also choose) whether starting the worker again
+/// can help.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ShutdownReason {
+    /// The scheduler sent `Close`: the worker's retirement is complete.
+    Closed,
+    /// The scheduler refused the registration; the same worker would be refused again.
+    Rejected(RejectReason),
+    /// No word from the scheduler for longer than the death timeout.
+    SchedulerGone {
+        silent_ms: u64,
+        death_timeout_ms: u64,
+    },
+}
+
+impl ShutdownReason {
+    /// The exit code of a `zask-worker` that stopped for this reason: 0 closed, 3 scheduler
+    /// gone, 4 rejected (1 is any other failure). For scripts; no nanny looks at it.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ShutdownReason::Closed => 0,
+            ShutdownReason::SchedulerGone { .. } => 3,
+            ShutdownReason::Rejected(_) => 4,
+        }
+    }
+}
+
+impl fmt::Display for ShutdownReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ShutdownReason::Closed => write!(f, "closed by the scheduler"),
+            ShutdownReason::Rejected(reason) => {
+                write!(f, "the scheduler rejected this worker: {reason}")
+            }
+            ShutdownReason::SchedulerGone {
+                silent_ms,
+                death_timeout_ms,
+            } => write!(
+                f,
+                "the scheduler is gone: no word from it for {silent_ms} ms \
+                 (death timeout {death_timeout_ms} ms)"
+            ),
+        }
+    }
+}
 
 /// Settings of the worker's logic.
 #[derive(Clone, Debug)]
@@ -95,9 +141,9 @@ pub enum WorkerCommand {
         spec: Vec<u8>,
         dependencies: Vec<Key>,
     },
-    /// Stop the worker (closed or rejected by the scheduler).
+    /// Stop the worker (closed or rejected by the scheduler, or the scheduler is gone).
     Shutdown {
-        reason: String,
+        reason: ShutdownReason,
     },
 }
 
@@ -244,10 +290,10 @@ impl WorkerCore {
         let silent = self.now_ms.saturating_sub(self.last_heard_ms);
         if silent > self.config.death_timeout_ms {
             self.commands.push(WorkerCommand::Shutdown {
-                reason: format!(
-                    "{SCHEDULER_GONE}: no word from it for {silent} ms (death timeout {} ms)",
-                    self.config.death_timeout_ms
-                ),
+                reason: ShutdownReason::SchedulerGone {
+                    silent_ms: silent,
+                    death_timeout_ms: self.config.death_timeout_ms,
+                },
             });
             return;
         }
@@ -330,7 +376,7 @@ impl WorkerCore {
             }
             ToWorker::Rejected { reason } => {
                 self.commands.push(WorkerCommand::Shutdown {
-                    reason: format!("the scheduler rejected this worker: {reason}"),
+                    reason: ShutdownReason::Rejected(reason),
                 });
             }
             ToWorker::Error { message } => {
@@ -344,7 +390,7 @@ impl WorkerCore {
                 }
             }
             ToWorker::Close => self.commands.push(WorkerCommand::Shutdown {
-                reason: "closed by the scheduler".into(),
+                reason: ShutdownReason::Closed,
             }),
             ToWorker::Compute(tasks) => {
                 for t in tasks {

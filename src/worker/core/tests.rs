@@ -1035,8 +1035,17 @@ fn rejected_shuts_the_worker_down_with_the_reason() {
         WorkerCommand::Shutdown { reason } => Ok(reason),
         c => Err(c),
     });
-    assert_eq!(shutdowns.len(), 1);
-    assert!(shutdowns[0].contains("protocol version 9"), "{shutdowns:?}");
+    assert_eq!(
+        shutdowns,
+        vec![ShutdownReason::Rejected(
+            crate::protocol::RejectReason::ProtocolVersion {
+                scheduler: 2,
+                worker: 9
+            }
+        )]
+    );
+    assert!(shutdowns[0].to_string().contains("protocol version 9"));
+    assert_eq!(shutdowns[0].exit_code(), 4);
     h.assert_quiet();
 }
 
@@ -1044,10 +1053,12 @@ fn rejected_shuts_the_worker_down_with_the_reason() {
 fn close_shuts_the_worker_down() {
     let mut h = Harness::new(1);
     h.scheduler_sends(ToWorker::Close, vec![]);
-    assert!(matches!(
-        &h.take_all()[..],
-        [WorkerCommand::Shutdown { .. }]
-    ));
+    assert_eq!(
+        h.take_all(),
+        vec![WorkerCommand::Shutdown {
+            reason: ShutdownReason::Closed
+        }]
+    );
     h.assert_quiet();
 }
 
@@ -1214,7 +1225,15 @@ fn the_worker_stops_after_the_death_timeout_without_word_from_the_scheduler() {
     h.tick(119_600);
     let stop = h.take_all();
     assert!(
-        matches!(&stop[..], [WorkerCommand::Shutdown { reason }] if reason.starts_with(SCHEDULER_GONE)),
+        matches!(
+            &stop[..],
+            [WorkerCommand::Shutdown {
+                reason: ShutdownReason::SchedulerGone {
+                    death_timeout_ms: 60_000,
+                    ..
+                }
+            }]
+        ),
         "{stop:?}"
     );
 }
