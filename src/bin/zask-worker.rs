@@ -57,6 +57,11 @@ struct Args {
     /// Set by the nanny for the worker process it starts (not for users).
     #[arg(long, env = zask::worker::nanny::NANNY_TOKEN_ENV, hide = true)]
     nanny_token: Option<u64>,
+    /// Largest message accepted from the scheduler or peers, in bytes. A task result bigger
+    /// than this (or than the scheduler's own --max-message-bytes) fails that task with an
+    /// error naming both sizes: it could not travel to the scheduler, a client or a peer.
+    #[arg(long, default_value_t = zask::net::DEFAULT_MAX_MESSAGE_BYTES)]
+    max_message_bytes: i64,
     /// Also offer the test functions (exit_process, counted_inc, wait_for_file, alloc,
     /// fail_with_length): fault-injection helpers that let anyone who submits a graph end the
     /// worker, write files or block threads. For tests and benchmarks only.
@@ -108,6 +113,7 @@ fn main() {
     config.zero = args.zero;
     config.nanny_token = args.nanny_token;
     config.death_timeout_ms = args.death_timeout_ms.max(1);
+    config.max_message_bytes = args.max_message_bytes;
     let registry = if args.test_functions {
         Registry::with_test_functions()
     } else {

@@ -43,6 +43,9 @@ pub struct WorkerConfig {
     pub fetch_timeout_ms: u64,
     /// Stop after this long without word from the scheduler.
     pub death_timeout_ms: u64,
+    /// The largest message part the worker's sockets accept (ZeroMQ drops bigger ones; -1: no
+    /// limit). A result bigger than this or than the scheduler's limit fails its task.
+    /// Default: `net::DEFAULT_MAX_MESSAGE_BYTES`, as the scheduler's.
     pub max_message_bytes: i64,
     /// The secret of the nanny supervising this process (`ZASK_NANNY_TOKEN`, set by the
     /// nanny); sent at registration so the scheduler believes that nanny's reports about it.
@@ -157,6 +160,8 @@ impl Worker {
             // No prefetch: a task queued in the pool would start before the report of the one
             // before it leaves, and a crash would then blame (and lose) the finished task.
             pool_queue: 0,
+            // Negative: ZeroMQ's "no limit".
+            max_message_bytes: u64::try_from(config.max_message_bytes).unwrap_or(u64::MAX),
         });
         let (waker, wake_rx) = net::waker().map_err(|e| e.to_string())?;
         let (done_tx, done_rx) = crossbeam_channel::unbounded();

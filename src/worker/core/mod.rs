@@ -80,6 +80,40 @@ pub struct WorkerCoreConfig {
     /// Tasks handed to the thread pool beyond its thread count, so a thread finishing a short
     /// task finds the next one queued instead of waiting for this loop to send it.
     pub pool_queue: usize,
+    /// The largest message part this worker's sockets accept (`--max-message-bytes`). A result
+    /// bigger than this, or than the scheduler's limit (`Registered`), fails its task: it
+    /// could never travel to the scheduler, to a client or to a peer.
+    pub max_message_bytes: u64,
+}
+
+/// Task error texts are cut to this many bytes before they leave the worker, the cut marked
+/// with how much was left out. The same limit as the scheduler's default
+/// (`CoreConfig::task_error_bytes_max`), so a long error never travels whole.
+pub const TASK_ERROR_BYTES_MAX: usize = 4096;
+
+/// `text` cut to at most `max` bytes in all (on a character boundary), the cut marked with how
+/// much was left out, as the scheduler marks it. The marker fits within `max`, so the
+/// scheduler, which cuts at the same limit, passes the text on unchanged.
+pub fn cut_text(text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    // The marker with the most digits it can need, so what is kept never grows past `max`.
+    let longest_marker = format!("… [cut: {} more bytes]", text.len()).len();
+    let mut end = max.saturating_sub(longest_marker);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… [cut: {} more bytes]", &text[..end], text.len() - end)
+}
+
+/// `keys` without repeats, in first-seen order: a request listing a key many times is
+/// answered with it once.
+fn distinct(keys: Vec<Key>) -> Vec<Key> {
+    let mut seen = rustc_hash::FxHashSet::default();
+    keys.into_iter()
+        .filter(|k| seen.insert(k.clone()))
+        .collect()
 }
 
 #[derive(Debug)]
@@ -214,13 +248,14 @@ pub struct WorkerCore {
     registering_since: Option<u64>,
     last_heard_ms: u64,
     now_ms: u64,
+    /// The largest result that can travel: the smaller of our own and the scheduler's limit.
+    result_bytes_max: u64,
 }
 
 impl WorkerCore {
     pub fn new(config: WorkerCoreConfig) -> WorkerCore {
         let nthreads = config.registration.nthreads.max(1) as usize;
         WorkerCore {
-            config,
             nthreads,
             tasks: HashMap::default(),
             ready: VecDeque::new(),
@@ -236,7 +271,14 @@ impl WorkerCore {
             registering_since: None,
             last_heard_ms: 0,
             now_ms: 0,
+            result_bytes_max: config.max_message_bytes,
+            config,
         }
+    }
+
+    /// The largest result this worker accepts now (see `WorkerCoreConfig::max_message_bytes`).
+    pub fn result_bytes_max(&self) -> u64 {
+        self.result_bytes_max
     }
 
     /// The registration message, with the keys the store holds now.
@@ -271,7 +313,7 @@ impl WorkerCore {
                     self.commands.push(WorkerCommand::SendDataToPeer {
                         peer,
                         request,
-                        keys,
+                        keys: distinct(keys),
                     });
                 }
             },
@@ -370,9 +412,19 @@ impl WorkerCore {
         self.last_heard_ms = self.now_ms;
         match msg {
             ToWorker::HeartbeatAck => {}
-            ToWorker::Registered { .. } => {
+            ToWorker::Registered { max_message_bytes } => {
                 self.registering_since = None;
-                debug!("registered with the scheduler")
+                // 0: a scheduler that states no limit.
+                let theirs = if max_message_bytes == 0 {
+                    u64::MAX
+                } else {
+                    max_message_bytes
+                };
+                self.result_bytes_max = self.config.max_message_bytes.min(theirs);
+                debug!(
+                    "registered with the scheduler; results up to {} bytes",
+                    self.result_bytes_max
+                )
             }
             ToWorker::Rejected { reason } => {
                 self.commands.push(WorkerCommand::Shutdown {
@@ -407,8 +459,10 @@ impl WorkerCore {
             ToWorker::Reset => self.reset(),
             ToWorker::Restart => warn!("a restart request reached a worker, not its nanny"),
             ToWorker::GetData { request, keys } => {
-                self.commands
-                    .push(WorkerCommand::SendDataToScheduler { request, keys });
+                self.commands.push(WorkerCommand::SendDataToScheduler {
+                    request,
+                    keys: distinct(keys),
+                });
             }
             ToWorker::CheckHeld { keys } => {
                 let keys: Vec<Key> = keys
@@ -646,6 +700,28 @@ impl WorkerCore {
         self.executing = self.executing.saturating_sub(1);
         let Some(task) = self.tasks.remove(&key) else {
             return;
+        };
+        let result = match result {
+            Ok(nbytes) if nbytes > self.result_bytes_max => {
+                // Stored already by the runner: it must go, and the task fails now rather
+                // than its value being dropped on the way (which would leave a client or a
+                // peer waiting for it).
+                self.commands.push(WorkerCommand::Delete(vec![key.clone()]));
+                Err(TaskError {
+                    kind: crate::protocol::TaskErrorKind::Failed,
+                    message: format!(
+                        "the result is {nbytes} bytes, more than the message limit of {} \
+                         bytes (max_message_bytes of the worker or the scheduler): it could \
+                         not be sent anywhere",
+                        self.result_bytes_max
+                    ),
+                })
+            }
+            Err(mut error) => {
+                error.message = cut_text(error.message, TASK_ERROR_BYTES_MAX);
+                Err(error)
+            }
+            ok => ok,
         };
         match result {
             Ok(nbytes) if task.released => {

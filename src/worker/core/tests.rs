@@ -31,6 +31,7 @@ fn config(nthreads: u32) -> WorkerCoreConfig {
         fetch_timeout_ms: 5000,
         death_timeout_ms: 60_000,
         pool_queue: 0,
+        max_message_bytes: 1000,
     }
 }
 
@@ -1236,4 +1237,108 @@ fn the_worker_stops_after_the_death_timeout_without_word_from_the_scheduler() {
         ),
         "{stop:?}"
     );
+}
+
+// --- Bounds ----------------------------------------------------------------------------------
+
+#[test]
+fn a_result_over_the_message_limit_fails_its_task_naming_its_size_and_the_limit() {
+    // Our own limit is 1000 bytes (see `config`); the scheduler's is smaller.
+    let mut h = Harness::new(1);
+    assert_eq!(h.core.result_bytes_max(), 1000);
+    h.scheduler_sends(
+        ToWorker::Registered {
+            max_message_bytes: 500,
+        },
+        vec![],
+    );
+    assert_eq!(h.core.result_bytes_max(), 500);
+    h.compute(vec![task("big", &[], true), task("fits", &[], true)]);
+    assert_eq!(h.take_executes(), keys(&["big"]));
+    h.executed("big", Ok(501));
+    // The stored value goes, and the task fails at once.
+    assert_eq!(h.take_deletes(), vec![keys(&["big"])]);
+    let sent = h.take_sent();
+    let [FromWorker::Erred(erred)] = &sent[..] else {
+        panic!("expected one Erred, got {sent:?}");
+    };
+    assert_eq!(erred.len(), 1);
+    assert_eq!(erred[0].key, k("big"));
+    let message = &erred[0].error.message;
+    assert!(message.contains("501 bytes"), "{message}");
+    assert!(message.contains("limit of 500 bytes"), "{message}");
+    assert!(!h.core.holds(&k("big")));
+    // Exactly at the limit is fine.
+    assert_eq!(h.take_executes(), keys(&["fits"]));
+    assert_eq!(h.run("fits", 500), vec![finished("fits", 500, &[], true)]);
+    h.assert_quiet();
+    // A scheduler that states no limit (0) leaves ours.
+    h.scheduler_sends(
+        ToWorker::Registered {
+            max_message_bytes: 0,
+        },
+        vec![],
+    );
+    assert_eq!(h.core.result_bytes_max(), 1000);
+    h.assert_quiet();
+}
+
+#[test]
+fn a_very_long_task_error_is_cut_before_it_leaves_the_worker() {
+    let mut h = Harness::new(1);
+    h.compute(vec![task("a", &[], true)]);
+    h.take_executes();
+    h.executed("a", Err(failure(&"é".repeat(50_000))));
+    let sent = h.take_sent();
+    let [FromWorker::Erred(erred)] = &sent[..] else {
+        panic!("expected one Erred, got {sent:?}");
+    };
+    let message = &erred[0].error.message;
+    // The marker "… [cut: N more bytes]" is 27 bytes here; what is kept of the two-byte
+    // characters fills the rest of the 4096 bytes: 2034 of them (4068 bytes).
+    assert_eq!(
+        *message,
+        format!("{}… [cut: 95932 more bytes]", "é".repeat(2034))
+    );
+    assert!(message.len() <= TASK_ERROR_BYTES_MAX);
+    // A short one is untouched.
+    assert_eq!(cut_text("short".into(), TASK_ERROR_BYTES_MAX), "short");
+    h.assert_quiet();
+}
+
+#[test]
+fn a_key_listed_many_times_in_a_data_request_is_served_once() {
+    let mut h = Harness::new(1);
+    h.scheduler_sends(
+        ToWorker::GetData {
+            request: 7,
+            keys: keys(&["a", "b", "a", "a", "b"]),
+        },
+        vec![],
+    );
+    assert_eq!(
+        h.take_all(),
+        vec![WorkerCommand::SendDataToScheduler {
+            request: 7,
+            keys: keys(&["a", "b"]),
+        }]
+    );
+    let mut many = vec![k("x"); 10_000];
+    many.push(k("y"));
+    h.step(WorkerEvent::FromPeer {
+        peer: b"peer-9".to_vec(),
+        msg: PeerRequest::GetData {
+            request: 3,
+            keys: many,
+        },
+    });
+    assert_eq!(
+        h.take_all(),
+        vec![WorkerCommand::SendDataToPeer {
+            peer: b"peer-9".to_vec(),
+            request: 3,
+            keys: keys(&["x", "y"]),
+        }]
+    );
+    h.assert_quiet();
 }
