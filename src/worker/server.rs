@@ -119,8 +119,18 @@ pub struct Worker {
 
 impl Worker {
     pub fn start(config: WorkerConfig, registry: Registry) -> Result<Worker, String> {
-        let scheduler = Endpoint::parse(&config.scheduler)?;
         let store = config.store.open().map_err(|e| e.to_string())?;
+        Worker::start_with_store(config, registry, store)
+    }
+
+    /// Starts a worker keeping its results in `store` (any `Store`; `config.store` is then
+    /// not used).
+    pub fn start_with_store(
+        config: WorkerConfig,
+        registry: Registry,
+        store: Box<dyn Store>,
+    ) -> Result<Worker, String> {
+        let scheduler = Endpoint::parse(&config.scheduler)?;
         let ctx = zmq::Context::new();
         let to_scheduler = ctx.socket(zmq::DEALER).map_err(|e| e.to_string())?;
         let peers = ctx.socket(zmq::ROUTER).map_err(|e| e.to_string())?;
@@ -510,7 +520,11 @@ impl WorkerIo {
                 }
                 WorkerCommand::Store { key, frame } => {
                     if let Err(e) = self.store.set(&key.to_store_key(), frame) {
-                        error!("store write of {key:?} failed: {e}");
+                        // Never a silent success: the core takes the value back.
+                        let now = self.clock.now_ms();
+                        let error = e.to_string();
+                        self.core
+                            .handle(now, WorkerEvent::StoreFailed { key, error });
                     }
                 }
                 WorkerCommand::Delete(keys) => {

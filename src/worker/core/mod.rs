@@ -136,6 +136,11 @@ pub enum WorkerEvent {
         key: Key,
         result: Result<u64, TaskError>,
     },
+    /// A `Store` command failed: the value is not in the store, whatever the core believed.
+    StoreFailed {
+        key: Key,
+        error: String,
+    },
 }
 
 /// Effects for the runner to carry out, in order.
@@ -323,6 +328,7 @@ impl WorkerCore {
                 frames,
             } => self.peer_answered(address, msg, frames),
             WorkerEvent::Executed { key, result } => self.executed(key, result),
+            WorkerEvent::StoreFailed { key, error } => self.store_failed(key, error),
         }
     }
 
@@ -699,6 +705,8 @@ impl WorkerCore {
         debug!("executed {key:?}: {result:?}");
         self.executing = self.executing.saturating_sub(1);
         let Some(task) = self.tasks.remove(&key) else {
+            // Forgotten while it ran (its input could not be stored): its thread is free.
+            self.start_ready();
             return;
         };
         let result = match result {
@@ -744,6 +752,44 @@ impl WorkerCore {
                 self.erred.push(ErredTask { key, error });
                 self.drop_orphans(task.fetched);
             }
+        }
+        self.start_ready();
+    }
+
+    /// A value could not be written to the store: nobody is told it is here. Scattered data
+    /// was (or is about to be) confirmed with `Stored`; `NotHeld` follows, so the scheduler
+    /// counts it lost (and fails whoever needs it, naming it) rather than sending readers here.
+    /// A copy fetched from a peer: the tasks waiting for it fail, naming the store's error.
+    fn store_failed(&mut self, key: Key, error: String) {
+        warn!("store write of {key:?} failed: {error}");
+        let Some(held) = self.data.remove(&key) else {
+            return;
+        };
+        if held.origin == SCATTERED {
+            self.commands.push(WorkerCommand::ToScheduler {
+                msg: FromWorker::NotHeld { keys: vec![key] },
+                frames: vec![],
+            });
+            return;
+        }
+        // Dependents may be executing already: their `Execute` left in the same batch as the
+        // failed write. They are forgotten here and fail with this error; their own failure
+        // ("not in the store"), which follows, then only frees their thread.
+        let dependents: Vec<Key> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.dependencies.contains(&key))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for t in dependents {
+            self.drop_task(&t);
+            self.erred.push(ErredTask {
+                key: t,
+                error: TaskError {
+                    kind: crate::protocol::TaskErrorKind::Failed,
+                    message: format!("could not store input {key:?} fetched from a peer: {error}"),
+                },
+            });
         }
         self.start_ready();
     }

@@ -149,7 +149,7 @@ impl Harness {
                 msg: decode(&encode(&msg)).unwrap(),
                 frames,
             },
-            executed @ WorkerEvent::Executed { .. } => executed,
+            local @ (WorkerEvent::Executed { .. } | WorkerEvent::StoreFailed { .. }) => local,
         };
         self.core.handle(self.now, event);
     }
@@ -1340,5 +1340,105 @@ fn a_key_listed_many_times_in_a_data_request_is_served_once() {
             keys: keys(&["x", "y"]),
         }]
     );
+    h.assert_quiet();
+}
+
+// --- Store failures --------------------------------------------------------------------------
+
+#[test]
+fn a_scattered_value_the_store_failed_to_write_is_reported_not_held() {
+    let mut h = Harness::new(1);
+    h.put_data(5, &[("a", frame(1)), ("b", frame(2))]);
+    assert_eq!(h.take_stores().len(), 2);
+    assert_eq!(h.take_sent(), vec![FromWorker::Stored { request: 5 }]);
+    // The runner's write of "a" failed.
+    h.step(WorkerEvent::StoreFailed {
+        key: k("a"),
+        error: "disk full".into(),
+    });
+    assert_eq!(
+        h.take_sent(),
+        vec![FromWorker::NotHeld { keys: keys(&["a"]) }]
+    );
+    assert!(!h.core.holds(&k("a")));
+    assert!(h.core.holds(&k("b")));
+    // Asked later, it says so again.
+    h.scheduler_sends(
+        ToWorker::CheckHeld {
+            keys: keys(&["a", "b"]),
+        },
+        vec![],
+    );
+    assert_eq!(
+        h.take_sent(),
+        vec![FromWorker::NotHeld { keys: keys(&["a"]) }]
+    );
+    h.assert_quiet();
+}
+
+#[test]
+fn a_fetched_input_the_store_failed_to_write_fails_the_tasks_waiting_for_it() {
+    let mut h = Harness::new(1);
+    h.compute(vec![
+        task("t", &[("d", &[P1]), ("e", &[P2])], true),
+        task("u", &[], true),
+    ]);
+    let fd = h
+        .take_fetches()
+        .into_iter()
+        .find(|f| f.keys == keys(&["d"]))
+        .expect("a fetch of d");
+    assert_eq!(h.take_executes(), keys(&["u"]));
+    h.peer_has(P1, fd.request, "d", frame(1));
+    assert_eq!(h.take_stores(), vec![(k("d"), frame(1))]);
+    h.step(WorkerEvent::StoreFailed {
+        key: k("d"),
+        error: "disk full".into(),
+    });
+    let sent = h.take_sent();
+    let [FromWorker::Erred(erred)] = &sent[..] else {
+        panic!("expected one Erred, got {sent:?}");
+    };
+    assert_eq!(erred[0].key, k("t"));
+    assert_eq!(
+        erred[0].error.message,
+        "could not store input \"d\" fetched from a peer: disk full"
+    );
+    assert!(!h.core.holds(&k("d")));
+    // The deletion of the fetched copy (a no-op) is all that is left of "t".
+    assert_eq!(h.take_deletes(), vec![keys(&["d"])]);
+    assert_eq!(h.core.pending_tasks(), 1);
+    // The other task is untouched.
+    h.run("u", 1);
+    h.assert_quiet();
+}
+
+#[test]
+fn a_task_started_in_the_batch_whose_input_write_failed_fails_with_the_store_error() {
+    let mut h = Harness::new(1);
+    h.compute(vec![task("t", &[("d", &[P1])], true)]);
+    let request = h.take_one_fetch(P1, "d");
+    h.peer_has(P1, request, "d", frame(1));
+    // The write and the execution leave in one batch; the runner then finds the write failed.
+    assert_eq!(h.take_stores(), vec![(k("d"), frame(1))]);
+    assert_eq!(h.take_executes(), keys(&["t"]));
+    h.step(WorkerEvent::StoreFailed {
+        key: k("d"),
+        error: "disk full".into(),
+    });
+    let sent = h.take_sent();
+    let [FromWorker::Erred(erred)] = &sent[..] else {
+        panic!("expected one Erred, got {sent:?}");
+    };
+    assert_eq!(erred[0].key, k("t"));
+    assert!(erred[0].error.message.contains("disk full"));
+    h.take_deletes();
+    // Its thread is still busy until its own failure to find the input comes back, which
+    // frees the thread and says nothing more.
+    h.compute(vec![task("u", &[], true)]);
+    assert_eq!(h.take_executes(), Vec::<Key>::new());
+    h.executed("t", Err(failure("input \"d\" is not in the store")));
+    assert_eq!(h.take_executes(), keys(&["u"]));
+    h.run("u", 1);
     h.assert_quiet();
 }
