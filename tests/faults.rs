@@ -752,3 +752,23 @@ fn a_second_worker_with_a_taken_name_exits_naming_it_and_the_first_keeps_working
     assert_eq!(now, vec![("w1".to_owned(), first[0].pid)]);
     assert_seed_works(&client);
 }
+
+/// A worker process sent SIGTERM on its own retires, tells its nanny it left gracefully, and
+/// the nanny starts a new one (the nanny stops only when a new worker could not fare better).
+#[test]
+fn a_worker_sigtermed_alone_leaves_gracefully_and_its_nanny_starts_a_new_one() {
+    let mut cluster = ClusterOptions::default().workers(1).with_nanny().start();
+    let client = cluster.client();
+    let old = workers(&client)[0].clone();
+    signal(old.pid, libc::SIGTERM);
+    wait_until("the nanny to start a new worker", DEADLINE, || {
+        workers(&client)
+            .iter()
+            .any(|w| w.pid != old.pid)
+            .then_some(())
+    });
+    assert!(cluster.worker_running(0), "the nanny must live on");
+    assert_seed_works(&client);
+    let log = cluster.worker_proc(0).stderr();
+    assert!(log.contains("left gracefully"), "{log}");
+}

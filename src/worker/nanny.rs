@@ -3,10 +3,12 @@
 //! It also restarts the worker on the scheduler's request (`Client::restart`).
 //!
 //! Restart policy: a worker that stops on purpose says why before it exits, through a pipe the
-//! nanny gives it (`NANNY_REASON_FD_ENV`, written once with a `FinalReason`). The nanny never
-//! restarts a worker that gave a reason (it stopped when asked, was rejected, or its scheduler
-//! is gone), and always restarts one that ended without giving one (a crash, SIGKILL, a task
-//! calling `process::exit` with any code). Exit codes are never looked at.
+//! nanny gives it (`NANNY_REASON_FD_ENV`, written once with a `FinalReason`). The nanny does not
+//! restart a worker that was refused by the scheduler (name taken, protocol version) or whose
+//! scheduler is gone: it stops too, with an error naming why. It restarts one that left
+//! gracefully (SIGTERM to the worker alone: retired, then closed) and one that ended without
+//! giving a reason (a crash, SIGKILL, a task calling `process::exit` with any code). Exit codes
+//! are never looked at.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -109,12 +111,16 @@ impl FinalReason {
         decode_plain(bytes.strip_prefix(FINAL_REASON_MAGIC)?).ok()
     }
 
-    /// Whether the nanny ends with an error (the worker could not work), rather than quietly.
-    fn is_failure(&self) -> bool {
-        !matches!(
-            self,
-            FinalReason::Stopped | FinalReason::Shutdown(ShutdownReason::Closed)
-        )
+    /// Whether starting the worker again cannot help, so the nanny stops (with an error): it
+    /// was refused, or its scheduler is gone. A worker that left gracefully (asked to stop on
+    /// its own, its results moved elsewhere) is started again, as a crashed one is.
+    fn ends_supervision(&self) -> bool {
+        match self {
+            FinalReason::Stopped | FinalReason::Shutdown(ShutdownReason::Closed) => false,
+            FinalReason::Shutdown(
+                ShutdownReason::Rejected(_) | ShutdownReason::SchedulerGone { .. },
+            ) => true,
+        }
     }
 }
 
@@ -234,20 +240,21 @@ pub fn run(config: NannyConfig, stop: Arc<AtomicBool>) -> Result<(), String> {
             return Ok(());
         }
         let exit = describe_exit(status);
-        if let Some(reason) = worker.final_reason() {
-            info!("worker process ended ({exit}): {reason}");
-            report_death(&send, &worker, true, reason.to_string());
-            // Starting it again cannot help: it was rejected, its scheduler is gone, or it
-            // was asked to stop.
-            return if reason.is_failure() {
-                Err(format!("the worker stopped: {reason}; not restarting it"))
-            } else {
-                info!("the worker stopped on purpose ({reason}); not restarting it");
-                Ok(())
-            };
+        match worker.final_reason() {
+            Some(reason) if reason.ends_supervision() => {
+                warn!("worker process ended ({exit}): {reason}");
+                report_death(&send, &worker, true, reason.to_string());
+                return Err(format!("the worker stopped: {reason}; not restarting it"));
+            }
+            Some(reason) => {
+                info!("worker process left gracefully ({exit}: {reason}): starting a new one");
+                report_death(&send, &worker, true, reason.to_string());
+            }
+            None => {
+                warn!("worker process ended without saying why ({exit}): restarting it");
+                report_death(&send, &worker, false, exit);
+            }
         }
-        warn!("worker process ended without saying why ({exit}): restarting it");
-        report_death(&send, &worker, false, exit);
         // A worker that came up (it printed its address) and died later is restarted at
         // once; backoff is for workers that cannot even start.
         if worker.address.is_some() || worker.started.elapsed() >= config.stable_after {
@@ -413,8 +420,8 @@ mod tests {
         for r in &reasons {
             assert_eq!(FinalReason::decode(&r.encode()).as_ref(), Some(r));
         }
-        let failures: Vec<bool> = reasons.iter().map(FinalReason::is_failure).collect();
-        assert_eq!(failures, [false, false, true, true]);
+        let ends: Vec<bool> = reasons.iter().map(FinalReason::ends_supervision).collect();
+        assert_eq!(ends, [false, false, true, true]);
         assert_eq!(FinalReason::decode(b""), None);
         assert_eq!(FinalReason::decode(b"3\n"), None);
         let mut truncated = reasons[2].encode();
