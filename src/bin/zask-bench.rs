@@ -167,7 +167,8 @@ fn start_cluster(args: &Args, workers: usize) -> Result<Cluster, String> {
     let mut children = Vec::new();
     for _ in 0..workers {
         let mut cmd = Command::new(dir.join("zask-worker"));
-        cmd.args([to_workers.as_str(), "--nthreads", "1"]);
+        // The transfer scenario makes its data with `alloc`, a test function.
+        cmd.args([to_workers.as_str(), "--nthreads", "1", "--test-functions"]);
         if args.zero {
             cmd.arg("--zero");
         }
