@@ -6,7 +6,7 @@ use log::{debug, warn};
 use super::tasks::{task_failure, TaskId, TaskState};
 use super::{SchedulerCore, WorkerId};
 use crate::graph::Key;
-use crate::protocol::{FinishedTask, Frame, RequestError, TaskError, ToWorker};
+use crate::protocol::{cut_text, FinishedTask, Frame, RequestError, TaskError, ToWorker};
 
 impl SchedulerCore {
     /// Makes `roots` and everything they need (and that is not in memory) active.
@@ -473,19 +473,6 @@ impl SchedulerCore {
             }
         }
     }
-}
-
-/// `text` cut to at most `max` bytes (on a character boundary), the cut marked with how much
-/// was left out.
-pub(super) fn cut_text(text: String, max: usize) -> String {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… [cut: {} more bytes]", &text[..end], text.len() - end)
 }
 
 impl SchedulerCore {

@@ -92,7 +92,7 @@ impl Default for CoreConfig {
             journal: false,
             recovery_grace_ms: 1_500,
             max_message_bytes: (2u64 << 30) - 1,
-            task_error_bytes_max: 4096,
+            task_error_bytes_max: crate::protocol::TASK_ERROR_BYTES_MAX,
             instance_token: 0,
             address_to_workers: String::new(),
             address_to_clients: String::new(),

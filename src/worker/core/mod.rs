@@ -86,27 +86,6 @@ pub struct WorkerCoreConfig {
     pub max_message_bytes: u64,
 }
 
-/// Task error texts are cut to this many bytes before they leave the worker, the cut marked
-/// with how much was left out. The same limit as the scheduler's default
-/// (`CoreConfig::task_error_bytes_max`), so a long error never travels whole.
-pub const TASK_ERROR_BYTES_MAX: usize = 4096;
-
-/// `text` cut to at most `max` bytes in all (on a character boundary), the cut marked with how
-/// much was left out, as the scheduler marks it. The marker fits within `max`, so the
-/// scheduler, which cuts at the same limit, passes the text on unchanged.
-pub fn cut_text(text: String, max: usize) -> String {
-    if text.len() <= max {
-        return text;
-    }
-    // The marker with the most digits it can need, so what is kept never grows past `max`.
-    let longest_marker = format!("… [cut: {} more bytes]", text.len()).len();
-    let mut end = max.saturating_sub(longest_marker);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… [cut: {} more bytes]", &text[..end], text.len() - end)
-}
-
 /// `keys` without repeats, in first-seen order: a request listing a key many times is
 /// answered with it once.
 fn distinct(keys: Vec<Key>) -> Vec<Key> {
@@ -726,7 +705,8 @@ impl WorkerCore {
                 })
             }
             Err(mut error) => {
-                error.message = cut_text(error.message, TASK_ERROR_BYTES_MAX);
+                error.message =
+                    crate::protocol::cut_text(error.message, crate::protocol::TASK_ERROR_BYTES_MAX);
                 Err(error)
             }
             ok => ok,

@@ -6,7 +6,7 @@
 use super::*;
 use crate::graph::Expr;
 use crate::protocol::codec::{decode, encode, encode_plain, encode_value};
-use crate::protocol::{TaskErrorKind, PROTOCOL_VERSION};
+use crate::protocol::{cut_text, TaskErrorKind, PROTOCOL_VERSION, TASK_ERROR_BYTES_MAX};
 use crate::value::Value;
 
 const ME: &str = "tcp://me:1";
