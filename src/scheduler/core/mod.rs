@@ -1076,12 +1076,12 @@ impl SchedulerCore {
                         kind: crate::protocol::TaskErrorKind::KilledWorker,
                         message: format!(
                             "task {:?} was running on {} workers that died unexpectedly (allowed_failures = {limit}): {}",
-                            task.name,
+                            task.name(),
                             task.suspicious,
                             self.took_down.get(&t).map(|ws| ws.join(", ")).unwrap_or_default()
                         ),
                     };
-                    let key = task.name.clone();
+                    let key = task.name().clone();
                     self.fail_task(t, tasks::task_failure(&key, error));
                 }
             }
@@ -1377,7 +1377,7 @@ impl SchedulerCore {
         let mut by_name: HashMap<&Key, Vec<WorkerId>> = HashMap::default();
         if !unnamed.is_empty() {
             for (_, t) in self.tasks.iter() {
-                if let Some(k) = unnamed.get(&t.name) {
+                if let Some(k) = unnamed.get(t.name()) {
                     by_name
                         .entry(k)
                         .or_default()
@@ -1414,7 +1414,7 @@ impl SchedulerCore {
                     let mut keys: Vec<_> = w
                         .has
                         .iter()
-                        .map(|t| self.tasks.get(*t).name.clone())
+                        .map(|t| self.tasks.get(*t).name().clone())
                         .collect();
                     keys.sort();
                     keys.dedup();
@@ -1519,7 +1519,7 @@ impl SchedulerCore {
             if !self.tasks.exists(t) {
                 return Err(format!("{key:?} names a forgotten task"));
             }
-            if self.tasks.get(t).name != *key {
+            if self.tasks.get(t).name() != key {
                 return Err(format!("{key:?} names a task of another key"));
             }
             *pins.entry(t).or_default() += 1;
@@ -1561,7 +1561,7 @@ impl SchedulerCore {
             None => self
                 .tasks
                 .iter()
-                .filter(|(_, t)| t.name == *key)
+                .filter(|(_, t)| t.name() == key)
                 .map(|(_, t)| t.state)
                 .next(),
         }

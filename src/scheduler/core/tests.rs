@@ -237,7 +237,7 @@ impl Harness {
 
 /// The key a wire key (what workers see) stands for.
 fn name(key: &Key) -> Key {
-    super::tasks::name_of_wire_key(key).unwrap_or_else(|| key.clone())
+    super::tasks::name_of_wire_key(key).unwrap_or(key).clone()
 }
 
 /// Dependencies as tests name them.
