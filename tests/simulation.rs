@@ -203,7 +203,8 @@ enum Fault {
 #[derive(Default)]
 struct Journal {
     computations: BTreeMap<(Vec<u8>, u64), Submission>,
-    scattered: BTreeMap<Key, u64>,
+    /// By wire key: the key clients gave it and its size.
+    scattered: BTreeMap<Key, (Key, u64)>,
 }
 
 // ---- simulated workers and clients ----
@@ -737,7 +738,7 @@ impl Sim {
                             .journal
                             .scattered
                             .iter()
-                            .map(|(k, n)| (k.clone(), *n))
+                            .map(|(k, (name, n))| (name.clone(), k.clone(), *n))
                             .collect(),
                         ..Recovered::default()
                     };
@@ -1035,8 +1036,8 @@ impl Sim {
                         JournalOp::DeleteComputation { client, request } => {
                             self.journal.computations.remove(&(client, request));
                         }
-                        JournalOp::PutScattered { key, nbytes } => {
-                            self.journal.scattered.insert(key, nbytes);
+                        JournalOp::PutScattered { name, key, nbytes } => {
+                            self.journal.scattered.insert(key, (name, nbytes));
                         }
                         JournalOp::DeleteScattered { key } => {
                             self.journal.scattered.remove(&key);
@@ -2497,14 +2498,14 @@ impl Sim {
         self.client_poll(c)
     }
 
-    /// Whether worker `w` stores a value of `key` (under any definition: workers know tasks
-    /// by wire key, `(key, token)`).
+    /// Whether worker `w` stores a value of `key` that the scheduler knows (under any
+    /// definition: workers know tasks by their wire keys).
     fn stores(&self, w: usize, key: &str) -> bool {
         let key = Key::from(key);
-        self.workers[w].store.keys().any(|k| match k {
-            Key::Tuple(parts) if parts.len() == 2 => parts[0] == key,
-            other => *other == key,
-        })
+        self.workers[w]
+            .store
+            .keys()
+            .any(|k| self.sched.key_of(k).as_ref() == Some(&key))
     }
 
     fn answer(&self, c: usize, request: u64) -> String {

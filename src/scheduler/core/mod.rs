@@ -1554,6 +1554,14 @@ impl SchedulerCore {
         Ok(())
     }
 
+    /// The key (as clients write it) of the task workers know by `wire_key` (for tests and
+    /// diagnostics).
+    pub fn key_of(&self, wire_key: &Key) -> Option<Key> {
+        self.tasks
+            .id(wire_key)
+            .map(|t| self.tasks.get(t).name().clone())
+    }
+
     /// The state of the task `key` names, else of some task of that key (for tests).
     pub fn task_state(&self, key: &crate::graph::Key) -> Option<TaskState> {
         match self.names.get(key) {
