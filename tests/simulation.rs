@@ -1099,7 +1099,7 @@ impl Sim {
         (found, frames, missing)
     }
 
-    fn to_scheduler(&mut self, w: usize, msg: &FromWorker, frames: Vec<Frame>) {
+    fn send_to_scheduler(&mut self, w: usize, msg: &FromWorker, frames: Vec<Frame>) {
         let mut all = vec![encode(msg)];
         all.extend(frames);
         self.send(Ep::Worker(w), Ep::Scheduler, Chan::Net, all);
@@ -1107,7 +1107,7 @@ impl Sim {
 
     fn worker_command(&mut self, w: usize, cmd: WorkerCommand) -> R {
         match cmd {
-            WorkerCommand::ToScheduler { msg, frames } => self.to_scheduler(w, &msg, frames),
+            WorkerCommand::ToScheduler { msg, frames } => self.send_to_scheduler(w, &msg, frames),
             WorkerCommand::ReportFinished(mut done) => {
                 let mut frames = Vec::new();
                 for f in &mut done {
@@ -1118,7 +1118,7 @@ impl Sim {
                         }
                     }
                 }
-                self.to_scheduler(w, &FromWorker::Finished(done), frames);
+                self.send_to_scheduler(w, &FromWorker::Finished(done), frames);
             }
             WorkerCommand::SendDataToScheduler { request, keys } => {
                 let (found, frames, missing) = self.load(w, keys);
@@ -1127,7 +1127,7 @@ impl Sim {
                     found,
                     missing,
                 };
-                self.to_scheduler(w, &msg, frames);
+                self.send_to_scheduler(w, &msg, frames);
             }
             WorkerCommand::FetchFromPeer {
                 address,
@@ -1306,10 +1306,7 @@ impl Sim {
         if self.clients[c].gone || self.clients[c].finished {
             return Ok(());
         }
-        loop {
-            let Some(step) = self.clients[c].script.front().cloned() else {
-                break;
-            };
+        while let Some(step) = self.clients[c].script.front().cloned() {
             match step {
                 Step::Sleep(ms) => match self.clients[c].sleep_until {
                     None => {

@@ -1497,13 +1497,12 @@ impl SchedulerCore {
                         ));
                     }
                 }
-                TaskState::Ready => {
+                TaskState::Ready
                     if t.dependencies
                         .iter()
-                        .any(|d| self.tasks.get(*d).state != TaskState::Memory)
-                    {
-                        return Err(format!("task {:?} ready with missing inputs", t.key));
-                    }
+                        .any(|d| self.tasks.get(*d).state != TaskState::Memory) =>
+                {
+                    return Err(format!("task {:?} ready with missing inputs", t.key));
                 }
                 _ => {}
             }
