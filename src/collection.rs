@@ -20,6 +20,16 @@ pub enum CollectionKind {
     Graph,
 }
 
+impl CollectionKind {
+    /// "a bag", "an item", "a graph", for messages.
+    fn with_article(self) -> String {
+        match self {
+            CollectionKind::Item => format!("an {self}"),
+            _ => format!("a {self}"),
+        }
+    }
+}
+
 impl std::fmt::Display for CollectionKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -76,8 +86,10 @@ impl Collection {
             Ok(())
         } else {
             Err(format!(
-                "collection {:?} is a {}, not a {kind}",
-                self.name, self.kind
+                "collection {:?} is {}, not {}",
+                self.name,
+                self.kind.with_article(),
+                kind.with_article()
             ))
         }
     }
@@ -206,9 +218,9 @@ mod tests {
         let bag = Bag::range(10, 2);
         let item = bag.sum();
         let err = Item::from_collection(&bag.to_collection()).unwrap_err();
-        assert!(err.contains("not a \"item\""), "{err}");
+        assert!(err.contains("is a bag, not an item"), "{err}");
         let err = Bag::from_collection(&item.to_collection()).unwrap_err();
-        assert!(err.contains("not a \"bag\""), "{err}");
+        assert!(err.contains("is an item, not a bag"), "{err}");
         let graph = Collection::from_graph(&crate::graph! { "x" => 1 }, vec!["x".into()]);
         assert!(Bag::from_collection(&graph).is_err());
         // The item's one partition is the one-partition bag of the same key.
