@@ -1,0 +1,1487 @@
+//! A model test of the scheduler core: random sequences of real client requests from several
+//! clients, interleaved with model workers' events and faults, driven through the public
+//! `SchedulerCore` API with every message round-tripped through the real codec.
+//! `check_invariants()` runs after every step and every answer is checked against a reference
+//! evaluator of the semantics below, at the moment the answer leaves the scheduler.
+//!
+//! Semantics checked:
+//! 1. A task is its key and its definition: graphs defining a key the same way share it,
+//!    graphs defining it differently get separate tasks; each request gets its own graph's
+//!    values. Redefinition is never an error.
+//! 2. A key names at most one value on the cluster, set by Scatter, Submit with keep_results
+//!    or Persist; a later one replaces it; Release removes it; Restart drops every name (stored
+//!    collections survive).
+//! 3. A key a graph refers to but does not define is the value named by that key when the
+//!    submit is handled (a Graph "missing key" error if none). Gather, WhoHas, Replicate and
+//!    Release act on named values.
+//! 4. Publish needs every key named; GetDataset returns the collection until Unpublish.
+//! 5. Stored collections are graphs: SetCollection replaces, GetCollection returns the last.
+//!
+//! Errors are only accepted when something that allows them happened (a restart while the
+//! request was pending, scattered data lost with its holders, enough worker deaths for a
+//! killed-worker error, the failing function). After faults stop, every request of a client
+//! still there must be answered within `LIVENESS_MS` of virtual time.
+//!
+//! `model_sequences` runs `ZASK_MODEL_SEQUENCES` seeds (default 10,000);
+//! `ZASK_MODEL_SEED=N cargo test --test model` replays one with a trace of its events.
+
+mod reference;
+mod rng;
+mod workers;
+mod workload;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Instant;
+
+use zask::collection::Collection;
+use zask::graph::{GraphError, Key};
+use zask::protocol::codec::{decode, decode_value, encode, encode_value};
+use zask::protocol::{
+    Frame, FromClient, FromWorker, RequestError, TaskErrorKind, ToClient, ToWorker,
+    PROTOCOL_VERSION,
+};
+use zask::scheduler::core::{Command, CoreConfig, Event, SchedulerCore};
+use zask::Value;
+
+use reference::{expect_graph, Expected, NameBook, Named, FAIL_MESSAGE};
+use rng::Rng;
+use workers::{Life, ModelWorker, PeerAnswer};
+use workload::{random_op, ClientOp, DefinitionPool};
+
+type R = Result<(), String>;
+
+const HEARTBEAT_MS: u64 = 500;
+const CLIENT_PING_MS: u64 = 500;
+const NANNY_RESTART_MS: u64 = 100;
+const STALL_MS: u64 = 4_000;
+/// Every request must be answered this long after the faults stop.
+const LIVENESS_MS: u64 = 120_000;
+const ALLOWED_FAILURES: u32 = 1;
+const WORKERS_MAX: usize = 4;
+const TRACE_LINES: usize = 3000;
+
+fn config() -> CoreConfig {
+    CoreConfig {
+        heartbeat_timeout_ms: 3_000,
+        probe_timeout_ms: 500,
+        client_timeout_ms: 3_000,
+        worker_queue_extra: 2,
+        allowed_failures: ALLOWED_FAILURES,
+        restart_timeout_ms: 5_000,
+        retire_timeout_ms: 2_000,
+        ..CoreConfig::default()
+    }
+}
+
+// ---- the network: one FIFO queue per direction of each connection ----
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Link {
+    /// From this identity to the scheduler.
+    Up(Vec<u8>),
+    /// From the scheduler to this identity.
+    Down(Vec<u8>),
+}
+
+#[derive(Debug)]
+enum Packet {
+    /// An encoded header and its value frames.
+    Msg(Frame, Vec<Frame>),
+    /// The worker port noticed a dropped connection (after the dead worker's last messages).
+    ConnectionLost,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Endpoint {
+    Client(usize),
+    Worker(usize),
+    Nanny(usize),
+}
+
+// ---- clients ----
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ClientLife {
+    Active,
+    /// Said goodbye: nothing more is expected for it.
+    Left,
+    /// Stopped pinging: the scheduler drops it after `client_timeout_ms`.
+    Silent,
+}
+
+struct ModelClient {
+    identity: Vec<u8>,
+    life: ClientLife,
+    next_request: u64,
+    next_ping_ms: u64,
+    /// Sent, not answered, not cancelled: what liveness waits for.
+    waiting: BTreeSet<u64>,
+    last_persisted: Option<Collection>,
+    /// Submit a fetched collection's graph on receipt (always in scenarios).
+    compute_fetched: bool,
+    /// Values received, by request (kept for the named scenarios).
+    values: BTreeMap<u64, Vec<Value>>,
+    errors: BTreeMap<u64, RequestError>,
+}
+
+/// What the reference allowed for a request when the scheduler handled it.
+#[derive(Debug)]
+enum Expect {
+    Submit(Expected),
+    Persist(Expected),
+    Gather(Vec<BTreeSet<Named>>),
+    Scatter,
+    Release,
+    WhoHas(Vec<bool>),
+    Replicate(Vec<bool>),
+    Publish(Vec<(Key, bool, bool)>),
+    GetDataset(Vec<Option<Collection>>),
+    Unpublish(Vec<Option<Collection>>),
+    SetCollection,
+    GetCollection(Option<Collection>),
+    DeleteCollection(bool),
+    ListCollections(Vec<String>),
+    Status,
+    Restart,
+}
+
+#[derive(Debug)]
+struct Pending {
+    op: ClientOp,
+    expect: Expect,
+    /// The names this request will set if it succeeds, with their writer ids in the book.
+    writers: Vec<(Key, u64)>,
+    restarts_at_handle: u64,
+}
+
+struct Model {
+    rng: Rng,
+    now: u64,
+    core: SchedulerCore,
+    links: BTreeMap<Link, VecDeque<Packet>>,
+    endpoints: BTreeMap<Vec<u8>, Endpoint>,
+    workers: Vec<ModelWorker>,
+    by_address: BTreeMap<String, usize>,
+    retiring: BTreeSet<usize>,
+    clients: Vec<ModelClient>,
+    /// Requests sent and not yet handled, by (client, request id).
+    sent: BTreeMap<(usize, u64), ClientOp>,
+    /// Requests handled and not yet answered.
+    pending: BTreeMap<(usize, u64), Pending>,
+    answered: BTreeSet<(usize, u64)>,
+    book: NameBook,
+    datasets: BTreeMap<String, Vec<Option<Collection>>>,
+    collections: BTreeMap<String, Collection>,
+    pool: DefinitionPool,
+    restarts: u64,
+    /// Unexpected worker deaths (for killed-worker errors).
+    deaths: u64,
+    /// Faults that may lose data: deaths, stalls, values lost.
+    losses: u64,
+    worker_faults: u64,
+    /// Faults and new requests happen only in the first phase.
+    active_phase: bool,
+    trace: VecDeque<String>,
+    tracing: bool,
+    /// Trace heartbeats and pings too (`ZASK_MODEL_TRACE_ALL=1`).
+    trace_routine: bool,
+}
+
+impl Model {
+    fn new(seed: u64) -> Model {
+        let mut rng = Rng::new(seed);
+        let pool = DefinitionPool::new(&mut rng);
+        let mut m = Model {
+            rng,
+            now: 0,
+            core: SchedulerCore::new(config()),
+            links: BTreeMap::new(),
+            endpoints: BTreeMap::new(),
+            workers: Vec::new(),
+            by_address: BTreeMap::new(),
+            retiring: BTreeSet::new(),
+            clients: Vec::new(),
+            sent: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            answered: BTreeSet::new(),
+            book: NameBook::default(),
+            datasets: BTreeMap::new(),
+            collections: BTreeMap::new(),
+            pool,
+            restarts: 0,
+            deaths: 0,
+            losses: 0,
+            worker_faults: 0,
+            active_phase: true,
+            trace: VecDeque::new(),
+            tracing: false,
+            trace_routine: std::env::var("ZASK_MODEL_TRACE_ALL").is_ok(),
+        };
+        let nworkers = m.rng.range(1, 3);
+        for _ in 0..nworkers {
+            let nanny = m.rng.chance(50);
+            m.add_worker(nanny);
+        }
+        let nclients = m.rng.range(2, 4);
+        for _ in 0..nclients {
+            m.add_client();
+        }
+        m
+    }
+
+    fn note(&mut self, f: impl FnOnce() -> String) {
+        if self.tracing {
+            if self.trace.len() == TRACE_LINES {
+                self.trace.pop_front();
+            }
+            let line = format!("{:>7} ms  {}", self.now, f());
+            self.trace.push_back(line);
+        }
+    }
+
+    /// Heartbeats and pings would drown the story.
+    fn note_unless(&mut self, routine: bool, f: impl FnOnce() -> String) {
+        if !routine || self.trace_routine {
+            self.note(f)
+        }
+    }
+
+    fn push(&mut self, link: Link, packet: Packet) {
+        self.links.entry(link).or_default().push_back(packet);
+    }
+
+    fn add_worker(&mut self, nanny: bool) -> usize {
+        let slot = self.workers.iter().map(|w| w.slot + 1).max().unwrap_or(0);
+        self.start_incarnation(slot, 0, nanny)
+    }
+
+    fn start_incarnation(&mut self, slot: usize, incarnation: u32, nanny: bool) -> usize {
+        let delay = if incarnation == 0 { 0 } else { NANNY_RESTART_MS };
+        let w = ModelWorker::new(slot, incarnation, nanny, self.now + delay);
+        let idx = self.workers.len();
+        self.endpoints.insert(w.identity.clone(), Endpoint::Worker(idx));
+        self.endpoints
+            .insert(ModelWorker::nanny_identity(slot), Endpoint::Nanny(slot));
+        self.by_address.insert(w.address.clone(), idx);
+        self.workers.push(w);
+        idx
+    }
+
+    fn add_client(&mut self) -> usize {
+        let idx = self.clients.len();
+        let identity = format!("c{idx}").into_bytes();
+        self.endpoints.insert(identity.clone(), Endpoint::Client(idx));
+        self.clients.push(ModelClient {
+            identity,
+            life: ClientLife::Active,
+            next_request: 1,
+            next_ping_ms: self.now + CLIENT_PING_MS,
+            waiting: BTreeSet::new(),
+            last_persisted: None,
+            compute_fetched: false,
+            values: BTreeMap::new(),
+            errors: BTreeMap::new(),
+        });
+        self.client_send_raw(idx, &FromClient::Hello {
+            protocol_version: PROTOCOL_VERSION,
+        }, vec![]);
+        idx
+    }
+
+    fn client_send_raw(&mut self, c: usize, msg: &FromClient, frames: Vec<Frame>) {
+        let link = Link::Up(self.clients[c].identity.clone());
+        self.push(link, Packet::Msg(encode(msg), frames));
+    }
+
+    fn worker_send(&mut self, identity: Vec<u8>, out: Vec<(FromWorker, Vec<Frame>)>) {
+        for (msg, frames) in out {
+            self.push(Link::Up(identity.clone()), Packet::Msg(encode(&msg), frames));
+        }
+    }
+
+    /// A client sends `op` (returns its request id, if it sent a request).
+    fn client_send(&mut self, c: usize, op: ClientOp) -> Option<u64> {
+        let request = self.clients[c].next_request;
+        let (msg, frames) = match &op {
+            ClientOp::Submit {
+                graph,
+                outputs,
+                keep,
+            } => (
+                FromClient::Submit {
+                    request,
+                    graph: graph.clone(),
+                    outputs: outputs.clone(),
+                    keep_results: *keep,
+                    restrictions: vec![],
+                },
+                vec![],
+            ),
+            ClientOp::Persist { graph, outputs } => {
+                self.clients[c].last_persisted = Some(workload::collection(
+                    "persisted",
+                    graph.clone(),
+                    outputs.clone(),
+                ));
+                (
+                    FromClient::Persist {
+                        request,
+                        graph: graph.clone(),
+                        outputs: outputs.clone(),
+                    },
+                    vec![],
+                )
+            }
+            ClientOp::Scatter { keys, values } => (
+                FromClient::Scatter {
+                    request,
+                    keys: keys.clone(),
+                },
+                values.iter().map(|v| encode_value(&Value::Int(*v))).collect(),
+            ),
+            ClientOp::Gather(keys) => (
+                FromClient::Gather {
+                    request,
+                    keys: keys.clone(),
+                },
+                vec![],
+            ),
+            ClientOp::Release(keys) => (
+                FromClient::Release {
+                    request,
+                    keys: keys.clone(),
+                },
+                vec![],
+            ),
+            ClientOp::WhoHas(keys) => (
+                FromClient::WhoHas {
+                    request,
+                    keys: keys.clone(),
+                },
+                vec![],
+            ),
+            ClientOp::Replicate(keys, replicas) => (
+                FromClient::Replicate {
+                    request,
+                    keys: keys.clone(),
+                    replicas: *replicas,
+                },
+                vec![],
+            ),
+            ClientOp::Publish(name, collection) => (
+                FromClient::Publish {
+                    request,
+                    name: name.clone(),
+                    collection: collection.clone(),
+                },
+                vec![],
+            ),
+            ClientOp::GetDataset(name) => (
+                FromClient::GetDataset {
+                    request,
+                    name: name.clone(),
+                },
+                vec![],
+            ),
+            ClientOp::Unpublish(name) => (
+                FromClient::Unpublish {
+                    request,
+                    name: name.clone(),
+                },
+                vec![],
+            ),
+            ClientOp::SetCollection(name, collection) => (
+                FromClient::SetCollection {
+                    request,
+                    name: name.clone(),
+                    collection: collection.clone(),
+                },
+                vec![],
+            ),
+            ClientOp::GetCollection(name) => (
+                FromClient::GetCollection {
+                    request,
+                    name: name.clone(),
+                },
+                vec![],
+            ),
+            ClientOp::DeleteCollection(name) => (
+                FromClient::DeleteCollection {
+                    request,
+                    name: name.clone(),
+                },
+                vec![],
+            ),
+            ClientOp::ListCollections => (FromClient::ListCollections { request }, vec![]),
+            ClientOp::Status => (FromClient::Status { request }, vec![]),
+            ClientOp::Restart => (FromClient::Restart { request }, vec![]),
+            ClientOp::Cancel => {
+                let waiting: Vec<u64> = self.clients[c].waiting.iter().copied().collect();
+                if waiting.is_empty() {
+                    return None;
+                }
+                let victim = *self.rng.pick(&waiting);
+                self.clients[c].waiting.remove(&victim);
+                self.client_send_raw(c, &FromClient::Cancel { request: victim }, vec![]);
+                return None;
+            }
+            ClientOp::Goodbye => {
+                self.client_send_raw(c, &FromClient::Goodbye, vec![]);
+                self.clients[c].life = ClientLife::Left;
+                return None;
+            }
+            ClientOp::GoSilent => {
+                self.clients[c].life = ClientLife::Silent;
+                return None;
+            }
+        };
+        self.clients[c].next_request += 1;
+        self.clients[c].waiting.insert(request);
+        self.sent.insert((c, request), op);
+        self.client_send_raw(c, &msg, frames);
+        Some(request)
+    }
+
+    // ---- the scheduler side ----
+
+    fn to_core(&mut self, event: Event) -> R {
+        self.core.handle(self.now, event);
+        self.flush()
+    }
+
+    fn flush(&mut self) -> R {
+        let commands = self.core.take_commands();
+        self.core
+            .check_invariants()
+            .map_err(|e| format!("invariant broken: {e}"))?;
+        for command in commands {
+            match command {
+                Command::ToWorker {
+                    identity,
+                    msg,
+                    frames,
+                } => {
+                    let msg: ToWorker = decode(&encode(&msg)).map_err(|e| e.to_string())?;
+                    let routine = matches!(msg, ToWorker::HeartbeatAck);
+                    self.note_unless(routine, || {
+                        format!("S -> {}: {}", String::from_utf8_lossy(&identity), short(&msg))
+                    });
+                    self.push(Link::Down(identity), Packet::Msg(encode(&msg), frames));
+                }
+                Command::ToClient {
+                    identity,
+                    msg,
+                    frames,
+                } => {
+                    let msg: ToClient = decode(&encode(&msg)).map_err(|e| e.to_string())?;
+                    let Some(Endpoint::Client(c)) = self.endpoints.get(&identity).copied() else {
+                        return Err(format!("reply to an unknown client: {msg:?}"));
+                    };
+                    let routine = matches!(msg, ToClient::Pong);
+                    self.note_unless(routine, || format!("S -> c{c}: {msg:?} {}", values_of(&frames)));
+                    self.reply_leaves(c, &msg, &frames)?;
+                    self.push(Link::Down(identity), Packet::Msg(encode(&msg), frames));
+                }
+                Command::Journal(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// A client message reaches the scheduler: the reference handles it first (what is
+    /// allowed depends on the names at this moment), then the core.
+    fn client_message_arrives(&mut self, c: usize, msg: &FromClient) {
+        let request = match msg {
+            FromClient::Hello { .. } | FromClient::Ping { .. } | FromClient::Goodbye => return,
+            FromClient::Cancel { .. } => return,
+            FromClient::Submit { request, .. }
+            | FromClient::Gather { request, .. }
+            | FromClient::Scatter { request, .. }
+            | FromClient::WhoHas { request, .. }
+            | FromClient::Status { request }
+            | FromClient::Release { request, .. }
+            | FromClient::Replicate { request, .. }
+            | FromClient::SetCollection { request, .. }
+            | FromClient::GetCollection { request, .. }
+            | FromClient::ListCollections { request }
+            | FromClient::DeleteCollection { request, .. }
+            | FromClient::Persist { request, .. }
+            | FromClient::Publish { request, .. }
+            | FromClient::GetDataset { request, .. }
+            | FromClient::Unpublish { request, .. }
+            | FromClient::Restart { request } => *request,
+        };
+        let op = self
+            .sent
+            .remove(&(c, request))
+            .expect("every request sent is recorded");
+        let mut writers = Vec::new();
+        let expect = match &op {
+            ClientOp::Submit {
+                graph,
+                outputs,
+                keep,
+            } => {
+                let e = expect_graph(graph, outputs, &self.book);
+                if *keep {
+                    writers = self.start_writers(&e);
+                }
+                Expect::Submit(e)
+            }
+            ClientOp::Persist { graph, outputs } => {
+                let e = expect_graph(graph, outputs, &self.book);
+                writers = self.start_writers(&e);
+                Expect::Persist(e)
+            }
+            ClientOp::Scatter { keys, values } => {
+                for (k, v) in keys.iter().zip(values) {
+                    let named = Named::Value {
+                        value: *v,
+                        scattered: true,
+                    };
+                    let id = self.book.writer_started(k, BTreeSet::from([named]));
+                    writers.push((k.clone(), id));
+                }
+                Expect::Scatter
+            }
+            ClientOp::Gather(keys) => {
+                Expect::Gather(keys.iter().map(|k| self.book.possible(k)).collect())
+            }
+            ClientOp::Release(keys) => {
+                for k in keys {
+                    self.book.released(k);
+                }
+                Expect::Release
+            }
+            ClientOp::WhoHas(keys) => {
+                Expect::WhoHas(keys.iter().map(|k| self.book.surely_unnamed(k)).collect())
+            }
+            ClientOp::Replicate(keys, _) => {
+                Expect::Replicate(keys.iter().map(|k| self.book.maybe_unnamed(k)).collect())
+            }
+            ClientOp::Publish(_, collection) => Expect::Publish(
+                collection
+                    .keys
+                    .iter()
+                    .map(|k| {
+                        (
+                            k.clone(),
+                            self.book.maybe_unnamed(k),
+                            self.book.surely_unnamed(k),
+                        )
+                    })
+                    .collect(),
+            ),
+            ClientOp::GetDataset(name) => Expect::GetDataset(self.dataset(name)),
+            ClientOp::Unpublish(name) => {
+                let before = self.dataset(name);
+                self.datasets.insert(name.clone(), vec![None]);
+                Expect::Unpublish(before)
+            }
+            ClientOp::SetCollection(name, collection) => {
+                self.collections.insert(name.clone(), collection.clone());
+                Expect::SetCollection
+            }
+            ClientOp::GetCollection(name) => Expect::GetCollection(self.collections.get(name).cloned()),
+            ClientOp::DeleteCollection(name) => {
+                Expect::DeleteCollection(self.collections.remove(name).is_some())
+            }
+            ClientOp::ListCollections => {
+                Expect::ListCollections(self.collections.keys().cloned().collect())
+            }
+            ClientOp::Status => Expect::Status,
+            ClientOp::Restart => {
+                self.restarts += 1;
+                self.book.restart();
+                self.datasets.clear();
+                Expect::Restart
+            }
+            ClientOp::Cancel | ClientOp::Goodbye | ClientOp::GoSilent => {
+                unreachable!("not requests")
+            }
+        };
+        self.pending.insert(
+            (c, request),
+            Pending {
+                op,
+                expect,
+                writers,
+                restarts_at_handle: self.restarts,
+            },
+        );
+    }
+
+    fn dataset(&self, name: &str) -> Vec<Option<Collection>> {
+        self.datasets.get(name).cloned().unwrap_or_else(|| vec![None])
+    }
+
+    fn start_writers(&mut self, e: &Expected) -> Vec<(Key, u64)> {
+        let mut writers = Vec::new();
+        for (k, values) in &e.per_output {
+            let named = values
+                .iter()
+                .map(|v| Named::Value {
+                    value: *v,
+                    scattered: false,
+                })
+                .collect();
+            writers.push((k.clone(), self.book.writer_started(k, named)));
+        }
+        writers
+    }
+
+    /// An answer leaves the scheduler: check it against what was allowed, and let its effect
+    /// on names happen now (not when the client reads it: later requests already see it).
+    fn reply_leaves(&mut self, c: usize, msg: &ToClient, frames: &[Frame]) -> R {
+        let request = match msg {
+            ToClient::Welcome { .. } | ToClient::Pong => return Ok(()),
+            ToClient::Values { request }
+            | ToClient::Failed { request, .. }
+            | ToClient::Scattered { request, .. }
+            | ToClient::WhoHas { request, .. }
+            | ToClient::Status { request, .. }
+            | ToClient::Done { request }
+            | ToClient::Collection { request, .. }
+            | ToClient::Names { request, .. } => *request,
+        };
+        let Some(p) = self.pending.remove(&(c, request)) else {
+            // A ping listing a request whose answer is still on its way is answered with
+            // "unknown request"; the client has its answer by then and ignores this one.
+            let late_ping_answer = matches!(
+                msg,
+                ToClient::Failed {
+                    error: RequestError::SchedulerRestarted,
+                    ..
+                }
+            ) && self.answered.contains(&(c, request));
+            if late_ping_answer {
+                return Ok(());
+            }
+            return Err(format!(
+                "c{c}: answer to a request that is not pending: {msg:?}"
+            ));
+        };
+        self.answered.insert((c, request));
+        let values = frames
+            .iter()
+            .map(|f| decode_value(f).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<Value>, String>>()?;
+        let ok = self.check_answer(&p, msg, &values).map_err(|e| {
+            format!("c{c} request {request} {:?}\n  answer {msg:?} {values:?}\n  {e}", p.op)
+        })?;
+        for (k, id) in &p.writers {
+            if !ok {
+                self.book.writer_ended(k, *id);
+                continue;
+            }
+            let named = match (&p.op, msg) {
+                (ClientOp::Submit { outputs, .. }, ToClient::Values { .. }) => {
+                    let i = outputs.iter().position(|o| o == k).expect("a writer per output");
+                    let Value::Int(v) = values[i] else {
+                        unreachable!("checked")
+                    };
+                    Some(BTreeSet::from([Named::Value {
+                        value: v,
+                        scattered: false,
+                    }]))
+                }
+                _ => None,
+            };
+            self.book.writer_succeeded(k, *id, named);
+        }
+        if let (ClientOp::Publish(name, collection), ToClient::Done { .. }) = (&p.op, msg) {
+            self.datasets
+                .insert(name.clone(), vec![Some(collection.clone())]);
+        }
+        Ok(())
+    }
+
+    /// Errors some fault explains. `data`: the request reads values.
+    fn explained(&self, p: &Pending, e: &RequestError, data: bool) -> bool {
+        match e {
+            RequestError::Restarted => self.restarts > p.restarts_at_handle,
+            // Scattered data lost with its holders: the name is left without a value. Either
+            // error says so; NotFound is accepted too (the key has no value on the cluster).
+            RequestError::DataLost { key, .. } | RequestError::NotFound { key } => {
+                data && self.losses > 0 && self.book.ever_scattered.contains(key)
+            }
+            RequestError::Task { error, .. } if error.kind == TaskErrorKind::KilledWorker => {
+                data && self.deaths > ALLOWED_FAILURES as u64
+            }
+            _ => false,
+        }
+    }
+
+    /// Is this answer allowed? Ok(true) when the request succeeded.
+    fn check_answer(&self, p: &Pending, msg: &ToClient, values: &[Value]) -> Result<bool, String> {
+        let bad = |why: &str| Err(why.to_string());
+        if let ToClient::Failed { error, .. } = msg {
+            let allowed = match (&p.expect, error) {
+                (_, e) if self.explained(p, e, false) => true,
+                (
+                    Expect::Submit(x) | Expect::Persist(x),
+                    RequestError::Graph(GraphError::MissingKey { key, .. }),
+                ) => x.missing.contains(key),
+                (Expect::Submit(x) | Expect::Persist(x), RequestError::Task { key, error }) => {
+                    (error.kind == TaskErrorKind::Failed
+                        && error.message == FAIL_MESSAGE
+                        && x.failed.contains(key))
+                        || self.explained(p, &RequestError::Task { key: key.clone(), error: error.clone() }, true)
+                }
+                (Expect::Submit(_) | Expect::Persist(_) | Expect::Gather(_) | Expect::Replicate(_), e) => {
+                    self.explained(p, e, true)
+                        || match (&p.expect, &p.op, e) {
+                            (Expect::Gather(options), ClientOp::Gather(keys), RequestError::NotFound { key }) => keys
+                                .iter()
+                                .zip(options)
+                                .any(|(k, o)| k == key && o.contains(&Named::Unnamed)),
+                            (Expect::Replicate(maybe), ClientOp::Replicate(keys, _), RequestError::NotFound { key }) => keys
+                                .iter()
+                                .zip(maybe)
+                                .any(|(k, m)| k == key && *m),
+                            _ => false,
+                        }
+                }
+                (Expect::Publish(keys), RequestError::NotFound { key }) => {
+                    keys.iter().any(|(k, maybe, _)| k == key && *maybe)
+                        || self.explained(p, error, true)
+                }
+                (Expect::GetDataset(o), RequestError::NoSuchCollection { .. }) => o.contains(&None),
+                (Expect::Unpublish(o), RequestError::NoSuchCollection { .. }) => o.contains(&None),
+                (Expect::GetCollection(None), RequestError::NoSuchCollection { .. }) => true,
+                (Expect::DeleteCollection(false), RequestError::NoSuchCollection { .. }) => true,
+                // A worker that died unnoticed, or one the network made look dead, is
+                // expected back and never comes.
+                (Expect::Restart, RequestError::RestartIncomplete { .. }) => self.worker_faults > 0,
+                _ => false,
+            };
+            return if allowed {
+                Ok(false)
+            } else {
+                bad("an error nothing explains")
+            };
+        }
+        match (&p.expect, msg) {
+            (Expect::Submit(x), ToClient::Values { .. }) => {
+                let ints: Option<Vec<i64>> = values
+                    .iter()
+                    .map(|v| match v {
+                        Value::Int(i) => Some(*i),
+                        _ => None,
+                    })
+                    .collect();
+                match ints {
+                    Some(ints) if x.values.contains(&ints) => {}
+                    _ => return bad(&format!("wrong values: the reference allows {x:?}")),
+                }
+            }
+            (Expect::Persist(x), ToClient::Done { .. }) => {
+                if x.values.is_empty() {
+                    return bad(&format!("done, but the reference allows no success: {x:?}"));
+                }
+            }
+            (Expect::Gather(options), ToClient::Values { .. }) => {
+                if values.len() != options.len() {
+                    return bad("wrong number of values");
+                }
+                for (v, o) in values.iter().zip(options) {
+                    let fits = o.iter().any(|n| {
+                        matches!((n, v), (Named::Value { value, .. }, Value::Int(i)) if value == i)
+                    });
+                    if !fits {
+                        return bad(&format!("gathered {v:?}, the name may hold {o:?}"));
+                    }
+                }
+            }
+            (Expect::Scatter, ToClient::Scattered { keys, .. }) => {
+                let ClientOp::Scatter { keys: sent, .. } = &p.op else {
+                    unreachable!()
+                };
+                if keys != sent {
+                    return bad("scattered other keys");
+                }
+            }
+            (Expect::WhoHas(unnamed), ToClient::WhoHas { who_has, .. }) => {
+                let ClientOp::WhoHas(keys) = &p.op else {
+                    unreachable!()
+                };
+                if who_has.iter().map(|(k, _)| k).ne(keys.iter()) {
+                    return bad("who_has for other keys");
+                }
+                for ((k, holders), unnamed) in who_has.iter().zip(unnamed) {
+                    if *unnamed && !holders.is_empty() {
+                        return bad(&format!("{k:?} is not named, yet has holders"));
+                    }
+                }
+            }
+            (Expect::Publish(keys), ToClient::Done { .. }) => {
+                if let Some((k, ..)) = keys.iter().find(|(_, _, surely)| *surely) {
+                    return bad(&format!("published though {k:?} is not named"));
+                }
+            }
+            (Expect::GetDataset(o), ToClient::Collection { collection, .. }) => {
+                if !o.contains(&Some(collection.clone())) {
+                    return bad(&format!("not the published collection: {o:?}"));
+                }
+            }
+            (Expect::Unpublish(o), ToClient::Done { .. }) => {
+                if !o.iter().any(Option::is_some) {
+                    return bad("unpublished a dataset that was not published");
+                }
+            }
+            (Expect::GetCollection(Some(c)), ToClient::Collection { collection, .. }) => {
+                if c != collection {
+                    return bad(&format!("not the last collection set: {c:?}"));
+                }
+            }
+            (Expect::DeleteCollection(true), ToClient::Done { .. }) => {}
+            (Expect::ListCollections(names), ToClient::Names { names: got, .. }) => {
+                let got: BTreeSet<&String> = got.iter().collect();
+                if got != names.iter().collect() {
+                    return bad(&format!("collections are {names:?}"));
+                }
+            }
+            (Expect::Release, ToClient::Done { .. })
+            | (Expect::Replicate(_), ToClient::Done { .. })
+            | (Expect::SetCollection, ToClient::Done { .. })
+            | (Expect::Status, ToClient::Status { .. })
+            | (Expect::Restart, ToClient::Done { .. }) => {}
+            _ => return bad("an answer of the wrong kind"),
+        }
+        Ok(true)
+    }
+
+    // ---- delivering messages ----
+
+    /// Links that may deliver now, with weights (slow workers' links are picked less often).
+    fn deliverable(&self) -> Vec<(Link, u64)> {
+        self.links
+            .iter()
+            .filter(|(_, q)| !q.is_empty())
+            .filter_map(|(link, _)| {
+                let id = match link {
+                    Link::Up(id) | Link::Down(id) => id,
+                };
+                let weight = match self.endpoints.get(id) {
+                    Some(Endpoint::Worker(w)) => {
+                        let w = &self.workers[*w];
+                        if matches!(link, Link::Down(_)) && matches!(w.life, Life::Stalled { .. })
+                        {
+                            return None; // it reads nothing while stopped
+                        }
+                        if w.slow {
+                            1
+                        } else {
+                            4
+                        }
+                    }
+                    _ => 4,
+                };
+                Some((link.clone(), weight))
+            })
+            .collect()
+    }
+
+    fn deliver_one(&mut self) -> Result<bool, String> {
+        let links = self.deliverable();
+        if links.is_empty() {
+            return Ok(false);
+        }
+        let weights: Vec<u64> = links.iter().map(|(_, w)| *w).collect();
+        let link = links[self.rng.weighted(&weights)].0.clone();
+        self.deliver(link)?;
+        Ok(true)
+    }
+
+    fn deliver(&mut self, link: Link) -> R {
+        let packet = self
+            .links
+            .get_mut(&link)
+            .and_then(VecDeque::pop_front)
+            .expect("picked a non-empty link");
+        let (id, up) = match &link {
+            Link::Up(id) => (id.clone(), true),
+            Link::Down(id) => (id.clone(), false),
+        };
+        let endpoint = self.endpoints[&id];
+        let (header, frames) = match packet {
+            Packet::ConnectionLost => {
+                self.note(|| "worker port: a connection dropped".into());
+                return self.to_core(Event::WorkerConnectionLost);
+            }
+            Packet::Msg(header, frames) => (header, frames),
+        };
+        match (endpoint, up) {
+            (Endpoint::Client(c), true) => {
+                let msg: FromClient = decode(&header).map_err(|e| e.to_string())?;
+                let routine = matches!(&msg, FromClient::Ping { .. });
+                self.note_unless(routine, || format!("c{c} -> S: {}", short_client(&msg)));
+                self.client_message_arrives(c, &msg);
+                self.to_core(Event::FromClient {
+                    identity: id,
+                    msg,
+                    frames,
+                })
+            }
+            (Endpoint::Worker(_) | Endpoint::Nanny(_), true) => {
+                let msg: FromWorker = decode(&header).map_err(|e| e.to_string())?;
+                let routine = matches!(msg, FromWorker::Heartbeat);
+                self.note_unless(routine, || format!("{} -> S: {msg:?}", String::from_utf8_lossy(&id)));
+                self.to_core(Event::FromWorker {
+                    identity: id,
+                    msg,
+                    frames,
+                })
+            }
+            (Endpoint::Client(c), false) => {
+                let msg: ToClient = decode(&header).map_err(|e| e.to_string())?;
+                self.client_receives(c, msg, frames)
+            }
+            (Endpoint::Worker(w), false) => {
+                let msg: ToWorker = decode(&header).map_err(|e| e.to_string())?;
+                if !self.workers[w].responsive() {
+                    return Ok(()); // dead or gone: lost with the connection
+                }
+                let out = self.workers[w].handle(msg, frames)?;
+                if self.workers[w].life == Life::Gone {
+                    self.note(|| format!("w{w} closed"));
+                }
+                let identity = self.workers[w].identity.clone();
+                self.worker_send(identity, out);
+                Ok(())
+            }
+            (Endpoint::Nanny(slot), false) => {
+                let msg: ToWorker = decode(&header).map_err(|e| e.to_string())?;
+                if msg == ToWorker::Restart {
+                    self.nanny_restarts(slot, true);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The nanny of `slot` kills its worker (on request or after a crash) and starts another.
+    fn nanny_restarts(&mut self, slot: usize, expected: bool) {
+        let Some(w) = self.current_incarnation(slot) else {
+            return;
+        };
+        let old = &mut self.workers[w];
+        if matches!(old.life, Life::Gone) {
+            return;
+        }
+        let was_up = !matches!(old.life, Life::Starting { .. });
+        old.life = Life::Gone;
+        let (address, incarnation) = (old.address.clone(), old.incarnation);
+        self.retiring.remove(&w);
+        if was_up {
+            let died = FromWorker::WorkerDied {
+                worker_address: address,
+                expected,
+                reason: "killed".into(),
+            };
+            self.worker_send(ModelWorker::nanny_identity(slot), vec![(died, vec![])]);
+            self.push(Link::Up(self.workers[w].identity.clone()), Packet::ConnectionLost);
+        }
+        self.start_incarnation(slot, incarnation + 1, true);
+    }
+
+    fn current_incarnation(&self, slot: usize) -> Option<usize> {
+        self.workers
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.slot == slot)
+            .map(|(i, _)| i)
+            .last()
+    }
+
+    fn client_receives(&mut self, c: usize, msg: ToClient, frames: Vec<Frame>) -> R {
+        let client = &mut self.clients[c];
+        if client.life == ClientLife::Left {
+            return Ok(()); // its connection is gone
+        }
+        let request = match &msg {
+            ToClient::Welcome { .. } | ToClient::Pong => return Ok(()),
+            ToClient::Values { request }
+            | ToClient::Failed { request, .. }
+            | ToClient::Scattered { request, .. }
+            | ToClient::WhoHas { request, .. }
+            | ToClient::Status { request, .. }
+            | ToClient::Done { request }
+            | ToClient::Collection { request, .. }
+            | ToClient::Names { request, .. } => *request,
+        };
+        if !client.waiting.remove(&request) {
+            return Ok(()); // cancelled, or a late answer to a ping
+        }
+        match msg {
+            ToClient::Values { .. } => {
+                let values = frames.iter().map(|f| decode_value(f).unwrap()).collect();
+                client.values.insert(request, values);
+            }
+            ToClient::Failed { error, .. } => {
+                client.errors.insert(request, error);
+            }
+            ToClient::Collection { collection, .. } => {
+                let compute = client.life == ClientLife::Active
+                    && self.active_phase
+                    && (client.compute_fetched || self.rng.chance(60));
+                if compute {
+                    let keep = self.rng.chance(20) && !self.clients[c].compute_fetched;
+                    self.client_send(
+                        c,
+                        ClientOp::Submit {
+                            graph: collection.graph,
+                            outputs: collection.keys,
+                            keep,
+                        },
+                    );
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    // ---- workers run, time passes, faults ----
+
+    fn runnable_workers(&self) -> Vec<(usize, u64)> {
+        self.workers
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.responsive() && !w.queue.is_empty())
+            .map(|(i, w)| (i, if w.slow { 1 } else { 4 }))
+            .collect()
+    }
+
+    fn run_one(&mut self) -> Result<bool, String> {
+        let ws = self.runnable_workers();
+        if ws.is_empty() {
+            return Ok(false);
+        }
+        let weights: Vec<u64> = ws.iter().map(|(_, w)| *w).collect();
+        let w = ws[self.rng.weighted(&weights)].0;
+        // The worker is taken out of the table while it reads its peers' stores.
+        let mut worker = std::mem::replace(
+            &mut self.workers[w],
+            ModelWorker::new(usize::MAX, 0, false, 0),
+        );
+        let out = {
+            let (workers, by_address) = (&self.workers, &self.by_address);
+            // A stopped or dead holder does not answer (the fetch times out or is refused).
+            let peer = |address: &str, key: &Key| {
+                match by_address.get(address) {
+                    Some(&p) if workers[p].responsive() => match workers[p].store.get(key) {
+                        Some(v) => PeerAnswer::Has(v.clone()),
+                        None => PeerAnswer::Lacks,
+                    },
+                    _ => PeerAnswer::Unresponsive,
+                }
+            };
+            let own = worker.address.clone();
+            worker.run_next(&|a: &str, k: &Key| if a == own { PeerAnswer::Lacks } else { peer(a, k) })
+        };
+        self.workers[w] = worker;
+        let out = out?;
+        let identity = self.workers[w].identity.clone();
+        self.note(|| {
+            let id = String::from_utf8_lossy(&identity);
+            format!("{id} ran a task: {:?}", out.iter().map(|(m, _)| m).collect::<Vec<_>>())
+        });
+        self.worker_send(identity, out);
+        Ok(true)
+    }
+
+    fn pass_time(&mut self, max_ms: u64) -> R {
+        let dt = self.rng.range(1, max_ms);
+        self.advance(dt)
+    }
+
+    fn advance(&mut self, dt: u64) -> R {
+        self.now += dt;
+        for w in 0..self.workers.len() {
+            let now = self.now;
+            let worker = &mut self.workers[w];
+            match worker.life {
+                Life::Starting { at } if at <= now => {
+                    worker.life = Life::Running;
+                    worker.next_heartbeat_ms = now + HEARTBEAT_MS;
+                    let identity = worker.identity.clone();
+                    let registration = worker.registration();
+                    if worker.has_nanny {
+                        let nanny_of = FromWorker::NannyOf {
+                            worker_address: worker.address.clone(),
+                        };
+                        let nanny = ModelWorker::nanny_identity(worker.slot);
+                        self.worker_send(nanny, vec![(nanny_of, vec![])]);
+                    }
+                    self.worker_send(identity, vec![(registration, vec![])]);
+                }
+                Life::Stalled { until } if until <= now => {
+                    worker.life = Life::Running;
+                    worker.next_heartbeat_ms = now;
+                }
+                Life::Running if worker.next_heartbeat_ms <= now => {
+                    worker.next_heartbeat_ms = now + HEARTBEAT_MS;
+                    let identity = worker.identity.clone();
+                    self.worker_send(identity, vec![(FromWorker::Heartbeat, vec![])]);
+                }
+                _ => {}
+            }
+        }
+        for c in 0..self.clients.len() {
+            let client = &mut self.clients[c];
+            if client.life == ClientLife::Active && client.next_ping_ms <= self.now {
+                client.next_ping_ms = self.now + CLIENT_PING_MS;
+                let pending = client.waiting.iter().copied().collect();
+                self.client_send_raw(c, &FromClient::Ping { pending }, vec![]);
+            }
+        }
+        if self.trace_routine {
+            let queues: Vec<String> = self
+                .links
+                .iter()
+                .filter(|(_, q)| !q.is_empty())
+                .map(|(l, q)| format!("{l:?}={}", q.len()))
+                .collect();
+            self.note(|| format!("time passes; queues: {}", queues.join(" ")));
+        }
+        self.core.tick(self.now);
+        self.flush()
+    }
+
+    fn live_workers(&self) -> Vec<usize> {
+        (0..self.workers.len())
+            .filter(|w| self.workers[*w].responsive() && !self.retiring.contains(w))
+            .collect()
+    }
+
+    fn fault(&mut self) -> R {
+        let live = self.live_workers();
+        let starting = self
+            .workers
+            .iter()
+            .filter(|w| matches!(w.life, Life::Starting { .. }))
+            .count();
+        if live.len() + starting < 2 || (self.rng.chance(15) && live.len() < WORKERS_MAX) {
+            let nanny = self.rng.chance(50);
+            let w = self.add_worker(nanny);
+            self.note(|| format!("fault: new worker w{w}"));
+            return Ok(());
+        }
+        if live.is_empty() {
+            return Ok(());
+        }
+        let w = *self.rng.pick(&live);
+        self.worker_faults += 1;
+        match self.rng.below(6) {
+            0 | 1 => {
+                self.note(|| format!("fault: worker #{w} killed"));
+                self.deaths += 1;
+                self.losses += 1;
+                if self.workers[w].has_nanny {
+                    self.nanny_restarts(self.workers[w].slot, false);
+                } else {
+                    self.workers[w].life = Life::Dead;
+                    let identity = self.workers[w].identity.clone();
+                    self.push(Link::Up(identity), Packet::ConnectionLost);
+                }
+            }
+            2 => {
+                self.note(|| format!("fault: w{w} stalls"));
+                self.losses += 1;
+                self.workers[w].life = Life::Stalled {
+                    until: self.now + STALL_MS,
+                };
+            }
+            3 => {
+                self.note(|| format!("fault: w{w} retires"));
+                self.retiring.insert(w);
+                let identity = self.workers[w].identity.clone();
+                self.worker_send(identity, vec![(FromWorker::Retire, vec![])]);
+            }
+            4 => {
+                let keys: Vec<Key> = self.workers[w].store.keys().cloned().collect();
+                if !keys.is_empty() {
+                    let k = self.rng.pick(&keys).clone();
+                    self.note(|| format!("fault: w{w} loses {k:?}"));
+                    self.losses += 1;
+                    self.workers[w].store.remove(&k);
+                }
+            }
+            _ => {
+                self.workers[w].slow = !self.workers[w].slow;
+                let slow = self.workers[w].slow;
+                self.note(|| format!("fault: w{w} slow: {slow}"));
+            }
+        }
+        Ok(())
+    }
+
+    fn client_op(&mut self) {
+        let active: Vec<usize> = (0..self.clients.len())
+            .filter(|c| self.clients[*c].life == ClientLife::Active)
+            .collect();
+        if active.is_empty() || self.rng.chance(3) {
+            self.add_client();
+            return;
+        }
+        let c = *self.rng.pick(&active);
+        let op = random_op(
+            &mut self.rng,
+            &self.pool,
+            self.clients[c].last_persisted.as_ref(),
+        );
+        self.client_send(c, op);
+    }
+
+    // ---- a whole sequence ----
+
+    fn run(&mut self) -> R {
+        let mut ops = self.rng.range(6, 16);
+        while ops > 0 {
+            // Time passes slowly against deliveries: a message waits some 10-30 ms, far
+            // below the probe (500 ms) and client (3 s) timeouts, except on slow workers.
+            match self.rng.weighted(&[12, 60, 20, 5, 3]) {
+                0 => {
+                    ops -= 1;
+                    self.client_op();
+                }
+                1 => {
+                    if !self.deliver_one()? {
+                        self.pass_time(20)?;
+                    }
+                }
+                2 => {
+                    if !self.run_one()? {
+                        self.pass_time(20)?;
+                    }
+                }
+                3 => self.pass_time(20)?,
+                _ => self.fault()?,
+            }
+        }
+        self.settle()
+    }
+
+    /// Faults stop: every request of a client still there must now be answered in time.
+    fn settle(&mut self) -> R {
+        self.active_phase = false;
+        for w in &mut self.workers {
+            w.slow = false;
+            if let Life::Stalled { .. } = w.life {
+                w.life = Life::Stalled { until: 0 };
+            }
+        }
+        let starting = self
+            .workers
+            .iter()
+            .any(|w| matches!(w.life, Life::Starting { .. }));
+        if self.live_workers().is_empty() && !starting {
+            self.add_worker(false);
+        }
+        let deadline = self.now + LIVENESS_MS;
+        while self.waiting_clients() && self.now < deadline {
+            match self.rng.weighted(&[12, 5, 1]) {
+                0 if self.deliver_one()? => {}
+                1 if self.run_one()? => {}
+                _ => self.pass_time(20)?,
+            }
+        }
+        if self.waiting_clients() {
+            let waiting: Vec<String> = self
+                .clients
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.life == ClientLife::Active && !c.waiting.is_empty())
+                .map(|(i, c)| format!("c{i}: {:?}", c.waiting))
+                .collect();
+            let pending: Vec<String> = self
+                .pending
+                .iter()
+                .map(|((c, r), p)| format!("c{c} request {r}: {:?}", p.op))
+                .collect();
+            return Err(format!(
+                "liveness: no answer {LIVENESS_MS} ms after faults stopped: {waiting:?}\n  pending in the scheduler: {pending:#?}"
+            ));
+        }
+        Ok(())
+    }
+
+    fn waiting_clients(&self) -> bool {
+        self.clients
+            .iter()
+            .any(|c| c.life == ClientLife::Active && !c.waiting.is_empty())
+    }
+}
+
+fn short(msg: &ToWorker) -> String {
+    match msg {
+        ToWorker::Compute(ts) => format!(
+            "Compute {:?}",
+            ts.iter()
+                .map(|t| (&t.key, &t.dependencies, t.report_value))
+                .collect::<Vec<_>>()
+        ),
+        other => format!("{other:?}"),
+    }
+}
+
+fn short_client(msg: &FromClient) -> String {
+    format!("{msg:?}")
+}
+
+fn values_of(frames: &[Frame]) -> String {
+    if frames.is_empty() {
+        return String::new();
+    }
+    let vs: Vec<String> = frames
+        .iter()
+        .map(|f| match decode_value(f) {
+            Ok(v) => format!("{v:?}"),
+            Err(e) => format!("<{e}>"),
+        })
+        .collect();
+    vs.join(", ")
+}
+
+// ---- running many sequences ----
+
+/// Runs one seed; a panic of the core counts as a failure of the seed.
+fn run_seed(seed: u64, tracing: bool) -> Result<(), (String, Vec<String>)> {
+    let mut model = Model::new(seed);
+    model.tracing = tracing;
+    let result = catch_unwind(AssertUnwindSafe(|| model.run()));
+    let trace = model.trace.into_iter().collect();
+    match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err((e, trace)),
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "a panic".into());
+            Err((format!("panic: {msg}"), trace))
+        }
+    }
+}
+
+/// A short label grouping failures that are likely the same bug.
+fn failure_kind(e: &str) -> String {
+    let first_words = |s: &str, n: usize| s.split_whitespace().take(n).collect::<Vec<_>>().join(" ");
+    if let Some(rest) = e.strip_prefix("panic: ") {
+        return format!("panic: {}", first_words(rest, 8));
+    }
+    let lines: Vec<&str> = e.lines().collect();
+    let op = lines[0]
+        .split_whitespace()
+        .nth(3)
+        .unwrap_or("")
+        .split(['(', ' '])
+        .next()
+        .unwrap_or("");
+    let answer = lines
+        .get(1)
+        .map(|l| {
+            let l = l.trim_start().trim_start_matches("answer ");
+            match l.find("error: ") {
+                Some(i) => l[i + 7..].split([' ', '(', '{']).next().unwrap_or("").to_string(),
+                None => l.split([' ', '(', '{']).next().unwrap_or("").to_string(),
+            }
+        })
+        .unwrap_or_default();
+    let why = lines.get(2).map(|l| first_words(l, 3)).unwrap_or_default();
+    if e.starts_with("liveness") || e.starts_with("invariant") {
+        return first_words(e, 6);
+    }
+    format!("{op} -> {answer}: {why}")
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().map(|v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{name} must be a number, got {v:?}"))
+    })
+}
+
+/// Panics of sequences run on the model's threads are reported with their seed; the default
+/// hook would print thousands of them.
+fn quiet_panics_on_model_threads() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let model = std::thread::current()
+            .name()
+            .is_some_and(|n| n.starts_with("model-seeds"));
+        if !model {
+            default(info);
+        }
+    }));
+}
+
+#[test]
+fn model_sequences() {
+    if let Some(seed) = env_u64("ZASK_MODEL_SEED") {
+        if let Err((e, trace)) = run_seed(seed, true) {
+            eprintln!("trace of seed {seed} (last {TRACE_LINES} events):");
+            for line in trace {
+                eprintln!("{line}");
+            }
+            panic!("seed {seed}: {e}");
+        }
+        return;
+    }
+    let count = env_u64("ZASK_MODEL_SEQUENCES").unwrap_or(10_000);
+    let first = env_u64("ZASK_MODEL_FIRST_SEED").unwrap_or(0);
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
+    quiet_panics_on_model_threads();
+    let started = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            std::thread::Builder::new()
+                .name(format!("model-seeds-{t}"))
+                .spawn(move || {
+                    let mut failures = Vec::new();
+                    let mut seed = first + t;
+                    while seed < first + count {
+                        if let Err((e, _)) = run_seed(seed, false) {
+                            failures.push((seed, e));
+                        }
+                        seed += threads;
+                    }
+                    failures
+                })
+                .unwrap()
+        })
+        .collect();
+    let mut failures: Vec<(u64, String)> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    failures.sort();
+    eprintln!(
+        "model: {count} sequences in {:.1} s, {} failed",
+        started.elapsed().as_secs_f64(),
+        failures.len()
+    );
+    let mut kinds: BTreeMap<String, (usize, u64)> = BTreeMap::new();
+    for (seed, e) in &failures {
+        let entry = kinds.entry(failure_kind(e)).or_insert((0, *seed));
+        entry.0 += 1;
+    }
+    for (kind, (n, seed)) in &kinds {
+        eprintln!("  {n:>5} × {kind} (first: seed {seed})");
+    }
+    if !failures.is_empty() {
+        for (seed, e) in failures.iter().take(8) {
+            eprintln!(
+                "seed {seed} failed: {e}\n  replay: ZASK_MODEL_SEED={seed} cargo test --test model -- model_sequences\n"
+            );
+        }
+        panic!(
+            "{} of {count} sequences failed; first seeds: {:?}",
+            failures.len(),
+            failures.iter().take(20).map(|(s, _)| *s).collect::<Vec<_>>()
+        );
+    }
+}

@@ -1,0 +1,263 @@
+//! Model workers: what a worker process does, seen from the scheduler. They answer
+//! `ToWorker` messages, run tasks by decoding the spec the scheduler forwarded and evaluating
+//! it with the reference functions, fetch dependencies from the holders they are told about
+//! (reading the peer's store directly: a fetch is instantaneous, but the holder must be alive
+//! and still have the value) and fail in the ways real workers fail.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use zask::graph::{Expr, Key};
+use zask::protocol::codec::{decode_plain, decode_value, encode_value};
+use zask::protocol::{
+    ComputeTask, ErredTask, FinishedTask, Frame, FromWorker, TaskError, TaskErrorKind, ToWorker,
+    WorkerRegistration, PROTOCOL_VERSION,
+};
+use zask::Value;
+
+use crate::reference::{eval_expr, EvalError};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Life {
+    /// The process starts (a nanny restarted it); it registers at `at`.
+    Starting { at: u64 },
+    Running,
+    /// Stopped (SIGSTOP-like): reads nothing, sends nothing, until `until`.
+    Stalled { until: u64 },
+    /// Killed; a nanny, if any, starts a new incarnation.
+    Dead,
+    /// Closed by the scheduler (after retiring) or replaced by a new incarnation.
+    Gone,
+}
+
+/// Messages a worker (or its nanny) sends to the scheduler.
+pub type Out = Vec<(FromWorker, Vec<Frame>)>;
+
+/// How a peer answers a fetch.
+pub enum PeerAnswer {
+    Has(Value),
+    Lacks,
+    Unresponsive,
+}
+
+pub struct ModelWorker {
+    /// Stable across nanny restarts: the nanny's identity is derived from it.
+    pub slot: usize,
+    pub incarnation: u32,
+    pub identity: Vec<u8>,
+    pub address: String,
+    pub has_nanny: bool,
+    pub life: Life,
+    pub store: BTreeMap<Key, Value>,
+    pub queue: VecDeque<ComputeTask>,
+    pub next_heartbeat_ms: u64,
+    /// Its messages and tasks are picked less often.
+    pub slow: bool,
+    /// A registration is on its way: further "unknown worker" errors are about earlier
+    /// messages.
+    pub registering: bool,
+}
+
+impl ModelWorker {
+    pub fn new(slot: usize, incarnation: u32, has_nanny: bool, start_at: u64) -> ModelWorker {
+        ModelWorker {
+            slot,
+            incarnation,
+            identity: format!("w{slot}.{incarnation}").into_bytes(),
+            address: format!("tcp://w{slot}.{incarnation}:1"),
+            has_nanny,
+            life: Life::Starting { at: start_at },
+            store: BTreeMap::new(),
+            queue: VecDeque::new(),
+            next_heartbeat_ms: 0,
+            slow: false,
+            registering: true,
+        }
+    }
+
+    pub fn nanny_identity(slot: usize) -> Vec<u8> {
+        format!("nanny{slot}").into_bytes()
+    }
+
+    /// Answers messages and runs tasks.
+    pub fn responsive(&self) -> bool {
+        self.life == Life::Running
+    }
+
+    pub fn registration(&self) -> FromWorker {
+        FromWorker::Register(WorkerRegistration {
+            protocol_version: PROTOCOL_VERSION,
+            address: self.address.clone(),
+            name: format!("w{}.{}", self.slot, self.incarnation),
+            nthreads: 1,
+            memory_limit_bytes: 0,
+            pid: (self.slot * 100) as u32 + self.incarnation,
+            store: "memory".into(),
+            keys: vec![],
+        })
+    }
+
+    pub fn handle(&mut self, msg: ToWorker, frames: Vec<Frame>) -> Result<Out, String> {
+        Ok(match msg {
+            ToWorker::Registered => {
+                self.registering = false;
+                vec![]
+            }
+            ToWorker::HeartbeatAck | ToWorker::PeersLost(_) => vec![],
+            ToWorker::Rejected { reason } => return Err(format!("worker rejected: {reason}")),
+            ToWorker::Compute(tasks) => {
+                self.queue.extend(tasks);
+                vec![]
+            }
+            ToWorker::Release(keys) => {
+                for k in &keys {
+                    self.store.remove(k);
+                }
+                self.queue.retain(|t| !keys.contains(&t.key));
+                vec![]
+            }
+            ToWorker::Ping => vec![(FromWorker::Heartbeat, vec![])],
+            ToWorker::Reset => {
+                self.store.clear();
+                self.queue.clear();
+                vec![]
+            }
+            ToWorker::Restart => return Err("Restart sent to a worker, not to its nanny".into()),
+            ToWorker::GetData { request, keys } => {
+                let (mut found, mut missing, mut values) = (vec![], vec![], vec![]);
+                for k in keys {
+                    match self.store.get(&k) {
+                        Some(v) => {
+                            values.push(encode_value(v));
+                            found.push(k);
+                        }
+                        None => missing.push(k),
+                    }
+                }
+                vec![(
+                    FromWorker::Data {
+                        request,
+                        found,
+                        missing,
+                    },
+                    values,
+                )]
+            }
+            ToWorker::PutData { request, keys } => {
+                if keys.len() != frames.len() {
+                    return Err(format!("PutData of {keys:?} with {} frames", frames.len()));
+                }
+                for (k, f) in keys.into_iter().zip(frames) {
+                    let v = decode_value(&f).map_err(|e| format!("PutData value: {e}"))?;
+                    self.store.insert(k, v);
+                }
+                vec![(FromWorker::Stored { request }, vec![])]
+            }
+            ToWorker::Error { message } => {
+                // "unknown worker": the scheduler gave up on us (we were silent). A real worker
+                // registers again; this one starts afresh (it reports no held keys).
+                if !message.contains("unknown worker") {
+                    return Err(format!("scheduler error to worker: {message}"));
+                }
+                if self.registering {
+                    return Ok(vec![]); // one registration answers them all
+                }
+                self.registering = true;
+                self.store.clear();
+                self.queue.clear();
+                vec![(self.registration(), vec![])]
+            }
+            ToWorker::Close => {
+                self.life = Life::Gone;
+                vec![]
+            }
+        })
+    }
+
+    /// Runs the next queued task: fetches what it lacks, evaluates, reports.
+    pub fn run_next(&mut self, peer: &dyn Fn(&str, &Key) -> PeerAnswer) -> Result<Out, String> {
+        let Some(task) = self.queue.pop_front() else {
+            return Ok(vec![]);
+        };
+        let mut fetched = Vec::new();
+        for (dep, holders) in &task.dependencies {
+            if self.store.contains_key(dep) {
+                continue;
+            }
+            let (mut lacking, mut unresponsive, mut got) = (vec![], vec![], None);
+            for h in holders {
+                match peer(h, dep) {
+                    PeerAnswer::Has(v) => {
+                        got = Some(v);
+                        break;
+                    }
+                    PeerAnswer::Lacks => lacking.push(h.clone()),
+                    PeerAnswer::Unresponsive => unresponsive.push(h.clone()),
+                }
+            }
+            match got {
+                Some(v) => {
+                    fetched.push((dep.clone(), encode_value(&v).len() as u64));
+                    self.store.insert(dep.clone(), v);
+                }
+                None => {
+                    // Drop the copies fetched for this attempt: the scheduler never heard of
+                    // them, so it would never release them.
+                    for (k, _) in &fetched {
+                        self.store.remove(k);
+                    }
+                    return Ok(vec![(
+                        FromWorker::MissingDependency {
+                            key: task.key.clone(),
+                            dependency: dep.clone(),
+                            holders: lacking,
+                            unresponsive,
+                        },
+                        vec![],
+                    )]);
+                }
+            }
+        }
+        let expr: Expr = match decode_plain(&task.spec) {
+            Ok(e) => e,
+            Err(e) => return Err(format!("undecodable spec of {:?}: {e}", task.key)),
+        };
+        let result = {
+            let store = &self.store;
+            eval_expr(&expr, &|k| store.get(k).cloned())
+        };
+        Ok(match result {
+            Ok(v) => {
+                let frame = encode_value(&v);
+                let report = FinishedTask {
+                    key: task.key.clone(),
+                    nbytes: frame.len() as u64,
+                    fetched,
+                    has_value: task.report_value,
+                };
+                self.store.insert(task.key.clone(), v);
+                let frames = if task.report_value {
+                    vec![frame]
+                } else {
+                    vec![]
+                };
+                vec![(FromWorker::Finished(vec![report]), frames)]
+            }
+            Err(EvalError::Failed(message)) => vec![(
+                FromWorker::Erred(vec![ErredTask {
+                    key: task.key.clone(),
+                    error: TaskError {
+                        kind: TaskErrorKind::Failed,
+                        message,
+                    },
+                }]),
+                vec![],
+            )],
+            Err(EvalError::Unbound(k)) => {
+                return Err(format!(
+                    "task {:?} refers to {k:?}, which the scheduler listed with no dependency",
+                    task.key
+                ))
+            }
+        })
+    }
+}
