@@ -27,6 +27,7 @@
 
 mod reference;
 mod rng;
+mod scenarios;
 mod workers;
 mod workload;
 
@@ -110,7 +111,7 @@ enum ClientLife {
     Silent,
 }
 
-struct ModelClient {
+pub(crate) struct ModelClient {
     identity: Vec<u8>,
     life: ClientLife,
     next_request: u64,
@@ -155,7 +156,7 @@ struct Pending {
     restarts_at_handle: u64,
 }
 
-struct Model {
+pub(crate) struct Model {
     rng: Rng,
     now: u64,
     core: SchedulerCore,
@@ -228,6 +229,56 @@ impl Model {
             m.add_client();
         }
         m
+    }
+
+    /// A model for a named scenario: `nworkers` workers (under nannies or not), registered,
+    /// and no client.
+    fn scenario(nworkers: usize, nannies: bool) -> Model {
+        let mut m = Model::new(0);
+        m.links.clear();
+        m.workers.clear();
+        m.clients.clear();
+        m.endpoints.clear();
+        m.by_address.clear();
+        m.core = SchedulerCore::new(config());
+        m.tracing = true;
+        for _ in 0..nworkers {
+            m.add_worker(nannies);
+        }
+        m.advance(1).expect("workers register");
+        m.pump_without_running().expect("workers register");
+        m
+    }
+
+    /// A client for a scenario (it submits what it fetches only if told to).
+    fn new_client(&mut self) -> usize {
+        let c = self.add_client();
+        self.pump_without_running().expect("hello");
+        c
+    }
+
+    /// Sends a request in a scenario; returns its id.
+    fn request(&mut self, c: usize, op: ClientOp) -> u64 {
+        self.client_send(c, op).expect("a request")
+    }
+
+    /// Sends something that is not a request (goodbye, cancel).
+    fn request_nothing(&mut self, c: usize, op: ClientOp) {
+        assert!(self.client_send(c, op).is_none());
+    }
+
+    /// Delivers every message in flight, in a fixed order, without running any task: work
+    /// submitted stays in flight.
+    fn pump_without_running(&mut self) -> R {
+        while let Some(link) = self
+            .links
+            .iter()
+            .find(|(_, q)| !q.is_empty())
+            .map(|(l, _)| l.clone())
+        {
+            self.deliver(link)?;
+        }
+        Ok(())
     }
 
     fn note(&mut self, f: impl FnOnce() -> String) {
@@ -1024,8 +1075,7 @@ impl Model {
             }
             ToClient::Collection { collection, .. } => {
                 let compute = client.life == ClientLife::Active
-                    && self.active_phase
-                    && (client.compute_fetched || self.rng.chance(60));
+                    && (client.compute_fetched || (self.active_phase && self.rng.chance(60)));
                 if compute {
                     let keep = self.rng.chance(20) && !self.clients[c].compute_fetched;
                     self.client_send(
@@ -1280,6 +1330,11 @@ impl Model {
         if self.live_workers().is_empty() && !starting {
             self.add_worker(false);
         }
+        self.drain()
+    }
+
+    /// Runs until every client still there has its answers (or `LIVENESS_MS` passes).
+    fn drain(&mut self) -> R {
         let deadline = self.now + LIVENESS_MS;
         while self.waiting_clients() && self.now < deadline {
             match self.rng.weighted(&[12, 5, 1]) {
