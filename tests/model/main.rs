@@ -1288,7 +1288,7 @@ impl Model {
     // ---- a whole sequence ----
 
     fn run(&mut self) -> R {
-        let mut ops = self.rng.range(6, 16);
+        let mut ops = self.rng.range(8, 30);
         while ops > 0 {
             // Time passes slowly against deliveries: a message waits some 10-30 ms, far
             // below the probe (500 ms) and client (3 s) timeouts, except on slow workers.
