@@ -229,7 +229,7 @@ impl Client {
         };
         let (reply, frames) = self.request(msg, vec![], options.timeout)?;
         match reply {
-            ToClient::Values { .. } => shape_values(&spec, frames),
+            ToClient::Values { positions, .. } => shape_values(&spec, frames, &positions),
             other => Err(unexpected(other)),
         }
     }
@@ -295,7 +295,7 @@ impl Client {
             keys: keys.clone(),
         };
         match self.request(msg, vec![], None)? {
-            (ToClient::Values { .. }, frames) => shape_values(&spec, frames),
+            (ToClient::Values { positions, .. }, frames) => shape_values(&spec, frames, &positions),
             (other, _) => Err(unexpected(other)),
         }
     }
@@ -539,10 +539,30 @@ fn unexpected(reply: ToClient) -> ClientError {
 }
 
 /// Rebuilds the requested shape from values in flattened order.
-fn shape_values(spec: &KeySpec, frames: Vec<Frame>) -> Result<Value, ClientError> {
-    let mut values = frames.into_iter().map(|f| {
+/// The values of a `Values` reply in the shape asked for. A key asked for more than once came
+/// once (`positions` says where); it is decoded once and cloned here, in the client.
+fn shape_values(
+    spec: &KeySpec,
+    frames: Vec<Frame>,
+    positions: &[u32],
+) -> Result<Value, ClientError> {
+    let decode = |f: Frame| {
         decode_value_owned(f).map_err(|e| ClientError::Protocol(format!("unreadable value: {e}")))
-    });
+    };
+    let mut values: Box<dyn Iterator<Item = Result<Value, ClientError>>> = if positions.is_empty() {
+        Box::new(frames.into_iter().map(decode))
+    } else {
+        let distinct: Vec<Value> = frames.into_iter().map(decode).collect::<Result<_, _>>()?;
+        let picked: Vec<Result<Value, ClientError>> = positions
+            .iter()
+            .map(|&i| {
+                distinct.get(i as usize).cloned().ok_or_else(|| {
+                    ClientError::Protocol(format!("value position {i} out of range"))
+                })
+            })
+            .collect();
+        Box::new(picked.into_iter())
+    };
     fn build(
         spec: &KeySpec,
         values: &mut dyn Iterator<Item = Result<Value, ClientError>>,
@@ -558,7 +578,7 @@ fn shape_values(spec: &KeySpec, frames: Vec<Frame>) -> Result<Value, ClientError
                 .map(Value::List),
         }
     }
-    build(spec, &mut values)
+    build(spec, &mut *values)
 }
 
 fn io_loop(
@@ -620,7 +640,7 @@ fn io_loop(
                 let request = match &msg {
                     ToClient::Pong => continue,
                     ToClient::Welcome { .. } => 0,
-                    ToClient::Values { request }
+                    ToClient::Values { request, .. }
                     | ToClient::Failed { request, .. }
                     | ToClient::Scattered { request, .. }
                     | ToClient::WhoHas { request, .. }

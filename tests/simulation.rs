@@ -565,6 +565,7 @@ impl Sim {
                 pid: 1000 + n as u32,
                 store: "memory".into(),
                 keys: vec![],
+                nanny_token: None,
             },
             heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS,
             fetch_timeout_ms: FETCH_TIMEOUT_MS,
@@ -1481,7 +1482,7 @@ impl Sim {
                 }
                 return Ok(());
             }
-            ToClient::Values { request }
+            ToClient::Values { request, .. }
             | ToClient::Failed { request, .. }
             | ToClient::Scattered { request, .. }
             | ToClient::Done { request } => *request,
@@ -1538,13 +1539,21 @@ impl Sim {
         match (&kind, msg) {
             (
                 ReqKind::Submit { outputs, .. } | ReqKind::Gather { outputs },
-                ToClient::Values { .. },
+                ToClient::Values { positions, .. },
             ) => {
-                let values: Vec<Value> = values
+                let mut values: Vec<Value> = values
                     .iter()
                     .map(|f| decode_value(f))
                     .collect::<Result<_, _>>()
                     .map_err(|e| format!("{what}: undecodable value: {e}"))?;
+                if !positions.is_empty() {
+                    // A key asked for more than once travels once.
+                    values = positions
+                        .iter()
+                        .map(|&i| values.get(i as usize).cloned())
+                        .collect::<Option<_>>()
+                        .ok_or_else(|| format!("{what}: value position out of range"))?;
+                }
                 self.check_outcome(&what, outputs, Ok(values))?;
                 if let ReqKind::Submit { keep: true, .. } = kind {
                     let cl = &mut self.clients[c];
@@ -2457,7 +2466,7 @@ fn scattered_data_lost_with_its_worker_fails_dependents_with_data_lost() {
         ],
         0,
     );
-    let r = sim.run_until(5_000, |s| s.workers[0].store.contains_key(&key));
+    let r = sim.run_until(5_000, |s| s.stores(0, key.as_str().unwrap()));
     assert_eq!(r, Ok(true), "the scattered key never reached the worker");
     sim.crash(0, false, true);
     sim.add_worker(1);
@@ -2487,8 +2496,14 @@ impl Sim {
         self.client_poll(c)
     }
 
+    /// Whether worker `w` stores a value of `key` (under any definition: workers know tasks
+    /// by wire key, `(key, token)`).
     fn stores(&self, w: usize, key: &str) -> bool {
-        self.workers[w].store.contains_key(&Key::from(key))
+        let key = Key::from(key);
+        self.workers[w].store.keys().any(|k| match k {
+            Key::Tuple(parts) if parts.len() == 2 => parts[0] == key,
+            other => *other == key,
+        })
     }
 
     fn answer(&self, c: usize, request: u64) -> String {
@@ -2730,9 +2745,7 @@ fn slow_peer_does_not_destroy_scattered_data() {
         0,
     );
     run_ok(&mut sim, 5_000, |s| s.clients[c].finished);
-    let holder = (0..2)
-        .find(|&w| sim.workers[w].store.contains_key(&key))
-        .unwrap();
+    let holder = (0..2).find(|&w| sim.stores(w, "sc.slow")).unwrap();
     let other = format!("sim://w{}", 1 - holder);
     sim.peer_slow_until.insert(holder, sim.now + 1_000);
     let mut g = Graph::new();

@@ -53,6 +53,9 @@ struct Args {
     /// Run the worker in this process, without a nanny to restart it when it dies.
     #[arg(long)]
     no_nanny: bool,
+    /// Set by the nanny for the worker process it starts (not for users).
+    #[arg(long, env = zask::worker::nanny::NANNY_TOKEN_ENV, hide = true)]
+    nanny_token: Option<u64>,
     /// Deaths in a row of a worker that never came up, after which the nanny gives up.
     #[arg(long, default_value_t = 50)]
     max_restarts: u32,
@@ -96,6 +99,7 @@ fn main() {
     config.heartbeat_interval_ms = args.heartbeat_interval_ms.max(1);
     config.fetch_timeout_ms = args.fetch_timeout_ms.max(1);
     config.zero = args.zero;
+    config.nanny_token = args.nanny_token;
     config.death_timeout_ms = args.death_timeout_ms.max(1);
     let worker = Worker::start(config, Registry::with_builtins()).unwrap_or_else(|e| fail(&e));
     println!("worker {}", worker.address());

@@ -20,7 +20,7 @@ pub use codec::{DecodeError, Frame};
 pub type FrameIdentity = Vec<u8>;
 
 /// Checked at registration (workers) and at hello (clients).
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// First bytes of every native header frame. Legacy (2015) messages start with a pickle
 /// opcode (0x80), so the two are told apart by their first byte.
@@ -53,16 +53,24 @@ pub enum FromWorker {
     Stored {
         request: u64,
     },
+    /// Answer to `CheckHeld`: which of the asked keys this worker does not hold.
+    NotHeld {
+        keys: Vec<Key>,
+    },
     /// The worker is leaving on purpose: no task is to blame.
     Goodbye,
     /// The worker was asked to stop (SIGTERM) and would like its results moved first; the
     /// scheduler answers with `Close` when they are safe.
     Retire,
     /// From a nanny (on its own connection): it supervises the worker at `worker_address`.
+    /// Believed only when `token` equals the `nanny_token` that worker registered with (the
+    /// nanny hands the token to the process it starts), so nobody else can speak for a worker.
     NannyOf {
         worker_address: String,
+        token: u64,
     },
-    /// From a nanny: its worker process ended. `expected` when the nanny ended it on request
+    /// From a nanny: its worker process ended. Believed only from the connection that sent a
+    /// matching `NannyOf`. `expected` when the nanny ended it on request
     /// (a restart), so no task is to blame.
     WorkerDied {
         worker_address: String,
@@ -83,6 +91,9 @@ pub struct WorkerRegistration {
     pub store: String,
     /// What the worker's store already holds (non-empty after a reconnect).
     pub keys: Vec<HeldKey>,
+    /// The secret its nanny gave it (`None` without a nanny): the scheduler believes
+    /// `NannyOf`/`WorkerDied` about this worker only from a nanny that knows it.
+    pub nanny_token: Option<u64>,
 }
 
 /// A value a worker holds, with what it was computed from, so a restarted scheduler only
@@ -151,9 +162,14 @@ impl fmt::Display for TaskError {
 /// Scheduler → worker.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ToWorker {
-    Registered,
+    /// Registration accepted. `max_message_bytes` is the largest message the scheduler
+    /// accepts: a result bigger than that cannot be reported and fails its task instead.
+    Registered {
+        max_message_bytes: u64,
+    },
+    /// Registration refused; the worker must stop and must not be restarted as it is.
     Rejected {
-        reason: String,
+        reason: RejectReason,
     },
     Compute(Vec<ComputeTask>),
     /// Forget these keys: delete their data, drop them if queued.
@@ -173,6 +189,11 @@ pub enum ToWorker {
         request: u64,
         keys: Vec<Key>,
     },
+    /// Answer with `NotHeld` listing those of these keys the worker does not hold. The
+    /// scheduler asks a holder itself before believing another worker that it lacks a value.
+    CheckHeld {
+        keys: Vec<Key>,
+    },
     /// Store these values (frames follow, in order), then answer `Stored`.
     PutData {
         request: u64,
@@ -184,6 +205,30 @@ pub enum ToWorker {
     },
     /// Shut down.
     Close,
+}
+
+/// Why the scheduler refused a worker's registration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RejectReason {
+    /// The worker speaks another protocol revision.
+    ProtocolVersion { scheduler: u8, worker: u8 },
+    /// Another live worker is registered under this name.
+    NameTaken { name: String },
+}
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RejectReason::ProtocolVersion { scheduler, worker } => write!(
+                f,
+                "protocol version {worker} is not supported; this scheduler speaks {scheduler}"
+            ),
+            RejectReason::NameTaken { name } => write!(
+                f,
+                "name taken: a worker named {name:?} is already registered"
+            ),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -321,9 +366,12 @@ pub enum ToClient {
         address_to_clients: String,
     },
     Pong,
-    /// Values of the requested keys follow as frames, in request order.
+    /// Values of the requested keys follow as frames, in request order. A key asked for
+    /// more than once travels once: then `positions[i]` is the frame of the i-th key asked
+    /// for (empty: one frame per key, in order).
     Values {
         request: u64,
+        positions: Vec<u32>,
     },
     Failed {
         request: u64,
@@ -361,8 +409,6 @@ pub enum RequestError {
     Graph(GraphError),
     /// A task failed; `key` is the task that failed (the one asked for, or one it depends on).
     Task { key: Key, error: TaskError },
-    /// `key` is being computed under a different definition by another graph.
-    KeyConflict { key: Key },
     /// Data with no lineage (scattered) was lost with the workers that held it.
     DataLost { key: Key, workers: Vec<String> },
     /// A key asked for by `gather` is not on the cluster.
@@ -385,10 +431,6 @@ impl fmt::Display for RequestError {
         match self {
             RequestError::Graph(e) => write!(f, "{e}"),
             RequestError::Task { key, error } => write!(f, "task {key:?} failed: {error}"),
-            RequestError::KeyConflict { key } => write!(
-                f,
-                "key {key:?} is being computed by another graph with a different definition; use another key name"
-            ),
             RequestError::DataLost { key, workers } => write!(
                 f,
                 "scattered key {key:?} was lost with worker(s) {} and cannot be recomputed",

@@ -50,6 +50,8 @@ impl NannyConfig {
 }
 
 struct Running {
+    /// The secret this worker process registers with (see `NANNY_TOKEN_ENV`).
+    token: u64,
     child: Child,
     started: Instant,
     address: Option<String>,
@@ -103,6 +105,7 @@ pub fn run(config: NannyConfig, stop: Arc<AtomicBool>) -> Result<(), String> {
                 let address = address.trim().to_owned();
                 send(&FromWorker::NannyOf {
                     worker_address: address.clone(),
+                    token: worker.token,
                 });
                 worker.address = Some(address);
             }
@@ -164,7 +167,11 @@ fn start(config: &NannyConfig) -> Result<Running, String> {
         .split_first()
         .ok_or("empty worker command")?;
     let mut command = Command::new(program);
-    command.args(args).stdout(Stdio::piped());
+    let token = new_token();
+    command
+        .args(args)
+        .env(NANNY_TOKEN_ENV, token.to_string())
+        .stdout(Stdio::piped());
     // SAFETY: prctl is async-signal-safe; it only asks the kernel to SIGTERM the worker when
     // the nanny dies, so a killed nanny never leaves an orphaned worker behind.
     unsafe {
@@ -191,6 +198,7 @@ fn start(config: &NannyConfig) -> Result<Running, String> {
         started: Instant::now(),
         address: None,
         lines: rx,
+        token,
     })
 }
 
@@ -210,6 +218,24 @@ fn stop_gracefully(child: &mut Child) {
     error!("worker did not stop within 3 s of SIGTERM: killing it");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// The environment variable through which a nanny hands its worker the secret that ties them
+/// together at the scheduler: only a nanny that knows it can report the worker's death.
+pub const NANNY_TOKEN_ENV: &str = "ZASK_NANNY_TOKEN";
+
+/// A fresh unpredictable token: std's per-process random hash keys, mixed with the clock and pid.
+fn new_token() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
 }
 
 fn describe_exit(status: std::process::ExitStatus) -> String {

@@ -44,6 +44,9 @@ pub struct WorkerConfig {
     /// Stop after this long without word from the scheduler.
     pub death_timeout_ms: u64,
     pub max_message_bytes: i64,
+    /// The secret of the nanny supervising this process (`ZASK_NANNY_TOKEN`, set by the
+    /// nanny); sent at registration so the scheduler believes that nanny's reports about it.
+    pub nanny_token: Option<u64>,
     /// A "zero worker" for measuring the scheduler: every task is reported done at once with a
     /// null result, without running it.
     pub zero: bool,
@@ -65,6 +68,7 @@ impl WorkerConfig {
             fetch_timeout_ms: 5000,
             death_timeout_ms: 60_000,
             max_message_bytes: net::DEFAULT_MAX_MESSAGE_BYTES,
+            nanny_token: None,
             zero: false,
         }
     }
@@ -112,6 +116,7 @@ impl Worker {
             pid: std::process::id(),
             store: store.kind(),
             keys: vec![],
+            nanny_token: config.nanny_token,
         };
         let core = WorkerCore::new(WorkerCoreConfig {
             registration,

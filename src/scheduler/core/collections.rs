@@ -1,8 +1,6 @@
 //! Named things clients share: stored collections (graphs, not data, kept in the journal) and
 //! published datasets (computed results kept on the workers under a name).
 
-use rustc_hash::FxHashSet as HashSet;
-
 use super::tasks::{TaskId, TaskState};
 use super::{JournalOp, SchedulerCore};
 use crate::collection::Collection;
@@ -57,11 +55,14 @@ impl SchedulerCore {
         graph: Vec<(Key, Expr)>,
         outputs: Vec<Key>,
     ) {
-        if let Err(error) = self.add_graph(&graph, &outputs) {
-            self.reply(&client, ToClient::Failed { request, error });
-            return;
-        }
-        let c = self.new_computation(client, request, &outputs, true);
+        let outputs = match self.add_graph(&graph, &outputs) {
+            Ok((_, outputs)) => outputs,
+            Err(error) => {
+                self.reply(&client, ToClient::Failed { request, error });
+                return;
+            }
+        };
+        let c = self.new_computation(client, request, outputs, true);
         if let Some(comp) = self.computations.get_mut(&c) {
             comp.values_wanted = false;
         }
@@ -75,9 +76,18 @@ impl SchedulerCore {
         name: String,
         collection: Collection,
     ) {
+        // The collection's own definitions (not whatever its keys name now) must be in memory.
+        let resolved = match self.resolve_graph(&collection.graph, &collection.keys) {
+            Ok(resolved) => resolved,
+            Err(error) => {
+                self.reply(client, ToClient::Failed { request, error });
+                return;
+            }
+        };
         let mut ids: Vec<TaskId> = Vec::with_capacity(collection.keys.len());
         for k in &collection.keys {
-            match self.tasks.id(k) {
+            let t = resolved.wire_key(k).and_then(|w| self.tasks.id(w));
+            match t {
                 Some(t) if self.tasks.get(t).state == TaskState::Memory => ids.push(t),
                 _ => {
                     let error = RequestError::NotFound { key: k.clone() };
@@ -86,12 +96,14 @@ impl SchedulerCore {
                 }
             }
         }
+        ids.sort();
+        ids.dedup();
         for &t in &ids {
-            // Kept results with lineage: a lost copy is recomputed, never silently gone.
-            self.tasks.get_mut(t).kept = true;
+            // Pinned results with lineage: a lost copy is recomputed, never silently gone.
+            self.tasks.get_mut(t).pins += 1;
         }
-        if let Some((_, old)) = self.datasets.insert(name, (collection, ids.clone())) {
-            self.release_dataset_tasks(old, &ids);
+        if let Some((_, old)) = self.datasets.insert(name, (collection, ids)) {
+            self.release_dataset_tasks(old);
         }
         self.reply(client, ToClient::Done { request });
     }
@@ -105,7 +117,7 @@ impl SchedulerCore {
     pub(super) fn unpublish(&mut self, client: &FrameIdentity, request: u64, name: String) {
         let reply = match self.datasets.remove(&name) {
             Some((_, ids)) => {
-                self.release_dataset_tasks(ids, &[]);
+                self.release_dataset_tasks(ids);
                 ToClient::Done { request }
             }
             None => ToClient::Failed {
@@ -116,19 +128,11 @@ impl SchedulerCore {
         self.reply(client, reply);
     }
 
-    /// Lets go of a dataset's results, except those still published under another name or in
-    /// `keep`.
-    fn release_dataset_tasks(&mut self, ids: Vec<TaskId>, keep: &[TaskId]) {
-        let still_published: HashSet<TaskId> = self
-            .datasets
-            .values()
-            .flat_map(|(_, ids)| ids.iter().copied())
-            .chain(keep.iter().copied())
-            .collect();
+    /// Lets go of a dataset's results (distinct tasks, one pin each).
+    fn release_dataset_tasks(&mut self, ids: Vec<TaskId>) {
         for t in ids {
-            if self.tasks.exists(t) && !still_published.contains(&t) {
-                self.tasks.get_mut(t).kept = false;
-                self.maybe_release(t);
+            if self.tasks.exists(t) {
+                self.unpin(t);
             }
         }
     }

@@ -2,12 +2,12 @@
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
-use log::{debug, info};
+use log::{debug, info, warn};
 
-use super::tasks::{TaskId, TaskState};
+use super::tasks::{wire_key, TaskId, TaskState};
 use super::{Command, SchedulerCore, WorkerId};
 use crate::graph::{cull, Expr, Key};
-use crate::protocol::codec::{encode_plain, validate_value};
+use crate::protocol::codec::{encode_plain, spec_hash, validate_value};
 use crate::protocol::{Frame, FrameIdentity, RequestError, ToClient, ToWorker};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -36,8 +36,30 @@ pub struct PendingScatter {
 
 pub struct PutRequest {
     pub scatter: PendingScatter,
-    pub placement: Vec<(Key, WorkerId, u64)>,
+    pub placement: Vec<Placed>,
     pub pending_workers: HashSet<WorkerId>,
+}
+
+/// A submitted graph as the cluster will know it: every task with its wire key, dependencies
+/// first. Nothing in the task table changes while it is worked out.
+pub(super) struct ResolvedGraph {
+    tasks: Vec<NewTask>,
+    /// The wire key of every key the graph defines or uses.
+    wire: HashMap<Key, Key>,
+}
+
+struct NewTask {
+    name: Key,
+    key: Key,
+    spec: Box<[u8]>,
+    dependencies: Vec<Key>,
+}
+
+impl ResolvedGraph {
+    /// The wire key a key of this graph stands for.
+    pub(super) fn wire_key(&self, name: &Key) -> Option<&Key> {
+        self.wire.get(name)
+    }
 }
 
 impl SchedulerCore {
@@ -54,19 +76,15 @@ impl SchedulerCore {
             submission.outputs.len()
         );
         match self.add_graph(&submission.graph, &submission.outputs) {
-            Ok(()) => {
+            Ok((resolved, outputs)) => {
                 for (key, workers) in &submission.restrictions {
-                    if let Some(t) = self.tasks.id(key) {
+                    if let Some(t) = resolved.wire_key(key).and_then(|k| self.tasks.id(k)) {
                         self.restrictions
                             .insert(t, workers.clone().into_boxed_slice());
                     }
                 }
-                let c = self.new_computation(
-                    client.clone(),
-                    request,
-                    &submission.outputs,
-                    submission.keep_results,
-                );
+                let c =
+                    self.new_computation(client.clone(), request, outputs, submission.keep_results);
                 if self.config.journal {
                     self.journal(super::JournalOp::PutComputation {
                         client,
@@ -87,52 +105,92 @@ impl SchedulerCore {
         }
     }
 
-    /// Validates a graph and merges it into the task table. Nothing changes on error.
+    /// Works out the identity of every task `outputs` need: keys the graph defines get a wire
+    /// key from their definition (references replaced by the wire keys they stand for); keys
+    /// it only uses stand for the value they name on the cluster. Changes nothing.
+    pub(super) fn resolve_graph(
+        &self,
+        graph: &[(Key, Expr)],
+        outputs: &[Key],
+    ) -> Result<ResolvedGraph, RequestError> {
+        let view: HashMap<&Key, &Expr> = graph.iter().map(|(k, e)| (k, e)).collect();
+        let names = &self.names;
+        let on_cluster = |k: &Key| names.get(k).is_some();
+        let order = cull(&view, outputs, &on_cluster).map_err(RequestError::Graph)?;
+        let mut wire: HashMap<Key, Key> = HashMap::default();
+        for k in outputs.iter().filter(|k| !view.contains_key(k)) {
+            let t = self.names.get(k).expect("cull checked that it is named");
+            wire.insert(k.clone(), self.tasks.get(t).key.clone());
+        }
+        let mut taken: HashSet<Key> = HashSet::default();
+        let mut tasks = Vec::with_capacity(order.len());
+        for name in order {
+            let expr = view[name];
+            let mut dependencies = Vec::new();
+            for d in expr.dependencies() {
+                let key = match wire.get(&d) {
+                    Some(k) => k.clone(),
+                    None => {
+                        let t = self.names.get(&d).expect("cull checked that it is named");
+                        let k = self.tasks.get(t).key.clone();
+                        wire.insert(d.clone(), k.clone());
+                        k
+                    }
+                };
+                dependencies.push(key);
+            }
+            let spec = encode_plain(&with_wire_references(expr, &wire)).into_boxed_slice();
+            let mut token = definition_token(name, &spec);
+            // A 64-bit token can collide: probe until the wire key is free or is this very
+            // definition.
+            let key = loop {
+                let key = wire_key(name, token);
+                let same = match self.tasks.id(&key) {
+                    Some(t) => {
+                        let task = self.tasks.get(t);
+                        task.name == *name && task.spec.as_deref() == Some(&spec[..])
+                    }
+                    None => !taken.contains(&key),
+                };
+                if same {
+                    break key;
+                }
+                token = token.wrapping_add(1);
+            };
+            taken.insert(key.clone());
+            wire.insert(name.clone(), key.clone());
+            tasks.push(NewTask {
+                name: name.clone(),
+                key,
+                spec,
+                dependencies,
+            });
+        }
+        Ok(ResolvedGraph { tasks, wire })
+    }
+
+    /// Validates a graph and merges it into the task table; returns it resolved and the tasks
+    /// of `outputs`, in order. Nothing changes on error.
     pub(super) fn add_graph(
         &mut self,
         graph: &[(Key, Expr)],
         outputs: &[Key],
-    ) -> Result<(), RequestError> {
-        let view: HashMap<&Key, &Expr> = graph.iter().map(|(k, e)| (k, e)).collect();
-        let tasks = &self.tasks;
-        let on_cluster = |k: &Key| tasks.id(k).is_some();
-        let order = cull(&view, outputs, &on_cluster).map_err(RequestError::Graph)?;
-        // First pass: decide, without changing anything.
-        let mut specs = Vec::with_capacity(order.len());
-        let mut replaced = Vec::new();
-        for key in &order {
-            let spec = encode_plain(view[*key]).into_boxed_slice();
-            if let Some(t) = self.tasks.id(key) {
-                let existing = self.tasks.get(t);
-                if existing.spec.as_deref() != Some(&spec[..]) {
-                    if self.in_use_with_dependents(t) {
-                        return Err(RequestError::KeyConflict {
-                            key: (*key).clone(),
-                        });
-                    }
-                    replaced.push(t);
-                }
+    ) -> Result<(ResolvedGraph, Vec<TaskId>), RequestError> {
+        let mut resolved = self.resolve_graph(graph, outputs)?;
+        for new in std::mem::take(&mut resolved.tasks) {
+            if self.tasks.id(&new.key).is_some() {
+                continue; // the same definition is known: share it
             }
-            specs.push(spec);
-        }
-        // Second pass: apply.
-        for t in replaced {
-            self.invalidate(t);
-        }
-        for (key, spec) in order.into_iter().zip(specs) {
-            let t = match self.tasks.id(key) {
-                Some(t) if self.tasks.get(t).spec.as_deref() == Some(&spec[..]) => continue,
-                Some(t) => {
-                    self.tasks.get_mut(t).spec = Some(spec);
-                    t
-                }
-                None => self.tasks.insert(key.clone(), Some(spec)),
-            };
-            let deps: Box<[TaskId]> = view[key]
-                .dependencies()
+            let deps: Box<[TaskId]> = new
+                .dependencies
                 .iter()
-                .map(|d| self.tasks.id(d).expect("culled graphs are closed"))
+                .map(|d| {
+                    self.tasks
+                        .id(d)
+                        .expect("dependencies come first or are named")
+                })
                 .collect();
+            let t = self.tasks.insert(new.name, new.key, Some(new.spec));
             for d in deps.iter() {
                 self.tasks.get_mut(*d).dependents.push(t);
             }
@@ -141,60 +199,61 @@ impl SchedulerCore {
                 self.adopt_pending(t);
             }
         }
-        Ok(())
+        let outputs = outputs
+            .iter()
+            .map(|k| {
+                let key = resolved.wire_key(k).expect("every output is resolved");
+                self.tasks.id(key).expect("merged above")
+            })
+            .collect();
+        Ok((resolved, outputs))
     }
 
-    /// Whether replacing `t`'s definition would change something another request relies on:
-    /// `t` or anything computed from it is needed or being computed.
-    fn in_use_with_dependents(&self, t: TaskId) -> bool {
-        let mut stack = vec![t];
-        let mut seen = HashSet::default();
-        while let Some(x) = stack.pop() {
-            if !seen.insert(x) {
-                continue;
-            }
-            let task = self.tasks.get(x);
-            if task.state.is_active() || task.wanted > 0 || task.waiters > 0 {
-                return true;
-            }
-            stack.extend(task.dependents.iter().copied());
+    /// Makes `key` name `t` (an explicit scatter, keep or persist); the task it named before
+    /// is let go once nothing else needs it.
+    pub(super) fn name_value(&mut self, key: Key, t: TaskId) {
+        let before = self.names.bind(key, t);
+        if before == Some(t) {
+            return;
         }
-        false
+        self.tasks.get_mut(t).pins += 1;
+        if let Some(old) = before {
+            self.unpin(old);
+        }
     }
 
-    /// Drops `t`'s data and that of everything computed from it, and detaches `t` from its
-    /// old dependencies, so a new definition never meets a stale value.
-    fn invalidate(&mut self, t: TaskId) {
-        let mut stack = vec![t];
-        let mut seen = HashSet::default();
-        while let Some(x) = stack.pop() {
-            if !seen.insert(x) {
-                continue;
-            }
-            if self.tasks.get(x).spec.is_none() {
-                let key = self.tasks.get(x).key.clone();
-                self.journal(super::JournalOp::DeleteScattered { key });
-            }
-            let task = self.tasks.get_mut(x);
-            task.kept = false;
-            task.error = None;
-            if task.state == TaskState::Memory {
-                self.drop_data(x);
-            }
-            self.tasks.get_mut(x).state = TaskState::Released;
-            stack.extend(self.tasks.get(x).dependents.iter().copied());
+    /// `release` of a key: it names nothing any more.
+    pub(super) fn unname(&mut self, key: &Key) {
+        if let Some(t) = self.names.unbind(key) {
+            self.unpin(t);
         }
-        let old_deps = std::mem::take(&mut self.tasks.get_mut(t).dependencies);
-        for d in old_deps.iter() {
-            self.tasks.get_mut(*d).dependents.retain(|y| *y != t);
+    }
+
+    /// One name or dataset less holds `t`.
+    pub(super) fn unpin(&mut self, t: TaskId) {
+        let task = self.tasks.get_mut(t);
+        task.pins -= 1;
+        if task.pins == 0 && task.spec.is_none() {
+            // Scattered data the journal keeps is named data only.
+            let key = task.key.clone();
+            self.journal(super::JournalOp::DeleteScattered { key });
         }
-        for d in old_deps.iter() {
-            self.maybe_release(*d);
-        }
+        self.maybe_release(t);
     }
 
     pub(super) fn start_computation(&mut self, c: CompId) {
         let distinct = self.computations[&c].distinct.clone();
+        // An output that already failed (and is still held, by a name) fails the request now.
+        if let Some(error) = distinct
+            .iter()
+            .find_map(|t| self.tasks.get(*t).error.as_deref().cloned())
+        {
+            let comp = &self.computations[&c];
+            let (client, request) = (comp.client.clone(), comp.request);
+            self.reply(&client, ToClient::Failed { request, error });
+            self.end_computation(c);
+            return;
+        }
         self.activate(&distinct);
         if !self.computations.contains_key(&c) {
             return; // failed during activation (lost scattered input, failed input)
@@ -211,13 +270,9 @@ impl SchedulerCore {
         &mut self,
         client: FrameIdentity,
         request: u64,
-        outputs: &[Key],
+        outputs: Vec<TaskId>,
         keep_results: bool,
     ) -> CompId {
-        let outputs: Vec<TaskId> = outputs
-            .iter()
-            .map(|k| self.tasks.id(k).expect("outputs were checked"))
-            .collect();
         let c = CompId(self.next_computation);
         self.next_computation += 1;
         let mut distinct = outputs.clone();
@@ -245,23 +300,21 @@ impl SchedulerCore {
         c
     }
 
+    /// Values of named keys (scattered, kept or persisted).
     pub(super) fn gather(&mut self, client: FrameIdentity, request: u64, keys: Vec<Key>) {
+        let mut ids = Vec::with_capacity(keys.len());
         for k in &keys {
-            match self.tasks.id(k) {
-                Some(t) if self.tasks.get(t).state == TaskState::Memory => {}
-                Some(t) if self.tasks.get(t).state.is_active() => {}
-                _ => {
+            match self.names.get(k) {
+                Some(t) => ids.push(t),
+                None => {
                     let error = RequestError::NotFound { key: k.clone() };
                     self.reply(&client, ToClient::Failed { request, error });
                     return;
                 }
             }
         }
-        let c = self.new_computation(client, request, &keys, false);
-        for t in self.computations[&c].distinct.clone() {
-            self.request_value_if_needed(t);
-        }
-        self.maybe_complete(c);
+        let c = self.new_computation(client, request, ids, false);
+        self.start_computation(c);
     }
 
     /// Asks a holder for an output task's value if some computation still waits for it.
@@ -303,19 +356,41 @@ impl SchedulerCore {
         missing: Vec<Key>,
         frames: Vec<Frame>,
     ) {
-        if self.value_requests.remove(&request).is_none() {
-            return;
-        }
-        for (key, frame) in found.into_iter().zip(frames) {
-            if let Some(t) = self.tasks.id(&key) {
+        // Only the worker asked answers, only about the keys asked, with one value per key.
+        let asked = match self.value_requests.get(&request) {
+            Some((holder, asked)) if *holder == w && found.len() == frames.len() => asked.clone(),
+            _ => {
+                warn!(
+                    "ignoring data from worker {} for request {request}: not asked of it, or {} keys for {} values",
+                    self.workers.address(w),
+                    found.len(),
+                    frames.len()
+                );
+                return;
+            }
+        };
+        self.value_requests.remove(&request);
+        let asked_for = |key: &Key| self.tasks.id(key).filter(|t| asked.contains(t));
+        let found: Vec<(TaskId, Frame)> = found
+            .iter()
+            .zip(frames)
+            .filter_map(|(key, frame)| asked_for(key).map(|t| (t, frame)))
+            .collect();
+        let missing: Vec<TaskId> = missing.iter().filter_map(asked_for).collect();
+        for t in asked {
+            if !found.iter().any(|(x, _)| *x == t) && !missing.contains(&t) {
+                // Neither found nor missing: ask again.
                 self.fetching_value.remove(&t);
-                self.value_arrived(t, frame);
+                if self.tasks.exists(t) {
+                    self.request_value_if_needed(t);
+                }
             }
         }
-        for key in missing {
-            let Some(t) = self.tasks.id(&key) else {
-                continue;
-            };
+        for (t, frame) in found {
+            self.fetching_value.remove(&t);
+            self.value_arrived(t, frame);
+        }
+        for t in missing {
             self.fetching_value.remove(&t);
             // The worker does not have it after all: stop listing it as a holder.
             let task = self.tasks.get_mut(t);
@@ -356,9 +431,7 @@ impl SchedulerCore {
                 .all(|t| self.tasks.get(*t).state == TaskState::Memory);
             if all_in_memory {
                 let (client, request) = (comp.client.clone(), comp.request);
-                for t in comp.distinct.clone() {
-                    self.tasks.get_mut(t).kept = true;
-                }
+                self.keep_outputs(c);
                 self.reply(&client, ToClient::Done { request });
                 self.end_computation(c);
             }
@@ -368,40 +441,47 @@ impl SchedulerCore {
             return;
         }
         let comp = self.computations.get_mut(&c).expect("checked above");
-        // Values move into the reply (a copy only for keys asked for more than once): a
-        // million results must not exist twice in the scheduler.
+        // Each distinct value travels once, moved into the reply (a million results must not
+        // exist twice in the scheduler); `positions` says which frame each output is when a
+        // key was asked for more than once.
         let mut values = std::mem::take(&mut comp.values);
-        let mut remaining: HashMap<TaskId, usize> = HashMap::default();
-        for t in &comp.outputs {
-            *remaining.entry(*t).or_default() += 1;
+        let repeats = comp.outputs.len() != comp.distinct.len();
+        let mut frames = Vec::with_capacity(comp.distinct.len());
+        let mut positions = Vec::new();
+        if repeats {
+            let mut index: HashMap<TaskId, u32> = HashMap::default();
+            for t in &comp.outputs {
+                let i = *index.entry(*t).or_insert_with(|| {
+                    frames.push(values.remove(t).expect("every output has a value"));
+                    frames.len() as u32 - 1
+                });
+                positions.push(i);
+            }
+        } else {
+            for t in &comp.outputs {
+                frames.push(values.remove(t).expect("every output has a value"));
+            }
         }
-        let frames = comp
-            .outputs
-            .iter()
-            .map(|t| {
-                let left = remaining.get_mut(t).expect("counted above");
-                *left -= 1;
-                if *left == 0 {
-                    values.remove(t).expect("every output has a value")
-                } else {
-                    values[t].clone()
-                }
-            })
-            .collect();
-        let keep = comp.keep_results;
         self.commands.push(Command::ToClient {
             identity: comp.client.clone(),
             msg: ToClient::Values {
                 request: comp.request,
+                positions,
             },
             frames,
         });
-        if keep {
-            for t in comp.distinct.clone() {
-                self.tasks.get_mut(t).kept = true;
-            }
+        if comp.keep_results {
+            self.keep_outputs(c);
         }
         self.end_computation(c);
+    }
+
+    /// `keep_results` and `persist`: each output's key names its value from now on.
+    fn keep_outputs(&mut self, c: CompId) {
+        for t in self.computations[&c].distinct.clone() {
+            let name = self.tasks.get(t).name.clone();
+            self.name_value(name, t);
+        }
     }
 
     pub(super) fn fail_computations_wanting(&mut self, t: TaskId, error: &RequestError) {
@@ -479,21 +559,6 @@ impl SchedulerCore {
             );
             return;
         }
-        for k in &s.keys {
-            if let Some(t) = self.tasks.id(k) {
-                if self.in_use_with_dependents(t) {
-                    let error = RequestError::KeyConflict { key: k.clone() };
-                    self.reply(
-                        &s.client,
-                        ToClient::Failed {
-                            request: s.request,
-                            error,
-                        },
-                    );
-                    return;
-                }
-            }
-        }
         // Spread keys over workers holding the fewest bytes.
         let mut loads: Vec<(u64, WorkerId)> =
             self.workers.iter().map(|(id, w)| (w.nbytes, id)).collect();
@@ -509,10 +574,20 @@ impl SchedulerCore {
             loads.sort();
             let (bytes, w) = &mut loads[0];
             *bytes += v.len() as u64;
+            // Each scatter is a new value: a wire key never used before (in this process or,
+            // through the instance token, an earlier one whose workers may still hold values).
+            self.next_scatter += 1;
+            let token = scatter_token(k, self.config.instance_token, self.next_scatter);
+            let key = wire_key(k, token);
             let entry = per_worker.entry(*w).or_default();
-            entry.0.push(k.clone());
+            entry.0.push(key.clone());
             entry.1.push(v.clone());
-            placement.push((k.clone(), *w, v.len() as u64));
+            placement.push(Placed {
+                name: k.clone(),
+                key,
+                worker: *w,
+                nbytes: v.len() as u64,
+            });
         }
         let pending_workers = per_worker.keys().copied().collect();
         for (w, (keys, frames)) in per_worker {
@@ -537,23 +612,22 @@ impl SchedulerCore {
             return;
         }
         let put = self.puts.remove(&request).expect("present above");
-        for (key, w, nbytes) in put.placement {
-            let t = match self.tasks.id(&key) {
-                Some(t) => {
-                    self.invalidate(t);
-                    self.tasks.get_mut(t).spec = None;
-                    t
-                }
-                None => self.tasks.insert(key, None),
+        for placed in put.placement {
+            let t = match self.tasks.id(&placed.key) {
+                Some(t) => t,
+                None => self
+                    .tasks
+                    .insert(placed.name.clone(), placed.key.clone(), None),
             };
             let task = self.tasks.get_mut(t);
             task.state = TaskState::Memory;
-            task.kept = true;
-            task.nbytes = nbytes;
-            let key = task.key.clone();
-            self.add_holder(t, w);
-            self.journal(super::JournalOp::PutScattered { key, nbytes });
-            self.dependents_may_proceed(t);
+            task.nbytes = placed.nbytes;
+            self.add_holder(t, placed.worker);
+            self.journal(super::JournalOp::PutScattered {
+                key: placed.key,
+                nbytes: placed.nbytes,
+            });
+            self.name_value(placed.name, t);
         }
         let s = put.scatter;
         self.reply(
@@ -564,4 +638,46 @@ impl SchedulerCore {
             },
         );
     }
+}
+
+/// Where one scattered value went.
+pub struct Placed {
+    pub name: Key,
+    pub key: Key,
+    pub worker: WorkerId,
+    pub nbytes: u64,
+}
+
+/// `expr` with every reference replaced by the wire key it stands for.
+fn with_wire_references(expr: &Expr, wire: &HashMap<Key, Key>) -> Expr {
+    match expr {
+        Expr::Lit(v) => Expr::Lit(v.clone()),
+        Expr::Ref(k) => Expr::Ref(wire.get(k).cloned().unwrap_or_else(|| k.clone())),
+        Expr::Call(f, args) => Expr::Call(
+            f.clone(),
+            args.iter().map(|a| with_wire_references(a, wire)).collect(),
+        ),
+        Expr::List(items) => Expr::List(
+            items
+                .iter()
+                .map(|a| with_wire_references(a, wire))
+                .collect(),
+        ),
+    }
+}
+
+/// The token of a definition: its key and its spec, whose references are wire keys already,
+/// so the token covers everything the value is computed from.
+fn definition_token(name: &Key, spec: &[u8]) -> u64 {
+    let mut bytes = encode_plain(name);
+    bytes.extend_from_slice(spec);
+    spec_hash(&bytes)
+}
+
+fn scatter_token(name: &Key, instance: u64, sequence: u64) -> u64 {
+    let mut bytes = encode_plain(name);
+    bytes.extend_from_slice(b"scatter");
+    bytes.extend_from_slice(&instance.to_le_bytes());
+    bytes.extend_from_slice(&sequence.to_le_bytes());
+    spec_hash(&bytes)
 }

@@ -6,7 +6,7 @@ use log::{debug, warn};
 use super::tasks::{task_failure, TaskId, TaskState};
 use super::{SchedulerCore, WorkerId};
 use crate::graph::Key;
-use crate::protocol::{FinishedTask, Frame, RequestError, TaskError};
+use crate::protocol::{FinishedTask, Frame, RequestError, TaskError, ToWorker};
 
 impl SchedulerCore {
     /// Makes `roots` and everything they need (and that is not in memory) active.
@@ -58,7 +58,7 @@ impl SchedulerCore {
         for t in unrecoverable.into_iter().filter(|_| !recovering) {
             let task = self.tasks.get(t);
             let error = RequestError::DataLost {
-                key: task.key.clone(),
+                key: task.name.clone(),
                 workers: Vec::new(),
             };
             self.fail_dependents_and_wanters(t, error);
@@ -76,9 +76,33 @@ impl SchedulerCore {
         done: Vec<FinishedTask>,
         frames: Vec<Frame>,
     ) {
+        let announced = done.iter().filter(|f| f.has_value).count();
+        if announced != frames.len() {
+            warn!(
+                "ignoring a report from worker {}: {announced} values announced, {} sent",
+                self.workers.address(w),
+                frames.len()
+            );
+            return;
+        }
         let mut values = frames.into_iter();
         for f in done {
             let value = if f.has_value { values.next() } else { None };
+            if !self.assigned_to(w, &f.key) {
+                // Copies it fetched are its own to report; anything else it says is not.
+                self.fetched_copies(w, &f.fetched);
+                // Never given to this worker (or taken back since): its word is not a result.
+                if self.tasks.id(&f.key).is_none() {
+                    self.distrust(w, "a result of a task it was not given", &f.key);
+                } else {
+                    debug!(
+                        "{:?} finished on a worker it is no longer assigned to",
+                        f.key
+                    );
+                }
+                self.push_release(w, vec![f.key]);
+                continue;
+            }
             if let Some(t) = self.tasks.id(&f.key) {
                 if let Some(ws) = self.replicating.get_mut(&t) {
                     ws.retain(|x| *x != w);
@@ -97,13 +121,19 @@ impl SchedulerCore {
         }
     }
 
-    fn task_finished(&mut self, w: WorkerId, f: FinishedTask, value: Option<Frame>) {
-        for (dep_key, _) in &f.fetched {
+    /// Copies of inputs a worker fetched from peers: it holds them now (or drops them, when
+    /// they are not needed any more).
+    fn fetched_copies(&mut self, w: WorkerId, fetched: &[(Key, u64)]) {
+        for (dep_key, _) in fetched {
             match self.tasks.id(dep_key) {
                 Some(d) if self.tasks.get(d).state == TaskState::Memory => self.add_holder(d, w),
                 _ => self.push_release(w, vec![dep_key.clone()]),
             }
         }
+    }
+
+    fn task_finished(&mut self, w: WorkerId, f: FinishedTask, value: Option<Frame>) {
+        self.fetched_copies(w, &f.fetched);
         let Some(t) = self.tasks.id(&f.key) else {
             self.push_release(w, vec![f.key]);
             return;
@@ -170,16 +200,19 @@ impl SchedulerCore {
         }
     }
 
-    pub(super) fn task_erred(&mut self, w: WorkerId, key: Key, error: TaskError) {
+    pub(super) fn task_erred(&mut self, w: WorkerId, key: Key, mut error: TaskError) {
         let Some(t) = self.tasks.id(&key) else {
+            self.distrust(w, "an error of a task it was not given", &key);
             return;
         };
         if self.tasks.get(t).state != TaskState::Processing(w) {
             debug!("stale error for {key:?} from a worker it is no longer assigned to");
             return;
         }
+        error.message = cut_text(error.message, self.config.task_error_bytes_max);
         debug!("task {key:?} erred: {error}");
-        self.fail_task(t, task_failure(&key, error));
+        let name = self.tasks.get(t).name.clone();
+        self.fail_task(t, task_failure(&name, error));
     }
 
     /// Fails a task and, transitively, its active dependents and the computations wanting them.
@@ -309,7 +342,7 @@ impl SchedulerCore {
         }
         if task.spec.is_none() {
             let error = RequestError::DataLost {
-                key: task.key.clone(),
+                key: task.name.clone(),
                 workers: workers.to_vec(),
             };
             warn!("{error}");
@@ -335,27 +368,27 @@ impl SchedulerCore {
             ws.retain(|x| *x != w);
         }
         if let Some(d) = self.tasks.id(dependency) {
-            let stale: Vec<WorkerId> = self
+            // The reporter's word counts for its own copy only: a holder it names is asked
+            // itself (`CheckHeld`), and dropped as a holder when it says it lacks the value.
+            if self.tasks.get(d).who_has.contains(&w) {
+                self.not_held(w, vec![dependency.clone()]);
+            }
+            let named: Vec<WorkerId> = self
                 .tasks
                 .get(d)
                 .who_has
                 .iter()
                 .copied()
-                .filter(|h| *h == w || holders.contains(&self.workers.address(*h)))
+                .filter(|h| holders.contains(&self.workers.address(*h)))
                 .collect();
-            for h in stale {
-                // It either does not have the data or cannot be reached: stop relying on it.
-                let task = self.tasks.get_mut(d);
-                task.who_has.retain(|x| *x != h);
-                let nbytes = task.nbytes;
-                if let Some(worker) = self.workers.get_mut(h) {
-                    worker.has.remove(&d);
-                    worker.nbytes = worker.nbytes.saturating_sub(nbytes);
-                }
-                self.push_release(h, vec![dependency.clone()]);
-            }
-            if self.tasks.get(d).who_has.is_empty() {
-                self.data_lost(d, holders);
+            for h in named {
+                self.push_to_worker(
+                    h,
+                    ToWorker::CheckHeld {
+                        keys: vec![dependency.clone()],
+                    },
+                    vec![],
+                );
             }
         }
         if !self.replications.is_empty() {
@@ -430,6 +463,48 @@ impl SchedulerCore {
                     stack.push(*d);
                 }
             }
+        }
+    }
+}
+
+/// `text` cut to at most `max` bytes (on a character boundary), the cut marked with how much
+/// was left out.
+pub(super) fn cut_text(text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… [cut: {} more bytes]", &text[..end], text.len() - end)
+}
+
+impl SchedulerCore {
+    /// A worker says it does not hold these keys: it is no longer a holder (a worker may
+    /// always speak for its own store, never for another's).
+    pub(super) fn not_held(&mut self, w: WorkerId, keys: Vec<Key>) {
+        let address = self.workers.address(w);
+        for key in keys {
+            let Some(d) = self.tasks.id(&key) else {
+                continue;
+            };
+            if !self.tasks.get(d).who_has.contains(&w) {
+                continue;
+            }
+            let task = self.tasks.get_mut(d);
+            task.who_has.retain(|x| *x != w);
+            let nbytes = task.nbytes;
+            if let Some(worker) = self.workers.get_mut(w) {
+                worker.has.remove(&d);
+                worker.nbytes = worker.nbytes.saturating_sub(nbytes);
+            }
+            if self.tasks.get(d).who_has.is_empty() {
+                self.data_lost(d, std::slice::from_ref(&address));
+            }
+        }
+        if !self.replications.is_empty() {
+            self.check_replications();
         }
     }
 }

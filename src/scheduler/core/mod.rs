@@ -8,6 +8,7 @@
 mod collections;
 mod computations;
 mod lifecycle;
+mod names;
 mod placement;
 mod recovery;
 mod tasks;
@@ -21,8 +22,8 @@ use log::{debug, info, warn};
 
 use crate::graph::Key;
 use crate::protocol::{
-    ClusterStatus, Frame, FrameIdentity, FromClient, FromWorker, RequestError, ToClient, ToWorker,
-    WorkerInfo, PROTOCOL_VERSION,
+    ClusterStatus, Frame, FrameIdentity, FromClient, FromWorker, RejectReason, RequestError,
+    ToClient, ToWorker, WorkerInfo, PROTOCOL_VERSION,
 };
 
 pub use recovery::{JournalOp, Recovered, Submission};
@@ -62,6 +63,17 @@ pub struct CoreConfig {
     pub retire_timeout_ms: u64,
     /// How long `restart` waits for restarted workers to register again.
     pub restart_timeout_ms: u64,
+    /// The largest message the scheduler's sockets accept (`--max-message-bytes`); told to
+    /// workers at registration, so a result too big to report fails its task instead of
+    /// vanishing. Default 2 GiB − 1, libzmq's own practical limit.
+    pub max_message_bytes: u64,
+    /// Distinguishes this scheduler process's scattered data from an earlier one's (whose
+    /// workers may still hold values): the IO layer passes something unpredictable.
+    pub instance_token: u64,
+    /// Task error texts longer than this (in bytes) are cut, with the cut marked, before they
+    /// are kept or sent to clients: a worker cannot make the scheduler hold or forward
+    /// megabytes of error text. Default 4 KiB.
+    pub task_error_bytes_max: usize,
     /// Reported to clients in `Welcome` and `status`.
     pub address_to_workers: String,
     pub address_to_clients: String,
@@ -79,6 +91,9 @@ impl Default for CoreConfig {
             retire_timeout_ms: 2_000,
             journal: false,
             recovery_grace_ms: 1_500,
+            max_message_bytes: (2u64 << 30) - 1,
+            task_error_bytes_max: 4096,
+            instance_token: 0,
             address_to_workers: String::new(),
             address_to_clients: String::new(),
         }
@@ -143,14 +158,20 @@ pub struct SchedulerCore {
     clients: HashMap<FrameIdentity, ClientState>,
     next_request: u64,
     next_computation: u64,
+    /// Counts scatters, for their wire keys.
+    next_scatter: u64,
+    /// What each key names on the cluster (scattered, kept, persisted).
+    names: names::Names,
     commands: Vec<Command>,
     now_ms: u64,
     /// A worker was lost or scheduling is needed: run `schedule` before flushing.
     needs_scheduling: bool,
     /// A liveness probe in flight: (sent at, deadline).
     probe: Option<(u64, u64)>,
-    /// Nanny identities by the address of the worker they supervise.
+    /// Nanny identities by the address of the worker they supervise (verified by token).
     nannies: HashMap<String, FrameIdentity>,
+    /// `NannyOf` claims about workers not registered yet: (nanny identity, token).
+    nanny_claims: HashMap<String, (FrameIdentity, u64)>,
     restart: Option<PendingRestart>,
     /// The workers that died while running a task, for its "killed worker" error.
     took_down: HashMap<TaskId, Vec<String>>,
@@ -174,6 +195,10 @@ pub struct SchedulerCore {
     /// Held results to adopt while journaled graphs are resubmitted.
     pending_adoptions: HashMap<Key, Vec<(WorkerId, u64, u64)>>,
 }
+
+/// At most this many unmatched `NannyOf` claims are remembered (a stranger cannot grow the
+/// table without bound; a real nanny's claim is matched within moments).
+const MAX_NANNY_CLAIMS: usize = 1024;
 
 /// A `replicate` request waiting for its copies.
 struct PendingReplication {
@@ -206,11 +231,14 @@ impl SchedulerCore {
             clients: HashMap::default(),
             next_request: 1,
             next_computation: 1,
+            next_scatter: 0,
+            names: names::Names::default(),
             commands: Vec::new(),
             now_ms: 0,
             needs_scheduling: false,
             probe: None,
             nannies: HashMap::default(),
+            nanny_claims: HashMap::default(),
             restart: None,
             took_down: HashMap::default(),
             task_ms_average: 0.0,
@@ -372,10 +400,13 @@ impl SchedulerCore {
         }
         match (msg, id) {
             (FromWorker::Register(reg), _) => self.register_worker(identity, reg),
-            (FromWorker::NannyOf { worker_address }, _) => {
-                debug!("a nanny supervises {worker_address}");
-                self.nannies.insert(worker_address, identity);
-            }
+            (
+                FromWorker::NannyOf {
+                    worker_address,
+                    token,
+                },
+                _,
+            ) => self.nanny_of(identity, worker_address, token),
             (
                 FromWorker::WorkerDied {
                     worker_address,
@@ -384,6 +415,17 @@ impl SchedulerCore {
                 },
                 _,
             ) => {
+                if self.workers.by_address(&worker_address).is_none() {
+                    debug!("death report about {worker_address}, which is not registered");
+                    return;
+                }
+                if self.nannies.get(&worker_address) != Some(&identity) {
+                    warn!(
+                        "ignoring a death report about {worker_address} from {}: not that worker's nanny",
+                        String::from_utf8_lossy(&identity)
+                    );
+                    return;
+                }
                 if let Some(w) = self.workers.by_address(&worker_address) {
                     warn_or_info(
                         !expected,
@@ -423,6 +465,10 @@ impl SchedulerCore {
                 },
                 Some(w),
             ) => {
+                if !self.assigned_to(w, &key) {
+                    self.distrust(w, "a missing dependency of a task it was not given", &key);
+                    return;
+                }
                 if !unresponsive.is_empty() {
                     // Slow or dead? A ping tells; their data is not given up on meanwhile.
                     self.probe_workers();
@@ -437,6 +483,7 @@ impl SchedulerCore {
                 },
                 Some(w),
             ) => self.data_arrived(w, request, found, missing, frames),
+            (FromWorker::NotHeld { keys }, Some(w)) => self.not_held(w, keys),
             (FromWorker::Stored { request }, Some(w)) => self.put_stored(w, request),
             (FromWorker::Retire, Some(w)) => self.retire_worker(w),
             (FromWorker::Goodbye, Some(w)) => {
@@ -446,24 +493,75 @@ impl SchedulerCore {
         }
     }
 
+    /// Whether worker `w` was given the task with this (wire) key to run, or to copy.
+    pub(super) fn assigned_to(&self, w: WorkerId, key: &Key) -> bool {
+        let Some(t) = self.tasks.id(key) else {
+            return false;
+        };
+        self.tasks.get(t).state == TaskState::Processing(w)
+            || self.replicating.get(&t).is_some_and(|ws| ws.contains(&w))
+    }
+
+    /// Logs a message a worker had no standing to send; it changes nothing.
+    pub(super) fn distrust(&self, w: WorkerId, what: &str, key: &Key) {
+        warn!(
+            "ignoring {what} ({key:?}) from worker {}",
+            self.workers.address(w)
+        );
+    }
+
+    /// A nanny says it supervises the worker at `address`: believed once a worker registered
+    /// there with the same token (the claim waits for the registration if it comes first).
+    fn nanny_of(&mut self, identity: FrameIdentity, address: String, token: u64) {
+        match self.workers.by_address(&address) {
+            Some(w) => {
+                let registered = self.workers.get(w).and_then(|w| w.nanny_token);
+                if registered == Some(token) {
+                    debug!("a nanny supervises {address}");
+                    self.nannies.insert(address, identity);
+                } else {
+                    warn!(
+                        "ignoring {} claiming to be the nanny of {address}: wrong token",
+                        String::from_utf8_lossy(&identity)
+                    );
+                }
+            }
+            None => {
+                if self.nanny_claims.len() >= MAX_NANNY_CLAIMS {
+                    warn!("too many nanny claims for unknown workers: dropping them");
+                    self.nanny_claims.clear();
+                }
+                self.nanny_claims.insert(address, (identity, token));
+            }
+        }
+    }
+
     fn register_worker(
         &mut self,
         identity: FrameIdentity,
         reg: crate::protocol::WorkerRegistration,
     ) {
-        if reg.protocol_version != PROTOCOL_VERSION {
-            warn!(
-                "rejecting worker {}: protocol version {} (this scheduler speaks {PROTOCOL_VERSION})",
-                reg.address, reg.protocol_version
-            );
+        let rejection = if reg.protocol_version != PROTOCOL_VERSION {
+            Some(RejectReason::ProtocolVersion {
+                scheduler: PROTOCOL_VERSION,
+                worker: reg.protocol_version,
+            })
+        } else if self
+            .workers
+            .iter()
+            .any(|(_, w)| w.name == reg.name && w.identity != identity)
+        {
+            Some(RejectReason::NameTaken {
+                name: reg.name.clone(),
+            })
+        } else {
+            None
+        };
+        if let Some(reason) = rejection {
+            warn!("rejecting worker {}: {reason}", reg.address);
             self.commands.push(Command::ToWorker {
                 identity,
-                msg: ToWorker::Rejected {
-                    reason: format!(
-                        "protocol version {} is not supported; this scheduler speaks {PROTOCOL_VERSION}",
-                        reg.protocol_version
-                    ),
-                },
+                msg: ToWorker::Rejected { reason },
                 frames: vec![],
             });
             return;
@@ -477,6 +575,11 @@ impl SchedulerCore {
             "worker {} registered: name {}, {} threads, store {}, pid {}",
             reg.address, reg.name, reg.nthreads, reg.store, reg.pid
         );
+        if let Some((nanny, token)) = self.nanny_claims.remove(&reg.address) {
+            if reg.nanny_token == Some(token) {
+                self.nannies.insert(reg.address.clone(), nanny);
+            }
+        }
         let id = self.workers.add(Worker {
             identity: identity.clone(),
             address: reg.address,
@@ -485,6 +588,7 @@ impl SchedulerCore {
             memory_limit_bytes: reg.memory_limit_bytes,
             pid: reg.pid,
             store: reg.store,
+            nanny_token: reg.nanny_token,
             has: HashSet::default(),
             processing: HashMap::default(),
             nbytes: 0,
@@ -493,7 +597,8 @@ impl SchedulerCore {
             retiring: false,
             retire_deadline_ms: 0,
         });
-        self.push_to_worker(id, ToWorker::Registered, vec![]);
+        let max_message_bytes = self.config.max_message_bytes;
+        self.push_to_worker(id, ToWorker::Registered { max_message_bytes }, vec![]);
         self.adopt_held_keys(id, reg.keys);
         while let Some(s) = self.pending_scatters.pop_front() {
             self.start_scatter(s);
@@ -508,7 +613,7 @@ impl SchedulerCore {
     fn replicate(&mut self, client: FrameIdentity, request: u64, keys: Vec<Key>, replicas: u32) {
         let mut ids = Vec::with_capacity(keys.len());
         for k in &keys {
-            match self.tasks.id(k) {
+            match self.names.get(k) {
                 Some(t) if self.tasks.get(t).state == TaskState::Memory => ids.push(t),
                 _ => {
                     let error = RequestError::NotFound { key: k.clone() };
@@ -722,6 +827,7 @@ impl SchedulerCore {
         }
         self.journal(JournalOp::Clear);
         self.tasks = TaskTable::default();
+        self.names.clear();
         self.ready.clear();
         self.output_of.clear();
         self.value_requests.clear();
@@ -806,6 +912,7 @@ impl SchedulerCore {
         };
         let address = worker.address.clone();
         warn_or_info(unexpected, &format!("removing worker {address}"));
+        self.nannies.remove(&address);
         let others: Vec<WorkerId> = self.workers.iter().map(|(id, _)| id).collect();
         for w in others {
             self.push_to_worker(w, ToWorker::PeersLost(vec![address.clone()]), vec![]);
@@ -863,12 +970,12 @@ impl SchedulerCore {
                         kind: crate::protocol::TaskErrorKind::KilledWorker,
                         message: format!(
                             "task {:?} was running on {} workers that died unexpectedly (allowed_failures = {limit}): {}",
-                            task.key,
+                            task.name,
                             task.suspicious,
                             self.took_down.get(&t).map(|ws| ws.join(", ")).unwrap_or_default()
                         ),
                     };
-                    let key = task.key.clone();
+                    let key = task.name.clone();
                     self.fail_task(t, tasks::task_failure(&key, error));
                 }
             }
@@ -894,15 +1001,15 @@ impl SchedulerCore {
             .puts
             .iter()
             .filter(|(_, p)| {
-                p.pending_workers.contains(&id) || p.placement.iter().any(|(_, w, _)| *w == id)
+                p.pending_workers.contains(&id) || p.placement.iter().any(|x| x.worker == id)
             })
             .map(|(r, _)| *r)
             .collect();
         for r in failed_puts {
             if let Some(p) = self.puts.remove(&r) {
-                for (key, w, _) in &p.placement {
-                    if *w != id {
-                        self.push_release(*w, vec![key.clone()]);
+                for placed in &p.placement {
+                    if placed.worker != id {
+                        self.push_release(placed.worker, vec![placed.key.clone()]);
                     }
                 }
                 // Scattering again is safe: storing a value twice overwrites it.
@@ -1047,9 +1154,15 @@ impl SchedulerCore {
                     .into_iter()
                     .map(|k| {
                         let holders = self
-                            .tasks
-                            .by_key(&k)
-                            .map(|t| t.who_has.iter().map(|w| self.workers.address(*w)).collect())
+                            .names
+                            .get(&k)
+                            .map(|t| {
+                                let task = self.tasks.get(t);
+                                task.who_has
+                                    .iter()
+                                    .map(|w| self.workers.address(*w))
+                                    .collect()
+                            })
                             .unwrap_or_default();
                         (k, holders)
                     })
@@ -1062,10 +1175,7 @@ impl SchedulerCore {
             }
             FromClient::Release { request, keys } => {
                 for k in keys {
-                    if let Some(t) = self.tasks.id(&k) {
-                        self.tasks.get_mut(t).kept = false;
-                        self.maybe_release(t);
-                    }
+                    self.unname(&k);
                 }
                 self.reply(&identity, ToClient::Done { request });
             }
@@ -1182,9 +1292,10 @@ impl SchedulerCore {
                     let mut keys: Vec<_> = w
                         .has
                         .iter()
-                        .map(|t| self.tasks.get(*t).key.clone())
+                        .map(|t| self.tasks.get(*t).name.clone())
                         .collect();
                     keys.sort();
+                    keys.dedup();
                     keys
                 },
                 processing: w.processing.len() as u64,
@@ -1281,6 +1392,33 @@ impl SchedulerCore {
                 ));
             }
         }
+        let mut pins: HashMap<TaskId, u32> = HashMap::default();
+        for (key, t) in self.names.iter() {
+            if !self.tasks.exists(t) {
+                return Err(format!("{key:?} names a forgotten task"));
+            }
+            if self.tasks.get(t).name != *key {
+                return Err(format!("{key:?} names a task of another key"));
+            }
+            *pins.entry(t).or_default() += 1;
+        }
+        for (name, (_, ids)) in &self.datasets {
+            for t in ids {
+                if !self.tasks.exists(*t) {
+                    return Err(format!("dataset {name:?} holds a forgotten task"));
+                }
+                *pins.entry(*t).or_default() += 1;
+            }
+        }
+        for (id, t) in self.tasks.iter() {
+            let expected = pins.get(&id).copied().unwrap_or(0);
+            if t.pins != expected {
+                return Err(format!(
+                    "task {:?}: {} pins but {expected} names and datasets hold it",
+                    t.key, t.pins
+                ));
+            }
+        }
         for (wid, w) in self.workers.iter() {
             for t in w.processing.keys() {
                 if self.tasks.get(*t).state != TaskState::Processing(wid) {
@@ -1294,8 +1432,17 @@ impl SchedulerCore {
         Ok(())
     }
 
+    /// The state of the task `key` names, else of some task of that key (for tests).
     pub fn task_state(&self, key: &crate::graph::Key) -> Option<TaskState> {
-        self.tasks.by_key(key).map(|t| t.state)
+        match self.names.get(key) {
+            Some(t) => Some(self.tasks.get(t).state),
+            None => self
+                .tasks
+                .iter()
+                .filter(|(_, t)| t.name == *key)
+                .map(|(_, t)| t.state)
+                .next(),
+        }
     }
 
     pub fn task_count(&self) -> usize {

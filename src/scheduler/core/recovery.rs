@@ -9,7 +9,7 @@ use rustc_hash::FxHashMap as HashMap;
 use log::{debug, info};
 use serde::{Deserialize, Serialize};
 
-use super::tasks::{TaskId, TaskState};
+use super::tasks::{name_of_wire_key, TaskId, TaskState};
 use super::{ClientState, SchedulerCore, WorkerId};
 use crate::collection::Collection;
 use crate::graph::{Expr, Key};
@@ -86,13 +86,16 @@ impl SchedulerCore {
         );
         self.collections.extend(recovered.collections);
         for (key, nbytes) in recovered.scattered {
+            let Some(name) = name_of_wire_key(&key) else {
+                info!("journal: scattered entry {key:?} is not a wire key; ignoring it");
+                continue;
+            };
             let t = match self.tasks.id(&key) {
                 Some(t) => t,
-                None => self.tasks.insert(key, None),
+                None => self.tasks.insert(name.clone(), key, None),
             };
-            let task = self.tasks.get_mut(t);
-            task.kept = true;
-            task.nbytes = nbytes;
+            self.tasks.get_mut(t).nbytes = nbytes;
+            self.name_value(name, t);
         }
         self.replay = Some(Replay {
             deadline_ms: self.now_ms + self.config.recovery_grace_ms,
@@ -153,7 +156,7 @@ impl SchedulerCore {
         for t in missing {
             if self.tasks.exists(t) && self.tasks.get(t).waiters + self.tasks.get(t).wanted > 0 {
                 let error = crate::protocol::RequestError::DataLost {
-                    key: self.tasks.get(t).key.clone(),
+                    key: self.tasks.get(t).name.clone(),
                     workers: Vec::new(),
                 };
                 self.fail_dependents_and_wanters(t, error);
@@ -163,8 +166,10 @@ impl SchedulerCore {
                     "scattered {:?} was not found on any worker",
                     self.tasks.get(t).key
                 );
-                self.tasks.get_mut(t).kept = false;
-                self.maybe_release(t);
+                let name = self.tasks.get(t).name.clone();
+                if self.names.get(&name) == Some(t) {
+                    self.unname(&name);
+                }
             }
         }
         let mut candidates = replay.candidates;
@@ -180,12 +185,9 @@ impl SchedulerCore {
                     last_seen_ms: self.now_ms,
                     computations: Default::default(),
                 });
-            // Results already on workers for these definitions are adopted before activation.
-            for (key, _) in &submission.graph {
-                if let Some(held) = candidates.remove(key) {
-                    self.pending_adoptions.insert(key.clone(), held);
-                }
-            }
+            // Results already on workers for these definitions (same wire keys) are adopted
+            // as the tasks are merged, before activation.
+            self.pending_adoptions.extend(candidates.drain());
             self.submit(client, request, submission);
         }
         for (key, held) in std::mem::take(&mut self.pending_adoptions) {

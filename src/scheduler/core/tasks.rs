@@ -1,5 +1,10 @@
-//! The task table: every key the scheduler knows, interned to a compact integer id, with its
+//! The task table: every task the scheduler knows, interned to a compact integer id, with its
 //! dependencies, dependents, state, holders and size.
+//!
+//! A task is its key *and* its definition: two graphs that give one key different definitions
+//! make two tasks. Workers know a task by its wire key, `(key, token)`, where the token is a
+//! hash of the key and the definition (whose references are wire keys themselves), so equal
+//! definitions share one task and different ones never meet. Clients only ever see the key.
 
 use rustc_hash::FxHashMap as HashMap;
 
@@ -40,6 +45,9 @@ impl TaskState {
 /// Per-task bookkeeping. Kept small: a graph may have a million tasks.
 #[derive(Debug)]
 pub struct Task {
+    /// The key as the client wrote it.
+    pub name: Key,
+    /// What workers call it: unique to this definition (see the module comment).
     pub key: Key,
     /// The msgpack-encoded `Expr`; `None` for scattered data, which has no lineage.
     pub spec: Option<Box<[u8]>>,
@@ -52,8 +60,8 @@ pub struct Task {
     pub waiters: u32,
     /// Computations and gathers that want this task's value.
     pub wanted: u32,
-    /// Held on purpose (keep_results or scattered) until a client releases it.
-    pub kept: bool,
+    /// Held on purpose: how many names (`Names`) and published datasets hold this task.
+    pub pins: u32,
     pub who_has: Vec<WorkerId>,
     pub nbytes: u64,
     /// Unexpected worker losses while this task was assigned to the lost worker.
@@ -65,7 +73,7 @@ pub struct Task {
 
 impl Task {
     pub fn needed(&self) -> bool {
-        self.wanted > 0 || self.waiters > 0 || self.kept
+        self.wanted > 0 || self.waiters > 0 || self.pins > 0
     }
 }
 
@@ -98,13 +106,10 @@ impl TaskTable {
         matches!(self.slots.get(id.0 as usize), Some(Some(_)))
     }
 
-    pub fn by_key(&self, key: &Key) -> Option<&Task> {
-        self.id(key).map(|id| self.get(id))
-    }
-
-    pub fn insert(&mut self, key: Key, spec: Option<Box<[u8]>>) -> TaskId {
+    pub fn insert(&mut self, name: Key, key: Key, spec: Option<Box<[u8]>>) -> TaskId {
         debug_assert!(!self.index.contains_key(&key), "keys are interned once");
         let task = Task {
+            name,
             key: key.clone(),
             spec,
             dependencies: Box::new([]),
@@ -113,7 +118,7 @@ impl TaskTable {
             waiting_on: 0,
             waiters: 0,
             wanted: 0,
-            kept: false,
+            pins: 0,
             who_has: Vec::new(),
             nbytes: 0,
             suspicious: 0,
@@ -152,6 +157,19 @@ impl TaskTable {
             .iter()
             .enumerate()
             .filter_map(|(i, t)| t.as_ref().map(|t| (TaskId(i as u32), t)))
+    }
+}
+
+/// The wire key of definition `token` of `name`.
+pub fn wire_key(name: &Key, token: u64) -> Key {
+    Key::Tuple(vec![name.clone(), Key::Str(format!("{token:016x}"))])
+}
+
+/// The key a wire key was made from (journaled scattered data is recorded by wire key).
+pub fn name_of_wire_key(key: &Key) -> Option<Key> {
+    match key {
+        Key::Tuple(parts) if parts.len() == 2 => Some(parts[0].clone()),
+        _ => None,
     }
 }
 

@@ -17,6 +17,8 @@ pub struct Worker {
     pub memory_limit_bytes: u64,
     pub pid: u32,
     pub store: String,
+    /// The token its nanny must know to speak for it (`None`: no nanny).
+    pub nanny_token: Option<u64>,
     pub has: HashSet<TaskId>,
     /// Tasks assigned here (queued or running), with their assignment order: the worker runs
     /// them first come, first served, so the oldest `nthreads` are the ones running.

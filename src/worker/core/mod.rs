@@ -324,7 +324,7 @@ impl WorkerCore {
         self.last_heard_ms = self.now_ms;
         match msg {
             ToWorker::HeartbeatAck => {}
-            ToWorker::Registered => {
+            ToWorker::Registered { .. } => {
                 self.registering_since = None;
                 debug!("registered with the scheduler")
             }
@@ -363,6 +363,16 @@ impl WorkerCore {
             ToWorker::GetData { request, keys } => {
                 self.commands
                     .push(WorkerCommand::SendDataToScheduler { request, keys });
+            }
+            ToWorker::CheckHeld { keys } => {
+                let keys: Vec<Key> = keys
+                    .into_iter()
+                    .filter(|k| !self.data.contains_key(k))
+                    .collect();
+                self.commands.push(WorkerCommand::ToScheduler {
+                    msg: FromWorker::NotHeld { keys },
+                    frames: vec![],
+                });
             }
             ToWorker::PutData { request, keys } => {
                 for (key, frame) in keys.into_iter().zip(frames) {

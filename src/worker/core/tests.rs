@@ -25,6 +25,7 @@ fn config(nthreads: u32) -> WorkerCoreConfig {
             pid: 42,
             store: "memory".into(),
             keys: vec![],
+            nanny_token: None,
         },
         heartbeat_interval_ms: 1000,
         fetch_timeout_ms: 5000,
@@ -1023,7 +1024,10 @@ fn rejected_shuts_the_worker_down_with_the_reason() {
     let mut h = Harness::new(1);
     h.scheduler_sends(
         ToWorker::Rejected {
-            reason: "protocol version 9".into(),
+            reason: crate::protocol::RejectReason::ProtocolVersion {
+                scheduler: 2,
+                worker: 9,
+            },
         },
         vec![],
     );
@@ -1050,7 +1054,12 @@ fn close_shuts_the_worker_down() {
 #[test]
 fn registered_needs_no_answer() {
     let mut h = Harness::new(1);
-    h.scheduler_sends(ToWorker::Registered, vec![]);
+    h.scheduler_sends(
+        ToWorker::Registered {
+            max_message_bytes: 1 << 30,
+        },
+        vec![],
+    );
     h.assert_quiet();
 }
 
