@@ -93,17 +93,30 @@ impl ModelWorker {
             pid: (self.slot * 100) as u32 + self.incarnation,
             store: "memory".into(),
             keys: vec![],
+            nanny_token: self.has_nanny.then(|| self.nanny_token()),
         })
+    }
+
+    /// The secret the nanny hands this process (deterministic: one per incarnation).
+    pub fn nanny_token(&self) -> u64 {
+        0x7a61_736b_0000_0000 | (self.slot as u64) << 16 | self.incarnation as u64
     }
 
     pub fn handle(&mut self, msg: ToWorker, frames: Vec<Frame>) -> Result<Out, String> {
         Ok(match msg {
-            ToWorker::Registered => {
+            ToWorker::Registered { .. } => {
                 self.registering = false;
                 vec![]
             }
             ToWorker::HeartbeatAck | ToWorker::PeersLost(_) => vec![],
             ToWorker::Rejected { reason } => return Err(format!("worker rejected: {reason}")),
+            ToWorker::CheckHeld { keys } => {
+                let keys = keys
+                    .into_iter()
+                    .filter(|k| !self.store.contains_key(k))
+                    .collect();
+                vec![(FromWorker::NotHeld { keys }, vec![])]
+            }
             ToWorker::Compute(tasks) => {
                 self.queue.extend(tasks);
                 vec![]
