@@ -264,6 +264,22 @@ impl Model {
         c
     }
 
+    /// Worker `w` loses its copy of the value of `name` (whatever its wire key).
+    fn lose(&mut self, w: usize, name: &str) {
+        let name = Key::from(name);
+        let lost: Vec<Key> = self.workers[w]
+            .store
+            .keys()
+            .filter(|k| **k == name || matches!(k, Key::Tuple(p) if p.first() == Some(&name)))
+            .cloned()
+            .collect();
+        assert!(!lost.is_empty(), "worker {w} holds no {name:?}");
+        for k in lost {
+            self.workers[w].store.remove(&k);
+        }
+        self.losses += 1;
+    }
+
     /// Sends a request in a scenario; returns its id.
     fn request(&mut self, c: usize, op: ClientOp) -> u64 {
         self.client_send(c, op).expect("a request")
@@ -303,6 +319,10 @@ impl Model {
         if !routine || self.trace_routine {
             self.note(f)
         }
+    }
+
+    fn name(&self, w: usize) -> String {
+        String::from_utf8_lossy(&self.workers[w].identity).into_owned()
     }
 
     fn push(&mut self, link: Link, packet: Packet) {
@@ -1007,7 +1027,8 @@ impl Model {
                 }
                 let out = self.workers[w].handle(msg, frames)?;
                 if self.workers[w].life == Life::Gone {
-                    self.note(|| format!("w{w} closed"));
+                    let name = self.name(w);
+                    self.note(|| format!("{name} closed"));
                 }
                 let identity = self.workers[w].identity.clone();
                 self.worker_send(identity, out);
@@ -1228,7 +1249,8 @@ impl Model {
         if live.len() + starting < 2 || (self.rng.chance(15) && live.len() < WORKERS_MAX) {
             let nanny = self.rng.chance(50);
             let w = self.add_worker(nanny);
-            self.note(|| format!("fault: new worker w{w}"));
+            let name = self.name(w);
+            self.note(|| format!("fault: new worker {name}"));
             return Ok(());
         }
         if live.is_empty() {
@@ -1238,7 +1260,8 @@ impl Model {
         self.worker_faults += 1;
         match self.rng.below(6) {
             0 | 1 => {
-                self.note(|| format!("fault: worker #{w} killed"));
+                let name = self.name(w);
+                self.note(|| format!("fault: {name} killed"));
                 self.deaths += 1;
                 self.losses += 1;
                 if self.workers[w].has_nanny {
@@ -1250,14 +1273,16 @@ impl Model {
                 }
             }
             2 => {
-                self.note(|| format!("fault: w{w} stalls"));
+                let name = self.name(w);
+                self.note(|| format!("fault: {name} stalls"));
                 self.losses += 1;
                 self.workers[w].life = Life::Stalled {
                     until: self.now + STALL_MS,
                 };
             }
             3 => {
-                self.note(|| format!("fault: w{w} retires"));
+                let name = self.name(w);
+                self.note(|| format!("fault: {name} retires"));
                 self.retiring.insert(w);
                 let identity = self.workers[w].identity.clone();
                 self.worker_send(identity, vec![(FromWorker::Retire, vec![])]);
@@ -1266,7 +1291,8 @@ impl Model {
                 let keys: Vec<Key> = self.workers[w].store.keys().cloned().collect();
                 if !keys.is_empty() {
                     let k = self.rng.pick(&keys).clone();
-                    self.note(|| format!("fault: w{w} loses {k:?}"));
+                    let name = self.name(w);
+                    self.note(|| format!("fault: {name} loses {k:?}"));
                     self.losses += 1;
                     self.workers[w].store.remove(&k);
                 }
@@ -1274,7 +1300,8 @@ impl Model {
             _ => {
                 self.workers[w].slow = !self.workers[w].slow;
                 let slow = self.workers[w].slow;
-                self.note(|| format!("fault: w{w} slow: {slow}"));
+                let name = self.name(w);
+                self.note(|| format!("fault: {name} slow: {slow}"));
             }
         }
         Ok(())
