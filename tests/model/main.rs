@@ -183,10 +183,10 @@ pub(crate) struct Model {
     collections: BTreeMap<String, Collection>,
     pool: DefinitionPool,
     restarts: u64,
-    /// Unexpected worker deaths (for killed-worker errors).
-    deaths: u64,
     /// Faults that may lose data: deaths, stalls, values lost.
     losses: u64,
+    /// Faults of any kind that may take a worker down unexpectedly (or make a restart miss
+    /// it): kills, stalls, retirements, slowness, lost values.
     worker_faults: u64,
     /// Faults and new requests happen only in the first phase.
     active_phase: bool,
@@ -218,7 +218,6 @@ impl Model {
             collections: BTreeMap::new(),
             pool,
             restarts: 0,
-            deaths: 0,
             losses: 0,
             worker_faults: 0,
             active_phase: true,
@@ -782,8 +781,10 @@ impl Model {
             RequestError::DataLost { key, .. } | RequestError::NotFound { key } => {
                 data && self.losses > 0 && self.book.ever_scattered.contains(key)
             }
+            // Kills, but also stalls and slowness (heartbeat or probe timeouts) take workers
+            // down unexpectedly.
             RequestError::Task { error, .. } if error.kind == TaskErrorKind::KilledWorker => {
-                data && self.deaths > ALLOWED_FAILURES as u64
+                data && self.worker_faults > ALLOWED_FAILURES as u64
             }
             _ => false,
         }
@@ -1257,21 +1258,12 @@ impl Model {
             return Ok(());
         }
         let w = *self.rng.pick(&live);
-        self.worker_faults += 1;
-        match self.rng.below(6) {
-            0 | 1 => {
-                let name = self.name(w);
-                self.note(|| format!("fault: {name} killed"));
-                self.deaths += 1;
-                self.losses += 1;
-                if self.workers[w].has_nanny {
-                    self.nanny_restarts(self.workers[w].slot, false);
-                } else {
-                    self.workers[w].life = Life::Dead;
-                    let identity = self.workers[w].identity.clone();
-                    self.push(Link::Up(identity), Packet::ConnectionLost);
-                }
-            }
+        let fault = self.rng.below(6);
+        if fault >= 2 {
+            self.worker_faults += 1; // `kill` counts its own
+        }
+        match fault {
+            0 | 1 => self.kill(w),
             2 => {
                 let name = self.name(w);
                 self.note(|| format!("fault: {name} stalls"));
@@ -1305,6 +1297,22 @@ impl Model {
             }
         }
         Ok(())
+    }
+
+    /// Worker `w`'s process dies: its nanny (if any) reports it and starts another; without
+    /// one, the scheduler only sees the connection drop.
+    fn kill(&mut self, w: usize) {
+        let name = self.name(w);
+        self.note(|| format!("fault: {name} killed"));
+        self.worker_faults += 1;
+        self.losses += 1;
+        if self.workers[w].has_nanny {
+            self.nanny_restarts(self.workers[w].slot, false);
+        } else {
+            self.workers[w].life = Life::Dead;
+            let identity = self.workers[w].identity.clone();
+            self.push(Link::Up(identity), Packet::ConnectionLost);
+        }
     }
 
     fn client_op(&mut self) {

@@ -254,3 +254,38 @@ fn worker_missing_its_own_released_scattered_dependency_does_not_crash() {
         m.clients[c].errors
     );
 }
+
+/// Replicate of a named value that is being recomputed after its holder died: the name
+/// still stands (gather waits for the value), but replicate answers NotFound. Found by the
+/// model, seed 958.
+#[test]
+fn replicate_of_a_named_value_being_recomputed_is_not_refused() {
+    let mut m = Model::scenario(2, false);
+    let c = m.new_client();
+    let kept = m.request(c, get(&[("x", lit(5))], "x", true));
+    let step = m.drain();
+    ok(&mut m, step);
+    assert_eq!(ints(&m.clients[c].values[&kept]), [5]);
+    let holder = (0..2)
+        .find(|w| !m.workers[*w].store.is_empty())
+        .expect("a worker holds x");
+    m.kill(holder);
+    // Let the scheduler notice (the connection drops, the ping goes unanswered) but run
+    // nothing, so the recomputation is still in flight.
+    let step = m.pump_without_running();
+    ok(&mut m, step);
+    let step = m.advance(600);
+    ok(&mut m, step);
+    let step = m.pump_without_running();
+    ok(&mut m, step);
+    let replicated = m.request(c, ClientOp::Replicate(vec![key("x")], 2));
+    let gathered = m.request(c, ClientOp::Gather(vec![key("x")]));
+    let step = m.drain();
+    ok(&mut m, step);
+    assert_eq!(ints(&m.clients[c].values[&gathered]), [5]);
+    assert!(
+        !m.clients[c].errors.contains_key(&replicated),
+        "replicate of named x failed: {:?}",
+        m.clients[c].errors
+    );
+}
