@@ -289,3 +289,33 @@ fn replicate_of_a_named_value_being_recomputed_is_not_refused() {
         m.clients[c].errors
     );
 }
+
+/// A replicate waiting for its copies when the key is renamed to another value (a scatter):
+/// the old value is released and the replicate never gets an answer. Found by the model,
+/// seed 732 (liveness).
+#[test]
+fn replicate_in_flight_when_the_key_is_renamed_is_answered() {
+    let mut m = Model::scenario(2, false);
+    let c = m.new_client();
+    m.request(c, get(&[("total", lit(2))], "total", true));
+    let step = m.drain();
+    ok(&mut m, step);
+    let replicated = m.request(c, ClientOp::Replicate(vec![key("total")], 2));
+    let step = m.pump_without_running();
+    ok(&mut m, step);
+    m.request(
+        c,
+        ClientOp::Scatter {
+            keys: vec![key("total")],
+            values: vec![1000],
+        },
+    );
+    let step = m.pump_without_running();
+    ok(&mut m, step);
+    let step = m.drain();
+    ok(&mut m, step);
+    assert!(
+        !m.clients[c].waiting.contains(&replicated),
+        "the replicate got an answer"
+    );
+}
