@@ -1055,6 +1055,9 @@ impl Model {
             return;
         }
         let was_up = !matches!(old.life, Life::Starting { .. });
+        // Even a restart on request can look like an unexpected loss: the process may have
+        // registered again (after an "unknown worker") just before the nanny killed it.
+        self.worker_faults += u64::from(expected);
         old.life = Life::Gone;
         let (address, incarnation) = (old.address.clone(), old.incarnation);
         self.retiring.remove(&w);
