@@ -164,35 +164,63 @@ fn some_keys(rng: &mut Rng) -> Vec<Key> {
     (0..n).map(|_| pool_key(rng)).collect()
 }
 
+/// The request kinds, with how often each is drawn.
+const OPS: [(&str, u64); 19] = [
+    ("submit", 30),
+    ("persist", 6),
+    ("scatter", 7),
+    ("gather", 6),
+    ("release", 6),
+    ("who_has", 2),
+    ("replicate", 2),
+    ("publish", 4),
+    ("get_dataset", 3),
+    ("unpublish", 2),
+    ("set_collection", 4),
+    ("get_collection", 4),
+    ("delete_collection", 1),
+    ("list_collections", 1),
+    ("status", 1),
+    ("restart", 1),
+    ("cancel", 3),
+    ("goodbye", 1),
+    ("go_silent", 1),
+];
+
+/// Which requests clients send. `ZASK_MODEL_WITHOUT=restart,replicate` leaves some out, so
+/// a known bug in one kind does not hide others (a seed replays only with the same list).
+pub struct OpMix {
+    weights: Vec<u64>,
+}
+
+impl OpMix {
+    pub fn from_env() -> OpMix {
+        let without = std::env::var("ZASK_MODEL_WITHOUT").unwrap_or_default();
+        let without: Vec<&str> = without.split(',').filter(|s| !s.is_empty()).collect();
+        for w in &without {
+            assert!(
+                OPS.iter().any(|(name, _)| name == w),
+                "ZASK_MODEL_WITHOUT: no request kind {w:?}; kinds: {:?}",
+                OPS.map(|(n, _)| n)
+            );
+        }
+        OpMix {
+            weights: OPS
+                .iter()
+                .map(|(name, w)| if without.contains(name) { 0 } else { *w })
+                .collect(),
+        }
+    }
+}
+
 /// A random request of a client that last persisted `last_persisted`.
 pub fn random_op(
     rng: &mut Rng,
     pool: &DefinitionPool,
+    mix: &OpMix,
     last_persisted: Option<&Collection>,
 ) -> ClientOp {
-    const WEIGHTS: [u64; 20] = [
-        30, // submit
-        6,  // persist
-        7,  // scatter
-        6,  // gather
-        6,  // release
-        2,  // who has
-        2,  // replicate
-        4,  // publish
-        3,  // get dataset
-        2,  // unpublish
-        4,  // set collection
-        4,  // get collection
-        1,  // delete collection
-        1,  // list collections
-        1,  // status
-        1,  // restart
-        3,  // cancel
-        1,  // goodbye
-        1,  // go silent
-        0,
-    ];
-    match rng.weighted(&WEIGHTS) {
+    match rng.weighted(&mix.weights) {
         0 => {
             let graph = pool.graph(rng);
             let outputs = pool.outputs(rng, &graph);
