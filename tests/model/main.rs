@@ -339,10 +339,15 @@ impl Model {
     }
 
     fn start_incarnation(&mut self, slot: usize, incarnation: u32, nanny: bool) -> usize {
-        let delay = if incarnation == 0 { 0 } else { NANNY_RESTART_MS };
+        let delay = if incarnation == 0 {
+            0
+        } else {
+            NANNY_RESTART_MS
+        };
         let w = ModelWorker::new(slot, incarnation, nanny, self.now + delay);
         let idx = self.workers.len();
-        self.endpoints.insert(w.identity.clone(), Endpoint::Worker(idx));
+        self.endpoints
+            .insert(w.identity.clone(), Endpoint::Worker(idx));
         self.endpoints
             .insert(ModelWorker::nanny_identity(slot), Endpoint::Nanny(slot));
         self.by_address.insert(w.address.clone(), idx);
@@ -353,7 +358,8 @@ impl Model {
     fn add_client(&mut self) -> usize {
         let idx = self.clients.len();
         let identity = format!("c{idx}").into_bytes();
-        self.endpoints.insert(identity.clone(), Endpoint::Client(idx));
+        self.endpoints
+            .insert(identity.clone(), Endpoint::Client(idx));
         self.clients.push(ModelClient {
             identity,
             life: ClientLife::Active,
@@ -365,9 +371,13 @@ impl Model {
             values: BTreeMap::new(),
             errors: BTreeMap::new(),
         });
-        self.client_send_raw(idx, &FromClient::Hello {
-            protocol_version: PROTOCOL_VERSION,
-        }, vec![]);
+        self.client_send_raw(
+            idx,
+            &FromClient::Hello {
+                protocol_version: PROTOCOL_VERSION,
+            },
+            vec![],
+        );
         idx
     }
 
@@ -378,7 +388,10 @@ impl Model {
 
     fn worker_send(&mut self, identity: Vec<u8>, out: Vec<(FromWorker, Vec<Frame>)>) {
         for (msg, frames) in out {
-            self.push(Link::Up(identity.clone()), Packet::Msg(encode(&msg), frames));
+            self.push(
+                Link::Up(identity.clone()),
+                Packet::Msg(encode(&msg), frames),
+            );
         }
     }
 
@@ -420,7 +433,10 @@ impl Model {
                     request,
                     keys: keys.clone(),
                 },
-                values.iter().map(|v| encode_value(&Value::Int(*v))).collect(),
+                values
+                    .iter()
+                    .map(|v| encode_value(&Value::Int(*v)))
+                    .collect(),
             ),
             ClientOp::Gather(keys) => (
                 FromClient::Gather {
@@ -547,7 +563,11 @@ impl Model {
                     let msg: ToWorker = decode(&encode(&msg)).map_err(|e| e.to_string())?;
                     let routine = matches!(msg, ToWorker::HeartbeatAck);
                     self.note_unless(routine, || {
-                        format!("S -> {}: {}", String::from_utf8_lossy(&identity), short(&msg))
+                        format!(
+                            "S -> {}: {}",
+                            String::from_utf8_lossy(&identity),
+                            short(&msg)
+                        )
                     });
                     self.push(Link::Down(identity), Packet::Msg(encode(&msg), frames));
                 }
@@ -561,7 +581,9 @@ impl Model {
                         return Err(format!("reply to an unknown client: {msg:?}"));
                     };
                     let routine = matches!(msg, ToClient::Pong);
-                    self.note_unless(routine, || format!("S -> c{c}: {msg:?} {}", values_of(&frames)));
+                    self.note_unless(routine, || {
+                        format!("S -> c{c}: {msg:?} {}", values_of(&frames))
+                    });
                     self.reply_leaves(c, &msg, &frames)?;
                     self.push(Link::Down(identity), Packet::Msg(encode(&msg), frames));
                 }
@@ -666,7 +688,9 @@ impl Model {
                 self.collections.insert(name.clone(), collection.clone());
                 Expect::SetCollection
             }
-            ClientOp::GetCollection(name) => Expect::GetCollection(self.collections.get(name).cloned()),
+            ClientOp::GetCollection(name) => {
+                Expect::GetCollection(self.collections.get(name).cloned())
+            }
             ClientOp::DeleteCollection(name) => {
                 Expect::DeleteCollection(self.collections.remove(name).is_some())
             }
@@ -696,7 +720,10 @@ impl Model {
     }
 
     fn dataset(&self, name: &str) -> Vec<Option<Collection>> {
-        self.datasets.get(name).cloned().unwrap_or_else(|| vec![None])
+        self.datasets
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| vec![None])
     }
 
     fn start_writers(&mut self, e: &Expected) -> Vec<(Key, u64)> {
@@ -748,7 +775,10 @@ impl Model {
         self.answered.insert((c, request));
         let values = values_in_order(msg, frames)?;
         let ok = self.check_answer(&p, msg, &values).map_err(|e| {
-            format!("c{c} request {request} {:?}\n  answer {msg:?} {values:?}\n  {e}", p.op)
+            format!(
+                "c{c} request {request} {:?}\n  answer {msg:?} {values:?}\n  {e}",
+                p.op
+            )
         })?;
         for (k, id) in &p.writers {
             if !ok {
@@ -757,7 +787,10 @@ impl Model {
             }
             let named = match (&p.op, msg) {
                 (ClientOp::Submit { outputs, .. }, ToClient::Values { .. }) => {
-                    let i = outputs.iter().position(|o| o == k).expect("a writer per output");
+                    let i = outputs
+                        .iter()
+                        .position(|o| o == k)
+                        .expect("a writer per output");
                     let Value::Int(v) = values[i] else {
                         unreachable!("checked")
                     };
@@ -809,19 +842,37 @@ impl Model {
                     (error.kind == TaskErrorKind::Failed
                         && error.message == FAIL_MESSAGE
                         && x.failed.contains(key))
-                        || self.explained(p, &RequestError::Task { key: key.clone(), error: error.clone() }, true)
+                        || self.explained(
+                            p,
+                            &RequestError::Task {
+                                key: key.clone(),
+                                error: error.clone(),
+                            },
+                            true,
+                        )
                 }
-                (Expect::Submit(_) | Expect::Persist(_) | Expect::Gather(_) | Expect::Replicate(_), e) => {
+                (
+                    Expect::Submit(_)
+                    | Expect::Persist(_)
+                    | Expect::Gather(_)
+                    | Expect::Replicate(_),
+                    e,
+                ) => {
                     self.explained(p, e, true)
                         || match (&p.expect, &p.op, e) {
-                            (Expect::Gather(options), ClientOp::Gather(keys), RequestError::NotFound { key }) => keys
+                            (
+                                Expect::Gather(options),
+                                ClientOp::Gather(keys),
+                                RequestError::NotFound { key },
+                            ) => keys
                                 .iter()
                                 .zip(options)
                                 .any(|(k, o)| k == key && o.contains(&Named::Unnamed)),
-                            (Expect::Replicate(maybe), ClientOp::Replicate(keys, _), RequestError::NotFound { key }) => keys
-                                .iter()
-                                .zip(maybe)
-                                .any(|(k, m)| k == key && *m),
+                            (
+                                Expect::Replicate(maybe),
+                                ClientOp::Replicate(keys, _),
+                                RequestError::NotFound { key },
+                            ) => keys.iter().zip(maybe).any(|(k, m)| k == key && *m),
                             _ => false,
                         }
                 }
@@ -954,8 +1005,7 @@ impl Model {
                 let weight = match self.endpoints.get(id) {
                     Some(Endpoint::Worker(w)) => {
                         let w = &self.workers[*w];
-                        if matches!(link, Link::Down(_)) && matches!(w.life, Life::Stalled { .. })
-                        {
+                        if matches!(link, Link::Down(_)) && matches!(w.life, Life::Stalled { .. }) {
                             return None; // it reads nothing while stopped
                         }
                         if w.slow {
@@ -1015,7 +1065,9 @@ impl Model {
             (Endpoint::Worker(_) | Endpoint::Nanny(_), true) => {
                 let msg: FromWorker = decode(&header).map_err(|e| e.to_string())?;
                 let routine = matches!(msg, FromWorker::Heartbeat);
-                self.note_unless(routine, || format!("{} -> S: {msg:?}", String::from_utf8_lossy(&id)));
+                self.note_unless(routine, || {
+                    format!("{} -> S: {msg:?}", String::from_utf8_lossy(&id))
+                });
                 self.to_core(Event::FromWorker {
                     identity: id,
                     msg,
@@ -1073,7 +1125,10 @@ impl Model {
                 reason: "killed".into(),
             };
             self.worker_send(ModelWorker::nanny_identity(slot), vec![(died, vec![])]);
-            self.push(Link::Up(self.workers[w].identity.clone()), Packet::ConnectionLost);
+            self.push(
+                Link::Up(self.workers[w].identity.clone()),
+                Packet::ConnectionLost,
+            );
         }
         self.start_incarnation(slot, incarnation + 1, true);
     }
@@ -1160,24 +1215,31 @@ impl Model {
         let out = {
             let (workers, by_address) = (&self.workers, &self.by_address);
             // A stopped or dead holder does not answer (the fetch times out or is refused).
-            let peer = |address: &str, key: &Key| {
-                match by_address.get(address) {
-                    Some(&p) if workers[p].responsive() => match workers[p].store.get(key) {
-                        Some(v) => PeerAnswer::Has(v.clone()),
-                        None => PeerAnswer::Lacks,
-                    },
-                    _ => PeerAnswer::Unresponsive,
-                }
+            let peer = |address: &str, key: &Key| match by_address.get(address) {
+                Some(&p) if workers[p].responsive() => match workers[p].store.get(key) {
+                    Some(v) => PeerAnswer::Has(v.clone()),
+                    None => PeerAnswer::Lacks,
+                },
+                _ => PeerAnswer::Unresponsive,
             };
             let own = worker.address.clone();
-            worker.run_next(&|a: &str, k: &Key| if a == own { PeerAnswer::Lacks } else { peer(a, k) })
+            worker.run_next(&|a: &str, k: &Key| {
+                if a == own {
+                    PeerAnswer::Lacks
+                } else {
+                    peer(a, k)
+                }
+            })
         };
         self.workers[w] = worker;
         let out = out?;
         let identity = self.workers[w].identity.clone();
         self.note(|| {
             let id = String::from_utf8_lossy(&identity);
-            format!("{id} ran a task: {:?}", out.iter().map(|(m, _)| m).collect::<Vec<_>>())
+            format!(
+                "{id} ran a task: {:?}",
+                out.iter().map(|(m, _)| m).collect::<Vec<_>>()
+            )
         });
         self.worker_send(identity, out);
         Ok(true)
@@ -1341,6 +1403,54 @@ impl Model {
         self.client_send(c, op);
     }
 
+    /// After everything is answered, one client releases every name and unpublishes every
+    /// dataset; once silent clients have timed out, nothing may be left: no task in the
+    /// scheduler, no value on a worker (a leak grows a long-running cluster without bound).
+    fn check_no_leaks(&mut self) -> R {
+        // First let every message in flight land (requests of clients that left included)
+        // and silent clients time out, so that no name is set after the release below.
+        self.quiet_period()?;
+        let c = self.add_client();
+        let keys = workload::KEY_POOL.iter().map(|k| Key::from(*k)).collect();
+        self.client_send(c, ClientOp::Release(keys));
+        for name in workload::DATASET_NAMES {
+            self.client_send(c, ClientOp::Unpublish(name.into()));
+        }
+        self.drain()?;
+        self.quiet_period()?;
+        let tasks = self.core.task_count();
+        let held: Vec<String> = self
+            .workers
+            .iter()
+            .filter(|w| w.responsive() && !w.store.is_empty())
+            .map(|w| {
+                format!(
+                    "{}: {:?}",
+                    String::from_utf8_lossy(&w.identity),
+                    w.store.keys()
+                )
+            })
+            .collect();
+        if tasks > 0 || !held.is_empty() {
+            let status = self.core.status();
+            return Err(format!(
+                "leak: with every name released and every client gone or idle, the scheduler has {tasks} tasks ({} in memory, {} processing) and workers hold {held:?}",
+                status.in_memory, status.processing
+            ));
+        }
+        Ok(())
+    }
+
+    /// Delivers and runs everything while time passes beyond the client timeout.
+    fn quiet_period(&mut self) -> R {
+        let quiet_until = self.now + config().client_timeout_ms + 1_000;
+        while self.now < quiet_until {
+            while self.deliver_one()? || self.run_one()? {}
+            self.advance(50)?;
+        }
+        Ok(())
+    }
+
     // ---- a whole sequence ----
 
     fn run(&mut self) -> R {
@@ -1367,7 +1477,8 @@ impl Model {
                 _ => self.fault()?,
             }
         }
-        self.settle()
+        self.settle()?;
+        self.check_no_leaks()
     }
 
     /// Faults stop: every request of a client still there must now be answered in time.
@@ -1500,7 +1611,8 @@ fn run_seed(seed: u64, tracing: bool) -> Result<(), (String, Vec<String>)> {
 
 /// A short label grouping failures that are likely the same bug.
 fn failure_kind(e: &str) -> String {
-    let first_words = |s: &str, n: usize| s.split_whitespace().take(n).collect::<Vec<_>>().join(" ");
+    let first_words =
+        |s: &str, n: usize| s.split_whitespace().take(n).collect::<Vec<_>>().join(" ");
     if let Some(rest) = e.strip_prefix("panic: ") {
         return format!("panic: {}", first_words(rest, 8));
     }
@@ -1517,7 +1629,11 @@ fn failure_kind(e: &str) -> String {
         .map(|l| {
             let l = l.trim_start().trim_start_matches("answer ");
             match l.find("error: ") {
-                Some(i) => l[i + 7..].split([' ', '(', '{']).next().unwrap_or("").to_string(),
+                Some(i) => l[i + 7..]
+                    .split([' ', '(', '{'])
+                    .next()
+                    .unwrap_or("")
+                    .to_string(),
                 None => l.split([' ', '(', '{']).next().unwrap_or("").to_string(),
             }
         })
@@ -1616,7 +1732,11 @@ fn model_sequences() {
         panic!(
             "{} of {count} sequences failed; first seeds: {:?}",
             failures.len(),
-            failures.iter().take(20).map(|(s, _)| *s).collect::<Vec<_>>()
+            failures
+                .iter()
+                .take(20)
+                .map(|(s, _)| *s)
+                .collect::<Vec<_>>()
         );
     }
 }

@@ -65,7 +65,10 @@ pub fn eval_expr(e: &Expr, lookup: &dyn Fn(&Key) -> Option<Value>) -> Result<Val
 pub enum Named {
     Unnamed,
     /// `scattered`: the value has no lineage and is lost with its holders.
-    Value { value: i64, scattered: bool },
+    Value {
+        value: i64,
+        scattered: bool,
+    },
 }
 
 /// A request that will name a key if it succeeds (a scatter, a keep_results submit, a
@@ -110,10 +113,15 @@ impl NameBook {
     pub fn writer_started(&mut self, k: &Key, values: BTreeSet<Named>) -> u64 {
         self.next_writer += 1;
         let id = self.next_writer;
-        if values
-            .iter()
-            .any(|v| matches!(v, Named::Value { scattered: true, .. }))
-        {
+        if values.iter().any(|v| {
+            matches!(
+                v,
+                Named::Value {
+                    scattered: true,
+                    ..
+                }
+            )
+        }) {
             self.ever_scattered.insert(k.clone());
         }
         let names = self

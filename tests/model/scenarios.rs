@@ -49,7 +49,11 @@ fn kept_key_redefined_by_next_graph_does_not_crash() {
     let first = m.new_client();
     let kept = m.request(
         first,
-        get(&[("x", lit(1)), ("y", call("inc", vec![r("x")]))], "y", true),
+        get(
+            &[("x", lit(1)), ("y", call("inc", vec![r("x")]))],
+            "y",
+            true,
+        ),
     );
     let step = m.drain();
     ok(&mut m, step);
@@ -79,7 +83,11 @@ fn kept_key_redefined_by_next_graph_does_not_crash() {
     ok(&mut m, step);
     let values = &m.clients[second].values;
     assert_eq!(ints(&values[&again]), [9]);
-    assert_eq!(ints(&values[&uses_kept]), [3], "y is still named by the keep: 2");
+    assert_eq!(
+        ints(&values[&uses_kept]),
+        [3],
+        "y is still named by the keep: 2"
+    );
     assert_eq!(ints(&values[&gathered]), [2]);
 }
 
@@ -105,7 +113,10 @@ fn collection_replaced_while_others_compute_it() {
             vec![key("total")],
         )
     };
-    m.request(writers[0], ClientOp::SetCollection("shared".into(), version(1)));
+    m.request(
+        writers[0],
+        ClientOp::SetCollection("shared".into(), version(1)),
+    );
     let step = m.drain();
     ok(&mut m, step);
     let mut set = vec![1];
@@ -128,11 +139,22 @@ fn collection_replaced_while_others_compute_it() {
     let allowed: Vec<i64> = set.iter().map(|v| 2 * v + 1).collect();
     for r in readers {
         let client = &m.clients[r];
-        assert!(client.errors.is_empty(), "reader c{r} got errors: {:?}", client.errors);
-        assert_eq!(client.values.len(), 3, "reader c{r} computed each collection it fetched");
+        assert!(
+            client.errors.is_empty(),
+            "reader c{r} got errors: {:?}",
+            client.errors
+        );
+        assert_eq!(
+            client.values.len(),
+            3,
+            "reader c{r} computed each collection it fetched"
+        );
         for v in client.values.values() {
             let v = ints(v)[0];
-            assert!(allowed.contains(&v), "reader c{r} got {v}, not one of {allowed:?}");
+            assert!(
+                allowed.contains(&v),
+                "reader c{r} got {v}, not one of {allowed:?}"
+            );
         }
     }
 }

@@ -19,10 +19,14 @@ use crate::reference::{eval_expr, EvalError};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Life {
     /// The process starts (a nanny restarted it); it registers at `at`.
-    Starting { at: u64 },
+    Starting {
+        at: u64,
+    },
     Running,
     /// Stopped (SIGSTOP-like): reads nothing, sends nothing, until `until`.
-    Stalled { until: u64 },
+    Stalled {
+        until: u64,
+    },
     /// Killed; a nanny, if any, starts a new incarnation.
     Dead,
     /// Closed by the scheduler (after retiring) or replaced by a new incarnation.
@@ -255,16 +259,23 @@ impl ModelWorker {
                 };
                 vec![(FromWorker::Finished(vec![report]), frames)]
             }
-            Err(EvalError::Failed(message)) => vec![(
-                FromWorker::Erred(vec![ErredTask {
-                    key: task.key.clone(),
-                    error: TaskError {
-                        kind: TaskErrorKind::Failed,
-                        message,
-                    },
-                }]),
-                vec![],
-            )],
+            Err(EvalError::Failed(message)) => {
+                // As the real worker does: an error report lists no fetched copies, so they
+                // are deleted (the scheduler would never release them).
+                for (k, _) in &fetched {
+                    self.store.remove(k);
+                }
+                vec![(
+                    FromWorker::Erred(vec![ErredTask {
+                        key: task.key.clone(),
+                        error: TaskError {
+                            kind: TaskErrorKind::Failed,
+                            message,
+                        },
+                    }]),
+                    vec![],
+                )]
+            }
             Err(EvalError::Unbound(k)) => {
                 return Err(format!(
                     "task {:?} refers to {k:?}, which the scheduler listed with no dependency",

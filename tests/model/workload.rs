@@ -132,11 +132,7 @@ fn random_definition(rng: &mut Rng, own: &str) -> Expr {
     match rng.below(20) {
         0..=5 => call("inc", vec![other(rng)]),
         6..=10 => {
-            let b = if rng.chance(50) {
-                other(rng)
-            } else {
-                lit(10)
-            };
+            let b = if rng.chance(50) { other(rng) } else { lit(10) };
             call("add", vec![other(rng), b])
         }
         11..=13 => call(
