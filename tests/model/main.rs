@@ -1446,9 +1446,13 @@ impl Model {
         let quiet_until = self.now + config().client_timeout_ms + 1_000;
         while self.now < quiet_until {
             while self.deliver_one()? || self.run_one()? {}
-            self.advance(50)?;
+            self.advance(100)?;
         }
         Ok(())
+    }
+
+    fn idle(&self) -> bool {
+        self.links.values().all(VecDeque::is_empty) && self.runnable_workers().is_empty()
     }
 
     // ---- a whole sequence ----
@@ -1507,6 +1511,8 @@ impl Model {
             match self.rng.weighted(&[12, 5, 1]) {
                 0 if self.deliver_one()? => {}
                 1 if self.run_one()? => {}
+                // Nothing in flight, nothing to run: only time can change anything.
+                _ if self.idle() => self.advance(100)?,
                 _ => self.pass_time(20)?,
             }
         }
