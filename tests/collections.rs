@@ -485,6 +485,8 @@ fn a_published_dataset_is_used_by_another_client_without_recomputing() {
     let persisted = client_a.persist(&collection).unwrap();
     assert_eq!(persisted, collection);
     client_a.publish("ds", &persisted).unwrap();
+    // The dataset holds the results; the names `persist` gave them are not needed any more.
+    client_a.release(persisted.keys.clone()).unwrap();
     assert_eq!(runs(&count_file), (0..5).map(|i| (i, 1)).collect());
     client_a.close();
 
@@ -542,6 +544,7 @@ fn a_published_dataset_lost_with_its_worker_is_recomputed_from_lineage() {
         let client_a = cluster.client();
         let persisted = client_a.persist(&collection).unwrap();
         client_a.publish("ds", &persisted).unwrap();
+        client_a.release(persisted.keys.clone()).unwrap();
     }
     assert_eq!(runs(&count_file), (0..6).map(|i| (i, 1)).collect());
 
@@ -617,6 +620,8 @@ fn republishing_and_publishing_under_two_names_release_only_what_no_name_holds()
     client.publish("ds", &first).unwrap();
     client.publish("alias", &first).unwrap();
     client.publish("other", &second).unwrap();
+    // From here on only the datasets hold the results (persist named them until now).
+    client.release(keys.clone()).unwrap();
     // Republishing "ds" with the second collection: the first stays, "alias" holds it.
     client.publish("ds", &second).unwrap();
     assert_eq!(client.get_dataset("ds").unwrap(), second);

@@ -214,6 +214,8 @@ pub enum RejectReason {
     ProtocolVersion { scheduler: u8, worker: u8 },
     /// Another live worker is registered under this name.
     NameTaken { name: String },
+    /// Another live worker is registered at this peer address.
+    AddressTaken { address: String },
 }
 
 impl fmt::Display for RejectReason {
@@ -226,6 +228,10 @@ impl fmt::Display for RejectReason {
             RejectReason::NameTaken { name } => write!(
                 f,
                 "name taken: a worker named {name:?} is already registered"
+            ),
+            RejectReason::AddressTaken { address } => write!(
+                f,
+                "address taken: a worker at {address} is already registered"
             ),
         }
     }

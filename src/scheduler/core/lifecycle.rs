@@ -132,7 +132,7 @@ impl SchedulerCore {
         }
     }
 
-    fn task_finished(&mut self, w: WorkerId, f: FinishedTask, value: Option<Frame>) {
+    pub(super) fn task_finished(&mut self, w: WorkerId, f: FinishedTask, value: Option<Frame>) {
         self.fetched_copies(w, &f.fetched);
         let Some(t) = self.tasks.id(&f.key) else {
             self.push_release(w, vec![f.key]);

@@ -23,7 +23,7 @@ use log::{debug, info, warn};
 use crate::graph::Key;
 use crate::protocol::{
     ClusterStatus, Frame, FrameIdentity, FromClient, FromWorker, RejectReason, RequestError,
-    ToClient, ToWorker, WorkerInfo, PROTOCOL_VERSION,
+    ToClient, ToWorker, WorkerInfo, WorkerRegistration, PROTOCOL_VERSION,
 };
 
 pub use recovery::{JournalOp, Recovered, Submission};
@@ -170,6 +170,8 @@ pub struct SchedulerCore {
     probe: Option<(u64, u64)>,
     /// Nanny identities by the address of the worker they supervise (verified by token).
     nannies: HashMap<String, FrameIdentity>,
+    /// Registrations waiting for a probe of the live worker they clash with (name or address).
+    held_registrations: Vec<(FrameIdentity, WorkerRegistration)>,
     /// `NannyOf` claims about workers not registered yet: (nanny identity, token).
     nanny_claims: HashMap<String, (FrameIdentity, u64)>,
     restart: Option<PendingRestart>,
@@ -199,6 +201,9 @@ pub struct SchedulerCore {
 /// At most this many unmatched `NannyOf` claims are remembered (a stranger cannot grow the
 /// table without bound; a real nanny's claim is matched within moments).
 const MAX_NANNY_CLAIMS: usize = 1024;
+
+/// At most this many clashing registrations wait for a probe; more are refused at once.
+const MAX_HELD_REGISTRATIONS: usize = 64;
 
 /// A `replicate` request waiting for its copies.
 struct PendingReplication {
@@ -239,6 +244,7 @@ impl SchedulerCore {
             probe: None,
             nannies: HashMap::default(),
             nanny_claims: HashMap::default(),
+            held_registrations: Vec::new(),
             restart: None,
             took_down: HashMap::default(),
             task_ms_average: 0.0,
@@ -306,10 +312,13 @@ impl SchedulerCore {
                     .collect();
                 for id in silent {
                     warn!(
-                        "worker {} did not answer a ping after a connection dropped: considered lost",
+                        "worker {} did not answer a ping: considered lost",
                         self.workers.address(id)
                     );
                     self.remove_worker(id, true);
+                }
+                for (identity, reg) in std::mem::take(&mut self.held_registrations) {
+                    self.register_worker_after(identity, reg, true);
                 }
             }
         }
@@ -536,29 +545,57 @@ impl SchedulerCore {
         }
     }
 
-    fn register_worker(
+    /// A registration. One that clashes with a live worker's name or address waits for a
+    /// probe first (`held_registrations`): a worker restarted under the same name after a
+    /// crash gets in as soon as its dead predecessor fails to answer; a second live worker of
+    /// that name or address is refused.
+    fn register_worker(&mut self, identity: FrameIdentity, reg: WorkerRegistration) {
+        self.register_worker_after(identity, reg, false)
+    }
+
+    fn register_worker_after(
         &mut self,
         identity: FrameIdentity,
-        reg: crate::protocol::WorkerRegistration,
+        reg: WorkerRegistration,
+        probed: bool,
     ) {
+        let clash =
+            |w: &Worker| w.identity != identity && (w.name == reg.name || w.address == reg.address);
+        let clashing = self.workers.iter().find(|(_, w)| clash(w)).map(|(_, w)| w);
         let rejection = if reg.protocol_version != PROTOCOL_VERSION {
             Some(RejectReason::ProtocolVersion {
                 scheduler: PROTOCOL_VERSION,
                 worker: reg.protocol_version,
             })
-        } else if self
-            .workers
-            .iter()
-            .any(|(_, w)| w.name == reg.name && w.identity != identity)
-        {
-            Some(RejectReason::NameTaken {
-                name: reg.name.clone(),
+        } else if let Some(other) = clashing {
+            if !probed && self.held_registrations.len() < MAX_HELD_REGISTRATIONS {
+                info!(
+                    "worker {} (name {}) clashes with a registered worker: checking that one is alive",
+                    reg.address, reg.name
+                );
+                self.held_registrations.retain(|(i, _)| *i != identity);
+                self.held_registrations.push((identity, reg));
+                self.probe_workers();
+                return;
+            }
+            Some(if other.name == reg.name {
+                RejectReason::NameTaken {
+                    name: reg.name.clone(),
+                }
+            } else {
+                RejectReason::AddressTaken {
+                    address: reg.address.clone(),
+                }
             })
         } else {
             None
         };
         if let Some(reason) = rejection {
-            warn!("rejecting worker {}: {reason}", reg.address);
+            warn!(
+                "rejecting worker {} from {}: {reason}",
+                reg.address,
+                String::from_utf8_lossy(&identity)
+            );
             self.commands.push(Command::ToWorker {
                 identity,
                 msg: ToWorker::Rejected { reason },
@@ -1150,23 +1187,7 @@ impl SchedulerCore {
                 });
             }
             FromClient::WhoHas { request, keys } => {
-                let who_has = keys
-                    .into_iter()
-                    .map(|k| {
-                        let holders = self
-                            .names
-                            .get(&k)
-                            .map(|t| {
-                                let task = self.tasks.get(t);
-                                task.who_has
-                                    .iter()
-                                    .map(|w| self.workers.address(*w))
-                                    .collect()
-                            })
-                            .unwrap_or_default();
-                        (k, holders)
-                    })
-                    .collect();
+                let who_has = self.who_has(keys);
                 self.reply(&identity, ToClient::WhoHas { request, who_has });
             }
             FromClient::Status { request } => {
@@ -1275,6 +1296,38 @@ impl SchedulerCore {
             msg,
             frames: vec![],
         });
+    }
+
+    /// Where the values of `keys` are: the named value of a key, else every definition of it
+    /// the scheduler tracks (one pass over the tasks for all such keys).
+    fn who_has(&self, keys: Vec<Key>) -> Vec<(Key, Vec<String>)> {
+        let unnamed: HashSet<&Key> = keys
+            .iter()
+            .filter(|k| self.names.get(k).is_none())
+            .collect();
+        let mut by_name: HashMap<&Key, Vec<WorkerId>> = HashMap::default();
+        if !unnamed.is_empty() {
+            for (_, t) in self.tasks.iter() {
+                if let Some(k) = unnamed.get(&t.name) {
+                    by_name
+                        .entry(k)
+                        .or_default()
+                        .extend(t.who_has.iter().copied());
+                }
+            }
+        }
+        keys.iter()
+            .map(|k| {
+                let mut holders: Vec<WorkerId> = match self.names.get(k) {
+                    Some(t) => self.tasks.get(t).who_has.clone(),
+                    None => by_name.get(k).cloned().unwrap_or_default(),
+                };
+                holders.sort();
+                holders.dedup();
+                let addresses = holders.iter().map(|w| self.workers.address(*w)).collect();
+                (k.clone(), addresses)
+            })
+            .collect()
     }
 
     pub fn status(&self) -> ClusterStatus {

@@ -263,13 +263,15 @@ impl SchedulerCore {
                     self.dependents_may_proceed(t);
                 }
                 state if state.is_active() => {
+                    // The value of this very definition (checked above): as good as a result
+                    // of an assignment, though the worker was never given the task.
                     let done = FinishedTask {
                         key: held.key,
                         nbytes: held.nbytes,
                         fetched: vec![],
                         has_value: false,
                     };
-                    self.tasks_finished(w, vec![done], vec![]);
+                    self.task_finished(w, done, None);
                 }
                 _ => unwanted.push(held.key),
             }

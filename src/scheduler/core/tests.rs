@@ -963,3 +963,468 @@ fn a_journaled_request_cancelled_during_recovery_is_not_resumed() {
     assert!(h.take_computes(1).is_empty(), "nothing resumes");
     assert_eq!(h.core.task_count(), 0);
 }
+
+// ---- hardening: redefinitions, trust boundaries, bounds ----
+
+impl Harness {
+    fn submit_keep(&mut self, client: u32, request: u64, graph: &Graph, outputs: &[&str]) {
+        self.step(Event::FromClient {
+            identity: client_id(client),
+            msg: FromClient::Submit {
+                request,
+                graph: graph.resolve(&|_| false),
+                outputs: outputs.iter().map(|k| Key::from(*k)).collect(),
+                keep_results: true,
+                restrictions: vec![],
+            },
+            frames: vec![],
+        });
+    }
+
+    fn gather(&mut self, client: u32, request: u64, keys: &[&str]) {
+        self.step(Event::FromClient {
+            identity: client_id(client),
+            msg: FromClient::Gather {
+                request,
+                keys: keys.iter().map(|k| Key::from(*k)).collect(),
+            },
+            frames: vec![],
+        });
+    }
+
+    /// Runs every compute sent to worker `n` (inputs from `values`, by key) until none is left.
+    fn run_all(&mut self, n: u32, values: &mut Vec<(Key, Value)>) {
+        loop {
+            let computes = self.take_computes(n);
+            if computes.is_empty() {
+                return;
+            }
+            for t in computes {
+                let inputs: Vec<(&Key, Value)> =
+                    values.iter().map(|(k, v)| (k, v.clone())).collect();
+                let v = run(&t, &inputs);
+                values.push((t.key.clone(), v.clone()));
+                self.finish(n, &t, v);
+            }
+        }
+    }
+
+    fn from_worker(&mut self, n: u32, msg: FromWorker, frames: Vec<Frame>) {
+        self.step(Event::FromWorker {
+            identity: worker_id(n),
+            msg,
+            frames,
+        });
+    }
+}
+
+#[test]
+fn kept_key_redefined_by_the_next_graph_keeps_both_definitions() {
+    // The user report: keep y = inc(x) with x = 1, then compute z = add(y, x) with y = inc(5)
+    // and x = 3 in a graph of its own. The core used to panic here.
+    let mut h = Harness::new();
+    h.add_worker(1, 2);
+    let mut values = Vec::new();
+    h.submit_keep(
+        1,
+        1,
+        &crate::graph! { "x" => 1, "y" => ("inc", "x") },
+        &["y"],
+    );
+    h.run_all(1, &mut values);
+    assert_eq!(h.take_client_msgs(1)[0].1, vec![Value::from(2)]);
+    h.submit(
+        1,
+        2,
+        &crate::graph! { "y" => ("inc", 5), "x" => 3, "z" => ("add", "y", "x") },
+        &["z"],
+    );
+    h.run_all(1, &mut values);
+    assert_eq!(h.take_client_msgs(1)[0].1, vec![Value::from(9)]);
+    // The kept y is still the one that was kept; the next get works.
+    h.gather(1, 3, &["y"]);
+    let ToWorker::GetData { request, keys } = h.take_worker_msgs(1).remove(0) else {
+        panic!("the holder of y is asked for it")
+    };
+    let value = values
+        .iter()
+        .find(|(k, _)| *k == keys[0])
+        .unwrap()
+        .1
+        .clone();
+    h.from_worker(
+        1,
+        FromWorker::Data {
+            request,
+            found: keys,
+            missing: vec![],
+        },
+        vec![encode_value(&value)],
+    );
+    assert_eq!(h.take_client_msgs(1)[0].1, vec![Value::from(2)]);
+    h.step(Event::FromClient {
+        identity: client_id(1),
+        msg: FromClient::Submit {
+            request: 4,
+            graph: crate::graph! { "w" => ("inc", "y") }.resolve(&|k| *k == Key::from("y")),
+            outputs: vec!["w".into()],
+            keep_results: false,
+            restrictions: vec![],
+        },
+        frames: vec![],
+    });
+    // w uses the kept y (it is not defined in this graph).
+    h.run_all(1, &mut values);
+    assert_eq!(h.take_client_msgs(1)[0].1, vec![Value::from(3)]);
+}
+
+#[test]
+fn a_scatter_replaces_the_named_value_but_not_what_running_graphs_use() {
+    let mut h = Harness::new();
+    h.add_worker(1, 1);
+    let scatter = |h: &mut Harness, request: u64, v: i64| {
+        h.step(Event::FromClient {
+            identity: client_id(1),
+            msg: FromClient::Scatter {
+                request,
+                keys: vec!["a".into()],
+            },
+            frames: vec![encode_value(&Value::from(v))],
+        });
+        let msgs = h.take_worker_msgs(1);
+        let ToWorker::PutData { request: put, keys } = &msgs[0] else {
+            panic!("{msgs:?}")
+        };
+        let key = keys[0].clone();
+        h.from_worker(1, FromWorker::Stored { request: *put }, vec![]);
+        h.take_client_msgs(1);
+        key
+    };
+    let a10 = scatter(&mut h, 1, 10);
+    h.step(Event::FromClient {
+        identity: client_id(1),
+        msg: FromClient::Submit {
+            request: 2,
+            graph: crate::graph! { "b" => ("inc", "a") }.resolve(&|k| *k == Key::from("a")),
+            outputs: vec!["b".into()],
+            keep_results: false,
+            restrictions: vec![],
+        },
+        frames: vec![],
+    });
+    let b = h.take_computes(1);
+    let a20 = scatter(&mut h, 3, 20);
+    assert_ne!(a10, a20, "a new scatter is a new value");
+    // b still gets the value it was submitted with.
+    assert_eq!(b[0].dependencies[0].0, a10);
+    h.finish(1, &b[0], Value::from(11));
+    assert_eq!(h.take_client_msgs(1)[0].1, vec![Value::from(11)]);
+    // The old value is dropped once b no longer needs it.
+    assert!(h.take_releases(1).contains(&a10));
+    assert_eq!(h.core.task_state(&"a".into()), Some(TaskState::Memory));
+}
+
+#[test]
+fn a_forged_result_from_another_worker_never_reaches_the_client() {
+    let mut h = Harness::new();
+    h.add_worker(1, 1);
+    h.submit(1, 1, &crate::graph! { "x" => ("inc", 1) }, &["x"]);
+    let x = h.take_computes(1);
+    h.add_worker(2, 1);
+    // Worker 2 was never given x: its "result" is ignored and it is told to drop it.
+    h.finish(2, &x[0], Value::from(666));
+    assert!(h.take_client_msgs(1).is_empty());
+    assert_eq!(h.take_releases(2), vec![x[0].key.clone()]);
+    h.fail(2, &x[0].key, "forged");
+    assert!(h.take_client_msgs(1).is_empty());
+    h.finish(1, &x[0], Value::from(2));
+    assert_eq!(h.take_client_msgs(1)[0].1, vec![Value::from(2)]);
+}
+
+#[test]
+fn data_from_a_worker_that_was_not_asked_is_ignored() {
+    let mut h = Harness::new();
+    h.add_worker(1, 1);
+    h.add_worker(2, 1);
+    h.submit_keep(1, 1, &crate::graph! { "x" => ("inc", 1) }, &["x"]);
+    let x = h.take_computes(1);
+    let (holder, x) = if x.is_empty() {
+        (2, h.take_computes(2))
+    } else {
+        (1, x)
+    };
+    h.finish(holder, &x[0], Value::from(2));
+    h.take_client_msgs(1);
+    h.gather(1, 2, &["x"]);
+    let ToWorker::GetData { request, keys } = h.take_worker_msgs(holder).remove(0) else {
+        panic!("the holder is asked")
+    };
+    let stranger = 3 - holder;
+    h.from_worker(
+        stranger,
+        FromWorker::Data {
+            request,
+            found: keys.clone(),
+            missing: vec![],
+        },
+        vec![encode_value(&Value::from(666))],
+    );
+    assert!(
+        h.take_client_msgs(1).is_empty(),
+        "not from the worker asked"
+    );
+    h.from_worker(
+        holder,
+        FromWorker::Data {
+            request,
+            found: keys,
+            missing: vec![],
+        },
+        vec![encode_value(&Value::from(2))],
+    );
+    assert_eq!(h.take_client_msgs(1)[0].1, vec![Value::from(2)]);
+}
+
+#[test]
+fn a_missing_dependency_report_cannot_drop_another_workers_copy() {
+    let mut h = Harness::new();
+    h.add_worker(1, 1);
+    h.submit_keep(1, 1, &crate::graph! { "x" => ("inc", 1) }, &["x"]);
+    let x = h.take_computes(1);
+    h.finish(1, &x[0], Value::from(2));
+    h.take_client_msgs(1);
+    h.add_worker(2, 1);
+    h.add_worker(3, 1);
+    h.step(Event::FromClient {
+        identity: client_id(1),
+        msg: FromClient::Submit {
+            request: 2,
+            graph: crate::graph! { "y" => ("inc", "x") }.resolve(&|k| *k == Key::from("x")),
+            outputs: vec!["y".into()],
+            keep_results: false,
+            restrictions: vec![("y".into(), vec![address(2)])],
+        },
+        frames: vec![],
+    });
+    let y = h.take_computes(2);
+    assert_eq!(y.len(), 1, "y runs on w2, x is on w1");
+    let report = |h: &mut Harness, from: u32| {
+        h.from_worker(
+            from,
+            FromWorker::MissingDependency {
+                key: y[0].key.clone(),
+                dependency: x[0].key.clone(),
+                holders: vec![address(1)],
+                unresponsive: vec![],
+            },
+            vec![],
+        )
+    };
+    // Worker 3 was given nothing: its report is ignored.
+    report(&mut h, 3);
+    assert!(h.take_worker_msgs(1).is_empty());
+    assert!(h.take_computes(2).is_empty());
+    // The assigned worker's report only makes the scheduler ask the holder itself.
+    report(&mut h, 2);
+    assert_eq!(
+        h.take_worker_msgs(1),
+        vec![ToWorker::CheckHeld {
+            keys: vec![x[0].key.clone()]
+        }]
+    );
+    h.from_worker(1, FromWorker::NotHeld { keys: vec![] }, vec![]);
+    assert_eq!(h.core.task_state(&"x".into()), Some(TaskState::Memory));
+    // y is tried again, x still fetched from w1.
+    let again = h.take_computes(2);
+    assert_eq!(
+        again[0].dependencies[0],
+        (x[0].key.clone(), vec![address(1)])
+    );
+    // Had the holder said it lacks x, x would be recomputed.
+    report(&mut h, 2);
+    h.take_worker_msgs(1);
+    h.from_worker(
+        1,
+        FromWorker::NotHeld {
+            keys: vec![x[0].key.clone()],
+        },
+        vec![],
+    );
+    assert!(h.core.task_state(&"x".into()).unwrap().is_active());
+}
+
+#[test]
+fn death_reports_are_believed_only_from_the_workers_own_nanny() {
+    let mut h = Harness::new();
+    h.step(Event::FromWorker {
+        identity: worker_id(1),
+        msg: FromWorker::Register(WorkerRegistration {
+            protocol_version: PROTOCOL_VERSION,
+            address: address(1),
+            name: "w1".into(),
+            nthreads: 1,
+            memory_limit_bytes: 0,
+            pid: 1,
+            store: "memory".into(),
+            keys: vec![],
+            nanny_token: Some(77),
+        }),
+        frames: vec![],
+    });
+    h.take_worker_msgs(1);
+    let died = |h: &mut Harness, from: &str| {
+        h.step(Event::FromWorker {
+            identity: from.as_bytes().to_vec(),
+            msg: FromWorker::WorkerDied {
+                worker_address: address(1),
+                expected: false,
+                reason: "forged".into(),
+            },
+            frames: vec![],
+        });
+        h.core.status().workers.len()
+    };
+    assert_eq!(died(&mut h, "stranger"), 1, "not from a nanny");
+    h.step(Event::FromWorker {
+        identity: b"impostor".to_vec(),
+        msg: FromWorker::NannyOf {
+            worker_address: address(1),
+            token: 78,
+        },
+        frames: vec![],
+    });
+    assert_eq!(died(&mut h, "impostor"), 1, "a nanny with the wrong token");
+    h.step(Event::FromWorker {
+        identity: b"nanny".to_vec(),
+        msg: FromWorker::NannyOf {
+            worker_address: address(1),
+            token: 77,
+        },
+        frames: vec![],
+    });
+    assert_eq!(died(&mut h, "nanny"), 0, "its own nanny is believed");
+}
+
+impl Harness {
+    fn register_named(&mut self, n: u32, name: &str, addr: String) {
+        self.step(Event::FromWorker {
+            identity: worker_id(n),
+            msg: FromWorker::Register(WorkerRegistration {
+                protocol_version: PROTOCOL_VERSION,
+                address: addr,
+                name: name.into(),
+                nthreads: 1,
+                memory_limit_bytes: 0,
+                pid: n,
+                store: "memory".into(),
+                keys: vec![],
+                nanny_token: None,
+            }),
+            frames: vec![],
+        });
+    }
+
+    /// Lets the probe deadline pass (workers that answered stay).
+    fn end_probe(&mut self) {
+        self.now += self.core.config().probe_timeout_ms + 1;
+        self.core.tick(self.now);
+        self.flush();
+    }
+}
+
+#[test]
+fn a_worker_whose_name_is_taken_by_a_live_worker_is_rejected() {
+    let mut h = Harness::new();
+    h.add_worker(1, 1);
+    h.register_named(2, "w1", address(2));
+    assert!(h.take_worker_msgs(2).is_empty(), "held while w1 is checked");
+    assert_eq!(h.take_worker_msgs(1), vec![ToWorker::Ping]);
+    h.now += 1;
+    h.from_worker(1, FromWorker::Heartbeat, vec![]);
+    h.take_worker_msgs(1);
+    h.end_probe();
+    assert_eq!(
+        h.take_worker_msgs(2),
+        vec![ToWorker::Rejected {
+            reason: crate::protocol::RejectReason::NameTaken { name: "w1".into() }
+        }]
+    );
+    assert_eq!(h.core.status().workers.len(), 1);
+    // The same for an address taken by a live worker.
+    h.register_named(3, "other", address(1));
+    h.now += 1;
+    h.from_worker(1, FromWorker::Heartbeat, vec![]);
+    h.end_probe();
+    assert!(matches!(
+        h.take_worker_msgs(3)[..],
+        [ToWorker::Rejected {
+            reason: crate::protocol::RejectReason::AddressTaken { .. }
+        }]
+    ));
+}
+
+#[test]
+fn a_worker_restarted_under_its_name_replaces_its_dead_predecessor() {
+    let mut h = Harness::new();
+    h.add_worker(1, 1);
+    h.now += 10;
+    h.register_named(2, "w1", address(1));
+    h.end_probe();
+    let msgs = h.take_worker_msgs(2);
+    assert!(
+        matches!(msgs[..], [ToWorker::Registered { .. }]),
+        "{msgs:?}"
+    );
+    let workers = h.core.status().workers;
+    assert_eq!(workers.len(), 1);
+    assert_eq!(workers[0].pid, 2, "the new process");
+}
+
+#[test]
+fn a_long_task_error_reaches_the_client_cut() {
+    let mut h = Harness::new();
+    h.add_worker(1, 1);
+    h.submit(1, 1, &crate::graph! { "x" => ("inc", 1) }, &["x"]);
+    let x = h.take_computes(1);
+    h.fail(1, &x[0].key, &"e".repeat(100_000));
+    let msgs = h.take_client_msgs(1);
+    let ToClient::Failed {
+        error: RequestError::Task { key, error },
+        ..
+    } = &msgs[0].0
+    else {
+        panic!("{msgs:?}")
+    };
+    assert_eq!(
+        key,
+        &Key::from("x"),
+        "errors name the key, not the wire key"
+    );
+    let max = h.core.config().task_error_bytes_max;
+    assert!(error.message.len() < max + 64, "{}", error.message.len());
+    assert!(
+        error.message.ends_with("[cut: 95904 more bytes]"),
+        "{}",
+        &error.message[max - 10..]
+    );
+}
+
+#[test]
+fn a_key_asked_for_many_times_travels_once() {
+    let mut h = Harness::new();
+    h.add_worker(1, 1);
+    h.submit(1, 1, &crate::graph! { "x" => ("inc", 1) }, &["x", "x", "x"]);
+    let x = h.take_computes(1);
+    h.finish(1, &x[0], Value::from(2));
+    let msgs = h.take_client_msgs(1);
+    assert_eq!(
+        msgs,
+        vec![(
+            ToClient::Values {
+                request: 1,
+                positions: vec![0, 0, 0]
+            },
+            vec![Value::from(2)]
+        )]
+    );
+}
