@@ -67,6 +67,8 @@ const LIVENESS_MS: u64 = 120_000;
 const ALLOWED_FAILURES: u32 = 1;
 const WORKERS_MAX: usize = 4;
 const TRACE_LINES: usize = 3000;
+/// Far more messages than any sequence needs (a few thousand, heartbeats included).
+const STEPS_MAX: u64 = 300_000;
 
 fn config() -> CoreConfig {
     CoreConfig {
@@ -175,6 +177,8 @@ pub(crate) struct Model {
     workers: Vec<ModelWorker>,
     by_address: BTreeMap<String, usize>,
     retiring: BTreeSet<usize>,
+    /// Slots whose nanny restarts the worker under the same name and address.
+    fixed_names: BTreeMap<usize, bool>,
     clients: Vec<ModelClient>,
     /// Requests sent and not yet handled, by (client, request id).
     sent: BTreeMap<(usize, u64), ClientOp>,
@@ -196,6 +200,8 @@ pub(crate) struct Model {
     active_phase: bool,
     trace: VecDeque<String>,
     tracing: bool,
+    /// Messages delivered so far (a livelock is a failure, not a hang).
+    steps: u64,
     /// Trace heartbeats and pings too (`ZASK_MODEL_TRACE_ALL=1`).
     trace_routine: bool,
 }
@@ -213,6 +219,7 @@ impl Model {
             workers: Vec::new(),
             by_address: BTreeMap::new(),
             retiring: BTreeSet::new(),
+            fixed_names: BTreeMap::new(),
             clients: Vec::new(),
             sent: BTreeMap::new(),
             pending: BTreeMap::new(),
@@ -228,6 +235,7 @@ impl Model {
             active_phase: true,
             trace: VecDeque::new(),
             tracing: false,
+            steps: 0,
             trace_routine: std::env::var("ZASK_MODEL_TRACE_ALL").is_ok(),
         };
         let nworkers = m.rng.range(1, 3);
@@ -344,7 +352,15 @@ impl Model {
         } else {
             NANNY_RESTART_MS
         };
-        let w = ModelWorker::new(slot, incarnation, nanny, self.now + delay);
+        let fixed = match self.fixed_names.get(&slot) {
+            Some(f) => *f,
+            None => {
+                let f = nanny && self.rng.chance(50);
+                self.fixed_names.insert(slot, f);
+                f
+            }
+        };
+        let w = ModelWorker::new(slot, incarnation, nanny, fixed, self.now + delay);
         let idx = self.workers.len();
         self.endpoints
             .insert(w.identity.clone(), Endpoint::Worker(idx));
@@ -1033,6 +1049,13 @@ impl Model {
     }
 
     fn deliver(&mut self, link: Link) -> R {
+        self.steps += 1;
+        if self.steps > STEPS_MAX {
+            return Err(format!(
+                "livelock: more than {STEPS_MAX} messages delivered (now {} ms); last link {link:?}",
+                self.now
+            ));
+        }
         let packet = self
             .links
             .get_mut(&link)
@@ -1210,7 +1233,7 @@ impl Model {
         // The worker is taken out of the table while it reads its peers' stores.
         let mut worker = std::mem::replace(
             &mut self.workers[w],
-            ModelWorker::new(usize::MAX, 0, false, 0),
+            ModelWorker::new(usize::MAX, 0, false, false, 0),
         );
         let out = {
             let (workers, by_address) = (&self.workers, &self.by_address);

@@ -48,6 +48,7 @@ pub struct ModelWorker {
     pub slot: usize,
     pub incarnation: u32,
     pub identity: Vec<u8>,
+    pub name: String,
     pub address: String,
     pub has_nanny: bool,
     pub life: Life,
@@ -62,12 +63,26 @@ pub struct ModelWorker {
 }
 
 impl ModelWorker {
-    pub fn new(slot: usize, incarnation: u32, has_nanny: bool, start_at: u64) -> ModelWorker {
+    /// `fixed`: the process is started with a fixed `--name` and `--peer-port`, so every
+    /// incarnation a nanny starts registers with its predecessor's name and address.
+    pub fn new(
+        slot: usize,
+        incarnation: u32,
+        has_nanny: bool,
+        fixed: bool,
+        start_at: u64,
+    ) -> ModelWorker {
+        let name = if fixed {
+            format!("w{slot}")
+        } else {
+            format!("w{slot}.{incarnation}")
+        };
         ModelWorker {
             slot,
             incarnation,
             identity: format!("w{slot}.{incarnation}").into_bytes(),
-            address: format!("tcp://w{slot}.{incarnation}:1"),
+            address: format!("tcp://{name}:1"),
+            name,
             has_nanny,
             life: Life::Starting { at: start_at },
             store: BTreeMap::new(),
@@ -91,7 +106,7 @@ impl ModelWorker {
         FromWorker::Register(WorkerRegistration {
             protocol_version: PROTOCOL_VERSION,
             address: self.address.clone(),
-            name: format!("w{}.{}", self.slot, self.incarnation),
+            name: self.name.clone(),
             nthreads: 1,
             memory_limit_bytes: 0,
             pid: (self.slot * 100) as u32 + self.incarnation,
