@@ -86,7 +86,7 @@ fn config() -> CoreConfig {
 // ---- the network: one FIFO queue per direction of each connection ----
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Link {
+pub(crate) enum Link {
     /// From this identity to the scheduler.
     Up(Vec<u8>),
     /// From the scheduler to this identity.
@@ -267,6 +267,34 @@ impl Model {
         m.advance(1).expect("workers register");
         m.pump_without_running().expect("workers register");
         m
+    }
+
+    /// As `scenario`, with workers under nannies that restart them under the same name and
+    /// address.
+    fn scenario_fixed_names(nworkers: usize) -> Model {
+        let mut m = Model::new(0);
+        m.links.clear();
+        m.workers.clear();
+        m.clients.clear();
+        m.endpoints.clear();
+        m.by_address.clear();
+        m.core = SchedulerCore::new(config());
+        m.tracing = true;
+        for slot in 0..nworkers {
+            m.fixed_names.insert(slot, true);
+            m.add_worker(true);
+        }
+        m.advance(1).expect("workers register");
+        m.pump_without_running().expect("workers register");
+        m
+    }
+
+    /// Delivers what is in flight on one link only.
+    fn deliver_all_on(&mut self, link: Link) -> R {
+        while self.links.get(&link).is_some_and(|q| !q.is_empty()) {
+            self.deliver(link.clone())?;
+        }
+        Ok(())
     }
 
     /// A client for a scenario (it submits what it fetches only if told to).

@@ -5,8 +5,11 @@ use zask::graph::{Expr, Key};
 use zask::protocol::RequestError;
 use zask::Value;
 
+use zask::protocol::FromWorker;
+
+use crate::workers::ModelWorker;
 use crate::workload::{call, collection, key, lit, r, ClientOp};
-use crate::Model;
+use crate::{Link, Model};
 
 fn graph(entries: &[(&str, Expr)]) -> Vec<(Key, Expr)> {
     entries.iter().map(|(k, e)| (key(k), e.clone())).collect()
@@ -340,4 +343,41 @@ fn replicate_in_flight_when_the_key_is_renamed_is_answered() {
         !m.clients[c].waiting.contains(&replicated),
         "the replicate got an answer"
     );
+}
+
+/// A worker restarted by its nanny under the same name is refused for good (NameTaken) when
+/// its dead predecessor registered again just before being killed and a probe was already in
+/// flight: the predecessor's registration is younger than the probe, so it counts as alive
+/// without ever being pinged. Here: a cluster restart removes both workers; w1's kill drops a
+/// connection (a probe starts, with nobody to ping); w0, told "unknown worker", registers
+/// again; then its nanny kills it and starts w0 anew. Found by the model, seed 5.
+#[test]
+fn worker_restarted_under_its_name_is_not_refused_after_a_zombie_registration() {
+    let mut m = Model::scenario_fixed_names(2);
+    let c = m.new_client();
+    let restart = m.request(c, ClientOp::Restart);
+    let client = m.clients[c].identity.clone();
+    let step = m.deliver_all_on(Link::Up(client));
+    ok(&mut m, step);
+    // w1's nanny restarts it: its connection drops and the scheduler probes (nobody to ping).
+    let step = m.deliver_all_on(Link::Down(ModelWorker::nanny_identity(1)));
+    ok(&mut m, step);
+    let step = m.deliver_all_on(Link::Up(m.workers[1].identity.clone()));
+    ok(&mut m, step);
+    // w0 sends a heartbeat before its nanny acts: "unknown worker", so it registers again.
+    let w0 = m.workers[0].identity.clone();
+    m.worker_send(w0.clone(), vec![(FromWorker::Heartbeat, vec![])]);
+    for link in [Link::Up(w0.clone()), Link::Down(w0.clone()), Link::Up(w0)] {
+        let step = m.deliver_all_on(link);
+        ok(&mut m, step);
+    }
+    // Now w0's nanny kills it and starts another w0.
+    let step = m.deliver_all_on(Link::Down(ModelWorker::nanny_identity(0)));
+    ok(&mut m, step);
+    let step = m.drain();
+    ok(&mut m, step);
+    assert!(!m.clients[c].errors.contains_key(&restart), "{:?}", m.clients[c].errors);
+    let step = m.quiet_period();
+    ok(&mut m, step);
+    assert_eq!(m.core.status().workers.len(), 2, "both restarted workers are back");
 }
