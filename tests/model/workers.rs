@@ -33,6 +33,9 @@ pub enum Life {
     Gone,
 }
 
+/// How long a fetch from a peer that does not answer takes to fail.
+pub const FETCH_TIMEOUT_MS: u64 = 300;
+
 /// Messages a worker (or its nanny) sends to the scheduler.
 pub type Out = Vec<(FromWorker, Vec<Frame>)>;
 
@@ -57,6 +60,8 @@ pub struct ModelWorker {
     pub next_heartbeat_ms: u64,
     /// Its messages and tasks are picked less often.
     pub slow: bool,
+    /// Reports held back until a time (fetches from silent peers time out).
+    pub delayed: Vec<(u64, Out)>,
     /// A registration is on its way: further "unknown worker" errors are about earlier
     /// messages.
     pub registering: bool,
@@ -90,6 +95,7 @@ impl ModelWorker {
             next_heartbeat_ms: 0,
             slow: false,
             registering: true,
+            delayed: Vec::new(),
         }
     }
 
@@ -119,6 +125,13 @@ impl ModelWorker {
     /// The secret the nanny hands this process (deterministic: one per incarnation).
     pub fn nanny_token(&self) -> u64 {
         0x7a61_736b_0000_0000 | (self.slot as u64) << 16 | self.incarnation as u64
+    }
+
+    /// The held-back reports due by `now`.
+    pub fn due(&mut self, now: u64) -> Out {
+        let (due, later): (Vec<_>, Vec<_>) = self.delayed.drain(..).partition(|(at, _)| *at <= now);
+        self.delayed = later;
+        due.into_iter().flat_map(|(_, out)| out).collect()
     }
 
     pub fn handle(&mut self, msg: ToWorker, frames: Vec<Frame>) -> Result<Out, String> {
@@ -206,7 +219,11 @@ impl ModelWorker {
     }
 
     /// Runs the next queued task: fetches what it lacks, evaluates, reports.
-    pub fn run_next(&mut self, peer: &dyn Fn(&str, &Key) -> PeerAnswer) -> Result<Out, String> {
+    pub fn run_next(
+        &mut self,
+        now: u64,
+        peer: &dyn Fn(&str, &Key) -> PeerAnswer,
+    ) -> Result<Out, String> {
         let Some(task) = self.queue.pop_front() else {
             return Ok(vec![]);
         };
@@ -237,15 +254,21 @@ impl ModelWorker {
                     for (k, _) in &fetched {
                         self.store.remove(k);
                     }
-                    return Ok(vec![(
+                    let report = vec![(
                         FromWorker::MissingDependency {
                             key: task.key.clone(),
                             dependency: dep.clone(),
                             holders: lacking,
-                            unresponsive,
+                            unresponsive: unresponsive.clone(),
                         },
                         vec![],
-                    )]);
+                    )];
+                    if unresponsive.is_empty() {
+                        return Ok(report);
+                    }
+                    // A silent peer is given up on only after the fetch timeout.
+                    self.delayed.push((now + FETCH_TIMEOUT_MS, report));
+                    return Ok(vec![]);
                 }
             }
         }
