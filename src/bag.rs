@@ -24,37 +24,13 @@
 use serde::Serialize;
 
 use crate::client::{Client, ClientError};
-use crate::collection::Collection;
+use crate::collection::{AsCollection, Collection};
+use crate::graph::tokenize::{encoded, tokenize};
 use crate::graph::{key, literal, Graph, Key, KeySpec, Node};
 use crate::value::Value;
 
 /// The fan-in of reduction trees unless told otherwise, as in dask.
 pub const DEFAULT_SPLIT_EVERY: usize = 8;
-
-/// A stable 64-bit FNV-1a hash over fields, each prefixed by its length so that field
-/// boundaries count (`["ab", "c"]` and `["a", "bc"]` differ), as 16 hex digits. Unlike std's
-/// hasher it is the same in every process and every run, which keys need.
-pub fn tokenize(fields: &[&[u8]]) -> String {
-    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut hash = OFFSET_BASIS;
-    for field in fields {
-        for &byte in (field.len() as u64)
-            .to_le_bytes()
-            .iter()
-            .chain(field.iter())
-        {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(PRIME);
-        }
-    }
-    format!("{hash:016x}")
-}
-
-/// The msgpack encoding of something that always encodes (values, keys, expressions).
-pub(crate) fn encoded(v: &impl Serialize) -> Vec<u8> {
-    rmp_serde::to_vec(v).expect("values, keys and expressions always encode")
-}
 
 /// How many elements each partition gets, as dask's `from_sequence` does:
 /// `ceil(len / npartitions)`, at least 1.
@@ -796,5 +772,17 @@ mod tests {
         );
         // It is a bag like any other.
         assert_eq!(compute_item(&freq.count()), 3.into());
+    }
+}
+
+impl AsCollection for Bag {
+    fn as_collection(&self) -> Collection {
+        self.to_collection()
+    }
+}
+
+impl AsCollection for Item {
+    fn as_collection(&self) -> Collection {
+        self.to_collection()
     }
 }

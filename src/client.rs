@@ -78,6 +78,13 @@ pub struct ClientConfig {
     pub ping_interval_ms: u64,
     /// A scheduler silent this long (pings unanswered) is considered gone.
     pub scheduler_timeout_ms: u64,
+    /// ZeroMQ high-water mark of the connection to the scheduler, in messages, each way
+    /// (default 1,000). Each waiting call has one request and one reply in flight, so only
+    /// a client with about that many calls waiting at once comes near it; a request that finds
+    /// the queue full is dropped with a warning and then failed through the next ping. The
+    /// queue from the caller threads to the IO thread needs no bound of its own: each call
+    /// waits for its reply, so it never holds more than one request per calling thread.
+    pub queue_max_messages: i32,
 }
 
 impl Default for ClientConfig {
@@ -86,6 +93,7 @@ impl Default for ClientConfig {
             connect_timeout_ms: 5_000,
             ping_interval_ms: 500,
             scheduler_timeout_ms: 5_000,
+            queue_max_messages: 1_000,
         }
     }
 }
@@ -140,8 +148,12 @@ impl Client {
         let socket = ctx
             .socket(zmq::DEALER)
             .map_err(|e| connect_error(e.to_string()))?;
-        net::configure(&socket, net::DEFAULT_MAX_MESSAGE_BYTES)
-            .map_err(|e| connect_error(e.to_string()))?;
+        net::configure_bounded(
+            &socket,
+            net::DEFAULT_MAX_MESSAGE_BYTES,
+            config.queue_max_messages,
+        )
+        .map_err(|e| connect_error(e.to_string()))?;
         socket
             .set_identity(&net::unique_identity("client"))
             .map_err(|e| connect_error(e.to_string()))?;

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::bag::{encoded, tokenize};
+use crate::graph::tokenize::{encoded, tokenize};
 use crate::graph::{Expr, Graph, Key, Node};
 
 /// A published collection.
@@ -80,6 +80,17 @@ fn expr_to_node(e: &Expr) -> Node {
         Expr::Ref(k) => Node::Ref(k.clone()),
         Expr::Call(f, args) => Node::Task(f.clone(), args.iter().map(expr_to_node).collect()),
         Expr::List(items) => Node::List(items.iter().map(expr_to_node).collect()),
+    }
+}
+
+/// Anything that can be stored as a collection: a `Bag`, an `Item`, or a `Collection`.
+pub trait AsCollection {
+    fn as_collection(&self) -> Collection;
+}
+
+impl AsCollection for Collection {
+    fn as_collection(&self) -> Collection {
+        self.clone()
     }
 }
 
@@ -204,28 +215,5 @@ mod tests {
         let mut c = item.to_collection();
         c.graph.clear();
         assert!(Item::from_collection(&c).is_err());
-    }
-}
-
-/// Anything that can be stored as a collection: a `Bag`, an `Item`, or a `Collection`.
-pub trait AsCollection {
-    fn as_collection(&self) -> Collection;
-}
-
-impl AsCollection for Collection {
-    fn as_collection(&self) -> Collection {
-        self.clone()
-    }
-}
-
-impl AsCollection for crate::bag::Bag {
-    fn as_collection(&self) -> Collection {
-        self.to_collection()
-    }
-}
-
-impl AsCollection for crate::bag::Item {
-    fn as_collection(&self) -> Collection {
-        self.to_collection()
     }
 }

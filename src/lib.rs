@@ -13,6 +13,7 @@ pub mod bag;
 pub mod cli;
 pub mod client;
 pub mod collection;
+pub mod fatal;
 pub mod graph;
 pub mod local_cluster;
 pub mod net;

@@ -34,6 +34,12 @@ impl LocalClusterBuilder {
         self
     }
 
+    /// Workers also offer the test functions (`Registry::with_test_functions`: `exit_process`,
+    /// `counted_inc`, `wait_for_file`, `alloc`, `fail_with_length`), for tests only.
+    pub fn test_functions(self) -> Self {
+        self.registry(Registry::with_test_functions())
+    }
+
     pub fn store(mut self, store: StoreSpec) -> Self {
         self.store = store;
         self
@@ -64,6 +70,10 @@ impl LocalClusterBuilder {
 }
 
 /// A scheduler and workers inside this process. Dropping it stops them.
+///
+/// A panic in one of its threads outside a task is a Zask bug and ends this process with
+/// `zask::fatal::EXIT_CODE`, as it would end a separate scheduler or worker process (see
+/// `zask::fatal`); panics in tasks are task errors and panics in your own threads are yours.
 pub struct LocalCluster {
     // Declared first so workers say goodbye before the scheduler goes away.
     workers: Vec<Worker>,
@@ -71,7 +81,8 @@ pub struct LocalCluster {
 }
 
 impl LocalCluster {
-    /// One worker per core, one thread each, the built-in functions, in-memory stores.
+    /// One worker per core, one thread each, the built-in functions (no test functions),
+    /// in-memory stores.
     pub fn new() -> Result<LocalCluster, String> {
         LocalCluster::builder().start()
     }

@@ -98,12 +98,29 @@ pub fn poll(items: &mut [zmq::PollItem], timeout_ms: i64) -> zmq::Result<()> {
     }
 }
 
-/// Options every Zask socket gets: no lingering at close, a message size limit.
+/// High-water mark of sockets whose component has no setting of its own (the nanny's): whole
+/// messages queued per connection, each way.
+pub const DEFAULT_QUEUE_MAX_MESSAGES: i32 = 1_000;
+
+/// `configure_bounded` with `DEFAULT_QUEUE_MAX_MESSAGES`.
 pub fn configure(socket: &zmq::Socket, max_message_bytes: i64) -> zmq::Result<()> {
+    configure_bounded(socket, max_message_bytes, DEFAULT_QUEUE_MAX_MESSAGES)
+}
+
+/// Options every Zask socket gets: no lingering at close, a message size limit, and a
+/// high-water mark: at most `queue_max_messages` whole messages queued per connection in each
+/// direction (0 would mean unbounded; Zask never uses it). Each component's config documents
+/// its value and what happens when a queue is full.
+pub fn configure_bounded(
+    socket: &zmq::Socket,
+    max_message_bytes: i64,
+    queue_max_messages: i32,
+) -> zmq::Result<()> {
     socket.set_linger(0)?;
     socket.set_maxmsgsize(max_message_bytes)?;
-    socket.set_rcvhwm(0)?;
-    socket.set_sndhwm(0)?;
+    let hwm = queue_max_messages.max(1);
+    socket.set_rcvhwm(hwm)?;
+    socket.set_sndhwm(hwm)?;
     Ok(())
 }
 

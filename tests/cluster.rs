@@ -391,8 +391,11 @@ fn memory_and_sled_stores_give_identical_results() {
     let keys = vec!["a", "b", "s", "raw", "c", "d", "e", "f", "g"];
     let mut results = Vec::new();
     for (options, store) in [
-        (TestCluster::options(), "memory"),
-        (TestCluster::options().sled_store(), "sled"),
+        (TestCluster::options().with_test_functions(), "memory"),
+        (
+            TestCluster::options().with_test_functions().sled_store(),
+            "sled",
+        ),
     ] {
         let cluster = options.start();
         let client = cluster.client();
@@ -707,6 +710,7 @@ fn a_get_returns_an_error_when_the_scheduler_is_killed() {
         connect_timeout_ms: 10_000,
         ping_interval_ms: 100,
         scheduler_timeout_ms: 1_000,
+        ..ClientConfig::default()
     };
     let client = cluster.client_with(config);
     let observer = cluster.client();
@@ -813,4 +817,89 @@ fn a_get_survives_a_worker_killed_mid_computation() {
     });
     assert_eq!(client.workers().unwrap()[0].pid, cluster.worker_pids()[0]);
     assert_seed_works(&client);
+}
+
+/// The test functions are opt-in (`zask-worker --test-functions`): on a stock worker,
+/// `exit_process` is an unknown function, so a graph cannot end the worker process.
+#[test]
+fn exit_process_on_a_stock_worker_is_an_unknown_function_and_the_worker_lives() {
+    let mut cluster = TestCluster::options().workers(1).start();
+    let client = cluster.client();
+    let pid = client.workers().expect("status")[0].pid;
+    for (name, args) in [
+        ("exit_process", vec![Node::from(3)]),
+        ("counted_inc", vec![literal("/tmp/x"), Node::from(1)]),
+        ("wait_for_file", vec![literal("/nonexistent")]),
+        ("alloc", vec![Node::from(1_000_000_000)]),
+    ] {
+        let mut dsk = Graph::new();
+        dsk.insert("x", zask::graph::task(name, args));
+        let (key, error) = task_error(get(&client, &dsk, "x"));
+        assert_eq!(key, Key::from("x"));
+        assert_eq!(
+            error.kind,
+            TaskErrorKind::UnknownFunction,
+            "{name}: {error}"
+        );
+        assert!(error.message.contains(name), "{error}");
+    }
+    assert!(cluster.worker_running(0), "the worker process must live on");
+    assert_seed_works(&client);
+    assert_eq!(client.workers().expect("status")[0].pid, pid);
+}
+
+/// A result bigger than the message limit fails its task at once with an error naming its
+/// size and the limit, instead of being dropped by ZeroMQ on the way (which left the get
+/// waiting forever).
+#[test]
+fn a_result_over_the_message_limit_fails_its_get_promptly_naming_its_size() {
+    let limit = "100000";
+    let cluster = TestCluster::options()
+        .workers(1)
+        .with_test_functions()
+        .scheduler_args(&["--max-message-bytes", limit])
+        .worker_args(&["--max-message-bytes", limit])
+        .start();
+    let client = cluster.client();
+    let started = std::time::Instant::now();
+    let (key, error) = task_error(get(&client, &graph! { "big" => ("alloc", 200_000) }, "big"));
+    let took = started.elapsed();
+    assert_eq!(key, Key::from("big"));
+    // "the result is N bytes, more than the message limit of 100000 bytes ..."
+    let size: u64 = error
+        .message
+        .strip_prefix("the result is ")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no size in {error}"));
+    assert!(size >= 200_000, "{error}");
+    assert!(error.message.contains("limit of 100000 bytes"), "{error}");
+    assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+    // Under the limit all is well, on the same worker.
+    let (ok, n) = (graph! { "small" => ("alloc", 50_000) }, 50_000);
+    assert_eq!(get(&client, &ok, "small"), Ok(Value::Bytes(vec![0; n])));
+    assert_seed_works(&client);
+}
+
+/// A task error of 100,000 characters reaches the client cut to the documented limit, the cut
+/// marked.
+#[test]
+fn a_very_long_task_error_arrives_cut() {
+    let cluster = TestCluster::options()
+        .workers(1)
+        .with_test_functions()
+        .start();
+    let client = cluster.client();
+    let dsk = graph! { "x" => ("fail_with_length", 100_000) };
+    let (_, error) = task_error(get(&client, &dsk, "x"));
+    let max = zask::worker::core::TASK_ERROR_BYTES_MAX;
+    assert!(error.message.len() <= max, "{} bytes", error.message.len());
+    // Cut once, at the worker: the marker counts what was left out of the original.
+    let kept = error.message.find('…').expect("a marked cut");
+    assert!(kept > max - 100, "kept {kept} bytes");
+    assert_eq!(error.message[..kept], "e".repeat(kept));
+    assert_eq!(
+        error.message[kept..],
+        format!("… [cut: {} more bytes]", 100_000 - kept)
+    );
 }

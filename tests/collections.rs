@@ -476,7 +476,7 @@ fn stored_collections_are_kept_across_a_client_restart() {
 
 #[test]
 fn a_published_dataset_is_used_by_another_client_without_recomputing() {
-    let cluster = TestCluster::new();
+    let cluster = TestCluster::options().with_test_functions().start();
     let count_file = cluster.dir().join("counts");
     let (g, keys) = counted_graph(&count_file, 5);
     let collection = Collection::from_graph(&g, keys.clone());
@@ -534,7 +534,9 @@ fn a_published_dataset_is_used_by_another_client_without_recomputing() {
 
 #[test]
 fn a_published_dataset_lost_with_its_worker_is_recomputed_from_lineage() {
-    let mut options = ClusterOptions::default().worker_args(&["--heartbeat-interval-ms", "100"]);
+    let mut options = ClusterOptions::default()
+        .with_test_functions()
+        .worker_args(&["--heartbeat-interval-ms", "100"]);
     options.scheduler_args = vec!["--heartbeat-timeout-ms".into(), "1500".into()];
     let mut cluster = options.start();
     let count_file = cluster.dir().join("counts");
@@ -598,7 +600,7 @@ fn a_published_dataset_lost_with_its_worker_is_recomputed_from_lineage() {
 
 #[test]
 fn republishing_and_publishing_under_two_names_release_only_what_no_name_holds() {
-    let cluster = TestCluster::new();
+    let cluster = TestCluster::options().with_test_functions().start();
     let count_file = cluster.dir().join("counts");
     let (g, keys) = counted_graph(&count_file, 4);
     let first = Collection::from_graph(&g, keys[..2].to_vec());

@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use common::{wait_until, ClusterOptions, TestCluster, DEADLINE};
+use common::{wait_until, ClusterOptions, Proc, TestCluster, DEADLINE, WORKER};
 use zask::graph::key;
 use zask::protocol::{RequestError, TaskErrorKind, WorkerInfo};
 use zask::{graph, Client, ClientError, GetOptions, Graph, Key, KeySpec, Node, Value};
@@ -237,7 +237,10 @@ fn killing_the_only_holder_of_an_intermediate_recomputes_only_what_was_lost() {
     // a(i) -> b(i) for 8 families, then c sums every b once a gate file exists. With the b's
     // spread over two workers and c held back by the gate, kill one worker: the b's it held
     // (and the a's they came from, already released) must run again, and nothing else.
-    let mut cluster = TestCluster::options().nthreads(2).start();
+    let mut cluster = TestCluster::options()
+        .with_test_functions()
+        .nthreads(2)
+        .start();
     let client = Arc::new(cluster.client());
     let fa = cluster.dir().join("a.count");
     let fb = cluster.dir().join("b.count");
@@ -311,6 +314,7 @@ fn killing_the_only_holder_of_an_intermediate_recomputes_only_what_was_lost() {
 #[test]
 fn a_task_that_kills_every_worker_fails_after_allowed_failures_plus_one_attempts() {
     let mut cluster = ClusterOptions::default()
+        .with_test_functions()
         .with_nanny()
         .scheduler_args(&["--allowed-failures", "2"])
         .start();
@@ -355,6 +359,7 @@ fn a_task_queued_behind_a_killer_is_not_blamed_for_its_deaths() {
     // worker process three times (the innocent task queued behind it each time, never run).
     // Only the killer should fail; the innocent task should then run.
     let cluster = ClusterOptions::default()
+        .with_test_functions()
         .workers(1)
         .with_nanny()
         .scheduler_args(&["--allowed-failures", "2"])
@@ -406,7 +411,7 @@ fn a_task_queued_behind_a_killer_is_not_blamed_for_its_deaths() {
 
 #[test]
 fn scattered_data_lost_with_its_worker_fails_promptly_naming_it() {
-    let mut cluster = TestCluster::new();
+    let mut cluster = TestCluster::options().with_test_functions().start();
     let client = Arc::new(cluster.client());
     let gate = cluster.dir().join("gate");
     client
@@ -554,7 +559,10 @@ fn the_nanny_restarts_a_killed_worker() {
 
 #[test]
 fn restart_gives_a_clean_cluster() {
-    let cluster = ClusterOptions::default().with_nanny().start();
+    let cluster = ClusterOptions::default()
+        .with_test_functions()
+        .with_nanny()
+        .start();
     let client = Arc::new(cluster.client());
     let pids_before: BTreeSet<u32> = workers(&client).iter().map(|w| w.pid).collect();
     assert_eq!(pids_before.len(), 2);
@@ -637,4 +645,130 @@ fn every_worker_gone_then_one_returns_finishes_the_work() {
     assert_eq!(pending.wait(), Ok(Value::from((1..=12i64).sum::<i64>())));
     assert_eq!(workers(&client).len(), 1);
     assert_seed_works(&client);
+}
+
+/// The nanny decides from the reason its worker gives (on a pipe of its own), never from an
+/// exit code: a task that ends the worker process with code 3 (once the code of "scheduler
+/// gone") is a crash, and the worker is started again.
+#[test]
+fn a_task_exiting_its_worker_with_code_3_gets_the_worker_restarted_by_its_nanny() {
+    let mut cluster = ClusterOptions::default()
+        .workers(1)
+        .with_nanny()
+        .with_test_functions()
+        .scheduler_args(&["--allowed-failures", "0"])
+        .start();
+    let client = cluster.client();
+    let old = workers(&client)[0].clone();
+    let (key, error) = task_error(get(&client, &graph! { "x" => ("exit_process", 3) }, "x"));
+    assert_eq!(key, Key::from("x"));
+    assert_eq!(error.kind, TaskErrorKind::KilledWorker, "{error}");
+    wait_until("the nanny to start a new worker", DEADLINE, || {
+        workers(&client)
+            .iter()
+            .any(|w| w.pid != old.pid)
+            .then_some(())
+    });
+    assert!(cluster.worker_running(0), "the nanny must live on");
+    assert_seed_works(&client);
+    let log = cluster.worker_proc(0).stderr();
+    assert!(
+        log.contains("ended without saying why (exit code 3): restarting it"),
+        "{log}"
+    );
+}
+
+/// A worker whose scheduler stays away past `--death-timeout-ms` stops, says so to its nanny,
+/// and the nanny stops too (with an error naming why) instead of starting it again.
+#[test]
+fn a_worker_whose_scheduler_is_gone_stops_and_is_not_restarted() {
+    let mut cluster = ClusterOptions::default()
+        .workers(1)
+        .with_nanny()
+        .worker_args(&["--death-timeout-ms", "2000"])
+        .start();
+    let worker_pid = workers(&cluster.client())[0].pid;
+    cluster.kill_scheduler();
+    let nanny = cluster.worker_proc(0);
+    let status = nanny.wait_exit(DEADLINE);
+    let log = nanny.stderr();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("the scheduler is gone"), "{log}");
+    assert!(log.contains("not restarting it"), "{log}");
+    assert_eq!(
+        log.matches("started worker process").count(),
+        1,
+        "the worker must not be restarted\n{log}"
+    );
+    assert!(
+        !process_exists(worker_pid),
+        "the worker process must be gone"
+    );
+}
+
+/// Two workers under one name: the second is refused, says "name taken", exits non-zero
+/// (its nanny stops rather than looping), and the first keeps working.
+#[test]
+fn a_second_worker_with_a_taken_name_exits_naming_it_and_the_first_keeps_working() {
+    let mut cluster = ClusterOptions::default()
+        .workers(1)
+        .with_nanny()
+        .worker_args(&["--name", "w1"])
+        .start();
+    let client = cluster.client();
+    let first = workers(&client);
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].name, "w1");
+    let args: Vec<String> = [
+        cluster.address_to_workers(),
+        "--name",
+        "w1",
+        "--nthreads",
+        "1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut second = Proc::spawn(
+        "second zask-worker w1 (nanny)",
+        WORKER,
+        &args,
+        cluster.dir().join("second.log"),
+    );
+    let status = second.wait_exit(DEADLINE);
+    let log = second.stderr();
+    assert!(!status.success(), "{status:?}\n{log}");
+    assert!(log.contains("name taken"), "{log}");
+    assert_eq!(
+        log.matches("started worker process").count(),
+        1,
+        "the nanny must not start the refused worker again\n{log}"
+    );
+    assert!(cluster.worker_running(0));
+    let now: Vec<(String, u32)> = workers(&client)
+        .into_iter()
+        .map(|w| (w.name, w.pid))
+        .collect();
+    assert_eq!(now, vec![("w1".to_owned(), first[0].pid)]);
+    assert_seed_works(&client);
+}
+
+/// A worker process sent SIGTERM on its own retires, tells its nanny it left gracefully, and
+/// the nanny starts a new one (the nanny stops only when a new worker could not fare better).
+#[test]
+fn a_worker_sigtermed_alone_leaves_gracefully_and_its_nanny_starts_a_new_one() {
+    let mut cluster = ClusterOptions::default().workers(1).with_nanny().start();
+    let client = cluster.client();
+    let old = workers(&client)[0].clone();
+    signal(old.pid, libc::SIGTERM);
+    wait_until("the nanny to start a new worker", DEADLINE, || {
+        workers(&client)
+            .iter()
+            .any(|w| w.pid != old.pid)
+            .then_some(())
+    });
+    assert!(cluster.worker_running(0), "the nanny must live on");
+    assert_seed_works(&client);
+    let log = cluster.worker_proc(0).stderr();
+    assert!(log.contains("left gracefully"), "{log}");
 }

@@ -572,6 +572,7 @@ impl Sim {
             // Longer than any partition: a worker never gives up on the scheduler here.
             death_timeout_ms: 30_000,
             pool_queue: 1,
+            max_message_bytes: u64::MAX,
         };
         self.workers.push(SimWorker {
             core: WorkerCore::new(config),

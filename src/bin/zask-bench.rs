@@ -167,7 +167,8 @@ fn start_cluster(args: &Args, workers: usize) -> Result<Cluster, String> {
     let mut children = Vec::new();
     for _ in 0..workers {
         let mut cmd = Command::new(dir.join("zask-worker"));
-        cmd.args([to_workers.as_str(), "--nthreads", "1"]);
+        // The transfer scenario makes its data with `alloc`, a test function.
+        cmd.args([to_workers.as_str(), "--nthreads", "1", "--test-functions"]);
         if args.zero {
             cmd.arg("--zero");
         }
@@ -522,6 +523,8 @@ fn median(mut xs: Vec<f64>) -> Option<f64> {
 }
 
 fn main() {
+    // A bug in any thread of this process ends it at once (see zask::fatal).
+    zask::fatal::install_for_process();
     let args: Args = zask::cli::parse_or_exit();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let workers = if args.scenario == Scenario::Bag {

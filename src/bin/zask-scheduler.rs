@@ -35,9 +35,23 @@ struct Args {
     /// Largest message accepted on either port, in bytes.
     #[arg(long, default_value_t = zask::net::DEFAULT_MAX_MESSAGE_BYTES)]
     max_message_bytes: i64,
+    /// Messages queued per client connection, each way; a client that lets its replies pile
+    /// up to this is treated as gone (its requests are dropped, with a warning).
+    #[arg(long, default_value_t = SchedulerConfig::default().client_queue_max_messages)]
+    client_queue_max: i32,
+    /// Messages queued per worker connection, each way; a worker that lets them pile up to
+    /// this is probed and removed if it does not answer.
+    #[arg(long, default_value_t = SchedulerConfig::default().worker_queue_max_messages)]
+    worker_queue_max: i32,
+    /// Decoded messages waiting for the scheduler's core; when full, the ports stop reading
+    /// (senders are slowed through ZeroMQ and TCP).
+    #[arg(long, default_value_t = SchedulerConfig::default().event_queue_max)]
+    event_queue_max: usize,
 }
 
 fn main() {
+    // A bug in any thread of this process ends it at once (see zask::fatal).
+    zask::fatal::install_for_process();
     let args: Args = zask::cli::parse_or_exit();
     zask::cli::init_logging();
     let config = SchedulerConfig {
@@ -46,6 +60,10 @@ fn main() {
         client_port: args.client_port,
         max_message_bytes: args.max_message_bytes,
         state_dir: args.state_dir,
+        client_queue_max_messages: args.client_queue_max,
+        worker_queue_max_messages: args.worker_queue_max,
+        event_queue_max: args.event_queue_max,
+        command_queue_max: SchedulerConfig::default().command_queue_max,
         core: CoreConfig {
             heartbeat_timeout_ms: args.heartbeat_timeout_ms,
             worker_queue_extra: args.worker_queue_extra,

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use zask::worker::nanny::{self, NannyConfig};
-use zask::worker::{Registry, Worker, WorkerConfig};
+use zask::worker::nanny::{self, FinalReason, FinalReasonWriter, NannyConfig};
+use zask::worker::{Registry, Worker, WorkerConfig, WorkerError};
 use zask::StoreSpec;
 
 /// A Zask worker: runs tasks on a thread pool, keeps results in its store and serves them to
@@ -43,7 +43,8 @@ struct Args {
     #[arg(long, default_value_t = 5000)]
     fetch_timeout_ms: u64,
     /// Stop after this long (ms) without word from the scheduler; until then the worker
-    /// keeps trying to reach it and registers again when it answers. Exit code 3.
+    /// keeps trying to reach it and registers again when it answers. Exit code 3; a nanny
+    /// does not restart it.
     #[arg(long, default_value_t = 60_000)]
     death_timeout_ms: u64,
     /// Zero worker, for benchmarking the scheduler: report every task done at once with a null
@@ -56,12 +57,29 @@ struct Args {
     /// Set by the nanny for the worker process it starts (not for users).
     #[arg(long, env = zask::worker::nanny::NANNY_TOKEN_ENV, hide = true)]
     nanny_token: Option<u64>,
+    /// Messages queued per connection (to the scheduler, to each peer), each way.
+    #[arg(long, default_value_t = WorkerConfig::new("").queue_max_messages)]
+    queue_max: i32,
+    /// Largest message accepted from the scheduler or peers, in bytes. A task result bigger
+    /// than this (or than the scheduler's own --max-message-bytes) fails that task with an
+    /// error naming both sizes: it could not travel to the scheduler, a client or a peer.
+    #[arg(long, default_value_t = zask::net::DEFAULT_MAX_MESSAGE_BYTES)]
+    max_message_bytes: i64,
+    /// Also offer the test functions (exit_process, counted_inc, wait_for_file, alloc,
+    /// fail_with_length): fault-injection helpers that let anyone who submits a graph end the
+    /// worker, write files or block threads. For tests and benchmarks only.
+    #[arg(long)]
+    test_functions: bool,
     /// Deaths in a row of a worker that never came up, after which the nanny gives up.
     #[arg(long, default_value_t = 50)]
     max_restarts: u32,
 }
 
 fn main() {
+    // First, before any thread starts: the pipe on which a nanny hears why we stop.
+    let final_reason = FinalReasonWriter::from_env();
+    // A bug in any thread of this process ends it at once (see zask::fatal).
+    zask::fatal::install_for_process();
     let args: Args = zask::cli::parse_or_exit();
     zask::cli::init_logging();
     // SIGTERM and SIGINT stop gracefully: the worker's results are moved to other workers
@@ -80,7 +98,6 @@ fn main() {
         command.extend(std::env::args().skip(1));
         command.push("--no-nanny".into());
         let mut config = NannyConfig::new(args.scheduler.clone(), command);
-        config.give_up_on_exit_code = Some(SCHEDULER_GONE_EXIT_CODE);
         config.max_restarts = args.max_restarts;
         if let Err(e) = nanny::run(config, stop) {
             fail(&e);
@@ -100,29 +117,41 @@ fn main() {
     config.fetch_timeout_ms = args.fetch_timeout_ms.max(1);
     config.zero = args.zero;
     config.nanny_token = args.nanny_token;
+    config.queue_max_messages = args.queue_max;
     config.death_timeout_ms = args.death_timeout_ms.max(1);
-    let worker = Worker::start(config, Registry::with_builtins()).unwrap_or_else(|e| fail(&e));
+    config.max_message_bytes = args.max_message_bytes;
+    let registry = if args.test_functions {
+        Registry::with_test_functions()
+    } else {
+        Registry::with_builtins()
+    };
+    let worker = Worker::start(config, registry).unwrap_or_else(|e| fail(&e));
     println!("worker {}", worker.address());
+    let tell_nanny = |reason: FinalReason| {
+        if let Some(writer) = final_reason {
+            writer.send(&reason);
+        }
+    };
     while worker.is_running() {
         if stop.load(Ordering::SeqCst) {
             worker.retire();
+            tell_nanny(FinalReason::Stopped);
             return;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    if let Err(e) = worker.wait() {
-        eprintln!("error: {e}");
-        // A distinct code tells the nanny not to restart a worker whose scheduler is gone.
-        let code = if e.starts_with(zask::worker::core::SCHEDULER_GONE) {
-            SCHEDULER_GONE_EXIT_CODE
-        } else {
-            1
-        };
-        std::process::exit(code);
+    match worker.wait() {
+        Ok(()) => tell_nanny(FinalReason::Stopped),
+        Err(e) => {
+            eprintln!("error: {e}");
+            // A failure (not a decision) says nothing: the nanny restarts the worker.
+            if let WorkerError::Shutdown(reason) = &e {
+                tell_nanny(FinalReason::Shutdown(reason.clone()));
+            }
+            std::process::exit(e.exit_code());
+        }
     }
 }
-
-const SCHEDULER_GONE_EXIT_CODE: i32 = 3;
 
 fn fail(message: &str) -> ! {
     eprintln!("error: {message}");

@@ -162,6 +162,8 @@ fn collection_command(action: CollectionAction) {
 }
 
 fn main() {
+    // A bug in any thread of this process ends it at once (see zask::fatal).
+    zask::fatal::install_for_process();
     let args: Args = zask::cli::parse_or_exit();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     match args.command {

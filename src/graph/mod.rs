@@ -4,6 +4,7 @@
 
 pub mod json;
 mod key;
+pub mod tokenize;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;

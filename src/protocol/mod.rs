@@ -159,6 +159,27 @@ impl fmt::Display for TaskError {
     }
 }
 
+/// Task error texts are cut to this many bytes (the cut marked with how much was left out)
+/// before they leave a worker, and again by the scheduler (`CoreConfig::task_error_bytes_max`,
+/// this by default), so a long error never travels whole.
+pub const TASK_ERROR_BYTES_MAX: usize = 4096;
+
+/// `text` cut to at most `max` bytes in all (on a character boundary), the cut marked with how
+/// much was left out. The marker fits within `max`, so a text cut once passes a second cut at
+/// the same limit unchanged.
+pub fn cut_text(text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    // The marker with the most digits it can need, so what is kept never grows past `max`.
+    let longest_marker = format!("… [cut: {} more bytes]", text.len()).len();
+    let mut end = max.saturating_sub(longest_marker);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… [cut: {} more bytes]", &text[..end], text.len() - end)
+}
+
 /// Scheduler → worker.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ToWorker {

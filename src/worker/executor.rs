@@ -97,7 +97,7 @@ fn call(name: &str, args: Vec<Value>, registry: &Registry) -> Result<Value, Task
         "fold" => higher_order::fold(args, registry),
         _ => {
             let f = registry.get(name).ok_or_else(|| unknown_function(name))?;
-            match catch_unwind(AssertUnwindSafe(|| f(args))) {
+            match catch_unwind(AssertUnwindSafe(|| crate::fatal::in_task(|| f(args)))) {
                 Ok(r) => r,
                 Err(panic) => Err(TaskError {
                     kind: TaskErrorKind::Panicked,
@@ -296,6 +296,7 @@ impl Executor {
                 std::thread::Builder::new()
                     .name(format!("zask-exec-{i}"))
                     .spawn(move || {
+                        crate::fatal::mark_service();
                         for job in rx {
                             let result = evaluate_owned(&job.expr, job.inputs, &registry)
                                 .map(|v| encode_value(&v));

@@ -9,4 +9,4 @@ pub mod registry;
 pub mod server;
 
 pub use registry::Registry;
-pub use server::{Worker, WorkerConfig};
+pub use server::{Worker, WorkerConfig, WorkerError};

@@ -1,8 +1,18 @@
 //! The nanny: a small process that runs a worker process, tells the scheduler at once when it
 //! dies (so its work moves without waiting for a timeout), and starts it again with backoff.
 //! It also restarts the worker on the scheduler's request (`Client::restart`).
+//!
+//! Restart policy: a worker that stops on purpose says why before it exits, through a pipe the
+//! nanny gives it (`NANNY_REASON_FD_ENV`, written once with a `FinalReason`). The nanny does not
+//! restart a worker that was refused by the scheduler (name taken, protocol version) or whose
+//! scheduler is gone: it stops too, with an error naming why. It restarts one that left
+//! gracefully (SIGTERM to the worker alone: retired, then closed) and one that ended without
+//! giving a reason (a crash, SIGKILL, a task calling `process::exit` with any code). Exit codes
+//! are never looked at.
 
-use std::io::{BufRead, BufReader};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,9 +21,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
+use serde::{Deserialize, Serialize};
 
+use super::core::ShutdownReason;
 use crate::net;
-use crate::protocol::codec::{decode, encode};
+use crate::protocol::codec::{decode, decode_plain, encode, encode_plain};
 use crate::protocol::{FromWorker, ToWorker};
 
 /// How to supervise a worker.
@@ -30,9 +42,6 @@ pub struct NannyConfig {
     pub backoff_start: Duration,
     pub backoff_max: Duration,
     pub stable_after: Duration,
-    /// A worker exiting with this code is not restarted: the nanny ends too (the worker
-    /// gave up on the scheduler).
-    pub give_up_on_exit_code: Option<i32>,
 }
 
 impl NannyConfig {
@@ -44,7 +53,6 @@ impl NannyConfig {
             backoff_start: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             stable_after: Duration::from_secs(30),
-            give_up_on_exit_code: None,
         }
     }
 }
@@ -56,6 +64,111 @@ struct Running {
     started: Instant,
     address: Option<String>,
     lines: mpsc::Receiver<String>,
+    /// What the worker wrote on its final-reason pipe, sent once the pipe closes (when the
+    /// process ends).
+    final_reason: mpsc::Receiver<Vec<u8>>,
+}
+
+impl Running {
+    /// The reason the ended worker gave, if it gave one. The pipe closes when the process
+    /// ends; the wait is bounded in case a child of the worker kept it open.
+    fn final_reason(&self) -> Option<FinalReason> {
+        let bytes = self
+            .final_reason
+            .recv_timeout(Duration::from_secs(1))
+            .ok()?;
+        if bytes.is_empty() {
+            return None;
+        }
+        let reason = FinalReason::decode(&bytes);
+        if reason.is_none() {
+            warn!("the worker wrote an unreadable final reason: ignoring it");
+        }
+        reason
+    }
+}
+
+/// Why a worker process ended on purpose, as it tells its nanny just before exiting.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum FinalReason {
+    /// It was asked to stop (SIGTERM/SIGINT) and retired, or the scheduler closed it.
+    Stopped,
+    /// It stopped on its own: rejected by the scheduler, or the scheduler is gone.
+    Shutdown(ShutdownReason),
+}
+
+/// First bytes of a final reason, so stray bytes on the pipe are never taken for one.
+const FINAL_REASON_MAGIC: &[u8] = b"ZASK-FINAL-REASON-1\n";
+
+impl FinalReason {
+    fn encode(&self) -> Vec<u8> {
+        let mut bytes = FINAL_REASON_MAGIC.to_vec();
+        bytes.extend(encode_plain(self));
+        bytes
+    }
+
+    fn decode(bytes: &[u8]) -> Option<FinalReason> {
+        decode_plain(bytes.strip_prefix(FINAL_REASON_MAGIC)?).ok()
+    }
+
+    /// Whether starting the worker again cannot help, so the nanny stops (with an error): it
+    /// was refused, or its scheduler is gone. A worker that left gracefully (asked to stop on
+    /// its own, its results moved elsewhere) is started again, as a crashed one is.
+    fn ends_supervision(&self) -> bool {
+        match self {
+            FinalReason::Stopped | FinalReason::Shutdown(ShutdownReason::Closed) => false,
+            FinalReason::Shutdown(
+                ShutdownReason::Rejected(_) | ShutdownReason::SchedulerGone { .. },
+            ) => true,
+        }
+    }
+}
+
+impl std::fmt::Display for FinalReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FinalReason::Stopped => write!(f, "stopped on request"),
+            FinalReason::Shutdown(reason) => write!(f, "{reason}"),
+        }
+    }
+}
+
+/// The environment variable naming the file descriptor of the pipe on which a worker started
+/// by a nanny writes its `FinalReason`.
+pub const NANNY_REASON_FD_ENV: &str = "ZASK_NANNY_REASON_FD";
+
+/// The worker's end of the final-reason pipe.
+pub struct FinalReasonWriter(File);
+
+impl FinalReasonWriter {
+    /// Takes the pipe the nanny handed this process, if any. Call it once, early in `main`,
+    /// before threads start: it removes the variable from the environment and marks the
+    /// descriptor close-on-exec so programs a task starts do not inherit it.
+    pub fn from_env() -> Option<FinalReasonWriter> {
+        use std::sync::atomic::AtomicBool;
+        static TAKEN: AtomicBool = AtomicBool::new(false);
+        let value = std::env::var(NANNY_REASON_FD_ENV).ok()?;
+        std::env::remove_var(NANNY_REASON_FD_ENV);
+        let fd: i32 = value.parse().ok().filter(|fd| *fd > 2)?;
+        if TAKEN.swap(true, Ordering::SeqCst) {
+            return None;
+        }
+        // SAFETY: fcntl on any integer is memory-safe; -1 means it is no open descriptor.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } == -1 {
+            warn!("{NANNY_REASON_FD_ENV}={value} is not an open file descriptor");
+            return None;
+        }
+        // SAFETY: the descriptor is open (checked above) and was opened for this process by
+        // its nanny; `TAKEN` makes sure it gets exactly one owner.
+        Some(FinalReasonWriter(unsafe { File::from_raw_fd(fd) }))
+    }
+
+    /// Tells the nanny why this process is about to exit on purpose.
+    pub fn send(mut self, reason: &FinalReason) {
+        if let Err(e) = self.0.write_all(&reason.encode()) {
+            warn!("could not tell the nanny why the worker stops: {e}");
+        }
+    }
 }
 
 /// Runs until `stop` is set (then stops the worker gracefully) or the worker keeps dying.
@@ -126,11 +239,21 @@ pub fn run(config: NannyConfig, stop: Arc<AtomicBool>) -> Result<(), String> {
         if stop.load(Ordering::SeqCst) {
             return Ok(());
         }
-        let reason = describe_exit(status);
-        warn!("worker process ended: {reason}");
-        report_death(&send, &worker, false, reason.clone());
-        if status.code().is_some() && status.code() == config.give_up_on_exit_code {
-            return Err(format!("the worker gave up ({reason}); not restarting it"));
+        let exit = describe_exit(status);
+        match worker.final_reason() {
+            Some(reason) if reason.ends_supervision() => {
+                warn!("worker process ended ({exit}): {reason}");
+                report_death(&send, &worker, true, reason.to_string());
+                return Err(format!("the worker stopped: {reason}; not restarting it"));
+            }
+            Some(reason) => {
+                info!("worker process left gracefully ({exit}: {reason}): starting a new one");
+                report_death(&send, &worker, true, reason.to_string());
+            }
+            None => {
+                warn!("worker process ended without saying why ({exit}): restarting it");
+                report_death(&send, &worker, false, exit);
+            }
         }
         // A worker that came up (it printed its address) and died later is restarted at
         // once; backoff is for workers that cannot even start.
@@ -168,21 +291,29 @@ fn start(config: &NannyConfig) -> Result<Running, String> {
         .ok_or("empty worker command")?;
     let mut command = Command::new(program);
     let token = new_token();
+    let (reason_read, reason_write) = pipe().map_err(|e| format!("cannot make a pipe: {e}"))?;
+    let write_fd = reason_write.as_raw_fd();
     command
         .args(args)
         .env(NANNY_TOKEN_ENV, token.to_string())
+        .env(NANNY_REASON_FD_ENV, write_fd.to_string())
         .stdout(Stdio::piped());
-    // SAFETY: prctl is async-signal-safe; it only asks the kernel to SIGTERM the worker when
-    // the nanny dies, so a killed nanny never leaves an orphaned worker behind.
+    // SAFETY: prctl and fcntl are async-signal-safe. prctl only asks the kernel to SIGTERM the
+    // worker when the nanny dies, so a killed nanny never leaves an orphaned worker behind;
+    // fcntl lets the child (only) keep the write end of the final-reason pipe across exec.
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            if libc::fcntl(write_fd, libc::F_SETFD, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
             Ok(())
         });
     }
-    let mut child = command
-        .spawn()
-        .map_err(|e| format!("cannot start the worker ({program}): {e}"))?;
+    let spawned = command.spawn();
+    // The child has its copy; ours must go, or the pipe would never close.
+    drop(reason_write);
+    let mut child = spawned.map_err(|e| format!("cannot start the worker ({program}): {e}"))?;
     info!("started worker process {}", child.id());
     let stdout = child.stdout.take().expect("piped above");
     let (tx, rx) = mpsc::channel();
@@ -193,13 +324,34 @@ fn start(config: &NannyConfig) -> Result<Running, String> {
             }
         }
     });
+    let (reason_tx, reason_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        // Bounded: a final reason is a few dozen bytes.
+        let _ = File::from(reason_read)
+            .take(64 * 1024)
+            .read_to_end(&mut bytes);
+        let _ = reason_tx.send(bytes);
+    });
     Ok(Running {
         child,
         started: Instant::now(),
         address: None,
         lines: rx,
         token,
+        final_reason: reason_rx,
     })
+}
+
+/// A pipe whose two ends are close-on-exec: (read end, write end).
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into the array it is given, which has room for two.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just opened by pipe2 and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 /// SIGTERM (the worker says goodbye to the scheduler), then SIGKILL if it lingers.
@@ -244,5 +396,36 @@ fn describe_exit(status: std::process::ExitStatus) -> String {
         (Some(code), _) => format!("exit code {code}"),
         (None, Some(signal)) => format!("killed by signal {signal}"),
         _ => "unknown exit".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::RejectReason;
+
+    #[test]
+    fn final_reasons_round_trip_and_stray_bytes_are_no_reason() {
+        let reasons = [
+            FinalReason::Stopped,
+            FinalReason::Shutdown(ShutdownReason::Closed),
+            FinalReason::Shutdown(ShutdownReason::Rejected(RejectReason::NameTaken {
+                name: "w1".into(),
+            })),
+            FinalReason::Shutdown(ShutdownReason::SchedulerGone {
+                silent_ms: 2001,
+                death_timeout_ms: 2000,
+            }),
+        ];
+        for r in &reasons {
+            assert_eq!(FinalReason::decode(&r.encode()).as_ref(), Some(r));
+        }
+        let ends: Vec<bool> = reasons.iter().map(FinalReason::ends_supervision).collect();
+        assert_eq!(ends, [false, false, true, true]);
+        assert_eq!(FinalReason::decode(b""), None);
+        assert_eq!(FinalReason::decode(b"3\n"), None);
+        let mut truncated = reasons[2].encode();
+        truncated.truncate(truncated.len() - 2);
+        assert_eq!(FinalReason::decode(&truncated), None);
     }
 }

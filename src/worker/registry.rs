@@ -27,10 +27,22 @@ impl Registry {
         Registry::default()
     }
 
-    /// A registry with every built-in function.
+    /// A registry with every built-in function (what the stock `zask-worker` runs).
     pub fn with_builtins() -> Registry {
         let mut r = Registry::new();
         add_builtins(&mut r);
+        r
+    }
+
+    /// The built-ins plus the test functions (`zask-worker --test-functions`): helpers for
+    /// fault-injection tests and benchmarks that a production worker must not offer, because
+    /// anyone who can submit a graph could call them: `exit_process(code)` ends the worker
+    /// process, `counted_inc(path, x)` appends to any file, `wait_for_file(path)` blocks a
+    /// thread until a file exists, `alloc(nbytes)` allocates any size, and
+    /// `fail_with_length(n)` fails with an error text of `n` characters.
+    pub fn with_test_functions() -> Registry {
+        let mut r = Registry::with_builtins();
+        add_test_functions(&mut r);
         r
     }
 
@@ -357,6 +369,17 @@ fn add_builtins(r: &mut Registry) {
         std::thread::sleep(secs.0);
         arith(ADD, x, y)
     });
+    r.register("range_list", |start: i64, stop: i64| {
+        (start..stop).collect::<Vec<i64>>()
+    });
+    r.register("concat", |lists: Vec<Vec<Value>>| {
+        lists.into_iter().flatten().collect::<Vec<Value>>()
+    });
+    add_bag_builtins(r);
+}
+
+/// The test functions of `Registry::with_test_functions` (see there why they are opt-in).
+fn add_test_functions(r: &mut Registry) {
     r.register("counted_inc", |path: String, x: Num| {
         // One append-mode write per call, so concurrent processes never interleave lines.
         let line = format!("{}\n", Value::from(x));
@@ -378,13 +401,9 @@ fn add_builtins(r: &mut Registry) {
         std::process::exit(code)
     });
     r.register("alloc", |nbytes: usize| Bytes(vec![0; nbytes]));
-    r.register("range_list", |start: i64, stop: i64| {
-        (start..stop).collect::<Vec<i64>>()
+    r.register("fail_with_length", |n: usize| -> Result<Value, String> {
+        Err("e".repeat(n))
     });
-    r.register("concat", |lists: Vec<Vec<Value>>| {
-        lists.into_iter().flatten().collect::<Vec<Value>>()
-    });
-    add_bag_builtins(r);
 }
 
 /// The built-ins `zask::Bag` builds its graphs from (next to `map`, `filter` and `fold`, which
@@ -536,7 +555,7 @@ mod tests {
     }
 
     fn builtin(name: &str, args: Vec<Value>) -> Result<Value, TaskError> {
-        call(&Registry::with_builtins(), name, args)
+        call(&Registry::with_test_functions(), name, args)
     }
 
     fn ok(name: &str, args: Vec<Value>) -> Value {
@@ -661,10 +680,6 @@ mod tests {
             "slow_inc",
             "slow_add",
             "sleep",
-            "counted_inc",
-            "wait_for_file",
-            "exit_process",
-            "alloc",
             "range_list",
             "concat",
             "max",
@@ -806,6 +821,25 @@ mod tests {
             err("slow_inc", vec![1.into(), "x".into()]),
             bad_args("slow_inc: argument 2: expected float, got str")
         );
+    }
+
+    #[test]
+    fn test_functions_are_only_in_the_test_registry() {
+        let stock = Registry::with_builtins();
+        let test = Registry::with_test_functions();
+        for name in [
+            "exit_process",
+            "counted_inc",
+            "wait_for_file",
+            "alloc",
+            "fail_with_length",
+        ] {
+            assert!(!stock.contains(name), "{name} must be opt-in");
+            assert!(test.contains(name), "{name}");
+        }
+        assert!(stock.names().iter().all(|n| test.contains(n)));
+        let e = err("fail_with_length", vec![5.into()]);
+        assert_eq!(e.message, "eeeee");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crossbeam_channel::Receiver;
 use log::{debug, error, info, warn};
 use zask_storage::{Store, StoreSpec};
 
-use super::core::{WorkerCommand, WorkerCore, WorkerCoreConfig, WorkerEvent};
+use super::core::{ShutdownReason, WorkerCommand, WorkerCore, WorkerCoreConfig, WorkerEvent};
 use super::executor::{Executor, Job, JobResult};
 use super::registry::Registry;
 use crate::graph::{Expr, Key};
@@ -43,10 +43,22 @@ pub struct WorkerConfig {
     pub fetch_timeout_ms: u64,
     /// Stop after this long without word from the scheduler.
     pub death_timeout_ms: u64,
+    /// The largest message part the worker's sockets accept (ZeroMQ drops bigger ones; -1: no
+    /// limit). A result bigger than this or than the scheduler's limit fails its task.
+    /// Default: `net::DEFAULT_MAX_MESSAGE_BYTES`, as the scheduler's.
     pub max_message_bytes: i64,
     /// The secret of the nanny supervising this process (`ZASK_NANNY_TOKEN`, set by the
     /// nanny); sent at registration so the scheduler believes that nanny's reports about it.
     pub nanny_token: Option<u64>,
+    /// ZeroMQ high-water mark of each of the worker's connections (scheduler, peers), in
+    /// messages, each way (default 10,000). Never reached while the other side reads: the
+    /// scheduler gives a worker at most threads + `worker_queue_extra` tasks at a time and a
+    /// worker sends a few messages per task plus two heartbeats a second. If the scheduler
+    /// stops reading that long, a message to it is dropped and logged as an error (the
+    /// scheduler's own bounds remove a worker that does not read). A peer that does not read
+    /// its replies loses them (ROUTER at its high-water mark): its fetch times out after
+    /// `fetch_timeout_ms` and it asks another holder.
+    pub queue_max_messages: i32,
     /// A "zero worker" for measuring the scheduler: every task is reported done at once with a
     /// null result, without running it.
     pub zero: bool,
@@ -69,10 +81,42 @@ impl WorkerConfig {
             death_timeout_ms: 60_000,
             max_message_bytes: net::DEFAULT_MAX_MESSAGE_BYTES,
             nanny_token: None,
+            queue_max_messages: 10_000,
             zero: false,
         }
     }
 }
+
+/// Why a worker stopped other than by its owner's wish or the scheduler's `Close`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WorkerError {
+    /// It stopped on its own: rejected by the scheduler, or the scheduler is gone.
+    Shutdown(ShutdownReason),
+    /// Its IO failed (a poll error, a panic): a crash, which a restart may cure.
+    Failed(String),
+}
+
+impl WorkerError {
+    /// The exit code of a `zask-worker` that stopped with this error (see
+    /// `ShutdownReason::exit_code`; 1 for a failure).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            WorkerError::Shutdown(reason) => reason.exit_code(),
+            WorkerError::Failed(_) => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for WorkerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WorkerError::Shutdown(reason) => write!(f, "{reason}"),
+            WorkerError::Failed(message) => write!(f, "the worker failed: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for WorkerError {}
 
 /// A running worker. Dropping it stops it (gracefully: the scheduler is told).
 pub struct Worker {
@@ -80,18 +124,32 @@ pub struct Worker {
     stop: Arc<AtomicBool>,
     retire: Arc<AtomicBool>,
     waker: Waker,
-    thread: Option<JoinHandle<Result<(), String>>>,
+    thread: Option<JoinHandle<Result<(), WorkerError>>>,
 }
 
 impl Worker {
     pub fn start(config: WorkerConfig, registry: Registry) -> Result<Worker, String> {
-        let scheduler = Endpoint::parse(&config.scheduler)?;
         let store = config.store.open().map_err(|e| e.to_string())?;
+        Worker::start_with_store(config, registry, store)
+    }
+
+    /// Starts a worker keeping its results in `store` (any `Store`; `config.store` is then
+    /// not used).
+    pub fn start_with_store(
+        config: WorkerConfig,
+        registry: Registry,
+        store: Box<dyn Store>,
+    ) -> Result<Worker, String> {
+        // A panic in one of the worker's threads, outside a task, ends the process.
+        crate::fatal::install();
+        let scheduler = Endpoint::parse(&config.scheduler)?;
         let ctx = zmq::Context::new();
         let to_scheduler = ctx.socket(zmq::DEALER).map_err(|e| e.to_string())?;
         let peers = ctx.socket(zmq::ROUTER).map_err(|e| e.to_string())?;
-        net::configure(&to_scheduler, config.max_message_bytes).map_err(|e| e.to_string())?;
-        net::configure(&peers, config.max_message_bytes).map_err(|e| e.to_string())?;
+        let hwm = config.queue_max_messages;
+        for s in [&to_scheduler, &peers] {
+            net::configure_bounded(s, config.max_message_bytes, hwm).map_err(|e| e.to_string())?;
+        }
         let host = config.host.clone().unwrap_or_else(|| {
             if scheduler.is_loopback() {
                 "127.0.0.1".into()
@@ -126,6 +184,8 @@ impl Worker {
             // No prefetch: a task queued in the pool would start before the report of the one
             // before it leaves, and a crash would then blame (and lose) the finished task.
             pool_queue: 0,
+            // Negative: ZeroMQ's "no limit".
+            max_message_bytes: u64::try_from(config.max_message_bytes).unwrap_or(u64::MAX),
         });
         let (waker, wake_rx) = net::waker().map_err(|e| e.to_string())?;
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
@@ -152,14 +212,13 @@ impl Worker {
             core,
             clock: Clock::start(),
             max_message_bytes: config.max_message_bytes,
+            queue_max_messages: config.queue_max_messages,
             zero: config.zero,
         };
         let thread = {
             let stop = stop.clone();
             let retire = retire.clone();
-            std::thread::Builder::new()
-                .name("zask-worker".into())
-                .spawn(move || io.run(wake_rx, stop, retire))
+            crate::fatal::spawn_service("zask-worker", move || io.run(wake_rx, stop, retire))
                 .map_err(|e| e.to_string())?
         };
         Ok(Worker {
@@ -181,12 +240,12 @@ impl Worker {
         &self.address
     }
 
-    /// Blocks until the worker stops (closed or rejected by the scheduler).
-    pub fn wait(mut self) -> Result<(), String> {
+    /// Blocks until the worker stops: `Ok` when the scheduler closed it, else why it stopped.
+    pub fn wait(mut self) -> Result<(), WorkerError> {
         match self.thread.take() {
             Some(t) => t
                 .join()
-                .unwrap_or_else(|_| Err("worker thread panicked".into())),
+                .unwrap_or_else(|_| Err(WorkerError::Failed("worker thread panicked".into()))),
             None => Ok(()),
         }
     }
@@ -221,6 +280,15 @@ impl Drop for Worker {
     }
 }
 
+/// The end of the IO thread when the core says stop: closed is a normal end.
+fn stopped(reason: ShutdownReason) -> Result<(), WorkerError> {
+    info!("worker stopping: {reason}");
+    match reason {
+        ShutdownReason::Closed => Ok(()),
+        other => Err(WorkerError::Shutdown(other)),
+    }
+}
+
 /// How long a retiring worker waits for the scheduler's `Close` before leaving anyway (longer
 /// than the scheduler's own retire timeout).
 const RETIRE_WAIT_MS: u64 = 3_000;
@@ -237,6 +305,7 @@ struct WorkerIo {
     core: WorkerCore,
     clock: Clock,
     max_message_bytes: i64,
+    queue_max_messages: i32,
     zero: bool,
 }
 
@@ -246,10 +315,10 @@ impl WorkerIo {
         wake: net::WakeReceiver,
         stop: Arc<AtomicBool>,
         retire: Arc<AtomicBool>,
-    ) -> Result<(), String> {
+    ) -> Result<(), WorkerError> {
         self.core.register(self.clock.now_ms());
         if let Some(reason) = self.execute_commands() {
-            return Err(reason);
+            return stopped(reason);
         }
         // Set once the worker asked to retire: it leaves by then even without an answer.
         let mut retire_by: Option<u64> = None;
@@ -288,7 +357,7 @@ impl WorkerIo {
                     items.push(self.peer_sockets[a].as_poll_item(zmq::POLLIN));
                 }
                 if let Err(e) = net::poll(&mut items, timeout) {
-                    return Err(format!("poll failed: {e}"));
+                    return Err(WorkerError::Failed(format!("poll failed: {e}")));
                 }
                 items.iter().map(|i| i.is_readable()).collect::<Vec<bool>>()
             };
@@ -318,12 +387,7 @@ impl WorkerIo {
             }
             self.core.tick(now);
             if let Some(reason) = self.execute_commands() {
-                info!("worker stopping: {reason}");
-                return if reason.starts_with("closed") {
-                    Ok(())
-                } else {
-                    Err(reason)
-                };
+                return stopped(reason);
             }
         }
     }
@@ -397,7 +461,7 @@ impl WorkerIo {
     }
 
     /// Carries out the core's commands; returns a reason if the worker must stop.
-    fn execute_commands(&mut self) -> Option<String> {
+    fn execute_commands(&mut self) -> Option<ShutdownReason> {
         // Carrying out a command can feed the core an event (a task that fails before reaching
         // the pool), so go on until the core has nothing more to say.
         loop {
@@ -411,7 +475,7 @@ impl WorkerIo {
         }
     }
 
-    fn execute_batch(&mut self, commands: Vec<WorkerCommand>) -> Option<String> {
+    fn execute_batch(&mut self, commands: Vec<WorkerCommand>) -> Option<ShutdownReason> {
         for cmd in commands {
             match cmd {
                 WorkerCommand::ToScheduler { msg, frames } => {
@@ -470,7 +534,11 @@ impl WorkerIo {
                 }
                 WorkerCommand::Store { key, frame } => {
                     if let Err(e) = self.store.set(&key.to_store_key(), frame) {
-                        error!("store write of {key:?} failed: {e}");
+                        // Never a silent success: the core takes the value back.
+                        let now = self.clock.now_ms();
+                        let error = e.to_string();
+                        self.core
+                            .handle(now, WorkerEvent::StoreFailed { key, error });
                     }
                 }
                 WorkerCommand::Delete(keys) => {
@@ -544,8 +612,13 @@ impl WorkerIo {
     }
 
     fn send_scheduler(&self, msg: &FromWorker, frames: Vec<Frame>) {
-        if let Err(e) = net::send(&self.to_scheduler, None, encode(msg), frames) {
-            warn!("could not send to the scheduler: {e}");
+        match net::send(&self.to_scheduler, None, encode(msg), frames) {
+            Ok(()) => {}
+            Err(zmq::Error::EAGAIN) => error!(
+                "the queue to the scheduler is full (it has not read {} messages): message dropped",
+                self.queue_max_messages
+            ),
+            Err(e) => warn!("could not send to the scheduler: {e}"),
         }
     }
 
@@ -553,7 +626,8 @@ impl WorkerIo {
         if !self.peer_sockets.contains_key(address) {
             Endpoint::parse(address)?;
             let s = self.ctx.socket(zmq::DEALER).map_err(|e| e.to_string())?;
-            net::configure(&s, self.max_message_bytes).map_err(|e| e.to_string())?;
+            net::configure_bounded(&s, self.max_message_bytes, self.queue_max_messages)
+                .map_err(|e| e.to_string())?;
             s.connect(address).map_err(|e| e.to_string())?;
             self.peer_sockets.insert(address.to_owned(), s);
         }

@@ -113,6 +113,30 @@ impl Proc {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Waits (bounded by `within`) for the process to end and returns how it ended, or panics
+    /// naming the process.
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{} still running after {within:?}\n{}",
+                    self.name,
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the process wrote on stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// SIGKILL, then reap.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -153,6 +177,9 @@ pub struct ClusterOptions {
     /// starts, and kills on `kill_worker`, is then the nanny; the worker is its child, whose pid
     /// the scheduler reports (`client.workers()`).
     pub nanny: bool,
+    /// Workers offer the test functions (`zask-worker --test-functions`: `exit_process`,
+    /// `counted_inc`, `wait_for_file`, `alloc`, `fail_with_length`).
+    pub test_functions: bool,
 }
 
 impl Default for ClusterOptions {
@@ -163,6 +190,7 @@ impl Default for ClusterOptions {
             worker_args: vec![],
             scheduler_args: vec![],
             nanny: false,
+            test_functions: false,
         }
     }
 }
@@ -191,6 +219,12 @@ impl ClusterOptions {
     /// Workers run under a nanny (see `ClusterOptions::nanny`).
     pub fn with_nanny(mut self) -> Self {
         self.nanny = true;
+        self
+    }
+
+    /// Workers offer the test functions (see `ClusterOptions::test_functions`).
+    pub fn with_test_functions(mut self) -> Self {
+        self.test_functions = true;
         self
     }
 
@@ -283,6 +317,9 @@ impl TestCluster {
             // Bare workers: the pid tests see and kill is the worker's own.
             args.push("--no-nanny".to_owned());
         }
+        if self.options.test_functions {
+            args.push("--test-functions".to_owned());
+        }
         let dir = self.dir.path().display().to_string();
         args.extend(
             self.options
@@ -363,6 +400,13 @@ impl TestCluster {
 
     pub fn scheduler_pid(&self) -> Option<u32> {
         self.scheduler.as_ref().map(|s| s.pid())
+    }
+
+    /// The process of worker `i` (under a nanny: the nanny), unless it was killed.
+    pub fn worker_proc(&mut self, i: usize) -> &mut Proc {
+        self.workers[i]
+            .as_mut()
+            .expect("a worker that was not killed")
     }
 
     /// Whether worker `i` is still running.

@@ -6,7 +6,7 @@ use log::{debug, warn};
 use super::tasks::{task_failure, TaskId, TaskState};
 use super::{SchedulerCore, WorkerId};
 use crate::graph::Key;
-use crate::protocol::{FinishedTask, Frame, RequestError, TaskError, ToWorker};
+use crate::protocol::{cut_text, FinishedTask, Frame, RequestError, TaskError, ToWorker};
 
 impl SchedulerCore {
     /// Makes `roots` and everything they need (and that is not in memory) active.
@@ -180,6 +180,11 @@ impl SchedulerCore {
                 self.push_release(w, vec![f.key]);
                 return;
             }
+        }
+        // (Delivering the value may have ended the last computation and forgotten the task.)
+        if self.tasks.exists(t) && self.tasks.get(t).replicas > 1 {
+            // Back after a loss (or computed for the first time): copies again.
+            self.top_up_replicas(t);
         }
         self.maybe_release(t);
     }
@@ -373,6 +378,9 @@ impl SchedulerCore {
             if self.tasks.get(d).who_has.contains(&w) {
                 self.not_held(w, vec![dependency.clone()]);
             }
+        }
+        // `not_held` may have forgotten the dependency: look it up again.
+        if let Some(d) = self.tasks.id(dependency) {
             let named: Vec<WorkerId> = self
                 .tasks
                 .get(d)
@@ -465,19 +473,6 @@ impl SchedulerCore {
             }
         }
     }
-}
-
-/// `text` cut to at most `max` bytes (on a character boundary), the cut marked with how much
-/// was left out.
-pub(super) fn cut_text(text: String, max: usize) -> String {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… [cut: {} more bytes]", &text[..end], text.len() - end)
 }
 
 impl SchedulerCore {

@@ -92,7 +92,7 @@ impl Default for CoreConfig {
             journal: false,
             recovery_grace_ms: 1_500,
             max_message_bytes: (2u64 << 30) - 1,
-            task_error_bytes_max: 4096,
+            task_error_bytes_max: crate::protocol::TASK_ERROR_BYTES_MAX,
             instance_token: 0,
             address_to_workers: String::new(),
             address_to_clients: String::new(),
@@ -209,7 +209,8 @@ const MAX_HELD_REGISTRATIONS: usize = 64;
 struct PendingReplication {
     client: FrameIdentity,
     request: u64,
-    tasks: Vec<TaskId>,
+    /// With their wire keys: an id may be reused once its task is forgotten.
+    tasks: Vec<(TaskId, Key)>,
 }
 
 /// A `restart` waiting for the restarted workers to register again.
@@ -382,6 +383,10 @@ impl SchedulerCore {
 
     /// Runs the decision pass if needed and returns everything to send, in order.
     pub fn take_commands(&mut self) -> Vec<Command> {
+        if !self.replications.is_empty() {
+            // Values can be released or fail anywhere in a batch: answer what became moot.
+            self.check_replications();
+        }
         if self.needs_scheduling {
             self.needs_scheduling = false;
             self.schedule();
@@ -650,8 +655,9 @@ impl SchedulerCore {
     fn replicate(&mut self, client: FrameIdentity, request: u64, keys: Vec<Key>, replicas: u32) {
         let mut ids = Vec::with_capacity(keys.len());
         for k in &keys {
+            // A named value being recomputed (its holders died) is replicated once it is back.
             match self.names.get(k) {
-                Some(t) if self.tasks.get(t).state == TaskState::Memory => ids.push(t),
+                Some(t) if self.tasks.get(t).state != TaskState::Erred => ids.push(t),
                 _ => {
                     let error = RequestError::NotFound { key: k.clone() };
                     self.reply(&client, ToClient::Failed { request, error });
@@ -663,10 +669,14 @@ impl SchedulerCore {
             self.tasks.get_mut(t).replicas = replicas;
             self.top_up_replicas(t);
         }
+        let tasks = ids
+            .into_iter()
+            .map(|t| (t, self.tasks.get(t).key.clone()))
+            .collect();
         self.replications.push(PendingReplication {
             client,
             request,
-            tasks: ids,
+            tasks,
         });
         self.check_replications();
     }
@@ -805,15 +815,22 @@ impl SchedulerCore {
         }
     }
 
+    /// Answers the `replicate` requests whose copies exist, or whose values are gone (released,
+    /// failed) so that no copy will ever come.
     pub(super) fn check_replications(&mut self) {
         let workers = self.workers.iter().count();
         let mut done = Vec::new();
         self.replications.retain(|r| {
-            let complete = r.tasks.iter().all(|t| {
-                !self.tasks.exists(*t) || {
-                    let task = self.tasks.get(*t);
-                    task.state != TaskState::Memory
-                        || task.who_has.len() >= (task.replicas as usize).min(workers)
+            let complete = r.tasks.iter().all(|(t, key)| {
+                if !self.tasks.exists(*t) || self.tasks.get(*t).key != *key {
+                    return true;
+                }
+                let task = self.tasks.get(*t);
+                match task.state {
+                    TaskState::Memory => {
+                        task.who_has.len() >= (task.replicas as usize).min(workers)
+                    }
+                    state => !state.is_active(),
                 }
             });
             if complete {

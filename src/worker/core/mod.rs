@@ -3,8 +3,10 @@
 //! thread, channel, disk or clock: the runner does the effects and passes `now` in.
 
 use std::collections::VecDeque;
+use std::fmt;
 
 use rustc_hash::FxHashMap as HashMap;
+use serde::{Deserialize, Serialize};
 
 use log::{debug, warn};
 
@@ -12,11 +14,55 @@ use crate::graph::Key;
 use crate::protocol::codec::{spec_hash, SCATTERED, UNKNOWN_ORIGIN};
 use crate::protocol::{
     ComputeTask, ErredTask, FinishedTask, Frame, FrameIdentity, FromWorker, HeldKey, PeerReply,
-    PeerRequest, TaskError, ToWorker, WorkerRegistration,
+    PeerRequest, RejectReason, TaskError, ToWorker, WorkerRegistration,
 };
 
-/// How a shutdown for a vanished scheduler starts, so the runner can tell it apart.
-pub const SCHEDULER_GONE: &str = "the scheduler is gone";
+/// Why the worker stops on its own. A nanny decides from this (told through a channel of its
+/// own, never from an exit code a task could also choose) whether starting the worker again
+/// can help.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ShutdownReason {
+    /// The scheduler sent `Close`: the worker's retirement is complete.
+    Closed,
+    /// The scheduler refused the registration; the same worker would be refused again.
+    Rejected(RejectReason),
+    /// No word from the scheduler for longer than the death timeout.
+    SchedulerGone {
+        silent_ms: u64,
+        death_timeout_ms: u64,
+    },
+}
+
+impl ShutdownReason {
+    /// The exit code of a `zask-worker` that stopped for this reason: 0 closed, 3 scheduler
+    /// gone, 4 rejected (1 is any other failure). For scripts; no nanny looks at it.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ShutdownReason::Closed => 0,
+            ShutdownReason::SchedulerGone { .. } => 3,
+            ShutdownReason::Rejected(_) => 4,
+        }
+    }
+}
+
+impl fmt::Display for ShutdownReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ShutdownReason::Closed => write!(f, "closed by the scheduler"),
+            ShutdownReason::Rejected(reason) => {
+                write!(f, "the scheduler rejected this worker: {reason}")
+            }
+            ShutdownReason::SchedulerGone {
+                silent_ms,
+                death_timeout_ms,
+            } => write!(
+                f,
+                "the scheduler is gone: no word from it for {silent_ms} ms \
+                 (death timeout {death_timeout_ms} ms)"
+            ),
+        }
+    }
+}
 
 /// Settings of the worker's logic.
 #[derive(Clone, Debug)]
@@ -34,6 +80,19 @@ pub struct WorkerCoreConfig {
     /// Tasks handed to the thread pool beyond its thread count, so a thread finishing a short
     /// task finds the next one queued instead of waiting for this loop to send it.
     pub pool_queue: usize,
+    /// The largest message part this worker's sockets accept (`--max-message-bytes`). A result
+    /// bigger than this, or than the scheduler's limit (`Registered`), fails its task: it
+    /// could never travel to the scheduler, to a client or to a peer.
+    pub max_message_bytes: u64,
+}
+
+/// `keys` without repeats, in first-seen order: a request listing a key many times is
+/// answered with it once.
+fn distinct(keys: Vec<Key>) -> Vec<Key> {
+    let mut seen = rustc_hash::FxHashSet::default();
+    keys.into_iter()
+        .filter(|k| seen.insert(k.clone()))
+        .collect()
 }
 
 #[derive(Debug)]
@@ -55,6 +114,11 @@ pub enum WorkerEvent {
     Executed {
         key: Key,
         result: Result<u64, TaskError>,
+    },
+    /// A `Store` command failed: the value is not in the store, whatever the core believed.
+    StoreFailed {
+        key: Key,
+        error: String,
     },
 }
 
@@ -95,9 +159,9 @@ pub enum WorkerCommand {
         spec: Vec<u8>,
         dependencies: Vec<Key>,
     },
-    /// Stop the worker (closed or rejected by the scheduler).
+    /// Stop the worker (closed or rejected by the scheduler, or the scheduler is gone).
     Shutdown {
-        reason: String,
+        reason: ShutdownReason,
     },
 }
 
@@ -168,13 +232,14 @@ pub struct WorkerCore {
     registering_since: Option<u64>,
     last_heard_ms: u64,
     now_ms: u64,
+    /// The largest result that can travel: the smaller of our own and the scheduler's limit.
+    result_bytes_max: u64,
 }
 
 impl WorkerCore {
     pub fn new(config: WorkerCoreConfig) -> WorkerCore {
         let nthreads = config.registration.nthreads.max(1) as usize;
         WorkerCore {
-            config,
             nthreads,
             tasks: HashMap::default(),
             ready: VecDeque::new(),
@@ -190,7 +255,14 @@ impl WorkerCore {
             registering_since: None,
             last_heard_ms: 0,
             now_ms: 0,
+            result_bytes_max: config.max_message_bytes,
+            config,
         }
+    }
+
+    /// The largest result this worker accepts now (see `WorkerCoreConfig::max_message_bytes`).
+    pub fn result_bytes_max(&self) -> u64 {
+        self.result_bytes_max
     }
 
     /// The registration message, with the keys the store holds now.
@@ -225,7 +297,7 @@ impl WorkerCore {
                     self.commands.push(WorkerCommand::SendDataToPeer {
                         peer,
                         request,
-                        keys,
+                        keys: distinct(keys),
                     });
                 }
             },
@@ -235,6 +307,7 @@ impl WorkerCore {
                 frames,
             } => self.peer_answered(address, msg, frames),
             WorkerEvent::Executed { key, result } => self.executed(key, result),
+            WorkerEvent::StoreFailed { key, error } => self.store_failed(key, error),
         }
     }
 
@@ -244,10 +317,10 @@ impl WorkerCore {
         let silent = self.now_ms.saturating_sub(self.last_heard_ms);
         if silent > self.config.death_timeout_ms {
             self.commands.push(WorkerCommand::Shutdown {
-                reason: format!(
-                    "{SCHEDULER_GONE}: no word from it for {silent} ms (death timeout {} ms)",
-                    self.config.death_timeout_ms
-                ),
+                reason: ShutdownReason::SchedulerGone {
+                    silent_ms: silent,
+                    death_timeout_ms: self.config.death_timeout_ms,
+                },
             });
             return;
         }
@@ -324,13 +397,23 @@ impl WorkerCore {
         self.last_heard_ms = self.now_ms;
         match msg {
             ToWorker::HeartbeatAck => {}
-            ToWorker::Registered { .. } => {
+            ToWorker::Registered { max_message_bytes } => {
                 self.registering_since = None;
-                debug!("registered with the scheduler")
+                // 0: a scheduler that states no limit.
+                let theirs = if max_message_bytes == 0 {
+                    u64::MAX
+                } else {
+                    max_message_bytes
+                };
+                self.result_bytes_max = self.config.max_message_bytes.min(theirs);
+                debug!(
+                    "registered with the scheduler; results up to {} bytes",
+                    self.result_bytes_max
+                )
             }
             ToWorker::Rejected { reason } => {
                 self.commands.push(WorkerCommand::Shutdown {
-                    reason: format!("the scheduler rejected this worker: {reason}"),
+                    reason: ShutdownReason::Rejected(reason),
                 });
             }
             ToWorker::Error { message } => {
@@ -344,7 +427,7 @@ impl WorkerCore {
                 }
             }
             ToWorker::Close => self.commands.push(WorkerCommand::Shutdown {
-                reason: "closed by the scheduler".into(),
+                reason: ShutdownReason::Closed,
             }),
             ToWorker::Compute(tasks) => {
                 for t in tasks {
@@ -361,8 +444,10 @@ impl WorkerCore {
             ToWorker::Reset => self.reset(),
             ToWorker::Restart => warn!("a restart request reached a worker, not its nanny"),
             ToWorker::GetData { request, keys } => {
-                self.commands
-                    .push(WorkerCommand::SendDataToScheduler { request, keys });
+                self.commands.push(WorkerCommand::SendDataToScheduler {
+                    request,
+                    keys: distinct(keys),
+                });
             }
             ToWorker::CheckHeld { keys } => {
                 let keys: Vec<Key> = keys
@@ -599,7 +684,32 @@ impl WorkerCore {
         debug!("executed {key:?}: {result:?}");
         self.executing = self.executing.saturating_sub(1);
         let Some(task) = self.tasks.remove(&key) else {
+            // Forgotten while it ran (its input could not be stored): its thread is free.
+            self.start_ready();
             return;
+        };
+        let result = match result {
+            Ok(nbytes) if nbytes > self.result_bytes_max => {
+                // Stored already by the runner: it must go, and the task fails now rather
+                // than its value being dropped on the way (which would leave a client or a
+                // peer waiting for it).
+                self.commands.push(WorkerCommand::Delete(vec![key.clone()]));
+                Err(TaskError {
+                    kind: crate::protocol::TaskErrorKind::Failed,
+                    message: format!(
+                        "the result is {nbytes} bytes, more than the message limit of {} \
+                         bytes (max_message_bytes of the worker or the scheduler): it could \
+                         not be sent anywhere",
+                        self.result_bytes_max
+                    ),
+                })
+            }
+            Err(mut error) => {
+                error.message =
+                    crate::protocol::cut_text(error.message, crate::protocol::TASK_ERROR_BYTES_MAX);
+                Err(error)
+            }
+            ok => ok,
         };
         match result {
             Ok(nbytes) if task.released => {
@@ -622,6 +732,44 @@ impl WorkerCore {
                 self.erred.push(ErredTask { key, error });
                 self.drop_orphans(task.fetched);
             }
+        }
+        self.start_ready();
+    }
+
+    /// A value could not be written to the store: nobody is told it is here. Scattered data
+    /// was (or is about to be) confirmed with `Stored`; `NotHeld` follows, so the scheduler
+    /// counts it lost (and fails whoever needs it, naming it) rather than sending readers here.
+    /// A copy fetched from a peer: the tasks waiting for it fail, naming the store's error.
+    fn store_failed(&mut self, key: Key, error: String) {
+        warn!("store write of {key:?} failed: {error}");
+        let Some(held) = self.data.remove(&key) else {
+            return;
+        };
+        if held.origin == SCATTERED {
+            self.commands.push(WorkerCommand::ToScheduler {
+                msg: FromWorker::NotHeld { keys: vec![key] },
+                frames: vec![],
+            });
+            return;
+        }
+        // Dependents may be executing already: their `Execute` left in the same batch as the
+        // failed write. They are forgotten here and fail with this error; their own failure
+        // ("not in the store"), which follows, then only frees their thread.
+        let dependents: Vec<Key> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.dependencies.contains(&key))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for t in dependents {
+            self.drop_task(&t);
+            self.erred.push(ErredTask {
+                key: t,
+                error: TaskError {
+                    kind: crate::protocol::TaskErrorKind::Failed,
+                    message: format!("could not store input {key:?} fetched from a peer: {error}"),
+                },
+            });
         }
         self.start_ready();
     }

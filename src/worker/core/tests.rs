@@ -6,7 +6,7 @@
 use super::*;
 use crate::graph::Expr;
 use crate::protocol::codec::{decode, encode, encode_plain, encode_value};
-use crate::protocol::{TaskErrorKind, PROTOCOL_VERSION};
+use crate::protocol::{cut_text, TaskErrorKind, PROTOCOL_VERSION, TASK_ERROR_BYTES_MAX};
 use crate::value::Value;
 
 const ME: &str = "tcp://me:1";
@@ -31,6 +31,7 @@ fn config(nthreads: u32) -> WorkerCoreConfig {
         fetch_timeout_ms: 5000,
         death_timeout_ms: 60_000,
         pool_queue: 0,
+        max_message_bytes: 1000,
     }
 }
 
@@ -148,7 +149,7 @@ impl Harness {
                 msg: decode(&encode(&msg)).unwrap(),
                 frames,
             },
-            executed @ WorkerEvent::Executed { .. } => executed,
+            local @ (WorkerEvent::Executed { .. } | WorkerEvent::StoreFailed { .. }) => local,
         };
         self.core.handle(self.now, event);
     }
@@ -1035,8 +1036,17 @@ fn rejected_shuts_the_worker_down_with_the_reason() {
         WorkerCommand::Shutdown { reason } => Ok(reason),
         c => Err(c),
     });
-    assert_eq!(shutdowns.len(), 1);
-    assert!(shutdowns[0].contains("protocol version 9"), "{shutdowns:?}");
+    assert_eq!(
+        shutdowns,
+        vec![ShutdownReason::Rejected(
+            crate::protocol::RejectReason::ProtocolVersion {
+                scheduler: 2,
+                worker: 9
+            }
+        )]
+    );
+    assert!(shutdowns[0].to_string().contains("protocol version 9"));
+    assert_eq!(shutdowns[0].exit_code(), 4);
     h.assert_quiet();
 }
 
@@ -1044,10 +1054,12 @@ fn rejected_shuts_the_worker_down_with_the_reason() {
 fn close_shuts_the_worker_down() {
     let mut h = Harness::new(1);
     h.scheduler_sends(ToWorker::Close, vec![]);
-    assert!(matches!(
-        &h.take_all()[..],
-        [WorkerCommand::Shutdown { .. }]
-    ));
+    assert_eq!(
+        h.take_all(),
+        vec![WorkerCommand::Shutdown {
+            reason: ShutdownReason::Closed
+        }]
+    );
     h.assert_quiet();
 }
 
@@ -1214,7 +1226,219 @@ fn the_worker_stops_after_the_death_timeout_without_word_from_the_scheduler() {
     h.tick(119_600);
     let stop = h.take_all();
     assert!(
-        matches!(&stop[..], [WorkerCommand::Shutdown { reason }] if reason.starts_with(SCHEDULER_GONE)),
+        matches!(
+            &stop[..],
+            [WorkerCommand::Shutdown {
+                reason: ShutdownReason::SchedulerGone {
+                    death_timeout_ms: 60_000,
+                    ..
+                }
+            }]
+        ),
         "{stop:?}"
     );
+}
+
+// --- Bounds ----------------------------------------------------------------------------------
+
+#[test]
+fn a_result_over_the_message_limit_fails_its_task_naming_its_size_and_the_limit() {
+    // Our own limit is 1000 bytes (see `config`); the scheduler's is smaller.
+    let mut h = Harness::new(1);
+    assert_eq!(h.core.result_bytes_max(), 1000);
+    h.scheduler_sends(
+        ToWorker::Registered {
+            max_message_bytes: 500,
+        },
+        vec![],
+    );
+    assert_eq!(h.core.result_bytes_max(), 500);
+    h.compute(vec![task("big", &[], true), task("fits", &[], true)]);
+    assert_eq!(h.take_executes(), keys(&["big"]));
+    h.executed("big", Ok(501));
+    // The stored value goes, and the task fails at once.
+    assert_eq!(h.take_deletes(), vec![keys(&["big"])]);
+    let sent = h.take_sent();
+    let [FromWorker::Erred(erred)] = &sent[..] else {
+        panic!("expected one Erred, got {sent:?}");
+    };
+    assert_eq!(erred.len(), 1);
+    assert_eq!(erred[0].key, k("big"));
+    let message = &erred[0].error.message;
+    assert!(message.contains("501 bytes"), "{message}");
+    assert!(message.contains("limit of 500 bytes"), "{message}");
+    assert!(!h.core.holds(&k("big")));
+    // Exactly at the limit is fine.
+    assert_eq!(h.take_executes(), keys(&["fits"]));
+    assert_eq!(h.run("fits", 500), vec![finished("fits", 500, &[], true)]);
+    h.assert_quiet();
+    // A scheduler that states no limit (0) leaves ours.
+    h.scheduler_sends(
+        ToWorker::Registered {
+            max_message_bytes: 0,
+        },
+        vec![],
+    );
+    assert_eq!(h.core.result_bytes_max(), 1000);
+    h.assert_quiet();
+}
+
+#[test]
+fn a_very_long_task_error_is_cut_before_it_leaves_the_worker() {
+    let mut h = Harness::new(1);
+    h.compute(vec![task("a", &[], true)]);
+    h.take_executes();
+    h.executed("a", Err(failure(&"é".repeat(50_000))));
+    let sent = h.take_sent();
+    let [FromWorker::Erred(erred)] = &sent[..] else {
+        panic!("expected one Erred, got {sent:?}");
+    };
+    let message = &erred[0].error.message;
+    // The marker "… [cut: N more bytes]" is 27 bytes here; what is kept of the two-byte
+    // characters fills the rest of the 4096 bytes: 2034 of them (4068 bytes).
+    assert_eq!(
+        *message,
+        format!("{}… [cut: 95932 more bytes]", "é".repeat(2034))
+    );
+    assert!(message.len() <= TASK_ERROR_BYTES_MAX);
+    // A short one is untouched.
+    assert_eq!(cut_text("short".into(), TASK_ERROR_BYTES_MAX), "short");
+    h.assert_quiet();
+}
+
+#[test]
+fn a_key_listed_many_times_in_a_data_request_is_served_once() {
+    let mut h = Harness::new(1);
+    h.scheduler_sends(
+        ToWorker::GetData {
+            request: 7,
+            keys: keys(&["a", "b", "a", "a", "b"]),
+        },
+        vec![],
+    );
+    assert_eq!(
+        h.take_all(),
+        vec![WorkerCommand::SendDataToScheduler {
+            request: 7,
+            keys: keys(&["a", "b"]),
+        }]
+    );
+    let mut many = vec![k("x"); 10_000];
+    many.push(k("y"));
+    h.step(WorkerEvent::FromPeer {
+        peer: b"peer-9".to_vec(),
+        msg: PeerRequest::GetData {
+            request: 3,
+            keys: many,
+        },
+    });
+    assert_eq!(
+        h.take_all(),
+        vec![WorkerCommand::SendDataToPeer {
+            peer: b"peer-9".to_vec(),
+            request: 3,
+            keys: keys(&["x", "y"]),
+        }]
+    );
+    h.assert_quiet();
+}
+
+// --- Store failures --------------------------------------------------------------------------
+
+#[test]
+fn a_scattered_value_the_store_failed_to_write_is_reported_not_held() {
+    let mut h = Harness::new(1);
+    h.put_data(5, &[("a", frame(1)), ("b", frame(2))]);
+    assert_eq!(h.take_stores().len(), 2);
+    assert_eq!(h.take_sent(), vec![FromWorker::Stored { request: 5 }]);
+    // The runner's write of "a" failed.
+    h.step(WorkerEvent::StoreFailed {
+        key: k("a"),
+        error: "disk full".into(),
+    });
+    assert_eq!(
+        h.take_sent(),
+        vec![FromWorker::NotHeld { keys: keys(&["a"]) }]
+    );
+    assert!(!h.core.holds(&k("a")));
+    assert!(h.core.holds(&k("b")));
+    // Asked later, it says so again.
+    h.scheduler_sends(
+        ToWorker::CheckHeld {
+            keys: keys(&["a", "b"]),
+        },
+        vec![],
+    );
+    assert_eq!(
+        h.take_sent(),
+        vec![FromWorker::NotHeld { keys: keys(&["a"]) }]
+    );
+    h.assert_quiet();
+}
+
+#[test]
+fn a_fetched_input_the_store_failed_to_write_fails_the_tasks_waiting_for_it() {
+    let mut h = Harness::new(1);
+    h.compute(vec![
+        task("t", &[("d", &[P1]), ("e", &[P2])], true),
+        task("u", &[], true),
+    ]);
+    let fd = h
+        .take_fetches()
+        .into_iter()
+        .find(|f| f.keys == keys(&["d"]))
+        .expect("a fetch of d");
+    assert_eq!(h.take_executes(), keys(&["u"]));
+    h.peer_has(P1, fd.request, "d", frame(1));
+    assert_eq!(h.take_stores(), vec![(k("d"), frame(1))]);
+    h.step(WorkerEvent::StoreFailed {
+        key: k("d"),
+        error: "disk full".into(),
+    });
+    let sent = h.take_sent();
+    let [FromWorker::Erred(erred)] = &sent[..] else {
+        panic!("expected one Erred, got {sent:?}");
+    };
+    assert_eq!(erred[0].key, k("t"));
+    assert_eq!(
+        erred[0].error.message,
+        "could not store input \"d\" fetched from a peer: disk full"
+    );
+    assert!(!h.core.holds(&k("d")));
+    // The deletion of the fetched copy (a no-op) is all that is left of "t".
+    assert_eq!(h.take_deletes(), vec![keys(&["d"])]);
+    assert_eq!(h.core.pending_tasks(), 1);
+    // The other task is untouched.
+    h.run("u", 1);
+    h.assert_quiet();
+}
+
+#[test]
+fn a_task_started_in_the_batch_whose_input_write_failed_fails_with_the_store_error() {
+    let mut h = Harness::new(1);
+    h.compute(vec![task("t", &[("d", &[P1])], true)]);
+    let request = h.take_one_fetch(P1, "d");
+    h.peer_has(P1, request, "d", frame(1));
+    // The write and the execution leave in one batch; the runner then finds the write failed.
+    assert_eq!(h.take_stores(), vec![(k("d"), frame(1))]);
+    assert_eq!(h.take_executes(), keys(&["t"]));
+    h.step(WorkerEvent::StoreFailed {
+        key: k("d"),
+        error: "disk full".into(),
+    });
+    let sent = h.take_sent();
+    let [FromWorker::Erred(erred)] = &sent[..] else {
+        panic!("expected one Erred, got {sent:?}");
+    };
+    assert_eq!(erred[0].key, k("t"));
+    assert!(erred[0].error.message.contains("disk full"));
+    h.take_deletes();
+    // Its thread is still busy until its own failure to find the input comes back, which
+    // frees the thread and says nothing more.
+    h.compute(vec![task("u", &[], true)]);
+    assert_eq!(h.take_executes(), Vec::<Key>::new());
+    h.executed("t", Err(failure("input \"d\" is not in the store")));
+    assert_eq!(h.take_executes(), keys(&["u"]));
+    h.run("u", 1);
+    h.assert_quiet();
 }
