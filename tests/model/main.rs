@@ -1330,7 +1330,7 @@ impl Model {
                     worker.life = Life::Running;
                     worker.next_heartbeat_ms = now;
                 }
-                Life::Running if worker.delayed.iter().any(|(at, _)| *at <= now) => {
+                Life::Running if worker.fetching.iter().any(|f| f.at <= now) => {
                     let out = worker.due(now);
                     let identity = worker.identity.clone();
                     self.worker_send(identity, out);

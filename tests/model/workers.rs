@@ -39,6 +39,14 @@ pub const FETCH_TIMEOUT_MS: u64 = 300;
 /// Messages a worker (or its nanny) sends to the scheduler.
 pub type Out = Vec<(FromWorker, Vec<Frame>)>;
 
+/// A task waiting for a fetch from a silent peer to time out.
+pub struct FetchTimeout {
+    pub at: u64,
+    pub dependency: Key,
+    pub task: ComputeTask,
+    pub report: Out,
+}
+
 /// How a peer answers a fetch.
 pub enum PeerAnswer {
     Has(Value),
@@ -60,8 +68,10 @@ pub struct ModelWorker {
     pub next_heartbeat_ms: u64,
     /// Its messages and tasks are picked less often.
     pub slow: bool,
-    /// Reports held back until a time (fetches from silent peers time out).
-    pub delayed: Vec<(u64, Out)>,
+    /// Tasks whose fetch from a silent peer is timing out: at the time, the task runs again
+    /// if the value arrived meanwhile (another task fetched it: a real worker fetches a key
+    /// once for all its tasks), else the report goes out.
+    pub fetching: Vec<FetchTimeout>,
     /// A registration is on its way: further "unknown worker" errors are about earlier
     /// messages.
     pub registering: bool,
@@ -95,7 +105,7 @@ impl ModelWorker {
             next_heartbeat_ms: 0,
             slow: false,
             registering: true,
-            delayed: Vec::new(),
+            fetching: Vec::new(),
         }
     }
 
@@ -127,11 +137,20 @@ impl ModelWorker {
         0x7a61_736b_0000_0000 | (self.slot as u64) << 16 | self.incarnation as u64
     }
 
-    /// The held-back reports due by `now`.
+    /// Fetches timing out by `now`: their reports, or their tasks back in the queue.
     pub fn due(&mut self, now: u64) -> Out {
-        let (due, later): (Vec<_>, Vec<_>) = self.delayed.drain(..).partition(|(at, _)| *at <= now);
-        self.delayed = later;
-        due.into_iter().flat_map(|(_, out)| out).collect()
+        let (due, later): (Vec<_>, Vec<_>) =
+            self.fetching.drain(..).partition(|f| f.at <= now);
+        self.fetching = later;
+        let mut out = Vec::new();
+        for f in due {
+            if self.store.contains_key(&f.dependency) {
+                self.queue.push_front(f.task);
+            } else {
+                out.extend(f.report);
+            }
+        }
+        out
     }
 
     pub fn handle(&mut self, msg: ToWorker, frames: Vec<Frame>) -> Result<Out, String> {
@@ -158,12 +177,14 @@ impl ModelWorker {
                     self.store.remove(k);
                 }
                 self.queue.retain(|t| !keys.contains(&t.key));
+                self.fetching.retain(|f| !keys.contains(&f.task.key));
                 vec![]
             }
             ToWorker::Ping => vec![(FromWorker::Heartbeat, vec![])],
             ToWorker::Reset => {
                 self.store.clear();
                 self.queue.clear();
+                self.fetching.clear();
                 vec![]
             }
             ToWorker::Restart => return Err("Restart sent to a worker, not to its nanny".into()),
@@ -209,6 +230,7 @@ impl ModelWorker {
                 self.registering = true;
                 self.store.clear();
                 self.queue.clear();
+                self.fetching.clear();
                 vec![(self.registration(), vec![])]
             }
             ToWorker::Close => {
@@ -254,7 +276,7 @@ impl ModelWorker {
                     for (k, _) in &fetched {
                         self.store.remove(k);
                     }
-                    let report = vec![(
+                    let report: Out = vec![(
                         FromWorker::MissingDependency {
                             key: task.key.clone(),
                             dependency: dep.clone(),
@@ -267,7 +289,12 @@ impl ModelWorker {
                         return Ok(report);
                     }
                     // A silent peer is given up on only after the fetch timeout.
-                    self.delayed.push((now + FETCH_TIMEOUT_MS, report));
+                    self.fetching.push(FetchTimeout {
+                        at: now + FETCH_TIMEOUT_MS,
+                        dependency: dep.clone(),
+                        task: task.clone(),
+                        report,
+                    });
                     return Ok(vec![]);
                 }
             }
