@@ -686,7 +686,7 @@ impl Model {
                 for (k, v) in keys.iter().zip(values) {
                     let named = Named::Value {
                         value: *v,
-                        scattered: true,
+                        fragile: true,
                     };
                     let id = self.book.writer_started(k, BTreeSet::from([named]));
                     writers.push((k.clone(), id));
@@ -777,7 +777,7 @@ impl Model {
                 .iter()
                 .map(|v| Named::Value {
                     value: *v,
-                    scattered: false,
+                    fragile: e.fragile,
                 })
                 .collect();
             writers.push((k.clone(), self.book.writer_started(k, named)));
@@ -838,9 +838,12 @@ impl Model {
                     let Value::Int(v) = values[i] else {
                         unreachable!("checked")
                     };
+                    let Expect::Submit(x) = &p.expect else {
+                        unreachable!("a submit")
+                    };
                     Some(BTreeSet::from([Named::Value {
                         value: v,
-                        scattered: false,
+                        fragile: x.fragile,
                     }]))
                 }
                 _ => None,
@@ -858,10 +861,11 @@ impl Model {
     fn explained(&self, p: &Pending, e: &RequestError, data: bool) -> bool {
         match e {
             RequestError::Restarted => self.restarts > p.restarts_at_handle,
-            // Scattered data lost with its holders: the name is left without a value. Either
-            // error says so; NotFound is accepted too (the key has no value on the cluster).
+            // Scattered data (or a value computed from it) lost with its holders: the name is
+            // left without a value. DataLost says so; NotFound is accepted too (the key has no
+            // value on the cluster any more).
             RequestError::DataLost { key, .. } | RequestError::NotFound { key } => {
-                data && self.losses > 0 && self.book.ever_scattered.contains(key)
+                data && self.losses > 0 && self.book.ever_fragile.contains(key)
             }
             // Kills, but also stalls and slowness (heartbeat or probe timeouts) take workers
             // down unexpectedly.

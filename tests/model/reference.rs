@@ -64,10 +64,11 @@ pub fn eval_expr(e: &Expr, lookup: &dyn Fn(&Key) -> Option<Value>) -> Result<Val
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Named {
     Unnamed,
-    /// `scattered`: the value has no lineage and is lost with its holders.
+    /// `fragile`: lost for good with its holders: scattered data (no lineage), or computed
+    /// from it.
     Value {
         value: i64,
-        scattered: bool,
+        fragile: bool,
     },
 }
 
@@ -88,9 +89,9 @@ pub struct NameBook {
     names: BTreeMap<Key, BTreeSet<Named>>,
     active: BTreeMap<Key, Vec<Writer>>,
     next_writer: u64,
-    /// Keys that held scattered data at some point: a loss of one may surface as `DataLost`
-    /// through any recomputation that needs it.
-    pub ever_scattered: BTreeSet<Key>,
+    /// Keys that named fragile values at some point: a loss of one may surface as
+    /// `DataLost` (or `NotFound`) through anything that needs it.
+    pub ever_fragile: BTreeSet<Key>,
 }
 
 impl NameBook {
@@ -117,12 +118,12 @@ impl NameBook {
             matches!(
                 v,
                 Named::Value {
-                    scattered: true,
+                    fragile: true,
                     ..
                 }
             )
         }) {
-            self.ever_scattered.insert(k.clone());
+            self.ever_fragile.insert(k.clone());
         }
         let names = self
             .names
@@ -194,6 +195,8 @@ pub struct Expected {
     /// A task error (the failing function) may name these: keys that fail, directly or
     /// through a dependency.
     pub failed: BTreeSet<Key>,
+    /// The graph uses a fragile named value: its results are fragile too.
+    pub fragile: bool,
 }
 
 /// Beyond this many combinations of referenced names the test is too loose to mean much; the
@@ -225,12 +228,19 @@ pub fn expect_graph(graph: &[(Key, Expr)], outputs: &[Key], book: &NameBook) -> 
             (k, o)
         })
         .collect();
+    let fragile = options.iter().any(|(_, o)| {
+        o.iter()
+            .any(|n| matches!(n, Named::Value { fragile: true, .. }))
+    });
     let total: usize = options.iter().map(|(_, o)| o.len()).product();
     assert!(
         total <= COMBINATIONS_MAX,
         "{total} combinations of named values: the workload is too loose"
     );
-    let mut out = Expected::default();
+    let mut out = Expected {
+        fragile,
+        ..Expected::default()
+    };
     for mut index in 0..total {
         let mut bound = BTreeMap::new();
         let mut unnamed = Vec::new();
