@@ -183,29 +183,45 @@ const OPS: [(&str, u64); 19] = [
     ("go_silent", 1),
 ];
 
-/// Which requests clients send. `ZASK_MODEL_WITHOUT=restart,replicate` leaves some out, so
-/// a known bug in one kind does not hide others (a seed replays only with the same list).
+/// Faults the model can leave out, by the same names.
+pub const FAULTS: [&str; 6] = ["kill", "stall", "retire", "lose", "slow", "fixed_names"];
+
+/// Which requests clients send and which faults happen. `ZASK_MODEL_WITHOUT=restart,stall`
+/// leaves some out, so a known bug in one does not hide others (a seed replays only with the
+/// same list).
 pub struct OpMix {
     weights: Vec<u64>,
+    without: Vec<String>,
 }
 
 impl OpMix {
     pub fn from_env() -> OpMix {
         let without = std::env::var("ZASK_MODEL_WITHOUT").unwrap_or_default();
-        let without: Vec<&str> = without.split(',').filter(|s| !s.is_empty()).collect();
+        let without: Vec<String> = without
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
         for w in &without {
             assert!(
-                OPS.iter().any(|(name, _)| name == w),
-                "ZASK_MODEL_WITHOUT: no request kind {w:?}; kinds: {:?}",
+                OPS.iter().any(|(name, _)| name == w) || FAULTS.contains(&w.as_str()),
+                "ZASK_MODEL_WITHOUT: no request kind or fault {w:?}; requests: {:?}, faults: {FAULTS:?}",
                 OPS.map(|(n, _)| n)
             );
         }
         OpMix {
             weights: OPS
                 .iter()
-                .map(|(name, w)| if without.contains(name) { 0 } else { *w })
+                .map(|(name, w)| if without.iter().any(|x| x == name) { 0 } else { *w })
                 .collect(),
+            without,
         }
+    }
+
+    /// Is this fault (one of `FAULTS`) part of the mix?
+    pub fn allows(&self, fault: &str) -> bool {
+        debug_assert!(FAULTS.contains(&fault));
+        !self.without.iter().any(|x| x == fault)
     }
 }
 
