@@ -114,15 +114,10 @@ impl NameBook {
     pub fn writer_started(&mut self, k: &Key, values: BTreeSet<Named>) -> u64 {
         self.next_writer += 1;
         let id = self.next_writer;
-        if values.iter().any(|v| {
-            matches!(
-                v,
-                Named::Value {
-                    fragile: true,
-                    ..
-                }
-            )
-        }) {
+        if values
+            .iter()
+            .any(|v| matches!(v, Named::Value { fragile: true, .. }))
+        {
             self.ever_fragile.insert(k.clone());
         }
         let names = self

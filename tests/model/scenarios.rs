@@ -9,7 +9,105 @@ use zask::protocol::FromWorker;
 
 use crate::workers::ModelWorker;
 use crate::workload::{call, collection, key, lit, r, ClientOp};
-use crate::{Link, Model};
+use zask::scheduler::core::SchedulerCore;
+
+use crate::{config, Link, Model, R};
+
+impl Model {
+    /// A model for a named scenario: `nworkers` workers (under nannies or not), registered,
+    /// and no client.
+    pub(crate) fn scenario(nworkers: usize, nannies: bool) -> Model {
+        let mut m = Model::new(0);
+        m.links.clear();
+        m.workers.clear();
+        m.clients.clear();
+        m.endpoints.clear();
+        m.by_address.clear();
+        m.core = SchedulerCore::new(config());
+        m.tracing = true;
+        for _ in 0..nworkers {
+            m.add_worker(nannies);
+        }
+        m.advance(1).expect("workers register");
+        m.pump_without_running().expect("workers register");
+        m
+    }
+
+    /// As `scenario`, with workers under nannies that restart them under the same name and
+    /// address.
+    pub(crate) fn scenario_fixed_names(nworkers: usize) -> Model {
+        let mut m = Model::new(0);
+        m.links.clear();
+        m.workers.clear();
+        m.clients.clear();
+        m.endpoints.clear();
+        m.by_address.clear();
+        m.core = SchedulerCore::new(config());
+        m.tracing = true;
+        for slot in 0..nworkers {
+            m.fixed_names.insert(slot, true);
+            m.add_worker(true);
+        }
+        m.advance(1).expect("workers register");
+        m.pump_without_running().expect("workers register");
+        m
+    }
+
+    /// Delivers what is in flight on one link only.
+    pub(crate) fn deliver_all_on(&mut self, link: Link) -> R {
+        while self.links.get(&link).is_some_and(|q| !q.is_empty()) {
+            self.deliver(link.clone())?;
+        }
+        Ok(())
+    }
+
+    /// A client for a scenario (it submits what it fetches only if told to).
+    pub(crate) fn new_client(&mut self) -> usize {
+        let c = self.add_client();
+        self.pump_without_running().expect("hello");
+        c
+    }
+
+    /// Worker `w` loses its copy of the value of `name` (whatever its wire key).
+    pub(crate) fn lose(&mut self, w: usize, name: &str) {
+        let name = Key::from(name);
+        let lost: Vec<Key> = self.workers[w]
+            .store
+            .keys()
+            .filter(|k| **k == name || matches!(k, Key::Tuple(p) if p.first() == Some(&name)))
+            .cloned()
+            .collect();
+        assert!(!lost.is_empty(), "worker {w} holds no {name:?}");
+        for k in lost {
+            self.workers[w].store.remove(&k);
+        }
+        self.losses += 1;
+    }
+
+    /// Sends a request in a scenario; returns its id.
+    pub(crate) fn request(&mut self, c: usize, op: ClientOp) -> u64 {
+        self.client_send(c, op).expect("a request")
+    }
+
+    /// Sends something that is not a request (goodbye, cancel).
+    pub(crate) fn request_nothing(&mut self, c: usize, op: ClientOp) {
+        assert!(self.client_send(c, op).is_none());
+    }
+
+    /// Delivers every message in flight, in a fixed order, without running any task: work
+    /// submitted stays in flight.
+    pub(crate) fn pump_without_running(&mut self) -> R {
+        while let Some(link) = self
+            .links
+            .iter()
+            .find(|(_, q)| !q.is_empty())
+            .map(|(l, _)| l.clone())
+        {
+            self.deliver(link)?;
+        }
+        Ok(())
+    }
+}
 
 fn graph(entries: &[(&str, Expr)]) -> Vec<(Key, Expr)> {
     entries.iter().map(|(k, e)| (key(k), e.clone())).collect()
@@ -376,8 +474,16 @@ fn worker_restarted_under_its_name_is_not_refused_after_a_zombie_registration() 
     ok(&mut m, step);
     let step = m.drain();
     ok(&mut m, step);
-    assert!(!m.clients[c].errors.contains_key(&restart), "{:?}", m.clients[c].errors);
+    assert!(
+        !m.clients[c].errors.contains_key(&restart),
+        "{:?}",
+        m.clients[c].errors
+    );
     let step = m.quiet_period();
     ok(&mut m, step);
-    assert_eq!(m.core.status().workers.len(), 2, "both restarted workers are back");
+    assert_eq!(
+        m.core.status().workers.len(),
+        2,
+        "both restarted workers are back"
+    );
 }

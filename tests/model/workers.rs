@@ -139,8 +139,7 @@ impl ModelWorker {
 
     /// Fetches timing out by `now`: their reports, or their tasks back in the queue.
     pub fn due(&mut self, now: u64) -> Out {
-        let (due, later): (Vec<_>, Vec<_>) =
-            self.fetching.drain(..).partition(|f| f.at <= now);
+        let (due, later): (Vec<_>, Vec<_>) = self.fetching.drain(..).partition(|f| f.at <= now);
         self.fetching = later;
         let mut out = Vec::new();
         for f in due {

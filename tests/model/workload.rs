@@ -212,7 +212,13 @@ impl OpMix {
         OpMix {
             weights: OPS
                 .iter()
-                .map(|(name, w)| if without.iter().any(|x| x == name) { 0 } else { *w })
+                .map(|(name, w)| {
+                    if without.iter().any(|x| x == name) {
+                        0
+                    } else {
+                        *w
+                    }
+                })
                 .collect(),
             without,
         }
