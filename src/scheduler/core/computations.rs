@@ -44,21 +44,30 @@ pub struct PutRequest {
 /// first. Nothing in the task table changes while it is worked out.
 pub(super) struct ResolvedGraph {
     tasks: Vec<NewTask>,
-    /// The wire key of every key the graph defines or uses.
-    wire: HashMap<Key, Key>,
+    /// The wire key of every key the graph defines or uses, and where its task is.
+    wire: HashMap<Key, (Key, Resolved)>,
+}
+
+/// Where a task of a resolved graph is: already in the task table, or the i-th of the graph's
+/// own tasks (which may turn out to be known too).
+#[derive(Clone, Copy)]
+enum Resolved {
+    Known(TaskId),
+    Local(usize),
 }
 
 struct NewTask {
-    name: Key,
     key: Key,
     spec: Box<[u8]>,
-    dependencies: Vec<Key>,
+    /// The same definition is in the task table already.
+    existing: Option<TaskId>,
+    dependencies: Vec<Resolved>,
 }
 
 impl ResolvedGraph {
     /// The wire key a key of this graph stands for.
     pub(super) fn wire_key(&self, name: &Key) -> Option<&Key> {
-        self.wire.get(name)
+        self.wire.get(name).map(|(key, _)| key)
     }
 }
 
@@ -117,52 +126,48 @@ impl SchedulerCore {
         let names = &self.names;
         let on_cluster = |k: &Key| names.get(k).is_some();
         let order = cull(&view, outputs, &on_cluster).map_err(RequestError::Graph)?;
-        let mut wire: HashMap<Key, Key> = HashMap::default();
-        for k in outputs.iter().filter(|k| !view.contains_key(k)) {
+        let mut wire: HashMap<Key, (Key, Resolved)> = HashMap::default();
+        let named = |k: &Key| {
             let t = self.names.get(k).expect("cull checked that it is named");
-            wire.insert(k.clone(), self.tasks.get(t).key.clone());
+            (self.tasks.get(t).key.clone(), Resolved::Known(t))
+        };
+        for k in outputs.iter().filter(|k| !view.contains_key(k)) {
+            wire.insert(k.clone(), named(k));
         }
-        let mut taken: HashSet<Key> = HashSet::default();
         let mut tasks = Vec::with_capacity(order.len());
         for name in order {
             let expr = view[name];
             let mut dependencies = Vec::new();
             for d in expr.dependencies() {
-                let key = match wire.get(&d) {
-                    Some(k) => k.clone(),
+                let at = match wire.get(&d) {
+                    Some((_, at)) => *at,
                     None => {
-                        let t = self.names.get(&d).expect("cull checked that it is named");
-                        let k = self.tasks.get(t).key.clone();
-                        wire.insert(d.clone(), k.clone());
-                        k
+                        let (key, at) = named(&d);
+                        wire.insert(d, (key, at));
+                        at
                     }
                 };
-                dependencies.push(key);
+                dependencies.push(at);
             }
             let spec = encode_plain(&with_wire_references(expr, &wire)).into_boxed_slice();
             let mut token = definition_token(name, &spec);
             // A 64-bit token can collide: probe until the wire key is free or is this very
-            // definition.
-            let key = loop {
+            // definition. (Within one graph keys are distinct, and so are their wire keys.)
+            let (key, existing) = loop {
                 let key = wire_key(name, token);
-                let same = match self.tasks.id(&key) {
-                    Some(t) => {
-                        let task = self.tasks.get(t);
-                        task.name == *name && task.spec.as_deref() == Some(&spec[..])
+                match self.tasks.id(&key) {
+                    None => break (key, None),
+                    Some(t) if self.tasks.get(t).spec.as_deref() == Some(&spec[..]) => {
+                        break (key, Some(t))
                     }
-                    None => !taken.contains(&key),
-                };
-                if same {
-                    break key;
+                    Some(_) => token = token.wrapping_add(1),
                 }
-                token = token.wrapping_add(1);
             };
-            taken.insert(key.clone());
-            wire.insert(name.clone(), key.clone());
+            wire.insert(name.clone(), (key.clone(), Resolved::Local(tasks.len())));
             tasks.push(NewTask {
-                name: name.clone(),
                 key,
                 spec,
+                existing,
                 dependencies,
             });
         }
@@ -177,20 +182,18 @@ impl SchedulerCore {
         outputs: &[Key],
     ) -> Result<(ResolvedGraph, Vec<TaskId>), RequestError> {
         let mut resolved = self.resolve_graph(graph, outputs)?;
+        let mut ids: Vec<TaskId> = Vec::with_capacity(resolved.tasks.len());
+        let at = |ids: &[TaskId], r: Resolved| match r {
+            Resolved::Known(t) => t,
+            Resolved::Local(i) => ids[i],
+        };
         for new in std::mem::take(&mut resolved.tasks) {
-            if self.tasks.id(&new.key).is_some() {
-                continue; // the same definition is known: share it
+            if let Some(t) = new.existing {
+                ids.push(t); // the same definition is known: share it
+                continue;
             }
-            let deps: Box<[TaskId]> = new
-                .dependencies
-                .iter()
-                .map(|d| {
-                    self.tasks
-                        .id(d)
-                        .expect("dependencies come first or are named")
-                })
-                .collect();
-            let t = self.tasks.insert(new.name, new.key, Some(new.spec));
+            let deps: Box<[TaskId]> = new.dependencies.iter().map(|d| at(&ids, *d)).collect();
+            let t = self.tasks.insert(new.key, Some(new.spec));
             for d in deps.iter() {
                 self.tasks.get_mut(*d).dependents.push(t);
             }
@@ -198,13 +201,11 @@ impl SchedulerCore {
             if !self.pending_adoptions.is_empty() {
                 self.adopt_pending(t);
             }
+            ids.push(t);
         }
         let outputs = outputs
             .iter()
-            .map(|k| {
-                let key = resolved.wire_key(k).expect("every output is resolved");
-                self.tasks.id(key).expect("merged above")
-            })
+            .map(|k| at(&ids, resolved.wire[k].1))
             .collect();
         Ok((resolved, outputs))
     }
@@ -479,7 +480,7 @@ impl SchedulerCore {
     /// `keep_results` and `persist`: each output's key names its value from now on.
     fn keep_outputs(&mut self, c: CompId) {
         for t in self.computations[&c].distinct.clone() {
-            let name = self.tasks.get(t).name.clone();
+            let name = self.tasks.get(t).name().clone();
             self.name_value(name, t);
         }
     }
@@ -615,9 +616,7 @@ impl SchedulerCore {
         for placed in put.placement {
             let t = match self.tasks.id(&placed.key) {
                 Some(t) => t,
-                None => self
-                    .tasks
-                    .insert(placed.name.clone(), placed.key.clone(), None),
+                None => self.tasks.insert(placed.key.clone(), None),
             };
             let task = self.tasks.get_mut(t);
             task.state = TaskState::Memory;
@@ -649,10 +648,10 @@ pub struct Placed {
 }
 
 /// `expr` with every reference replaced by the wire key it stands for.
-fn with_wire_references(expr: &Expr, wire: &HashMap<Key, Key>) -> Expr {
+fn with_wire_references(expr: &Expr, wire: &HashMap<Key, (Key, Resolved)>) -> Expr {
     match expr {
         Expr::Lit(v) => Expr::Lit(v.clone()),
-        Expr::Ref(k) => Expr::Ref(wire.get(k).cloned().unwrap_or_else(|| k.clone())),
+        Expr::Ref(k) => Expr::Ref(wire.get(k).map_or_else(|| k.clone(), |(w, _)| w.clone())),
         Expr::Call(f, args) => Expr::Call(
             f.clone(),
             args.iter().map(|a| with_wire_references(a, wire)).collect(),

@@ -58,7 +58,7 @@ impl SchedulerCore {
         for t in unrecoverable.into_iter().filter(|_| !recovering) {
             let task = self.tasks.get(t);
             let error = RequestError::DataLost {
-                key: task.name.clone(),
+                key: task.name().clone(),
                 workers: Vec::new(),
             };
             self.fail_dependents_and_wanters(t, error);
@@ -88,11 +88,16 @@ impl SchedulerCore {
         let mut values = frames.into_iter();
         for f in done {
             let value = if f.has_value { values.next() } else { None };
-            if !self.assigned_to(w, &f.key) {
+            let task = self.tasks.id(&f.key);
+            let assigned = task.filter(|t| {
+                self.tasks.get(*t).state == TaskState::Processing(w)
+                    || self.replicating.get(t).is_some_and(|ws| ws.contains(&w))
+            });
+            let Some(t) = assigned else {
                 // Copies it fetched are its own to report; anything else it says is not.
                 self.fetched_copies(w, &f.fetched);
                 // Never given to this worker (or taken back since): its word is not a result.
-                if self.tasks.id(&f.key).is_none() {
+                if task.is_none() {
                     self.distrust(w, "a result of a task it was not given", &f.key);
                 } else {
                     debug!(
@@ -102,16 +107,15 @@ impl SchedulerCore {
                 }
                 self.push_release(w, vec![f.key]);
                 continue;
-            }
-            if let Some(t) = self.tasks.id(&f.key) {
-                if let Some(ws) = self.replicating.get_mut(&t) {
-                    ws.retain(|x| *x != w);
-                    if ws.is_empty() {
-                        self.replicating.remove(&t);
-                    }
+            };
+            if let Some(ws) = self.replicating.get_mut(&t) {
+                ws.retain(|x| *x != w);
+                if ws.is_empty() {
+                    self.replicating.remove(&t);
                 }
             }
-            self.task_finished(w, f, value);
+            self.fetched_copies(w, &f.fetched);
+            self.finished_at(w, t, f, value);
         }
         if !self.replications.is_empty() {
             self.check_replications();
@@ -134,10 +138,14 @@ impl SchedulerCore {
 
     pub(super) fn task_finished(&mut self, w: WorkerId, f: FinishedTask, value: Option<Frame>) {
         self.fetched_copies(w, &f.fetched);
-        let Some(t) = self.tasks.id(&f.key) else {
-            self.push_release(w, vec![f.key]);
-            return;
-        };
+        match self.tasks.id(&f.key) {
+            Some(t) => self.finished_at(w, t, f, value),
+            None => self.push_release(w, vec![f.key]),
+        }
+    }
+
+    /// Task `t` finished on worker `w` (whose word counts for it).
+    fn finished_at(&mut self, w: WorkerId, t: TaskId, f: FinishedTask, value: Option<Frame>) {
         let state = self.tasks.get(t).state;
         match state {
             TaskState::Memory => {
@@ -216,7 +224,7 @@ impl SchedulerCore {
         }
         error.message = cut_text(error.message, self.config.task_error_bytes_max);
         debug!("task {key:?} erred: {error}");
-        let name = self.tasks.get(t).name.clone();
+        let name = self.tasks.get(t).name().clone();
         self.fail_task(t, task_failure(&name, error));
     }
 
@@ -347,7 +355,7 @@ impl SchedulerCore {
         }
         if task.spec.is_none() {
             let error = RequestError::DataLost {
-                key: task.name.clone(),
+                key: task.name().clone(),
                 workers: workers.to_vec(),
             };
             warn!("{error}");

@@ -171,7 +171,7 @@ pub struct SchedulerCore {
     /// Nanny identities by the address of the worker they supervise (verified by token).
     nannies: HashMap<String, FrameIdentity>,
     /// Registrations waiting for a probe of the live worker they clash with (name or address).
-    held_registrations: Vec<(FrameIdentity, WorkerRegistration)>,
+    held_registrations: Vec<HeldRegistration>,
     /// `NannyOf` claims about workers not registered yet: (nanny identity, token).
     nanny_claims: HashMap<String, (FrameIdentity, u64)>,
     restart: Option<PendingRestart>,
@@ -204,6 +204,17 @@ const MAX_NANNY_CLAIMS: usize = 1024;
 
 /// At most this many clashing registrations wait for a probe; more are refused at once.
 const MAX_HELD_REGISTRATIONS: usize = 64;
+
+/// A registration that clashes with live workers (name or address), waiting for them to
+/// answer a ping sent when it arrived.
+struct HeldRegistration {
+    identity: FrameIdentity,
+    reg: WorkerRegistration,
+    deadline_ms: u64,
+    /// The clashing workers and how many messages each had sent when they were pinged: one
+    /// that sends nothing more before the deadline is gone.
+    clashing: Vec<(WorkerId, u64)>,
+}
 
 /// A `replicate` request waiting for its copies.
 struct PendingReplication {
@@ -318,11 +329,9 @@ impl SchedulerCore {
                     );
                     self.remove_worker(id, true);
                 }
-                for (identity, reg) in std::mem::take(&mut self.held_registrations) {
-                    self.register_worker_after(identity, reg, true);
-                }
             }
         }
+        self.retry_held_registrations();
         let timeout = self.config.heartbeat_timeout_ms;
         let silent: Vec<WorkerId> = self
             .workers
@@ -372,7 +381,9 @@ impl SchedulerCore {
             .map(|(_, w)| w.retire_deadline_ms)
             .min();
         let replay = self.replay_deadline();
+        let held = self.held_registrations.iter().map(|h| h.deadline_ms).min();
         workers
+            .chain(held)
             .chain(clients)
             .chain(probe)
             .chain(restart)
@@ -410,6 +421,7 @@ impl SchedulerCore {
         if let Some(id) = id {
             if let Some(w) = self.workers.get_mut(id) {
                 w.last_seen_ms = self.now_ms;
+                w.messages_heard += 1;
             }
         }
         match (msg, id) {
@@ -550,6 +562,32 @@ impl SchedulerCore {
         }
     }
 
+    /// Held registrations whose ping deadline passed: the clashing workers that stayed silent
+    /// are lost; then the registration is tried again, and refused if a clash remains.
+    fn retry_held_registrations(&mut self) {
+        let now = self.now_ms;
+        let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held_registrations)
+            .into_iter()
+            .partition(|h| now >= h.deadline_ms);
+        self.held_registrations = waiting;
+        for held in due {
+            for (w, heard) in held.clashing {
+                let silent = self
+                    .workers
+                    .get(w)
+                    .is_some_and(|x| x.messages_heard == heard);
+                if silent {
+                    warn!(
+                        "worker {} did not answer a ping (a new worker claims its name or address): considered lost",
+                        self.workers.address(w)
+                    );
+                    self.remove_worker(w, true);
+                }
+            }
+            self.register_worker_after(held.identity, held.reg, true);
+        }
+    }
+
     /// A registration. One that clashes with a live worker's name or address waits for a
     /// probe first (`held_registrations`): a worker restarted under the same name after a
     /// crash gets in as soon as its dead predecessor fails to answer; a second live worker of
@@ -578,9 +616,22 @@ impl SchedulerCore {
                     "worker {} (name {}) clashes with a registered worker: checking that one is alive",
                     reg.address, reg.name
                 );
-                self.held_registrations.retain(|(i, _)| *i != identity);
-                self.held_registrations.push((identity, reg));
-                self.probe_workers();
+                let clashing: Vec<(WorkerId, u64)> = self
+                    .workers
+                    .iter()
+                    .filter(|(_, w)| clash(w))
+                    .map(|(id, w)| (id, w.messages_heard))
+                    .collect();
+                for &(w, _) in &clashing {
+                    self.push_to_worker(w, ToWorker::Ping, vec![]);
+                }
+                self.held_registrations.retain(|h| h.identity != identity);
+                self.held_registrations.push(HeldRegistration {
+                    identity,
+                    reg,
+                    deadline_ms: self.now_ms + self.config.probe_timeout_ms,
+                    clashing,
+                });
                 return;
             }
             Some(if other.name == reg.name {
@@ -635,6 +686,7 @@ impl SchedulerCore {
             processing: HashMap::default(),
             nbytes: 0,
             last_seen_ms: self.now_ms,
+            messages_heard: 0,
             outbox: Vec::new(),
             retiring: false,
             retire_deadline_ms: 0,
@@ -1024,12 +1076,12 @@ impl SchedulerCore {
                         kind: crate::protocol::TaskErrorKind::KilledWorker,
                         message: format!(
                             "task {:?} was running on {} workers that died unexpectedly (allowed_failures = {limit}): {}",
-                            task.name,
+                            task.name(),
                             task.suspicious,
                             self.took_down.get(&t).map(|ws| ws.join(", ")).unwrap_or_default()
                         ),
                     };
-                    let key = task.name.clone();
+                    let key = task.name().clone();
                     self.fail_task(t, tasks::task_failure(&key, error));
                 }
             }
@@ -1325,7 +1377,7 @@ impl SchedulerCore {
         let mut by_name: HashMap<&Key, Vec<WorkerId>> = HashMap::default();
         if !unnamed.is_empty() {
             for (_, t) in self.tasks.iter() {
-                if let Some(k) = unnamed.get(&t.name) {
+                if let Some(k) = unnamed.get(t.name()) {
                     by_name
                         .entry(k)
                         .or_default()
@@ -1362,7 +1414,7 @@ impl SchedulerCore {
                     let mut keys: Vec<_> = w
                         .has
                         .iter()
-                        .map(|t| self.tasks.get(*t).name.clone())
+                        .map(|t| self.tasks.get(*t).name().clone())
                         .collect();
                     keys.sort();
                     keys.dedup();
@@ -1467,7 +1519,7 @@ impl SchedulerCore {
             if !self.tasks.exists(t) {
                 return Err(format!("{key:?} names a forgotten task"));
             }
-            if self.tasks.get(t).name != *key {
+            if self.tasks.get(t).name() != key {
                 return Err(format!("{key:?} names a task of another key"));
             }
             *pins.entry(t).or_default() += 1;
@@ -1509,7 +1561,7 @@ impl SchedulerCore {
             None => self
                 .tasks
                 .iter()
-                .filter(|(_, t)| t.name == *key)
+                .filter(|(_, t)| t.name() == key)
                 .map(|(_, t)| t.state)
                 .next(),
         }

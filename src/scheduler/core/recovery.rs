@@ -86,13 +86,13 @@ impl SchedulerCore {
         );
         self.collections.extend(recovered.collections);
         for (key, nbytes) in recovered.scattered {
-            let Some(name) = name_of_wire_key(&key) else {
+            let Some(name) = name_of_wire_key(&key).cloned() else {
                 info!("journal: scattered entry {key:?} is not a wire key; ignoring it");
                 continue;
             };
             let t = match self.tasks.id(&key) {
                 Some(t) => t,
-                None => self.tasks.insert(name.clone(), key, None),
+                None => self.tasks.insert(key, None),
             };
             self.tasks.get_mut(t).nbytes = nbytes;
             self.name_value(name, t);
@@ -156,7 +156,7 @@ impl SchedulerCore {
         for t in missing {
             if self.tasks.exists(t) && self.tasks.get(t).waiters + self.tasks.get(t).wanted > 0 {
                 let error = crate::protocol::RequestError::DataLost {
-                    key: self.tasks.get(t).name.clone(),
+                    key: self.tasks.get(t).name().clone(),
                     workers: Vec::new(),
                 };
                 self.fail_dependents_and_wanters(t, error);
@@ -166,7 +166,7 @@ impl SchedulerCore {
                     "scattered {:?} was not found on any worker",
                     self.tasks.get(t).key
                 );
-                let name = self.tasks.get(t).name.clone();
+                let name = self.tasks.get(t).name().clone();
                 if self.names.get(&name) == Some(t) {
                     self.unname(&name);
                 }

@@ -237,7 +237,7 @@ impl Harness {
 
 /// The key a wire key (what workers see) stands for.
 fn name(key: &Key) -> Key {
-    super::tasks::name_of_wire_key(key).unwrap_or_else(|| key.clone())
+    super::tasks::name_of_wire_key(key).unwrap_or(key).clone()
 }
 
 /// Dependencies as tests name them.
@@ -1324,7 +1324,7 @@ impl Harness {
         });
     }
 
-    /// Lets the probe deadline pass (workers that answered stay).
+    /// Lets the ping deadline pass (workers that answered stay).
     fn end_probe(&mut self) {
         self.now += self.core.config().probe_timeout_ms + 1;
         self.core.tick(self.now);
@@ -1367,8 +1367,8 @@ fn a_worker_whose_name_is_taken_by_a_live_worker_is_rejected() {
 fn a_worker_restarted_under_its_name_replaces_its_dead_predecessor() {
     let mut h = Harness::new();
     h.add_worker(1, 1);
-    h.now += 10;
     h.register_named(2, "w1", address(1));
+    assert_eq!(h.take_worker_msgs(1), vec![ToWorker::Ping]);
     h.end_probe();
     let msgs = h.take_worker_msgs(2);
     assert!(

@@ -25,6 +25,8 @@ pub struct Worker {
     pub processing: HashMap<TaskId, Assignment>,
     pub nbytes: u64,
     pub last_seen_ms: u64,
+    /// Messages received from it so far (a ping is answered when this grows).
+    pub messages_heard: u64,
     /// Messages not yet flushed, in order; consecutive Compute/Release messages are merged.
     pub outbox: Vec<(ToWorker, Vec<Vec<u8>>)>,
     /// Leaving on request: gets no new task, its results are being copied elsewhere.
