@@ -610,8 +610,8 @@ impl Model {
             return Ok(());
         }
         let w = *self.rng.pick(&live);
-        let fault = self.rng.below(6);
-        let name = ["kill", "kill", "stall", "retire", "lose", "slow"][fault as usize];
+        let fault = self.rng.below(7);
+        let name = ["kill", "kill", "stall", "retire", "lose", "slow", "leave"][fault as usize];
         if !self.mix.allows(name) {
             return Ok(());
         }
@@ -644,6 +644,17 @@ impl Model {
                     self.losses += 1;
                     self.workers[w].store.remove(&k);
                 }
+            }
+            6 => {
+                // Leaves on purpose without handing anything over (its nanny, if any, goes
+                // too): what only it held is lost, no task is to blame.
+                let name = self.name(w);
+                self.note(|| format!("fault: {name} says goodbye and exits"));
+                self.losses += 1;
+                let identity = self.workers[w].identity.clone();
+                self.worker_send(identity.clone(), vec![(FromWorker::Goodbye, vec![])]);
+                self.push(Link::Up(identity), Packet::ConnectionLost);
+                self.workers[w].life = Life::Gone;
             }
             _ => {
                 self.workers[w].slow = !self.workers[w].slow;

@@ -184,7 +184,15 @@ const OPS: [(&str, u64); 19] = [
 ];
 
 /// Faults the model can leave out, by the same names.
-pub const FAULTS: [&str; 6] = ["kill", "stall", "retire", "lose", "slow", "fixed_names"];
+pub const FAULTS: [&str; 7] = [
+    "kill",
+    "stall",
+    "retire",
+    "lose",
+    "slow",
+    "leave",
+    "fixed_names",
+];
 
 /// Which requests clients send and which faults happen. `ZASK_MODEL_WITHOUT=restart,stall`
 /// leaves some out, so a known bug in one does not hide others (a seed replays only with the
