@@ -21,9 +21,16 @@
 //! 5. Stored collections are graphs: SetCollection replaces, GetCollection returns the last.
 //!
 //! Errors are only accepted when something that allows them happened (a restart while the
-//! request was pending, scattered data lost with its holders, enough worker deaths for a
+//! request was pending, scattered data lost with its holders, enough worker faults for a
 //! killed-worker error, the failing function). After faults stop, every request of a client
-//! still there must be answered within `LIVENESS_MS` of virtual time.
+//! still there must be answered within `LIVENESS_MS` of virtual time, and once every name is
+//! released nothing may be left in the scheduler or on a worker.
+//!
+//! Where things are: `workload` (what clients send: small key pool, few definitions per key),
+//! `clients` (model clients), `workers` (model workers and their faults), `reference` (the
+//! task functions, the evaluator and the book of named values), `answers` (what each request
+//! may get, checked as the answer leaves), `scenarios` (named regressions), and this file: the
+//! network (one FIFO queue per connection direction), time, faults and the runner.
 //!
 //! `model_sequences` runs `ZASK_MODEL_SEQUENCES` seeds (default 10,000) from
 //! `ZASK_MODEL_FIRST_SEED` (default 0); `ZASK_MODEL_SEED=N cargo test --test model` replays
