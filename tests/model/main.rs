@@ -732,7 +732,8 @@ impl Model {
         let quiet_until = self.now + config().client_timeout_ms + 1_000;
         while self.now < quiet_until {
             while self.deliver_one()? || self.run_one()? {}
-            self.advance(100)?;
+            // Heartbeats every 500 ms, timeouts of 3 s: 250 ms steps miss nothing.
+            self.advance(250)?;
         }
         Ok(())
     }
