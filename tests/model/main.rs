@@ -265,7 +265,7 @@ impl Model {
 
     // ---- the scheduler side ----
 
-    fn to_core(&mut self, event: Event) -> R {
+    fn feed_core(&mut self, event: Event) -> R {
         self.core.handle(self.now, event);
         self.flush()
     }
@@ -377,7 +377,7 @@ impl Model {
         let (header, frames) = match packet {
             Packet::ConnectionLost => {
                 self.note(|| "worker port: a connection dropped".into());
-                return self.to_core(Event::WorkerConnectionLost);
+                return self.feed_core(Event::WorkerConnectionLost);
             }
             Packet::Msg(header, frames) => (header, frames),
         };
@@ -387,7 +387,7 @@ impl Model {
                 let routine = matches!(&msg, FromClient::Ping { .. });
                 self.note_unless(routine, || format!("c{c} -> S: {}", short_client(&msg)));
                 self.client_message_arrives(c, &msg);
-                self.to_core(Event::FromClient {
+                self.feed_core(Event::FromClient {
                     identity: id,
                     msg,
                     frames,
@@ -399,7 +399,7 @@ impl Model {
                 self.note_unless(routine, || {
                     format!("{} -> S: {msg:?}", String::from_utf8_lossy(&id))
                 });
-                self.to_core(Event::FromWorker {
+                self.feed_core(Event::FromWorker {
                     identity: id,
                     msg,
                     frames,
@@ -465,12 +465,7 @@ impl Model {
     }
 
     fn current_incarnation(&self, slot: usize) -> Option<usize> {
-        self.workers
-            .iter()
-            .enumerate()
-            .filter(|(_, w)| w.slot == slot)
-            .map(|(i, _)| i)
-            .last()
+        self.workers.iter().rposition(|w| w.slot == slot)
     }
 
     // ---- workers run, time passes, faults ----
