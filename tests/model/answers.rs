@@ -297,8 +297,16 @@ impl Model {
             // Scattered data (or a value computed from it) lost with its holders: the name is
             // left without a value. DataLost says so; NotFound is accepted too (the key has no
             // value on the cluster any more).
-            RequestError::DataLost { key, .. } | RequestError::NotFound { key } => {
+            RequestError::DataLost { key, .. } => {
                 data && self.losses > 0 && self.book.ever_fragile.contains(key)
+            }
+            // The same for NotFound; and a named computed value whose recomputation after a
+            // loss took down too many workers fails for good (killed worker), so it is not
+            // found either.
+            RequestError::NotFound { key } => {
+                data && self.losses > 0
+                    && (self.book.ever_fragile.contains(key)
+                        || self.worker_faults > ALLOWED_FAILURES as u64)
             }
             // Kills, but also stalls and slowness (heartbeat or probe timeouts) take workers
             // down unexpectedly.
