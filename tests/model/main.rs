@@ -486,6 +486,12 @@ impl Model {
         }
         let weights: Vec<u64> = ws.iter().map(|(_, w)| *w).collect();
         let w = ws[self.rng.weighted(&weights)].0;
+        self.run_worker(w)?;
+        Ok(true)
+    }
+
+    /// Worker `w` runs its next queued task.
+    fn run_worker(&mut self, w: usize) -> R {
         // The worker is taken out of the table while it reads its peers' stores.
         let mut worker = std::mem::replace(
             &mut self.workers[w],
@@ -521,7 +527,7 @@ impl Model {
             )
         });
         self.worker_send(identity, out);
-        Ok(true)
+        Ok(())
     }
 
     fn pass_time(&mut self, max_ms: u64) -> R {
