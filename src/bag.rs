@@ -518,6 +518,18 @@ impl Item {
     }
 }
 
+impl AsCollection for Bag {
+    fn as_collection(&self) -> Collection {
+        self.to_collection()
+    }
+}
+
+impl AsCollection for Item {
+    fn as_collection(&self) -> Collection {
+        self.to_collection()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -772,17 +784,5 @@ mod tests {
         );
         // It is a bag like any other.
         assert_eq!(compute_item(&freq.count()), 3.into());
-    }
-}
-
-impl AsCollection for Bag {
-    fn as_collection(&self) -> Collection {
-        self.to_collection()
-    }
-}
-
-impl AsCollection for Item {
-    fn as_collection(&self) -> Collection {
-        self.to_collection()
     }
 }

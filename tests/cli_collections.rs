@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use common::{run, run_with_env, Output, TestCluster, ZASK};
 use serde_json::{json, Value as Json};
@@ -32,7 +32,7 @@ fn zask(cluster: &TestCluster, action: &str, args: &[&str]) -> Output {
 }
 
 /// `zask collection set` of a graph file with its keys; must succeed and print nothing.
-fn set(cluster: &TestCluster, name: &str, graph: &PathBuf, keys: &[&str]) {
+fn set(cluster: &TestCluster, name: &str, graph: &Path, keys: &[&str]) {
     let mut args = vec![name, graph.to_str().expect("a UTF-8 path")];
     args.extend_from_slice(keys);
     let out = zask(cluster, "set", &args);

@@ -892,7 +892,7 @@ fn a_very_long_task_error_arrives_cut() {
     let client = cluster.client();
     let dsk = graph! { "x" => ("fail_with_length", 100_000) };
     let (_, error) = task_error(get(&client, &dsk, "x"));
-    let max = zask::worker::core::TASK_ERROR_BYTES_MAX;
+    let max = zask::protocol::TASK_ERROR_BYTES_MAX;
     assert!(error.message.len() <= max, "{} bytes", error.message.len());
     // Cut once, at the worker: the marker counts what was left out of the original.
     let kept = error.message.find('…').expect("a marked cut");

@@ -203,7 +203,8 @@ enum Fault {
 #[derive(Default)]
 struct Journal {
     computations: BTreeMap<(Vec<u8>, u64), Submission>,
-    scattered: BTreeMap<Key, u64>,
+    /// By wire key: the key clients gave it and its size.
+    scattered: BTreeMap<Key, (Key, u64)>,
 }
 
 // ---- simulated workers and clients ----
@@ -737,7 +738,7 @@ impl Sim {
                             .journal
                             .scattered
                             .iter()
-                            .map(|(k, n)| (k.clone(), *n))
+                            .map(|(k, (name, n))| (name.clone(), k.clone(), *n))
                             .collect(),
                         ..Recovered::default()
                     };
@@ -1035,8 +1036,8 @@ impl Sim {
                         JournalOp::DeleteComputation { client, request } => {
                             self.journal.computations.remove(&(client, request));
                         }
-                        JournalOp::PutScattered { key, nbytes } => {
-                            self.journal.scattered.insert(key, nbytes);
+                        JournalOp::PutScattered { name, key, nbytes } => {
+                            self.journal.scattered.insert(key, (name, nbytes));
                         }
                         JournalOp::DeleteScattered { key } => {
                             self.journal.scattered.remove(&key);
@@ -1098,7 +1099,7 @@ impl Sim {
         (found, frames, missing)
     }
 
-    fn to_scheduler(&mut self, w: usize, msg: &FromWorker, frames: Vec<Frame>) {
+    fn send_to_scheduler(&mut self, w: usize, msg: &FromWorker, frames: Vec<Frame>) {
         let mut all = vec![encode(msg)];
         all.extend(frames);
         self.send(Ep::Worker(w), Ep::Scheduler, Chan::Net, all);
@@ -1106,7 +1107,7 @@ impl Sim {
 
     fn worker_command(&mut self, w: usize, cmd: WorkerCommand) -> R {
         match cmd {
-            WorkerCommand::ToScheduler { msg, frames } => self.to_scheduler(w, &msg, frames),
+            WorkerCommand::ToScheduler { msg, frames } => self.send_to_scheduler(w, &msg, frames),
             WorkerCommand::ReportFinished(mut done) => {
                 let mut frames = Vec::new();
                 for f in &mut done {
@@ -1117,7 +1118,7 @@ impl Sim {
                         }
                     }
                 }
-                self.to_scheduler(w, &FromWorker::Finished(done), frames);
+                self.send_to_scheduler(w, &FromWorker::Finished(done), frames);
             }
             WorkerCommand::SendDataToScheduler { request, keys } => {
                 let (found, frames, missing) = self.load(w, keys);
@@ -1126,7 +1127,7 @@ impl Sim {
                     found,
                     missing,
                 };
-                self.to_scheduler(w, &msg, frames);
+                self.send_to_scheduler(w, &msg, frames);
             }
             WorkerCommand::FetchFromPeer {
                 address,
@@ -1305,10 +1306,7 @@ impl Sim {
         if self.clients[c].gone || self.clients[c].finished {
             return Ok(());
         }
-        loop {
-            let Some(step) = self.clients[c].script.front().cloned() else {
-                break;
-            };
+        while let Some(step) = self.clients[c].script.front().cloned() {
             match step {
                 Step::Sleep(ms) => match self.clients[c].sleep_until {
                     None => {
@@ -2497,14 +2495,14 @@ impl Sim {
         self.client_poll(c)
     }
 
-    /// Whether worker `w` stores a value of `key` (under any definition: workers know tasks
-    /// by wire key, `(key, token)`).
+    /// Whether worker `w` stores a value of `key` that the scheduler knows (under any
+    /// definition: workers know tasks by their wire keys).
     fn stores(&self, w: usize, key: &str) -> bool {
         let key = Key::from(key);
-        self.workers[w].store.keys().any(|k| match k {
-            Key::Tuple(parts) if parts.len() == 2 => parts[0] == key,
-            other => *other == key,
-        })
+        self.workers[w]
+            .store
+            .keys()
+            .any(|k| self.sched.key_of(k).as_ref() == Some(&key))
     }
 
     fn answer(&self, c: usize, request: u64) -> String {

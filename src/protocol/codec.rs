@@ -164,6 +164,21 @@ pub fn split<M: DeserializeOwned>(
     Ok((msg, rest))
 }
 
+/// Origin of a value a worker holds when it was scattered rather than computed.
+pub const SCATTERED: u64 = 1;
+/// Origin of a copy fetched from a peer: the fetcher cannot vouch for its definition.
+pub const UNKNOWN_ORIGIN: u64 = 0;
+
+/// A stable 64-bit FNV-1a hash of an encoded task spec (never one of the reserved origins).
+pub fn spec_hash(spec: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in spec {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h.max(SCATTERED + 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,19 +246,4 @@ mod tests {
         let (_, values) = split(vec![header, encode_value(&Value::from(1))], count).unwrap();
         assert_eq!(values.len(), 1);
     }
-}
-
-/// Origin of a value a worker holds when it was scattered rather than computed.
-pub const SCATTERED: u64 = 1;
-/// Origin of a copy fetched from a peer: the fetcher cannot vouch for its definition.
-pub const UNKNOWN_ORIGIN: u64 = 0;
-
-/// A stable 64-bit FNV-1a hash of an encoded task spec (never one of the reserved origins).
-pub fn spec_hash(spec: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in spec {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h.max(SCATTERED + 1)
 }

@@ -87,8 +87,8 @@ impl Journal {
         }
         for entry in self.scattered.iter() {
             let (k, v) = entry.map_err(io)?;
-            match (Key::from_store_key(&k), decode_plain::<u64>(&v)) {
-                (Some(key), Ok(nbytes)) => recovered.scattered.push((key, nbytes)),
+            match (Key::from_store_key(&k), decode_plain::<(Key, u64)>(&v)) {
+                (Some(key), Ok((name, nbytes))) => recovered.scattered.push((name, key, nbytes)),
                 _ => log::warn!("skipping an unreadable journal entry"),
             }
         }
@@ -119,9 +119,9 @@ impl Journal {
                     .remove(encode_plain(&(client, request)))
                     .map_err(io)?;
             }
-            JournalOp::PutScattered { key, nbytes } => {
+            JournalOp::PutScattered { name, key, nbytes } => {
                 self.scattered
-                    .insert(key.to_store_key(), encode_plain(nbytes))
+                    .insert(key.to_store_key(), encode_plain(&(name, nbytes)))
                     .map_err(io)?;
             }
             JournalOp::DeleteScattered { key } => {
@@ -196,7 +196,8 @@ mod tests {
                     request: 1,
                 },
                 JournalOp::PutScattered {
-                    key: ("a", 1).into(),
+                    name: "a".into(),
+                    key: 17.into(),
                     nbytes: 9,
                 },
             ] {
@@ -207,7 +208,7 @@ mod tests {
         let j = Journal::open(dir.path()).unwrap();
         let r = j.load().unwrap();
         assert_eq!(r.computations, vec![(b"c1".to_vec(), 2, submission)]);
-        assert_eq!(r.scattered, vec![(("a", 1).into(), 9)]);
+        assert_eq!(r.scattered, vec![("a".into(), 17.into(), 9)]);
         j.apply(&JournalOp::Clear).unwrap();
         assert_eq!(j.load().unwrap(), Recovered::default());
     }

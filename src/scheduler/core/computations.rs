@@ -57,6 +57,7 @@ enum Resolved {
 }
 
 struct NewTask {
+    name: Key,
     key: Key,
     spec: Box<[u8]>,
     /// The same definition is in the task table already.
@@ -135,6 +136,7 @@ impl SchedulerCore {
             wire.insert(k.clone(), named(k));
         }
         let mut tasks = Vec::with_capacity(order.len());
+        let mut taken: HashSet<u64> = HashSet::default();
         for name in order {
             let expr = view[name];
             let mut dependencies = Vec::new();
@@ -151,20 +153,27 @@ impl SchedulerCore {
             }
             let spec = encode_plain(&with_wire_references(expr, &wire)).into_boxed_slice();
             let mut token = definition_token(name, &spec);
-            // A 64-bit token can collide: probe until the wire key is free or is this very
-            // definition. (Within one graph keys are distinct, and so are their wire keys.)
+            // A 64-bit token can collide: probe until the wire key is free (for this graph
+            // too) or is this very definition.
             let (key, existing) = loop {
-                let key = wire_key(name, token);
+                let key = wire_key(token);
                 match self.tasks.id(&key) {
-                    None => break (key, None),
-                    Some(t) if self.tasks.get(t).spec.as_deref() == Some(&spec[..]) => {
+                    None if !taken.contains(&token) => break (key, None),
+                    Some(t)
+                        if {
+                            let task = self.tasks.get(t);
+                            task.name() == name && task.spec.as_deref() == Some(&spec[..])
+                        } =>
+                    {
                         break (key, Some(t))
                     }
-                    Some(_) => token = token.wrapping_add(1),
+                    _ => token = token.wrapping_add(1),
                 }
             };
+            taken.insert(token);
             wire.insert(name.clone(), (key.clone(), Resolved::Local(tasks.len())));
             tasks.push(NewTask {
+                name: name.clone(),
                 key,
                 spec,
                 existing,
@@ -193,7 +202,7 @@ impl SchedulerCore {
                 continue;
             }
             let deps: Box<[TaskId]> = new.dependencies.iter().map(|d| at(&ids, *d)).collect();
-            let t = self.tasks.insert(new.key, Some(new.spec));
+            let t = self.tasks.insert(new.name, new.key, Some(new.spec));
             for d in deps.iter() {
                 self.tasks.get_mut(*d).dependents.push(t);
             }
@@ -578,8 +587,13 @@ impl SchedulerCore {
             // Each scatter is a new value: a wire key never used before (in this process or,
             // through the instance token, an earlier one whose workers may still hold values).
             self.next_scatter += 1;
-            let token = scatter_token(k, self.config.instance_token, self.next_scatter);
-            let key = wire_key(k, token);
+            let mut token = scatter_token(k, self.config.instance_token, self.next_scatter);
+            while self.tasks.id(&wire_key(token)).is_some()
+                || placement.iter().any(|p: &Placed| p.key == wire_key(token))
+            {
+                token = token.wrapping_add(1);
+            }
+            let key = wire_key(token);
             let entry = per_worker.entry(*w).or_default();
             entry.0.push(key.clone());
             entry.1.push(v.clone());
@@ -616,13 +630,16 @@ impl SchedulerCore {
         for placed in put.placement {
             let t = match self.tasks.id(&placed.key) {
                 Some(t) => t,
-                None => self.tasks.insert(placed.key.clone(), None),
+                None => self
+                    .tasks
+                    .insert(placed.name.clone(), placed.key.clone(), None),
             };
             let task = self.tasks.get_mut(t);
             task.state = TaskState::Memory;
             task.nbytes = placed.nbytes;
             self.add_holder(t, placed.worker);
             self.journal(super::JournalOp::PutScattered {
+                name: placed.name.clone(),
                 key: placed.key,
                 nbytes: placed.nbytes,
             });

@@ -1497,13 +1497,12 @@ impl SchedulerCore {
                         ));
                     }
                 }
-                TaskState::Ready => {
+                TaskState::Ready
                     if t.dependencies
                         .iter()
-                        .any(|d| self.tasks.get(*d).state != TaskState::Memory)
-                    {
-                        return Err(format!("task {:?} ready with missing inputs", t.key));
-                    }
+                        .any(|d| self.tasks.get(*d).state != TaskState::Memory) =>
+                {
+                    return Err(format!("task {:?} ready with missing inputs", t.key));
                 }
                 _ => {}
             }
@@ -1552,6 +1551,14 @@ impl SchedulerCore {
             }
         }
         Ok(())
+    }
+
+    /// The key (as clients write it) of the task workers know by `wire_key` (for tests and
+    /// diagnostics).
+    pub fn key_of(&self, wire_key: &Key) -> Option<Key> {
+        self.tasks
+            .id(wire_key)
+            .map(|t| self.tasks.get(t).name().clone())
     }
 
     /// The state of the task `key` names, else of some task of that key (for tests).

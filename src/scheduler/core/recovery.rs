@@ -9,7 +9,7 @@ use rustc_hash::FxHashMap as HashMap;
 use log::{debug, info};
 use serde::{Deserialize, Serialize};
 
-use super::tasks::{name_of_wire_key, TaskId, TaskState};
+use super::tasks::{TaskId, TaskState};
 use super::{ClientState, SchedulerCore, WorkerId};
 use crate::collection::Collection;
 use crate::graph::{Expr, Key};
@@ -28,8 +28,10 @@ pub enum JournalOp {
         client: FrameIdentity,
         request: u64,
     },
-    /// Scattered data exists (it lives on workers; only its name is durable).
+    /// Scattered data exists (it lives on workers; only its names are durable): the key a
+    /// client gave it and its wire key.
     PutScattered {
+        name: Key,
         key: Key,
         nbytes: u64,
     },
@@ -62,7 +64,8 @@ pub struct Submission {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Recovered {
     pub computations: Vec<(FrameIdentity, u64, Submission)>,
-    pub scattered: Vec<(Key, u64)>,
+    /// (key, wire key, bytes) of each scattered value.
+    pub scattered: Vec<(Key, Key, u64)>,
     pub collections: Vec<(String, Collection)>,
 }
 
@@ -85,14 +88,10 @@ impl SchedulerCore {
             self.config.recovery_grace_ms
         );
         self.collections.extend(recovered.collections);
-        for (key, nbytes) in recovered.scattered {
-            let Some(name) = name_of_wire_key(&key).cloned() else {
-                info!("journal: scattered entry {key:?} is not a wire key; ignoring it");
-                continue;
-            };
+        for (name, key, nbytes) in recovered.scattered {
             let t = match self.tasks.id(&key) {
                 Some(t) => t,
-                None => self.tasks.insert(key, None),
+                None => self.tasks.insert(name.clone(), key, None),
             };
             self.tasks.get_mut(t).nbytes = nbytes;
             self.name_value(name, t);

@@ -45,8 +45,9 @@ impl TaskState {
 /// Per-task bookkeeping. Kept small: a graph may have a million tasks.
 #[derive(Debug)]
 pub struct Task {
-    /// What workers call it: `(key, token)`, unique to this definition (see the module
-    /// comment); `name()` is the key as the client wrote it.
+    /// The key as the client wrote it.
+    name: Key,
+    /// What workers call it: its wire key, unique to this definition (see the module comment).
     pub key: Key,
     /// The msgpack-encoded `Expr`; `None` for scattered data, which has no lineage.
     pub spec: Option<Box<[u8]>>,
@@ -73,7 +74,7 @@ pub struct Task {
 impl Task {
     /// The key as the client wrote it.
     pub fn name(&self) -> &Key {
-        name_of_wire_key(&self.key).expect("tasks are filed under wire keys")
+        &self.name
     }
 
     pub fn needed(&self) -> bool {
@@ -110,13 +111,14 @@ impl TaskTable {
         matches!(self.slots.get(id.0 as usize), Some(Some(_)))
     }
 
-    pub fn insert(&mut self, key: Key, spec: Option<Box<[u8]>>) -> TaskId {
+    pub fn insert(&mut self, name: Key, key: Key, spec: Option<Box<[u8]>>) -> TaskId {
         debug_assert!(!self.index.contains_key(&key), "keys are interned once");
         debug_assert!(
-            name_of_wire_key(&key).is_some(),
+            matches!(key, Key::Int(_)),
             "tasks are filed under wire keys"
         );
         let task = Task {
+            name,
             key: key.clone(),
             spec,
             dependencies: Box::new([]),
@@ -167,17 +169,9 @@ impl TaskTable {
     }
 }
 
-/// The wire key of definition `token` of `name` (an integer token: no string to allocate).
-pub fn wire_key(name: &Key, token: u64) -> Key {
-    Key::Tuple(vec![name.clone(), Key::Int(token as i64)])
-}
-
-/// The key a wire key was made from (journaled scattered data is recorded by wire key).
-pub fn name_of_wire_key(key: &Key) -> Option<&Key> {
-    match key {
-        Key::Tuple(parts) if parts.len() == 2 && matches!(parts[1], Key::Int(_)) => Some(&parts[0]),
-        _ => None,
-    }
+/// The wire key of a definition with this token.
+pub fn wire_key(token: u64) -> Key {
+    Key::Int(token as i64)
 }
 
 /// The error a task failure reports to every computation that needed it.
