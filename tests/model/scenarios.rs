@@ -68,13 +68,17 @@ impl Model {
         c
     }
 
+    /// Does this wire key (what workers see) stand for a task of key `name`?
+    pub(crate) fn is_of(&self, wire_key: &Key, name: &str) -> bool {
+        self.core.key_of(wire_key) == Some(Key::from(name))
+    }
+
     /// Worker `w` loses its copy of the value of `name` (whatever its wire key).
     pub(crate) fn lose(&mut self, w: usize, name: &str) {
-        let name = Key::from(name);
         let lost: Vec<Key> = self.workers[w]
             .store
             .keys()
-            .filter(|k| **k == name || matches!(k, Key::Tuple(p) if p.first() == Some(&name)))
+            .filter(|k| self.is_of(k, name))
             .cloned()
             .collect();
         assert!(!lost.is_empty(), "worker {w} holds no {name:?}");
@@ -522,20 +526,11 @@ fn stale_report_of_a_fetched_copy_does_not_cancel_its_recomputation() {
     let step = m.pump_without_running();
     ok(&mut m, step);
     let on = |m: &Model, key: &str| {
-        (0..2).find(|w| {
-            m.workers[*w]
-                .queue
-                .iter()
-                .any(|t| matches!(&t.key, Key::Tuple(p) if p[0] == Key::from(key)))
-        })
+        (0..2).find(|w| m.workers[*w].queue.iter().any(|t| m.is_of(&t.key, key)))
     };
     let b = on(&m, "z").expect("z is assigned");
     let holder = 1 - b;
-    if !m.workers[holder]
-        .store
-        .keys()
-        .any(|k| matches!(k, Key::Tuple(p) if p[0] == Key::from("x")))
-    {
+    if !m.workers[holder].store.keys().any(|k| m.is_of(k, "x")) {
         eprintln!("placement put x with z: the race needs them apart; nothing to check");
         return;
     }
