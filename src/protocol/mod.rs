@@ -220,8 +220,12 @@ pub enum ToWorker {
         request: u64,
         keys: Vec<Key>,
     },
-    /// The scheduler could not understand a message from this worker.
-    Error {
+    /// The scheduler does not know this connection as a worker (it restarted, or it removed
+    /// the worker): register again.
+    UnknownWorker,
+    /// The scheduler could not decode a message from this worker (dropped; nothing else
+    /// changes).
+    Malformed {
         message: String,
     },
     /// Shut down.

@@ -594,8 +594,8 @@ fn decode_worker(identity: FrameIdentity, frames: Vec<Frame>) -> Decoded {
                 "dropping malformed message on the worker port from {}: {e}",
                 describe(&identity)
             );
-            Decoded::Answer(Some(encode(&ToWorker::Error {
-                message: format!("malformed message: {e}"),
+            Decoded::Answer(Some(encode(&ToWorker::Malformed {
+                message: e.to_string(),
             })))
         }
     }

@@ -131,6 +131,11 @@ impl SchedulerCore {
         for (dep_key, _) in fetched {
             match self.tasks.id(dep_key) {
                 Some(d) if self.tasks.get(d).state == TaskState::Memory => self.add_holder(d, w),
+                // Lost meanwhile and being recomputed on this very worker: a release would
+                // cancel that (the worker finishes it at once from the copy it has).
+                Some(d)
+                    if self.tasks.get(d).state == TaskState::Processing(w)
+                        || self.replicating.get(&d).is_some_and(|ws| ws.contains(&w)) => {}
                 _ => self.push_release(w, vec![dep_key.clone()]),
             }
         }

@@ -467,9 +467,7 @@ impl SchedulerCore {
                 );
                 self.commands.push(Command::ToWorker {
                     identity,
-                    msg: ToWorker::Error {
-                        message: "unknown worker: register first".into(),
-                    },
+                    msg: ToWorker::UnknownWorker,
                     frames: vec![],
                 });
             }

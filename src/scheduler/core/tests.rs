@@ -696,7 +696,7 @@ fn messages_from_unknown_workers_ask_them_to_register() {
         msg: FromWorker::Heartbeat,
         frames: vec![],
     });
-    assert!(matches!(h.take_worker_msgs(9)[0], ToWorker::Error { .. }));
+    assert!(matches!(h.take_worker_msgs(9)[0], ToWorker::UnknownWorker));
 }
 
 #[test]

@@ -416,12 +416,15 @@ impl WorkerCore {
                     reason: ShutdownReason::Rejected(reason),
                 });
             }
-            ToWorker::Error { message } => {
+            ToWorker::Malformed { message } => {
+                warn!("the scheduler could not read a message of this worker: {message}");
+            }
+            ToWorker::UnknownWorker => {
                 if self
                     .registering_since
                     .is_none_or(|t| self.now_ms >= t + 1000)
                 {
-                    warn!("scheduler says: {message}; registering again");
+                    warn!("the scheduler does not know this worker: registering again");
                     self.register(self.now_ms);
                     self.registering_since = Some(self.now_ms);
                 }

@@ -1080,18 +1080,30 @@ fn registered_needs_no_answer() {
 }
 
 #[test]
-fn an_error_from_the_scheduler_makes_the_worker_register_again_with_its_keys() {
+fn a_malformed_message_report_changes_nothing() {
+    let mut h = Harness::new(1);
+    h.put_data(1, &[("a", frame(1))]);
+    h.take_stores();
+    h.take_sent();
+    h.scheduler_sends(
+        ToWorker::Malformed {
+            message: "bad magic".into(),
+        },
+        vec![],
+    );
+    assert!(h.take_sent().is_empty(), "no registration, no report");
+    assert!(h.core.holds(&Key::from("a")));
+    h.assert_quiet();
+}
+
+#[test]
+fn unknown_worker_makes_the_worker_register_again_with_its_keys() {
     let mut h = Harness::new(1);
     h.put_data(1, &[("a", frame(1))]);
     h.take_stores();
     h.take_sent();
     h.now = 300;
-    h.scheduler_sends(
-        ToWorker::Error {
-            message: "unknown worker: register first".into(),
-        },
-        vec![],
-    );
+    h.scheduler_sends(ToWorker::UnknownWorker, vec![]);
     let sent = h.take_sent();
     assert!(
         matches!(&sent[..], [FromWorker::Register(r)] if r.keys.iter().map(|h| h.key.clone()).collect::<Vec<_>>() == keys(&["a"]) && r.address == ME),
