@@ -217,12 +217,15 @@ impl ModelWorker {
                 }
                 vec![(FromWorker::Stored { request }, vec![])]
             }
-            ToWorker::Error { message } => {
-                // "unknown worker": the scheduler gave up on us (we were silent). A real worker
-                // registers again; this one starts afresh (it reports no held keys).
-                if !message.contains("unknown worker") {
-                    return Err(format!("scheduler error to worker: {message}"));
-                }
+            // The model sends only well-formed messages.
+            ToWorker::Malformed { message } => {
+                return Err(format!(
+                    "the scheduler found a model worker's message malformed: {message}"
+                ))
+            }
+            ToWorker::UnknownWorker => {
+                // The scheduler gave up on us (we were silent). A real worker registers
+                // again; this one starts afresh (it reports no held keys).
                 if self.registering {
                     return Ok(vec![]); // one registration answers them all
                 }
