@@ -24,7 +24,7 @@
 use serde::Serialize;
 
 use crate::client::{Client, ClientError};
-use crate::collection::{AsCollection, Collection};
+use crate::collection::{AsCollection, Collection, CollectionKind};
 use crate::graph::tokenize::{encoded, tokenize};
 use crate::graph::{key, literal, Graph, Key, KeySpec, Node};
 use crate::value::Value;
@@ -320,7 +320,7 @@ impl Bag {
     /// What the scheduler stores to publish this bag.
     pub fn to_collection(&self) -> Collection {
         Collection {
-            kind: "bag".into(),
+            kind: CollectionKind::Bag,
             graph: self.graph.resolve(&|_| false),
             keys: self.keys(),
             npartitions: self.npartitions,
@@ -331,7 +331,7 @@ impl Bag {
     /// The bag a collection describes: its kind must be "bag", its keys `(name, 0..n)`, and
     /// its graph must define them.
     pub fn from_collection(c: &Collection) -> Result<Bag, String> {
-        c.expect_kind("bag")?;
+        c.expect_kind(CollectionKind::Bag)?;
         if c.npartitions == 0 {
             return Err(format!("bag collection {:?} has no partitions", c.name));
         }
@@ -489,7 +489,7 @@ impl Item {
     /// What the scheduler stores to publish this item.
     pub fn to_collection(&self) -> Collection {
         Collection {
-            kind: "item".into(),
+            kind: CollectionKind::Item,
             graph: self.graph.resolve(&|_| false),
             keys: vec![self.key()],
             npartitions: 1,
@@ -500,7 +500,7 @@ impl Item {
     /// The item a collection describes: its kind must be "item", its one key `(name, 0)`, and
     /// its graph must define it.
     pub fn from_collection(c: &Collection) -> Result<Item, String> {
-        c.expect_kind("item")?;
+        c.expect_kind(CollectionKind::Item)?;
         let expected = partition_key(&c.name, 0);
         if c.keys != [expected.clone()] || c.npartitions != 1 {
             return Err(format!(

@@ -8,12 +8,32 @@ use serde::{Deserialize, Serialize};
 use crate::graph::tokenize::{encoded, tokenize};
 use crate::graph::{Expr, Graph, Key, Node};
 
+/// What a collection is, which says how its keys are laid out and how it computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CollectionKind {
+    /// A `Bag`: keys `(name, 0..npartitions)`, one list per partition.
+    Bag,
+    /// An `Item`: one key, `(name, 0)`.
+    Item,
+    /// A plain graph and the keys wanted of it (any keys).
+    Graph,
+}
+
+impl std::fmt::Display for CollectionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CollectionKind::Bag => "bag",
+            CollectionKind::Item => "item",
+            CollectionKind::Graph => "graph",
+        })
+    }
+}
+
 /// A published collection.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Collection {
-    /// "bag" (keys `(name, 0..npartitions)`), "item" (one key, `(name, 0)`) or "graph" (any
-    /// keys).
-    pub kind: String,
+    pub kind: CollectionKind,
     /// The tasks, resolved: what `Graph::resolve` gives.
     pub graph: Vec<(Key, Expr)>,
     /// The keys whose values make up the collection, in order.
@@ -32,7 +52,7 @@ impl Collection {
             tokenize(&[b"graph", &encoded(&graph), &encoded(&keys)])
         );
         Collection {
-            kind: "graph".into(),
+            kind: CollectionKind::Graph,
             npartitions: keys.len(),
             graph,
             keys,
@@ -51,12 +71,12 @@ impl Collection {
     }
 
     /// An error unless this collection is of `kind`.
-    pub(crate) fn expect_kind(&self, kind: &str) -> Result<(), String> {
+    pub(crate) fn expect_kind(&self, kind: CollectionKind) -> Result<(), String> {
         if self.kind == kind {
             Ok(())
         } else {
             Err(format!(
-                "collection {:?} is a {:?}, not a {kind:?}",
+                "collection {:?} is a {}, not a {kind}",
                 self.name, self.kind
             ))
         }
@@ -117,7 +137,7 @@ mod tests {
         ];
         for bag in bags {
             let c = bag.to_collection();
-            assert_eq!(c.kind, "bag");
+            assert_eq!(c.kind, CollectionKind::Bag);
             assert_eq!(c.keys, bag.keys());
             assert_eq!(c.npartitions, bag.npartitions());
             assert_eq!(c.name, bag.name());
@@ -141,7 +161,7 @@ mod tests {
         ];
         for item in items {
             let c = item.to_collection();
-            assert_eq!((c.kind.as_str(), c.npartitions), ("item", 1));
+            assert_eq!((c.kind, c.npartitions), (CollectionKind::Item, 1));
             assert_eq!(c.keys, vec![item.key()]);
             assert_eq!(Item::from_collection(&c), Ok(item.clone()));
             assert_eq!(Item::from_collection(&through_msgpack(&c)), Ok(item));
@@ -158,7 +178,7 @@ mod tests {
         };
         let keys = vec![Key::from("z"), Key::from("s")];
         let c = Collection::from_graph(&g, keys.clone());
-        assert_eq!(c.kind, "graph");
+        assert_eq!(c.kind, CollectionKind::Graph);
         assert_eq!((c.keys.clone(), c.npartitions), (keys.clone(), 2));
         assert!(c.name.starts_with("graph-"));
         assert_eq!(c, Collection::from_graph(&g, keys.clone()));
@@ -193,7 +213,7 @@ mod tests {
         assert!(Bag::from_collection(&graph).is_err());
         // The item's one partition is the one-partition bag of the same key.
         let mut as_bag = item.to_collection();
-        as_bag.kind = "bag".into();
+        as_bag.kind = CollectionKind::Bag;
         assert_eq!(Bag::from_collection(&as_bag), Ok(item.to_bag()));
 
         let mut c = bag.to_collection();

@@ -24,7 +24,7 @@ pub mod worker;
 
 pub use bag::Bag;
 pub use client::{Client, ClientConfig, ClientError, GetOptions};
-pub use collection::Collection;
+pub use collection::{Collection, CollectionKind};
 pub use graph::{Expr, Graph, GraphError, Key, KeySpec, Node};
 pub use local_cluster::LocalCluster;
 pub use value::{Bytes, FromValue, Value};

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use zask::graph::json::{graph_to_json, key_to_json, parse_graph, parse_key_arg, value_to_json};
-use zask::{Client, GetOptions, KeySpec};
+use zask::{Client, CollectionKind, GetOptions, KeySpec};
 
 /// Submit task graphs to a Zask cluster and inspect it. Graphs are JSON files (see README).
 #[derive(Parser, Debug)]
@@ -133,8 +133,8 @@ fn collection_command(action: CollectionAction) {
             let c = client
                 .get_collection(&name)
                 .unwrap_or_else(|e| fail(&e.to_string()));
-            let value = match c.kind.as_str() {
-                "bag" => zask::Bag::from_collection(&c)
+            let value = match c.kind {
+                CollectionKind::Bag => zask::Bag::from_collection(&c)
                     .map_err(|e| e.to_string())
                     .and_then(|b| b.compute(&client).map_err(|e| e.to_string())),
                 _ => {

@@ -697,7 +697,7 @@ mod tests {
         let (client_waker, _c) = net::waker().unwrap();
         let client = b"client-1".to_vec();
         let collection = Collection {
-            kind: "graph".into(),
+            kind: crate::collection::CollectionKind::Graph,
             graph: vec![("x".into(), crate::graph::Expr::Lit(1.into()))],
             keys: vec!["x".into()],
             npartitions: 1,
