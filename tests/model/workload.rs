@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use zask::collection::Collection;
+use zask::collection::{Collection, CollectionKind};
 use zask::graph::{Expr, Key};
 use zask::Value;
 
@@ -147,7 +147,7 @@ fn random_definition(rng: &mut Rng, own: &str) -> Expr {
 
 pub fn collection(name: &str, graph: Vec<(Key, Expr)>, keys: Vec<Key>) -> Collection {
     Collection {
-        kind: "graph".into(),
+        kind: CollectionKind::Graph,
         npartitions: keys.len(),
         graph,
         keys,
