@@ -56,6 +56,11 @@ impl SchedulerCore {
         // registered yet: its dependents wait until the grace period ends.
         let recovering = self.replay_deadline().is_some();
         for t in unrecoverable.into_iter().filter(|_| !recovering) {
+            // Failing one may have forgotten the next (nothing is created meanwhile, so an id
+            // that exists is still the same task).
+            if !self.tasks.exists(t) {
+                continue;
+            }
             let task = self.tasks.get(t);
             let error = RequestError::DataLost {
                 key: task.name().clone(),
@@ -64,6 +69,9 @@ impl SchedulerCore {
             self.fail_dependents_and_wanters(t, error);
         }
         for d in failed_inputs {
+            if !self.tasks.exists(d) {
+                continue;
+            }
             if let Some(error) = self.tasks.get(d).error.clone() {
                 self.fail_dependents_and_wanters(d, *error);
             }

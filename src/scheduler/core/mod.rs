@@ -168,12 +168,11 @@ pub struct SchedulerCore {
     needs_scheduling: bool,
     /// A liveness probe in flight: (sent at, deadline).
     probe: Option<(u64, u64)>,
-    /// Nanny identities by the address of the worker they supervise (verified by token).
-    nannies: HashMap<String, FrameIdentity>,
     /// Registrations waiting for a probe of the live worker they clash with (name or address).
     held_registrations: Vec<HeldRegistration>,
-    /// `NannyOf` claims about workers not registered yet: (nanny identity, token).
-    nanny_claims: HashMap<String, (FrameIdentity, u64)>,
+    /// Nanny connections by the token they handed their worker (`NannyOf`). A nanny speaks
+    /// for the worker that registered with its token; a token nobody registered with is inert.
+    nanny_claims: HashMap<u64, FrameIdentity>,
     restart: Option<PendingRestart>,
     /// The workers that died while running a task, for its "killed worker" error.
     took_down: HashMap<TaskId, Vec<String>>,
@@ -224,10 +223,10 @@ struct PendingReplication {
     tasks: Vec<(TaskId, Key)>,
 }
 
-/// A `restart` waiting for the restarted workers to register again.
+/// A `restart` waiting for the restarted workers to register again, with every request that
+/// asked for it (a restart asked for while one is under way joins it).
 struct PendingRestart {
-    client: FrameIdentity,
-    request: u64,
+    requests: Vec<(FrameIdentity, u64)>,
     workers_expected: u32,
     deadline_ms: u64,
 }
@@ -254,7 +253,6 @@ impl SchedulerCore {
             now_ms: 0,
             needs_scheduling: false,
             probe: None,
-            nannies: HashMap::default(),
             nanny_claims: HashMap::default(),
             held_registrations: Vec::new(),
             restart: None,
@@ -445,7 +443,7 @@ impl SchedulerCore {
                     debug!("death report about {worker_address}, which is not registered");
                     return;
                 }
-                if self.nannies.get(&worker_address) != Some(&identity) {
+                if self.nanny_at(&worker_address) != Some(&identity) {
                     warn!(
                         "ignoring a death report about {worker_address} from {}: not that worker's nanny",
                         String::from_utf8_lossy(&identity)
@@ -534,30 +532,35 @@ impl SchedulerCore {
         );
     }
 
-    /// A nanny says it supervises the worker at `address`: believed once a worker registered
-    /// there with the same token (the claim waits for the registration if it comes first).
+    /// A nanny says it supervises the worker at `address` and gave it `token`. Kept by
+    /// token: it counts for whichever worker registers (or registered) with that token, in
+    /// any order, and for none otherwise.
     fn nanny_of(&mut self, identity: FrameIdentity, address: String, token: u64) {
-        match self.workers.by_address(&address) {
-            Some(w) => {
-                let registered = self.workers.get(w).and_then(|w| w.nanny_token);
-                if registered == Some(token) {
-                    debug!("a nanny supervises {address}");
-                    self.nannies.insert(address, identity);
-                } else {
-                    warn!(
-                        "ignoring {} claiming to be the nanny of {address}: wrong token",
-                        String::from_utf8_lossy(&identity)
-                    );
-                }
-            }
-            None => {
-                if self.nanny_claims.len() >= MAX_NANNY_CLAIMS {
-                    warn!("too many nanny claims for unknown workers: dropping them");
-                    self.nanny_claims.clear();
-                }
-                self.nanny_claims.insert(address, (identity, token));
+        debug!(
+            "{} says it is the nanny of {address}",
+            String::from_utf8_lossy(&identity)
+        );
+        if self.nanny_claims.len() >= MAX_NANNY_CLAIMS {
+            // Keep the claims registered workers use; a flood of made-up ones goes.
+            let used: HashSet<u64> = self
+                .workers
+                .iter()
+                .filter_map(|(_, w)| w.nanny_token)
+                .collect();
+            self.nanny_claims.retain(|t, _| used.contains(t));
+            if self.nanny_claims.len() >= MAX_NANNY_CLAIMS {
+                warn!("too many nanny claims: ignoring the one for {address}");
+                return;
             }
         }
+        self.nanny_claims.insert(token, identity);
+    }
+
+    /// The connection of the nanny of the worker registered at `address`, if it has one.
+    fn nanny_at(&self, address: &str) -> Option<&FrameIdentity> {
+        let w = self.workers.by_address(address)?;
+        let token = self.workers.get(w)?.nanny_token?;
+        self.nanny_claims.get(&token)
     }
 
     /// Held registrations whose ping deadline passed: the clashing workers that stayed silent
@@ -666,11 +669,6 @@ impl SchedulerCore {
             "worker {} registered: name {}, {} threads, store {}, pid {}",
             reg.address, reg.name, reg.nthreads, reg.store, reg.pid
         );
-        if let Some((nanny, token)) = self.nanny_claims.remove(&reg.address) {
-            if reg.nanny_token == Some(token) {
-                self.nannies.insert(reg.address.clone(), nanny);
-            }
-        }
         let id = self.workers.add(Worker {
             identity: identity.clone(),
             address: reg.address,
@@ -897,6 +895,8 @@ impl SchedulerCore {
     /// workers with a nanny get a fresh process and the others are emptied. Answers once the
     /// restarted workers are back (or the restart timeout passes).
     fn restart(&mut self, client: FrameIdentity, request: u64) {
+        // A restart asked for while one is under way restarts again (what happened in between
+        // is dropped too) and is answered with the first, when the workers are back.
         info!("restarting the cluster");
         let mut comps: Vec<CompId> = self.computations.keys().copied().collect();
         comps.sort();
@@ -955,10 +955,9 @@ impl SchedulerCore {
         let ids: Vec<WorkerId> = self.workers.iter().map(|(id, _)| id).collect();
         for id in ids {
             let address = self.workers.address(id);
-            match self.nannies.get(&address).cloned() {
+            match self.nanny_at(&address).cloned() {
                 Some(nanny) => {
                     self.workers.remove(id);
-                    self.nannies.remove(&address);
                     self.commands.push(Command::ToWorker {
                         identity: nanny,
                         msg: ToWorker::Restart,
@@ -975,12 +974,21 @@ impl SchedulerCore {
                 }
             }
         }
-        self.restart = Some(PendingRestart {
-            client,
-            request,
-            workers_expected: expected,
-            deadline_ms: self.now_ms + self.config.restart_timeout_ms,
-        });
+        let deadline_ms = self.now_ms + self.config.restart_timeout_ms;
+        match &mut self.restart {
+            Some(pending) => {
+                pending.requests.push((client, request));
+                pending.workers_expected = pending.workers_expected.max(expected);
+                pending.deadline_ms = deadline_ms;
+            }
+            None => {
+                self.restart = Some(PendingRestart {
+                    requests: vec![(client, request)],
+                    workers_expected: expected,
+                    deadline_ms,
+                })
+            }
+        }
         self.check_restart();
     }
 
@@ -989,23 +997,28 @@ impl SchedulerCore {
             return;
         };
         let back = self.workers.iter().count() as u32;
-        let reply = if back >= r.workers_expected {
+        let outcome = if back >= r.workers_expected {
             info!("restart done: {back} workers");
-            ToClient::Done { request: r.request }
+            None
         } else if self.now_ms >= r.deadline_ms {
-            ToClient::Failed {
-                request: r.request,
-                error: RequestError::RestartIncomplete {
-                    expected: r.workers_expected,
-                    back,
-                },
-            }
+            Some(RequestError::RestartIncomplete {
+                expected: r.workers_expected,
+                back,
+            })
         } else {
             return;
         };
-        let client = r.client.clone();
-        self.restart = None;
-        self.reply(&client, reply);
+        let requests = self.restart.take().expect("checked above").requests;
+        for (client, request) in requests {
+            let reply = match &outcome {
+                None => ToClient::Done { request },
+                Some(error) => ToClient::Failed {
+                    request,
+                    error: error.clone(),
+                },
+            };
+            self.reply(&client, reply);
+        }
     }
 
     /// Removes a worker: reschedules what it was running, recomputes what only it held.
@@ -1016,7 +1029,6 @@ impl SchedulerCore {
         };
         let address = worker.address.clone();
         warn_or_info(unexpected, &format!("removing worker {address}"));
-        self.nannies.remove(&address);
         let others: Vec<WorkerId> = self.workers.iter().map(|(id, _)| id).collect();
         for w in others {
             self.push_to_worker(w, ToWorker::PeersLost(vec![address.clone()]), vec![]);
@@ -1340,8 +1352,9 @@ impl SchedulerCore {
         known.extend(
             self.restart
                 .iter()
-                .filter(|r| mine(&r.client))
-                .map(|r| r.request),
+                .flat_map(|r| r.requests.iter())
+                .filter(|(c, _)| mine(c))
+                .map(|(_, r)| *r),
         );
         known.extend(self.replay_requests(client));
         known
