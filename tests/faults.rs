@@ -400,11 +400,15 @@ fn a_task_queued_behind_a_killer_is_not_blamed_for_its_deaths() {
         (key, error.kind),
         (Key::from("killer"), TaskErrorKind::KilledWorker)
     );
-    // Three deaths are blamed on the killer. One more attempt is possible: when the gate
-    // finishes, the killer starts at once and can end the process before the gate's report has
-    // left, so that first death is blamed on the gate (which looked still running) instead.
+    // Three deaths are blamed on the killer. Up to two more attempts are possible: when the
+    // gate finishes, the killer starts at once and can end the process before the gate's report
+    // has left, so that death is blamed on the gate (which looked still running) and the gate
+    // runs again (it returns at once now) ahead of the killer on the next worker, where the same
+    // can happen. The gate survives two such blames (allowed_failures = 2); a third would fail
+    // it, which the assertion on `hold` above rules out. (A per-task "started" report from the
+    // worker would make blame exact; see the README's failure table.)
     let n = executions(&attempts).len();
-    assert!((3..=4).contains(&n), "{n} attempts");
+    assert!((3..=5).contains(&n), "{n} attempts");
     assert_eq!(innocent.wait(), Ok(Value::from(42)));
     assert_eq!(executions(&innocent_runs), vec![41]);
 }
