@@ -230,6 +230,7 @@ fn a_fake_worker_cannot_forge_results_drop_copies_or_remove_workers() {
     send(
         FromWorker::WorkerDied {
             worker_address: real.clone(),
+            token: 12345,
             expected: false,
             reason: "forged".into(),
         },

@@ -74,6 +74,9 @@ pub enum FromWorker {
     /// (a restart), so no task is to blame.
     WorkerDied {
         worker_address: String,
+        /// The token the dead process was given: it names that very process (an address may
+        /// be shared by its successor, or by a stale registration of it still on the way).
+        token: u64,
         expected: bool,
         reason: String,
     },

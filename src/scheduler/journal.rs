@@ -54,7 +54,7 @@ fn io(e: impl std::fmt::Display) -> String {
 
 impl Journal {
     pub fn open(dir: &Path) -> Result<Journal, String> {
-        let db = sled::open(dir).map_err(io)?;
+        let db = zask_storage::open_sled(dir).map_err(io)?;
         let computations = db.open_tree("computations").map_err(io)?;
         let scattered = db.open_tree("scattered").map_err(io)?;
         let collections = db.open_tree("collections").map_err(io)?;

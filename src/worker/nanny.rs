@@ -278,6 +278,7 @@ fn report_death(send: &dyn Fn(&FromWorker), worker: &Running, expected: bool, re
     if let Some(address) = &worker.address {
         send(&FromWorker::WorkerDied {
             worker_address: address.clone(),
+            token: worker.token,
             expected,
             reason,
         });

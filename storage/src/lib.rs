@@ -15,7 +15,7 @@ mod memory;
 mod sled_store;
 
 pub use memory::MemoryStore;
-pub use sled_store::SledStore;
+pub use sled_store::{open_sled, SledStore};
 
 /// Result of every fallible store operation.
 pub type StoreResult<T> = Result<T, StoreError>;

@@ -25,17 +25,7 @@ impl SledStore {
     /// Opens (creating if needed) the database at `path`, keeping what it holds.
     pub fn open(path: impl AsRef<Path>) -> StoreResult<SledStore> {
         let path = path.as_ref().to_path_buf();
-        // sled lets go of its directory lock a moment after the last handle drops (its
-        // flusher thread ends asynchronously): a store reopened right away waits briefly.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        let db = loop {
-            match sled::open(&path).map_err(|e| open_error(e, &path)) {
-                Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                other => break other?,
-            }
-        };
+        let db = open_sled(&path)?;
         let mut len = 0usize;
         let mut total_bytes = 0u64;
         for entry in db.iter() {
@@ -84,6 +74,22 @@ fn backend_error(e: sled::Error) -> StoreError {
     match e {
         sled::Error::Corruption { .. } => StoreError::Corrupted(e.to_string()),
         other => StoreError::Io(other.to_string()),
+    }
+}
+
+/// Opens the sled database at `path`. sled lets go of its directory lock a moment after the
+/// last handle drops (its flusher thread ends asynchronously), so a database reopened right
+/// away waits briefly (up to 2 s) for the lock instead of failing. Shared by every sled user
+/// in Zask (this store, the scheduler's journal).
+pub fn open_sled(path: &Path) -> StoreResult<sled::Db> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match sled::open(path).map_err(|e| open_error(e, path)) {
+            Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
     }
 }
 

@@ -452,6 +452,7 @@ impl Model {
         if was_up {
             let died = FromWorker::WorkerDied {
                 worker_address: address,
+                token: self.workers[w].nanny_token(),
                 expected,
                 reason: "killed".into(),
             };

@@ -170,6 +170,9 @@ pub struct SchedulerCore {
     probe: Option<(u64, u64)>,
     /// Registrations waiting for a probe of the live worker they clash with (name or address).
     held_registrations: Vec<HeldRegistration>,
+    /// Nanny tokens of worker processes that died or that a restart is ending, until when: a
+    /// registration of such a process may still be on the way, and is ignored.
+    dead_tokens: HashMap<u64, u64>,
     /// Nanny connections by the token they handed their worker (`NannyOf`). A nanny speaks
     /// for the worker that registered with its token; a token nobody registered with is inert.
     nanny_claims: HashMap<u64, FrameIdentity>,
@@ -255,6 +258,7 @@ impl SchedulerCore {
             probe: None,
             nanny_claims: HashMap::default(),
             held_registrations: Vec::new(),
+            dead_tokens: HashMap::default(),
             restart: None,
             took_down: HashMap::default(),
             task_ms_average: 0.0,
@@ -434,30 +438,12 @@ impl SchedulerCore {
             (
                 FromWorker::WorkerDied {
                     worker_address,
+                    token,
                     expected,
                     reason,
                 },
                 _,
-            ) => {
-                if self.workers.by_address(&worker_address).is_none() {
-                    debug!("death report about {worker_address}, which is not registered");
-                    return;
-                }
-                if self.nanny_at(&worker_address) != Some(&identity) {
-                    warn!(
-                        "ignoring a death report about {worker_address} from {}: not that worker's nanny",
-                        String::from_utf8_lossy(&identity)
-                    );
-                    return;
-                }
-                if let Some(w) = self.workers.by_address(&worker_address) {
-                    warn_or_info(
-                        !expected,
-                        &format!("worker {worker_address} died ({reason}), says its nanny"),
-                    );
-                    self.remove_worker(w, !expected);
-                }
-            }
+            ) => self.worker_died(identity, worker_address, token, expected, reason),
             (_, None) => {
                 debug!(
                     "message from unregistered worker {}: asking it to register",
@@ -556,6 +542,45 @@ impl SchedulerCore {
         self.nanny_claims.insert(token, identity);
     }
 
+    /// A nanny reports that the process it gave `token` ended. Believed only from the nanny
+    /// that claimed that token. The process is gone for good: its registration (if any) is
+    /// removed, one still held is dropped, and a stale one still on the way is ignored later.
+    fn worker_died(
+        &mut self,
+        identity: FrameIdentity,
+        address: String,
+        token: u64,
+        expected: bool,
+        reason: String,
+    ) {
+        if self.nanny_claims.get(&token) != Some(&identity) {
+            warn!(
+                "ignoring a death report about {address} from {}: not that worker's nanny",
+                String::from_utf8_lossy(&identity)
+            );
+            return;
+        }
+        self.dead_tokens
+            .insert(token, self.now_ms + self.config.restart_timeout_ms);
+        self.held_registrations
+            .retain(|h| h.reg.nanny_token != Some(token));
+        let w = self
+            .workers
+            .iter()
+            .find(|(_, w)| w.nanny_token == Some(token))
+            .map(|(id, _)| id);
+        match w {
+            Some(w) => {
+                warn_or_info(
+                    !expected,
+                    &format!("worker {address} died ({reason}), says its nanny"),
+                );
+                self.remove_worker(w, !expected);
+            }
+            None => debug!("death report about {address}, which is not registered"),
+        }
+    }
+
     /// The connection of the nanny of the worker registered at `address`, if it has one.
     fn nanny_at(&self, address: &str) -> Option<&FrameIdentity> {
         let w = self.workers.by_address(address)?;
@@ -572,6 +597,7 @@ impl SchedulerCore {
             .partition(|h| now >= h.deadline_ms);
         self.held_registrations = waiting;
         for held in due {
+            let pinged: Vec<WorkerId> = held.clashing.iter().map(|(w, _)| *w).collect();
             for (w, heard) in held.clashing {
                 let silent = self
                     .workers
@@ -585,7 +611,15 @@ impl SchedulerCore {
                     self.remove_worker(w, true);
                 }
             }
-            self.register_worker_after(held.identity, held.reg, true);
+            // A worker that registered meanwhile under the same name or address was not asked
+            // yet: ask it too before refusing anyone.
+            let reg = &held.reg;
+            let unasked = self.workers.iter().any(|(id, w)| {
+                w.identity != held.identity
+                    && (w.name == reg.name || w.address == reg.address)
+                    && !pinged.contains(&id)
+            });
+            self.register_worker_after(held.identity, held.reg, !unasked);
         }
     }
 
@@ -603,6 +637,18 @@ impl SchedulerCore {
         reg: WorkerRegistration,
         probed: bool,
     ) {
+        let now = self.now_ms;
+        self.dead_tokens.retain(|_, until| *until > now);
+        if reg
+            .nanny_token
+            .is_some_and(|t| self.dead_tokens.contains_key(&t))
+        {
+            debug!(
+                "ignoring the registration of {}: its nanny ended (or is ending) that process",
+                reg.address
+            );
+            return;
+        }
         let clash =
             |w: &Worker| w.identity != identity && (w.name == reg.name || w.address == reg.address);
         let clashing = self.workers.iter().find(|(_, w)| clash(w)).map(|(_, w)| w);
@@ -957,7 +1003,14 @@ impl SchedulerCore {
             let address = self.workers.address(id);
             match self.nanny_at(&address).cloned() {
                 Some(nanny) => {
-                    self.workers.remove(id);
+                    if let Some(w) = self.workers.remove(id) {
+                        // Until its nanny has killed it, the old process may still try to
+                        // register: it must not be given work or data that would die with it.
+                        if let Some(token) = w.nanny_token {
+                            let until = self.now_ms + self.config.restart_timeout_ms;
+                            self.dead_tokens.insert(token, until);
+                        }
+                    }
                     self.commands.push(Command::ToWorker {
                         identity: nanny,
                         msg: ToWorker::Restart,

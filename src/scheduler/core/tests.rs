@@ -1322,6 +1322,7 @@ fn death_reports_are_believed_only_from_the_workers_own_nanny() {
             identity: from.as_bytes().to_vec(),
             msg: FromWorker::WorkerDied {
                 worker_address: address(1),
+                token: 77,
                 expected: false,
                 reason: "forged".into(),
             },
