@@ -1473,3 +1473,105 @@ fn a_key_asked_for_many_times_travels_once() {
         )]
     );
 }
+
+impl Harness {
+    /// Worker `n` (a process whose nanny gave it `token`) registers at `address(1)` as "w1",
+    /// and its nanny, connection `nanny`, claims the token.
+    fn register_nannied(&mut self, n: u32, token: u64) {
+        self.step(Event::FromWorker {
+            identity: worker_id(n),
+            msg: FromWorker::Register(WorkerRegistration {
+                protocol_version: PROTOCOL_VERSION,
+                address: address(1),
+                name: "w1".into(),
+                nthreads: 1,
+                memory_limit_bytes: 0,
+                pid: n,
+                store: "memory".into(),
+                keys: vec![],
+                nanny_token: Some(token),
+            }),
+            frames: vec![],
+        });
+        self.step(Event::FromWorker {
+            identity: b"nanny".to_vec(),
+            msg: FromWorker::NannyOf {
+                worker_address: address(1),
+                token,
+            },
+            frames: vec![],
+        });
+    }
+
+    fn nanny_reports_death(&mut self, token: u64) {
+        self.step(Event::FromWorker {
+            identity: b"nanny".to_vec(),
+            msg: FromWorker::WorkerDied {
+                worker_address: address(1),
+                token,
+                expected: false,
+                reason: "killed".into(),
+            },
+            frames: vec![],
+        });
+    }
+
+    fn worker_pids(&self) -> Vec<u32> {
+        self.core.status().workers.iter().map(|w| w.pid).collect()
+    }
+}
+
+#[test]
+fn a_process_a_restart_is_ending_is_not_registered_again() {
+    // Model test seed 65338: the old process, told "unknown worker" before its nanny killed
+    // it, registered again and was given scattered data that died with it.
+    let mut h = Harness::new();
+    h.register_nannied(1, 5);
+    h.inbox.clear();
+    h.step(Event::FromClient {
+        identity: client_id(1),
+        msg: FromClient::Restart { request: 1 },
+        frames: vec![],
+    });
+    assert!(h.inbox.iter().any(|c| matches!(
+        c,
+        Command::ToWorker { identity, msg: ToWorker::Restart, .. } if identity == b"nanny"
+    )));
+    h.inbox.clear();
+    h.register_nannied(1, 5);
+    assert!(h.take_worker_msgs(1).is_empty(), "ignored, not registered");
+    assert!(h.worker_pids().is_empty());
+    // Its successor (a new token) is welcome, and the restart is answered.
+    h.register_nannied(2, 6);
+    assert!(matches!(
+        h.take_worker_msgs(2)[..],
+        [ToWorker::Registered { .. }]
+    ));
+    assert_eq!(h.take_client_msgs(1)[0].0, ToClient::Done { request: 1 });
+}
+
+#[test]
+fn a_death_report_names_the_process_not_the_address() {
+    // Model test seed 130468: a death report by address removed whichever process held the
+    // address, and a stale registration of the dead one got in ahead of its successor.
+    let mut h = Harness::new();
+    h.register_nannied(1, 5);
+    h.now += 10;
+    // The successor (same name and address) registers before the death is reported: held.
+    h.register_nannied(2, 6);
+    assert!(h.take_worker_msgs(2).is_empty(), "held while w1 is asked");
+    h.nanny_reports_death(5);
+    assert!(h.worker_pids().is_empty(), "process 1 is gone");
+    // A registration of the dead process still on the way is ignored.
+    h.take_worker_msgs(1);
+    h.register_nannied(1, 5);
+    assert!(h
+        .take_worker_msgs(1)
+        .iter()
+        .all(|m| !matches!(m, ToWorker::Registered { .. })));
+    h.end_probe();
+    assert_eq!(h.worker_pids(), vec![2], "the successor got in");
+    // A report of a death of the successor's predecessor does not touch the successor.
+    h.nanny_reports_death(5);
+    assert_eq!(h.worker_pids(), vec![2]);
+}
