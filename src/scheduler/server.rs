@@ -23,12 +23,15 @@ use crate::protocol::{
 #[derive(Clone, Debug)]
 pub struct SchedulerConfig {
     /// Interface to listen on; 0.0.0.0 listens everywhere and advertises the hostname.
+    /// Default 127.0.0.1: nothing is reachable from other machines unless asked for.
     pub host: String,
-    /// Port for workers; 0 picks a free one.
+    /// Port for workers; 0 (the default) picks a free one.
     pub worker_port: u16,
-    /// Port for clients; 0 picks a free one.
+    /// Port for clients; 0 (the default) picks a free one.
     pub client_port: u16,
-    /// Messages larger than this are dropped by ZeroMQ (ZMQ_MAXMSGSIZE).
+    /// Messages larger than this are dropped by ZeroMQ (ZMQ_MAXMSGSIZE); workers are told at
+    /// registration, so a result too big to report fails its task. Default 2 GiB − 1
+    /// (`net::DEFAULT_MAX_MESSAGE_BYTES`), libzmq's practical limit.
     pub max_message_bytes: i64,
     /// Keep a journal here so a restarted scheduler resumes the graphs clients wait for.
     pub state_dir: Option<std::path::PathBuf>,
@@ -56,6 +59,8 @@ pub struct SchedulerConfig {
     /// waits (after waking the socket thread) when it is full; socket threads never wait on
     /// anything but their poll, so this cannot deadlock.
     pub command_queue_max: usize,
+    /// The settings of the scheduler's logic (`CoreConfig::default()`; the addresses and the
+    /// message limit are filled in from the sockets and the settings above).
     pub core: CoreConfig,
 }
 

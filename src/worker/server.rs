@@ -36,12 +36,17 @@ pub struct WorkerConfig {
     pub host: Option<String>,
     /// Peer port; 0 picks a free one.
     pub peer_port: u16,
+    /// Where results live: memory (the default) or a sled database on disk.
     pub store: StoreSpec,
-    /// Reported to the scheduler; 0 means no limit.
+    /// Reported to the scheduler; 0 (the default) means no limit.
     pub memory_limit_bytes: u64,
+    /// How often the worker tells the scheduler it is alive. Default 500 ms: the scheduler's
+    /// heartbeat timeout (3 s) is six of these, so one late heartbeat never loses a worker.
     pub heartbeat_interval_ms: u64,
+    /// How long to wait for a peer's data before asking another holder. Default 5 s.
     pub fetch_timeout_ms: u64,
-    /// Stop after this long without word from the scheduler.
+    /// Stop after this long without word from the scheduler. Default 60 s: long enough for a
+    /// scheduler restarted from its state directory to come back.
     pub death_timeout_ms: u64,
     /// The largest message part the worker's sockets accept (ZeroMQ drops bigger ones; -1: no
     /// limit). A result bigger than this or than the scheduler's limit fails its task.

@@ -74,8 +74,10 @@ pub struct CoreConfig {
     /// are kept or sent to clients: a worker cannot make the scheduler hold or forward
     /// megabytes of error text. Default 4 KiB.
     pub task_error_bytes_max: usize,
-    /// Reported to clients in `Welcome` and `status`.
+    /// Reported to clients in `Welcome` and `status` (filled in by the IO layer from its
+    /// sockets; empty by default).
     pub address_to_workers: String,
+    /// As `address_to_workers`, for the client port.
     pub address_to_clients: String,
 }
 
