@@ -228,6 +228,22 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
+/// A fresh unpredictable 64-bit token: std's per-process random hash keys, mixed with the clock
+/// and the pid. Used where a value must not be guessed from outside or repeat across processes
+/// (a nanny's token for its worker, a scheduler process's instance token).
+pub fn unpredictable_token() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
 /// A routing identity unlikely to collide with any other process's.
 pub fn unique_identity(prefix: &str) -> Vec<u8> {
     let nanos = std::time::SystemTime::now()

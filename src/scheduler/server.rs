@@ -137,7 +137,7 @@ impl Scheduler {
         core_config.address_to_workers = address_to_workers.clone();
         core_config.address_to_clients = address_to_clients.clone();
         core_config.max_message_bytes = config.max_message_bytes.max(0) as u64;
-        core_config.instance_token = instance_token();
+        core_config.instance_token = net::unpredictable_token();
         let journal = match &config.state_dir {
             Some(dir) => Some(Journal::open(dir)?),
             None => None,
@@ -631,21 +631,6 @@ fn decode_client(identity: FrameIdentity, frames: Vec<Frame>) -> Decoded {
             })))
         }
     }
-}
-
-/// Something no earlier scheduler process used: std's per-process random hash keys mixed with
-/// the clock and the pid (it keeps this process's scattered values apart from an earlier one's).
-fn instance_token() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.write_u32(std::process::id());
-    h.finish()
 }
 
 #[cfg(test)]

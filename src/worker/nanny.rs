@@ -291,7 +291,7 @@ fn start(config: &NannyConfig) -> Result<Running, String> {
         .split_first()
         .ok_or("empty worker command")?;
     let mut command = Command::new(program);
-    let token = new_token();
+    let token = net::unpredictable_token();
     let (reason_read, reason_write) = pipe().map_err(|e| format!("cannot make a pipe: {e}"))?;
     let write_fd = reason_write.as_raw_fd();
     command
@@ -376,20 +376,6 @@ fn stop_gracefully(child: &mut Child) {
 /// The environment variable through which a nanny hands its worker the secret that ties them
 /// together at the scheduler: only a nanny that knows it can report the worker's death.
 pub const NANNY_TOKEN_ENV: &str = "ZASK_NANNY_TOKEN";
-
-/// A fresh unpredictable token: std's per-process random hash keys, mixed with the clock and pid.
-fn new_token() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.write_u32(std::process::id());
-    h.finish()
-}
 
 fn describe_exit(status: std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
