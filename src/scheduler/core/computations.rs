@@ -580,6 +580,8 @@ impl SchedulerCore {
         let request = self.next_request_id();
         let mut per_worker: HashMap<WorkerId, (Vec<Key>, Vec<Frame>)> = HashMap::default();
         let mut placement = Vec::new();
+        // Tokens this scatter has used (its values are not in the task table yet).
+        let mut taken: HashSet<u64> = HashSet::default();
         for (k, v) in s.keys.iter().zip(&s.values) {
             loads.sort();
             let (bytes, w) = &mut loads[0];
@@ -588,9 +590,7 @@ impl SchedulerCore {
             // through the instance token, an earlier one whose workers may still hold values).
             self.next_scatter += 1;
             let mut token = scatter_token(k, self.config.instance_token, self.next_scatter);
-            while self.tasks.id(&wire_key(token)).is_some()
-                || placement.iter().any(|p: &Placed| p.key == wire_key(token))
-            {
+            while self.tasks.id(&wire_key(token)).is_some() || !taken.insert(token) {
                 token = token.wrapping_add(1);
             }
             let key = wire_key(token);
