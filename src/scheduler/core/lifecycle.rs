@@ -97,10 +97,7 @@ impl SchedulerCore {
         for f in done {
             let value = if f.has_value { values.next() } else { None };
             let task = self.tasks.id(&f.key);
-            let assigned = task.filter(|t| {
-                self.tasks.get(*t).state == TaskState::Processing(w)
-                    || self.replicating.get(t).is_some_and(|ws| ws.contains(&w))
-            });
+            let assigned = task.filter(|t| self.is_assigned(w, *t));
             let Some(t) = assigned else {
                 // Copies it fetched are its own to report; anything else it says is not.
                 self.fetched_copies(w, &f.fetched);
@@ -141,9 +138,7 @@ impl SchedulerCore {
                 Some(d) if self.tasks.get(d).state == TaskState::Memory => self.add_holder(d, w),
                 // Lost meanwhile and being recomputed on this very worker: a release would
                 // cancel that (the worker finishes it at once from the copy it has).
-                Some(d)
-                    if self.tasks.get(d).state == TaskState::Processing(w)
-                        || self.replicating.get(&d).is_some_and(|ws| ws.contains(&w)) => {}
+                Some(d) if self.is_assigned(w, d) => {}
                 _ => self.push_release(w, vec![dep_key.clone()]),
             }
         }

@@ -505,9 +505,11 @@ impl SchedulerCore {
 
     /// Whether worker `w` was given the task with this (wire) key to run, or to copy.
     pub(super) fn assigned_to(&self, w: WorkerId, key: &Key) -> bool {
-        let Some(t) = self.tasks.id(key) else {
-            return false;
-        };
+        self.tasks.id(key).is_some_and(|t| self.is_assigned(w, t))
+    }
+
+    /// Whether worker `w` was given task `t` to run, or to copy: its word counts for `t`.
+    pub(super) fn is_assigned(&self, w: WorkerId, t: TaskId) -> bool {
         self.tasks.get(t).state == TaskState::Processing(w)
             || self.replicating.get(&t).is_some_and(|ws| ws.contains(&w))
     }
