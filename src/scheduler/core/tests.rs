@@ -85,17 +85,7 @@ impl Harness {
     fn add_worker(&mut self, n: u32, nthreads: u32) {
         self.step(Event::FromWorker {
             identity: worker_id(n),
-            msg: FromWorker::Register(WorkerRegistration {
-                protocol_version: PROTOCOL_VERSION,
-                address: address(n),
-                name: format!("w{n}"),
-                nthreads,
-                memory_limit_bytes: 0,
-                pid: n,
-                store: "memory".into(),
-                keys: vec![],
-                nanny_token: None,
-            }),
+            msg: FromWorker::Register(registration(address(n), format!("w{n}"), nthreads, n, None)),
             frames: vec![],
         });
         let id = worker_id(n);
@@ -273,6 +263,27 @@ fn remember_names(core: &SchedulerCore, commands: &[Command]) {
             }
         }
     });
+}
+
+/// A worker's registration as these tests make it (memory store, no keys held).
+fn registration(
+    address: String,
+    name: impl Into<String>,
+    nthreads: u32,
+    pid: u32,
+    nanny_token: Option<u64>,
+) -> WorkerRegistration {
+    WorkerRegistration {
+        protocol_version: PROTOCOL_VERSION,
+        address,
+        name: name.into(),
+        nthreads,
+        memory_limit_bytes: 0,
+        pid,
+        store: "memory".into(),
+        keys: vec![],
+        nanny_token,
+    }
 }
 
 /// The key a wire key (what workers see) stands for.
@@ -1303,17 +1314,7 @@ fn death_reports_are_believed_only_from_the_workers_own_nanny() {
     let mut h = Harness::new();
     h.step(Event::FromWorker {
         identity: worker_id(1),
-        msg: FromWorker::Register(WorkerRegistration {
-            protocol_version: PROTOCOL_VERSION,
-            address: address(1),
-            name: "w1".into(),
-            nthreads: 1,
-            memory_limit_bytes: 0,
-            pid: 1,
-            store: "memory".into(),
-            keys: vec![],
-            nanny_token: Some(77),
-        }),
+        msg: FromWorker::Register(registration(address(1), "w1", 1, 1, Some(77))),
         frames: vec![],
     });
     h.take_worker_msgs(1);
@@ -1355,17 +1356,7 @@ impl Harness {
     fn register_named(&mut self, n: u32, name: &str, addr: String) {
         self.step(Event::FromWorker {
             identity: worker_id(n),
-            msg: FromWorker::Register(WorkerRegistration {
-                protocol_version: PROTOCOL_VERSION,
-                address: addr,
-                name: name.into(),
-                nthreads: 1,
-                memory_limit_bytes: 0,
-                pid: n,
-                store: "memory".into(),
-                keys: vec![],
-                nanny_token: None,
-            }),
+            msg: FromWorker::Register(registration(addr, name, 1, n, None)),
             frames: vec![],
         });
     }
@@ -1480,17 +1471,7 @@ impl Harness {
     fn register_nannied(&mut self, n: u32, token: u64) {
         self.step(Event::FromWorker {
             identity: worker_id(n),
-            msg: FromWorker::Register(WorkerRegistration {
-                protocol_version: PROTOCOL_VERSION,
-                address: address(1),
-                name: "w1".into(),
-                nthreads: 1,
-                memory_limit_bytes: 0,
-                pid: n,
-                store: "memory".into(),
-                keys: vec![],
-                nanny_token: Some(token),
-            }),
+            msg: FromWorker::Register(registration(address(1), "w1", 1, n, Some(token))),
             frames: vec![],
         });
         self.step(Event::FromWorker {
