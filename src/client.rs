@@ -528,6 +528,24 @@ impl Client {
         self.waker.wake();
         Ok(())
     }
+
+    /// Computes a collection (a `Bag`: its partitions concatenated into one list; an `Item`:
+    /// its value): gets its output keys, then assembles their values. Values that do not make
+    /// the collection (a bag partition that is not a list) are a `ClientError::Protocol`.
+    pub fn compute(
+        &self,
+        collection: &impl crate::collection::Computable,
+    ) -> Result<Value, ClientError> {
+        let keys = collection.output_keys();
+        let spec = KeySpec::Many(keys.into_iter().map(KeySpec::One).collect());
+        let values = match self.get(collection.graph(), spec)? {
+            Value::List(values) => values,
+            other => vec![other],
+        };
+        collection
+            .assemble(values)
+            .map_err(|e| ClientError::Protocol(e.to_string()))
+    }
 }
 
 impl Drop for Client {

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::graph::tokenize::{encoded, tokenize};
 use crate::graph::{Expr, Graph, Key, Node};
+use crate::value::Value;
 
 /// What a collection is, which says how its keys are laid out and how it computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,30 +82,117 @@ impl Collection {
     }
 
     /// An error unless this collection is of `kind`.
-    pub(crate) fn expect_kind(&self, kind: CollectionKind) -> Result<(), String> {
+    pub(crate) fn expect_kind(&self, kind: CollectionKind) -> Result<(), CollectionError> {
         if self.kind == kind {
             Ok(())
         } else {
-            Err(format!(
-                "collection {:?} is {}, not {}",
-                self.name,
-                self.kind.with_article(),
-                kind.with_article()
-            ))
+            Err(CollectionError::WrongKind {
+                name: self.name.clone(),
+                found: self.kind,
+                expected: kind,
+            })
         }
     }
 
     /// An error unless `graph` defines every key of this collection.
-    pub(crate) fn check_defined(&self, graph: &Graph) -> Result<(), String> {
+    pub(crate) fn check_defined(&self, graph: &Graph) -> Result<(), CollectionError> {
         match self.keys.iter().find(|k| !graph.contains(k)) {
             None => Ok(()),
-            Some(k) => Err(format!(
-                "collection {:?}: its graph does not define its key {k:?}",
-                self.name
-            )),
+            Some(k) => Err(CollectionError::Undefined {
+                name: self.name.clone(),
+                key: k.clone(),
+            }),
         }
     }
 }
+
+/// Why a collection cannot be turned into a `Bag` or an `Item`, or why its computed values do
+/// not make one. The collection (or its computed values) is what it is: retrying the same
+/// conversion never helps (`retry_may_help` is false for every variant); the collection must
+/// be stored again, right.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CollectionError {
+    /// The collection is of another kind than the one asked for.
+    WrongKind {
+        name: String,
+        found: CollectionKind,
+        expected: CollectionKind,
+    },
+    /// A bag collection without partitions.
+    NoPartitions { name: String },
+    /// A bag collection whose keys are not `(name, 0..npartitions)`.
+    BagKeys {
+        name: String,
+        npartitions: usize,
+        keys: Vec<Key>,
+    },
+    /// An item collection whose keys are not the one key `(name, 0)`.
+    ItemKeys {
+        name: String,
+        npartitions: usize,
+        keys: Vec<Key>,
+    },
+    /// The collection's graph does not define one of its keys.
+    Undefined { name: String, key: Key },
+    /// A computed partition of a bag is not a list.
+    PartitionNotList { key: Key, found: &'static str },
+}
+
+impl CollectionError {
+    /// Whether repeating the same conversion unchanged can succeed: never (see the type).
+    pub fn retry_may_help(&self) -> bool {
+        false
+    }
+}
+
+impl std::fmt::Display for CollectionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CollectionError::WrongKind {
+                name,
+                found,
+                expected,
+            } => write!(
+                f,
+                "collection {name:?} is {}, not {}",
+                found.with_article(),
+                expected.with_article()
+            ),
+            CollectionError::NoPartitions { name } => {
+                write!(f, "bag collection {name:?} has no partitions")
+            }
+            CollectionError::BagKeys {
+                name,
+                npartitions,
+                keys,
+            } => write!(
+                f,
+                "bag collection {name:?}: keys must be ({name:?}, 0..{npartitions}), got {keys:?}"
+            ),
+            CollectionError::ItemKeys {
+                name,
+                npartitions,
+                keys,
+            } => {
+                let expected = Key::Tuple(vec![Key::Str(name.clone()), Key::Int(0)]);
+                write!(
+                    f,
+                    "item collection {name:?}: expected the one key {expected:?}, got {keys:?} \
+                     ({npartitions} partitions)"
+                )
+            }
+            CollectionError::Undefined { name, key } => write!(
+                f,
+                "collection {name:?}: its graph does not define its key {key:?}"
+            ),
+            CollectionError::PartitionNotList { key, found } => {
+                write!(f, "partition {key} of a bag is {found}, not a list")
+            }
+        }
+    }
+}
+
+impl std::error::Error for CollectionError {}
 
 fn expr_to_node(e: &Expr) -> Node {
     match e {
@@ -126,58 +214,24 @@ impl AsCollection for Collection {
     }
 }
 
+/// Something a client can compute (`Client::compute`): a graph, the keys to get from it, and
+/// how their values make the result. Pure: building and assembling touch no network.
+pub trait Computable {
+    /// The graph defining `output_keys` (and everything they depend on).
+    fn graph(&self) -> &Graph;
+    /// The keys whose values make the result, in order.
+    fn output_keys(&self) -> Vec<Key>;
+    /// The result, from the values of `output_keys` in the same order.
+    fn assemble(&self, values: Vec<Value>) -> Result<Value, CollectionError>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bag::{Bag, Item};
     use crate::graph::{key, literal};
 
     fn through_msgpack(c: &Collection) -> Collection {
         rmp_serde::from_slice(&rmp_serde::to_vec(c).unwrap()).unwrap()
-    }
-
-    #[test]
-    fn a_bag_comes_back_equal() {
-        let bags = [
-            Bag::from_sequence(vec!["x", "y", "z"], 2),
-            Bag::range(100, 7)
-                .map("add", vec![5.into()])
-                .filter("identity")
-                .map_partitions("drop_nulls"),
-            Bag::from_sequence(vec![vec![1, 2], vec![3]], 2).flatten(),
-            Bag::range(50, 9).frequencies(),
-        ];
-        for bag in bags {
-            let c = bag.to_collection();
-            assert_eq!(c.kind, CollectionKind::Bag);
-            assert_eq!(c.keys, bag.keys());
-            assert_eq!(c.npartitions, bag.npartitions());
-            assert_eq!(c.name, bag.name());
-            assert_eq!(Bag::from_collection(&c), Ok(bag.clone()));
-            assert_eq!(Bag::from_collection(&through_msgpack(&c)), Ok(bag.clone()));
-            // Built upon after the round trip, it gives the same keys as built upon before.
-            let back = Bag::from_collection(&c).unwrap();
-            assert_eq!(back.sum(), bag.sum());
-        }
-    }
-
-    #[test]
-    fn an_item_comes_back_equal() {
-        let bag = Bag::range(100, 10).map("double", vec![]);
-        let items = [
-            bag.sum(),
-            bag.mean(),
-            bag.fold("add", "add", None),
-            bag.fold("add", "add", Some(0.into())),
-            bag.take(3),
-        ];
-        for item in items {
-            let c = item.to_collection();
-            assert_eq!((c.kind, c.npartitions), (CollectionKind::Item, 1));
-            assert_eq!(c.keys, vec![item.key()]);
-            assert_eq!(Item::from_collection(&c), Ok(item.clone()));
-            assert_eq!(Item::from_collection(&through_msgpack(&c)), Ok(item));
-        }
     }
 
     #[test]
@@ -211,41 +265,5 @@ mod tests {
             Some(&Node::Quoted("no such key".into()))
         );
         assert_eq!(through_msgpack(&c), c);
-    }
-
-    #[test]
-    fn a_collection_of_the_wrong_kind_or_shape_is_refused() {
-        let bag = Bag::range(10, 2);
-        let item = bag.sum();
-        let err = Item::from_collection(&bag.to_collection()).unwrap_err();
-        assert!(err.contains("is a bag, not an item"), "{err}");
-        let err = Bag::from_collection(&item.to_collection()).unwrap_err();
-        assert!(err.contains("is an item, not a bag"), "{err}");
-        let graph = Collection::from_graph(&crate::graph! { "x" => 1 }, vec!["x".into()]);
-        assert!(Bag::from_collection(&graph).is_err());
-        // The item's one partition is the one-partition bag of the same key.
-        let mut as_bag = item.to_collection();
-        as_bag.kind = CollectionKind::Bag;
-        assert_eq!(Bag::from_collection(&as_bag), Ok(item.to_bag()));
-
-        let mut c = bag.to_collection();
-        c.keys.pop();
-        assert!(Bag::from_collection(&c)
-            .unwrap_err()
-            .contains("keys must be"));
-        let mut c = bag.to_collection();
-        c.graph.retain(|(k, _)| *k != bag.keys()[1]);
-        let err = Bag::from_collection(&c).unwrap_err();
-        assert!(err.contains("does not define"), "{err}");
-        let mut c = bag.to_collection();
-        c.npartitions = 0;
-        c.keys.clear();
-        assert!(Bag::from_collection(&c).is_err());
-        let mut c = item.to_collection();
-        c.keys = vec![Key::from("other")];
-        assert!(Item::from_collection(&c).is_err());
-        let mut c = item.to_collection();
-        c.graph.clear();
-        assert!(Item::from_collection(&c).is_err());
     }
 }

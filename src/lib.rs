@@ -22,9 +22,9 @@ pub mod scheduler;
 pub mod value;
 pub mod worker;
 
-pub use bag::Bag;
+pub use bag::{Bag, Item};
 pub use client::{Client, ClientConfig, ClientError, GetOptions};
-pub use collection::{Collection, CollectionKind};
+pub use collection::{Collection, CollectionError, CollectionKind, Computable};
 pub use graph::{Expr, Graph, GraphError, Key, KeySpec, Node};
 pub use local_cluster::LocalCluster;
 pub use value::{Bytes, FromValue, Value};

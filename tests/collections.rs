@@ -94,9 +94,9 @@ fn a_bag_stored_by_one_client_is_computed_by_another() {
     );
     let back = Bag::from_collection(&fetched).unwrap();
     assert_eq!(back, bag);
-    assert_eq!(back.compute(&client_b).unwrap(), ints(1..6));
+    assert_eq!(client_b.compute(&back).unwrap(), ints(1..6));
     // Built upon by the second client, it gives the same keys as built upon by the first.
-    assert_eq!(back.sum().compute(&client_b).unwrap(), Value::from(15));
+    assert_eq!(client_b.compute(&back.sum()).unwrap(), Value::from(15));
     assert_eq!(back.sum().key(), bag.sum().key());
     // The first client reads it back too.
     assert_eq!(client_a.get_collection("mybag").unwrap(), fetched);
@@ -116,10 +116,10 @@ fn a_stored_collection_outlives_the_client_that_stored_it() {
     let fetched = client_b.get_collection("mybag").unwrap();
     assert_eq!(fetched, bag.to_collection());
     let back = Bag::from_collection(&fetched).unwrap();
-    assert_eq!(back.compute(&client_b).unwrap(), ints(1..6));
+    assert_eq!(client_b.compute(&back).unwrap(), ints(1..6));
     let total = Item::from_collection(&client_b.get_collection("total").unwrap()).unwrap();
     assert_eq!(total, bag.sum());
-    assert_eq!(total.compute(&client_b).unwrap(), Value::from(15));
+    assert_eq!(client_b.compute(&total).unwrap(), Value::from(15));
 }
 
 #[test]
@@ -134,9 +134,8 @@ fn overwrite_replaces_delete_removes_and_a_missing_name_is_a_clear_error() {
     let fetched = client_a.get_collection("mybag").unwrap();
     assert_eq!(fetched, second.to_collection(), "the last write wins");
     assert_eq!(
-        Bag::from_collection(&fetched)
-            .unwrap()
-            .compute(&client_a)
+        client_a
+            .compute(&Bag::from_collection(&fetched).unwrap())
             .unwrap(),
         ints([20, 40, 60])
     );
@@ -269,9 +268,8 @@ fn concurrent_writers_of_one_name_never_let_a_reader_see_a_mix() {
     assert_eq!(client.list_collections().unwrap(), vec!["shared"]);
     let w = bags.iter().position(|b| *b == last).unwrap() as i64;
     let expected: Vec<i64> = (0..(3 + 4 * w)).map(|x| x * 100 + 2 * w).collect();
-    let computed = Bag::from_collection(&last)
-        .unwrap()
-        .compute(&client)
+    let computed = client
+        .compute(&Bag::from_collection(&last).unwrap())
         .unwrap();
     // `filter("identity")` drops the zero of writer 0.
     let expected: Vec<i64> = expected.into_iter().filter(|x| *x != 0).collect();
@@ -422,9 +420,9 @@ fn stored_collections_survive_a_scheduler_restart_with_a_state_dir() {
     assert_no_such(client.get_collection("gone"), "gone");
     cluster.wait_for_workers(2);
     let back = Bag::from_collection(&fetched).unwrap();
-    assert_eq!(back.compute(&client).unwrap(), ints(1..6));
+    assert_eq!(client.compute(&back).unwrap(), ints(1..6));
     let total = Item::from_collection(&client.get_collection("total").unwrap()).unwrap();
-    assert_eq!(total.compute(&client).unwrap(), Value::from(15));
+    assert_eq!(client.compute(&total).unwrap(), Value::from(15));
 
     // A second crash keeps what the restarted scheduler was told.
     client.delete_collection("total").unwrap();
@@ -441,7 +439,7 @@ fn stored_collections_are_kept_across_a_client_restart() {
     let client_a = cluster.client();
     let bag = mybag();
     client_a.set_collection("mybag", &bag).unwrap();
-    assert_eq!(bag.compute(&client_a).unwrap(), ints(1..6));
+    assert_eq!(client_a.compute(&bag).unwrap(), ints(1..6));
     let persisted = client_a.persist(&bag).unwrap();
     client_a.publish("ds", &persisted).unwrap();
     let pids_before: Vec<u32> = client_a.workers().unwrap().iter().map(|w| w.pid).collect();
@@ -464,9 +462,8 @@ fn stored_collections_are_kept_across_a_client_restart() {
     let fetched = client_b.get_collection("mybag").unwrap();
     assert_eq!(fetched, bag.to_collection());
     assert_eq!(
-        Bag::from_collection(&fetched)
-            .unwrap()
-            .compute(&client_b)
+        client_b
+            .compute(&Bag::from_collection(&fetched).unwrap())
             .unwrap(),
         ints(1..6)
     );

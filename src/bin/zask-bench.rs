@@ -355,7 +355,7 @@ fn bag(c: &Cluster, items: usize, zero: bool, faults: bool) -> Result<Run, Strin
         std::thread::spawn(move || sigterm_workers(&address, &stop))
     });
     let t0 = Instant::now();
-    let v = sum.compute(&c.client).map_err(|e| e.to_string());
+    let v = c.client.compute(&sum).map_err(|e| e.to_string());
     let wall_s = t0.elapsed().as_secs_f64();
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let kills = killer.map(|k| k.join().unwrap_or(0)).unwrap_or(0);

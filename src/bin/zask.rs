@@ -136,7 +136,7 @@ fn collection_command(action: CollectionAction) {
             let value = match c.kind {
                 CollectionKind::Bag => zask::Bag::from_collection(&c)
                     .map_err(|e| e.to_string())
-                    .and_then(|b| b.compute(&client).map_err(|e| e.to_string())),
+                    .and_then(|b| client.compute(&b).map_err(|e| e.to_string())),
                 _ => {
                     let spec = if c.keys.len() == 1 {
                         KeySpec::One(c.keys[0].clone())

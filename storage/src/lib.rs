@@ -139,7 +139,10 @@ impl fmt::Display for StoreSpec {
 
 const EXPECTED: &str = r#"expected "memory" or "sled:PATH""#;
 
-fn parse_spec(spec: &str) -> Result<StoreSpec, StoreError> {
+/// Parses a CLI store spec: `"memory"` or `"sled:PATH"`. A bad spec gives
+/// [`StoreError::InvalidSpec`], whose message names the bad spec and is suitable for
+/// printing as is (it also serves as a clap `value_parser`).
+pub fn parse_store_spec(spec: &str) -> Result<StoreSpec, StoreError> {
     let invalid = |reason: String| StoreError::InvalidSpec {
         spec: spec.to_string(),
         reason,
@@ -161,16 +164,10 @@ fn parse_spec(spec: &str) -> Result<StoreSpec, StoreError> {
     Err(invalid(format!("unknown store kind; {EXPECTED}")))
 }
 
-/// Parses a CLI store spec: `"memory"` or `"sled:PATH"`. The error is a complete
-/// message naming the bad spec, suitable for printing as is.
-pub fn parse_store_spec(spec: &str) -> Result<StoreSpec, String> {
-    parse_spec(spec).map_err(|e| e.to_string())
-}
-
 /// Parses a CLI store spec and opens it; `"sled:PATH"` is opened fresh (emptied).
 /// A bad spec gives [`StoreError::InvalidSpec`].
 pub fn open_store(spec: &str) -> StoreResult<Box<dyn Store>> {
-    parse_spec(spec)?.open()
+    parse_store_spec(spec)?.open()
 }
 
 #[cfg(test)]
@@ -203,7 +200,10 @@ mod tests {
         for bad in [
             "sled:", "sled", "foo", "", "Memory", " memory", "memory:", "redis:x",
         ] {
-            let msg = parse_store_spec(bad).expect_err(bad);
+            let err = parse_store_spec(bad).expect_err(bad);
+            assert!(matches!(err, StoreError::InvalidSpec { .. }), "{err:?}");
+            assert!(!err.retry_may_help());
+            let msg = err.to_string();
             assert!(
                 msg.contains(&format!("{bad:?}")),
                 "message {msg:?} should name spec {bad:?}"
