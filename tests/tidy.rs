@@ -1,4 +1,5 @@
-//! Architecture guards: the scheduler and worker state machines stay pure (no sockets, threads,
+//! Architecture guards: the modules of src/ import each other without cycles (layers only point
+//! down); the scheduler and worker state machines stay pure (no sockets, threads,
 //! channels, disk or clock), and every module says what it is for.
 
 use std::fs;
@@ -307,4 +308,132 @@ fn every_module_starts_by_saying_what_it_is_for() {
         missing.is_empty(),
         "modules without a //! line: {missing:?}"
     );
+}
+
+/// Which top-level modules of `src/` each top-level module uses (`use crate::…` and paths in
+/// code, made absolute), test-only code aside: what ships. The binaries are crates of their
+/// own (they use `zask::…`), and lib.rs only declares and re-exports, so neither counts.
+fn module_dependencies() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let mut files = Vec::new();
+    rust_files(&root().join("src"), &mut files);
+    let mut deps: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    for file in files {
+        let module = module_of(&file);
+        if module.is_empty() || module[0] == "bin" || file.ends_with("tests.rs") {
+            continue;
+        }
+        let text = fs::read_to_string(&file).unwrap();
+        let ast = syn::parse_file(&text)
+            .unwrap_or_else(|e| panic!("{}: does not parse: {e}", file.display()));
+        let mut paths = Paths::default();
+        syn::visit::Visit::visit_file(&mut paths, &ast);
+        let own = deps.entry(module[0].clone()).or_default();
+        for path in &paths.found {
+            let path = absolute(&module, path);
+            if path.len() >= 2
+                && path[0] == "crate"
+                && path[1] != module[0]
+                && file_of(&path[1..2]).is_some()
+            {
+                own.insert(path[1].clone());
+            }
+        }
+    }
+    deps
+}
+
+/// A cycle in `deps` (as the modules along it, the first repeated at the end), if any.
+fn find_cycle(
+    deps: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+) -> Option<Vec<String>> {
+    fn visit(
+        m: &str,
+        deps: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+        done: &mut std::collections::BTreeSet<String>,
+        stack: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = stack.iter().position(|s| s == m) {
+            let mut cycle = stack[at..].to_vec();
+            cycle.push(m.to_owned());
+            return Some(cycle);
+        }
+        if done.contains(m) {
+            return None;
+        }
+        stack.push(m.to_owned());
+        for d in deps.get(m).into_iter().flatten() {
+            if let Some(cycle) = visit(d, deps, done, stack) {
+                return Some(cycle);
+            }
+        }
+        stack.pop();
+        done.insert(m.to_owned());
+        None
+    }
+    let mut done = Default::default();
+    deps.keys()
+        .find_map(|m| visit(m, deps, &mut done, &mut Vec::new()))
+}
+
+#[test]
+fn layers_only_point_down_no_cycle_between_modules() {
+    let deps = module_dependencies();
+    // The walk reads real imports: known edges are found.
+    for (from, to) in [
+        ("client", "protocol"),
+        ("client", "net"),
+        ("local_cluster", "scheduler"),
+        ("protocol", "collection"),
+        ("bag", "collection"),
+    ] {
+        assert!(
+            deps.get(from).is_some_and(|d| d.contains(to)),
+            "{from} → {to} not found: {deps:?}"
+        );
+    }
+    // The data model is below the network: a bag never reaches the client.
+    assert!(!deps["bag"].contains("client"), "{deps:?}");
+    if let Some(cycle) = find_cycle(&deps) {
+        panic!(
+            "modules of src/ import each other in a cycle: {}\nall imports: {deps:?}",
+            cycle.join(" → ")
+        );
+    }
+}
+
+#[test]
+fn the_cycle_check_catches_a_cycle() {
+    let deps = |edges: &[(&str, &str)]| {
+        let mut d: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+            Default::default();
+        for (a, b) in edges {
+            d.entry(a.to_string()).or_default().insert(b.to_string());
+            d.entry(b.to_string()).or_default();
+        }
+        d
+    };
+    let layered = deps(&[("a", "b"), ("a", "c"), ("b", "c"), ("d", "a")]);
+    assert_eq!(find_cycle(&layered), None);
+    let cyclic = deps(&[
+        ("protocol", "collection"),
+        ("collection", "bag"),
+        ("bag", "client"),
+        ("client", "net"),
+        ("net", "protocol"),
+        ("value", "graph"),
+    ]);
+    let cycle = find_cycle(&cyclic).expect("the cycle");
+    assert_eq!(cycle.first(), cycle.last());
+    assert_eq!(cycle.len(), 6, "{cycle:?}");
+    // And on parsed code: a made-up `bag` module importing the client is an edge.
+    let ast = syn::parse_file("use crate::client::{Client, ClientError};").unwrap();
+    let mut paths = Paths::default();
+    syn::visit::Visit::visit_file(&mut paths, &ast);
+    let module = vec!["bag".to_owned()];
+    assert!(paths
+        .found
+        .iter()
+        .map(|p| absolute(&module, p))
+        .any(|p| p.len() >= 2 && p[0] == "crate" && p[1] == "client"));
 }
