@@ -43,6 +43,6 @@ pub fn init_logging() {
 }
 
 /// A clap value parser for `tcp://HOST:PORT` addresses.
-pub fn parse_address(s: &str) -> Result<String, String> {
+pub fn parse_address(s: &str) -> Result<String, crate::net::AddressError> {
     crate::net::Endpoint::parse(s).map(|_| s.to_owned())
 }

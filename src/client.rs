@@ -143,7 +143,7 @@ impl Client {
             address: address.to_owned(),
             reason,
         };
-        Endpoint::parse(address).map_err(connect_error)?;
+        Endpoint::parse(address).map_err(|e| connect_error(e.to_string()))?;
         let ctx = zmq::Context::new();
         let socket = ctx
             .socket(zmq::DEALER)

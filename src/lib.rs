@@ -26,7 +26,7 @@ pub use bag::{Bag, Item};
 pub use client::{Client, ClientConfig, ClientError, GetOptions};
 pub use collection::{Collection, CollectionError, CollectionKind, Computable};
 pub use graph::{Expr, Graph, GraphError, Key, KeySpec, Node};
-pub use local_cluster::LocalCluster;
+pub use local_cluster::{LocalCluster, LocalClusterError};
 pub use value::{Bytes, FromValue, Value};
 pub use worker::Registry;
 pub use zask_storage::StoreSpec;

@@ -4,25 +4,40 @@
 use zask_storage::StoreSpec;
 
 use crate::client::{Client, ClientError};
+use crate::net::StartError;
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::worker::{Registry, Worker, WorkerConfig};
 
-/// How to build a `LocalCluster`.
+/// How long `start` waits for its workers to register.
+const REGISTRATION_TIMEOUT_MS: u64 = 10_000;
+
+/// How to build a `LocalCluster` (`LocalCluster::builder()`); each setting says its default.
 #[derive(Clone)]
 pub struct LocalClusterBuilder {
+    /// Worker threads of the process (each with its own store and peer port). Default: one
+    /// per core (`available_parallelism`), so the machine is used without oversubscribing.
     workers: usize,
+    /// Task threads per worker. Default: 1 (parallelism comes from the workers).
     threads_per_worker: u32,
+    /// The functions workers run. Default: the built-ins (`Registry::with_builtins`), never
+    /// the test functions.
     registry: Registry,
+    /// Where workers keep results. Default: memory; `sled:PATH` gives each worker
+    /// `PATH/worker-<i>`.
     store: StoreSpec,
+    /// The scheduler's settings. Default: `SchedulerConfig::default()` (its ports 0: any free
+    /// port on loopback).
     scheduler: SchedulerConfig,
 }
 
 impl LocalClusterBuilder {
+    /// How many workers (default: one per core).
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = n;
         self
     }
 
+    /// Task threads per worker, at least 1 (default: 1).
     pub fn threads_per_worker(mut self, n: u32) -> Self {
         self.threads_per_worker = n.max(1);
         self
@@ -40,18 +55,21 @@ impl LocalClusterBuilder {
         self.registry(Registry::with_test_functions())
     }
 
+    /// Where workers keep results (default: memory).
     pub fn store(mut self, store: StoreSpec) -> Self {
         self.store = store;
         self
     }
 
+    /// The scheduler's settings (default: `SchedulerConfig::default()`).
     pub fn scheduler_config(mut self, config: SchedulerConfig) -> Self {
         self.scheduler = config;
         self
     }
 
-    pub fn start(self) -> Result<LocalCluster, String> {
-        let scheduler = Scheduler::start(self.scheduler)?;
+    /// Starts the scheduler and the workers, and returns once every worker has registered.
+    pub fn start(self) -> Result<LocalCluster, LocalClusterError> {
+        let scheduler = Scheduler::start(self.scheduler).map_err(LocalClusterError::Scheduler)?;
         let mut workers = Vec::with_capacity(self.workers);
         for i in 0..self.workers {
             let mut config = WorkerConfig::new(scheduler.address_to_workers());
@@ -61,7 +79,9 @@ impl LocalClusterBuilder {
                 StoreSpec::Sled(path) => StoreSpec::Sled(path.join(format!("worker-{i}"))),
                 other => other.clone(),
             };
-            workers.push(Worker::start(config, self.registry.clone())?);
+            let worker = Worker::start(config, self.registry.clone())
+                .map_err(|error| LocalClusterError::Worker { index: i, error })?;
+            workers.push(worker);
         }
         let cluster = LocalCluster { scheduler, workers };
         cluster.wait_for_workers(self.workers)?;
@@ -83,7 +103,7 @@ pub struct LocalCluster {
 impl LocalCluster {
     /// One worker per core, one thread each, the built-in functions (no test functions),
     /// in-memory stores.
-    pub fn new() -> Result<LocalCluster, String> {
+    pub fn new() -> Result<LocalCluster, LocalClusterError> {
         LocalCluster::builder().start()
     }
 
@@ -120,18 +140,89 @@ impl LocalCluster {
     }
 
     /// Waits (bounded) until `n` workers have registered.
-    fn wait_for_workers(&self, n: usize) -> Result<(), String> {
-        let client = self.client().map_err(|e| e.to_string())?;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    fn wait_for_workers(&self, n: usize) -> Result<(), LocalClusterError> {
+        let client = self.client().map_err(LocalClusterError::Client)?;
+        let deadline =
+            std::time::Instant::now() + std::time::Duration::from_millis(REGISTRATION_TIMEOUT_MS);
         loop {
-            let have = client.workers().map_err(|e| e.to_string())?.len();
+            let have = client.workers().map_err(LocalClusterError::Client)?.len();
             if have >= n {
                 return Ok(());
             }
             if std::time::Instant::now() > deadline {
-                return Err(format!("only {have} of {n} workers registered within 10 s"));
+                return Err(LocalClusterError::Unregistered {
+                    registered: have,
+                    started: n,
+                    waited_ms: REGISTRATION_TIMEOUT_MS,
+                });
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+}
+
+/// Why a `LocalCluster` could not start. `retry_may_help` says whether starting it again,
+/// unchanged, can succeed.
+#[derive(Debug)]
+pub enum LocalClusterError {
+    /// The scheduler did not start (its own `retry_may_help` decides).
+    Scheduler(StartError),
+    /// Worker `index` did not start (its own `retry_may_help` decides).
+    Worker { index: usize, error: StartError },
+    /// The cluster's own client could not ask the scheduler about its workers.
+    Client(ClientError),
+    /// Not every worker registered in time (a loaded machine): may pass.
+    Unregistered {
+        registered: usize,
+        started: usize,
+        waited_ms: u64,
+    },
+}
+
+impl LocalClusterError {
+    /// Whether starting the cluster again, unchanged, can succeed later.
+    pub fn retry_may_help(&self) -> bool {
+        match self {
+            LocalClusterError::Scheduler(e) | LocalClusterError::Worker { error: e, .. } => {
+                e.retry_may_help()
+            }
+            LocalClusterError::Client(e) => matches!(
+                e,
+                ClientError::Connect { .. }
+                    | ClientError::SchedulerLost { .. }
+                    | ClientError::Timeout { .. }
+            ),
+            LocalClusterError::Unregistered { .. } => true,
+        }
+    }
+}
+
+impl std::fmt::Display for LocalClusterError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LocalClusterError::Scheduler(e) => write!(f, "the scheduler did not start: {e}"),
+            LocalClusterError::Worker { index, error } => {
+                write!(f, "worker {index} did not start: {error}")
+            }
+            LocalClusterError::Client(e) => write!(f, "{e}"),
+            LocalClusterError::Unregistered {
+                registered,
+                started,
+                waited_ms,
+            } => write!(
+                f,
+                "only {registered} of {started} workers registered within {waited_ms} ms"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for LocalClusterError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LocalClusterError::Scheduler(e) | LocalClusterError::Worker { error: e, .. } => Some(e),
+            LocalClusterError::Client(e) => Some(e),
+            LocalClusterError::Unregistered { .. } => None,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Shared ZeroMQ plumbing for the IO layers: socket options, multipart send/receive, waking a
-//! poll loop from other threads, endpoint parsing, and the clock that feeds the pure cores.
+//! poll loop from other threads, endpoint parsing, the clock that feeds the pure cores, and the
+//! typed errors of addresses (`AddressError`) and of starting a service (`StartError`).
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
@@ -164,19 +165,24 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    pub fn parse(s: &str) -> Result<Endpoint, String> {
+    /// Parses `tcp://HOST:PORT` (PORT from 0 to 65535, HOST not empty).
+    pub fn parse(s: &str) -> Result<Endpoint, AddressError> {
+        let invalid = |problem| AddressError {
+            address: s.to_owned(),
+            problem,
+        };
         let rest = s
             .strip_prefix("tcp://")
-            .ok_or_else(|| format!("invalid address {s:?}: expected tcp://HOST:PORT"))?;
+            .ok_or_else(|| invalid(AddressProblem::NotTcp))?;
         let (host, port) = rest
             .rsplit_once(':')
-            .ok_or_else(|| format!("invalid address {s:?}: expected tcp://HOST:PORT"))?;
+            .ok_or_else(|| invalid(AddressProblem::NoPort))?;
         if host.is_empty() {
-            return Err(format!("invalid address {s:?}: the host is empty"));
+            return Err(invalid(AddressProblem::EmptyHost));
         }
-        let port: u16 = port.parse().map_err(|_| {
-            format!("invalid address {s:?}: port {port:?} is not a number from 0 to 65535")
-        })?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| invalid(AddressProblem::BadPort(port.to_owned())))?;
         Ok(Endpoint {
             host: host.to_owned(),
             port,
@@ -194,9 +200,158 @@ impl std::fmt::Display for Endpoint {
     }
 }
 
+/// A `tcp://HOST:PORT` address that does not parse. Retrying with the same text never helps
+/// (`retry_may_help` is false).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddressError {
+    /// The address exactly as given.
+    pub address: String,
+    pub problem: AddressProblem,
+}
+
+/// What is wrong with an address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AddressProblem {
+    /// It does not start with `tcp://`.
+    NotTcp,
+    /// No `:PORT` after the host.
+    NoPort,
+    /// Nothing between `tcp://` and `:PORT`.
+    EmptyHost,
+    /// The port (as written) is not a number from 0 to 65535.
+    BadPort(String),
+}
+
+impl AddressError {
+    /// Whether the same address can parse later: never.
+    pub fn retry_may_help(&self) -> bool {
+        false
+    }
+}
+
+impl std::fmt::Display for AddressError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let address = &self.address;
+        match &self.problem {
+            AddressProblem::NotTcp | AddressProblem::NoPort => {
+                write!(f, "invalid address {address:?}: expected tcp://HOST:PORT")
+            }
+            AddressProblem::EmptyHost => {
+                write!(f, "invalid address {address:?}: the host is empty")
+            }
+            AddressProblem::BadPort(port) => write!(
+                f,
+                "invalid address {address:?}: port {port:?} is not a number from 0 to 65535"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for AddressError {}
+
+/// Why a service (`Scheduler::start`, `Worker::start`) could not start. Each variant says
+/// whether starting again unchanged can help (`retry_may_help`), as `StoreError` does.
+#[derive(Debug)]
+pub enum StartError {
+    /// An address in the configuration does not parse: fix it, retrying will not help.
+    Address(AddressError),
+    /// Listening on `endpoint` failed. `EADDRINUSE` (another process holds the port) may pass
+    /// once that process exits; anything else (no such interface, permission) will not.
+    Bind { endpoint: String, error: zmq::Error },
+    /// Connecting to `address` was refused by ZeroMQ (a malformed or unsupported endpoint):
+    /// retrying will not help. (An unreachable peer is not an error here: ZeroMQ connects in
+    /// the background.)
+    Connect { address: String, error: zmq::Error },
+    /// A socket, a waker or another OS resource could not be made or set up (`what` says
+    /// which step), usually for lack of file descriptors or memory: may pass.
+    Resource {
+        what: &'static str,
+        error: std::io::Error,
+    },
+    /// The worker's result store could not be opened: its own `retry_may_help` decides.
+    Store(zask_storage::StoreError),
+    /// The scheduler's journal (`--state-dir`) could not be opened or read. The journal
+    /// reports a message only, so this cannot tell a passing failure from a damaged
+    /// directory: taken as one that needs a person (no retry).
+    Journal {
+        dir: std::path::PathBuf,
+        reason: String,
+    },
+}
+
+impl StartError {
+    /// A failed step making or setting up a socket (or another OS resource).
+    pub fn socket(what: &'static str, error: zmq::Error) -> StartError {
+        StartError::Resource {
+            what,
+            error: error.into(),
+        }
+    }
+
+    /// A failed step making a waker (or another OS resource).
+    pub fn resource(what: &'static str, error: std::io::Error) -> StartError {
+        StartError::Resource { what, error }
+    }
+
+    /// Whether starting again, unchanged, can succeed later.
+    pub fn retry_may_help(&self) -> bool {
+        match self {
+            StartError::Address(_) | StartError::Connect { .. } | StartError::Journal { .. } => {
+                false
+            }
+            StartError::Bind { error, .. } => *error == zmq::Error::EADDRINUSE,
+            StartError::Resource { .. } => true,
+            StartError::Store(e) => e.retry_may_help(),
+        }
+    }
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Address(e) => write!(f, "{e}"),
+            StartError::Bind { endpoint, error } => {
+                write!(f, "cannot listen on {endpoint}: {error}")
+            }
+            StartError::Connect { address, error } => {
+                write!(f, "cannot connect to {address}: {error}")
+            }
+            StartError::Resource { what, error } => write!(f, "{what}: {error}"),
+            StartError::Store(e) => write!(f, "{e}"),
+            StartError::Journal { dir, reason } => {
+                write!(f, "state dir {}: {reason}", dir.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StartError::Address(e) => Some(e),
+            StartError::Bind { error, .. } | StartError::Connect { error, .. } => Some(error),
+            StartError::Resource { error, .. } => Some(error),
+            StartError::Store(e) => Some(e),
+            StartError::Journal { .. } => None,
+        }
+    }
+}
+
+impl From<AddressError> for StartError {
+    fn from(e: AddressError) -> Self {
+        StartError::Address(e)
+    }
+}
+
+impl From<zask_storage::StoreError> for StartError {
+    fn from(e: zask_storage::StoreError) -> Self {
+        StartError::Store(e)
+    }
+}
+
 /// Binds `socket` on `host` and `port` (0: any free port) and returns the address others reach
 /// it at. A wildcard host is advertised as this machine's hostname.
-pub fn bind(socket: &zmq::Socket, host: &str, port: u16) -> Result<String, String> {
+pub fn bind(socket: &zmq::Socket, host: &str, port: u16) -> Result<String, StartError> {
     let port_part = if port == 0 {
         "*".to_owned()
     } else {
@@ -204,13 +359,16 @@ pub fn bind(socket: &zmq::Socket, host: &str, port: u16) -> Result<String, Strin
     };
     let bind_host = if host == "0.0.0.0" { "*" } else { host };
     let endpoint = format!("tcp://{bind_host}:{port_part}");
-    socket
-        .bind(&endpoint)
-        .map_err(|e| format!("cannot listen on {endpoint}: {e}"))?;
+    socket.bind(&endpoint).map_err(|error| StartError::Bind {
+        endpoint: endpoint.clone(),
+        error,
+    })?;
     let last = socket
         .get_last_endpoint()
-        .map_err(|e| e.to_string())?
-        .map_err(|_| "endpoint is not UTF-8".to_string())?;
+        .map_err(|e| StartError::socket("reading the bound endpoint", e))?
+        .map_err(|_| {
+            StartError::socket("reading the bound endpoint (not UTF-8)", zmq::Error::EINVAL)
+        })?;
     let bound = Endpoint::parse(&last)?;
     let advertised = if bind_host == "*" {
         hostname()
@@ -268,13 +426,39 @@ mod tests {
                 port: 4444
             })
         );
-        assert!(Endpoint::parse("127.0.0.1:4444")
-            .unwrap_err()
-            .contains("tcp://"));
-        assert!(Endpoint::parse("tcp://h:99999")
-            .unwrap_err()
-            .contains("99999"));
-        assert!(Endpoint::parse("tcp://:1").is_err());
+        let err = Endpoint::parse("127.0.0.1:4444").unwrap_err();
+        assert_eq!(err.problem, AddressProblem::NotTcp);
+        assert!(err.to_string().contains("tcp://"), "{err}");
+        assert!(!err.retry_may_help());
+        let err = Endpoint::parse("tcp://h:99999").unwrap_err();
+        assert_eq!(err.problem, AddressProblem::BadPort("99999".into()));
+        assert!(err.to_string().contains("99999"), "{err}");
+        assert_eq!(
+            Endpoint::parse("tcp://:1").unwrap_err().problem,
+            AddressProblem::EmptyHost
+        );
+        assert_eq!(
+            Endpoint::parse("tcp://h").unwrap_err().problem,
+            AddressProblem::NoPort
+        );
+    }
+
+    #[test]
+    fn a_port_in_use_is_a_bind_error_worth_retrying_a_bad_address_is_not() {
+        let ctx = zmq::Context::new();
+        let first = ctx.socket(zmq::ROUTER).unwrap();
+        let address = bind(&first, "127.0.0.1", 0).unwrap();
+        let port = Endpoint::parse(&address).unwrap().port;
+        let second = ctx.socket(zmq::ROUTER).unwrap();
+        let err = bind(&second, "127.0.0.1", port).unwrap_err();
+        assert!(
+            matches!(&err, StartError::Bind { error, .. } if *error == zmq::Error::EADDRINUSE),
+            "{err:?}"
+        );
+        assert!(err.retry_may_help(), "{err}");
+        assert!(err.to_string().contains(&port.to_string()), "{err}");
+        let err = StartError::from(Endpoint::parse("udp://x:1").unwrap_err());
+        assert!(!err.retry_may_help(), "{err}");
     }
 
     #[test]

@@ -16,10 +16,10 @@
 //! ```no_run
 //! use zask::{Bag, LocalCluster, Value};
 //! let cluster = LocalCluster::new()?;
-//! let client = cluster.client().map_err(|e| e.to_string())?;
+//! let client = cluster.client()?;
 //! let total = Bag::range(400, 200).map("double", vec![]).sum();
-//! assert_eq!(client.compute(&total).map_err(|e| e.to_string())?, Value::from(159600));
-//! # Ok::<(), String>(())
+//! assert_eq!(client.compute(&total)?, Value::from(159600));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 use crate::collection::{AsCollection, Collection, CollectionError, CollectionKind, Computable};

@@ -100,7 +100,7 @@ fn main() {
         let mut config = NannyConfig::new(args.scheduler.clone(), command);
         config.max_restarts = args.max_restarts;
         if let Err(e) = nanny::run(config, stop) {
-            fail(&e);
+            fail(&e.to_string());
         }
         return;
     }
@@ -125,7 +125,7 @@ fn main() {
     } else {
         Registry::with_builtins()
     };
-    let worker = Worker::start(config, registry).unwrap_or_else(|e| fail(&e));
+    let worker = Worker::start(config, registry).unwrap_or_else(|e| fail(&e.to_string()));
     println!("worker {}", worker.address());
     let tell_nanny = |reason: FinalReason| {
         if let Some(writer) = final_reason {

@@ -13,7 +13,7 @@ use log::{debug, error, info, warn};
 
 use super::core::{Command, CoreConfig, Event, Recovered, SchedulerCore};
 use super::journal::{Journal, JournalWrite};
-use crate::net::{self, Clock, WakeReceiver, Waker};
+use crate::net::{self, Clock, StartError, WakeReceiver, Waker};
 use crate::protocol::codec::{encode, split, DecodeError};
 use crate::protocol::{
     Frame, FrameIdentity, FromClient, FromWorker, RequestError, ToClient, ToWorker,
@@ -91,21 +91,29 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    pub fn start(config: SchedulerConfig) -> Result<Scheduler, String> {
+    pub fn start(config: SchedulerConfig) -> Result<Scheduler, StartError> {
         // A panic in one of the scheduler's threads ends the process (see `crate::fatal`).
         crate::fatal::install();
         let ctx = zmq::Context::new();
-        let worker_socket = ctx.socket(zmq::ROUTER).map_err(|e| e.to_string())?;
-        let client_socket = ctx.socket(zmq::ROUTER).map_err(|e| e.to_string())?;
+        let socket_error = |what| move |e| StartError::socket(what, e);
+        let worker_socket = ctx
+            .socket(zmq::ROUTER)
+            .map_err(socket_error("making the worker port"))?;
+        let client_socket = ctx
+            .socket(zmq::ROUTER)
+            .map_err(socket_error("making the client port"))?;
         for (s, hwm) in [
             (&worker_socket, config.worker_queue_max_messages),
             (&client_socket, config.client_queue_max_messages),
         ] {
-            net::configure_bounded(s, config.max_message_bytes, hwm).map_err(|e| e.to_string())?;
+            net::configure_bounded(s, config.max_message_bytes, hwm)
+                .map_err(socket_error("setting socket options"))?;
             // A process that reconnects with the same identity takes over its old route.
-            s.set_router_handover(true).map_err(|e| e.to_string())?;
+            s.set_router_handover(true)
+                .map_err(socket_error("setting ROUTER_HANDOVER"))?;
             // A full queue is an error (EAGAIN) we act on, not a silent drop.
-            s.set_router_mandatory(true).map_err(|e| e.to_string())?;
+            s.set_router_mandatory(true)
+                .map_err(socket_error("setting ROUTER_MANDATORY"))?;
         }
         // Dropped worker connections (a killed worker) are reported on this monitor socket.
         worker_socket
@@ -113,11 +121,13 @@ impl Scheduler {
                 "inproc://zask-worker-port-monitor",
                 zmq::SocketEvent::DISCONNECTED as i32,
             )
-            .map_err(|e| e.to_string())?;
-        let monitor = ctx.socket(zmq::PAIR).map_err(|e| e.to_string())?;
+            .map_err(socket_error("monitoring the worker port"))?;
+        let monitor = ctx
+            .socket(zmq::PAIR)
+            .map_err(socket_error("making the monitor socket"))?;
         monitor
             .connect("inproc://zask-worker-port-monitor")
-            .map_err(|e| e.to_string())?;
+            .map_err(socket_error("connecting the monitor socket"))?;
         let address_to_workers = net::bind(&worker_socket, &config.host, config.worker_port)?;
         let address_to_clients = net::bind(&client_socket, &config.host, config.client_port)?;
         info!("address_to_workers {address_to_workers}");
@@ -129,8 +139,9 @@ impl Scheduler {
             crossbeam_channel::bounded(config.command_queue_max.max(1));
         let (to_clients_tx, to_clients_rx) =
             crossbeam_channel::bounded(config.command_queue_max.max(1));
-        let (worker_waker, worker_wake_rx) = net::waker().map_err(|e| e.to_string())?;
-        let (client_waker, client_wake_rx) = net::waker().map_err(|e| e.to_string())?;
+        let waker_error = |e| StartError::resource("making a waker", e);
+        let (worker_waker, worker_wake_rx) = net::waker().map_err(waker_error)?;
+        let (client_waker, client_wake_rx) = net::waker().map_err(waker_error)?;
 
         let clock = Clock::start();
         let mut core_config = config.core.clone();
@@ -138,14 +149,18 @@ impl Scheduler {
         core_config.address_to_clients = address_to_clients.clone();
         core_config.max_message_bytes = config.max_message_bytes.max(0) as u64;
         core_config.instance_token = net::unpredictable_token();
+        let journal_error = |reason| StartError::Journal {
+            dir: config.state_dir.clone().unwrap_or_default(),
+            reason,
+        };
         let journal = match &config.state_dir {
-            Some(dir) => Some(Journal::open(dir)?),
+            Some(dir) => Some(Journal::open(dir).map_err(journal_error)?),
             None => None,
         };
         core_config.journal = journal.is_some();
         let mut core = SchedulerCore::new(core_config);
         if let Some(j) = &journal {
-            let recovered = j.load()?;
+            let recovered = j.load().map_err(journal_error)?;
             if recovered != Recovered::default() {
                 core.recover(clock.now_ms(), recovered);
             }
@@ -249,8 +264,12 @@ impl Drop for Scheduler {
     }
 }
 
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, String> {
-    crate::fatal::spawn_service(name, f).map_err(|e| format!("cannot start thread {name}: {e}"))
+/// Starts the scheduler thread `name` (its failure names the thread).
+fn spawn(
+    name: &'static str,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<JoinHandle<()>, StartError> {
+    crate::fatal::spawn_service(name, f).map_err(|e| StartError::resource(name, e))
 }
 
 struct Outputs {

@@ -24,7 +24,7 @@ use log::{error, info, warn};
 use serde::{Deserialize, Serialize};
 
 use super::core::ShutdownReason;
-use crate::net;
+use crate::net::{self, StartError};
 use crate::protocol::codec::{decode, decode_plain, encode, encode_plain};
 use crate::protocol::{FromWorker, ToWorker};
 
@@ -36,11 +36,17 @@ pub struct NannyConfig {
     /// The worker command: program then arguments (it must run the worker bare).
     pub worker_command: Vec<String>,
     /// Deaths in a row, before the worker came up, after which the nanny gives up. A worker
-    /// that came up or lived `stable_after` resets the count.
+    /// that came up or lived `stable_after` resets the count. Default: 50 (with the backoff,
+    /// a few minutes of trying).
     pub max_restarts: u32,
     /// First wait before a restart; doubles with each quick death, up to `backoff_max`.
+    /// Default: 100 ms (a worker that cannot start is not spun on).
     pub backoff_start: Duration,
+    /// Longest wait between restarts. Default: 5 s (a worker whose cause of death passes is
+    /// back soon).
     pub backoff_max: Duration,
+    /// A worker that lived this long resets the deaths-in-a-row count even if it never
+    /// printed its address. Default: 30 s.
     pub stable_after: Duration,
 }
 
@@ -171,17 +177,106 @@ impl FinalReasonWriter {
     }
 }
 
+/// Why a nanny stopped supervising. `retry_may_help` says whether running it again, unchanged,
+/// can succeed.
+#[derive(Debug)]
+pub enum NannyError {
+    /// Its socket to the scheduler (or the final-reason pipe) could not be set up: that
+    /// error's own `retry_may_help` decides.
+    Start(StartError),
+    /// The worker command is empty: retrying will not help.
+    EmptyCommand,
+    /// The worker process could not be started. A missing or forbidden program will not
+    /// appear by retrying; other failures (no processes or memory left) may pass.
+    Spawn {
+        program: String,
+        error: std::io::Error,
+    },
+    /// Polling the scheduler socket or waiting for the worker process failed: may pass.
+    Io {
+        what: &'static str,
+        error: std::io::Error,
+    },
+    /// The worker stopped on purpose with a reason that ends supervision (refused by the
+    /// scheduler, or its scheduler is gone): a new worker would fare no better.
+    WorkerStopped(FinalReason),
+    /// The worker died this many times in a row before coming up (`max_restarts`): it is not
+    /// going to start; retrying unchanged will not help.
+    GaveUp {
+        deaths_in_a_row: u32,
+        max_restarts: u32,
+    },
+}
+
+impl NannyError {
+    /// Whether running the nanny again, unchanged, can succeed later.
+    pub fn retry_may_help(&self) -> bool {
+        match self {
+            NannyError::Start(e) => e.retry_may_help(),
+            NannyError::Spawn { error, .. } => !matches!(
+                error.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+            ),
+            NannyError::Io { .. } => true,
+            NannyError::EmptyCommand | NannyError::WorkerStopped(_) | NannyError::GaveUp { .. } => {
+                false
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for NannyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NannyError::Start(e) => write!(f, "{e}"),
+            NannyError::EmptyCommand => write!(f, "empty worker command"),
+            NannyError::Spawn { program, error } => {
+                write!(f, "cannot start the worker ({program}): {error}")
+            }
+            NannyError::Io { what, error } => write!(f, "{what}: {error}"),
+            NannyError::WorkerStopped(reason) => {
+                write!(f, "the worker stopped: {reason}; not restarting it")
+            }
+            NannyError::GaveUp {
+                deaths_in_a_row,
+                max_restarts,
+            } => write!(
+                f,
+                "the worker died {deaths_in_a_row} times in a row; giving up \
+                 (--max-restarts {max_restarts})"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for NannyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            NannyError::Start(e) => Some(e),
+            NannyError::Spawn { error, .. } | NannyError::Io { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
 /// Runs until `stop` is set (then stops the worker gracefully) or the worker keeps dying.
-pub fn run(config: NannyConfig, stop: Arc<AtomicBool>) -> Result<(), String> {
+pub fn run(config: NannyConfig, stop: Arc<AtomicBool>) -> Result<(), NannyError> {
     let ctx = zmq::Context::new();
-    let socket = ctx.socket(zmq::DEALER).map_err(|e| e.to_string())?;
-    net::configure(&socket, net::DEFAULT_MAX_MESSAGE_BYTES).map_err(|e| e.to_string())?;
+    let socket_error = |what| move |e| NannyError::Start(StartError::socket(what, e));
+    let socket = ctx
+        .socket(zmq::DEALER)
+        .map_err(socket_error("making the scheduler socket"))?;
+    net::configure(&socket, net::DEFAULT_MAX_MESSAGE_BYTES)
+        .map_err(socket_error("setting socket options"))?;
     socket
         .set_identity(&net::unique_identity("nanny"))
-        .map_err(|e| e.to_string())?;
-    socket
-        .connect(&config.scheduler)
-        .map_err(|e| format!("cannot connect to {}: {e}", config.scheduler))?;
+        .map_err(socket_error("setting the socket identity"))?;
+    socket.connect(&config.scheduler).map_err(|error| {
+        NannyError::Start(StartError::Connect {
+            address: config.scheduler.clone(),
+            error,
+        })
+    })?;
     let send = |msg: &FromWorker| {
         if let Err(e) = net::send(&socket, None, encode(msg), vec![]) {
             warn!("nanny could not reach the scheduler: {e}");
@@ -198,7 +293,10 @@ pub fn run(config: NannyConfig, stop: Arc<AtomicBool>) -> Result<(), String> {
         let mut restart_requested = false;
         let readable = {
             let mut items = [socket.as_poll_item(zmq::POLLIN)];
-            net::poll(&mut items, 50).map_err(|e| e.to_string())?;
+            net::poll(&mut items, 50).map_err(|e| NannyError::Io {
+                what: "polling the scheduler socket",
+                error: e.into(),
+            })?;
             items[0].is_readable()
         };
         if readable {
@@ -233,7 +331,11 @@ pub fn run(config: NannyConfig, stop: Arc<AtomicBool>) -> Result<(), String> {
             worker = start(&config)?;
             continue;
         }
-        let Some(status) = worker.child.try_wait().map_err(|e| e.to_string())? else {
+        let Some(status) = worker.child.try_wait().map_err(|error| NannyError::Io {
+            what: "waiting for the worker process",
+            error,
+        })?
+        else {
             continue;
         };
         if stop.load(Ordering::SeqCst) {
@@ -244,7 +346,7 @@ pub fn run(config: NannyConfig, stop: Arc<AtomicBool>) -> Result<(), String> {
             Some(reason) if reason.ends_supervision() => {
                 warn!("worker process ended ({exit}): {reason}");
                 report_death(&send, &worker, true, reason.to_string());
-                return Err(format!("the worker stopped: {reason}; not restarting it"));
+                return Err(NannyError::WorkerStopped(reason));
             }
             Some(reason) => {
                 info!("worker process left gracefully ({exit}: {reason}): starting a new one");
@@ -263,10 +365,10 @@ pub fn run(config: NannyConfig, stop: Arc<AtomicBool>) -> Result<(), String> {
         }
         deaths_in_a_row += 1;
         if deaths_in_a_row > config.max_restarts {
-            return Err(format!(
-                "the worker died {deaths_in_a_row} times in a row; giving up (--max-restarts {})",
-                config.max_restarts
-            ));
+            return Err(NannyError::GaveUp {
+                deaths_in_a_row,
+                max_restarts: config.max_restarts,
+            });
         }
         std::thread::sleep(backoff);
         backoff = (backoff * 2).min(config.backoff_max);
@@ -285,14 +387,15 @@ fn report_death(send: &dyn Fn(&FromWorker), worker: &Running, expected: bool, re
     }
 }
 
-fn start(config: &NannyConfig) -> Result<Running, String> {
+fn start(config: &NannyConfig) -> Result<Running, NannyError> {
     let (program, args) = config
         .worker_command
         .split_first()
-        .ok_or("empty worker command")?;
+        .ok_or(NannyError::EmptyCommand)?;
     let mut command = Command::new(program);
     let token = net::unpredictable_token();
-    let (reason_read, reason_write) = pipe().map_err(|e| format!("cannot make a pipe: {e}"))?;
+    let (reason_read, reason_write) =
+        pipe().map_err(|e| NannyError::Start(StartError::resource("making a pipe", e)))?;
     let write_fd = reason_write.as_raw_fd();
     command
         .args(args)
@@ -314,7 +417,10 @@ fn start(config: &NannyConfig) -> Result<Running, String> {
     let spawned = command.spawn();
     // The child has its copy; ours must go, or the pipe would never close.
     drop(reason_write);
-    let mut child = spawned.map_err(|e| format!("cannot start the worker ({program}): {e}"))?;
+    let mut child = spawned.map_err(|error| NannyError::Spawn {
+        program: program.clone(),
+        error,
+    })?;
     info!("started worker process {}", child.id());
     let stdout = child.stdout.take().expect("piped above");
     let (tx, rx) = mpsc::channel();

@@ -133,8 +133,8 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn start(config: WorkerConfig, registry: Registry) -> Result<Worker, String> {
-        let store = config.store.open().map_err(|e| e.to_string())?;
+    pub fn start(config: WorkerConfig, registry: Registry) -> Result<Worker, net::StartError> {
+        let store = config.store.open()?;
         Worker::start_with_store(config, registry, store)
     }
 
@@ -144,16 +144,22 @@ impl Worker {
         config: WorkerConfig,
         registry: Registry,
         store: Box<dyn Store>,
-    ) -> Result<Worker, String> {
+    ) -> Result<Worker, net::StartError> {
         // A panic in one of the worker's threads, outside a task, ends the process.
         crate::fatal::install();
         let scheduler = Endpoint::parse(&config.scheduler)?;
         let ctx = zmq::Context::new();
-        let to_scheduler = ctx.socket(zmq::DEALER).map_err(|e| e.to_string())?;
-        let peers = ctx.socket(zmq::ROUTER).map_err(|e| e.to_string())?;
+        let socket_error = |what| move |e| net::StartError::socket(what, e);
+        let to_scheduler = ctx
+            .socket(zmq::DEALER)
+            .map_err(socket_error("making the scheduler socket"))?;
+        let peers = ctx
+            .socket(zmq::ROUTER)
+            .map_err(socket_error("making the peer socket"))?;
         let hwm = config.queue_max_messages;
         for s in [&to_scheduler, &peers] {
-            net::configure_bounded(s, config.max_message_bytes, hwm).map_err(|e| e.to_string())?;
+            net::configure_bounded(s, config.max_message_bytes, hwm)
+                .map_err(socket_error("setting socket options"))?;
         }
         let host = config.host.clone().unwrap_or_else(|| {
             if scheduler.is_loopback() {
@@ -165,10 +171,13 @@ impl Worker {
         let address = net::bind(&peers, &host, config.peer_port)?;
         to_scheduler
             .set_identity(&net::unique_identity("worker"))
-            .map_err(|e| e.to_string())?;
+            .map_err(socket_error("setting the socket identity"))?;
         to_scheduler
             .connect(&config.scheduler)
-            .map_err(|e| format!("cannot connect to {}: {e}", config.scheduler))?;
+            .map_err(|error| net::StartError::Connect {
+                address: config.scheduler.clone(),
+                error,
+            })?;
         let nthreads = config.nthreads.max(1);
         let registration = WorkerRegistration {
             protocol_version: PROTOCOL_VERSION,
@@ -192,7 +201,8 @@ impl Worker {
             // Negative: ZeroMQ's "no limit".
             max_message_bytes: u64::try_from(config.max_message_bytes).unwrap_or(u64::MAX),
         });
-        let (waker, wake_rx) = net::waker().map_err(|e| e.to_string())?;
+        let (waker, wake_rx) =
+            net::waker().map_err(|e| net::StartError::resource("making a waker", e))?;
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         let notify = {
             let waker = waker.clone();
@@ -224,7 +234,7 @@ impl Worker {
             let stop = stop.clone();
             let retire = retire.clone();
             crate::fatal::spawn_service("zask-worker", move || io.run(wake_rx, stop, retire))
-                .map_err(|e| e.to_string())?
+                .map_err(|e| net::StartError::resource("starting the worker thread", e))?
         };
         Ok(Worker {
             address,
@@ -629,7 +639,7 @@ impl WorkerIo {
 
     fn peer_socket(&mut self, address: &str) -> Result<&zmq::Socket, String> {
         if !self.peer_sockets.contains_key(address) {
-            Endpoint::parse(address)?;
+            Endpoint::parse(address).map_err(|e| e.to_string())?;
             let s = self.ctx.socket(zmq::DEALER).map_err(|e| e.to_string())?;
             net::configure_bounded(&s, self.max_message_bytes, self.queue_max_messages)
                 .map_err(|e| e.to_string())?;
