@@ -1,0 +1,245 @@
+//! The scheduler's socket threads: each owns one ROUTER socket, decodes what arrives into
+//! events for the core and encodes what the core wants sent, never blocking on the core.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use log::{debug, error, warn};
+
+use crate::net::{self, WakeReceiver};
+use crate::protocol::codec::{encode, split, DecodeError};
+use crate::protocol::{
+    Frame, FrameIdentity, FromClient, FromWorker, RequestError, ToClient, ToWorker,
+};
+use crate::scheduler::core::Event;
+
+/// What a socket thread makes of one incoming message.
+pub(super) enum Decoded {
+    /// For the core.
+    Event(Event),
+    /// Answer it right here (it could not be decoded), or drop it (`None`).
+    Answer(Option<Frame>),
+}
+
+/// Which port a socket thread owns: says what a peer that stopped reading means.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Port {
+    Workers,
+    Clients,
+}
+
+/// Peers whose queue was found full, so the warning and the event come once per stall. A
+/// send that succeeds again clears the mark; the set is emptied if strangers ever fill it.
+const FULL_PEERS_MAX: usize = 1024;
+
+/// Owns one ROUTER socket: decodes what arrives, encodes and sends what the core wants sent.
+/// Never blocks on anything but its poll: when the core's event queue is full it keeps the
+/// one event it could not hand over and stops reading (ZeroMQ and TCP push back on the
+/// senders) while it goes on sending. With a monitor, every dropped peer connection becomes a
+/// `WorkerConnectionLost` event.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn socket_loop<M: serde::Serialize>(
+    port: Port,
+    socket: zmq::Socket,
+    wake: WakeReceiver,
+    outgoing: Receiver<(FrameIdentity, M, Vec<Frame>)>,
+    events: Sender<Event>,
+    stop: Arc<AtomicBool>,
+    decode: fn(FrameIdentity, Vec<Frame>) -> Decoded,
+    monitor: Option<zmq::Socket>,
+) {
+    // Events the core's queue had no room for, oldest first; nothing is read while any wait.
+    let mut backlog: std::collections::VecDeque<Event> = Default::default();
+    let mut full_peers: std::collections::HashSet<FrameIdentity> = Default::default();
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        while let Some(e) = backlog.pop_front() {
+            match events.try_send(e) {
+                Ok(()) => {}
+                Err(TrySendError::Full(e)) => {
+                    backlog.push_front(e);
+                    break;
+                }
+                Err(TrySendError::Disconnected(_)) => return,
+            }
+        }
+        let reading = backlog.is_empty();
+        let (socket_ready, wake_ready, monitor_ready) = {
+            let interest = if reading {
+                zmq::POLLIN
+            } else {
+                zmq::PollEvents::empty()
+            };
+            let mut items = vec![
+                socket.as_poll_item(interest),
+                zmq::PollItem::from_fd(wake.fd(), zmq::POLLIN),
+            ];
+            if let Some(m) = &monitor {
+                items.push(m.as_poll_item(interest));
+            }
+            // While the core's queue is full nothing says when it has room again: look often.
+            let timeout_ms = if reading { 1000 } else { 1 };
+            if let Err(e) = net::poll(&mut items, timeout_ms) {
+                error!("poll failed: {e}");
+                return;
+            }
+            (
+                items[0].is_readable(),
+                items[1].is_readable(),
+                items.get(2).is_some_and(|i| i.is_readable()),
+            )
+        };
+        if monitor_ready {
+            if let Some(m) = &monitor {
+                while backlog.is_empty() && net::try_recv(m).is_some() {
+                    hand_over(&events, &mut backlog, Event::WorkerConnectionLost);
+                }
+            }
+        }
+        if socket_ready {
+            while backlog.is_empty() {
+                let Some(mut frames) = net::try_recv(&socket) else {
+                    break;
+                };
+                if frames.len() < 2 {
+                    warn!("dropping a message with no routing identity or no body");
+                    continue;
+                }
+                let identity = frames.remove(0);
+                match decode(identity.clone(), frames) {
+                    Decoded::Event(e) => hand_over(&events, &mut backlog, e),
+                    Decoded::Answer(Some(reply)) => {
+                        let _ = net::send(&socket, Some(&identity), reply, vec![]);
+                    }
+                    Decoded::Answer(None) => {}
+                }
+            }
+        }
+        if wake_ready {
+            wake.reset();
+        }
+        // Drained on every pass, not only after a wake: a message is never stranded.
+        for (identity, msg, frames) in outgoing.try_iter() {
+            match net::send(&socket, Some(&identity), encode(&msg), frames) {
+                Ok(()) => {
+                    if !full_peers.is_empty() {
+                        full_peers.remove(&identity);
+                    }
+                }
+                Err(zmq::Error::EAGAIN) => {
+                    if full_peers.len() >= FULL_PEERS_MAX {
+                        full_peers.clear();
+                    }
+                    if full_peers.insert(identity.clone()) {
+                        backlog.push_back(peer_not_reading(port, identity));
+                    }
+                }
+                // EHOSTUNREACH: the peer is gone; loss detection deals with it.
+                Err(e) => debug!("could not send to {}: {e}", describe(&identity)),
+            }
+        }
+    }
+}
+
+/// Hands an event to the core, or keeps it (and stops reading) if the core's queue is full.
+fn hand_over(
+    events: &Sender<Event>,
+    backlog: &mut std::collections::VecDeque<Event>,
+    event: Event,
+) {
+    if let Err(TrySendError::Full(e)) = events.try_send(event) {
+        backlog.push_back(e);
+    }
+}
+
+/// What a peer whose ZeroMQ queue is full means (see `client_queue_max_messages` and
+/// `worker_queue_max_messages`).
+fn peer_not_reading(port: Port, identity: FrameIdentity) -> Event {
+    match port {
+        Port::Clients => {
+            warn!(
+                "client {} is not reading its replies (its queue is full): dropping the reply \
+                 and the client's pending requests",
+                describe(&identity)
+            );
+            Event::FromClient {
+                identity,
+                msg: FromClient::Goodbye,
+                frames: vec![],
+            }
+        }
+        Port::Workers => {
+            warn!(
+                "worker {} is not reading (its queue is full): a message to it was dropped; \
+                 probing the workers",
+                describe(&identity)
+            );
+            Event::WorkerConnectionLost
+        }
+    }
+}
+
+fn describe(identity: &[u8]) -> String {
+    String::from_utf8_lossy(identity).into_owned()
+}
+
+pub(super) fn decode_worker(identity: FrameIdentity, frames: Vec<Frame>) -> Decoded {
+    let counted = |m: &FromWorker| match m {
+        FromWorker::Finished(done) => done.iter().filter(|f| f.has_value).count(),
+        FromWorker::Data { found, .. } => found.len(),
+        _ => 0,
+    };
+    match split(frames, counted) {
+        Ok((msg, frames)) => Decoded::Event(Event::FromWorker {
+            identity,
+            msg,
+            frames,
+        }),
+        Err(DecodeError::Legacy) => {
+            warn!(
+                "legacy (2015) worker message from {} dropped: the compat layer is not part of this build",
+                describe(&identity)
+            );
+            Decoded::Answer(None)
+        }
+        Err(e) => {
+            warn!(
+                "dropping malformed message on the worker port from {}: {e}",
+                describe(&identity)
+            );
+            Decoded::Answer(Some(encode(&ToWorker::Malformed {
+                message: e.to_string(),
+            })))
+        }
+    }
+}
+
+pub(super) fn decode_client(identity: FrameIdentity, frames: Vec<Frame>) -> Decoded {
+    let counted = |m: &FromClient| match m {
+        FromClient::Scatter { keys, .. } => keys.len(),
+        _ => 0,
+    };
+    match split(frames, counted) {
+        Ok((msg, frames)) => Decoded::Event(Event::FromClient {
+            identity,
+            msg,
+            frames,
+        }),
+        Err(e) => {
+            warn!(
+                "dropping malformed message on the client port from {}: {e}",
+                describe(&identity)
+            );
+            // Request 0 is never used by clients: it marks an answer to an unreadable request.
+            Decoded::Answer(Some(encode(&ToClient::Failed {
+                request: 0,
+                error: RequestError::Protocol {
+                    message: format!("malformed message: {e}"),
+                },
+            })))
+        }
+    }
+}

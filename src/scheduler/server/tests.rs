@@ -1,0 +1,204 @@
+//! Tests of the scheduler's IO layer: the shipped core loop and socket loop, driven directly.
+
+use std::cell::RefCell;
+
+use super::*;
+use crate::collection::Collection;
+use crate::protocol::codec::encode;
+use crate::protocol::FromClient;
+use crate::scheduler::core::JournalOp;
+
+/// A journal in memory whose flush fails when told to.
+struct TestJournal {
+    fail_flush: bool,
+    applied: RefCell<Vec<JournalOp>>,
+}
+
+impl JournalWrite for TestJournal {
+    fn apply(&self, op: &JournalOp) -> Result<(), String> {
+        self.applied.borrow_mut().push(op.clone());
+        Ok(())
+    }
+    fn flush(&self) -> Result<(), String> {
+        if self.fail_flush {
+            Err("No space left on device (os error 28)".into())
+        } else {
+            Ok(())
+        }
+    }
+    fn location(&self) -> String {
+        "/test/state".into()
+    }
+}
+
+type Sent<M> = Receiver<(FrameIdentity, M, Vec<Frame>)>;
+
+/// Runs the shipped core loop over a batch (hello, then store a collection: one journal
+/// operation and two replies) until its inputs end; returns how it ended and what it sent.
+fn run_batch(
+    journal: TestJournal,
+) -> (
+    Result<(), JournalFailed>,
+    TestJournal,
+    Sent<ToClient>,
+    Sent<ToWorker>,
+) {
+    let core = SchedulerCore::new(CoreConfig {
+        journal: true,
+        ..CoreConfig::default()
+    });
+    let (in_tx, in_rx) = crossbeam_channel::unbounded();
+    let (to_workers, to_workers_rx) = crossbeam_channel::unbounded();
+    let (to_clients, to_clients_rx) = crossbeam_channel::unbounded();
+    let (worker_waker, _w) = net::waker().unwrap();
+    let (client_waker, _c) = net::waker().unwrap();
+    let client = b"client-1".to_vec();
+    let collection = Collection {
+        kind: crate::collection::CollectionKind::Graph,
+        graph: vec![("x".into(), crate::graph::Expr::Lit(1.into()))],
+        keys: vec!["x".into()],
+        npartitions: 1,
+        name: "c".into(),
+    };
+    for msg in [
+        FromClient::Hello {
+            protocol_version: crate::protocol::PROTOCOL_VERSION,
+        },
+        FromClient::SetCollection {
+            request: 1,
+            name: "c".into(),
+            collection,
+        },
+    ] {
+        in_tx
+            .send(Event::FromClient {
+                identity: client.clone(),
+                msg,
+                frames: vec![],
+            })
+            .unwrap();
+    }
+    // Ends the loop once the batch is handled.
+    drop(in_tx);
+    let outs = Outputs {
+        to_workers,
+        worker_waker,
+        to_clients,
+        client_waker,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let ended = core_loop(core, Some(&journal), in_rx, outs, Clock::start(), stop);
+    (ended, journal, to_clients_rx, to_workers_rx)
+}
+
+#[test]
+fn journal_flush_failure_stops_the_loop_and_sends_nothing_of_the_batch() {
+    let (ended, journal, to_clients, to_workers) = run_batch(TestJournal {
+        fail_flush: true,
+        applied: RefCell::new(vec![]),
+    });
+    let err = ended.unwrap_err();
+    assert_eq!(err.location, "/test/state");
+    assert!(err.to_string().contains("/test/state"), "{err}");
+    assert!(err.to_string().contains("No space left"), "{err}");
+    assert_eq!(journal.applied.borrow().len(), 1, "the operation was tried");
+    // Neither the welcome nor the collection's "done" left.
+    assert_eq!(to_clients.try_iter().count(), 0);
+    assert_eq!(to_workers.try_iter().count(), 0);
+}
+
+#[test]
+fn a_durable_batch_is_sent_after_its_journal() {
+    let (ended, journal, to_clients, _) = run_batch(TestJournal {
+        fail_flush: false,
+        applied: RefCell::new(vec![]),
+    });
+    assert_eq!(ended, Ok(()));
+    assert!(matches!(
+        journal.applied.borrow()[..],
+        [JournalOp::PutCollection { .. }]
+    ));
+    let sent: Vec<ToClient> = to_clients.try_iter().map(|(_, m, _)| m).collect();
+    assert!(
+        matches!(
+            sent[..],
+            [ToClient::Welcome { .. }, ToClient::Done { request: 1 }]
+        ),
+        "{sent:?}"
+    );
+}
+
+/// The socket thread, with the core's queue full (room for one event, nobody reading):
+/// it stops reading its socket but keeps sending; once the core reads, the waiting
+/// requests arrive in order, none lost.
+#[test]
+fn a_full_core_queue_stops_reading_but_never_sending() {
+    let deadline = Duration::from_secs(20);
+    let ctx = zmq::Context::new();
+    let router = ctx.socket(zmq::ROUTER).unwrap();
+    net::configure_bounded(&router, net::DEFAULT_MAX_MESSAGE_BYTES, 100).unwrap();
+    router.set_router_mandatory(true).unwrap();
+    let address = net::bind(&router, "127.0.0.1", 0).unwrap();
+    let client = ctx.socket(zmq::DEALER).unwrap();
+    client.set_identity(b"c1").unwrap();
+    client.set_linger(0).unwrap();
+    client.set_rcvtimeo(deadline.as_millis() as i32).unwrap();
+    client.connect(&address).unwrap();
+    let (events_tx, events_rx) = crossbeam_channel::bounded(1);
+    let (out_tx, out_rx) = crossbeam_channel::unbounded::<(FrameIdentity, ToClient, _)>();
+    let (waker, wake_rx) = net::waker().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            socket_loop(
+                Port::Clients,
+                router,
+                wake_rx,
+                out_rx,
+                events_tx,
+                stop,
+                decode_client,
+                None,
+            )
+        })
+    };
+    for request in 1..=5 {
+        client
+            .send(encode(&FromClient::Status { request }), 0)
+            .unwrap();
+    }
+    // The core's queue fills with the first request...
+    let started = std::time::Instant::now();
+    while !events_rx.is_full() {
+        assert!(
+            started.elapsed() < deadline,
+            "the first request never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // ...and the socket thread still sends what the core wants sent.
+    out_tx
+        .send((b"c1".to_vec(), ToClient::Done { request: 7 }, vec![]))
+        .unwrap();
+    waker.wake();
+    let reply = client
+        .recv_multipart(0)
+        .expect("a reply while the core is busy");
+    let reply: ToClient = crate::protocol::codec::decode(&reply[0]).unwrap();
+    assert_eq!(reply, ToClient::Done { request: 7 });
+    // The core reads: every request arrives, in order.
+    for expected in 1..=5 {
+        match events_rx.recv_timeout(deadline) {
+            Ok(Event::FromClient {
+                msg: FromClient::Status { request },
+                ..
+            }) => assert_eq!(request, expected),
+            Ok(other) => panic!("unexpected event {other:?}"),
+            Err(e) => panic!("request {expected} never reached the core: {e}"),
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    waker.wake();
+    thread.join().unwrap();
+}
