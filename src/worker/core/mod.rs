@@ -1,6 +1,10 @@
 //! The worker's logic as a pure state machine: messages from the scheduler and peers, and
 //! completions from the executor, in; instructions (execute, fetch, store, send) out. No socket,
 //! thread, channel, disk or clock: the runner does the effects and passes `now` in.
+//!
+//! This file: the events, commands and config, and the messages of the scheduler;
+//! `tasks.rs`: a task's life here (accepted, run, finished, failed, forgotten); `fetch.rs`:
+//! fetching inputs from peers; `invariants.rs`: the core's own recount (`check_invariants`).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -11,10 +15,10 @@ use serde::{Deserialize, Serialize};
 use log::{debug, warn};
 
 use crate::graph::Key;
-use crate::protocol::codec::{spec_hash, SCATTERED, UNKNOWN_ORIGIN};
+use crate::protocol::codec::SCATTERED;
 use crate::protocol::{
-    ComputeTask, ErredTask, FinishedTask, Frame, FrameIdentity, FromWorker, HeldKey, PeerReply,
-    PeerRequest, RejectReason, TaskError, ToWorker, WorkerRegistration,
+    ErredTask, FinishedTask, Frame, FrameIdentity, FromWorker, HeldKey, PeerReply, PeerRequest,
+    RejectReason, TaskError, ToWorker, WorkerRegistration,
 };
 
 /// Why the worker stops on its own. A nanny decides from this (told through a channel of its
@@ -479,307 +483,6 @@ impl WorkerCore {
         }
     }
 
-    fn compute(&mut self, t: ComputeTask) {
-        debug!("compute {:?}", t.key);
-        if let Some(existing) = self.tasks.get_mut(&t.key) {
-            // Assigned again while still here (released, then wanted again): keep going.
-            existing.released = false;
-            existing.report_value |= t.report_value;
-            return;
-        }
-        if let Some(nbytes) = self.data.get(&t.key).map(|h| h.nbytes) {
-            self.finished.push(FinishedTask {
-                key: t.key,
-                nbytes,
-                fetched: vec![],
-                has_value: t.report_value,
-            });
-            return;
-        }
-        let missing: Vec<(Key, Vec<String>)> = t
-            .dependencies
-            .iter()
-            .filter(|(dep, _)| !self.data.contains_key(dep))
-            .cloned()
-            .collect();
-        let phase = if missing.is_empty() {
-            self.ready.push_back(t.key.clone());
-            Phase::Ready
-        } else {
-            Phase::Fetching {
-                missing: missing.len(),
-            }
-        };
-        // The task goes in first: starting a fetch checks that someone still waits for it.
-        self.tasks.insert(
-            t.key.clone(),
-            Task {
-                origin: spec_hash(&t.spec),
-                spec: t.spec,
-                dependencies: t.dependencies.into_iter().map(|(k, _)| k).collect(),
-                report_value: t.report_value,
-                phase,
-                fetched: Vec::new(),
-                released: false,
-            },
-        );
-        for (dep, holders) in missing {
-            match self.fetches.get_mut(&dep) {
-                Some(f) => {
-                    if !f.waiting.contains(&t.key) {
-                        f.waiting.push(t.key.clone());
-                    }
-                    let own = &self.config.registration.address;
-                    for h in holders {
-                        if h != *own && !f.holders.contains(&h) {
-                            f.holders.push(h);
-                        }
-                    }
-                }
-                None => {
-                    let own = &self.config.registration.address;
-                    let holders = holders.into_iter().filter(|h| h != own).collect();
-                    self.fetches.insert(
-                        dep.clone(),
-                        Fetch {
-                            holders,
-                            tried: 0,
-                            waiting: vec![t.key.clone()],
-                            unresponsive: Vec::new(),
-                        },
-                    );
-                    self.try_next_holder(dep);
-                }
-            }
-        }
-    }
-
-    /// Asks the next holder of `dep` for it, or gives up on the tasks that need it.
-    fn try_next_holder(&mut self, dep: Key) {
-        let Some(f) = self.fetches.get_mut(&dep) else {
-            return;
-        };
-        f.waiting.retain(|k| self.tasks.contains_key(k));
-        if f.waiting.is_empty() {
-            self.fetches.remove(&dep);
-            return;
-        }
-        if f.tried < f.holders.len() {
-            let address = f.holders[f.tried].clone();
-            f.tried += 1;
-            let request = self.next_request;
-            self.next_request += 1;
-            self.peer_fetches.insert(
-                request,
-                PeerFetch {
-                    address: address.clone(),
-                    keys: vec![dep.clone()],
-                    deadline_ms: self.now_ms + self.config.fetch_timeout_ms,
-                },
-            );
-            debug!("fetching {dep:?} from {address}");
-            self.commands.push(WorkerCommand::FetchFromPeer {
-                address,
-                request,
-                keys: vec![dep],
-            });
-            return;
-        }
-        let f = self.fetches.remove(&dep).expect("present above");
-        for key in f.waiting {
-            if self.tasks.contains_key(&key) {
-                self.drop_task(&key);
-                debug!("giving up on {key:?}: no holder of {dep:?} answered");
-                self.commands.push(WorkerCommand::ToScheduler {
-                    msg: FromWorker::MissingDependency {
-                        key,
-                        dependency: dep.clone(),
-                        holders: f
-                            .holders
-                            .iter()
-                            .filter(|h| !f.unresponsive.contains(h))
-                            .cloned()
-                            .collect(),
-                        unresponsive: f.unresponsive.clone(),
-                    },
-                    frames: vec![],
-                });
-            }
-        }
-    }
-
-    fn peer_answered(&mut self, address: String, msg: PeerReply, frames: Vec<Frame>) {
-        debug!("peer {address} answered {msg:?}");
-        let (request, found, missing) = match msg {
-            PeerReply::Data {
-                request,
-                found,
-                missing,
-            } => (request, found, missing),
-            PeerReply::Error { message } => {
-                warn!("peer {address} answered with an error: {message}");
-                return;
-            }
-        };
-        let Some(pf) = self.peer_fetches.remove(&request) else {
-            return; // timed out already, or an answer to nothing we asked
-        };
-        for (key, frame) in found.into_iter().zip(frames) {
-            if !pf.keys.contains(&key) {
-                continue;
-            }
-            let Some(f) = self.fetches.remove(&key) else {
-                continue;
-            };
-            let nbytes = frame.len() as u64;
-            let mut wanted = false;
-            for t in f.waiting {
-                if let Some(task) = self.tasks.get_mut(&t) {
-                    wanted = true;
-                    task.fetched.push((key.clone(), nbytes));
-                    if let Phase::Fetching { missing } = &mut task.phase {
-                        *missing -= 1;
-                        if *missing == 0 {
-                            task.phase = Phase::Ready;
-                            self.ready.push_back(t);
-                        }
-                    }
-                }
-            }
-            if wanted {
-                self.data
-                    .insert(key.clone(), Held::new(nbytes, UNKNOWN_ORIGIN));
-                self.commands.push(WorkerCommand::Store { key, frame });
-            }
-        }
-        // A key the peer neither sent nor reported missing counts as missing too, or the
-        // task would wait for it forever.
-        let undelivered: Vec<Key> = pf
-            .keys
-            .into_iter()
-            .filter(|k| self.fetches.contains_key(k) && !missing.contains(k))
-            .collect();
-        for key in missing.into_iter().chain(undelivered) {
-            self.try_next_holder(key);
-        }
-        self.start_ready();
-    }
-
-    fn start_ready(&mut self) {
-        while self.executing < self.nthreads + self.config.pool_queue {
-            let Some(key) = self.ready.pop_front() else {
-                break;
-            };
-            let Some(task) = self.tasks.get_mut(&key) else {
-                continue;
-            };
-            if task.phase != Phase::Ready {
-                continue;
-            }
-            task.phase = Phase::Executing;
-            self.executing += 1;
-            self.commands.push(WorkerCommand::Execute {
-                key,
-                spec: task.spec.clone(),
-                dependencies: task.dependencies.clone(),
-            });
-        }
-    }
-
-    fn executed(&mut self, key: Key, result: Result<u64, TaskError>) {
-        debug!("executed {key:?}: {result:?}");
-        self.executing = self.executing.saturating_sub(1);
-        let Some(task) = self.tasks.remove(&key) else {
-            // Forgotten while it ran (its input could not be stored): its thread is free.
-            self.start_ready();
-            return;
-        };
-        let result = match result {
-            Ok(nbytes) if nbytes > self.result_bytes_max => {
-                // Stored already by the runner: it must go, and the task fails now rather
-                // than its value being dropped on the way (which would leave a client or a
-                // peer waiting for it).
-                self.commands.push(WorkerCommand::Delete(vec![key.clone()]));
-                Err(TaskError {
-                    kind: crate::protocol::TaskErrorKind::Failed,
-                    message: format!(
-                        "the result is {nbytes} bytes, more than the message limit of {} \
-                         bytes (max_message_bytes of the worker or the scheduler): it could \
-                         not be sent anywhere",
-                        self.result_bytes_max
-                    ),
-                })
-            }
-            Err(mut error) => {
-                error.message =
-                    crate::protocol::cut_text(error.message, crate::protocol::TASK_ERROR_BYTES_MAX);
-                Err(error)
-            }
-            ok => ok,
-        };
-        match result {
-            Ok(nbytes) if task.released => {
-                self.commands.push(WorkerCommand::Delete(vec![key]));
-                let _ = nbytes;
-                self.drop_orphans(task.fetched);
-            }
-            Ok(nbytes) => {
-                self.data
-                    .insert(key.clone(), Held::new(nbytes, task.origin));
-                self.finished.push(FinishedTask {
-                    key,
-                    nbytes,
-                    fetched: task.fetched,
-                    has_value: task.report_value,
-                });
-            }
-            Err(_) if task.released => self.drop_orphans(task.fetched),
-            Err(error) => {
-                self.erred.push(ErredTask { key, error });
-                self.drop_orphans(task.fetched);
-            }
-        }
-        self.start_ready();
-    }
-
-    /// A value could not be written to the store: nobody is told it is here. Scattered data
-    /// was (or is about to be) confirmed with `Stored`; `NotHeld` follows, so the scheduler
-    /// counts it lost (and fails whoever needs it, naming it) rather than sending readers here.
-    /// A copy fetched from a peer: the tasks waiting for it fail, naming the store's error.
-    fn store_failed(&mut self, key: Key, error: String) {
-        warn!("store write of {key:?} failed: {error}");
-        let Some(held) = self.data.remove(&key) else {
-            return;
-        };
-        if held.origin == SCATTERED {
-            self.commands.push(WorkerCommand::ToScheduler {
-                msg: FromWorker::NotHeld { keys: vec![key] },
-                frames: vec![],
-            });
-            return;
-        }
-        // Dependents may be executing already: their `Execute` left in the same batch as the
-        // failed write. They are forgotten here and fail with this error; their own failure
-        // ("not in the store"), which follows, then only frees their thread.
-        let dependents: Vec<Key> = self
-            .tasks
-            .iter()
-            .filter(|(_, t)| t.dependencies.contains(&key))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for t in dependents {
-            self.drop_task(&t);
-            self.erred.push(ErredTask {
-                key: t,
-                error: TaskError {
-                    kind: crate::protocol::TaskErrorKind::Failed,
-                    message: format!("could not store input {key:?} fetched from a peer: {error}"),
-                },
-            });
-        }
-        self.start_ready();
-    }
-
     /// Drops every task and every stored value: the cluster restarted.
     fn reset(&mut self) {
         for task in self.tasks.values_mut() {
@@ -798,36 +501,6 @@ impl WorkerCore {
         }
     }
 
-    /// Stops waiting on lost peers: their fetches move to the next holder now.
-    fn peers_lost(&mut self, addresses: &[String]) {
-        for f in self.fetches.values_mut() {
-            // Keep the tried prefix intact so `tried` still indexes the next holder.
-            let (tried, untried) = f.holders.split_at(f.tried);
-            let untried: Vec<String> = untried
-                .iter()
-                .filter(|h| !addresses.contains(h))
-                .cloned()
-                .collect();
-            let mut holders = tried.to_vec();
-            holders.extend(untried);
-            f.holders = holders;
-        }
-        let stuck: Vec<u64> = self
-            .peer_fetches
-            .iter()
-            .filter(|(_, f)| addresses.contains(&f.address))
-            .map(|(r, _)| *r)
-            .collect();
-        for r in stuck {
-            if let Some(f) = self.peer_fetches.remove(&r) {
-                for k in f.keys {
-                    self.try_next_holder(k);
-                }
-            }
-        }
-        self.start_ready();
-    }
-
     fn release(&mut self, keys: Vec<Key>) {
         let mut delete = Vec::new();
         for key in keys {
@@ -844,38 +517,12 @@ impl WorkerCore {
             self.commands.push(WorkerCommand::Delete(delete));
         }
     }
-
-    /// Deletes the copies fetched for a task that will not report them (released or failed)
-    /// unless another task here needs them: the scheduler learns of fetched copies only from a
-    /// finished report, so nobody else would ever release them.
-    fn drop_orphans(&mut self, fetched: Vec<(Key, u64)>) {
-        let orphans: Vec<Key> = fetched
-            .into_iter()
-            .map(|(k, _)| k)
-            .filter(|k| !self.tasks.values().any(|t| t.dependencies.contains(k)))
-            .collect();
-        for k in &orphans {
-            self.data.remove(k);
-        }
-        if !orphans.is_empty() {
-            self.commands.push(WorkerCommand::Delete(orphans));
-        }
-    }
-
-    /// Forgets a task that will not run here: it stops waiting on fetches, and the copies
-    /// fetched for it alone are deleted.
-    fn drop_task(&mut self, key: &Key) {
-        let Some(task) = self.tasks.remove(key) else {
-            return;
-        };
-        for dep in &task.dependencies {
-            if let Some(f) = self.fetches.get_mut(dep) {
-                f.waiting.retain(|k| k != key);
-            }
-        }
-        self.drop_orphans(task.fetched);
-    }
 }
 
+mod fetch;
+mod invariants;
+mod tasks;
 #[cfg(test)]
 mod tests;
+
+pub use invariants::InvariantViolation;

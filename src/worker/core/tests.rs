@@ -10,7 +10,9 @@
 use super::*;
 use crate::graph::Expr;
 use crate::protocol::codec::{decode, encode, encode_plain, encode_value};
-use crate::protocol::{cut_text, TaskErrorKind, PROTOCOL_VERSION, TASK_ERROR_BYTES_MAX};
+use crate::protocol::{
+    cut_text, ComputeTask, TaskErrorKind, PROTOCOL_VERSION, TASK_ERROR_BYTES_MAX,
+};
 use crate::value::Value;
 
 const ME: &str = "tcp://me:1";
@@ -128,8 +130,17 @@ impl Harness {
     }
 
     fn flush(&mut self) {
+        self.check();
         let cmds = self.core.take_commands();
         self.inbox.extend(cmds);
+        self.check();
+    }
+
+    /// The core's own recount (`check_invariants`), after every step.
+    fn check(&self) {
+        if let Err(e) = self.core.check_invariants() {
+            panic!("worker core invariant broken: {e} ({e:?})");
+        }
     }
 
     /// Feeds an event without taking the commands (to see what gets batched).
@@ -156,6 +167,7 @@ impl Harness {
             local @ (WorkerEvent::Executed { .. } | WorkerEvent::StoreFailed { .. }) => local,
         };
         self.core.handle(self.now, event);
+        self.check();
     }
 
     fn step(&mut self, event: WorkerEvent) {
@@ -426,6 +438,59 @@ fn next_deadline_is_the_earliest_of_heartbeat_and_fetch_deadlines() {
         "answered: no fetch deadline left"
     );
     h.assert_quiet();
+}
+
+#[test]
+fn the_invariant_check_catches_what_it_should() {
+    // The check itself, on states no event sequence should reach: an honest failure must be
+    // possible.
+    let mut h = Harness::new(1);
+    h.compute(vec![task("y", &[("d", &[P1]), ("e", &[P2])], false)]);
+    let fetches = h.take_fetches();
+    assert_eq!(fetches.len(), 2, "{fetches:?}");
+    assert_eq!(h.core.check_invariants(), Ok(()));
+
+    let mut core = h.core;
+    core.executing = 2;
+    assert!(matches!(
+        core.check_invariants(),
+        Err(InvariantViolation::Executing {
+            executing: 2,
+            max: 1,
+            ..
+        })
+    ));
+    core.executing = 0;
+
+    let request = fetches[1].request;
+    let in_flight = core.peer_fetches.remove(&request).unwrap();
+    let err = core.check_invariants().unwrap_err();
+    assert_eq!(
+        err,
+        InvariantViolation::FetchNotInFlight {
+            input: in_flight.keys[0].clone()
+        }
+    );
+    assert!(!err.retry_may_help());
+    core.peer_fetches.insert(request, in_flight);
+
+    core.fetches.get_mut(&k("e")).unwrap().waiting.clear();
+    assert_eq!(
+        core.check_invariants(),
+        Err(InvariantViolation::MissingInputs {
+            task: k("y"),
+            missing: 2,
+            counted: 1
+        })
+    );
+    core.fetches.get_mut(&k("e")).unwrap().waiting = keys(&["y", "z"]);
+    assert_eq!(
+        core.check_invariants(),
+        Err(InvariantViolation::StrayWaiter {
+            input: k("e"),
+            task: k("z")
+        })
+    );
 }
 
 // --- Running tasks ---------------------------------------------------------------------------
