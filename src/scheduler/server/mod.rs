@@ -38,6 +38,7 @@ pub struct SchedulerConfig {
     /// (`net::DEFAULT_MAX_MESSAGE_BYTES`), libzmq's practical limit.
     pub max_message_bytes: i64,
     /// Keep a journal here so a restarted scheduler resumes the graphs clients wait for.
+    /// Default None: no journal (nothing on disk; a restarted scheduler starts empty).
     pub state_dir: Option<std::path::PathBuf>,
     /// ZeroMQ high-water mark of each client connection, in messages, each way (default
     /// 1,000). A client has one reply in flight per waiting call (plus a pong per ping), so a

@@ -72,14 +72,18 @@ impl fmt::Display for ShutdownReason {
 #[derive(Clone, Debug)]
 pub struct WorkerCoreConfig {
     /// What the worker tells the scheduler when it registers (keys are filled in each time).
+    /// The worker server builds it from its `WorkerConfig` and its bound peer address.
     pub registration: WorkerRegistration,
-    /// How often to tell the scheduler we are alive.
+    /// How often to tell the scheduler we are alive. The worker server passes
+    /// `WorkerConfig::heartbeat_interval_ms` (default 500 ms).
     pub heartbeat_interval_ms: u64,
     /// A peer that has not answered a fetch within this long is given up on (the next holder is
     /// tried). ZeroMQ queues messages to a dead peer silently, so only a deadline notices.
+    /// The worker server passes `WorkerConfig::fetch_timeout_ms` (default 5 s).
     pub fetch_timeout_ms: u64,
     /// With no word from the scheduler for this long, the worker stops (it keeps trying to
-    /// reach it until then, and registers again when it answers).
+    /// reach it until then, and registers again when it answers). The worker server passes
+    /// `WorkerConfig::death_timeout_ms` (default 60 s).
     pub death_timeout_ms: u64,
     /// Tasks handed to the thread pool beyond its thread count, so a thread finishing a short
     /// task finds the next one queued instead of waiting for this loop to send it. The worker
@@ -89,7 +93,9 @@ pub struct WorkerCoreConfig {
     pub pool_queue: usize,
     /// The largest message part this worker's sockets accept (`--max-message-bytes`). A result
     /// bigger than this, or than the scheduler's limit (`Registered`), fails its task: it
-    /// could never travel to the scheduler, to a client or to a peer.
+    /// could never travel to the scheduler, to a client or to a peer. The worker server passes
+    /// `WorkerConfig::max_message_bytes` (default `net::DEFAULT_MAX_MESSAGE_BYTES`; "no limit"
+    /// is `u64::MAX`).
     pub max_message_bytes: u64,
 }
 
