@@ -96,9 +96,10 @@ pub trait IntoTaskFn<Args> {
     fn into_task_fn(self, name: &str) -> TaskFn;
 }
 
-/// What a typed task function may return; `Err` carries the task's error message.
+/// What a typed task function may return; an `Err` the function returns (any `Display`) is
+/// the task's `Failed` error, its text the error's.
 pub trait TaskOutput {
-    fn into_task_result(self) -> Result<Value, String>;
+    fn into_task_result(self) -> Result<Value, TaskError>;
 }
 
 // One impl per concrete type rather than a blanket `T: Into<Value>`: a blanket impl would
@@ -106,7 +107,7 @@ pub trait TaskOutput {
 macro_rules! task_output_via_into {
     ($($t:ty),*) => {$(
         impl TaskOutput for $t {
-            fn into_task_result(self) -> Result<Value, String> {
+            fn into_task_result(self) -> Result<Value, TaskError> {
                 Ok(self.into())
             }
         }
@@ -128,20 +129,20 @@ task_output_via_into!(
 );
 
 impl<T: Into<Value>> TaskOutput for Vec<T> {
-    fn into_task_result(self) -> Result<Value, String> {
+    fn into_task_result(self) -> Result<Value, TaskError> {
         Ok(self.into())
     }
 }
 
 impl<T: Into<Value>> TaskOutput for Option<T> {
-    fn into_task_result(self) -> Result<Value, String> {
+    fn into_task_result(self) -> Result<Value, TaskError> {
         Ok(self.into())
     }
 }
 
 impl<T: Into<Value>, E: fmt::Display> TaskOutput for Result<T, E> {
-    fn into_task_result(self) -> Result<Value, String> {
-        self.map(Into::into).map_err(|e| e.to_string())
+    fn into_task_result(self) -> Result<Value, TaskError> {
+        self.map(Into::into).map_err(|e| failed(e.to_string()))
     }
 }
 
@@ -187,7 +188,7 @@ macro_rules! impl_into_task_fn {
                 Arc::new(move |args| {
                     let [$($arg),*] = take_args::<$n>(&name, args)?;
                     $(let $arg = convert::<$ty>(&name, $pos, $arg)?;)*
-                    self($($arg),*).into_task_result().map_err(failed)
+                    self($($arg),*).into_task_result()
                 })
             }
         }
