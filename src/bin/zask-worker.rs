@@ -76,8 +76,9 @@ struct Args {
 }
 
 fn main() {
-    // First, before any thread starts: the pipe on which a nanny hears why we stop.
-    let final_reason = FinalReasonWriter::from_env();
+    // First, before any thread starts: the pipe on which a nanny hears our address and why we
+    // stop.
+    let mut final_reason = FinalReasonWriter::from_env();
     // A bug in any thread of this process ends it at once (see zask::fatal).
     zask::fatal::install_for_process();
     let args: Args = zask::cli::parse_or_exit();
@@ -127,6 +128,10 @@ fn main() {
     };
     let worker = Worker::start(config, registry).unwrap_or_else(|e| fail(&e.to_string()));
     println!("worker {}", worker.address());
+    // The nanny learns the address from the pipe (typed), never from the line above.
+    if let Some(writer) = &mut final_reason {
+        writer.started(worker.address());
+    }
     let tell_nanny = |reason: FinalReason| {
         if let Some(writer) = final_reason {
             writer.send(&reason);

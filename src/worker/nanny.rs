@@ -2,8 +2,12 @@
 //! dies (so its work moves without waiting for a timeout), and starts it again with backoff.
 //! It also restarts the worker on the scheduler's request (`Client::restart`).
 //!
-//! Restart policy: a worker that stops on purpose says why before it exits, through a pipe the
-//! nanny gives it (`NANNY_REASON_FD_ENV`, written once with a `FinalReason`). The nanny does not
+//! The worker talks to its nanny through a pipe the nanny gives it (`NANNY_REASON_FD_ENV`), in
+//! typed messages (`ToNanny`): its peer address once it is up (the nanny then claims it at the
+//! scheduler), and why it stops. Its standard output is passed through, never parsed.
+//!
+//! Restart policy: a worker that stops on purpose says why before it exits, on that pipe (a
+//! `FinalReason`). The nanny does not
 //! restart a worker that was refused by the scheduler (name taken, protocol version) or whose
 //! scheduler is gone: it stops too, with an error naming why. It restarts one that left
 //! gracefully (SIGTERM to the worker alone: retired, then closed) and one that ended without
@@ -69,28 +73,95 @@ struct Running {
     child: Child,
     started: Instant,
     address: Option<String>,
+    /// The worker's standard output, line by line (passed through, never interpreted).
     lines: mpsc::Receiver<String>,
-    /// What the worker wrote on its final-reason pipe, sent once the pipe closes (when the
-    /// process ends).
-    final_reason: mpsc::Receiver<Vec<u8>>,
+    /// The peer addresses the worker announced on its pipe (`ToNanny::Started`).
+    announced: mpsc::Receiver<String>,
+    /// The last final reason the worker wrote on its pipe, sent once the pipe closes (when
+    /// the process ends).
+    final_reason: mpsc::Receiver<Option<FinalReason>>,
 }
 
 impl Running {
     /// The reason the ended worker gave, if it gave one. The pipe closes when the process
     /// ends; the wait is bounded in case a child of the worker kept it open.
     fn final_reason(&self) -> Option<FinalReason> {
-        let bytes = self
-            .final_reason
+        self.final_reason
             .recv_timeout(Duration::from_secs(1))
-            .ok()?;
-        if bytes.is_empty() {
-            return None;
+            .ok()
+            .flatten()
+    }
+
+    /// Claims (`NannyOf`) the address the worker announced, if it announced one since.
+    fn take_announced(&mut self, send: &dyn Fn(&FromWorker)) {
+        let announced: Vec<String> = self.announced.try_iter().collect();
+        for address in announced {
+            send(&FromWorker::NannyOf {
+                worker_address: address.clone(),
+                token: self.token,
+            });
+            self.address = Some(address);
         }
-        let reason = FinalReason::decode(&bytes);
-        if reason.is_none() {
-            warn!("the worker wrote an unreadable final reason: ignoring it");
+    }
+}
+
+/// What a worker process tells its nanny on the pipe the nanny handed it
+/// (`NANNY_REASON_FD_ENV`): typed messages, never text to parse.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+enum ToNanny {
+    /// It is up and serves peers at this address: the nanny claims it at the scheduler.
+    Started { address: String },
+    /// Why it is about to exit on purpose (the last message).
+    Final(FinalReason),
+}
+
+/// First bytes of every message on the pipe, so stray bytes are never taken for one.
+const TO_NANNY_MAGIC: &[u8] = b"ZASK-TO-NANNY-1\n";
+
+/// The most bytes a nanny reads from its worker's pipe: a message is a few dozen bytes.
+const PIPE_BYTES_MAX: u64 = 64 * 1024;
+
+impl ToNanny {
+    /// The magic, the body's length (u32, little-endian), then the body (msgpack).
+    fn encode(&self) -> Vec<u8> {
+        let body = encode_plain(self);
+        let mut bytes = TO_NANNY_MAGIC.to_vec();
+        bytes.extend((body.len() as u32).to_le_bytes());
+        bytes.extend(body);
+        bytes
+    }
+}
+
+/// Reads the messages on a worker's pipe until it closes, handing each to `each`. Bytes that
+/// are not a whole message (stray, cut short, unreadable) end the reading, with a warning:
+/// what came before them counts.
+fn read_to_nanny(mut pipe: impl Read, mut each: impl FnMut(ToNanny)) {
+    loop {
+        let mut magic = vec![0; TO_NANNY_MAGIC.len()];
+        match pipe.read_exact(&mut magic) {
+            Ok(()) if magic == TO_NANNY_MAGIC => {}
+            Ok(()) => {
+                warn!("the worker wrote something unreadable on its pipe: ignoring the rest");
+                return;
+            }
+            Err(_) => return, // closed: the process ended
         }
-        reason
+        let mut len = [0; 4];
+        let mut body = Vec::new();
+        let read = pipe.read_exact(&mut len).is_ok() && {
+            let len = u32::from_le_bytes(len) as u64;
+            len <= PIPE_BYTES_MAX && {
+                body.resize(len as usize, 0);
+                pipe.read_exact(&mut body).is_ok()
+            }
+        };
+        match read.then(|| decode_plain::<ToNanny>(&body).ok()).flatten() {
+            Some(msg) => each(msg),
+            None => {
+                warn!("the worker wrote an unreadable message on its pipe: ignoring the rest");
+                return;
+            }
+        }
     }
 }
 
@@ -103,20 +174,7 @@ pub enum FinalReason {
     Shutdown(ShutdownReason),
 }
 
-/// First bytes of a final reason, so stray bytes on the pipe are never taken for one.
-const FINAL_REASON_MAGIC: &[u8] = b"ZASK-FINAL-REASON-1\n";
-
 impl FinalReason {
-    fn encode(&self) -> Vec<u8> {
-        let mut bytes = FINAL_REASON_MAGIC.to_vec();
-        bytes.extend(encode_plain(self));
-        bytes
-    }
-
-    fn decode(bytes: &[u8]) -> Option<FinalReason> {
-        decode_plain(bytes.strip_prefix(FINAL_REASON_MAGIC)?).ok()
-    }
-
     /// Whether starting the worker again cannot help, so the nanny stops (with an error): it
     /// was refused, or its scheduler is gone. A worker that left gracefully (asked to stop on
     /// its own, its results moved elsewhere) is started again, as a crashed one is.
@@ -140,10 +198,10 @@ impl std::fmt::Display for FinalReason {
 }
 
 /// The environment variable naming the file descriptor of the pipe on which a worker started
-/// by a nanny writes its `FinalReason`.
+/// by a nanny announces its address and writes its `FinalReason`.
 pub const NANNY_REASON_FD_ENV: &str = "ZASK_NANNY_REASON_FD";
 
-/// The worker's end of the final-reason pipe.
+/// The worker's end of the pipe to its nanny.
 pub struct FinalReasonWriter(File);
 
 impl FinalReasonWriter {
@@ -169,9 +227,20 @@ impl FinalReasonWriter {
         Some(FinalReasonWriter(unsafe { File::from_raw_fd(fd) }))
     }
 
+    /// Tells the nanny the worker is up and serves peers at `address`, so it can claim the
+    /// worker at the scheduler.
+    pub fn started(&mut self, address: &str) {
+        let msg = ToNanny::Started {
+            address: address.to_owned(),
+        };
+        if let Err(e) = self.0.write_all(&msg.encode()) {
+            warn!("could not tell the nanny the worker's address: {e}");
+        }
+    }
+
     /// Tells the nanny why this process is about to exit on purpose.
     pub fn send(mut self, reason: &FinalReason) {
-        if let Err(e) = self.0.write_all(&reason.encode()) {
+        if let Err(e) = self.0.write_all(&ToNanny::Final(reason.clone()).encode()) {
             warn!("could not tell the nanny why the worker stops: {e}");
         }
     }
@@ -312,15 +381,8 @@ pub fn run(config: NannyConfig, stop: Arc<AtomicBool>) -> Result<(), NannyError>
         for line in worker.lines.try_iter() {
             // The worker's own output stays visible (tests and scripts read "worker ADDR").
             println!("{line}");
-            if let Some(address) = line.strip_prefix("worker ") {
-                let address = address.trim().to_owned();
-                send(&FromWorker::NannyOf {
-                    worker_address: address.clone(),
-                    token: worker.token,
-                });
-                worker.address = Some(address);
-            }
         }
+        worker.take_announced(&send);
         if restart_requested {
             info!("restarting the worker on the scheduler's request");
             let _ = worker.child.kill();
@@ -342,7 +404,11 @@ pub fn run(config: NannyConfig, stop: Arc<AtomicBool>) -> Result<(), NannyError>
             return Ok(());
         }
         let exit = describe_exit(status);
-        match worker.final_reason() {
+        let final_reason = worker.final_reason();
+        // The pipe is closed now: an address announced just before the end is claimed before
+        // the death is reported, so the report counts.
+        worker.take_announced(&send);
+        match final_reason {
             Some(reason) if reason.ends_supervision() => {
                 warn!("worker process ended ({exit}): {reason}");
                 report_death(&send, &worker, true, reason.to_string());
@@ -432,19 +498,27 @@ fn start(config: &NannyConfig) -> Result<Running, NannyError> {
         }
     });
     let (reason_tx, reason_rx) = mpsc::channel();
+    let (announced_tx, announced_rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        // Bounded: a final reason is a few dozen bytes.
-        let _ = File::from(reason_read)
-            .take(64 * 1024)
-            .read_to_end(&mut bytes);
-        let _ = reason_tx.send(bytes);
+        let mut last = None;
+        // Bounded: the messages are a few dozen bytes.
+        read_to_nanny(
+            File::from(reason_read).take(PIPE_BYTES_MAX),
+            |msg| match msg {
+                ToNanny::Started { address } => {
+                    let _ = announced_tx.send(address);
+                }
+                ToNanny::Final(reason) => last = Some(reason),
+            },
+        );
+        let _ = reason_tx.send(last);
     });
     Ok(Running {
         child,
         started: Instant::now(),
         address: None,
         lines: rx,
+        announced: announced_rx,
         token,
         final_reason: reason_rx,
     })
@@ -497,8 +571,15 @@ mod tests {
     use super::*;
     use crate::protocol::RejectReason;
 
+    /// The messages `read_to_nanny` finds in these bytes.
+    fn read(bytes: &[u8]) -> Vec<ToNanny> {
+        let mut out = Vec::new();
+        read_to_nanny(bytes, |m| out.push(m));
+        out
+    }
+
     #[test]
-    fn final_reasons_round_trip_and_stray_bytes_are_no_reason() {
+    fn pipe_messages_round_trip_and_stray_bytes_are_no_message() {
         let reasons = [
             FinalReason::Stopped,
             FinalReason::Shutdown(ShutdownReason::Closed),
@@ -511,14 +592,28 @@ mod tests {
             }),
         ];
         for r in &reasons {
-            assert_eq!(FinalReason::decode(&r.encode()).as_ref(), Some(r));
+            let started = ToNanny::Started {
+                address: "tcp://127.0.0.1:4000".into(),
+            };
+            let mut bytes = started.encode();
+            bytes.extend(ToNanny::Final(r.clone()).encode());
+            assert_eq!(read(&bytes), [started, ToNanny::Final(r.clone())]);
         }
         let ends: Vec<bool> = reasons.iter().map(FinalReason::ends_supervision).collect();
         assert_eq!(ends, [false, false, true, true]);
-        assert_eq!(FinalReason::decode(b""), None);
-        assert_eq!(FinalReason::decode(b"3\n"), None);
-        let mut truncated = reasons[2].encode();
+        assert_eq!(read(b""), []);
+        assert_eq!(read(b"3\n"), []);
+        assert_eq!(read(b"worker tcp://127.0.0.1:4000\n"), []);
+        // A message cut short is no message; the ones before it count.
+        let first = ToNanny::Final(reasons[0].clone());
+        let mut bytes = first.encode();
+        let mut truncated = ToNanny::Final(reasons[2].clone()).encode();
         truncated.truncate(truncated.len() - 2);
-        assert_eq!(FinalReason::decode(&truncated), None);
+        bytes.extend(truncated);
+        assert_eq!(read(&bytes), [first]);
+        // A length beyond the bound is not believed.
+        let mut huge = TO_NANNY_MAGIC.to_vec();
+        huge.extend(u32::MAX.to_le_bytes());
+        assert_eq!(read(&huge), []);
     }
 }
