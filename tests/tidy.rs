@@ -310,10 +310,14 @@ fn every_module_starts_by_saying_what_it_is_for() {
     );
 }
 
-/// Which top-level modules of `src/` each top-level module uses (`use crate::…` and paths in
-/// code, made absolute), test-only code aside: what ships. The binaries are crates of their
-/// own (they use `zask::…`), and lib.rs only declares and re-exports, so neither counts.
-fn module_dependencies() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+/// Which modules of `src/` each module uses (`use crate::…` and paths in code, made
+/// absolute), test-only code aside: what ships. Modules are taken `depth` levels deep (1: the
+/// top-level modules, `worker`; 2: also their submodules, `worker::core`), and a path counts
+/// for the deepest such module it names. The binaries are crates of their own (they use
+/// `zask::…`), and lib.rs only declares and re-exports, so neither counts.
+fn module_dependencies(
+    depth: usize,
+) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
     let mut files = Vec::new();
     rust_files(&root().join("src"), &mut files);
     let mut deps: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
@@ -323,22 +327,31 @@ fn module_dependencies() -> std::collections::BTreeMap<String, std::collections:
         if module.is_empty() || module[0] == "bin" || file.ends_with("tests.rs") {
             continue;
         }
+        let own = module[..module.len().min(depth)].join("::");
         let text = fs::read_to_string(&file).unwrap();
         let ast = syn::parse_file(&text)
             .unwrap_or_else(|e| panic!("{}: does not parse: {e}", file.display()));
         let mut paths = Paths::default();
         syn::visit::Visit::visit_file(&mut paths, &ast);
-        let own = deps.entry(module[0].clone()).or_default();
+        let mut used = std::collections::BTreeSet::new();
         for path in &paths.found {
             let path = absolute(&module, path);
-            if path.len() >= 2
-                && path[0] == "crate"
-                && path[1] != module[0]
-                && file_of(&path[1..2]).is_some()
+            if path.len() < 2 || path[0] != "crate" {
+                continue;
+            }
+            let parts = &path[1..];
+            if let Some(n) = (1..=parts.len().min(depth))
+                .rev()
+                .find(|n| file_of(&parts[..*n]).is_some())
             {
-                own.insert(path[1].clone());
+                let target = parts[..n].join("::");
+                // Within one module (or a module and its own parent) is not between modules.
+                if !own.starts_with(&target) && !target.starts_with(&own) {
+                    used.insert(target);
+                }
             }
         }
+        deps.entry(own).or_default().extend(used);
     }
     deps
 }
@@ -378,7 +391,7 @@ fn find_cycle(
 
 #[test]
 fn layers_only_point_down_no_cycle_between_modules() {
-    let deps = module_dependencies();
+    let deps = module_dependencies(1);
     // The walk reads real imports: known edges are found.
     for (from, to) in [
         ("client", "protocol"),
@@ -394,6 +407,20 @@ fn layers_only_point_down_no_cycle_between_modules() {
     }
     // The data model is below the network: a bag never reaches the client.
     assert!(!deps["bag"].contains("client"), "{deps:?}");
+    if let Some(cycle) = find_cycle(&deps) {
+        panic!(
+            "modules of src/ import each other in a cycle: {}\nall imports: {deps:?}",
+            cycle.join(" → ")
+        );
+    }
+    // One level down too: the parts of the scheduler and of the worker (core, server,
+    // journal, executor, registry, nanny) only point down as well.
+    let deps = module_dependencies(2);
+    assert!(
+        deps.get("worker::server")
+            .is_some_and(|d| d.contains("worker::core")),
+        "{deps:?}"
+    );
     if let Some(cycle) = find_cycle(&deps) {
         panic!(
             "modules of src/ import each other in a cycle: {}\nall imports: {deps:?}",
