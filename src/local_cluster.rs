@@ -226,3 +226,51 @@ impl std::error::Error for LocalClusterError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::{AddressProblem, Endpoint};
+
+    #[test]
+    fn a_taken_port_fails_the_start_with_an_error_worth_retrying() {
+        let ctx = zmq::Context::new();
+        let holder = ctx.socket(zmq::ROUTER).unwrap();
+        let taken = crate::net::bind(&holder, "127.0.0.1", 0).unwrap();
+        let port = Endpoint::parse(&taken).unwrap().port;
+        let err = LocalCluster::builder()
+            .workers(0)
+            .scheduler_config(SchedulerConfig {
+                worker_port: port,
+                ..SchedulerConfig::default()
+            })
+            .start()
+            .err()
+            .expect("the port is taken");
+        assert!(
+            matches!(
+                &err,
+                LocalClusterError::Scheduler(StartError::Bind { error, .. })
+                    if *error == zmq::Error::EADDRINUSE
+            ),
+            "{err:?}"
+        );
+        assert!(err.retry_may_help(), "{err}");
+    }
+
+    #[test]
+    fn a_bad_scheduler_address_fails_a_worker_for_good() {
+        let err = Worker::start(WorkerConfig::new("127.0.0.1:4444"), Registry::new())
+            .err()
+            .expect("not an address");
+        assert!(
+            matches!(
+                &err,
+                StartError::Address(e) if e.problem == AddressProblem::NotTcp
+            ),
+            "{err:?}"
+        );
+        assert!(!err.retry_may_help(), "{err}");
+        assert!(err.to_string().contains("tcp://HOST:PORT"), "{err}");
+    }
+}
