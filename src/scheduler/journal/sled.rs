@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use zask_storage::StoreError;
 
 use super::tables::{self, Table, Write};
-use super::{JournalError, JournalWrite};
+use super::write::{JournalError, JournalWrite};
 use crate::scheduler::core::{JournalOp, Recovered};
 
 pub struct Journal {

@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use super::{JournalError, JournalWrite};
+use super::write::{JournalError, JournalWrite};
 use crate::graph::Key;
 use crate::protocol::codec::{decode_plain, encode_plain};
 use crate::protocol::FrameIdentity;
