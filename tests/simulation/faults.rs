@@ -82,6 +82,21 @@ impl Sim {
         }
     }
 
+    /// The scheduler process dies; a new one starts `down_ms` later on the same ports (with
+    /// the journal when journaling is on).
+    pub(crate) fn scheduler_dies(&mut self, down_ms: u64) {
+        self.note(|| format!("the scheduler DIES; back in {down_ms} ms"));
+        self.sched_restarts.push(self.now);
+        // What it had not flushed is gone from its journal.
+        self.journal.crash();
+        // What was on the wire to or from it is gone.
+        self.queue
+            .retain(|(_, (src, dst, _), _), _| *src != Ep::Scheduler && *dst != Ep::Scheduler);
+        let up = self.now + down_ms;
+        self.sched_down_until = Some(up);
+        self.schedule_fault(up, Fault::SchedulerUp);
+    }
+
     pub(crate) fn apply_fault(&mut self, f: Fault) -> R {
         let live = self.live_workers();
         let pick = |p: u64| -> Option<usize> {
@@ -133,20 +148,17 @@ impl Sim {
                 }
             }
             Fault::SchedulerRestart { down_ms } => {
-                if self.sched_down_until.is_some() {
+                if self.sched_down_until.is_some() || self.dies_mid_batch.is_some() {
                     return Ok(());
                 }
-                self.note(|| format!("the scheduler DIES; back in {down_ms} ms"));
-                self.sched_restarts.push(self.now);
-                // What the dead process had not flushed is gone.
-                self.journal.crash();
-                // What was on the wire to or from it is gone.
-                self.queue.retain(|(_, (src, dst, _), _), _| {
-                    *src != Ep::Scheduler && *dst != Ep::Scheduler
-                });
-                let up = self.now + down_ms;
-                self.sched_down_until = Some(up);
-                self.schedule_fault(up, Fault::SchedulerUp);
+                if self.sched_config.journal && self.crash_rng.chance(50) {
+                    self.note(|| {
+                        "the scheduler will die while writing its next journal batch".into()
+                    });
+                    self.dies_mid_batch = Some(down_ms);
+                } else {
+                    self.scheduler_dies(down_ms);
+                }
             }
             Fault::SchedulerUp => {
                 self.sched_down_until = None;
@@ -171,6 +183,9 @@ impl Sim {
             }
             Fault::End => {
                 self.note(|| "fault phase over".into());
+                if let Some(down_ms) = self.dies_mid_batch.take() {
+                    self.scheduler_dies(down_ms);
+                }
                 if live.is_empty() {
                     self.add_worker(2);
                 }

@@ -163,6 +163,7 @@ fn simulated_cluster_survives_random_faults() {
         total.requests += o.stats.requests;
         total.crashes += o.stats.crashes;
         total.late_restarted += o.stats.late_restarted;
+        total.journal_ops_lost += o.stats.journal_ops_lost;
         virtual_ms += o.end_ms;
         if let Err(e) = o.result {
             failures.push((seed, e));
@@ -170,14 +171,15 @@ fn simulated_cluster_survives_random_faults() {
     }
     failures.sort();
     eprintln!(
-        "{n} seeds in {:.1} s on {threads} thread(s): {} requests, {} executions, {} messages, {} crashes, {} s virtual, {} late SchedulerRestarted",
+        "{n} seeds in {:.1} s on {threads} thread(s): {} requests, {} executions, {} messages, {} crashes, {} s virtual, {} late SchedulerRestarted, {} unflushed journal operations lost in crashes",
         started.elapsed().as_secs_f64(),
         total.requests,
         total.executions,
         total.messages,
         total.crashes,
         virtual_ms / 1000,
-        total.late_restarted
+        total.late_restarted,
+        total.journal_ops_lost
     );
     if !failures.is_empty() {
         let mut report = format!("{} of {n} seeds failed:\n", failures.len());

@@ -27,6 +27,8 @@ pub(crate) struct Stats {
     pub(crate) crashes: u32,
     /// `SchedulerRestarted` for requests already answered (pings crossing answers).
     pub(crate) late_restarted: u64,
+    /// Journal operations applied but not flushed when the scheduler died (lost with it).
+    pub(crate) journal_ops_lost: u64,
 }
 
 pub(crate) struct Sim {
@@ -38,6 +40,11 @@ pub(crate) struct Sim {
     pub(crate) sched: SchedulerCore,
     pub(crate) sched_config: CoreConfig,
     pub(crate) sched_rng: Rng,
+    /// Decides whether a scheduler crash comes in the middle of a journal batch.
+    pub(crate) crash_rng: Rng,
+    /// The scheduler dies (down this long) after applying its next batch's journal
+    /// operations, before flushing them and before any of the batch's messages leaves.
+    pub(crate) dies_mid_batch: Option<u64>,
     /// While the scheduler is down, nothing reaches it before this time.
     pub(crate) sched_down_until: Option<u64>,
     /// When schedulers died.
@@ -70,6 +77,8 @@ impl Sim {
             sched: SchedulerCore::new(config.clone()),
             sched_config: config,
             sched_rng: Rng::derive(seed, &[100]),
+            crash_rng: Rng::derive(seed, &[300]),
+            dies_mid_batch: None,
             sched_down_until: None,
             sched_restarts: Vec::new(),
             journal: MemoryJournal::new(),
@@ -306,6 +315,18 @@ impl Sim {
             }
         }
         if wrote {
+            if let Some(down_ms) = self.dies_mid_batch.take() {
+                let lost = commands
+                    .iter()
+                    .filter(|c| matches!(c, Command::Journal(_)))
+                    .count();
+                self.stats.journal_ops_lost += lost as u64;
+                self.note(|| {
+                    format!("the scheduler dies before flushing {lost} journal operation(s)")
+                });
+                self.scheduler_dies(down_ms);
+                return Ok(());
+            }
             self.journal.flush().map_err(|e| format!("journal: {e}"))?;
         }
         for cmd in commands {
