@@ -288,3 +288,131 @@ impl<T: Transport, Q: JobQueue> WorkerRuntime<T, Q> {
         self.jobs.submit(Job { key, expr, inputs });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use zask_storage::MemoryStore;
+
+    use super::*;
+    use crate::protocol::codec::encode_plain;
+    use crate::protocol::{ComputeTask, ToWorker, WorkerRegistration, PROTOCOL_VERSION};
+    use crate::value::Value;
+    use crate::worker::core::WorkerCoreConfig;
+
+    /// Records what the runtime sends.
+    #[derive(Default)]
+    struct Recorder {
+        to_scheduler: Vec<(FromWorker, Vec<Frame>)>,
+    }
+
+    impl Transport for Recorder {
+        fn to_scheduler(&mut self, msg: &FromWorker, frames: Vec<Frame>) {
+            self.to_scheduler.push((msg.clone(), frames));
+        }
+        fn to_peer(&mut self, address: &str, msg: &PeerRequest) {
+            panic!("unexpected fetch from {address}: {msg:?}");
+        }
+        fn reply_to_peer(&mut self, _: &FrameIdentity, msg: &PeerReply, _: Vec<Frame>) {
+            panic!("unexpected peer reply {msg:?}");
+        }
+    }
+
+    #[derive(Default)]
+    struct Queue(Vec<Job>);
+
+    impl JobQueue for Queue {
+        fn submit(&mut self, job: Job) {
+            self.0.push(job);
+        }
+    }
+
+    fn runtime() -> WorkerRuntime<Recorder, Queue> {
+        let core = WorkerCore::new(WorkerCoreConfig {
+            registration: WorkerRegistration {
+                protocol_version: PROTOCOL_VERSION,
+                address: "tcp://me:1".into(),
+                name: "me".into(),
+                nthreads: 1,
+                memory_limit_bytes: 0,
+                pid: 1,
+                store: "memory".into(),
+                keys: vec![],
+                nanny_token: None,
+            },
+            heartbeat_interval_ms: 1000,
+            fetch_timeout_ms: 5000,
+            death_timeout_ms: 60_000,
+            pool_queue: 0,
+            max_message_bytes: 1 << 20,
+        });
+        let store = Box::new(MemoryStore::new());
+        let mut rt = WorkerRuntime::new(core, store, Recorder::default(), Queue::default(), false);
+        rt.register(0);
+        assert_eq!(rt.run_commands(0), None);
+        let sent = std::mem::take(&mut rt.transport_mut().to_scheduler);
+        assert!(
+            matches!(sent[..], [(FromWorker::Register(_), _)]),
+            "{sent:?}"
+        );
+        rt
+    }
+
+    fn compute(rt: &mut WorkerRuntime<Recorder, Queue>, key: &str, spec: Vec<u8>) {
+        let task = ComputeTask {
+            key: key.into(),
+            spec,
+            dependencies: vec![],
+            report_value: true,
+        };
+        let msg = ToWorker::Compute(vec![task]);
+        rt.handle(
+            1,
+            WorkerEvent::FromScheduler {
+                msg,
+                frames: vec![],
+            },
+        );
+        assert_eq!(rt.run_commands(1), None);
+    }
+
+    #[test]
+    fn a_job_result_is_stored_then_reported_with_its_value() {
+        let mut rt = runtime();
+        compute(&mut rt, "x", encode_plain(&Expr::Lit(Value::from(5))));
+        let job = rt.jobs_mut().0.pop().expect("the task went to the queue");
+        assert_eq!(job.key, Key::from("x"));
+        let frame = encode_value(&Value::from(5));
+        rt.job_done(
+            2,
+            JobResult {
+                key: job.key,
+                result: Ok(frame.clone()),
+            },
+        );
+        assert_eq!(rt.run_commands(2), None);
+        assert_eq!(
+            rt.store().get(&Key::from("x").to_store_key()),
+            Ok(Some(frame.clone()))
+        );
+        let sent = std::mem::take(&mut rt.transport_mut().to_scheduler);
+        assert!(
+            matches!(&sent[..], [(FromWorker::Finished(done), frames)]
+                if done.len() == 1 && done[0].has_value && frames == &vec![frame.clone()]),
+            "{sent:?}"
+        );
+    }
+
+    #[test]
+    fn an_undecodable_task_fails_without_reaching_the_queue() {
+        let mut rt = runtime();
+        compute(&mut rt, "bad", vec![0xc1]);
+        assert!(rt.jobs_mut().0.is_empty());
+        assert!(rt.store().is_empty());
+        let sent = std::mem::take(&mut rt.transport_mut().to_scheduler);
+        assert!(
+            matches!(&sent[..], [(FromWorker::Erred(erred), _)]
+                if erred[0].error.kind == TaskErrorKind::BadInput),
+            "{sent:?}"
+        );
+    }
+}
