@@ -12,7 +12,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use log::{debug, error, info, warn};
 
 use super::core::{Command, CoreConfig, Event, Recovered, SchedulerCore};
-use super::journal::{Journal, JournalWrite};
+use super::journal::{Journal, JournalError, JournalWrite};
 use crate::net::{self, Clock, WakeReceiver, Waker};
 use crate::protocol::codec::{encode, split, DecodeError};
 use crate::protocol::{
@@ -139,13 +139,13 @@ impl Scheduler {
         core_config.max_message_bytes = config.max_message_bytes.max(0) as u64;
         core_config.instance_token = net::unpredictable_token();
         let journal = match &config.state_dir {
-            Some(dir) => Some(Journal::open(dir)?),
+            Some(dir) => Some(Journal::open(dir).map_err(|e| e.to_string())?),
             None => None,
         };
         core_config.journal = journal.is_some();
         let mut core = SchedulerCore::new(core_config);
         if let Some(j) = &journal {
-            let recovered = j.load()?;
+            let recovered = j.load().map_err(|e| e.to_string())?;
             if recovered != Recovered::default() {
                 core.recover(clock.now_ms(), recovered);
             }
@@ -268,7 +268,7 @@ const MAX_BATCH: usize = 4096;
 #[derive(Debug, PartialEq)]
 pub(crate) struct JournalFailed {
     pub location: String,
-    pub error: String,
+    pub error: JournalError,
 }
 
 impl std::fmt::Display for JournalFailed {
@@ -648,13 +648,15 @@ mod tests {
     }
 
     impl JournalWrite for TestJournal {
-        fn apply(&self, op: &JournalOp) -> Result<(), String> {
+        fn apply(&self, op: &JournalOp) -> Result<(), JournalError> {
             self.applied.borrow_mut().push(op.clone());
             Ok(())
         }
-        fn flush(&self) -> Result<(), String> {
+        fn flush(&self) -> Result<(), JournalError> {
             if self.fail_flush {
-                Err("No space left on device (os error 28)".into())
+                Err(JournalError::Io(
+                    "No space left on device (os error 28)".into(),
+                ))
             } else {
                 Ok(())
             }
