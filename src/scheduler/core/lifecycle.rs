@@ -48,13 +48,13 @@ impl SchedulerCore {
             task.waiting_on = waiting_on;
             if waiting_on == 0 {
                 task.state = TaskState::Ready;
-                self.ready.push_back(t);
+                self.placement.push_ready(t);
                 self.needs_scheduling = true;
             }
         }
         // Right after a restart, scattered data may still be reported by a worker that has not
         // registered yet: its dependents wait until the grace period ends.
-        let recovering = self.replay_deadline().is_some();
+        let recovering = self.recovery.deadline().is_some();
         for t in unrecoverable.into_iter().filter(|_| !recovering) {
             // Failing one may have forgotten the next (nothing is created meanwhile, so an id
             // that exists is still the same task).
@@ -110,22 +110,17 @@ impl SchedulerCore {
                         f.key
                     );
                 }
-                self.push_release(w, vec![f.key]);
+                self.workers.push_release(w, vec![f.key]);
                 continue;
             };
-            if let Some(ws) = self.replicating.get_mut(&t) {
-                ws.retain(|x| *x != w);
-                if ws.is_empty() {
-                    self.replicating.remove(&t);
-                }
-            }
+            self.replication.copy_done(t, w);
             self.fetched_copies(w, &f.fetched);
             self.finished_at(w, t, f, value);
         }
-        if !self.replications.is_empty() {
+        if self.replication.has_requests() {
             self.check_replications();
         }
-        if self.workers.iter().any(|(_, w)| w.retiring) {
+        if self.workers.any_retiring() {
             self.check_retirements();
         }
     }
@@ -139,7 +134,7 @@ impl SchedulerCore {
                 // Lost meanwhile and being recomputed on this very worker: a release would
                 // cancel that (the worker finishes it at once from the copy it has).
                 Some(d) if self.is_assigned(w, d) => {}
-                _ => self.push_release(w, vec![dep_key.clone()]),
+                _ => self.workers.push_release(w, vec![dep_key.clone()]),
             }
         }
     }
@@ -148,7 +143,7 @@ impl SchedulerCore {
         self.fetched_copies(w, &f.fetched);
         match self.tasks.id(&f.key) {
             Some(t) => self.finished_at(w, t, f, value),
-            None => self.push_release(w, vec![f.key]),
+            None => self.workers.push_release(w, vec![f.key]),
         }
     }
 
@@ -168,8 +163,7 @@ impl SchedulerCore {
                         .get(p)
                         .and_then(|worker| worker.processing.get(&t).map(|a| a.at_ms));
                     if let Some(at) = assigned {
-                        let took = self.now_ms.saturating_sub(at) as f64;
-                        self.task_ms_average = 0.9 * self.task_ms_average + 0.1 * took;
+                        self.placement.task_took(self.now_ms.saturating_sub(at));
                     }
                 }
                 self.leave_active(t);
@@ -185,15 +179,13 @@ impl SchedulerCore {
                     self.request_value_if_needed(t);
                 }
                 // Persists wait for memory, not for values.
-                for c in self.output_of.get(&t).cloned().unwrap_or_default() {
-                    if self.computations.get(&c).is_some_and(|c| !c.values_wanted) {
-                        self.maybe_complete(c);
-                    }
+                for c in self.computations.persists_of(t) {
+                    self.maybe_complete(c);
                 }
             }
             _ => {
                 debug!("{:?} finished but is no longer needed", f.key);
-                self.push_release(w, vec![f.key]);
+                self.workers.push_release(w, vec![f.key]);
                 return;
             }
         }
@@ -214,7 +206,7 @@ impl SchedulerCore {
                 dep.waiting_on -= 1;
                 if dep.waiting_on == 0 {
                     dep.state = TaskState::Ready;
-                    self.ready.push_back(d);
+                    self.placement.push_ready(d);
                     self.needs_scheduling = true;
                 }
             }
@@ -288,9 +280,7 @@ impl SchedulerCore {
         let task = self.tasks.get_mut(t);
         debug_assert!(task.state.is_active());
         if let TaskState::Processing(w) = task.state {
-            if let Some(worker) = self.workers.get_mut(w) {
-                worker.processing.remove(&t);
-            }
+            self.workers.unassign(w, t);
             // A slot freed up.
             self.needs_scheduling = true;
         }
@@ -307,9 +297,7 @@ impl SchedulerCore {
     pub(super) fn back_to_waiting(&mut self, t: TaskId) {
         let task = self.tasks.get(t);
         if let TaskState::Processing(w) = task.state {
-            if let Some(worker) = self.workers.get_mut(w) {
-                worker.processing.remove(&t);
-            }
+            self.workers.unassign(w, t);
         }
         let waiting_on = self
             .tasks
@@ -322,7 +310,7 @@ impl SchedulerCore {
         task.waiting_on = waiting_on;
         if waiting_on == 0 {
             task.state = TaskState::Ready;
-            self.ready.push_back(t);
+            self.placement.push_ready(t);
         } else {
             task.state = TaskState::Waiting;
         }
@@ -350,7 +338,7 @@ impl SchedulerCore {
                 TaskState::Processing(w) => {
                     // It would fail to fetch the lost input: take it back now.
                     let key = self.tasks.get(d).key.clone();
-                    self.push_release(w, vec![key]);
+                    self.workers.push_release(w, vec![key]);
                     self.back_to_waiting(d);
                 }
                 _ => {}
@@ -381,12 +369,8 @@ impl SchedulerCore {
         dependency: &Key,
         holders: &[String],
     ) {
-        if let Some(ws) = self
-            .tasks
-            .id(key)
-            .and_then(|t| self.replicating.get_mut(&t))
-        {
-            ws.retain(|x| *x != w);
+        if let Some(t) = self.tasks.id(key) {
+            self.replication.copy_failed(t, w);
         }
         if let Some(d) = self.tasks.id(dependency) {
             // The reporter's word counts for its own copy only: a holder it names is asked
@@ -406,7 +390,7 @@ impl SchedulerCore {
                 .filter(|h| holders.contains(&self.workers.address(*h)))
                 .collect();
             for h in named {
-                self.push_to_worker(
+                self.workers.push(
                     h,
                     ToWorker::CheckHeld {
                         keys: vec![dependency.clone()],
@@ -415,7 +399,7 @@ impl SchedulerCore {
                 );
             }
         }
-        if !self.replications.is_empty() {
+        if self.replication.has_requests() {
             self.check_replications();
         }
         if let Some(t) = self.tasks.id(key) {
@@ -452,7 +436,7 @@ impl SchedulerCore {
                 TaskState::Waiting | TaskState::Ready | TaskState::Processing(_) => {
                     if let TaskState::Processing(w) = task.state {
                         let key = task.key.clone();
-                        self.push_release(w, vec![key]);
+                        self.workers.push_release(w, vec![key]);
                     }
                     stack.extend(self.leave_active_only(x).iter().copied());
                 }
@@ -475,12 +459,7 @@ impl SchedulerCore {
             // Forget it once no dependent refers to it.
             let task = self.tasks.get(x);
             if task.dependents.is_empty() {
-                let removed = self.tasks.remove(x);
-                self.output_of.remove(&x);
-                self.fetching_value.remove(&x);
-                self.replicating.remove(&x);
-                self.restrictions.remove(&x);
-                self.took_down.remove(&x);
+                let removed = self.forget(x);
                 for d in removed.dependencies.iter() {
                     let dep = self.tasks.get_mut(*d);
                     dep.dependents.retain(|y| *y != x);
@@ -492,6 +471,47 @@ impl SchedulerCore {
 }
 
 impl SchedulerCore {
+    /// Forgets task `x`, announcing it to every part that keeps task ids: each drops its own
+    /// entries (the id is never reused, so one held elsewhere just stops naming anything).
+    fn forget(&mut self, x: TaskId) -> super::tasks::Task {
+        self.computations.forget(x);
+        self.replication.forget(x);
+        self.placement.forget(x);
+        self.tasks.remove(x)
+    }
+
+    /// Whether worker `w` was given the task with this (wire) key to run, or to copy.
+    pub(super) fn assigned_to(&self, w: WorkerId, key: &Key) -> bool {
+        self.tasks.id(key).is_some_and(|t| self.is_assigned(w, t))
+    }
+
+    /// Whether worker `w` was given task `t` to run, or to copy: its word counts for `t`.
+    pub(super) fn is_assigned(&self, w: WorkerId, t: TaskId) -> bool {
+        self.tasks.get(t).state == TaskState::Processing(w) || self.replication.is_copying(t, w)
+    }
+
+    /// Worker `w` holds a copy of task `t` now.
+    pub(super) fn add_holder(&mut self, t: TaskId, w: WorkerId) {
+        let task = self.tasks.get_mut(t);
+        if !task.who_has.contains(&w) {
+            task.who_has.push(w);
+            let nbytes = task.nbytes;
+            self.workers.holds(w, t, nbytes);
+        }
+    }
+
+    /// Drops every copy of a task's data (telling the holders).
+    fn drop_data(&mut self, t: TaskId) {
+        let task = self.tasks.get_mut(t);
+        let holders = std::mem::take(&mut task.who_has);
+        let key = task.key.clone();
+        let nbytes = task.nbytes;
+        for w in holders {
+            self.workers.dropped(w, t, nbytes);
+            self.workers.push_release(w, vec![key.clone()]);
+        }
+    }
+
     /// A worker says it does not hold these keys: it is no longer a holder (a worker may
     /// always speak for its own store, never for another's).
     pub(super) fn not_held(&mut self, w: WorkerId, keys: Vec<Key>) {
@@ -506,15 +526,12 @@ impl SchedulerCore {
             let task = self.tasks.get_mut(d);
             task.who_has.retain(|x| *x != w);
             let nbytes = task.nbytes;
-            if let Some(worker) = self.workers.get_mut(w) {
-                worker.has.remove(&d);
-                worker.nbytes = worker.nbytes.saturating_sub(nbytes);
-            }
+            self.workers.dropped(w, d, nbytes);
             if self.tasks.get(d).who_has.is_empty() {
                 self.data_lost(d, std::slice::from_ref(&address));
             }
         }
-        if !self.replications.is_empty() {
+        if self.replication.has_requests() {
             self.check_replications();
         }
     }

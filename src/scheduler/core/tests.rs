@@ -9,9 +9,11 @@ use super::*;
 use crate::graph::{Expr, Graph, Key};
 use crate::protocol::codec::{decode, decode_value, encode, encode_value};
 use crate::protocol::{
-    ComputeTask, ErredTask, FinishedTask, TaskError, TaskErrorKind, WorkerRegistration,
+    ComputeTask, ErredTask, FinishedTask, RequestError, TaskError, TaskErrorKind,
+    WorkerRegistration, PROTOCOL_VERSION,
 };
 use crate::value::Value;
+use rustc_hash::FxHashMap as HashMap;
 
 struct Harness {
     core: SchedulerCore,

@@ -1,0 +1,133 @@
+//! A worker lost (its nanny reports it dead, it misses heartbeats or a probe, it leaves, it is
+//! closed after retiring). The loss is announced once to every part that keeps worker ids, and
+//! each handles its own table and says what it needs done: the task table's holders and
+//! assignments (rescheduling, recomputing, blaming), replication (copies not coming),
+//! computations (value fetches to ask of another holder), scatters (puts to start again).
+
+use log::warn;
+
+use super::tasks::{task_failure, TaskId, TaskState};
+use super::{warn_or_info, SchedulerCore, WorkerId};
+use crate::protocol::ToWorker;
+
+impl SchedulerCore {
+    /// Workers silent for longer than the heartbeat timeout are lost.
+    pub(super) fn drop_silent_workers(&mut self) {
+        let timeout = self.config.heartbeat_timeout_ms;
+        let silent: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| self.now_ms.saturating_sub(w.last_seen_ms) > timeout)
+            .map(|(id, _)| id)
+            .collect();
+        for id in silent {
+            warn!(
+                "worker {} silent for more than {timeout} ms: considered lost",
+                self.workers.address(id)
+            );
+            self.remove_worker(id, true);
+        }
+    }
+
+    /// Removes a worker: reschedules what it was running, recomputes what only it held.
+    /// `unexpected` losses count against the tasks it was running.
+    pub(super) fn remove_worker(&mut self, id: WorkerId, unexpected: bool) {
+        let Some(worker) = self.workers.remove(id) else {
+            return;
+        };
+        let address = worker.address.clone();
+        warn_or_info(unexpected, &format!("removing worker {address}"));
+        let others: Vec<WorkerId> = self.workers.iter().map(|(id, _)| id).collect();
+        for w in others {
+            self.workers
+                .push(w, ToWorker::PeersLost(vec![address.clone()]), vec![]);
+        }
+        // Data it held: gone.
+        let mut lost = Vec::new();
+        for t in worker.has {
+            let task = self.tasks.get_mut(t);
+            task.who_has.retain(|w| *w != id);
+            if task.who_has.is_empty() && task.state == TaskState::Memory {
+                lost.push(t);
+            }
+        }
+        // Tasks it was running or had queued: back to the others. Only the running ones (the
+        // oldest `nthreads`) can have brought it down, so only they are blamed: a task queued
+        // behind a crashing one must not fail for it.
+        let mut processing: Vec<(u64, TaskId)> = worker
+            .processing
+            .into_iter()
+            .map(|(t, a)| (a.seq, t))
+            .collect();
+        processing.sort();
+        let running = worker.nthreads.max(1) as usize;
+        for (i, &(_, t)) in processing.iter().enumerate() {
+            if self.tasks.get(t).state == TaskState::Processing(id) {
+                if unexpected && i < running {
+                    self.tasks.get_mut(t).suspicious += 1;
+                    self.placement.blame(t, &address);
+                }
+                self.back_to_waiting(t);
+            }
+        }
+        let processing: Vec<TaskId> = processing.into_iter().map(|(_, t)| t).collect();
+        lost.sort();
+        for t in lost {
+            // An earlier loss may have failed a request and forgotten this task already.
+            if self.tasks.exists(t) {
+                self.data_lost(t, std::slice::from_ref(&address));
+            }
+        }
+        // Copies it was making are not coming; copies it held need replacing.
+        self.replication.worker_lost(id);
+        self.top_up_all_replicas();
+        if unexpected {
+            let limit = self.config.allowed_failures;
+            for t in processing {
+                if !self.tasks.exists(t) {
+                    continue;
+                }
+                let task = self.tasks.get(t);
+                if task.suspicious > limit && task.state.is_active() {
+                    let error = crate::protocol::TaskError {
+                        kind: crate::protocol::TaskErrorKind::KilledWorker,
+                        message: format!(
+                            "task {:?} was running on {} workers that died unexpectedly (allowed_failures = {limit}): {}",
+                            task.name(),
+                            task.suspicious,
+                            self.placement.took_down(t)
+                        ),
+                    };
+                    let key = task.name().clone();
+                    self.fail_task(t, task_failure(&key, error));
+                }
+            }
+        }
+        // Value fetches it owed us: ask someone else.
+        for t in self.computations.worker_lost(id) {
+            if self.tasks.exists(t) {
+                self.request_value_if_needed(t);
+            }
+        }
+        // Puts that placed values on it: release the others' shares and scatter again (safe:
+        // storing a value twice overwrites it).
+        for p in self.scatters.worker_lost(id) {
+            for placed in &p.placement {
+                if placed.worker != id {
+                    self.workers
+                        .push_release(placed.worker, vec![placed.key.clone()]);
+                }
+            }
+            self.start_scatter(p.scatter);
+        }
+        self.check_replications();
+        if self.workers.is_empty() && self.has_pending_work() {
+            warn!("no workers left: pending work waits until a worker connects");
+        }
+        self.needs_scheduling = true;
+    }
+
+    fn has_pending_work(&self) -> bool {
+        !self.computations.is_empty() || self.scatters.has_waiting()
+    }
+}
