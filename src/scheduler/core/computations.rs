@@ -330,11 +330,7 @@ impl SchedulerCore {
         for t in missing {
             self.computations.fetching_value.remove(&t);
             // The worker does not have it after all: stop listing it as a holder.
-            let task = self.tasks.get_mut(t);
-            task.who_has.retain(|x| *x != w);
-            let nbytes = task.nbytes;
-            self.workers.dropped(w, t, nbytes);
-            if self.tasks.get(t).who_has.is_empty() {
+            if self.remove_holder(t, w) {
                 let address = self.workers.address(w);
                 self.data_lost(t, &[address]);
             } else {

@@ -30,15 +30,16 @@ impl SchedulerCore {
         }
         let mut failed_inputs = Vec::new();
         for &t in &newly {
-            let deps = self.tasks.get(t).dependencies.clone();
             let mut waiting_on = 0;
-            for d in deps.iter() {
-                let dep = self.tasks.get_mut(*d);
+            // By index: the hot path of a submit allocates nothing per task.
+            for i in 0..self.tasks.get(t).dependencies.len() {
+                let d = self.tasks.get(t).dependencies[i];
+                let dep = self.tasks.get_mut(d);
                 dep.waiters += 1;
                 match dep.state {
                     TaskState::Memory => {}
                     TaskState::Erred => {
-                        failed_inputs.push(*d);
+                        failed_inputs.push(d);
                         waiting_on += 1;
                     }
                     _ => waiting_on += 1,
@@ -199,8 +200,9 @@ impl SchedulerCore {
 
     /// `t` just came into memory: dependents waiting only for it become ready.
     pub(super) fn dependents_may_proceed(&mut self, t: TaskId) {
-        let dependents = self.tasks.get(t).dependents.clone();
-        for d in dependents {
+        // By index (a dependent is never `t` itself): nothing allocated per finished task.
+        for i in 0..self.tasks.get(t).dependents.len() {
+            let d = self.tasks.get(t).dependents[i];
             let dep = self.tasks.get_mut(d);
             if dep.state == TaskState::Waiting {
                 dep.waiting_on -= 1;
@@ -268,15 +270,19 @@ impl SchedulerCore {
 
     /// Takes a task out of Waiting/Ready/Processing and releases what it no longer needs.
     pub(super) fn leave_active(&mut self, t: TaskId) {
-        for d in self.leave_active_only(t).iter() {
-            self.maybe_release(*d);
+        self.leave_active_only(t);
+        // Releasing an input never forgets `t` (a task is forgotten only once it has no
+        // dependents, and `t` depends on each of these), so `t` is still there to read.
+        for i in 0..self.tasks.get(t).dependencies.len() {
+            let d = self.tasks.get(t).dependencies[i];
+            self.maybe_release(d);
         }
     }
 
-    /// Takes a task out of Waiting/Ready/Processing; returns the dependencies it no longer
-    /// waits for, which the caller must offer to `maybe_release` (kept apart so release can
-    /// walk long chains iteratively).
-    fn leave_active_only(&mut self, t: TaskId) -> Box<[TaskId]> {
+    /// Takes a task out of Waiting/Ready/Processing; the caller must offer the dependencies
+    /// it no longer waits for to `maybe_release` (kept apart so release can walk long chains
+    /// iteratively).
+    fn leave_active_only(&mut self, t: TaskId) {
         let task = self.tasks.get_mut(t);
         debug_assert!(task.state.is_active());
         if let TaskState::Processing(w) = task.state {
@@ -286,11 +292,10 @@ impl SchedulerCore {
         }
         task.state = TaskState::Released;
         task.waiting_on = 0;
-        let deps = task.dependencies.clone();
-        for d in deps.iter() {
-            self.tasks.get_mut(*d).waiters -= 1;
+        for i in 0..self.tasks.get(t).dependencies.len() {
+            let d = self.tasks.get(t).dependencies[i];
+            self.tasks.get_mut(d).waiters -= 1;
         }
-        deps
     }
 
     /// A task whose worker went away, or could not get its inputs, goes back to waiting.
@@ -438,7 +443,8 @@ impl SchedulerCore {
                         let key = task.key.clone();
                         self.workers.push_release(w, vec![key]);
                     }
-                    stack.extend(self.leave_active_only(x).iter().copied());
+                    self.leave_active_only(x);
+                    stack.extend(self.tasks.get(x).dependencies.iter().copied());
                 }
                 TaskState::Erred => {
                     if task.spec.is_none() {
@@ -500,6 +506,24 @@ impl SchedulerCore {
         }
     }
 
+    /// Worker `w` no longer holds task `t`; returns whether no holder is left.
+    pub(super) fn remove_holder(&mut self, t: TaskId, w: WorkerId) -> bool {
+        let task = self.tasks.get_mut(t);
+        task.who_has.retain(|x| *x != w);
+        let (nbytes, none_left) = (task.nbytes, task.who_has.is_empty());
+        self.workers.dropped(w, t, nbytes);
+        none_left
+    }
+
+    /// A value of `t` (of `nbytes`) is on worker `w` without having been computed there
+    /// (scattered, or found on a worker after a restart): `t` is in memory.
+    pub(super) fn arrived_in_memory(&mut self, t: TaskId, w: WorkerId, nbytes: u64) {
+        let task = self.tasks.get_mut(t);
+        task.state = TaskState::Memory;
+        task.nbytes = nbytes;
+        self.add_holder(t, w);
+    }
+
     /// Drops every copy of a task's data (telling the holders).
     fn drop_data(&mut self, t: TaskId) {
         let task = self.tasks.get_mut(t);
@@ -523,11 +547,7 @@ impl SchedulerCore {
             if !self.tasks.get(d).who_has.contains(&w) {
                 continue;
             }
-            let task = self.tasks.get_mut(d);
-            task.who_has.retain(|x| *x != w);
-            let nbytes = task.nbytes;
-            self.workers.dropped(w, d, nbytes);
-            if self.tasks.get(d).who_has.is_empty() {
+            if self.remove_holder(d, w) {
                 self.data_lost(d, std::slice::from_ref(&address));
             }
         }

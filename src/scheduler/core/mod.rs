@@ -282,10 +282,7 @@ impl SchedulerCore {
     fn handle_worker(&mut self, identity: FrameIdentity, msg: FromWorker, frames: Vec<Frame>) {
         let id = self.workers.by_identity(&identity);
         if let Some(id) = id {
-            if let Some(w) = self.workers.get_mut(id) {
-                w.last_seen_ms = self.now_ms;
-                w.messages_heard += 1;
-            }
+            self.workers.heard_from(id, self.now_ms);
         }
         match (msg, id) {
             (FromWorker::Register(reg), _) => self.register_worker(identity, reg),

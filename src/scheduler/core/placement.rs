@@ -213,15 +213,12 @@ impl SchedulerCore {
                 (dep.key.clone(), holders)
             })
             .collect();
-        let worker = self.workers.get_mut(w).expect("slots hold live workers");
-        worker.processing.insert(
-            t,
-            Assignment {
-                seq: self.placement.next_assignment,
-                at_ms: self.now_ms,
-            },
-        );
+        let assignment = Assignment {
+            seq: self.placement.next_assignment,
+            at_ms: self.now_ms,
+        };
         self.placement.next_assignment += 1;
+        self.workers.assign(w, t, assignment);
         let ct = ComputeTask {
             key,
             spec,

@@ -227,10 +227,7 @@ impl SchedulerCore {
         let origin = self.tasks.get(t).spec.as_deref().map(spec_hash);
         for (w, held_origin, nbytes) in held {
             if Some(held_origin) == origin && self.workers.get(w).is_some() {
-                let task = self.tasks.get_mut(t);
-                task.state = TaskState::Memory;
-                task.nbytes = nbytes;
-                self.add_holder(t, w);
+                self.arrived_in_memory(t, w, nbytes);
             } else {
                 let key = self.tasks.get(t).key.clone();
                 self.workers.push_release(w, vec![key]);
@@ -272,10 +269,7 @@ impl SchedulerCore {
                 TaskState::Memory => self.add_holder(t, w),
                 TaskState::Released if task.spec.is_none() => {
                     debug!("scattered {:?} found again on a worker", held.key);
-                    let task = self.tasks.get_mut(t);
-                    task.state = TaskState::Memory;
-                    task.nbytes = held.nbytes;
-                    self.add_holder(t, w);
+                    self.arrived_in_memory(t, w, held.nbytes);
                     self.dependents_may_proceed(t);
                 }
                 state if state.is_active() => {

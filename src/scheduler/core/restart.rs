@@ -98,12 +98,7 @@ impl SchedulerCore {
                     self.outbox.send_to_connection(nanny, ToWorker::Restart);
                 }
                 None => {
-                    let w = self.workers.get_mut(id).expect("listed above");
-                    w.has.clear();
-                    w.processing.clear();
-                    w.nbytes = 0;
-                    w.outbox.clear();
-                    w.outbox.push((ToWorker::Reset, vec![]));
+                    self.workers.reset(id);
                 }
             }
         }

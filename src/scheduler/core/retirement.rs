@@ -12,13 +12,14 @@ impl SchedulerCore {
     /// A worker asked to leave (SIGTERM): it takes no new task, its results that exist
     /// nowhere else and are still needed are copied to other workers, then it is closed.
     pub(super) fn retire_worker(&mut self, w: WorkerId) {
-        let Some(worker) = self.workers.get_mut(w) else {
-            return;
-        };
-        info!("worker {} is retiring: moving its results", worker.address);
-        worker.retiring = true;
-        worker.retire_deadline_ms = self.now_ms + self.config.retire_timeout_ms;
-        self.check_retirements();
+        let deadline_ms = self.now_ms + self.config.retire_timeout_ms;
+        if self.workers.retire(w, deadline_ms) {
+            info!(
+                "worker {} is retiring: moving its results",
+                self.workers.address(w)
+            );
+            self.check_retirements();
+        }
     }
 
     /// Closes retiring workers once nothing depends on them, copying what must survive.

@@ -10,7 +10,7 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use log::info;
 
 use super::tasks::wire_key;
-use super::{JournalOp, SchedulerCore, TaskState, WorkerId};
+use super::{JournalOp, SchedulerCore, WorkerId};
 use crate::graph::Key;
 use crate::protocol::codec::{encode_plain, spec_hash, validate_value};
 use crate::protocol::{Frame, FrameIdentity, RequestError, ToClient, ToWorker};
@@ -180,10 +180,7 @@ impl SchedulerCore {
                     .tasks
                     .insert(placed.name.clone(), placed.key.clone(), None),
             };
-            let task = self.tasks.get_mut(t);
-            task.state = TaskState::Memory;
-            task.nbytes = placed.nbytes;
-            self.add_holder(t, placed.worker);
+            self.arrived_in_memory(t, placed.worker, placed.nbytes);
             self.journal(JournalOp::PutScattered {
                 name: placed.name.clone(),
                 key: placed.key,

@@ -45,9 +45,7 @@ impl SchedulerCore {
         // Data it held: gone.
         let mut lost = Vec::new();
         for t in worker.has {
-            let task = self.tasks.get_mut(t);
-            task.who_has.retain(|w| *w != id);
-            if task.who_has.is_empty() && task.state == TaskState::Memory {
+            if self.remove_holder(t, id) && self.tasks.get(t).state == TaskState::Memory {
                 lost.push(t);
             }
         }

@@ -110,8 +110,44 @@ impl WorkerRegistry {
         self.workers.get(&id)
     }
 
-    pub fn get_mut(&mut self, id: WorkerId) -> Option<&mut Worker> {
-        self.workers.get_mut(&id)
+    /// A message from worker `id` arrived at `now_ms`.
+    pub fn heard_from(&mut self, id: WorkerId, now_ms: u64) {
+        if let Some(w) = self.workers.get_mut(&id) {
+            w.last_seen_ms = now_ms;
+            w.messages_heard += 1;
+        }
+    }
+
+    /// Task `t` is given to worker `w` (a live worker: the decision pass only offers those).
+    pub fn assign(&mut self, w: WorkerId, t: TaskId, assignment: Assignment) {
+        let worker = self
+            .workers
+            .get_mut(&w)
+            .expect("tasks are assigned to live workers");
+        worker.processing.insert(t, assignment);
+    }
+
+    /// Worker `w` is leaving: it gets no new task and is closed by `deadline_ms` at the latest.
+    /// False if it is not registered.
+    pub fn retire(&mut self, w: WorkerId, deadline_ms: u64) -> bool {
+        let Some(worker) = self.workers.get_mut(&w) else {
+            return false;
+        };
+        worker.retiring = true;
+        worker.retire_deadline_ms = deadline_ms;
+        true
+    }
+
+    /// Worker `w` is emptied (a restart of a worker without a nanny): it holds and runs
+    /// nothing, and its only queued message is `Reset`.
+    pub fn reset(&mut self, w: WorkerId) {
+        if let Some(worker) = self.workers.get_mut(&w) {
+            worker.has.clear();
+            worker.processing.clear();
+            worker.nbytes = 0;
+            worker.outbox.clear();
+            worker.outbox.push((ToWorker::Reset, vec![]));
+        }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (WorkerId, &Worker)> {
