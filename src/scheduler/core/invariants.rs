@@ -33,6 +33,7 @@ pub(super) fn check(core: &SchedulerCore) -> Result<(), InvariantViolation> {
     let tasks = &core.tasks;
     let exists = |t: TaskId| tasks.exists(t);
     in_part("tasks", tasks.check())?;
+    in_part("workers", core.workers.check())?;
     in_part("membership", core.membership.check())?;
     in_part("computations", core.computations.check(&exists))?;
     in_part("replication", core.replication.check(&exists))?;

@@ -227,6 +227,29 @@ impl WorkerRegistry {
         self.workers.values().any(|w| w.retiring)
     }
 
+    /// The registry's own invariant: every worker is found by its connection, and only it.
+    pub fn check(&self) -> Result<(), String> {
+        if self.by_identity.len() != self.workers.len() {
+            return Err(format!(
+                "{} connections indexed for {} workers",
+                self.by_identity.len(),
+                self.workers.len()
+            ));
+        }
+        for (id, w) in &self.workers {
+            if self.by_identity.get(&w.identity) != Some(id) {
+                return Err(format!(
+                    "worker {} is not found by its connection",
+                    w.address
+                ));
+            }
+            if *id >= WorkerId(self.next_id) {
+                return Err(format!("worker {} has an id not given yet", w.address));
+            }
+        }
+        Ok(())
+    }
+
     /// How many workers are registered.
     pub fn len(&self) -> usize {
         self.workers.len()
