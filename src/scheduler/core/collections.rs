@@ -131,7 +131,7 @@ impl SchedulerCore {
         ids.dedup();
         for &t in &ids {
             // Pinned results with lineage: a lost copy is recomputed, never silently gone.
-            self.tasks.get_mut(t).pins += 1;
+            self.tasks.pin(t);
         }
         if let Some((_, old)) = self.collections.datasets.insert(name, (collection, ids)) {
             self.release_dataset_tasks(old);

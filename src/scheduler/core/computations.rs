@@ -214,7 +214,7 @@ impl SchedulerCore {
         distinct.sort();
         distinct.dedup();
         for &t in &distinct {
-            self.tasks.get_mut(t).wanted += 1;
+            self.tasks.want(t);
             self.computations.output_of.entry(t).or_default().push(c);
         }
         self.clients.add_computation(&client, c);
@@ -455,7 +455,7 @@ impl SchedulerCore {
                     self.computations.output_of.remove(&t);
                 }
             }
-            self.tasks.get_mut(t).wanted -= 1;
+            self.tasks.unwant(t);
             self.maybe_release(t);
         }
     }

@@ -131,10 +131,7 @@ impl SchedulerCore {
             }
             let deps: Box<[TaskId]> = new.dependencies.iter().map(|d| at(&ids, *d)).collect();
             let t = self.tasks.insert(new.name, new.key, Some(new.spec));
-            for d in deps.iter() {
-                self.tasks.get_mut(*d).dependents.push(t);
-            }
-            self.tasks.get_mut(t).dependencies = deps;
+            self.tasks.set_dependencies(t, deps);
             self.adopt_pending(t);
             ids.push(t);
         }

@@ -46,7 +46,7 @@ impl SchedulerCore {
         if before == Some(t) {
             return;
         }
-        self.tasks.get_mut(t).pins += 1;
+        self.tasks.pin(t);
         if let Some(old) = before {
             self.unpin(old);
         }
@@ -61,9 +61,9 @@ impl SchedulerCore {
 
     /// One name or dataset less holds `t`.
     pub(super) fn unpin(&mut self, t: TaskId) {
-        let task = self.tasks.get_mut(t);
-        task.pins -= 1;
-        if task.pins == 0 && task.spec.is_none() {
+        let pins = self.tasks.unpin(t);
+        let task = self.tasks.get(t);
+        if pins == 0 && task.spec.is_none() {
             // Scattered data the journal keeps is named data only.
             let key = task.key.clone();
             self.journal(JournalOp::DeleteScattered { key });

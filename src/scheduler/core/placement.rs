@@ -191,7 +191,7 @@ impl SchedulerCore {
     }
 
     fn assign(&mut self, t: TaskId, w: WorkerId) {
-        self.tasks.get_mut(t).state = TaskState::Processing(w);
+        self.tasks.start_processing(t, w);
         let report_value = self.tasks.get(t).wanted > 0 && self.computations.value_wanted(t);
         let task = self.tasks.get(t);
         let key = task.key.clone();

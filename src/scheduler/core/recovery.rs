@@ -121,7 +121,7 @@ impl SchedulerCore {
                 Some(t) => t,
                 None => self.tasks.insert(name.clone(), key, None),
             };
-            self.tasks.get_mut(t).nbytes = nbytes;
+            self.tasks.set_nbytes(t, nbytes);
             self.name_value(name, t);
         }
         self.recovery.replay = Some(Replay {

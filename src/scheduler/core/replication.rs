@@ -122,7 +122,7 @@ impl SchedulerCore {
             }
         }
         for &t in &ids {
-            self.tasks.get_mut(t).replicas = replicas;
+            self.tasks.set_replicas(t, replicas);
             self.top_up_replicas(t);
         }
         self.replication.requests.push(PendingReplication {

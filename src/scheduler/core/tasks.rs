@@ -182,6 +182,62 @@ impl TaskTable {
         id
     }
 
+    /// Links a new task to its dependencies (each lists it as a dependent).
+    pub fn set_dependencies(&mut self, t: TaskId, dependencies: Box<[TaskId]>) {
+        for d in dependencies.iter() {
+            self.get_mut(*d).dependents.push(t);
+        }
+        self.get_mut(t).dependencies = dependencies;
+    }
+
+    /// One more name or dataset holds `t`.
+    pub fn pin(&mut self, t: TaskId) {
+        self.get_mut(t).pins += 1;
+    }
+
+    /// One name or dataset less holds `t`; returns how many still do.
+    pub fn unpin(&mut self, t: TaskId) -> u32 {
+        let task = self.get_mut(t);
+        task.pins -= 1;
+        task.pins
+    }
+
+    /// One more computation wants `t`'s value.
+    pub fn want(&mut self, t: TaskId) {
+        self.get_mut(t).wanted += 1;
+    }
+
+    /// One computation less wants `t`'s value.
+    pub fn unwant(&mut self, t: TaskId) {
+        self.get_mut(t).wanted -= 1;
+    }
+
+    /// `t` was assigned to a worker that died unexpectedly.
+    pub fn suspect(&mut self, t: TaskId) {
+        self.get_mut(t).suspicious += 1;
+    }
+
+    /// Keep `replicas` copies of `t` from now on.
+    pub fn set_replicas(&mut self, t: TaskId, replicas: u32) {
+        self.get_mut(t).replicas = replicas;
+    }
+
+    /// The size of `t`'s value, as its holder reported it.
+    pub fn set_nbytes(&mut self, t: TaskId, nbytes: u64) {
+        self.get_mut(t).nbytes = nbytes;
+    }
+
+    /// A ready task is given to worker `w`.
+    pub fn start_processing(&mut self, t: TaskId, w: WorkerId) {
+        let task = self.get_mut(t);
+        debug_assert_eq!(
+            task.state,
+            TaskState::Ready,
+            "only ready tasks are assigned"
+        );
+        task.state = TaskState::Processing(w);
+    }
+
     /// Forgets a task. Its slot is reused under the next generation, so `id` stays stale.
     pub fn remove(&mut self, id: TaskId) -> Task {
         let slot = &mut self.slots[id.slot as usize];

@@ -62,7 +62,7 @@ impl SchedulerCore {
         for (i, &(_, t)) in processing.iter().enumerate() {
             if self.tasks.get(t).state == TaskState::Processing(id) {
                 if unexpected && i < running {
-                    self.tasks.get_mut(t).suspicious += 1;
+                    self.tasks.suspect(t);
                     self.placement.blame(t, &address);
                 }
                 self.back_to_waiting(t);
