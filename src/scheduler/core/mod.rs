@@ -152,7 +152,8 @@ pub enum Command {
 /// The scheduler core: its parts, and the routing of events between them.
 pub struct SchedulerCore {
     config: CoreConfig,
-    /// Every task, by id and wire key (ids are never reused while anything can hold one).
+    /// Every task, by id and wire key (a freed slot is reused only under a new generation, so
+    /// an id never names another task).
     tasks: TaskTable,
     /// What each key names on the cluster (scattered, kept, persisted).
     names: names::Names,

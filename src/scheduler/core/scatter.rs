@@ -15,17 +15,19 @@ use crate::graph::Key;
 use crate::protocol::codec::{encode_plain, spec_hash, validate_value};
 use crate::protocol::{Frame, FrameIdentity, RequestError, ToClient, ToWorker};
 
-pub struct PendingScatter {
-    pub client: FrameIdentity,
-    pub request: u64,
-    pub keys: Vec<Key>,
-    pub values: Vec<Frame>,
+/// A client's scatter: keys and their encoded values, as they arrived.
+pub(super) struct PendingScatter {
+    pub(super) client: FrameIdentity,
+    pub(super) request: u64,
+    pub(super) keys: Vec<Key>,
+    pub(super) values: Vec<Frame>,
 }
 
-pub struct PutRequest {
-    pub scatter: PendingScatter,
-    pub placement: Vec<Placed>,
-    pub pending_workers: HashSet<WorkerId>,
+/// A scatter whose values were sent to workers (`PutData`), waiting for each to say `Stored`.
+pub(super) struct PutRequest {
+    pub(super) scatter: PendingScatter,
+    pub(super) placement: Vec<Placed>,
+    pending_workers: HashSet<WorkerId>,
 }
 
 #[derive(Default)]
@@ -200,11 +202,11 @@ impl SchedulerCore {
 }
 
 /// Where one scattered value went.
-pub struct Placed {
-    pub name: Key,
-    pub key: Key,
-    pub worker: WorkerId,
-    pub nbytes: u64,
+pub(super) struct Placed {
+    name: Key,
+    pub(super) key: Key,
+    pub(super) worker: WorkerId,
+    nbytes: u64,
 }
 
 fn scatter_token(name: &Key, instance: u64, sequence: u64) -> u64 {
