@@ -5,6 +5,7 @@ use zask_storage::StoreSpec;
 
 use crate::client::{Client, ClientError};
 use crate::net::StartError;
+use crate::scheduler::server::SchedulerStartError;
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::worker::{Registry, Worker, WorkerConfig};
 
@@ -166,7 +167,7 @@ impl LocalCluster {
 #[derive(Debug)]
 pub enum LocalClusterError {
     /// The scheduler did not start (its own `retry_may_help` decides).
-    Scheduler(StartError),
+    Scheduler(SchedulerStartError),
     /// Worker `index` did not start (its own `retry_may_help` decides).
     Worker { index: usize, error: StartError },
     /// The cluster's own client could not ask the scheduler about its workers.
@@ -183,15 +184,9 @@ impl LocalClusterError {
     /// Whether starting the cluster again, unchanged, can succeed later.
     pub fn retry_may_help(&self) -> bool {
         match self {
-            LocalClusterError::Scheduler(e) | LocalClusterError::Worker { error: e, .. } => {
-                e.retry_may_help()
-            }
-            LocalClusterError::Client(e) => matches!(
-                e,
-                ClientError::Connect { .. }
-                    | ClientError::SchedulerLost { .. }
-                    | ClientError::Timeout { .. }
-            ),
+            LocalClusterError::Scheduler(e) => e.retry_may_help(),
+            LocalClusterError::Worker { error, .. } => error.retry_may_help(),
+            LocalClusterError::Client(e) => e.retry_may_help(),
             LocalClusterError::Unregistered { .. } => true,
         }
     }
@@ -220,7 +215,8 @@ impl std::fmt::Display for LocalClusterError {
 impl std::error::Error for LocalClusterError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            LocalClusterError::Scheduler(e) | LocalClusterError::Worker { error: e, .. } => Some(e),
+            LocalClusterError::Scheduler(e) => Some(e),
+            LocalClusterError::Worker { error, .. } => Some(error),
             LocalClusterError::Client(e) => Some(e),
             LocalClusterError::Unregistered { .. } => None,
         }
@@ -250,7 +246,10 @@ mod tests {
         assert!(
             matches!(
                 &err,
-                LocalClusterError::Scheduler(StartError::Bind { error, .. })
+                LocalClusterError::Scheduler(SchedulerStartError::Start(StartError::Bind {
+                    error,
+                    ..
+                }))
                     if *error == zmq::Error::EADDRINUSE
             ),
             "{err:?}"

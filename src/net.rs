@@ -249,7 +249,8 @@ impl std::fmt::Display for AddressError {
 
 impl std::error::Error for AddressError {}
 
-/// Why a service (`Scheduler::start`, `Worker::start`) could not start. Each variant says
+/// Why a service (`Worker::start`, and `Scheduler::start` apart from its journal) could not
+/// start. Each variant says
 /// whether starting again unchanged can help (`retry_may_help`), as `StoreError` does.
 #[derive(Debug)]
 pub enum StartError {
@@ -270,13 +271,6 @@ pub enum StartError {
     },
     /// The worker's result store could not be opened: its own `retry_may_help` decides.
     Store(zask_storage::StoreError),
-    /// The scheduler's journal (`--state-dir`) could not be opened or read. The journal
-    /// reports a message only, so this cannot tell a passing failure from a damaged
-    /// directory: taken as one that needs a person (no retry).
-    Journal {
-        dir: std::path::PathBuf,
-        reason: String,
-    },
 }
 
 impl StartError {
@@ -296,9 +290,7 @@ impl StartError {
     /// Whether starting again, unchanged, can succeed later.
     pub fn retry_may_help(&self) -> bool {
         match self {
-            StartError::Address(_) | StartError::Connect { .. } | StartError::Journal { .. } => {
-                false
-            }
+            StartError::Address(_) | StartError::Connect { .. } => false,
             StartError::Bind { error, .. } => *error == zmq::Error::EADDRINUSE,
             StartError::Resource { .. } => true,
             StartError::Store(e) => e.retry_may_help(),
@@ -318,9 +310,6 @@ impl std::fmt::Display for StartError {
             }
             StartError::Resource { what, error } => write!(f, "{what}: {error}"),
             StartError::Store(e) => write!(f, "{e}"),
-            StartError::Journal { dir, reason } => {
-                write!(f, "state dir {}: {reason}", dir.display())
-            }
         }
     }
 }
@@ -332,7 +321,6 @@ impl std::error::Error for StartError {
             StartError::Bind { error, .. } | StartError::Connect { error, .. } => Some(error),
             StartError::Resource { error, .. } => Some(error),
             StartError::Store(e) => Some(e),
-            StartError::Journal { .. } => None,
         }
     }
 }

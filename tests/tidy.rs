@@ -5,7 +5,13 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-const CORES: &[&str] = &["src/scheduler/core", "src/worker/core"];
+const CORES: &[&str] = &[
+    "src/scheduler/core",
+    "src/worker/core",
+    // The sans-IO parts shared by an IO layer and the simulation.
+    "src/client/state.rs",
+    "src/scheduler/journal/tables.rs",
+];
 
 /// What a pure core may not reach, by path prefix, with what it would mean.
 const FORBIDDEN: &[(&str, &str)] = &[
@@ -32,11 +38,15 @@ const FORBIDDEN: &[(&str, &str)] = &[
     ("std::collections::hash_map::RandomState", "randomness"),
     ("rand", "randomness"),
     ("crate::net", "the network layer"),
-    ("crate::client", "the network client"),
+    // The client's and the journal's pure parts (state.rs, tables.rs) are pure roots; the
+    // rest of those modules reaches the network or the disk (caught transitively, and here).
+    ("crate::client::io", "the network client"),
+    ("crate::client::Client", "the network client"),
     ("crate::fatal", "the process"),
     ("crate::local_cluster", "threads and sockets"),
     ("crate::scheduler::server", "the scheduler's IO layer"),
-    ("crate::scheduler::journal", "the disk"),
+    ("crate::scheduler::journal::sled", "the disk"),
+    ("crate::scheduler::journal::Journal", "the disk"),
     ("crate::worker::server", "the worker's IO layer"),
     ("crate::worker::executor", "threads"),
     ("crate::worker::nanny", "a process"),
@@ -201,7 +211,12 @@ fn state_machines_reach_no_socket_thread_channel_disk_clock_or_process() {
     let mut work: Vec<PathBuf> = Vec::new();
     for core in CORES {
         let mut files = Vec::new();
-        rust_files(&root().join(core), &mut files);
+        let path = root().join(core);
+        if path.is_file() {
+            files.push(path);
+        } else {
+            rust_files(&path, &mut files);
+        }
         assert!(!files.is_empty(), "{core} has no sources");
         work.extend(files.into_iter().filter(|f| !f.ends_with("tests.rs")));
     }

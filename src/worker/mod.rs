@@ -6,6 +6,7 @@ pub mod core;
 pub mod executor;
 pub mod nanny;
 pub mod registry;
+pub mod runtime;
 pub mod server;
 
 pub use registry::Registry;

@@ -1,6 +1,8 @@
 //! The worker's IO layer: one thread owns the state machine, the store, a DEALER to the
 //! scheduler, a ROUTER that peers fetch data from, and one DEALER per peer it fetches from.
-//! Executor threads hand results back through a channel and a waker.
+//! Executor threads hand results back through a channel and a waker. What each of the core's
+//! commands does is `runtime.rs`'s job (shared with the simulation); this file only moves
+//! bytes and reads the clock.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,15 +13,15 @@ use crossbeam_channel::Receiver;
 use log::{debug, error, info, warn};
 use zask_storage::{Store, StoreSpec};
 
-use super::core::{ShutdownReason, WorkerCommand, WorkerCore, WorkerCoreConfig, WorkerEvent};
-use super::executor::{Executor, Job, JobResult};
+use super::core::{ShutdownReason, WorkerCore, WorkerCoreConfig, WorkerEvent};
+use super::executor::{Executor, JobResult};
 use super::registry::Registry;
-use crate::graph::{Expr, Key};
+use super::runtime::{Transport, WorkerRuntime};
 use crate::net::{self, Clock, Endpoint, Waker};
-use crate::protocol::codec::{decode_plain, decode_value_owned, encode, encode_value, split};
+use crate::protocol::codec::{encode, split};
 use crate::protocol::{
-    Frame, FromWorker, PeerReply, PeerRequest, TaskError, TaskErrorKind, ToWorker,
-    WorkerRegistration, PROTOCOL_VERSION,
+    Frame, FrameIdentity, FromWorker, PeerReply, PeerRequest, ToWorker, WorkerRegistration,
+    PROTOCOL_VERSION,
 };
 
 /// How to run a worker.
@@ -216,19 +218,18 @@ impl Worker {
             config.scheduler,
             store.kind()
         );
-        let io = WorkerIo {
+        let transport = ZmqTransport {
             ctx,
             to_scheduler,
             peers,
             peer_sockets: HashMap::new(),
-            store,
-            executor,
-            done: done_rx,
-            core,
-            clock: Clock::start(),
             max_message_bytes: config.max_message_bytes,
             queue_max_messages: config.queue_max_messages,
-            zero: config.zero,
+        };
+        let io = WorkerIo {
+            runtime: WorkerRuntime::new(core, store, transport, executor, config.zero),
+            done: done_rx,
+            clock: Clock::start(),
         };
         let thread = {
             let stop = stop.clone();
@@ -308,20 +309,69 @@ fn stopped(reason: ShutdownReason) -> Result<(), WorkerError> {
 /// than the scheduler's own retire timeout).
 const RETIRE_WAIT_MS: u64 = 3_000;
 
-struct WorkerIo {
+/// The worker's sockets: the DEALER to the scheduler, the ROUTER peers fetch from, and one
+/// DEALER per peer this worker fetches from.
+struct ZmqTransport {
     ctx: zmq::Context,
     to_scheduler: zmq::Socket,
     peers: zmq::Socket,
     /// DEALERs to peers we fetch from, by address.
     peer_sockets: HashMap<String, zmq::Socket>,
-    store: Box<dyn Store>,
-    executor: Executor,
-    done: Receiver<JobResult>,
-    core: WorkerCore,
-    clock: Clock,
     max_message_bytes: i64,
     queue_max_messages: i32,
-    zero: bool,
+}
+
+impl ZmqTransport {
+    fn peer_socket(&mut self, address: &str) -> Result<&zmq::Socket, String> {
+        if !self.peer_sockets.contains_key(address) {
+            Endpoint::parse(address).map_err(|e| e.to_string())?;
+            let s = self.ctx.socket(zmq::DEALER).map_err(|e| e.to_string())?;
+            net::configure_bounded(&s, self.max_message_bytes, self.queue_max_messages)
+                .map_err(|e| e.to_string())?;
+            s.connect(address).map_err(|e| e.to_string())?;
+            self.peer_sockets.insert(address.to_owned(), s);
+        }
+        Ok(&self.peer_sockets[address])
+    }
+}
+
+impl Transport for ZmqTransport {
+    fn to_scheduler(&mut self, msg: &FromWorker, frames: Vec<Frame>) {
+        match net::send(&self.to_scheduler, None, encode(msg), frames) {
+            Ok(()) => {}
+            Err(zmq::Error::EAGAIN) => error!(
+                "the queue to the scheduler is full (it has not read {} messages): message dropped",
+                self.queue_max_messages
+            ),
+            Err(e) => warn!("could not send to the scheduler: {e}"),
+        }
+    }
+
+    fn to_peer(&mut self, address: &str, msg: &PeerRequest) {
+        let msg = encode(msg);
+        match self.peer_socket(address) {
+            Ok(s) => {
+                if let Err(e) = net::send(s, None, msg, vec![]) {
+                    warn!("could not send a fetch to {address}: {e}");
+                }
+            }
+            Err(e) => warn!("cannot reach peer {address}: {e}"),
+        }
+    }
+
+    fn reply_to_peer(&mut self, peer: &FrameIdentity, msg: &PeerReply, frames: Vec<Frame>) {
+        if let Err(e) = net::send(&self.peers, Some(peer), encode(msg), frames) {
+            debug!("could not answer a peer: {e}");
+        }
+    }
+}
+
+/// The IO thread: polls the sockets and the executor's waker, and hands everything to the
+/// shared runtime (`runtime.rs`), which owns the core and the store.
+struct WorkerIo {
+    runtime: WorkerRuntime<ZmqTransport, Executor>,
+    done: Receiver<JobResult>,
+    clock: Clock,
 }
 
 impl WorkerIo {
@@ -331,8 +381,8 @@ impl WorkerIo {
         stop: Arc<AtomicBool>,
         retire: Arc<AtomicBool>,
     ) -> Result<(), WorkerError> {
-        self.core.register(self.clock.now_ms());
-        if let Some(reason) = self.execute_commands() {
+        self.runtime.register(self.clock.now_ms());
+        if let Some(reason) = self.runtime.run_commands(self.clock.now_ms()) {
             return stopped(reason);
         }
         // Set once the worker asked to retire: it leaves by then even without an answer.
@@ -341,12 +391,12 @@ impl WorkerIo {
             let now = self.clock.now_ms();
             if retire_by.is_none() && retire.load(Ordering::SeqCst) {
                 info!("retiring: asking the scheduler to move this worker's results");
-                self.send_scheduler(&FromWorker::Retire, vec![]);
+                self.runtime.to_scheduler(&FromWorker::Retire);
                 retire_by = Some(now + RETIRE_WAIT_MS);
             }
             if stop.load(Ordering::SeqCst) || retire_by.is_some_and(|t| now >= t) {
                 let _ = net::send(
-                    &self.to_scheduler,
+                    &self.runtime.transport().to_scheduler,
                     None,
                     encode(&FromWorker::Goodbye),
                     vec![],
@@ -356,20 +406,22 @@ impl WorkerIo {
                 return Ok(());
             }
             let timeout = self
-                .core
+                .runtime
+                .core()
                 .next_deadline()
                 .min(retire_by.unwrap_or(u64::MAX))
                 .saturating_sub(self.clock.now_ms())
                 .clamp(1, 1000) as i64;
-            let peer_addresses: Vec<String> = self.peer_sockets.keys().cloned().collect();
+            let transport = self.runtime.transport();
+            let peer_addresses: Vec<String> = transport.peer_sockets.keys().cloned().collect();
             let readable = {
                 let mut items = vec![
-                    self.to_scheduler.as_poll_item(zmq::POLLIN),
-                    self.peers.as_poll_item(zmq::POLLIN),
+                    transport.to_scheduler.as_poll_item(zmq::POLLIN),
+                    transport.peers.as_poll_item(zmq::POLLIN),
                     zmq::PollItem::from_fd(wake.fd(), zmq::POLLIN),
                 ];
                 for a in &peer_addresses {
-                    items.push(self.peer_sockets[a].as_poll_item(zmq::POLLIN));
+                    items.push(transport.peer_sockets[a].as_poll_item(zmq::POLLIN));
                 }
                 if let Err(e) = net::poll(&mut items, timeout) {
                     return Err(WorkerError::Failed(format!("poll failed: {e}")));
@@ -378,12 +430,12 @@ impl WorkerIo {
             };
             let now = self.clock.now_ms();
             if readable[0] {
-                while let Some(frames) = net::try_recv(&self.to_scheduler) {
+                while let Some(frames) = net::try_recv(&self.runtime.transport().to_scheduler) {
                     self.on_scheduler_message(now, frames);
                 }
             }
             if readable[1] {
-                while let Some(frames) = net::try_recv(&self.peers) {
+                while let Some(frames) = net::try_recv(&self.runtime.transport().peers) {
                     self.on_peer_request(now, frames);
                 }
             }
@@ -391,17 +443,19 @@ impl WorkerIo {
                 wake.reset();
             }
             for r in self.done.try_iter().collect::<Vec<_>>() {
-                self.job_done(r);
+                self.runtime.job_done(now, r);
             }
             for (i, address) in peer_addresses.iter().enumerate() {
                 if readable[3 + i] {
-                    while let Some(frames) = net::try_recv(&self.peer_sockets[address]) {
+                    while let Some(frames) =
+                        net::try_recv(&self.runtime.transport().peer_sockets[address])
+                    {
                         self.on_peer_reply(now, address, frames);
                     }
                 }
             }
-            self.core.tick(now);
-            if let Some(reason) = self.execute_commands() {
+            self.runtime.tick(now);
+            if let Some(reason) = self.runtime.run_commands(now) {
                 return stopped(reason);
             }
         }
@@ -414,7 +468,7 @@ impl WorkerIo {
         };
         match split(frames, counted) {
             Ok((msg, frames)) => self
-                .core
+                .runtime
                 .handle(now, WorkerEvent::FromScheduler { msg, frames }),
             Err(e) => warn!("dropping malformed message from the scheduler: {e}"),
         }
@@ -427,13 +481,17 @@ impl WorkerIo {
         }
         let peer = frames.remove(0);
         match split::<PeerRequest>(frames, |_| 0) {
-            Ok((msg, _)) => self.core.handle(now, WorkerEvent::FromPeer { peer, msg }),
+            Ok((msg, _)) => self
+                .runtime
+                .handle(now, WorkerEvent::FromPeer { peer, msg }),
             Err(e) => {
                 warn!("dropping malformed peer request: {e}");
                 let reply = PeerReply::Error {
                     message: format!("malformed request: {e}"),
                 };
-                let _ = net::send(&self.peers, Some(&peer), encode(&reply), vec![]);
+                self.runtime
+                    .transport_mut()
+                    .reply_to_peer(&peer, &reply, vec![]);
             }
         }
     }
@@ -444,7 +502,7 @@ impl WorkerIo {
             PeerReply::Error { .. } => 0,
         };
         match split(frames, counted) {
-            Ok((msg, frames)) => self.core.handle(
+            Ok((msg, frames)) => self.runtime.handle(
                 now,
                 WorkerEvent::PeerAnswered {
                     address: address.to_owned(),
@@ -454,198 +512,5 @@ impl WorkerIo {
             ),
             Err(e) => warn!("dropping malformed reply from peer {address}: {e}"),
         }
-    }
-
-    /// Reads keys from the store: the frames of those found, and the keys missing.
-    fn load(&self, keys: Vec<Key>) -> (Vec<Key>, Vec<Frame>, Vec<Key>) {
-        let (mut found, mut frames, mut missing) = (Vec::new(), Vec::new(), Vec::new());
-        for k in keys {
-            match self.store.get(&k.to_store_key()) {
-                Ok(Some(f)) => {
-                    found.push(k);
-                    frames.push(f);
-                }
-                Ok(None) => missing.push(k),
-                Err(e) => {
-                    error!("store read of {k:?} failed: {e}");
-                    missing.push(k);
-                }
-            }
-        }
-        (found, frames, missing)
-    }
-
-    /// Carries out the core's commands; returns a reason if the worker must stop.
-    fn execute_commands(&mut self) -> Option<ShutdownReason> {
-        // Carrying out a command can feed the core an event (a task that fails before reaching
-        // the pool), so go on until the core has nothing more to say.
-        loop {
-            let commands = self.core.take_commands();
-            if commands.is_empty() {
-                return None;
-            }
-            if let Some(reason) = self.execute_batch(commands) {
-                return Some(reason);
-            }
-        }
-    }
-
-    fn execute_batch(&mut self, commands: Vec<WorkerCommand>) -> Option<ShutdownReason> {
-        for cmd in commands {
-            match cmd {
-                WorkerCommand::ToScheduler { msg, frames } => {
-                    self.send_scheduler(&msg, frames);
-                }
-                WorkerCommand::ReportFinished(mut done) => {
-                    let mut frames = Vec::new();
-                    for f in &mut done {
-                        if f.has_value {
-                            match self.store.get(&f.key.to_store_key()) {
-                                Ok(Some(v)) => frames.push(v),
-                                _ => f.has_value = false,
-                            }
-                        }
-                    }
-                    self.send_scheduler(&FromWorker::Finished(done), frames);
-                }
-                WorkerCommand::SendDataToScheduler { request, keys } => {
-                    let (found, frames, missing) = self.load(keys);
-                    let msg = FromWorker::Data {
-                        request,
-                        found,
-                        missing,
-                    };
-                    self.send_scheduler(&msg, frames);
-                }
-                WorkerCommand::SendDataToPeer {
-                    peer,
-                    request,
-                    keys,
-                } => {
-                    let (found, frames, missing) = self.load(keys);
-                    let reply = PeerReply::Data {
-                        request,
-                        found,
-                        missing,
-                    };
-                    if let Err(e) = net::send(&self.peers, Some(&peer), encode(&reply), frames) {
-                        debug!("could not answer a peer: {e}");
-                    }
-                }
-                WorkerCommand::FetchFromPeer {
-                    address,
-                    request,
-                    keys,
-                } => {
-                    let msg = encode(&PeerRequest::GetData { request, keys });
-                    match self.peer_socket(&address) {
-                        Ok(s) => {
-                            if let Err(e) = net::send(s, None, msg, vec![]) {
-                                warn!("could not send a fetch to {address}: {e}");
-                            }
-                        }
-                        Err(e) => warn!("cannot reach peer {address}: {e}"),
-                    }
-                }
-                WorkerCommand::Store { key, frame } => {
-                    if let Err(e) = self.store.set(&key.to_store_key(), frame) {
-                        // Never a silent success: the core takes the value back.
-                        let now = self.clock.now_ms();
-                        let error = e.to_string();
-                        self.core
-                            .handle(now, WorkerEvent::StoreFailed { key, error });
-                    }
-                }
-                WorkerCommand::Delete(keys) => {
-                    for k in keys {
-                        if let Err(e) = self.store.delete(&k.to_store_key()) {
-                            error!("store delete of {k:?} failed: {e}");
-                        }
-                    }
-                }
-                WorkerCommand::Execute {
-                    key,
-                    spec,
-                    dependencies,
-                } => self.execute(key, &spec, dependencies),
-                WorkerCommand::Shutdown { reason } => return Some(reason),
-            }
-        }
-        None
-    }
-
-    fn execute(&mut self, key: Key, spec: &[u8], dependencies: Vec<Key>) {
-        if self.zero {
-            let result = Ok(encode_value(&crate::value::Value::Null));
-            return self.job_done(JobResult { key, result });
-        }
-        let fail = |message: String| JobResult {
-            key: key.clone(),
-            result: Err(TaskError {
-                kind: TaskErrorKind::BadInput,
-                message,
-            }),
-        };
-        let expr: Expr = match decode_plain(spec) {
-            Ok(e) => e,
-            Err(e) => return self.job_done(fail(format!("undecodable task: {e}"))),
-        };
-        let mut inputs = HashMap::with_capacity(dependencies.len());
-        for d in dependencies {
-            let frame = match self.store.get(&d.to_store_key()) {
-                Ok(Some(f)) => f,
-                Ok(None) => return self.job_done(fail(format!("input {d:?} is not in the store"))),
-                Err(e) => return self.job_done(fail(format!("reading input {d:?}: {e}"))),
-            };
-            match decode_value_owned(frame) {
-                Ok(v) => {
-                    inputs.insert(d, v);
-                }
-                Err(e) => return self.job_done(fail(format!("input {d:?} is unreadable: {e}"))),
-            }
-        }
-        self.executor.submit(Job { key, expr, inputs });
-    }
-
-    /// A failure found before the job reached the pool goes through the same path as results.
-    /// Every task outcome, from the pool or decided before reaching it, ends here: a result
-    /// is stored, then the core hears of it.
-    fn job_done(&mut self, r: JobResult) {
-        let result = r.result.and_then(|frame| {
-            let nbytes = frame.len() as u64;
-            self.store
-                .set(&r.key.to_store_key(), frame)
-                .map(|()| nbytes)
-                .map_err(|e| TaskError {
-                    kind: TaskErrorKind::Failed,
-                    message: format!("could not store the result: {e}"),
-                })
-        });
-        let now = self.clock.now_ms();
-        self.core
-            .handle(now, WorkerEvent::Executed { key: r.key, result });
-    }
-
-    fn send_scheduler(&self, msg: &FromWorker, frames: Vec<Frame>) {
-        match net::send(&self.to_scheduler, None, encode(msg), frames) {
-            Ok(()) => {}
-            Err(zmq::Error::EAGAIN) => error!(
-                "the queue to the scheduler is full (it has not read {} messages): message dropped",
-                self.queue_max_messages
-            ),
-            Err(e) => warn!("could not send to the scheduler: {e}"),
-        }
-    }
-
-    fn peer_socket(&mut self, address: &str) -> Result<&zmq::Socket, String> {
-        if !self.peer_sockets.contains_key(address) {
-            Endpoint::parse(address).map_err(|e| e.to_string())?;
-            let s = self.ctx.socket(zmq::DEALER).map_err(|e| e.to_string())?;
-            net::configure_bounded(&s, self.max_message_bytes, self.queue_max_messages)
-                .map_err(|e| e.to_string())?;
-            s.connect(address).map_err(|e| e.to_string())?;
-            self.peer_sockets.insert(address.to_owned(), s);
-        }
-        Ok(&self.peer_sockets[address])
     }
 }

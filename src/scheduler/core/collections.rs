@@ -1,11 +1,45 @@
-//! Named things clients share: stored collections (graphs, not data, kept in the journal) and
-//! published datasets (computed results kept on the workers under a name).
+//! The collections part: named things clients share, stored collections (graphs, not data,
+//! kept in the journal) and published datasets (computed results kept on the workers under a
+//! name; each pins its tasks).
+
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use super::tasks::{TaskId, TaskState};
 use super::{JournalOp, SchedulerCore};
 use crate::collection::Collection;
 use crate::graph::{Expr, Key};
 use crate::protocol::{FrameIdentity, RequestError, ToClient};
+
+#[derive(Default)]
+pub(super) struct Collections {
+    /// Stored collections by name (graphs, not data).
+    stored: BTreeMap<String, Collection>,
+    /// Published datasets: the collection and the tasks holding its results (distinct, one
+    /// pin each).
+    datasets: HashMap<String, (Collection, Vec<TaskId>)>,
+}
+
+impl Collections {
+    /// The collections a previous run stored (recovery).
+    pub(super) fn restore(&mut self, stored: Vec<(String, Collection)>) {
+        self.stored.extend(stored);
+    }
+
+    /// Published datasets are data, gone with the workers (a restart); stored collections are
+    /// graphs and stay.
+    pub(super) fn drop_datasets(&mut self) {
+        self.datasets.clear();
+    }
+
+    /// Every task a dataset pins, with the dataset's name.
+    pub(super) fn dataset_tasks(&self) -> impl Iterator<Item = (&String, TaskId)> {
+        self.datasets
+            .iter()
+            .flat_map(|(name, (_, ids))| ids.iter().map(move |t| (name, *t)))
+    }
+}
 
 impl SchedulerCore {
     pub(super) fn set_collection(
@@ -19,22 +53,22 @@ impl SchedulerCore {
             name: name.clone(),
             collection: collection.clone(),
         });
-        self.collections.insert(name, collection);
+        self.collections.stored.insert(name, collection);
         self.reply(client, ToClient::Done { request });
     }
 
     pub(super) fn get_collection(&mut self, client: &FrameIdentity, request: u64, name: String) {
-        let reply = found_or_missing(request, self.collections.get(&name).cloned(), name);
+        let reply = found_or_missing(request, self.collections.stored.get(&name).cloned(), name);
         self.reply(client, reply);
     }
 
     pub(super) fn list_collections(&mut self, client: &FrameIdentity, request: u64) {
-        let names = self.collections.keys().cloned().collect();
+        let names = self.collections.stored.keys().cloned().collect();
         self.reply(client, ToClient::Names { request, names });
     }
 
     pub(super) fn delete_collection(&mut self, client: &FrameIdentity, request: u64, name: String) {
-        let reply = match self.collections.remove(&name) {
+        let reply = match self.collections.stored.remove(&name) {
             Some(_) => {
                 self.journal(JournalOp::DeleteCollection { name });
                 ToClient::Done { request }
@@ -62,10 +96,7 @@ impl SchedulerCore {
                 return;
             }
         };
-        let c = self.new_computation(client, request, outputs, true);
-        if let Some(comp) = self.computations.get_mut(&c) {
-            comp.values_wanted = false;
-        }
+        let c = self.new_computation(client, request, outputs, true, false);
         self.start_computation(c);
     }
 
@@ -100,22 +131,22 @@ impl SchedulerCore {
         ids.dedup();
         for &t in &ids {
             // Pinned results with lineage: a lost copy is recomputed, never silently gone.
-            self.tasks.get_mut(t).pins += 1;
+            self.tasks.pin(t);
         }
-        if let Some((_, old)) = self.datasets.insert(name, (collection, ids)) {
+        if let Some((_, old)) = self.collections.datasets.insert(name, (collection, ids)) {
             self.release_dataset_tasks(old);
         }
         self.reply(client, ToClient::Done { request });
     }
 
     pub(super) fn get_dataset(&mut self, client: &FrameIdentity, request: u64, name: String) {
-        let found = self.datasets.get(&name).map(|(c, _)| c.clone());
+        let found = self.collections.datasets.get(&name).map(|(c, _)| c.clone());
         let reply = found_or_missing(request, found, name);
         self.reply(client, reply);
     }
 
     pub(super) fn unpublish(&mut self, client: &FrameIdentity, request: u64, name: String) {
-        let reply = match self.datasets.remove(&name) {
+        let reply = match self.collections.datasets.remove(&name) {
             Some((_, ids)) => {
                 self.release_dataset_tasks(ids);
                 ToClient::Done { request }

@@ -30,15 +30,16 @@ impl SchedulerCore {
         }
         let mut failed_inputs = Vec::new();
         for &t in &newly {
-            let deps = self.tasks.get(t).dependencies.clone();
             let mut waiting_on = 0;
-            for d in deps.iter() {
-                let dep = self.tasks.get_mut(*d);
+            // By index: the hot path of a submit allocates nothing per task.
+            for i in 0..self.tasks.get(t).dependencies.len() {
+                let d = self.tasks.get(t).dependencies[i];
+                let dep = self.tasks.get_mut(d);
                 dep.waiters += 1;
                 match dep.state {
                     TaskState::Memory => {}
                     TaskState::Erred => {
-                        failed_inputs.push(*d);
+                        failed_inputs.push(d);
                         waiting_on += 1;
                     }
                     _ => waiting_on += 1,
@@ -48,13 +49,13 @@ impl SchedulerCore {
             task.waiting_on = waiting_on;
             if waiting_on == 0 {
                 task.state = TaskState::Ready;
-                self.ready.push_back(t);
+                self.placement.push_ready(t);
                 self.needs_scheduling = true;
             }
         }
         // Right after a restart, scattered data may still be reported by a worker that has not
         // registered yet: its dependents wait until the grace period ends.
-        let recovering = self.replay_deadline().is_some();
+        let recovering = self.recovery.deadline().is_some();
         for t in unrecoverable.into_iter().filter(|_| !recovering) {
             // Failing one may have forgotten the next (nothing is created meanwhile, so an id
             // that exists is still the same task).
@@ -110,22 +111,17 @@ impl SchedulerCore {
                         f.key
                     );
                 }
-                self.push_release(w, vec![f.key]);
+                self.workers.push_release(w, vec![f.key]);
                 continue;
             };
-            if let Some(ws) = self.replicating.get_mut(&t) {
-                ws.retain(|x| *x != w);
-                if ws.is_empty() {
-                    self.replicating.remove(&t);
-                }
-            }
+            self.replication.copy_done(t, w);
             self.fetched_copies(w, &f.fetched);
             self.finished_at(w, t, f, value);
         }
-        if !self.replications.is_empty() {
+        if self.replication.has_requests() {
             self.check_replications();
         }
-        if self.workers.iter().any(|(_, w)| w.retiring) {
+        if self.workers.any_retiring() {
             self.check_retirements();
         }
     }
@@ -139,7 +135,7 @@ impl SchedulerCore {
                 // Lost meanwhile and being recomputed on this very worker: a release would
                 // cancel that (the worker finishes it at once from the copy it has).
                 Some(d) if self.is_assigned(w, d) => {}
-                _ => self.push_release(w, vec![dep_key.clone()]),
+                _ => self.workers.push_release(w, vec![dep_key.clone()]),
             }
         }
     }
@@ -148,7 +144,7 @@ impl SchedulerCore {
         self.fetched_copies(w, &f.fetched);
         match self.tasks.id(&f.key) {
             Some(t) => self.finished_at(w, t, f, value),
-            None => self.push_release(w, vec![f.key]),
+            None => self.workers.push_release(w, vec![f.key]),
         }
     }
 
@@ -168,8 +164,7 @@ impl SchedulerCore {
                         .get(p)
                         .and_then(|worker| worker.processing.get(&t).map(|a| a.at_ms));
                     if let Some(at) = assigned {
-                        let took = self.now_ms.saturating_sub(at) as f64;
-                        self.task_ms_average = 0.9 * self.task_ms_average + 0.1 * took;
+                        self.placement.task_took(self.now_ms.saturating_sub(at));
                     }
                 }
                 self.leave_active(t);
@@ -185,15 +180,13 @@ impl SchedulerCore {
                     self.request_value_if_needed(t);
                 }
                 // Persists wait for memory, not for values.
-                for c in self.output_of.get(&t).cloned().unwrap_or_default() {
-                    if self.computations.get(&c).is_some_and(|c| !c.values_wanted) {
-                        self.maybe_complete(c);
-                    }
+                for c in self.computations.persists_of(t) {
+                    self.maybe_complete(c);
                 }
             }
             _ => {
                 debug!("{:?} finished but is no longer needed", f.key);
-                self.push_release(w, vec![f.key]);
+                self.workers.push_release(w, vec![f.key]);
                 return;
             }
         }
@@ -207,14 +200,15 @@ impl SchedulerCore {
 
     /// `t` just came into memory: dependents waiting only for it become ready.
     pub(super) fn dependents_may_proceed(&mut self, t: TaskId) {
-        let dependents = self.tasks.get(t).dependents.clone();
-        for d in dependents {
+        // By index (a dependent is never `t` itself): nothing allocated per finished task.
+        for i in 0..self.tasks.get(t).dependents.len() {
+            let d = self.tasks.get(t).dependents[i];
             let dep = self.tasks.get_mut(d);
             if dep.state == TaskState::Waiting {
                 dep.waiting_on -= 1;
                 if dep.waiting_on == 0 {
                     dep.state = TaskState::Ready;
-                    self.ready.push_back(d);
+                    self.placement.push_ready(d);
                     self.needs_scheduling = true;
                 }
             }
@@ -276,40 +270,39 @@ impl SchedulerCore {
 
     /// Takes a task out of Waiting/Ready/Processing and releases what it no longer needs.
     pub(super) fn leave_active(&mut self, t: TaskId) {
-        for d in self.leave_active_only(t).iter() {
-            self.maybe_release(*d);
+        self.leave_active_only(t);
+        // Releasing an input never forgets `t` (a task is forgotten only once it has no
+        // dependents, and `t` depends on each of these), so `t` is still there to read.
+        for i in 0..self.tasks.get(t).dependencies.len() {
+            let d = self.tasks.get(t).dependencies[i];
+            self.maybe_release(d);
         }
     }
 
-    /// Takes a task out of Waiting/Ready/Processing; returns the dependencies it no longer
-    /// waits for, which the caller must offer to `maybe_release` (kept apart so release can
-    /// walk long chains iteratively).
-    fn leave_active_only(&mut self, t: TaskId) -> Box<[TaskId]> {
+    /// Takes a task out of Waiting/Ready/Processing; the caller must offer the dependencies
+    /// it no longer waits for to `maybe_release` (kept apart so release can walk long chains
+    /// iteratively).
+    fn leave_active_only(&mut self, t: TaskId) {
         let task = self.tasks.get_mut(t);
         debug_assert!(task.state.is_active());
         if let TaskState::Processing(w) = task.state {
-            if let Some(worker) = self.workers.get_mut(w) {
-                worker.processing.remove(&t);
-            }
+            self.workers.unassign(w, t);
             // A slot freed up.
             self.needs_scheduling = true;
         }
         task.state = TaskState::Released;
         task.waiting_on = 0;
-        let deps = task.dependencies.clone();
-        for d in deps.iter() {
-            self.tasks.get_mut(*d).waiters -= 1;
+        for i in 0..self.tasks.get(t).dependencies.len() {
+            let d = self.tasks.get(t).dependencies[i];
+            self.tasks.get_mut(d).waiters -= 1;
         }
-        deps
     }
 
     /// A task whose worker went away, or could not get its inputs, goes back to waiting.
     pub(super) fn back_to_waiting(&mut self, t: TaskId) {
         let task = self.tasks.get(t);
         if let TaskState::Processing(w) = task.state {
-            if let Some(worker) = self.workers.get_mut(w) {
-                worker.processing.remove(&t);
-            }
+            self.workers.unassign(w, t);
         }
         let waiting_on = self
             .tasks
@@ -322,7 +315,7 @@ impl SchedulerCore {
         task.waiting_on = waiting_on;
         if waiting_on == 0 {
             task.state = TaskState::Ready;
-            self.ready.push_back(t);
+            self.placement.push_ready(t);
         } else {
             task.state = TaskState::Waiting;
         }
@@ -350,7 +343,7 @@ impl SchedulerCore {
                 TaskState::Processing(w) => {
                     // It would fail to fetch the lost input: take it back now.
                     let key = self.tasks.get(d).key.clone();
-                    self.push_release(w, vec![key]);
+                    self.workers.push_release(w, vec![key]);
                     self.back_to_waiting(d);
                 }
                 _ => {}
@@ -381,12 +374,8 @@ impl SchedulerCore {
         dependency: &Key,
         holders: &[String],
     ) {
-        if let Some(ws) = self
-            .tasks
-            .id(key)
-            .and_then(|t| self.replicating.get_mut(&t))
-        {
-            ws.retain(|x| *x != w);
+        if let Some(t) = self.tasks.id(key) {
+            self.replication.copy_failed(t, w);
         }
         if let Some(d) = self.tasks.id(dependency) {
             // The reporter's word counts for its own copy only: a holder it names is asked
@@ -406,7 +395,7 @@ impl SchedulerCore {
                 .filter(|h| holders.contains(&self.workers.address(*h)))
                 .collect();
             for h in named {
-                self.push_to_worker(
+                self.workers.push(
                     h,
                     ToWorker::CheckHeld {
                         keys: vec![dependency.clone()],
@@ -415,7 +404,7 @@ impl SchedulerCore {
                 );
             }
         }
-        if !self.replications.is_empty() {
+        if self.replication.has_requests() {
             self.check_replications();
         }
         if let Some(t) = self.tasks.id(key) {
@@ -452,9 +441,10 @@ impl SchedulerCore {
                 TaskState::Waiting | TaskState::Ready | TaskState::Processing(_) => {
                     if let TaskState::Processing(w) = task.state {
                         let key = task.key.clone();
-                        self.push_release(w, vec![key]);
+                        self.workers.push_release(w, vec![key]);
                     }
-                    stack.extend(self.leave_active_only(x).iter().copied());
+                    self.leave_active_only(x);
+                    stack.extend(self.tasks.get(x).dependencies.iter().copied());
                 }
                 TaskState::Erred => {
                     if task.spec.is_none() {
@@ -475,12 +465,7 @@ impl SchedulerCore {
             // Forget it once no dependent refers to it.
             let task = self.tasks.get(x);
             if task.dependents.is_empty() {
-                let removed = self.tasks.remove(x);
-                self.output_of.remove(&x);
-                self.fetching_value.remove(&x);
-                self.replicating.remove(&x);
-                self.restrictions.remove(&x);
-                self.took_down.remove(&x);
+                let removed = self.forget(x);
                 for d in removed.dependencies.iter() {
                     let dep = self.tasks.get_mut(*d);
                     dep.dependents.retain(|y| *y != x);
@@ -492,6 +477,65 @@ impl SchedulerCore {
 }
 
 impl SchedulerCore {
+    /// Forgets task `x`, announcing it to every part that keeps task ids: each drops its own
+    /// entries (the id is never reused, so one held elsewhere just stops naming anything).
+    fn forget(&mut self, x: TaskId) -> super::tasks::Task {
+        self.computations.forget(x);
+        self.replication.forget(x);
+        self.placement.forget(x);
+        self.tasks.remove(x)
+    }
+
+    /// Whether worker `w` was given the task with this (wire) key to run, or to copy.
+    pub(super) fn assigned_to(&self, w: WorkerId, key: &Key) -> bool {
+        self.tasks.id(key).is_some_and(|t| self.is_assigned(w, t))
+    }
+
+    /// Whether worker `w` was given task `t` to run, or to copy: its word counts for `t`.
+    pub(super) fn is_assigned(&self, w: WorkerId, t: TaskId) -> bool {
+        self.tasks.get(t).state == TaskState::Processing(w) || self.replication.is_copying(t, w)
+    }
+
+    /// Worker `w` holds a copy of task `t` now.
+    pub(super) fn add_holder(&mut self, t: TaskId, w: WorkerId) {
+        let task = self.tasks.get_mut(t);
+        if !task.who_has.contains(&w) {
+            task.who_has.push(w);
+            let nbytes = task.nbytes;
+            self.workers.holds(w, t, nbytes);
+        }
+    }
+
+    /// Worker `w` no longer holds task `t`; returns whether no holder is left.
+    pub(super) fn remove_holder(&mut self, t: TaskId, w: WorkerId) -> bool {
+        let task = self.tasks.get_mut(t);
+        task.who_has.retain(|x| *x != w);
+        let (nbytes, none_left) = (task.nbytes, task.who_has.is_empty());
+        self.workers.dropped(w, t, nbytes);
+        none_left
+    }
+
+    /// A value of `t` (of `nbytes`) is on worker `w` without having been computed there
+    /// (scattered, or found on a worker after a restart): `t` is in memory.
+    pub(super) fn arrived_in_memory(&mut self, t: TaskId, w: WorkerId, nbytes: u64) {
+        let task = self.tasks.get_mut(t);
+        task.state = TaskState::Memory;
+        task.nbytes = nbytes;
+        self.add_holder(t, w);
+    }
+
+    /// Drops every copy of a task's data (telling the holders).
+    fn drop_data(&mut self, t: TaskId) {
+        let task = self.tasks.get_mut(t);
+        let holders = std::mem::take(&mut task.who_has);
+        let key = task.key.clone();
+        let nbytes = task.nbytes;
+        for w in holders {
+            self.workers.dropped(w, t, nbytes);
+            self.workers.push_release(w, vec![key.clone()]);
+        }
+    }
+
     /// A worker says it does not hold these keys: it is no longer a holder (a worker may
     /// always speak for its own store, never for another's).
     pub(super) fn not_held(&mut self, w: WorkerId, keys: Vec<Key>) {
@@ -503,18 +547,11 @@ impl SchedulerCore {
             if !self.tasks.get(d).who_has.contains(&w) {
                 continue;
             }
-            let task = self.tasks.get_mut(d);
-            task.who_has.retain(|x| *x != w);
-            let nbytes = task.nbytes;
-            if let Some(worker) = self.workers.get_mut(w) {
-                worker.has.remove(&d);
-                worker.nbytes = worker.nbytes.saturating_sub(nbytes);
-            }
-            if self.tasks.get(d).who_has.is_empty() {
+            if self.remove_holder(d, w) {
                 self.data_lost(d, std::slice::from_ref(&address));
             }
         }
-        if !self.replications.is_empty() {
+        if self.replication.has_requests() {
             self.check_replications();
         }
     }

@@ -1,11 +1,94 @@
-//! The decision pass: gives ready tasks to workers. Prefers the worker that already holds most
-//! of a task's input bytes, otherwise the least loaded; a worker never takes more than its
-//! threads plus a small queue, so no worker idles while others hoard work.
+//! The placement part and the decision pass: gives ready tasks to workers. Prefers the worker
+//! that already holds most of a task's input bytes, otherwise the least loaded; a worker never
+//! takes more than its threads plus a small queue, so no worker idles while others hoard work.
+//! The part owns the ready queue, the restrictions of the few tasks that have them, which
+//! workers died running a task, the task-duration average and the assignment counter.
+
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use super::tasks::{TaskId, TaskState};
 use super::workers::Assignment;
 use super::{SchedulerCore, WorkerId};
-use crate::protocol::{ComputeTask, ToWorker};
+use crate::protocol::ComputeTask;
+
+#[derive(Default)]
+pub(super) struct Placement {
+    /// Tasks in state Ready, oldest first. Entries whose task left Ready (or was forgotten)
+    /// are skipped lazily.
+    ready: VecDeque<TaskId>,
+    /// Workers (addresses or names) a task may run on, for the few tasks that say.
+    restrictions: HashMap<TaskId, Box<[String]>>,
+    /// The workers that died while running a task, for its "killed worker" error.
+    took_down: HashMap<TaskId, Vec<String>>,
+    /// Moving average of how long a task takes from assignment to its report, in ms: short
+    /// tasks get a deep queue on each worker (so it never waits for the scheduler), long ones
+    /// a shallow one (so work is not hoarded, nor lost with a worker).
+    task_ms_average: f64,
+    /// Counts assignments, to know the order in which a worker received its tasks.
+    next_assignment: u64,
+}
+
+impl Placement {
+    /// Task `t` became Ready.
+    pub(super) fn push_ready(&mut self, t: TaskId) {
+        self.ready.push_back(t);
+    }
+
+    /// Task `t` may only run on these workers (addresses or names).
+    pub(super) fn restrict(&mut self, t: TaskId, workers: Box<[String]>) {
+        self.restrictions.insert(t, workers);
+    }
+
+    /// Worker `address` died while running `t`.
+    pub(super) fn blame(&mut self, t: TaskId, address: &str) {
+        self.took_down
+            .entry(t)
+            .or_default()
+            .push(address.to_owned());
+    }
+
+    /// The workers that died while running `t`, for its error.
+    pub(super) fn took_down(&self, t: TaskId) -> String {
+        self.took_down
+            .get(&t)
+            .map(|ws| ws.join(", "))
+            .unwrap_or_default()
+    }
+
+    /// A task took `ms` from its assignment to its report.
+    pub(super) fn task_took(&mut self, ms: u64) {
+        self.task_ms_average = 0.9 * self.task_ms_average + 0.1 * ms as f64;
+    }
+
+    /// Task `t` is forgotten. (Its entries in the ready queue are skipped when reached: the
+    /// id never names another task.)
+    pub(super) fn forget(&mut self, t: TaskId) {
+        self.restrictions.remove(&t);
+        self.took_down.remove(&t);
+    }
+
+    /// Every task is gone (a restart).
+    pub(super) fn clear(&mut self) {
+        self.ready.clear();
+        self.restrictions.clear();
+        self.took_down.clear();
+    }
+
+    /// The part's own invariant: restrictions and blame are kept for live tasks only.
+    pub(super) fn check(&self, exists: &dyn Fn(TaskId) -> bool) -> Result<(), String> {
+        let stale = self
+            .restrictions
+            .keys()
+            .chain(self.took_down.keys())
+            .find(|t| !exists(**t));
+        match stale {
+            Some(t) => Err(format!("placement keeps a forgotten task {t:?}")),
+            None => Ok(()),
+        }
+    }
+}
 
 impl SchedulerCore {
     pub(super) fn schedule(&mut self) {
@@ -25,7 +108,7 @@ impl SchedulerCore {
         // Restricted tasks with no free allowed worker wait for the next pass.
         let mut deferred = Vec::new();
         while !slots.is_empty() {
-            let Some(t) = self.ready.pop_front() else {
+            let Some(t) = self.placement.ready.pop_front() else {
                 break;
             };
             if !self.tasks.exists(t) || self.tasks.get(t).state != TaskState::Ready {
@@ -43,7 +126,7 @@ impl SchedulerCore {
             }
         }
         for t in deferred.into_iter().rev() {
-            self.ready.push_front(t);
+            self.placement.ready.push_front(t);
         }
     }
 
@@ -51,15 +134,15 @@ impl SchedulerCore {
     /// queues help tiny tasks most), between 1 and `worker_queue_extra`.
     fn queue_extra(&self) -> u32 {
         let max = self.config.worker_queue_extra.max(1);
-        if self.task_ms_average <= 0.0 {
+        if self.placement.task_ms_average <= 0.0 {
             return max;
         }
-        ((10.0 / self.task_ms_average).round() as u32).clamp(1, max)
+        ((10.0 / self.placement.task_ms_average).round() as u32).clamp(1, max)
     }
 
     /// Whether `w` may run `t` (restrictions name workers by address or name).
     fn allowed(&self, t: TaskId, w: WorkerId) -> bool {
-        match (self.restrictions.get(&t), self.workers.get(w)) {
+        match (self.placement.restrictions.get(&t), self.workers.get(w)) {
             (None, _) => true,
             (Some(allowed), Some(worker)) => allowed
                 .iter()
@@ -108,12 +191,8 @@ impl SchedulerCore {
     }
 
     fn assign(&mut self, t: TaskId, w: WorkerId) {
-        self.tasks.get_mut(t).state = TaskState::Processing(w);
-        let report_value = self.tasks.get(t).wanted > 0
-            && self.output_of.get(&t).is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| self.computations.get(c).is_some_and(|c| c.values_wanted))
-            });
+        self.tasks.start_processing(t, w);
+        let report_value = self.tasks.get(t).wanted > 0 && self.computations.value_wanted(t);
         let task = self.tasks.get(t);
         let key = task.key.clone();
         let spec = task
@@ -121,8 +200,8 @@ impl SchedulerCore {
             .as_deref()
             .expect("only tasks with a spec become ready")
             .to_vec();
-        let deps = task.dependencies.clone();
-        let dependencies = deps
+        let dependencies = task
+            .dependencies
             .iter()
             .map(|d| {
                 let dep = self.tasks.get(*d);
@@ -134,24 +213,18 @@ impl SchedulerCore {
                 (dep.key.clone(), holders)
             })
             .collect();
-        let worker = self.workers.get_mut(w).expect("slots hold live workers");
-        worker.processing.insert(
-            t,
-            Assignment {
-                seq: self.next_assignment,
-                at_ms: self.now_ms,
-            },
-        );
-        self.next_assignment += 1;
+        let assignment = Assignment {
+            seq: self.placement.next_assignment,
+            at_ms: self.now_ms,
+        };
+        self.placement.next_assignment += 1;
+        self.workers.assign(w, t, assignment);
         let ct = ComputeTask {
             key,
             spec,
             dependencies,
             report_value,
         };
-        match worker.outbox.last_mut() {
-            Some((ToWorker::Compute(batch), _)) => batch.push(ct),
-            _ => worker.outbox.push((ToWorker::Compute(vec![ct]), vec![])),
-        }
+        self.workers.push_compute(w, ct);
     }
 }

@@ -10,7 +10,7 @@ use log::{debug, info};
 use serde::{Deserialize, Serialize};
 
 use super::tasks::{TaskId, TaskState};
-use super::{ClientState, SchedulerCore, WorkerId};
+use super::{SchedulerCore, WorkerId};
 use crate::collection::Collection;
 use crate::graph::{Expr, Key};
 use crate::protocol::codec::{encode_plain, spec_hash, SCATTERED};
@@ -69,8 +69,36 @@ pub struct Recovered {
     pub collections: Vec<(String, Collection)>,
 }
 
+/// The recovery part: after a restart, the journaled graphs waiting for the grace period to
+/// end, and the results workers reported that wait to be adopted by the tasks resubmitted.
+#[derive(Default)]
+pub(super) struct Recovery {
+    replay: Option<Replay>,
+    /// Held results to adopt while journaled graphs are resubmitted.
+    pending_adoptions: HashMap<Key, Vec<(WorkerId, u64, u64)>>,
+}
+
+impl Recovery {
+    /// When the grace period ends, while one is under way.
+    pub(super) fn deadline(&self) -> Option<u64> {
+        self.replay.as_ref().map(|r| r.deadline_ms)
+    }
+
+    /// The client's journaled requests not resubmitted yet.
+    pub(super) fn requests_of<'a>(
+        &'a self,
+        client: &'a FrameIdentity,
+    ) -> impl Iterator<Item = u64> + 'a {
+        self.replay
+            .iter()
+            .flat_map(|r| r.computations.iter())
+            .filter(move |(c, _, _)| c == client)
+            .map(|(_, request, _)| *request)
+    }
+}
+
 /// Journaled graphs waiting for the grace period to end.
-pub(super) struct Replay {
+struct Replay {
     deadline_ms: u64,
     computations: Vec<(FrameIdentity, u64, Submission)>,
     /// Results workers reported before the graphs that define them were resubmitted.
@@ -87,16 +115,16 @@ impl SchedulerCore {
             recovered.scattered.len(),
             self.config.recovery_grace_ms
         );
-        self.collections.extend(recovered.collections);
+        self.collections.restore(recovered.collections);
         for (name, key, nbytes) in recovered.scattered {
             let t = match self.tasks.id(&key) {
                 Some(t) => t,
                 None => self.tasks.insert(name.clone(), key, None),
             };
-            self.tasks.get_mut(t).nbytes = nbytes;
+            self.tasks.set_nbytes(t, nbytes);
             self.name_value(name, t);
         }
-        self.replay = Some(Replay {
+        self.recovery.replay = Some(Replay {
             deadline_ms: self.now_ms + self.config.recovery_grace_ms,
             computations: recovered.computations,
             candidates: HashMap::default(),
@@ -105,7 +133,7 @@ impl SchedulerCore {
 
     /// A journaled request cancelled before it was resubmitted is dropped for good.
     pub(super) fn cancel_replay(&mut self, client: &FrameIdentity, request: u64) {
-        let Some(replay) = &mut self.replay else {
+        let Some(replay) = &mut self.recovery.replay else {
             return;
         };
         let before = replay.computations.len();
@@ -120,30 +148,17 @@ impl SchedulerCore {
         }
     }
 
-    /// The client's journaled requests not resubmitted yet.
-    pub(super) fn replay_requests(&self, client: &FrameIdentity) -> Vec<u64> {
-        self.replay
-            .iter()
-            .flat_map(|r| r.computations.iter())
-            .filter(|(c, _, _)| c == client)
-            .map(|(_, request, _)| *request)
-            .collect()
-    }
-
-    pub(super) fn replay_deadline(&self) -> Option<u64> {
-        self.replay.as_ref().map(|r| r.deadline_ms)
-    }
-
     /// Resubmits the journaled graphs once the grace period is over.
     pub(super) fn replay_if_due(&mut self) {
         if self
+            .recovery
             .replay
             .as_ref()
             .is_none_or(|r| self.now_ms < r.deadline_ms)
         {
             return;
         }
-        let replay = self.replay.take().expect("checked above");
+        let replay = self.recovery.replay.take().expect("checked above");
         // Scattered data no worker reported during the grace period is lost for good.
         let mut missing: Vec<TaskId> = self
             .tasks
@@ -178,25 +193,20 @@ impl SchedulerCore {
                 String::from_utf8_lossy(&client),
                 submission.graph.len()
             );
-            self.clients
-                .entry(client.clone())
-                .or_insert_with(|| ClientState {
-                    last_seen_ms: self.now_ms,
-                    computations: Default::default(),
-                });
+            self.clients.ensure(&client, self.now_ms);
             // Results already on workers for these definitions (same wire keys) are adopted
             // as the tasks are merged, before activation.
-            self.pending_adoptions.extend(candidates.drain());
+            self.recovery.pending_adoptions.extend(candidates.drain());
             self.submit(client, request, submission);
         }
-        for (key, held) in std::mem::take(&mut self.pending_adoptions) {
+        for (key, held) in std::mem::take(&mut self.recovery.pending_adoptions) {
             for (w, _, _) in held {
-                self.push_release(w, vec![key.clone()]);
+                self.workers.push_release(w, vec![key.clone()]);
             }
         }
         for (key, held) in candidates {
             for (w, _, _) in held {
-                self.push_release(w, vec![key.clone()]);
+                self.workers.push_release(w, vec![key.clone()]);
             }
         }
     }
@@ -204,19 +214,23 @@ impl SchedulerCore {
     /// A freshly merged task: adopt a copy a worker reported during recovery, if it is the
     /// value of this very definition.
     pub(super) fn adopt_pending(&mut self, t: TaskId) {
-        let Some(held) = self.pending_adoptions.remove(&self.tasks.get(t).key) else {
+        if self.recovery.pending_adoptions.is_empty() {
+            return;
+        }
+        let Some(held) = self
+            .recovery
+            .pending_adoptions
+            .remove(&self.tasks.get(t).key)
+        else {
             return;
         };
         let origin = self.tasks.get(t).spec.as_deref().map(spec_hash);
         for (w, held_origin, nbytes) in held {
             if Some(held_origin) == origin && self.workers.get(w).is_some() {
-                let task = self.tasks.get_mut(t);
-                task.state = TaskState::Memory;
-                task.nbytes = nbytes;
-                self.add_holder(t, w);
+                self.arrived_in_memory(t, w, nbytes);
             } else {
                 let key = self.tasks.get(t).key.clone();
-                self.push_release(w, vec![key]);
+                self.workers.push_release(w, vec![key]);
             }
         }
     }
@@ -227,7 +241,7 @@ impl SchedulerCore {
         let mut unwanted = Vec::new();
         for held in keys {
             let Some(t) = self.tasks.id(&held.key) else {
-                match &mut self.replay {
+                match &mut self.recovery.replay {
                     Some(r) => r.candidates.entry(held.key).or_default().push((
                         w,
                         held.origin,
@@ -255,10 +269,7 @@ impl SchedulerCore {
                 TaskState::Memory => self.add_holder(t, w),
                 TaskState::Released if task.spec.is_none() => {
                     debug!("scattered {:?} found again on a worker", held.key);
-                    let task = self.tasks.get_mut(t);
-                    task.state = TaskState::Memory;
-                    task.nbytes = held.nbytes;
-                    self.add_holder(t, w);
+                    self.arrived_in_memory(t, w, held.nbytes);
                     self.dependents_may_proceed(t);
                 }
                 state if state.is_active() => {
@@ -276,13 +287,7 @@ impl SchedulerCore {
             }
         }
         if !unwanted.is_empty() {
-            self.push_release(w, unwanted);
-        }
-    }
-
-    pub(super) fn journal(&mut self, op: JournalOp) {
-        if self.config.journal {
-            self.commands.push(super::Command::Journal(op));
+            self.workers.push_release(w, unwanted);
         }
     }
 }

@@ -9,9 +9,11 @@ use super::*;
 use crate::graph::{Expr, Graph, Key};
 use crate::protocol::codec::{decode, decode_value, encode, encode_value};
 use crate::protocol::{
-    ComputeTask, ErredTask, FinishedTask, TaskError, TaskErrorKind, WorkerRegistration,
+    ComputeTask, ErredTask, FinishedTask, RequestError, TaskError, TaskErrorKind,
+    WorkerRegistration, PROTOCOL_VERSION,
 };
 use crate::value::Value;
+use rustc_hash::FxHashMap as HashMap;
 
 struct Harness {
     core: SchedulerCore,
@@ -1555,4 +1557,56 @@ fn a_death_report_names_the_process_not_the_address() {
     // A report of a death of the successor's predecessor does not touch the successor.
     h.nanny_reports_death(5);
     assert_eq!(h.worker_pids(), vec![2]);
+}
+
+#[test]
+fn a_forgotten_task_id_never_names_the_task_reusing_its_slot() {
+    let mut table = TaskTable::default();
+    let a = table.insert(Key::from("a"), tasks::wire_key(1), None);
+    table.remove(a);
+    let b = table.insert(Key::from("b"), tasks::wire_key(2), None);
+    assert_ne!(a, b, "the slot is reused under a new generation");
+    assert!(!table.exists(a), "a stale id names nothing");
+    assert_eq!(table.get(b).name(), &Key::from("b"));
+    // A restart clears the table the same way: ids given before stay stale.
+    table.clear();
+    assert!(!table.exists(b));
+    let c = table.insert(Key::from("c"), tasks::wire_key(3), None);
+    assert!(!table.exists(a) && !table.exists(b));
+    assert_eq!(table.get(c).name(), &Key::from("c"));
+    assert_eq!(table.len(), 1);
+}
+
+#[test]
+fn a_broken_invariant_is_a_typed_error_naming_its_part() {
+    let mut h = Harness::new();
+    h.add_worker(1, 1);
+    h.submit(1, 1, &crate::graph! { "x" => 1 }, &["x"]);
+    let (t, _) = h.core.tasks.iter().next().expect("x is known");
+    // A pin no name or dataset holds.
+    h.core.tasks.get_mut(t).pins += 1;
+    let err: InvariantViolation = h.core.check_invariants().unwrap_err();
+    assert_eq!(err.part, "pins");
+    assert!(err.to_string().starts_with("pins: "), "{err}");
+    let _: &dyn std::error::Error = &err;
+    h.core.tasks.get_mut(t).pins -= 1;
+    h.core.check_invariants().unwrap();
+}
+
+#[test]
+fn a_part_keeping_a_forgotten_task_breaks_its_own_invariant() {
+    let mut h = Harness::new();
+    h.add_worker(1, 1);
+    h.submit(1, 1, &crate::graph! { "x" => 1 }, &["x"]);
+    let (t, _) = h.core.tasks.iter().next().expect("x is known");
+    let x = h.take_computes(1);
+    h.finish(1, &x[0], Value::from(1));
+    assert_eq!(h.take_client_msgs(1).len(), 1);
+    assert!(!h.core.tasks.exists(t), "the answered graph is forgotten");
+    // Forgetting announced it to placement, which dropped the task; keeping it is a bug.
+    h.core
+        .placement
+        .restrict(t, vec![address(1)].into_boxed_slice());
+    let err = h.core.check_invariants().unwrap_err();
+    assert_eq!(err.part, "placement", "{err}");
 }

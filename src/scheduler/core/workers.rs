@@ -2,8 +2,9 @@
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
-use super::TaskId;
-use crate::protocol::{FrameIdentity, ToWorker};
+use super::{Command, TaskId};
+use crate::graph::Key;
+use crate::protocol::{ComputeTask, Frame, FrameIdentity, ToWorker, WorkerRegistration};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct WorkerId(pub u32);
@@ -43,6 +44,28 @@ pub struct Assignment {
 }
 
 impl Worker {
+    /// A worker as it registers: holding nothing known yet, running nothing.
+    pub fn new(identity: FrameIdentity, reg: &WorkerRegistration, now_ms: u64) -> Worker {
+        Worker {
+            identity,
+            address: reg.address.clone(),
+            name: reg.name.clone(),
+            nthreads: reg.nthreads,
+            memory_limit_bytes: reg.memory_limit_bytes,
+            pid: reg.pid,
+            store: reg.store.clone(),
+            nanny_token: reg.nanny_token,
+            has: HashSet::default(),
+            processing: HashMap::default(),
+            nbytes: 0,
+            last_seen_ms: now_ms,
+            messages_heard: 0,
+            outbox: Vec::new(),
+            retiring: false,
+            retire_deadline_ms: 0,
+        }
+    }
+
     /// How many tasks the worker may have queued or running: its threads plus a little queue,
     /// so it never waits for the scheduler between two tasks.
     pub fn capacity(&self, queue_extra: u32) -> usize {
@@ -87,20 +110,149 @@ impl WorkerRegistry {
         self.workers.get(&id)
     }
 
-    pub fn get_mut(&mut self, id: WorkerId) -> Option<&mut Worker> {
-        self.workers.get_mut(&id)
+    /// A message from worker `id` arrived at `now_ms`.
+    pub fn heard_from(&mut self, id: WorkerId, now_ms: u64) {
+        if let Some(w) = self.workers.get_mut(&id) {
+            w.last_seen_ms = now_ms;
+            w.messages_heard += 1;
+        }
+    }
+
+    /// Task `t` is given to worker `w` (a live worker: the decision pass only offers those).
+    pub fn assign(&mut self, w: WorkerId, t: TaskId, assignment: Assignment) {
+        let worker = self
+            .workers
+            .get_mut(&w)
+            .expect("tasks are assigned to live workers");
+        worker.processing.insert(t, assignment);
+    }
+
+    /// Worker `w` is leaving: it gets no new task and is closed by `deadline_ms` at the latest.
+    /// False if it is not registered.
+    pub fn retire(&mut self, w: WorkerId, deadline_ms: u64) -> bool {
+        let Some(worker) = self.workers.get_mut(&w) else {
+            return false;
+        };
+        worker.retiring = true;
+        worker.retire_deadline_ms = deadline_ms;
+        true
+    }
+
+    /// Worker `w` is emptied (a restart of a worker without a nanny): it holds and runs
+    /// nothing, and its only queued message is `Reset`.
+    pub fn reset(&mut self, w: WorkerId) {
+        if let Some(worker) = self.workers.get_mut(&w) {
+            worker.has.clear();
+            worker.processing.clear();
+            worker.nbytes = 0;
+            worker.outbox.clear();
+            worker.outbox.push((ToWorker::Reset, vec![]));
+        }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (WorkerId, &Worker)> {
         self.workers.iter().map(|(id, w)| (*id, w))
     }
 
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = (WorkerId, &mut Worker)> {
-        self.workers.iter_mut().map(|(id, w)| (*id, w))
-    }
-
     pub fn is_empty(&self) -> bool {
         self.workers.is_empty()
+    }
+
+    /// Queues a message for worker `w` (nothing if it is gone).
+    pub fn push(&mut self, w: WorkerId, msg: ToWorker, frames: Vec<Frame>) {
+        if let Some(worker) = self.workers.get_mut(&w) {
+            worker.outbox.push((msg, frames));
+        }
+    }
+
+    /// Queues a release of `keys` on worker `w`, merged into a release queued just before.
+    pub fn push_release(&mut self, w: WorkerId, mut keys: Vec<Key>) {
+        if let Some(worker) = self.workers.get_mut(&w) {
+            if let Some((ToWorker::Release(prev), _)) = worker.outbox.last_mut() {
+                prev.append(&mut keys);
+            } else {
+                worker.outbox.push((ToWorker::Release(keys), vec![]));
+            }
+        }
+    }
+
+    /// Queues a task for worker `w`, merged into a `Compute` queued just before.
+    pub fn push_compute(&mut self, w: WorkerId, ct: ComputeTask) {
+        if let Some(worker) = self.workers.get_mut(&w) {
+            match worker.outbox.last_mut() {
+                Some((ToWorker::Compute(batch), _)) => batch.push(ct),
+                _ => worker.outbox.push((ToWorker::Compute(vec![ct]), vec![])),
+            }
+        }
+    }
+
+    /// Every worker's queued messages, as commands.
+    pub fn drain_outboxes(&mut self, into: &mut Vec<Command>) {
+        for w in self.workers.values_mut() {
+            for (msg, frames) in w.outbox.drain(..) {
+                into.push(Command::ToWorker {
+                    identity: w.identity.clone(),
+                    msg,
+                    frames,
+                });
+            }
+        }
+    }
+
+    /// Worker `w` holds a copy of task `t` (of `nbytes`) now.
+    pub fn holds(&mut self, w: WorkerId, t: TaskId, nbytes: u64) {
+        if let Some(worker) = self.workers.get_mut(&w) {
+            worker.has.insert(t);
+            worker.nbytes += nbytes;
+        }
+    }
+
+    /// Worker `w` no longer holds its copy of task `t` (of `nbytes`).
+    pub fn dropped(&mut self, w: WorkerId, t: TaskId, nbytes: u64) {
+        if let Some(worker) = self.workers.get_mut(&w) {
+            worker.has.remove(&t);
+            worker.nbytes = worker.nbytes.saturating_sub(nbytes);
+        }
+    }
+
+    /// Task `t` is no longer assigned to worker `w`.
+    pub fn unassign(&mut self, w: WorkerId, t: TaskId) {
+        if let Some(worker) = self.workers.get_mut(&w) {
+            worker.processing.remove(&t);
+        }
+    }
+
+    /// Whether some worker is retiring.
+    pub fn any_retiring(&self) -> bool {
+        self.workers.values().any(|w| w.retiring)
+    }
+
+    /// The registry's own invariant: every worker is found by its connection, and only it.
+    pub fn check(&self) -> Result<(), String> {
+        if self.by_identity.len() != self.workers.len() {
+            return Err(format!(
+                "{} connections indexed for {} workers",
+                self.by_identity.len(),
+                self.workers.len()
+            ));
+        }
+        for (id, w) in &self.workers {
+            if self.by_identity.get(&w.identity) != Some(id) {
+                return Err(format!(
+                    "worker {} is not found by its connection",
+                    w.address
+                ));
+            }
+            if *id >= WorkerId(self.next_id) {
+                return Err(format!("worker {} has an id not given yet", w.address));
+            }
+        }
+        Ok(())
+    }
+
+    /// How many workers are registered.
+    pub fn len(&self) -> usize {
+        self.workers.len()
     }
 
     pub fn address(&self, id: WorkerId) -> String {

@@ -13,7 +13,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use log::info;
 
 use super::core::{Command, CoreConfig, Event, Recovered, SchedulerCore};
-use super::journal::{Journal, JournalWrite};
+use super::journal::{Journal, JournalError, JournalWrite};
 use crate::net::{self, Clock, StartError, Waker};
 use crate::protocol::{Frame, FrameIdentity, ToClient, ToWorker};
 
@@ -86,6 +86,57 @@ impl Default for SchedulerConfig {
     }
 }
 
+/// Why a scheduler could not start. `retry_may_help` says whether starting it again, unchanged,
+/// can succeed.
+#[derive(Debug)]
+pub enum SchedulerStartError {
+    /// Its addresses, sockets or threads (that error's own `retry_may_help` decides: a port in
+    /// use may pass, a bad address will not).
+    Start(StartError),
+    /// The journal in `dir` (`--state-dir`) could not be opened or read (the journal's error
+    /// decides: another scheduler holding it may exit, a damaged one needs a person).
+    Journal {
+        dir: std::path::PathBuf,
+        error: JournalError,
+    },
+}
+
+impl SchedulerStartError {
+    /// Whether starting the scheduler again, unchanged, can succeed later.
+    pub fn retry_may_help(&self) -> bool {
+        match self {
+            SchedulerStartError::Start(e) => e.retry_may_help(),
+            SchedulerStartError::Journal { error, .. } => error.retry_may_help(),
+        }
+    }
+}
+
+impl std::fmt::Display for SchedulerStartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SchedulerStartError::Start(e) => write!(f, "{e}"),
+            SchedulerStartError::Journal { dir, error } => {
+                write!(f, "{error} ({})", dir.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for SchedulerStartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SchedulerStartError::Start(e) => Some(e),
+            SchedulerStartError::Journal { error, .. } => Some(error),
+        }
+    }
+}
+
+impl From<StartError> for SchedulerStartError {
+    fn from(e: StartError) -> Self {
+        SchedulerStartError::Start(e)
+    }
+}
+
 /// A running scheduler. Dropping it stops it.
 pub struct Scheduler {
     address_to_workers: String,
@@ -96,7 +147,7 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    pub fn start(config: SchedulerConfig) -> Result<Scheduler, StartError> {
+    pub fn start(config: SchedulerConfig) -> Result<Scheduler, SchedulerStartError> {
         // A panic in one of the scheduler's threads ends the process (see `crate::fatal`).
         crate::fatal::install();
         let ctx = zmq::Context::new();
@@ -154,9 +205,9 @@ impl Scheduler {
         core_config.address_to_clients = address_to_clients.clone();
         core_config.max_message_bytes = config.max_message_bytes.max(0) as u64;
         core_config.instance_token = net::unpredictable_token();
-        let journal_error = |reason| StartError::Journal {
+        let journal_error = |error| SchedulerStartError::Journal {
             dir: config.state_dir.clone().unwrap_or_default(),
-            reason,
+            error,
         };
         let journal = match &config.state_dir {
             Some(dir) => Some(Journal::open(dir).map_err(journal_error)?),
@@ -292,7 +343,7 @@ const MAX_BATCH: usize = 4096;
 #[derive(Debug, PartialEq)]
 pub(crate) struct JournalFailed {
     pub location: String,
-    pub error: String,
+    pub error: JournalError,
 }
 
 impl std::fmt::Display for JournalFailed {

@@ -15,13 +15,15 @@ struct TestJournal {
 }
 
 impl JournalWrite for TestJournal {
-    fn apply(&self, op: &JournalOp) -> Result<(), String> {
+    fn apply(&self, op: &JournalOp) -> Result<(), JournalError> {
         self.applied.borrow_mut().push(op.clone());
         Ok(())
     }
-    fn flush(&self) -> Result<(), String> {
+    fn flush(&self) -> Result<(), JournalError> {
         if self.fail_flush {
-            Err("No space left on device (os error 28)".into())
+            Err(JournalError::Io(
+                "No space left on device (os error 28)".into(),
+            ))
         } else {
             Ok(())
         }

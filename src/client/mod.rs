@@ -4,70 +4,27 @@
 //! waiting request with a clear error instead of hanging it.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
-use log::{debug, warn};
+use crossbeam_channel::Sender;
 
 use crate::collection::{AsCollection, Collection};
 use crate::graph::{Graph, Key, KeySpec};
 use crate::net::{self, Endpoint, Waker};
-use crate::protocol::codec::{decode, decode_value_owned, encode, encode_value};
-use crate::protocol::{
-    ClusterStatus, Frame, FromClient, RequestError, ToClient, WorkerInfo, PROTOCOL_VERSION,
-};
+use crate::protocol::codec::{decode_value_owned, encode_value};
+use crate::protocol::{ClusterStatus, Frame, FromClient, ToClient, WorkerInfo, PROTOCOL_VERSION};
 use crate::value::Value;
 
-/// Why a client call failed.
-#[derive(Clone, Debug, PartialEq)]
-pub enum ClientError {
-    /// No scheduler answered at `address` within the connect timeout. Retrying may help once a
-    /// scheduler runs there.
-    Connect { address: String, reason: String },
-    /// The scheduler stopped answering while the request was in flight. Retrying may help if
-    /// the scheduler comes back.
-    SchedulerLost { address: String, silent_ms: u64 },
-    /// The scheduler refused or failed the request (task error, bad graph...).
-    Request(RequestError),
-    /// The request did not finish within its timeout; the scheduler was told to drop it.
-    Timeout { after_ms: u64 },
-    /// A reply could not be decoded.
-    Protocol(String),
-    /// The client was closed.
-    Closed,
-}
+mod error;
+mod io;
+pub mod state;
 
-impl fmt::Display for ClientError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ClientError::Connect { address, reason } => {
-                write!(f, "cannot connect to the scheduler at {address}: {reason}")
-            }
-            ClientError::SchedulerLost { address, silent_ms } => write!(
-                f,
-                "lost the scheduler at {address}: no answer for {silent_ms} ms"
-            ),
-            ClientError::Request(e) => write!(f, "{e}"),
-            ClientError::Timeout { after_ms } => {
-                write!(f, "the request did not finish within {after_ms} ms")
-            }
-            ClientError::Protocol(m) => write!(f, "protocol error: {m}"),
-            ClientError::Closed => write!(f, "the client is closed"),
-        }
-    }
-}
-
-impl std::error::Error for ClientError {}
-
-impl From<RequestError> for ClientError {
-    fn from(e: RequestError) -> Self {
-        ClientError::Request(e)
-    }
-}
+pub use error::ClientError;
+use io::{io_loop, Outgoing};
+use state::HELLO_REQUEST;
 
 /// Client settings.
 #[derive(Clone, Debug)]
@@ -108,15 +65,6 @@ pub struct GetOptions {
     /// Tasks that may only run on the given workers (addresses or names), like dask's
     /// `workers=`.
     pub restrictions: Vec<(Key, Vec<String>)>,
-}
-
-type Reply = Result<(ToClient, Vec<Frame>), ClientError>;
-
-struct Outgoing {
-    request: u64,
-    msg: FromClient,
-    frames: Vec<Frame>,
-    reply: Option<Sender<Reply>>,
 }
 
 /// A connection to a scheduler's client port.
@@ -186,7 +134,7 @@ impl Client {
             protocol_version: PROTOCOL_VERSION,
         };
         let timeout = Duration::from_millis(config.connect_timeout_ms);
-        match client.request_with_id(0, hello, vec![], Some(timeout)) {
+        match client.request_with_id(HELLO_REQUEST, hello, vec![], Some(timeout)) {
             Ok((
                 ToClient::Welcome {
                     address_to_workers, ..
@@ -498,29 +446,10 @@ impl Client {
             msg,
             frames,
             reply: Some(tx),
+            // The IO thread times the request out (and cancels it on the scheduler).
+            timeout_ms: timeout.map(|t| t.as_millis() as u64),
         })?;
-        let reply = match timeout {
-            None => rx.recv().map_err(|_| ClientError::Closed)?,
-            Some(t) => match rx.recv_timeout(t) {
-                Ok(r) => r,
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                    let _ = self.send(Outgoing {
-                        request: 0,
-                        msg: FromClient::Cancel { request },
-                        frames: vec![],
-                        reply: None,
-                    });
-                    return Err(ClientError::Timeout {
-                        after_ms: t.as_millis() as u64,
-                    });
-                }
-                Err(_) => return Err(ClientError::Closed),
-            },
-        }?;
-        match reply {
-            (ToClient::Failed { error, .. }, _) => Err(ClientError::Request(error)),
-            other => Ok(other),
-        }
+        rx.recv().map_err(|_| ClientError::Closed)?
     }
 
     fn send(&self, o: Outgoing) -> Result<(), ClientError> {
@@ -555,6 +484,7 @@ impl Drop for Client {
             msg: FromClient::Goodbye,
             frames: vec![],
             reply: None,
+            timeout_ms: None,
         });
         self.closed.store(true, Ordering::SeqCst);
         self.waker.wake();
@@ -609,111 +539,4 @@ fn shape_values(
         }
     }
     build(spec, &mut *values)
-}
-
-fn io_loop(
-    socket: zmq::Socket,
-    wake: net::WakeReceiver,
-    outgoing: Receiver<Outgoing>,
-    closed: Arc<AtomicBool>,
-    address: String,
-    config: ClientConfig,
-) {
-    let mut pending: HashMap<u64, Sender<Reply>> = HashMap::new();
-    let mut last_heard = Instant::now();
-    let mut last_ping = Instant::now();
-    let ping_every = Duration::from_millis(config.ping_interval_ms);
-    let silent_limit = Duration::from_millis(config.scheduler_timeout_ms);
-    loop {
-        let readable = {
-            let mut items = [
-                socket.as_poll_item(zmq::POLLIN),
-                zmq::PollItem::from_fd(wake.fd(), zmq::POLLIN),
-            ];
-            if net::poll(&mut items, config.ping_interval_ms as i64).is_err() {
-                break;
-            }
-            (items[0].is_readable(), items[1].is_readable())
-        };
-        if readable.1 {
-            wake.reset();
-        }
-        for o in outgoing.try_iter() {
-            if let Some(reply) = o.reply {
-                if pending.is_empty() {
-                    // Silence while nothing was asked means nothing: start counting now.
-                    last_heard = Instant::now();
-                }
-                pending.insert(o.request, reply);
-            }
-            if let Err(e) = net::send(&socket, None, encode(&o.msg), o.frames) {
-                warn!("could not send to the scheduler: {e}");
-            }
-        }
-        if closed.load(Ordering::SeqCst) {
-            break;
-        }
-        if readable.0 {
-            while let Some(mut frames) = net::try_recv(&socket) {
-                last_heard = Instant::now();
-                if frames.is_empty() {
-                    continue;
-                }
-                let values = frames.split_off(1);
-                let msg: ToClient = match decode(&frames[0]) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        warn!("dropping an unreadable message from the scheduler: {e}");
-                        continue;
-                    }
-                };
-                let request = match &msg {
-                    ToClient::Pong => continue,
-                    ToClient::Welcome { .. } => 0,
-                    ToClient::Values { request, .. }
-                    | ToClient::Failed { request, .. }
-                    | ToClient::Scattered { request, .. }
-                    | ToClient::WhoHas { request, .. }
-                    | ToClient::Status { request, .. }
-                    | ToClient::Done { request }
-                    | ToClient::Collection { request, .. }
-                    | ToClient::Names { request, .. } => *request,
-                };
-                match pending.remove(&request) {
-                    Some(tx) => {
-                        let _ = tx.send(Ok((msg, values)));
-                    }
-                    None => debug!("reply to request {request}, which nobody waits for: {msg:?}"),
-                }
-            }
-        }
-        if !pending.is_empty() && last_ping.elapsed() >= ping_every {
-            let ping = FromClient::Ping {
-                pending: pending.keys().copied().filter(|r| *r != 0).collect(),
-            };
-            let _ = net::send(&socket, None, encode(&ping), vec![]);
-            last_ping = Instant::now();
-        }
-        // The hello (request 0) has its own connect timeout: only established requests fail
-        // here, so a failed connect reports one clear error.
-        let established = pending.keys().any(|r| *r != 0);
-        if established && last_heard.elapsed() > silent_limit {
-            let silent_ms = last_heard.elapsed().as_millis() as u64;
-            warn!(
-                "scheduler at {address} silent for {silent_ms} ms: failing {} request(s)",
-                pending.len()
-            );
-            pending.remove(&0);
-            for (_, tx) in pending.drain() {
-                let _ = tx.send(Err(ClientError::SchedulerLost {
-                    address: address.clone(),
-                    silent_ms,
-                }));
-            }
-        }
-    }
-    for (_, tx) in pending.drain() {
-        let _ = tx.send(Err(ClientError::Closed));
-    }
-    debug!("client IO thread stopped");
 }

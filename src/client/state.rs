@@ -1,0 +1,368 @@
+//! The client's bookkeeping without its socket or its clock: requests waiting for a reply (by
+//! id), pings while any waits, a scheduler silent too long, per-request timeouts. The IO thread
+//! (`io.rs`) only moves bytes and reads the clock; the simulation (`tests/simulation`) drives
+//! the same type on its virtual clock. Time comes in as `now_ms`; `next_deadline` says when
+//! to call `tick` next. Pure: no socket, thread, channel or clock.
+
+use std::collections::BTreeMap;
+
+use super::error::ClientError;
+use crate::protocol::codec::{decode, DecodeError};
+use crate::protocol::{Frame, FromClient, ToClient};
+
+/// What a waiting call gets: the reply and its value frames, or why there is none. A
+/// `ToClient::Failed` reply arrives as `ClientError::Request`.
+pub type Reply = Result<(ToClient, Vec<Frame>), ClientError>;
+
+/// The request id of the hello; its reply is the `Welcome`.
+pub const HELLO_REQUEST: u64 = 0;
+
+#[derive(Debug)]
+struct Pending<W> {
+    waiter: W,
+    /// Fail it with `Timeout` (and cancel it on the scheduler) at this time.
+    deadline_ms: Option<u64>,
+    timeout_ms: u64,
+}
+
+/// A reply no waiting request was there for (answered already, cancelled, timed out, never
+/// asked): the IO thread logs it, the simulation checks it.
+#[derive(Debug)]
+pub struct Unsolicited {
+    pub request: u64,
+    pub msg: ToClient,
+    pub frames: Vec<Frame>,
+}
+
+/// The client's state; `W` is what a waiting call is reached through (a channel for the real
+/// client, a request id in the simulation).
+#[derive(Debug)]
+pub struct ClientState<W> {
+    address: String,
+    ping_interval_ms: u64,
+    scheduler_timeout_ms: u64,
+    pending: BTreeMap<u64, Pending<W>>,
+    last_heard_ms: u64,
+    last_ping_ms: u64,
+    outgoing: Vec<(FromClient, Vec<Frame>)>,
+    replies: Vec<(W, Reply)>,
+    unsolicited: Vec<Unsolicited>,
+}
+
+impl<W> ClientState<W> {
+    /// `ping_interval_ms`: how often to ping the scheduler while requests wait;
+    /// `scheduler_timeout_ms`: a scheduler silent this long (pings unanswered) is gone.
+    pub fn new(
+        address: impl Into<String>,
+        ping_interval_ms: u64,
+        scheduler_timeout_ms: u64,
+        now_ms: u64,
+    ) -> ClientState<W> {
+        ClientState {
+            address: address.into(),
+            ping_interval_ms,
+            scheduler_timeout_ms,
+            pending: BTreeMap::new(),
+            last_heard_ms: now_ms,
+            last_ping_ms: now_ms,
+            outgoing: Vec::new(),
+            replies: Vec::new(),
+            unsolicited: Vec::new(),
+        }
+    }
+
+    /// Sends a request whose reply `waiter` waits for, failed with `Timeout` (and cancelled on
+    /// the scheduler) after `timeout_ms` if given.
+    pub fn request(
+        &mut self,
+        now_ms: u64,
+        request: u64,
+        msg: FromClient,
+        frames: Vec<Frame>,
+        waiter: W,
+        timeout_ms: Option<u64>,
+    ) {
+        if self.pending.is_empty() {
+            // Silence while nothing was asked means nothing: start counting now.
+            self.last_heard_ms = now_ms;
+        }
+        self.pending.insert(
+            request,
+            Pending {
+                waiter,
+                deadline_ms: timeout_ms.map(|t| now_ms.saturating_add(t)),
+                timeout_ms: timeout_ms.unwrap_or(0),
+            },
+        );
+        self.outgoing.push((msg, frames));
+    }
+
+    /// Sends a message no reply is expected to (goodbye, cancel).
+    pub fn send(&mut self, msg: FromClient, frames: Vec<Frame>) {
+        self.outgoing.push((msg, frames));
+    }
+
+    /// Gives up on a request: the scheduler is told to drop it; returns its waiter if it
+    /// still waited.
+    pub fn cancel(&mut self, request: u64) -> Option<W> {
+        self.outgoing.push((FromClient::Cancel { request }, vec![]));
+        self.pending.remove(&request).map(|p| p.waiter)
+    }
+
+    /// The ids of the requests waiting for a reply.
+    pub fn waiting(&self) -> impl Iterator<Item = u64> + '_ {
+        self.pending.keys().copied()
+    }
+
+    /// A message from the scheduler: a reply goes to its waiter (`take_replies`), a reply
+    /// nobody waits for to `take_unsolicited`. An undecodable message is dropped (the error
+    /// says why); it still shows the scheduler is alive.
+    pub fn receive(&mut self, now_ms: u64, mut frames: Vec<Frame>) -> Result<(), DecodeError> {
+        self.last_heard_ms = now_ms;
+        if frames.is_empty() {
+            return Ok(());
+        }
+        let values = frames.split_off(1);
+        let msg: ToClient = decode(&frames[0])?;
+        let request = match &msg {
+            ToClient::Pong => return Ok(()),
+            ToClient::Welcome { .. } => HELLO_REQUEST,
+            ToClient::Values { request, .. }
+            | ToClient::Failed { request, .. }
+            | ToClient::Scattered { request, .. }
+            | ToClient::WhoHas { request, .. }
+            | ToClient::Status { request, .. }
+            | ToClient::Done { request }
+            | ToClient::Collection { request, .. }
+            | ToClient::Names { request, .. } => *request,
+        };
+        match self.pending.remove(&request) {
+            Some(p) => {
+                let reply = match msg {
+                    ToClient::Failed { error, .. } => Err(ClientError::Request(error)),
+                    msg => Ok((msg, values)),
+                };
+                self.replies.push((p.waiter, reply));
+            }
+            None => self.unsolicited.push(Unsolicited {
+                request,
+                msg,
+                frames: values,
+            }),
+        }
+        Ok(())
+    }
+
+    /// Lets time pass: pings while requests wait, fails them all when the scheduler has been
+    /// silent too long, fails (and cancels) requests past their timeout.
+    pub fn tick(&mut self, now_ms: u64) {
+        let expired: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline_ms.is_some_and(|d| now_ms >= d))
+            .map(|(r, _)| *r)
+            .collect();
+        for request in expired {
+            let after_ms = self.pending[&request].timeout_ms;
+            if let Some(waiter) = self.cancel(request) {
+                self.replies
+                    .push((waiter, Err(ClientError::Timeout { after_ms })));
+            }
+        }
+        if !self.pending.is_empty() && now_ms >= self.last_ping_ms + self.ping_interval_ms {
+            let pending = self
+                .pending
+                .keys()
+                .copied()
+                .filter(|r| *r != HELLO_REQUEST)
+                .collect();
+            self.outgoing.push((FromClient::Ping { pending }, vec![]));
+            self.last_ping_ms = now_ms;
+        }
+        // The hello has its own connect timeout: only established requests fail here, so a
+        // failed connect reports one clear error.
+        let silent_ms = now_ms.saturating_sub(self.last_heard_ms);
+        if self.established() && silent_ms > self.scheduler_timeout_ms {
+            log::warn!(
+                "scheduler at {} silent for {silent_ms} ms: failing {} request(s)",
+                self.address,
+                self.pending.len()
+            );
+            self.pending.remove(&HELLO_REQUEST);
+            for (_, p) in std::mem::take(&mut self.pending) {
+                let error = ClientError::SchedulerLost {
+                    address: self.address.clone(),
+                    silent_ms,
+                };
+                self.replies.push((p.waiter, Err(error)));
+            }
+        }
+    }
+
+    fn established(&self) -> bool {
+        self.pending.keys().any(|r| *r != HELLO_REQUEST)
+    }
+
+    /// When `tick` has something to do next, if anything waits.
+    pub fn next_deadline(&self) -> Option<u64> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let mut at = self.last_ping_ms + self.ping_interval_ms;
+        if self.established() {
+            at = at.min(self.last_heard_ms + self.scheduler_timeout_ms + 1);
+        }
+        for p in self.pending.values() {
+            if let Some(d) = p.deadline_ms {
+                at = at.min(d);
+            }
+        }
+        Some(at)
+    }
+
+    /// Messages to send to the scheduler, in order.
+    pub fn take_outgoing(&mut self) -> Vec<(FromClient, Vec<Frame>)> {
+        std::mem::take(&mut self.outgoing)
+    }
+
+    /// Replies for waiting calls.
+    pub fn take_replies(&mut self) -> Vec<(W, Reply)> {
+        std::mem::take(&mut self.replies)
+    }
+
+    /// Replies nobody waited for.
+    pub fn take_unsolicited(&mut self) -> Vec<Unsolicited> {
+        std::mem::take(&mut self.unsolicited)
+    }
+
+    /// The client stops: every waiting call fails with `Closed`.
+    pub fn close(&mut self) -> Vec<(W, Reply)> {
+        let mut replies = self.take_replies();
+        for (_, p) in std::mem::take(&mut self.pending) {
+            replies.push((p.waiter, Err(ClientError::Closed)));
+        }
+        replies
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::codec::encode;
+    use crate::protocol::RequestError;
+
+    fn state() -> ClientState<&'static str> {
+        ClientState::new("tcp://s", 100, 1_000, 0)
+    }
+
+    fn status(request: u64) -> FromClient {
+        FromClient::Status { request }
+    }
+
+    #[test]
+    fn a_reply_goes_to_its_waiter_and_a_second_one_is_unsolicited() {
+        let mut s = state();
+        s.request(0, 1, status(1), vec![], "a", None);
+        assert_eq!(s.take_outgoing(), vec![(status(1), vec![])]);
+        s.receive(5, vec![encode(&ToClient::Done { request: 1 })])
+            .unwrap();
+        s.receive(6, vec![encode(&ToClient::Done { request: 1 })])
+            .unwrap();
+        let replies = s.take_replies();
+        assert!(matches!(
+            replies[..],
+            [("a", Ok((ToClient::Done { request: 1 }, _)))]
+        ));
+        let u = s.take_unsolicited();
+        assert_eq!(u.len(), 1);
+        assert_eq!(u[0].request, 1);
+        assert_eq!(s.next_deadline(), None, "nothing waits");
+    }
+
+    #[test]
+    fn a_failed_request_arrives_as_a_request_error() {
+        let mut s = state();
+        s.request(0, 3, status(3), vec![], "a", None);
+        let failed = ToClient::Failed {
+            request: 3,
+            error: RequestError::SchedulerRestarted,
+        };
+        s.receive(1, vec![encode(&failed)]).unwrap();
+        assert!(matches!(
+            s.take_replies()[..],
+            [(
+                "a",
+                Err(ClientError::Request(RequestError::SchedulerRestarted))
+            )]
+        ));
+    }
+
+    #[test]
+    fn pings_while_waiting_then_fails_requests_of_a_silent_scheduler() {
+        let mut s = state();
+        s.request(0, HELLO_REQUEST, status(0), vec![], "hello", None);
+        s.request(0, 7, status(7), vec![], "b", None);
+        s.take_outgoing();
+        assert_eq!(s.next_deadline(), Some(100));
+        s.tick(100);
+        assert_eq!(
+            s.take_outgoing(),
+            vec![(FromClient::Ping { pending: vec![7] }, vec![])],
+            "the hello is not listed"
+        );
+        s.receive(150, vec![encode(&ToClient::Pong)]).unwrap();
+        s.tick(1_150);
+        assert!(s.take_replies().is_empty(), "silent for exactly the limit");
+        s.tick(1_151);
+        let replies = s.take_replies();
+        assert!(matches!(
+            replies[..],
+            [(
+                "b",
+                Err(ClientError::SchedulerLost {
+                    silent_ms: 1_001,
+                    ..
+                })
+            )]
+        ));
+        assert_eq!(s.waiting().count(), 0, "the hello is dropped too");
+    }
+
+    #[test]
+    fn a_hello_alone_is_never_failed_for_silence() {
+        let mut s = state();
+        s.request(0, HELLO_REQUEST, status(0), vec![], "hello", None);
+        s.tick(10_000);
+        assert!(s.take_replies().is_empty());
+        assert_eq!(s.waiting().collect::<Vec<_>>(), vec![HELLO_REQUEST]);
+    }
+
+    #[test]
+    fn a_request_past_its_timeout_fails_and_is_cancelled() {
+        let mut s = state();
+        s.request(10, 4, status(4), vec![], "c", Some(50));
+        s.take_outgoing();
+        assert_eq!(s.next_deadline(), Some(60));
+        s.tick(60);
+        assert!(matches!(
+            s.take_replies()[..],
+            [("c", Err(ClientError::Timeout { after_ms: 50 }))]
+        ));
+        assert_eq!(
+            s.take_outgoing(),
+            vec![(FromClient::Cancel { request: 4 }, vec![])]
+        );
+    }
+
+    #[test]
+    fn closing_fails_every_waiting_call() {
+        let mut s = state();
+        s.request(0, 1, status(1), vec![], "a", None);
+        s.request(0, 2, status(2), vec![], "b", None);
+        let closed = s.close();
+        assert_eq!(closed.len(), 2);
+        assert!(closed
+            .iter()
+            .all(|(_, r)| matches!(r, Err(ClientError::Closed))));
+    }
+}

@@ -1,0 +1,120 @@
+//! The core's invariants, checked by tests and the simulator after every step: each part's
+//! own (`check` on the part) and those that tie parts together (a holder lists what it holds,
+//! every pin is a name or a dataset, a task processing on a worker is listed there).
+
+use rustc_hash::FxHashMap as HashMap;
+
+use super::tasks::TaskState;
+use super::{SchedulerCore, TaskId};
+
+/// A broken invariant of the scheduler core: a bug in the core, never something a peer can
+/// cause. Retrying cannot help; the message says which invariant and which task or worker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvariantViolation {
+    /// The part whose tables disagree ("tasks", "workers", "names", ...).
+    pub part: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for InvariantViolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.part, self.message)
+    }
+}
+
+impl std::error::Error for InvariantViolation {}
+
+/// Tags a part's check failure with the part's name.
+fn in_part(part: &'static str, result: Result<(), String>) -> Result<(), InvariantViolation> {
+    result.map_err(|message| InvariantViolation { part, message })
+}
+
+pub(super) fn check(core: &SchedulerCore) -> Result<(), InvariantViolation> {
+    let tasks = &core.tasks;
+    let exists = |t: TaskId| tasks.exists(t);
+    in_part("tasks", tasks.check())?;
+    in_part("workers", core.workers.check())?;
+    in_part("membership", core.membership.check())?;
+    in_part("computations", core.computations.check(&exists))?;
+    in_part("replication", core.replication.check(&exists))?;
+    in_part("placement", core.placement.check(&exists))?;
+    in_part("holders", holders(core))?;
+    in_part("pins", pins(core))?;
+    Ok(())
+}
+
+/// Every holder of a task is a live worker listing it; a task in memory has a holder and no
+/// other task has one; a task processing on a worker is listed there, and the other way round.
+fn holders(core: &SchedulerCore) -> Result<(), String> {
+    for (id, t) in core.tasks.iter() {
+        for w in &t.who_has {
+            match core.workers.get(*w) {
+                None => return Err(format!("task {:?} held by a removed worker", t.key)),
+                Some(worker) if !worker.has.contains(&id) => {
+                    return Err(format!("task {:?}: holder does not list it", t.key))
+                }
+                _ => {}
+            }
+        }
+        match t.state {
+            TaskState::Memory if t.who_has.is_empty() => {
+                return Err(format!("task {:?} in memory with no holder", t.key))
+            }
+            TaskState::Memory => {}
+            _ if !t.who_has.is_empty() => {
+                return Err(format!("task {:?} is {:?} but has holders", t.key, t.state))
+            }
+            TaskState::Processing(w) => match core.workers.get(w) {
+                Some(worker) if worker.processing.contains_key(&id) => {}
+                _ => return Err(format!("task {:?} processing on an unknown worker", t.key)),
+            },
+            _ => {}
+        }
+    }
+    for (wid, w) in core.workers.iter() {
+        for t in w.processing.keys() {
+            if !core.tasks.exists(*t) || core.tasks.get(*t).state != TaskState::Processing(wid) {
+                return Err(format!(
+                    "worker {} lists a task not processing there",
+                    w.address
+                ));
+            }
+        }
+        for t in &w.has {
+            if !core.tasks.exists(*t) {
+                return Err(format!("worker {} lists a forgotten task", w.address));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Each task's pins are the names and datasets that hold it, all of live tasks.
+fn pins(core: &SchedulerCore) -> Result<(), String> {
+    let mut pins: HashMap<TaskId, u32> = HashMap::default();
+    for (key, t) in core.names.iter() {
+        if !core.tasks.exists(t) {
+            return Err(format!("{key:?} names a forgotten task"));
+        }
+        if core.tasks.get(t).name() != key {
+            return Err(format!("{key:?} names a task of another key"));
+        }
+        *pins.entry(t).or_default() += 1;
+    }
+    for (name, t) in core.collections.dataset_tasks() {
+        if !core.tasks.exists(t) {
+            return Err(format!("dataset {name:?} holds a forgotten task"));
+        }
+        *pins.entry(t).or_default() += 1;
+    }
+    for (id, t) in core.tasks.iter() {
+        let expected = pins.get(&id).copied().unwrap_or(0);
+        if t.pins != expected {
+            return Err(format!(
+                "task {:?}: {} pins but {expected} names and datasets hold it",
+                t.key, t.pins
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,161 @@
+//! A worker lost (its nanny reports it dead, it misses heartbeats or a probe, it leaves, it is
+//! closed after retiring). The loss is announced once to every part that keeps worker ids, and
+//! each handles its own table and says what it needs done: the task table's holders and
+//! assignments (rescheduling, recomputing, blaming), replication (copies not coming),
+//! computations (value fetches to ask of another holder), scatters (puts to start again).
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+
+use log::warn;
+
+use super::tasks::{task_failure, TaskId, TaskState};
+use super::workers::Assignment;
+use super::{warn_or_info, SchedulerCore, WorkerId};
+use crate::protocol::{TaskError, TaskErrorKind, ToWorker};
+
+impl SchedulerCore {
+    /// Workers silent for longer than the heartbeat timeout are lost.
+    pub(super) fn drop_silent_workers(&mut self) {
+        let timeout = self.config.heartbeat_timeout_ms;
+        let silent: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| self.now_ms.saturating_sub(w.last_seen_ms) > timeout)
+            .map(|(id, _)| id)
+            .collect();
+        for id in silent {
+            warn!(
+                "worker {} silent for more than {timeout} ms: considered lost",
+                self.workers.address(id)
+            );
+            self.remove_worker(id, true);
+        }
+    }
+
+    /// Removes a worker: reschedules what it was running, recomputes what only it held.
+    /// `unexpected` losses count against the tasks it was running.
+    ///
+    /// The loss is announced once to each part that keeps worker ids; each drops its own
+    /// entries and returns what the others must do about it. The task table's consequences
+    /// (copies gone, assignments back) follow, then what the parts asked for.
+    pub(super) fn remove_worker(&mut self, id: WorkerId, unexpected: bool) {
+        let Some(worker) = self.workers.remove(id) else {
+            return;
+        };
+        let address = worker.address.clone();
+        warn_or_info(unexpected, &format!("removing worker {address}"));
+        // Copies it was making are not coming.
+        self.replication.worker_lost(id);
+        // Value fetches it owed us, to ask of another holder.
+        let owed_values = self.computations.worker_lost(id);
+        // Puts that placed values on it, to release and scatter again.
+        let failed_puts = self.scatters.worker_lost(id);
+        let others: Vec<WorkerId> = self.workers.iter().map(|(id, _)| id).collect();
+        for w in others {
+            self.workers
+                .push(w, ToWorker::PeersLost(vec![address.clone()]), vec![]);
+        }
+        let lost = self.lose_copies(id, worker.has);
+        let taken_back =
+            self.take_back(id, worker.processing, worker.nthreads, unexpected, &address);
+        for t in lost {
+            // An earlier loss may have failed a request and forgotten this task already.
+            if self.tasks.exists(t) {
+                self.data_lost(t, std::slice::from_ref(&address));
+            }
+        }
+        // Copies it held need replacing.
+        self.top_up_all_replicas();
+        if unexpected {
+            self.fail_killers(&taken_back);
+        }
+        for t in owed_values {
+            if self.tasks.exists(t) {
+                self.request_value_if_needed(t);
+            }
+        }
+        for p in failed_puts {
+            for placed in &p.placement {
+                if placed.worker != id {
+                    self.workers
+                        .push_release(placed.worker, vec![placed.key.clone()]);
+                }
+            }
+            // Scattering again is safe: storing a value twice overwrites it.
+            self.start_scatter(p.scatter);
+        }
+        self.check_replications();
+        if self.workers.is_empty() && self.has_pending_work() {
+            warn!("no workers left: pending work waits until a worker connects");
+        }
+        self.needs_scheduling = true;
+    }
+
+    /// The copies a lost worker held are gone; returns the tasks left with no copy, in order.
+    fn lose_copies(&mut self, id: WorkerId, held: HashSet<TaskId>) -> Vec<TaskId> {
+        let mut lost = Vec::new();
+        for t in held {
+            if self.remove_holder(t, id) && self.tasks.get(t).state == TaskState::Memory {
+                lost.push(t);
+            }
+        }
+        lost.sort();
+        lost
+    }
+
+    /// Tasks a lost worker was running or had queued go back to the others. Only the running
+    /// ones (the oldest `nthreads`) can have brought it down, so only they are blamed (on an
+    /// unexpected loss): a task queued behind a crashing one must not fail for it. Returns
+    /// the tasks that were assigned there.
+    fn take_back(
+        &mut self,
+        id: WorkerId,
+        assigned: HashMap<TaskId, Assignment>,
+        nthreads: u32,
+        unexpected: bool,
+        address: &str,
+    ) -> Vec<TaskId> {
+        let mut processing: Vec<(u64, TaskId)> =
+            assigned.into_iter().map(|(t, a)| (a.seq, t)).collect();
+        processing.sort();
+        let running = nthreads.max(1) as usize;
+        for (i, &(_, t)) in processing.iter().enumerate() {
+            if self.tasks.get(t).state == TaskState::Processing(id) {
+                if unexpected && i < running {
+                    self.tasks.suspect(t);
+                    self.placement.blame(t, address);
+                }
+                self.back_to_waiting(t);
+            }
+        }
+        processing.into_iter().map(|(_, t)| t).collect()
+    }
+
+    /// Tasks blamed for more unexpected losses than `allowed_failures` fail ("killed worker").
+    fn fail_killers(&mut self, suspects: &[TaskId]) {
+        let limit = self.config.allowed_failures;
+        for &t in suspects {
+            if !self.tasks.exists(t) {
+                continue;
+            }
+            let task = self.tasks.get(t);
+            if task.suspicious > limit && task.state.is_active() {
+                let error = TaskError {
+                    kind: TaskErrorKind::KilledWorker,
+                    message: format!(
+                        "task {:?} was running on {} workers that died unexpectedly (allowed_failures = {limit}): {}",
+                        task.name(),
+                        task.suspicious,
+                        self.placement.took_down(t)
+                    ),
+                };
+                let key = task.name().clone();
+                self.fail_task(t, task_failure(&key, error));
+            }
+        }
+    }
+
+    fn has_pending_work(&self) -> bool {
+        !self.computations.is_empty() || self.scatters.has_waiting()
+    }
+}

@@ -1,0 +1,260 @@
+//! The journal's logic without its disk: which table entries each `JournalOp` writes, and what
+//! a set of tables recovers. `sled.rs` applies the writes to sled trees; `MemoryJournal` keeps
+//! them in memory with a disk's crash semantics (what `flush` returned for survives a crash,
+//! the rest is lost), for the simulation and tests. Pure: no disk, no clock.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use super::write::{JournalError, JournalWrite};
+use crate::graph::Key;
+use crate::protocol::codec::{decode_plain, encode_plain};
+use crate::protocol::FrameIdentity;
+use crate::scheduler::core::{JournalOp, Recovered, Submission};
+
+/// The journal's tables (sled trees on disk).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Table {
+    /// (client, request) → the submission, for each graph a client still waits for.
+    Computations,
+    /// Wire key → (the key the client gave, size), for each scattered value.
+    Scattered,
+    /// Name → collection.
+    Collections,
+}
+
+impl Table {
+    pub const ALL: [Table; 3] = [Table::Computations, Table::Scattered, Table::Collections];
+
+    /// The table's name on disk.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Computations => "computations",
+            Table::Scattered => "scattered",
+            Table::Collections => "collections",
+        }
+    }
+}
+
+/// One change to one table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Write {
+    Put {
+        table: Table,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Remove {
+        table: Table,
+        key: Vec<u8>,
+    },
+    Clear(Table),
+}
+
+/// What one operation writes, in order.
+pub fn writes(op: &JournalOp) -> Vec<Write> {
+    let put = |table, key, value| Write::Put { table, key, value };
+    let remove = |table, key| Write::Remove { table, key };
+    match op {
+        JournalOp::PutComputation {
+            client,
+            request,
+            submission,
+        } => vec![put(
+            Table::Computations,
+            encode_plain(&(client, request)),
+            encode_plain(submission),
+        )],
+        JournalOp::DeleteComputation { client, request } => {
+            vec![remove(
+                Table::Computations,
+                encode_plain(&(client, request)),
+            )]
+        }
+        JournalOp::PutScattered { name, key, nbytes } => vec![put(
+            Table::Scattered,
+            key.to_store_key(),
+            encode_plain(&(name, nbytes)),
+        )],
+        JournalOp::DeleteScattered { key } => vec![remove(Table::Scattered, key.to_store_key())],
+        JournalOp::PutCollection { name, collection } => vec![put(
+            Table::Collections,
+            name.as_bytes().to_vec(),
+            encode_plain(collection),
+        )],
+        JournalOp::DeleteCollection { name } => {
+            vec![remove(Table::Collections, name.as_bytes().to_vec())]
+        }
+        // Collections are graphs, not data: a restart of the cluster keeps them.
+        JournalOp::Clear => vec![
+            Write::Clear(Table::Computations),
+            Write::Clear(Table::Scattered),
+        ],
+    }
+}
+
+/// Everything the tables hold, read through `read` (a table's entries in key order).
+/// Unreadable entries are skipped with a warning: a damaged entry must not keep the scheduler
+/// from starting.
+pub fn recover(
+    mut read: impl FnMut(Table) -> Result<Vec<(Vec<u8>, Vec<u8>)>, JournalError>,
+) -> Result<Recovered, JournalError> {
+    let mut recovered = Recovered::default();
+    for (k, v) in read(Table::Computations)? {
+        match (
+            decode_plain::<(FrameIdentity, u64)>(&k),
+            decode_plain::<Submission>(&v),
+        ) {
+            (Ok((client, request)), Ok(submission)) => {
+                recovered.computations.push((client, request, submission))
+            }
+            _ => log::warn!("skipping an unreadable journal entry"),
+        }
+    }
+    for (k, v) in read(Table::Scattered)? {
+        match (Key::from_store_key(&k), decode_plain::<(Key, u64)>(&v)) {
+            (Some(key), Ok((name, nbytes))) => recovered.scattered.push((name, key, nbytes)),
+            _ => log::warn!("skipping an unreadable journal entry"),
+        }
+    }
+    for (k, v) in read(Table::Collections)? {
+        match (String::from_utf8(k), decode_plain(&v)) {
+            (Ok(name), Ok(collection)) => recovered.collections.push((name, collection)),
+            _ => log::warn!("skipping an unreadable journal entry"),
+        }
+    }
+    Ok(recovered)
+}
+
+type Tables = BTreeMap<Table, BTreeMap<Vec<u8>, Vec<u8>>>;
+
+fn write(tables: &mut Tables, w: Write) {
+    match w {
+        Write::Put { table, key, value } => {
+            tables.entry(table).or_default().insert(key, value);
+        }
+        Write::Remove { table, key } => {
+            if let Some(t) = tables.get_mut(&table) {
+                t.remove(&key);
+            }
+        }
+        Write::Clear(table) => {
+            tables.remove(&table);
+        }
+    }
+}
+
+/// A journal in memory with a disk's crash semantics: `crash` forgets everything applied
+/// since the last `flush`.
+#[derive(Debug, Default)]
+pub struct MemoryJournal {
+    /// What a running scheduler sees (applied, maybe not yet durable).
+    applied: RefCell<Tables>,
+    /// What survives a crash.
+    durable: RefCell<Tables>,
+}
+
+impl MemoryJournal {
+    pub fn new() -> MemoryJournal {
+        MemoryJournal::default()
+    }
+
+    /// The process died: what was not flushed is gone.
+    pub fn crash(&mut self) {
+        let durable = self.durable.borrow().clone();
+        *self.applied.get_mut() = durable;
+    }
+
+    /// What a scheduler started on this journal recovers.
+    pub fn load(&self) -> Result<Recovered, JournalError> {
+        let tables = self.applied.borrow();
+        recover(|table| {
+            Ok(tables
+                .get(&table)
+                .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default())
+        })
+    }
+
+    /// How many entries each table holds (applied), by table name.
+    pub fn sizes(&self) -> BTreeMap<&'static str, usize> {
+        let tables = self.applied.borrow();
+        Table::ALL
+            .iter()
+            .map(|t| (t.name(), tables.get(t).map_or(0, |t| t.len())))
+            .collect()
+    }
+}
+
+impl JournalWrite for MemoryJournal {
+    fn apply(&self, op: &JournalOp) -> Result<(), JournalError> {
+        let mut tables = self.applied.borrow_mut();
+        for w in writes(op) {
+            write(&mut tables, w);
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), JournalError> {
+        *self.durable.borrow_mut() = self.applied.borrow().clone();
+        Ok(())
+    }
+
+    fn location(&self) -> String {
+        "memory".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::Expr;
+
+    fn submission() -> Submission {
+        Submission {
+            graph: vec![("x".into(), Expr::Lit(1.into()))],
+            outputs: vec!["x".into()],
+            keep_results: false,
+            restrictions: vec![],
+        }
+    }
+
+    #[test]
+    fn a_crash_keeps_what_was_flushed_and_loses_the_rest() {
+        let mut j = MemoryJournal::new();
+        let put = |request| JournalOp::PutComputation {
+            client: b"c".to_vec(),
+            request,
+            submission: submission(),
+        };
+        j.apply(&put(1)).unwrap();
+        j.flush().unwrap();
+        j.apply(&put(2)).unwrap();
+        j.apply(&JournalOp::PutScattered {
+            name: "a".into(),
+            key: 5.into(),
+            nbytes: 3,
+        })
+        .unwrap();
+        assert_eq!(j.load().unwrap().computations.len(), 2);
+        j.crash();
+        let r = j.load().unwrap();
+        assert_eq!(r.computations, vec![(b"c".to_vec(), 1, submission())]);
+        assert!(r.scattered.is_empty());
+    }
+
+    #[test]
+    fn clear_keeps_collections() {
+        let j = MemoryJournal::new();
+        j.apply(&JournalOp::PutCollection {
+            name: "n".into(),
+            collection: crate::collection::Collection::from_graph(
+                &crate::graph::Graph::new(),
+                vec![],
+            ),
+        })
+        .unwrap();
+        j.apply(&JournalOp::Clear).unwrap();
+        assert_eq!(j.load().unwrap().collections.len(), 1);
+    }
+}

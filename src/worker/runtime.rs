@@ -1,0 +1,418 @@
+//! The worker runner's logic, shared by the real IO thread (`server.rs`: ZeroMQ and the thread
+//! pool) and the simulation (`tests/simulation`: an in-memory network and a virtual pool): it
+//! carries out the worker core's `WorkerCommand`s against a `Store`, a `Transport` and a
+//! `JobQueue`, and feeds what comes back (a store failure, a task's result) to the core as
+//! events. Nothing here reads a clock or blocks: time comes in as `now_ms`, and sockets and
+//! threads stay behind the two traits.
+
+use std::collections::HashMap;
+
+use log::error;
+use zask_storage::Store;
+
+use super::core::{ShutdownReason, WorkerCommand, WorkerCore, WorkerEvent};
+use super::executor::{Job, JobResult};
+use crate::graph::{Expr, Key};
+use crate::protocol::codec::{decode_plain, decode_value_owned, encode_value};
+use crate::protocol::{
+    Frame, FrameIdentity, FromWorker, PeerReply, PeerRequest, TaskError, TaskErrorKind,
+};
+
+/// Where the worker's messages go. Sending never blocks and never fails the caller: a message
+/// that cannot leave is logged (and, for fetches, noticed by the core's fetch timeout).
+pub trait Transport {
+    /// To the scheduler (the worker's DEALER).
+    fn to_scheduler(&mut self, msg: &FromWorker, frames: Vec<Frame>);
+    /// A request to the peer listening at `address` (a DEALER to that peer's ROUTER).
+    fn to_peer(&mut self, address: &str, msg: &PeerRequest);
+    /// A reply to the peer connected to this worker's ROUTER as `peer`.
+    fn reply_to_peer(&mut self, peer: &FrameIdentity, msg: &PeerReply, frames: Vec<Frame>);
+}
+
+/// Runs jobs somewhere else (a thread pool, a virtual one); each result comes back through
+/// `WorkerRuntime::job_done`.
+pub trait JobQueue {
+    fn submit(&mut self, job: Job);
+}
+
+impl JobQueue for super::executor::Executor {
+    fn submit(&mut self, job: Job) {
+        super::executor::Executor::submit(self, job)
+    }
+}
+
+/// The worker core with its store and the ends of its transport and job queue.
+pub struct WorkerRuntime<T, Q> {
+    core: WorkerCore,
+    store: Box<dyn Store>,
+    transport: T,
+    jobs: Q,
+    /// A "zero worker": every task is done at once with a null result, without running it.
+    zero: bool,
+}
+
+impl<T: Transport, Q: JobQueue> WorkerRuntime<T, Q> {
+    pub fn new(
+        core: WorkerCore,
+        store: Box<dyn Store>,
+        transport: T,
+        jobs: Q,
+        zero: bool,
+    ) -> WorkerRuntime<T, Q> {
+        WorkerRuntime {
+            core,
+            store,
+            transport,
+            jobs,
+            zero,
+        }
+    }
+
+    pub fn core(&self) -> &WorkerCore {
+        &self.core
+    }
+
+    pub fn store(&self) -> &dyn Store {
+        &*self.store
+    }
+
+    /// Empties the store (a crashed worker's memory is gone).
+    pub fn clear_store(&mut self) {
+        if let Err(e) = self.store.clear() {
+            error!("clearing the store failed: {e}");
+        }
+    }
+
+    pub fn transport(&self) -> &T {
+        &self.transport
+    }
+
+    pub fn transport_mut(&mut self) -> &mut T {
+        &mut self.transport
+    }
+
+    pub fn jobs_mut(&mut self) -> &mut Q {
+        &mut self.jobs
+    }
+
+    /// Registers with the scheduler (then `run_commands`).
+    pub fn register(&mut self, now_ms: u64) {
+        self.core.register(now_ms);
+    }
+
+    /// Feeds one event to the core. Its commands wait for `run_commands`, so a runner may
+    /// feed a batch of events first.
+    pub fn handle(&mut self, now_ms: u64, event: WorkerEvent) {
+        self.core.handle(now_ms, event);
+    }
+
+    /// Lets time pass for the core: heartbeats, fetch timeouts, the death timeout (then
+    /// `run_commands`).
+    pub fn tick(&mut self, now_ms: u64) {
+        self.core.tick(now_ms);
+    }
+
+    /// A task's outcome, from the pool or decided before reaching it: a result is stored,
+    /// then the core hears of it (then `run_commands`).
+    pub fn job_done(&mut self, now_ms: u64, r: JobResult) {
+        let result = r.result.and_then(|frame| {
+            let nbytes = frame.len() as u64;
+            self.store
+                .set(&r.key.to_store_key(), frame)
+                .map(|()| nbytes)
+                .map_err(|e| TaskError {
+                    kind: TaskErrorKind::Failed,
+                    message: format!("could not store the result: {e}"),
+                })
+        });
+        self.core
+            .handle(now_ms, WorkerEvent::Executed { key: r.key, result });
+    }
+
+    /// Says something to the scheduler outside the core (retire, goodbye).
+    pub fn to_scheduler(&mut self, msg: &FromWorker) {
+        self.transport.to_scheduler(msg, vec![]);
+    }
+
+    /// Carries out the core's commands until it has nothing more to say; returns a reason if
+    /// the worker must stop.
+    pub fn run_commands(&mut self, now_ms: u64) -> Option<ShutdownReason> {
+        // Carrying out a command can feed the core an event (a task that fails before reaching
+        // the pool), so go on until the core has nothing more to say.
+        loop {
+            let commands = self.core.take_commands();
+            if commands.is_empty() {
+                return None;
+            }
+            for cmd in commands {
+                if let Some(reason) = self.command(now_ms, cmd) {
+                    return Some(reason);
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, now_ms: u64, cmd: WorkerCommand) -> Option<ShutdownReason> {
+        match cmd {
+            WorkerCommand::ToScheduler { msg, frames } => {
+                self.transport.to_scheduler(&msg, frames);
+            }
+            WorkerCommand::ReportFinished(mut done) => {
+                let mut frames = Vec::new();
+                for f in &mut done {
+                    if f.has_value {
+                        match self.store.get(&f.key.to_store_key()) {
+                            Ok(Some(v)) => frames.push(v),
+                            _ => f.has_value = false,
+                        }
+                    }
+                }
+                self.transport
+                    .to_scheduler(&FromWorker::Finished(done), frames);
+            }
+            WorkerCommand::SendDataToScheduler { request, keys } => {
+                let (found, frames, missing) = self.load(keys);
+                let msg = FromWorker::Data {
+                    request,
+                    found,
+                    missing,
+                };
+                self.transport.to_scheduler(&msg, frames);
+            }
+            WorkerCommand::SendDataToPeer {
+                peer,
+                request,
+                keys,
+            } => {
+                let (found, frames, missing) = self.load(keys);
+                let reply = PeerReply::Data {
+                    request,
+                    found,
+                    missing,
+                };
+                self.transport.reply_to_peer(&peer, &reply, frames);
+            }
+            WorkerCommand::FetchFromPeer {
+                address,
+                request,
+                keys,
+            } => {
+                let msg = PeerRequest::GetData { request, keys };
+                self.transport.to_peer(&address, &msg);
+            }
+            WorkerCommand::Store { key, frame } => {
+                if let Err(e) = self.store.set(&key.to_store_key(), frame) {
+                    // Never a silent success: the core takes the value back.
+                    let error = e.to_string();
+                    self.core
+                        .handle(now_ms, WorkerEvent::StoreFailed { key, error });
+                }
+            }
+            WorkerCommand::Delete(keys) => {
+                for k in keys {
+                    if let Err(e) = self.store.delete(&k.to_store_key()) {
+                        error!("store delete of {k:?} failed: {e}");
+                    }
+                }
+            }
+            WorkerCommand::Execute {
+                key,
+                spec,
+                dependencies,
+            } => self.execute(now_ms, key, &spec, dependencies),
+            WorkerCommand::Shutdown { reason } => return Some(reason),
+        }
+        None
+    }
+
+    /// Reads keys from the store: the frames of those found, and the keys missing.
+    fn load(&self, keys: Vec<Key>) -> (Vec<Key>, Vec<Frame>, Vec<Key>) {
+        let (mut found, mut frames, mut missing) = (Vec::new(), Vec::new(), Vec::new());
+        for k in keys {
+            match self.store.get(&k.to_store_key()) {
+                Ok(Some(f)) => {
+                    found.push(k);
+                    frames.push(f);
+                }
+                Ok(None) => missing.push(k),
+                Err(e) => {
+                    error!("store read of {k:?} failed: {e}");
+                    missing.push(k);
+                }
+            }
+        }
+        (found, frames, missing)
+    }
+
+    /// Loads the inputs and hands the job to the queue; a failure found before that goes
+    /// through the same path as results.
+    fn execute(&mut self, now_ms: u64, key: Key, spec: &[u8], dependencies: Vec<Key>) {
+        if self.zero {
+            let result = Ok(encode_value(&crate::value::Value::Null));
+            return self.job_done(now_ms, JobResult { key, result });
+        }
+        let fail = |message: String| JobResult {
+            key: key.clone(),
+            result: Err(TaskError {
+                kind: TaskErrorKind::BadInput,
+                message,
+            }),
+        };
+        let expr: Expr = match decode_plain(spec) {
+            Ok(e) => e,
+            Err(e) => return self.job_done(now_ms, fail(format!("undecodable task: {e}"))),
+        };
+        let mut inputs = HashMap::with_capacity(dependencies.len());
+        for d in dependencies {
+            let frame = match self.store.get(&d.to_store_key()) {
+                Ok(Some(f)) => f,
+                Ok(None) => {
+                    let failed = fail(format!("input {d:?} is not in the store"));
+                    return self.job_done(now_ms, failed);
+                }
+                Err(e) => {
+                    let failed = fail(format!("reading input {d:?}: {e}"));
+                    return self.job_done(now_ms, failed);
+                }
+            };
+            match decode_value_owned(frame) {
+                Ok(v) => {
+                    inputs.insert(d, v);
+                }
+                Err(e) => {
+                    let failed = fail(format!("input {d:?} is unreadable: {e}"));
+                    return self.job_done(now_ms, failed);
+                }
+            }
+        }
+        self.jobs.submit(Job { key, expr, inputs });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use zask_storage::MemoryStore;
+
+    use super::*;
+    use crate::protocol::codec::encode_plain;
+    use crate::protocol::{ComputeTask, ToWorker, WorkerRegistration, PROTOCOL_VERSION};
+    use crate::value::Value;
+    use crate::worker::core::WorkerCoreConfig;
+
+    /// Records what the runtime sends.
+    #[derive(Default)]
+    struct Recorder {
+        to_scheduler: Vec<(FromWorker, Vec<Frame>)>,
+    }
+
+    impl Transport for Recorder {
+        fn to_scheduler(&mut self, msg: &FromWorker, frames: Vec<Frame>) {
+            self.to_scheduler.push((msg.clone(), frames));
+        }
+        fn to_peer(&mut self, address: &str, msg: &PeerRequest) {
+            panic!("unexpected fetch from {address}: {msg:?}");
+        }
+        fn reply_to_peer(&mut self, _: &FrameIdentity, msg: &PeerReply, _: Vec<Frame>) {
+            panic!("unexpected peer reply {msg:?}");
+        }
+    }
+
+    #[derive(Default)]
+    struct Queue(Vec<Job>);
+
+    impl JobQueue for Queue {
+        fn submit(&mut self, job: Job) {
+            self.0.push(job);
+        }
+    }
+
+    fn runtime() -> WorkerRuntime<Recorder, Queue> {
+        let core = WorkerCore::new(WorkerCoreConfig {
+            registration: WorkerRegistration {
+                protocol_version: PROTOCOL_VERSION,
+                address: "tcp://me:1".into(),
+                name: "me".into(),
+                nthreads: 1,
+                memory_limit_bytes: 0,
+                pid: 1,
+                store: "memory".into(),
+                keys: vec![],
+                nanny_token: None,
+            },
+            heartbeat_interval_ms: 1000,
+            fetch_timeout_ms: 5000,
+            death_timeout_ms: 60_000,
+            pool_queue: 0,
+            max_message_bytes: 1 << 20,
+        });
+        let store = Box::new(MemoryStore::new());
+        let mut rt = WorkerRuntime::new(core, store, Recorder::default(), Queue::default(), false);
+        rt.register(0);
+        assert_eq!(rt.run_commands(0), None);
+        let sent = std::mem::take(&mut rt.transport_mut().to_scheduler);
+        assert!(
+            matches!(sent[..], [(FromWorker::Register(_), _)]),
+            "{sent:?}"
+        );
+        rt
+    }
+
+    fn compute(rt: &mut WorkerRuntime<Recorder, Queue>, key: &str, spec: Vec<u8>) {
+        let task = ComputeTask {
+            key: key.into(),
+            spec,
+            dependencies: vec![],
+            report_value: true,
+        };
+        let msg = ToWorker::Compute(vec![task]);
+        rt.handle(
+            1,
+            WorkerEvent::FromScheduler {
+                msg,
+                frames: vec![],
+            },
+        );
+        assert_eq!(rt.run_commands(1), None);
+    }
+
+    #[test]
+    fn a_job_result_is_stored_then_reported_with_its_value() {
+        let mut rt = runtime();
+        compute(&mut rt, "x", encode_plain(&Expr::Lit(Value::from(5))));
+        let job = rt.jobs_mut().0.pop().expect("the task went to the queue");
+        assert_eq!(job.key, Key::from("x"));
+        let frame = encode_value(&Value::from(5));
+        rt.job_done(
+            2,
+            JobResult {
+                key: job.key,
+                result: Ok(frame.clone()),
+            },
+        );
+        assert_eq!(rt.run_commands(2), None);
+        assert_eq!(
+            rt.store().get(&Key::from("x").to_store_key()),
+            Ok(Some(frame.clone()))
+        );
+        let sent = std::mem::take(&mut rt.transport_mut().to_scheduler);
+        assert!(
+            matches!(&sent[..], [(FromWorker::Finished(done), frames)]
+                if done.len() == 1 && done[0].has_value && frames == &vec![frame.clone()]),
+            "{sent:?}"
+        );
+    }
+
+    #[test]
+    fn an_undecodable_task_fails_without_reaching_the_queue() {
+        let mut rt = runtime();
+        compute(&mut rt, "bad", vec![0xc1]);
+        assert!(rt.jobs_mut().0.is_empty());
+        assert!(rt.store().is_empty());
+        let sent = std::mem::take(&mut rt.transport_mut().to_scheduler);
+        assert!(
+            matches!(&sent[..], [(FromWorker::Erred(erred), _)]
+                if erred[0].error.kind == TaskErrorKind::BadInput),
+            "{sent:?}"
+        );
+    }
+}
