@@ -1,0 +1,231 @@
+//! Conversions between the tree and plain data ([`serde_pickle::Value`]), for headers and other
+//! messages that hold only data. serde_pickle loses globals and shared references, so these
+//! conversions refuse (or, on request, blank out) anything opaque.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use num_bigint::BigInt;
+use serde_pickle::{HashableValue, Value};
+
+use super::error::{Limits, PickleError};
+use super::value::{Node, NodeId, Pickle};
+
+/// What [`to_value`] does with a node that has no plain-data equivalent (a global, a call that
+/// is not one of the recognised builtins, a persistent id...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opaque {
+    /// Fail with [`PickleError::NotPlainData`].
+    Error,
+    /// Replace it by `None`, as serde_pickle's `replace_unresolved_globals` does.
+    AsNone,
+}
+
+/// Converts the graph under `id` to plain data. Shared nodes are copied (within `max_nodes` in
+/// total, so a small graph cannot expand exponentially); a cycle is an error. Calls of
+/// `set`/`frozenset`/`bytearray` on a list and `_codecs.encode(str, 'latin1')` (how protocols
+/// below 4 write sets and bytes) become the data they describe.
+pub fn to_value(p: &Pickle, id: NodeId, opaque: Opaque) -> Result<Value, PickleError> {
+    to_value_with(p, id, opaque, &Limits::default())
+}
+
+/// [`to_value`] with explicit limits (`max_depth`, `max_nodes`).
+pub fn to_value_with(
+    p: &Pickle,
+    id: NodeId,
+    opaque: Opaque,
+    limits: &Limits,
+) -> Result<Value, PickleError> {
+    let mut c = ToValue {
+        p,
+        opaque,
+        limits,
+        budget: limits.max_nodes,
+        path: HashSet::new(),
+    };
+    c.value(id, 0)
+}
+
+struct ToValue<'a> {
+    p: &'a Pickle,
+    opaque: Opaque,
+    limits: &'a Limits,
+    budget: usize,
+    path: HashSet<NodeId>,
+}
+
+impl ToValue<'_> {
+    fn value(&mut self, id: NodeId, depth: usize) -> Result<Value, PickleError> {
+        if depth > self.limits.max_depth || self.budget == 0 {
+            return Err(PickleError::TooDeep { node: id.0 });
+        }
+        self.budget -= 1;
+        if !self.path.insert(id) {
+            return Err(PickleError::NotPlainData {
+                node: id.0,
+                what: "cycle",
+            });
+        }
+        let r = self.convert(id, depth);
+        self.path.remove(&id);
+        r
+    }
+
+    fn many(&mut self, items: &[NodeId], depth: usize) -> Result<Vec<Value>, PickleError> {
+        items.iter().map(|&c| self.value(c, depth + 1)).collect()
+    }
+
+    fn hashable(&mut self, id: NodeId, depth: usize) -> Result<HashableValue, PickleError> {
+        self.value(id, depth + 1)?
+            .into_hashable()
+            .map_err(|_| PickleError::NotPlainData {
+                node: id.0,
+                what: "unhashable dict key or set item",
+            })
+    }
+
+    fn set(
+        &mut self,
+        items: &[NodeId],
+        depth: usize,
+    ) -> Result<BTreeSet<HashableValue>, PickleError> {
+        items.iter().map(|&c| self.hashable(c, depth)).collect()
+    }
+
+    fn opaque(&self, id: NodeId, what: &'static str) -> Result<Value, PickleError> {
+        match self.opaque {
+            Opaque::Error => Err(PickleError::NotPlainData { node: id.0, what }),
+            Opaque::AsNone => Ok(Value::None),
+        }
+    }
+
+    fn convert(&mut self, id: NodeId, depth: usize) -> Result<Value, PickleError> {
+        let p = self.p;
+        let node = p.get(id).ok_or(PickleError::InvalidNode { node: id.0 })?;
+        Ok(match node {
+            Node::None => Value::None,
+            Node::Bool(b) => Value::Bool(*b),
+            Node::Int(i) => Value::I64(*i),
+            Node::BigInt(b) => Value::Int(BigInt::from_signed_bytes_le(b)),
+            Node::Float(f) => Value::F64(*f),
+            Node::Str(s) => Value::String(s.clone()),
+            Node::Bytes(b) | Node::ByteArray(b) => Value::Bytes(b.clone()),
+            Node::Tuple(v) => Value::Tuple(self.many(v, depth)?),
+            Node::List(v) => Value::List(self.many(v, depth)?),
+            Node::Set(v) => Value::Set(self.set(v, depth)?),
+            Node::FrozenSet(v) => Value::FrozenSet(self.set(v, depth)?),
+            Node::Dict(pairs) => {
+                let mut m = BTreeMap::new();
+                for &(k, v) in pairs {
+                    let k = self.hashable(k, depth)?;
+                    let v = self.value(v, depth + 1)?;
+                    m.insert(k, v);
+                }
+                Value::Dict(m)
+            }
+            Node::Reduce { callable, args } => match self.builtin_call(*callable, *args) {
+                Some(Builtin::Set(items)) => Value::Set(self.set(&items, depth)?),
+                Some(Builtin::FrozenSet(items)) => Value::FrozenSet(self.set(&items, depth)?),
+                Some(Builtin::Bytes(b)) => Value::Bytes(b),
+                None => return self.opaque(id, "a call"),
+            },
+            Node::Global { .. } => return self.opaque(id, "a global"),
+            Node::NewObj { .. } => return self.opaque(id, "an object construction"),
+            Node::Build { .. } => return self.opaque(id, "an object with state"),
+            Node::Appends { .. } | Node::SetItems { .. } | Node::AddItems { .. } => {
+                return self.opaque(id, "a container subclass")
+            }
+            Node::PersistentId(_) => return self.opaque(id, "a persistent id"),
+            Node::Ext(_) => return self.opaque(id, "an extension code"),
+        })
+    }
+
+    /// `set(list)`, `frozenset(list)`, `bytearray(bytes)`, `_codecs.encode(str, 'latin1')`.
+    fn builtin_call(&self, callable: NodeId, args: NodeId) -> Option<Builtin> {
+        let p = self.p;
+        let Node::Global { module, name } = p.get(callable)? else {
+            return None;
+        };
+        let args = p.tuple_of(args)?;
+        let builtins = module == "builtins" || module == "__builtin__";
+        let list = |i: usize| match p.get(*args.get(i)?)? {
+            Node::List(v) => Some(v.clone()),
+            _ => None,
+        };
+        match (builtins, name.as_str(), args.len()) {
+            (true, "set", 1) => list(0).map(Builtin::Set),
+            (true, "set", 0) => Some(Builtin::Set(Vec::new())),
+            (true, "frozenset", 1) => list(0).map(Builtin::FrozenSet),
+            (true, "frozenset", 0) => Some(Builtin::FrozenSet(Vec::new())),
+            (true, "bytearray", 1) => match p.get(args[0])? {
+                Node::Bytes(b) => Some(Builtin::Bytes(b.clone())),
+                _ => None,
+            },
+            (true, "bytes", 0) => Some(Builtin::Bytes(Vec::new())),
+            (false, "encode", 2) if module == "_codecs" => {
+                let s = p.str_of(args[0])?;
+                if p.str_of(args[1])? != "latin1" {
+                    return None;
+                }
+                s.chars()
+                    .map(|c| u8::try_from(u32::from(c)).ok())
+                    .collect::<Option<Vec<u8>>>()
+                    .map(Builtin::Bytes)
+            }
+            _ => None,
+        }
+    }
+}
+
+enum Builtin {
+    Set(Vec<NodeId>),
+    FrozenSet(Vec<NodeId>),
+    Bytes(Vec<u8>),
+}
+
+impl Pickle {
+    /// Adds plain data to the arena (every value a fresh node) and returns its id.
+    pub fn add_value(&mut self, v: &Value) -> NodeId {
+        let node = match v {
+            Value::None => Node::None,
+            Value::Bool(b) => Node::Bool(*b),
+            Value::I64(i) => Node::Int(*i),
+            Value::Int(b) => {
+                let bytes = b.to_signed_bytes_le();
+                match super::text::le_to_i64(&bytes) {
+                    Some(i) => Node::Int(i),
+                    None => {
+                        let mut bytes = bytes;
+                        super::text::minimise(&mut bytes);
+                        Node::BigInt(bytes)
+                    }
+                }
+            }
+            Value::F64(f) => Node::Float(*f),
+            Value::Bytes(b) => Node::Bytes(b.clone()),
+            Value::String(s) => Node::Str(s.clone()),
+            Value::List(v) => Node::List(v.iter().map(|x| self.add_value(x)).collect()),
+            Value::Tuple(v) => Node::Tuple(v.iter().map(|x| self.add_value(x)).collect()),
+            Value::Set(s) => Node::Set(s.iter().map(|x| self.add_hashable(x)).collect()),
+            Value::FrozenSet(s) => {
+                Node::FrozenSet(s.iter().map(|x| self.add_hashable(x)).collect())
+            }
+            Value::Dict(m) => Node::Dict(
+                m.iter()
+                    .map(|(k, v)| (self.add_hashable(k), self.add_value(v)))
+                    .collect(),
+            ),
+        };
+        self.add(node)
+    }
+
+    fn add_hashable(&mut self, v: &HashableValue) -> NodeId {
+        self.add_value(&v.clone().into_value())
+    }
+
+    /// A tree holding just this plain data, with it as the root.
+    pub fn from_value(v: &Value) -> Pickle {
+        let mut p = Pickle::new();
+        p.root = p.add_value(v);
+        p
+    }
+}
