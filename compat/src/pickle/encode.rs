@@ -261,19 +261,19 @@ impl Encoder<'_> {
             }
             Node::List(items) => {
                 self.out.push(EMPTY_LIST);
-                self.put_if_shared(id);
+                self.put_mutable(id);
                 self.items(items, APPENDS, depth)?;
                 return Ok(());
             }
             Node::Set(items) => {
                 self.out.push(EMPTY_SET);
-                self.put_if_shared(id);
+                self.put_mutable(id);
                 self.items(items, ADDITEMS, depth)?;
                 return Ok(());
             }
             Node::Dict(pairs) => {
                 self.out.push(EMPTY_DICT);
-                self.put_if_shared(id);
+                self.put_mutable(id);
                 self.pairs(pairs, depth)?;
                 return Ok(());
             }
@@ -341,6 +341,13 @@ impl Encoder<'_> {
         }
     }
 
+    /// Mutable objects (lists, dicts, sets, objects with post-operations) are always stored:
+    /// every cycle the decoder can build passes through one, and storing it before its contents
+    /// is what lets the cycle close with a GET.
+    fn put_mutable(&mut self, id: NodeId) {
+        self.put(id);
+    }
+
     /// Emits the object a post-operation node (BUILD, APPENDS...) applies to, and makes the
     /// node share its memo slot: the operation mutates that very object. Returns true when the
     /// node was completely emitted meanwhile (a cycle through `obj`), so nothing is left to do.
@@ -354,16 +361,14 @@ impl Encoder<'_> {
         if self.memo.contains_key(&id) {
             return Ok(true);
         }
-        if self.shared(id) {
-            let i = match self.memo.get(&obj) {
-                Some(&i) => i,
-                None => {
-                    self.put(obj);
-                    self.memo[&obj]
-                }
-            };
-            self.memo.insert(id, i);
-        }
+        let i = match self.memo.get(&obj) {
+            Some(&i) => i,
+            None => {
+                self.put_mutable(obj);
+                self.memo[&obj]
+            }
+        };
+        self.memo.insert(id, i);
         Ok(false)
     }
 }

@@ -158,22 +158,29 @@ impl ToValue<'_> {
             (true, "frozenset", 0) => Some(Builtin::FrozenSet(Vec::new())),
             (true, "bytearray", 1) => match p.get(args[0])? {
                 Node::Bytes(b) => Some(Builtin::Bytes(b.clone())),
+                Node::Reduce { callable, args } => match self.builtin_call(*callable, *args)? {
+                    Builtin::Bytes(b) => Some(Builtin::Bytes(b)),
+                    _ => None,
+                },
                 _ => None,
             },
+            (true, "bytearray", 2) => latin1(p, args[0], args[1]).map(Builtin::Bytes),
             (true, "bytes", 0) => Some(Builtin::Bytes(Vec::new())),
             (false, "encode", 2) if module == "_codecs" => {
-                let s = p.str_of(args[0])?;
-                if p.str_of(args[1])? != "latin1" {
-                    return None;
-                }
-                s.chars()
-                    .map(|c| u8::try_from(u32::from(c)).ok())
-                    .collect::<Option<Vec<u8>>>()
-                    .map(Builtin::Bytes)
+                latin1(p, args[0], args[1]).map(Builtin::Bytes)
             }
             _ => None,
         }
     }
+}
+
+/// The bytes of `str.encode('latin1')`, for a `Str` node and an encoding node naming Latin-1.
+fn latin1(p: &Pickle, s: NodeId, encoding: NodeId) -> Option<Vec<u8>> {
+    let s = p.str_of(s)?;
+    if !matches!(p.str_of(encoding)?, "latin1" | "latin-1") {
+        return None;
+    }
+    s.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect()
 }
 
 enum Builtin {

@@ -134,7 +134,6 @@ pub struct Pickle {
     pub root: NodeId,
 }
 
-
 impl Pickle {
     /// An empty arena (root 0 until one is set); add nodes with [`Pickle::add`].
     pub fn new() -> Self {
