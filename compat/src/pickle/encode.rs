@@ -29,7 +29,7 @@ pub fn encode_with(p: &Pickle, root: NodeId, limits: &Limits) -> Result<Vec<u8>,
         entered: HashMap::new(),
         max_depth: limits.max_depth,
     };
-    e.node(root, 0)?;
+    e.run(root)?;
     e.out.push(STOP);
     Ok(e.out)
 }
@@ -124,32 +124,10 @@ impl Encoder<'_> {
         self.out.extend(b);
     }
 
-    fn items(&mut self, items: &[NodeId], op: u8, depth: usize) -> R {
-        for chunk in items.chunks(1000) {
-            self.out.push(MARK);
-            for &c in chunk {
-                self.node(c, depth + 1)?;
-            }
-            self.out.push(op);
-        }
-        Ok(())
-    }
-
-    fn pairs(&mut self, pairs: &[(NodeId, NodeId)], depth: usize) -> R {
-        for chunk in pairs.chunks(1000) {
-            self.out.push(MARK);
-            for &(k, v) in chunk {
-                self.node(k, depth + 1)?;
-                self.node(v, depth + 1)?;
-            }
-            self.out.push(SETITEMS);
-        }
-        Ok(())
-    }
-
-    /// After emitting the parts of an immutable node (tuple, call...) that `n` stack items hold:
-    /// if the node was stored meanwhile (a cycle came back to it through a mutable object),
-    /// drop the parts and fetch the stored object, as CPython does. Returns whether it was.
+    /// After the parts of an immutable node (tuple, call...) are on the stack (`n` items, or
+    /// everything above a MARK): if the node was stored meanwhile (a cycle came back to it
+    /// through a mutable object and emitted it whole), drop the parts and fetch the stored
+    /// object, as CPython does. Returns whether it was.
     fn stored_meanwhile(&mut self, id: NodeId, n: usize, marked: bool) -> bool {
         let Some(&i) = self.memo.get(&id) else {
             return false;
@@ -163,7 +141,46 @@ impl Encoder<'_> {
         true
     }
 
-    fn node(&mut self, id: NodeId, depth: usize) -> R {
+    /// Runs the emission of `root` with an explicit work stack (no recursion, so no depth can
+    /// overflow the thread's stack; `max_depth` still bounds the nesting).
+    fn run(&mut self, root: NodeId) -> R {
+        let mut work = vec![Task::Visit(root, 0)];
+        while let Some(task) = work.pop() {
+            match task {
+                Task::Visit(id, depth) => self.visit(id, depth, &mut work)?,
+                Task::Op(op) => self.out.push(op),
+                Task::Finish { id, n, op } => {
+                    if !self.stored_meanwhile(id, n, false) {
+                        self.out.push(op);
+                        self.put_if_shared(id);
+                    }
+                    self.leave(id);
+                }
+                Task::FinishMarked { id, op } => {
+                    if !self.stored_meanwhile(id, 0, true) {
+                        self.out.push(op);
+                        self.put_if_shared(id);
+                    }
+                    self.leave(id);
+                }
+                Task::PostOps { chain, base, depth } => {
+                    self.post_ops(chain, base, depth, &mut work)?
+                }
+                Task::Leave(id) => self.leave(id),
+            }
+        }
+        Ok(())
+    }
+
+    fn leave(&mut self, id: NodeId) {
+        if let Some(e) = self.entered.get_mut(&id) {
+            *e -= 1;
+        }
+    }
+
+    /// Starts emitting `id`: a GET if it is stored, the whole of a scalar, or the opening of a
+    /// container with the rest pushed onto `work` (in reverse, since it is a stack).
+    fn visit(&mut self, id: NodeId, depth: usize, work: &mut Vec<Task>) -> R {
         if let Some(&i) = self.memo.get(&id) {
             self.get(i);
             return Ok(());
@@ -171,21 +188,122 @@ impl Encoder<'_> {
         if depth > self.max_depth {
             return Err(PickleError::TooDeep { node: id.0 });
         }
+        let in_progress = self.entered.get(&id).copied().unwrap_or(0) > 0;
+        if let Some((chain, base)) = self.post_op_chain(id)? {
+            // A reference to an object whose post-operations are still being emitted (a cycle
+            // through its state or items) is a reference to the object itself: GET it.
+            if in_progress {
+                if let Some(&i) = self.memo.get(&base) {
+                    self.get(i);
+                    return Ok(());
+                }
+            }
+            self.enter(id)?;
+            work.push(Task::PostOps { chain, base, depth });
+            work.push(Task::Visit(base, depth + 1));
+            return Ok(());
+        }
+        self.enter(id)?;
+        let mut next = Vec::new();
+        let done = self.emit(id, depth, &mut next)?;
+        if done {
+            self.leave(id);
+        }
+        work.extend(next.into_iter().rev());
+        Ok(())
+    }
+
+    fn enter(&mut self, id: NodeId) -> R {
         let entered = self.entered.entry(id).or_insert(0);
         if *entered >= 2 {
             return Err(PickleError::UnencodableCycle { node: id.0 });
         }
         *entered += 1;
-        let r = self.emit(id, depth);
-        if let Some(e) = self.entered.get_mut(&id) {
-            *e -= 1;
-        }
-        r
+        Ok(())
     }
 
-    fn emit(&mut self, id: NodeId, depth: usize) -> R {
+    /// For a post-operation node (BUILD, APPENDS...): the chain of post-operation nodes from
+    /// `id` down through their `obj`s, outermost first, and the object they all apply to. They
+    /// are all one Python object, at different moments.
+    fn post_op_chain(&self, id: NodeId) -> Result<Option<(Vec<NodeId>, NodeId)>, PickleError> {
+        let mut chain = Vec::new();
+        let mut cur = id;
+        loop {
+            let node = self
+                .p
+                .get(cur)
+                .ok_or(PickleError::InvalidNode { node: cur.0 })?;
+            match node {
+                Node::Build { obj, .. }
+                | Node::Appends { obj, .. }
+                | Node::AddItems { obj, .. }
+                | Node::SetItems { obj, .. } => {
+                    if chain.len() > self.p.nodes.len() {
+                        return Err(PickleError::UnencodableCycle { node: id.0 });
+                    }
+                    chain.push(cur);
+                    cur = *obj;
+                }
+                _ => break,
+            }
+        }
+        Ok((!chain.is_empty()).then_some((chain, cur)))
+    }
+
+    /// `base` is on the stack: give the chain `base`'s memo slot and apply the operations,
+    /// innermost (earliest) first. Nothing to do if a cycle through `base` emitted it all.
+    fn post_ops(
+        &mut self,
+        chain: Vec<NodeId>,
+        base: NodeId,
+        depth: usize,
+        work: &mut Vec<Task>,
+    ) -> R {
+        let outer = chain[0];
+        if self.memo.contains_key(&outer) {
+            self.leave(outer);
+            return Ok(());
+        }
+        let i = match self.memo.get(&base) {
+            Some(&i) => i,
+            None => {
+                self.put_mutable(base);
+                self.memo[&base]
+            }
+        };
+        for &c in &chain {
+            self.memo.insert(c, i);
+        }
+        let p = self.p;
+        let mut tasks = Vec::new();
+        for &c in chain.iter().rev() {
+            match p.get(c) {
+                Some(Node::Build { state, .. }) => {
+                    tasks.push(Task::Visit(*state, depth + 1));
+                    tasks.push(Task::Op(BUILD));
+                }
+                Some(Node::Appends { items, .. }) => batches(&mut tasks, items, depth, APPENDS),
+                Some(Node::AddItems { items, .. }) => batches(&mut tasks, items, depth, ADDITEMS),
+                Some(Node::SetItems { pairs, .. }) => pair_batches(&mut tasks, pairs, depth),
+                _ => return Err(PickleError::InvalidNode { node: c.0 }),
+            }
+        }
+        tasks.push(Task::Leave(outer));
+        work.extend(tasks.into_iter().rev());
+        Ok(())
+    }
+
+    /// Emits what `id` starts with and pushes the rest onto `next`, in order. Returns true
+    /// when the node is complete (a scalar), false when tasks in `next` finish it.
+    fn emit(
+        &mut self,
+        id: NodeId,
+        depth: usize,
+        next: &mut Vec<Task>,
+    ) -> Result<bool, PickleError> {
         let p = self.p;
         let node = p.get(id).ok_or(PickleError::InvalidNode { node: id.0 })?;
+        let d = depth + 1;
         match node {
             Node::None => self.out.push(NONE),
             Node::Bool(b) => self.out.push(if *b { NEWTRUE } else { NEWFALSE }),
@@ -227,112 +345,85 @@ impl Encoder<'_> {
                     self.out.extend(c.to_le_bytes());
                 }
             }
-            Node::Tuple(items) => {
-                if items.is_empty() {
-                    self.out.push(EMPTY_TUPLE);
-                } else if items.len() <= 3 {
-                    for &c in items {
-                        self.node(c, depth + 1)?;
-                    }
-                    if self.stored_meanwhile(id, items.len(), false) {
-                        return Ok(());
-                    }
-                    self.out.push(TUPLE1 + items.len() as u8 - 1);
-                } else {
-                    self.out.push(MARK);
-                    for &c in items {
-                        self.node(c, depth + 1)?;
-                    }
-                    if self.stored_meanwhile(id, 0, true) {
-                        return Ok(());
-                    }
-                    self.out.push(TUPLE);
-                }
+            Node::Tuple(items) if items.is_empty() => self.out.push(EMPTY_TUPLE),
+            Node::Tuple(items) if items.len() <= 3 => {
+                next.extend(items.iter().map(|&c| Task::Visit(c, d)));
+                let op = TUPLE1 + items.len() as u8 - 1;
+                next.push(Task::Finish {
+                    id,
+                    n: items.len(),
+                    op,
+                });
+                return Ok(false);
             }
-            Node::FrozenSet(items) => {
+            Node::Tuple(items) | Node::FrozenSet(items) => {
                 self.out.push(MARK);
-                for &c in items {
-                    self.node(c, depth + 1)?;
-                }
-                if self.stored_meanwhile(id, 0, true) {
-                    return Ok(());
-                }
-                self.out.push(FROZENSET);
+                next.extend(items.iter().map(|&c| Task::Visit(c, d)));
+                let op = if matches!(node, Node::Tuple(_)) {
+                    TUPLE
+                } else {
+                    FROZENSET
+                };
+                next.push(Task::FinishMarked { id, op });
+                return Ok(false);
             }
-            Node::List(items) => {
-                self.out.push(EMPTY_LIST);
+            Node::List(items) | Node::Set(items) => {
+                let (empty, op) = match node {
+                    Node::List(_) => (EMPTY_LIST, APPENDS),
+                    _ => (EMPTY_SET, ADDITEMS),
+                };
+                self.out.push(empty);
                 self.put_mutable(id);
-                self.items(items, APPENDS, depth)?;
-                return Ok(());
-            }
-            Node::Set(items) => {
-                self.out.push(EMPTY_SET);
-                self.put_mutable(id);
-                self.items(items, ADDITEMS, depth)?;
-                return Ok(());
+                batches(next, items, depth, op);
+                next.push(Task::Leave(id));
+                return Ok(false);
             }
             Node::Dict(pairs) => {
                 self.out.push(EMPTY_DICT);
                 self.put_mutable(id);
-                self.pairs(pairs, depth)?;
-                return Ok(());
+                pair_batches(next, pairs, depth);
+                next.push(Task::Leave(id));
+                return Ok(false);
             }
             Node::Reduce { callable, args } => {
-                self.node(*callable, depth + 1)?;
-                self.node(*args, depth + 1)?;
-                if self.stored_meanwhile(id, 2, false) {
-                    return Ok(());
-                }
-                self.out.push(REDUCE);
+                next.push(Task::Visit(*callable, d));
+                next.push(Task::Visit(*args, d));
+                next.push(Task::Finish {
+                    id,
+                    n: 2,
+                    op: REDUCE,
+                });
+                return Ok(false);
             }
             Node::NewObj { cls, args, kwargs } => {
-                self.node(*cls, depth + 1)?;
-                self.node(*args, depth + 1)?;
+                next.push(Task::Visit(*cls, d));
+                next.push(Task::Visit(*args, d));
                 if let Some(k) = kwargs {
-                    self.node(*k, depth + 1)?;
+                    next.push(Task::Visit(*k, d));
                 }
-                let n = 2 + usize::from(kwargs.is_some());
-                if self.stored_meanwhile(id, n, false) {
-                    return Ok(());
-                }
-                self.out
-                    .push(if kwargs.is_some() { NEWOBJ_EX } else { NEWOBJ });
+                let (n, op) = match kwargs {
+                    Some(_) => (3, NEWOBJ_EX),
+                    None => (2, NEWOBJ),
+                };
+                next.push(Task::Finish { id, n, op });
+                return Ok(false);
             }
             Node::PersistentId(pid) => {
-                self.node(*pid, depth + 1)?;
-                if self.stored_meanwhile(id, 1, false) {
-                    return Ok(());
-                }
-                self.out.push(BINPERSID);
+                next.push(Task::Visit(*pid, d));
+                next.push(Task::Finish {
+                    id,
+                    n: 1,
+                    op: BINPERSID,
+                });
+                return Ok(false);
             }
-            Node::Build { obj, state } => {
-                if !self.post_op_prefix(id, *obj, depth)? {
-                    self.node(*state, depth + 1)?;
-                    self.out.push(BUILD);
-                }
-                return Ok(());
-            }
-            Node::Appends { obj, items } => {
-                if !self.post_op_prefix(id, *obj, depth)? {
-                    self.items(items, APPENDS, depth)?;
-                }
-                return Ok(());
-            }
-            Node::AddItems { obj, items } => {
-                if !self.post_op_prefix(id, *obj, depth)? {
-                    self.items(items, ADDITEMS, depth)?;
-                }
-                return Ok(());
-            }
-            Node::SetItems { obj, pairs } => {
-                if !self.post_op_prefix(id, *obj, depth)? {
-                    self.pairs(pairs, depth)?;
-                }
-                return Ok(());
-            }
+            Node::Build { .. }
+            | Node::Appends { .. }
+            | Node::AddItems { .. }
+            | Node::SetItems { .. } => return Err(PickleError::InvalidNode { node: id.0 }),
         }
         self.put_if_shared(id);
-        Ok(())
+        Ok(true)
     }
 
     fn put_if_shared(&mut self, id: NodeId) {
@@ -347,28 +438,45 @@ impl Encoder<'_> {
     fn put_mutable(&mut self, id: NodeId) {
         self.put(id);
     }
+}
 
-    /// Emits the object a post-operation node (BUILD, APPENDS...) applies to, and makes the
-    /// node share its memo slot: the operation mutates that very object. Returns true when the
-    /// node was completely emitted meanwhile (a cycle through `obj`), so nothing is left to do.
-    fn post_op_prefix(
-        &mut self,
-        id: NodeId,
-        obj: NodeId,
+/// One step of the encoder's work stack.
+enum Task {
+    /// Emit this node (at this nesting depth).
+    Visit(NodeId, usize),
+    /// Emit this opcode.
+    Op(u8),
+    /// The `n` parts of an immutable node are on the stack: close it with `op`.
+    Finish { id: NodeId, n: usize, op: u8 },
+    /// The parts of an immutable node are on the stack above a MARK: close it with `op`.
+    FinishMarked { id: NodeId, op: u8 },
+    /// The object of a chain of post-operation nodes is on the stack: apply them.
+    PostOps {
+        chain: Vec<NodeId>,
+        base: NodeId,
         depth: usize,
-    ) -> Result<bool, PickleError> {
-        self.node(obj, depth + 1)?;
-        if self.memo.contains_key(&id) {
-            return Ok(true);
+    },
+    /// The node's emission is over.
+    Leave(NodeId),
+}
+
+/// `MARK items... op` in batches of 1000, as CPython writes them.
+fn batches(out: &mut Vec<Task>, items: &[NodeId], depth: usize, op: u8) {
+    for chunk in items.chunks(1000) {
+        out.push(Task::Op(MARK));
+        out.extend(chunk.iter().map(|&c| Task::Visit(c, depth + 1)));
+        out.push(Task::Op(op));
+    }
+}
+
+/// `MARK key value... SETITEMS` in batches of 1000.
+fn pair_batches(out: &mut Vec<Task>, pairs: &[(NodeId, NodeId)], depth: usize) {
+    for chunk in pairs.chunks(1000) {
+        out.push(Task::Op(MARK));
+        for &(k, v) in chunk {
+            out.push(Task::Visit(k, depth + 1));
+            out.push(Task::Visit(v, depth + 1));
         }
-        let i = match self.memo.get(&obj) {
-            Some(&i) => i,
-            None => {
-                self.put_mutable(obj);
-                self.memo[&obj]
-            }
-        };
-        self.memo.insert(id, i);
-        Ok(false)
+        out.push(Task::Op(SETITEMS));
     }
 }

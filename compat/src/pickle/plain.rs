@@ -2,7 +2,7 @@
 //! messages that hold only data. serde_pickle loses globals and shared references, so these
 //! conversions refuse (or, on request, blank out) anything opaque.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use num_bigint::BigInt;
 use serde_pickle::{HashableValue, Value};
@@ -42,7 +42,7 @@ pub fn to_value_with(
         budget: limits.max_nodes,
         path: HashSet::new(),
     };
-    c.value(id, 0)
+    c.run(id)
 }
 
 struct ToValue<'a> {
@@ -53,55 +53,92 @@ struct ToValue<'a> {
     path: HashSet<NodeId>,
 }
 
+/// A step of the conversion's work stack (no recursion, so no depth overflows the stack).
+enum Step {
+    Visit(NodeId, usize),
+    /// The last `n` converted values (pairs for a dict) make this node.
+    Make(NodeId, Kind, usize),
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Tuple,
+    List,
+    Set,
+    FrozenSet,
+    Dict,
+}
+
 impl ToValue<'_> {
-    fn value(&mut self, id: NodeId, depth: usize) -> Result<Value, PickleError> {
-        if depth > self.limits.max_depth || self.budget == 0 {
-            return Err(PickleError::TooDeep { node: id.0 });
+    fn run(&mut self, root: NodeId) -> Result<Value, PickleError> {
+        let mut work = vec![Step::Visit(root, 0)];
+        let mut values: Vec<Value> = Vec::new();
+        while let Some(step) = work.pop() {
+            match step {
+                Step::Visit(id, depth) => self.visit(id, depth, &mut work, &mut values)?,
+                Step::Make(id, kind, n) => {
+                    let len = if matches!(kind, Kind::Dict) { 2 * n } else { n };
+                    let items = values.split_off(values.len() - len);
+                    let v = match kind {
+                        Kind::Tuple => Value::Tuple(items),
+                        Kind::List => Value::List(items),
+                        Kind::Set => Value::Set(hashables(id, items)?.into_iter().collect()),
+                        Kind::FrozenSet => {
+                            Value::FrozenSet(hashables(id, items)?.into_iter().collect())
+                        }
+                        Kind::Dict => {
+                            let mut m = BTreeMap::new();
+                            let mut it = items.into_iter();
+                            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                                m.insert(hashable(id, k)?, v);
+                            }
+                            Value::Dict(m)
+                        }
+                    };
+                    values.push(v);
+                    self.path.remove(&id);
+                }
+            }
         }
-        self.budget -= 1;
-        if !self.path.insert(id) {
-            return Err(PickleError::NotPlainData {
-                node: id.0,
-                what: "cycle",
-            });
-        }
-        let r = self.convert(id, depth);
-        self.path.remove(&id);
-        r
+        values
+            .pop()
+            .ok_or(PickleError::InvalidNode { node: root.0 })
     }
 
-    fn many(&mut self, items: &[NodeId], depth: usize) -> Result<Vec<Value>, PickleError> {
-        items.iter().map(|&c| self.value(c, depth + 1)).collect()
-    }
-
-    fn hashable(&mut self, id: NodeId, depth: usize) -> Result<HashableValue, PickleError> {
-        self.value(id, depth + 1)?
-            .into_hashable()
-            .map_err(|_| PickleError::NotPlainData {
-                node: id.0,
-                what: "unhashable dict key or set item",
-            })
-    }
-
-    fn set(
-        &mut self,
-        items: &[NodeId],
-        depth: usize,
-    ) -> Result<BTreeSet<HashableValue>, PickleError> {
-        items.iter().map(|&c| self.hashable(c, depth)).collect()
-    }
-
-    fn opaque(&self, id: NodeId, what: &'static str) -> Result<Value, PickleError> {
-        match self.opaque {
+    fn opaque(opaque: Opaque, id: NodeId, what: &'static str) -> Result<Value, PickleError> {
+        match opaque {
             Opaque::Error => Err(PickleError::NotPlainData { node: id.0, what }),
             Opaque::AsNone => Ok(Value::None),
         }
     }
 
-    fn convert(&mut self, id: NodeId, depth: usize) -> Result<Value, PickleError> {
+    fn visit(
+        &mut self,
+        id: NodeId,
+        depth: usize,
+        work: &mut Vec<Step>,
+        values: &mut Vec<Value>,
+    ) -> Result<(), PickleError> {
+        if depth > self.limits.max_depth || self.budget == 0 {
+            return Err(PickleError::TooDeep { node: id.0 });
+        }
+        self.budget -= 1;
+        if self.path.contains(&id) {
+            return Err(PickleError::NotPlainData {
+                node: id.0,
+                what: "cycle",
+            });
+        }
         let p = self.p;
+        let opaque = self.opaque;
         let node = p.get(id).ok_or(PickleError::InvalidNode { node: id.0 })?;
-        Ok(match node {
+        let mut container = |kind: Kind, items: Vec<NodeId>, n: usize| {
+            self.path.insert(id);
+            work.push(Step::Make(id, kind, n));
+            work.extend(items.into_iter().rev().map(|c| Step::Visit(c, depth + 1)));
+            Ok(())
+        };
+        let v = match node {
             Node::None => Value::None,
             Node::Bool(b) => Value::Bool(*b),
             Node::Int(i) => Value::I64(*i),
@@ -109,68 +146,70 @@ impl ToValue<'_> {
             Node::Float(f) => Value::F64(*f),
             Node::Str(s) => Value::String(s.clone()),
             Node::Bytes(b) | Node::ByteArray(b) => Value::Bytes(b.clone()),
-            Node::Tuple(v) => Value::Tuple(self.many(v, depth)?),
-            Node::List(v) => Value::List(self.many(v, depth)?),
-            Node::Set(v) => Value::Set(self.set(v, depth)?),
-            Node::FrozenSet(v) => Value::FrozenSet(self.set(v, depth)?),
+            Node::Tuple(v) => return container(Kind::Tuple, v.clone(), v.len()),
+            Node::List(v) => return container(Kind::List, v.clone(), v.len()),
+            Node::Set(v) => return container(Kind::Set, v.clone(), v.len()),
+            Node::FrozenSet(v) => return container(Kind::FrozenSet, v.clone(), v.len()),
             Node::Dict(pairs) => {
-                let mut m = BTreeMap::new();
-                for &(k, v) in pairs {
-                    let k = self.hashable(k, depth)?;
-                    let v = self.value(v, depth + 1)?;
-                    m.insert(k, v);
+                let flat = pairs.iter().flat_map(|&(k, v)| [k, v]).collect();
+                return container(Kind::Dict, flat, pairs.len());
+            }
+            Node::Reduce { callable, args } => match builtin_call(p, *callable, *args) {
+                Some(Builtin::Set(items)) => {
+                    let n = items.len();
+                    return container(Kind::Set, items, n);
                 }
-                Value::Dict(m)
-            }
-            Node::Reduce { callable, args } => match self.builtin_call(*callable, *args) {
-                Some(Builtin::Set(items)) => Value::Set(self.set(&items, depth)?),
-                Some(Builtin::FrozenSet(items)) => Value::FrozenSet(self.set(&items, depth)?),
+                Some(Builtin::FrozenSet(items)) => {
+                    let n = items.len();
+                    return container(Kind::FrozenSet, items, n);
+                }
                 Some(Builtin::Bytes(b)) => Value::Bytes(b),
-                None => return self.opaque(id, "a call"),
+                None => Self::opaque(opaque, id, "a call")?,
             },
-            Node::Global { .. } => return self.opaque(id, "a global"),
-            Node::NewObj { .. } => return self.opaque(id, "an object construction"),
-            Node::Build { .. } => return self.opaque(id, "an object with state"),
+            Node::Global { .. } => Self::opaque(opaque, id, "a global")?,
+            Node::NewObj { .. } => Self::opaque(opaque, id, "an object construction")?,
+            Node::Build { .. } => Self::opaque(opaque, id, "an object with state")?,
             Node::Appends { .. } | Node::SetItems { .. } | Node::AddItems { .. } => {
-                return self.opaque(id, "a container subclass")
+                Self::opaque(opaque, id, "a container subclass")?
             }
-            Node::PersistentId(_) => return self.opaque(id, "a persistent id"),
-            Node::Ext(_) => return self.opaque(id, "an extension code"),
-        })
+            Node::PersistentId(_) => Self::opaque(opaque, id, "a persistent id")?,
+            Node::Ext(_) => Self::opaque(opaque, id, "an extension code")?,
+        };
+        values.push(v);
+        Ok(())
     }
+}
 
-    /// `set(list)`, `frozenset(list)`, `bytearray(bytes)`, `_codecs.encode(str, 'latin1')`.
-    fn builtin_call(&self, callable: NodeId, args: NodeId) -> Option<Builtin> {
-        let p = self.p;
-        let Node::Global { module, name } = p.get(callable)? else {
-            return None;
-        };
-        let args = p.tuple_of(args)?;
-        let builtins = module == "builtins" || module == "__builtin__";
-        let list = |i: usize| match p.get(*args.get(i)?)? {
-            Node::List(v) => Some(v.clone()),
-            _ => None,
-        };
-        match (builtins, name.as_str(), args.len()) {
-            (true, "set", 1) => list(0).map(Builtin::Set),
-            (true, "set", 0) => Some(Builtin::Set(Vec::new())),
-            (true, "frozenset", 1) => list(0).map(Builtin::FrozenSet),
-            (true, "frozenset", 0) => Some(Builtin::FrozenSet(Vec::new())),
-            (true, "bytearray", 1) => match p.get(args[0])? {
-                Node::Bytes(b) => Some(Builtin::Bytes(b.clone())),
-                Node::Reduce { callable, args } => match self.builtin_call(*callable, *args)? {
-                    Builtin::Bytes(b) => Some(Builtin::Bytes(b)),
-                    _ => None,
-                },
+/// `set(list)`, `frozenset(list)`, `bytearray(bytes)`, `_codecs.encode(str, 'latin1')`.
+fn builtin_call(p: &Pickle, callable: NodeId, args: NodeId) -> Option<Builtin> {
+    let Node::Global { module, name } = p.get(callable)? else {
+        return None;
+    };
+    let args = p.tuple_of(args)?;
+    let builtins = module == "builtins" || module == "__builtin__";
+    let list = |i: usize| match p.get(*args.get(i)?)? {
+        Node::List(v) => Some(v.clone()),
+        _ => None,
+    };
+    match (builtins, name.as_str(), args.len()) {
+        (true, "set", 1) => list(0).map(Builtin::Set),
+        (true, "set", 0) => Some(Builtin::Set(Vec::new())),
+        (true, "frozenset", 1) => list(0).map(Builtin::FrozenSet),
+        (true, "frozenset", 0) => Some(Builtin::FrozenSet(Vec::new())),
+        (true, "bytearray", 1) => match p.get(args[0])? {
+            Node::Bytes(b) => Some(Builtin::Bytes(b.clone())),
+            Node::Reduce { callable, args } => match builtin_call(p, *callable, *args)? {
+                Builtin::Bytes(b) => Some(Builtin::Bytes(b)),
                 _ => None,
             },
-            (true, "bytearray", 2) => latin1(p, args[0], args[1]).map(Builtin::Bytes),
-            (true, "bytes", 0) => Some(Builtin::Bytes(Vec::new())),
-            (false, "encode", 2) if module == "_codecs" => {
-                latin1(p, args[0], args[1]).map(Builtin::Bytes)
-            }
             _ => None,
+        },
+        (true, "bytearray", 2) => latin1(p, args[0], args[1]).map(Builtin::Bytes),
+        (true, "bytes", 0) => Some(Builtin::Bytes(Vec::new())),
+        (false, "encode", 2) if module == "_codecs" => {
+            latin1(p, args[0], args[1]).map(Builtin::Bytes)
         }
+        _ => None,
     }
 }
 
@@ -181,6 +220,17 @@ fn latin1(p: &Pickle, s: NodeId, encoding: NodeId) -> Option<Vec<u8>> {
         return None;
     }
     s.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect()
+}
+
+fn hashable(id: NodeId, v: Value) -> Result<HashableValue, PickleError> {
+    v.into_hashable().map_err(|_| PickleError::NotPlainData {
+        node: id.0,
+        what: "unhashable dict key or set item",
+    })
+}
+
+fn hashables(id: NodeId, items: Vec<Value>) -> Result<Vec<HashableValue>, PickleError> {
+    items.into_iter().map(|v| hashable(id, v)).collect()
 }
 
 enum Builtin {
