@@ -26,6 +26,7 @@ pub fn encode_with(p: &Pickle, root: NodeId, limits: &Limits) -> Result<Vec<u8>,
         out: vec![PROTO, PROTOCOL],
         refs,
         memo: HashMap::new(),
+        next_index: 0,
         entered: HashMap::new(),
         max_depth: limits.max_depth,
     };
@@ -53,8 +54,10 @@ struct Encoder<'a> {
     p: &'a Pickle,
     out: Vec<u8>,
     refs: HashMap<NodeId, u32>,
-    /// Memo index of each node stored so far.
+    /// Memo index of each node stored so far (the nodes of a post-operation chain share one).
     memo: HashMap<NodeId, u32>,
+    /// The next unused memo index.
+    next_index: u32,
     /// How many emissions of each node are under way (a tuple on a cycle is entered twice).
     entered: HashMap<NodeId, u32>,
     max_depth: usize,
@@ -68,7 +71,8 @@ impl Encoder<'_> {
     }
 
     fn put(&mut self, id: NodeId) {
-        let i = self.memo.len() as u32;
+        let i = self.next_index;
+        self.next_index += 1;
         self.put_as(id, i);
     }
 
