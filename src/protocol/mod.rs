@@ -6,6 +6,7 @@
 //! own, encoded by `codec::encode_value`, so large bytes are never copied into msgpack.
 
 pub mod codec;
+mod ids;
 
 use std::fmt;
 
@@ -15,9 +16,7 @@ use crate::collection::Collection;
 use crate::graph::{Expr, GraphError, Key};
 
 pub use codec::{DecodeError, Frame};
-
-/// A ZeroMQ routing identity: how a ROUTER socket names the peer a message came from.
-pub type FrameIdentity = Vec<u8>;
+pub use ids::{ConnectionId, RequestId, WorkerAddress, WorkerName, WorkerSelector};
 
 /// Checked at registration (workers) and at hello (clients).
 pub const PROTOCOL_VERSION: u8 = 2;

@@ -15,7 +15,7 @@ use super::executor::{Job, JobResult};
 use crate::graph::{Expr, Key};
 use crate::protocol::codec::{decode_plain, decode_value_owned, encode_value};
 use crate::protocol::{
-    Frame, FrameIdentity, FromWorker, PeerReply, PeerRequest, TaskError, TaskErrorKind,
+    ConnectionId, Frame, FromWorker, PeerReply, PeerRequest, TaskError, TaskErrorKind,
 };
 
 /// Where the worker's messages go. Sending never blocks and never fails the caller: a message
@@ -26,7 +26,7 @@ pub trait Transport {
     /// A request to the peer listening at `address` (a DEALER to that peer's ROUTER).
     fn to_peer(&mut self, address: &str, msg: &PeerRequest);
     /// A reply to the peer connected to this worker's ROUTER as `peer`.
-    fn reply_to_peer(&mut self, peer: &FrameIdentity, msg: &PeerReply, frames: Vec<Frame>);
+    fn reply_to_peer(&mut self, peer: &ConnectionId, msg: &PeerReply, frames: Vec<Frame>);
 }
 
 /// Runs jobs somewhere else (a thread pool, a virtual one); each result comes back through
@@ -312,7 +312,7 @@ mod tests {
         fn to_peer(&mut self, address: &str, msg: &PeerRequest) {
             panic!("unexpected fetch from {address}: {msg:?}");
         }
-        fn reply_to_peer(&mut self, _: &FrameIdentity, msg: &PeerReply, _: Vec<Frame>) {
+        fn reply_to_peer(&mut self, _: &ConnectionId, msg: &PeerReply, _: Vec<Frame>) {
             panic!("unexpected peer reply {msg:?}");
         }
     }

@@ -20,7 +20,7 @@ use super::runtime::{Transport, WorkerRuntime};
 use crate::net::{self, Clock, Endpoint, Waker};
 use crate::protocol::codec::{encode, split};
 use crate::protocol::{
-    Frame, FrameIdentity, FromWorker, PeerReply, PeerRequest, ToWorker, WorkerRegistration,
+    ConnectionId, Frame, FromWorker, PeerReply, PeerRequest, ToWorker, WorkerRegistration,
     PROTOCOL_VERSION,
 };
 
@@ -359,8 +359,8 @@ impl Transport for ZmqTransport {
         }
     }
 
-    fn reply_to_peer(&mut self, peer: &FrameIdentity, msg: &PeerReply, frames: Vec<Frame>) {
-        if let Err(e) = net::send(&self.peers, Some(peer), encode(msg), frames) {
+    fn reply_to_peer(&mut self, peer: &ConnectionId, msg: &PeerReply, frames: Vec<Frame>) {
+        if let Err(e) = net::send(&self.peers, Some(peer.as_bytes()), encode(msg), frames) {
             debug!("could not answer a peer: {e}");
         }
     }
@@ -479,7 +479,7 @@ impl WorkerIo {
             warn!("dropping a peer message with no identity or body");
             return;
         }
-        let peer = frames.remove(0);
+        let peer = ConnectionId::from(frames.remove(0));
         match split::<PeerRequest>(frames, |_| 0) {
             Ok((msg, _)) => self
                 .runtime

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use zask::collection::Collection;
 use zask::protocol::codec::{encode, encode_value};
-use zask::protocol::{Frame, FromClient, RequestError, ToClient, PROTOCOL_VERSION};
+use zask::protocol::{ConnectionId, Frame, FromClient, RequestError, ToClient, PROTOCOL_VERSION};
 use zask::Value;
 
 use crate::answers::values_in_order;
@@ -22,7 +22,7 @@ pub(crate) enum ClientLife {
 }
 
 pub(crate) struct ModelClient {
-    pub(crate) identity: Vec<u8>,
+    pub(crate) identity: ConnectionId,
     pub(crate) life: ClientLife,
     pub(crate) next_request: u64,
     pub(crate) next_ping_ms: u64,
@@ -39,7 +39,7 @@ pub(crate) struct ModelClient {
 impl Model {
     pub(crate) fn add_client(&mut self) -> usize {
         let idx = self.clients.len();
-        let identity = format!("c{idx}").into_bytes();
+        let identity = ConnectionId::from(format!("c{idx}"));
         self.endpoints
             .insert(identity.clone(), Endpoint::Client(idx));
         self.clients.push(ModelClient {

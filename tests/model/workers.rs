@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, VecDeque};
 use zask::graph::{Expr, Key};
 use zask::protocol::codec::{decode_plain, decode_value, encode_value};
 use zask::protocol::{
-    ComputeTask, ErredTask, FinishedTask, Frame, FromWorker, TaskError, TaskErrorKind, ToWorker,
-    WorkerRegistration, PROTOCOL_VERSION,
+    ComputeTask, ConnectionId, ErredTask, FinishedTask, Frame, FromWorker, TaskError,
+    TaskErrorKind, ToWorker, WorkerRegistration, PROTOCOL_VERSION,
 };
 use zask::Value;
 
@@ -58,7 +58,7 @@ pub struct ModelWorker {
     /// Stable across nanny restarts: the nanny's identity is derived from it.
     pub slot: usize,
     pub incarnation: u32,
-    pub identity: Vec<u8>,
+    pub identity: ConnectionId,
     pub name: String,
     pub address: String,
     pub has_nanny: bool,
@@ -95,7 +95,7 @@ impl ModelWorker {
         ModelWorker {
             slot,
             incarnation,
-            identity: format!("w{slot}.{incarnation}").into_bytes(),
+            identity: ConnectionId::from(format!("w{slot}.{incarnation}")),
             address: format!("tcp://{name}:1"),
             name,
             has_nanny,
@@ -109,8 +109,8 @@ impl ModelWorker {
         }
     }
 
-    pub fn nanny_identity(slot: usize) -> Vec<u8> {
-        format!("nanny{slot}").into_bytes()
+    pub fn nanny_identity(slot: usize) -> ConnectionId {
+        ConnectionId::from(format!("nanny{slot}"))
     }
 
     /// Answers messages and runs tasks.

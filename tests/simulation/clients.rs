@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use zask::client::state::{ClientState, HELLO_REQUEST};
 use zask::graph::{Expr, Key};
 use zask::protocol::codec::{decode_value, encode, encode_value};
-use zask::protocol::{Frame, FromClient, RequestError, TaskErrorKind, ToClient, PROTOCOL_VERSION};
+use zask::protocol::{
+    ConnectionId, Frame, FromClient, RequestError, TaskErrorKind, ToClient, PROTOCOL_VERSION,
+};
 use zask::{ClientConfig, ClientError, GraphError, Value};
 
 use crate::network::{Chan, Ep};
@@ -63,7 +65,7 @@ pub(crate) struct Req {
 }
 
 pub(crate) struct SimClient {
-    pub(crate) identity: Vec<u8>,
+    pub(crate) identity: ConnectionId,
     pub(crate) script: VecDeque<Step>,
     pub(crate) sleep_until: Option<u64>,
     pub(crate) next_request: u64,
@@ -103,7 +105,7 @@ impl Sim {
             }
         }
         self.clients.push(SimClient {
-            identity: format!("c{c}").into_bytes(),
+            identity: ConnectionId::from(format!("c{c}")),
             script: script.into(),
             sleep_until: None,
             next_request: 1,

@@ -6,7 +6,7 @@
 use zask::graph::Key;
 use zask::protocol::codec::{encode, encode_value};
 use zask::protocol::{
-    Frame, FrameIdentity, FromWorker, PeerReply, PeerRequest, WorkerRegistration, PROTOCOL_VERSION,
+    ConnectionId, Frame, FromWorker, PeerReply, PeerRequest, WorkerRegistration, PROTOCOL_VERSION,
 };
 use zask::worker::core::{WorkerCore, WorkerCoreConfig, WorkerEvent};
 use zask::worker::executor::{evaluate_owned, Job, JobResult};
@@ -26,7 +26,7 @@ pub(crate) enum Sent {
         frames: Vec<Frame>,
     },
     ReplyToPeer {
-        peer: FrameIdentity,
+        peer: ConnectionId,
         frames: Vec<Frame>,
     },
 }
@@ -56,7 +56,7 @@ impl Transport for SimTransport {
         });
     }
 
-    fn reply_to_peer(&mut self, peer: &FrameIdentity, msg: &PeerReply, frames: Vec<Frame>) {
+    fn reply_to_peer(&mut self, peer: &ConnectionId, msg: &PeerReply, frames: Vec<Frame>) {
         self.sent.push(Sent::ReplyToPeer {
             peer: peer.clone(),
             frames: with_header(encode(msg), frames),
@@ -78,7 +78,7 @@ impl JobQueue for SimJobs {
 
 pub(crate) struct SimWorker {
     pub(crate) rt: WorkerRuntime<SimTransport, SimJobs>,
-    pub(crate) identity: Vec<u8>,
+    pub(crate) identity: ConnectionId,
     pub(crate) address: String,
     pub(crate) alive: bool,
     /// When dead: do messages it sent before dying still arrive?
@@ -110,7 +110,7 @@ impl SimWorker {
 impl Sim {
     pub(crate) fn add_worker(&mut self, nthreads: u32) -> usize {
         let n = self.workers.len();
-        let identity = format!("w{n}").into_bytes();
+        let identity = ConnectionId::from(format!("w{n}"));
         let address = format!("sim://w{n}");
         let config = WorkerCoreConfig {
             registration: WorkerRegistration {

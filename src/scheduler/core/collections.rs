@@ -10,7 +10,7 @@ use super::tasks::{TaskId, TaskState};
 use super::{JournalOp, SchedulerCore};
 use crate::collection::Collection;
 use crate::graph::{Expr, Key};
-use crate::protocol::{FrameIdentity, RequestError, ToClient};
+use crate::protocol::{ConnectionId, RequestError, ToClient};
 
 #[derive(Default)]
 pub(super) struct Collections {
@@ -44,7 +44,7 @@ impl Collections {
 impl SchedulerCore {
     pub(super) fn set_collection(
         &mut self,
-        client: &FrameIdentity,
+        client: &ConnectionId,
         request: u64,
         name: String,
         collection: Collection,
@@ -57,17 +57,17 @@ impl SchedulerCore {
         self.reply(client, ToClient::Done { request });
     }
 
-    pub(super) fn get_collection(&mut self, client: &FrameIdentity, request: u64, name: String) {
+    pub(super) fn get_collection(&mut self, client: &ConnectionId, request: u64, name: String) {
         let reply = found_or_missing(request, self.collections.stored.get(&name).cloned(), name);
         self.reply(client, reply);
     }
 
-    pub(super) fn list_collections(&mut self, client: &FrameIdentity, request: u64) {
+    pub(super) fn list_collections(&mut self, client: &ConnectionId, request: u64) {
         let names = self.collections.stored.keys().cloned().collect();
         self.reply(client, ToClient::Names { request, names });
     }
 
-    pub(super) fn delete_collection(&mut self, client: &FrameIdentity, request: u64, name: String) {
+    pub(super) fn delete_collection(&mut self, client: &ConnectionId, request: u64, name: String) {
         let reply = match self.collections.stored.remove(&name) {
             Some(_) => {
                 self.journal(JournalOp::DeleteCollection { name });
@@ -84,7 +84,7 @@ impl SchedulerCore {
     /// Computes `outputs` and keeps them on the workers; answers `Done` once they are in memory.
     pub(super) fn persist(
         &mut self,
-        client: FrameIdentity,
+        client: ConnectionId,
         request: u64,
         graph: Vec<(Key, Expr)>,
         outputs: Vec<Key>,
@@ -102,7 +102,7 @@ impl SchedulerCore {
 
     pub(super) fn publish(
         &mut self,
-        client: &FrameIdentity,
+        client: &ConnectionId,
         request: u64,
         name: String,
         collection: Collection,
@@ -139,13 +139,13 @@ impl SchedulerCore {
         self.reply(client, ToClient::Done { request });
     }
 
-    pub(super) fn get_dataset(&mut self, client: &FrameIdentity, request: u64, name: String) {
+    pub(super) fn get_dataset(&mut self, client: &ConnectionId, request: u64, name: String) {
         let found = self.collections.datasets.get(&name).map(|(c, _)| c.clone());
         let reply = found_or_missing(request, found, name);
         self.reply(client, reply);
     }
 
-    pub(super) fn unpublish(&mut self, client: &FrameIdentity, request: u64, name: String) {
+    pub(super) fn unpublish(&mut self, client: &ConnectionId, request: u64, name: String) {
         let reply = match self.collections.datasets.remove(&name) {
             Some((_, ids)) => {
                 self.release_dataset_tasks(ids);

@@ -36,7 +36,7 @@ use log::{debug, info};
 
 use crate::graph::Key;
 use crate::protocol::{
-    ClusterStatus, Frame, FrameIdentity, FromClient, FromWorker, ToClient, ToWorker,
+    ClusterStatus, ConnectionId, Frame, FromClient, FromWorker, ToClient, ToWorker,
 };
 
 pub use invariants::InvariantViolation;
@@ -119,12 +119,12 @@ impl Default for CoreConfig {
 #[derive(Debug)]
 pub enum Event {
     FromWorker {
-        identity: FrameIdentity,
+        identity: ConnectionId,
         msg: FromWorker,
         frames: Vec<Frame>,
     },
     FromClient {
-        identity: FrameIdentity,
+        identity: ConnectionId,
         msg: FromClient,
         frames: Vec<Frame>,
     },
@@ -136,12 +136,12 @@ pub enum Event {
 #[derive(Debug, PartialEq)]
 pub enum Command {
     ToWorker {
-        identity: FrameIdentity,
+        identity: ConnectionId,
         msg: ToWorker,
         frames: Vec<Frame>,
     },
     ToClient {
-        identity: FrameIdentity,
+        identity: ConnectionId,
         msg: ToClient,
         frames: Vec<Frame>,
     },
@@ -280,7 +280,7 @@ impl SchedulerCore {
         commands
     }
 
-    fn handle_worker(&mut self, identity: FrameIdentity, msg: FromWorker, frames: Vec<Frame>) {
+    fn handle_worker(&mut self, identity: ConnectionId, msg: FromWorker, frames: Vec<Frame>) {
         let id = self.workers.by_identity(&identity);
         if let Some(id) = id {
             self.workers.heard_from(id, self.now_ms);
@@ -306,7 +306,7 @@ impl SchedulerCore {
             (_, None) => {
                 debug!(
                     "message from unregistered worker {}: asking it to register",
-                    String::from_utf8_lossy(&identity)
+                    identity
                 );
                 self.outbox
                     .send_to_connection(identity, ToWorker::UnknownWorker);
@@ -357,7 +357,7 @@ impl SchedulerCore {
         }
     }
 
-    fn handle_client(&mut self, identity: FrameIdentity, msg: FromClient, frames: Vec<Frame>) {
+    fn handle_client(&mut self, identity: ConnectionId, msg: FromClient, frames: Vec<Frame>) {
         if !matches!(msg, FromClient::Goodbye) {
             self.clients.seen(&identity, self.now_ms);
         }
@@ -438,7 +438,7 @@ impl SchedulerCore {
         }
     }
 
-    fn reply(&mut self, identity: &FrameIdentity, msg: ToClient) {
+    fn reply(&mut self, identity: &ConnectionId, msg: ToClient) {
         self.outbox.reply(identity, msg);
     }
 

@@ -14,18 +14,18 @@ use super::{SchedulerCore, WorkerId};
 use crate::collection::Collection;
 use crate::graph::{Expr, Key};
 use crate::protocol::codec::{encode_plain, spec_hash, SCATTERED};
-use crate::protocol::{FinishedTask, FrameIdentity, HeldKey};
+use crate::protocol::{ConnectionId, FinishedTask, HeldKey};
 
 /// A change to the durable state.
 #[derive(Clone, Debug, PartialEq)]
 pub enum JournalOp {
     PutComputation {
-        client: FrameIdentity,
+        client: ConnectionId,
         request: u64,
         submission: Submission,
     },
     DeleteComputation {
-        client: FrameIdentity,
+        client: ConnectionId,
         request: u64,
     },
     /// Scattered data exists (it lives on workers; only its names are durable): the key a
@@ -63,7 +63,7 @@ pub struct Submission {
 /// The durable state read back after a restart.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Recovered {
-    pub computations: Vec<(FrameIdentity, u64, Submission)>,
+    pub computations: Vec<(ConnectionId, u64, Submission)>,
     /// (key, wire key, bytes) of each scattered value.
     pub scattered: Vec<(Key, Key, u64)>,
     pub collections: Vec<(String, Collection)>,
@@ -87,7 +87,7 @@ impl Recovery {
     /// The client's journaled requests not resubmitted yet.
     pub(super) fn requests_of<'a>(
         &'a self,
-        client: &'a FrameIdentity,
+        client: &'a ConnectionId,
     ) -> impl Iterator<Item = u64> + 'a {
         self.replay
             .iter()
@@ -100,7 +100,7 @@ impl Recovery {
 /// Journaled graphs waiting for the grace period to end.
 struct Replay {
     deadline_ms: u64,
-    computations: Vec<(FrameIdentity, u64, Submission)>,
+    computations: Vec<(ConnectionId, u64, Submission)>,
     /// Results workers reported before the graphs that define them were resubmitted.
     candidates: HashMap<Key, Vec<(WorkerId, u64, u64)>>,
 }
@@ -132,7 +132,7 @@ impl SchedulerCore {
     }
 
     /// A journaled request cancelled before it was resubmitted is dropped for good.
-    pub(super) fn cancel_replay(&mut self, client: &FrameIdentity, request: u64) {
+    pub(super) fn cancel_replay(&mut self, client: &ConnectionId, request: u64) {
         let Some(replay) = &mut self.recovery.replay else {
             return;
         };
@@ -190,7 +190,7 @@ impl SchedulerCore {
         for (client, request, submission) in replay.computations {
             info!(
                 "resuming request {request} of {} ({} keys)",
-                String::from_utf8_lossy(&client),
+                client,
                 submission.graph.len()
             );
             self.clients.ensure(&client, self.now_ms);

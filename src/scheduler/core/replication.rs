@@ -8,7 +8,7 @@ use rustc_hash::FxHashMap as HashMap;
 use super::tasks::{TaskId, TaskState};
 use super::{SchedulerCore, WorkerId};
 use crate::graph::Key;
-use crate::protocol::{FrameIdentity, RequestError, ToClient};
+use crate::protocol::{ConnectionId, RequestError, ToClient};
 
 #[derive(Default)]
 pub(super) struct Replication {
@@ -21,7 +21,7 @@ pub(super) struct Replication {
 /// A `replicate` request waiting for its copies. Its task ids may outlive their tasks (a value
 /// released meanwhile): an id that no longer exists means that value is moot.
 struct PendingReplication {
-    client: FrameIdentity,
+    client: ConnectionId,
     request: u64,
     tasks: Vec<TaskId>,
 }
@@ -61,7 +61,7 @@ impl Replication {
     /// The client's `replicate` requests not answered yet.
     pub(super) fn requests_of<'a>(
         &'a self,
-        client: &'a FrameIdentity,
+        client: &'a ConnectionId,
     ) -> impl Iterator<Item = u64> + 'a {
         self.requests
             .iter()
@@ -82,7 +82,7 @@ impl Replication {
     }
 
     /// Everything is dropped (a restart): the requests to fail.
-    pub(super) fn clear(&mut self) -> Vec<(FrameIdentity, u64)> {
+    pub(super) fn clear(&mut self) -> Vec<(ConnectionId, u64)> {
         self.copying.clear();
         std::mem::take(&mut self.requests)
             .into_iter()
@@ -104,7 +104,7 @@ impl SchedulerCore {
     /// there are workers).
     pub(super) fn replicate(
         &mut self,
-        client: FrameIdentity,
+        client: ConnectionId,
         request: u64,
         keys: Vec<Key>,
         replicas: u32,

@@ -22,12 +22,12 @@ struct Harness {
     inbox: Vec<Command>,
 }
 
-fn client_id(n: u32) -> FrameIdentity {
-    format!("client-{n}").into_bytes()
+fn client_id(n: u32) -> ConnectionId {
+    ConnectionId::from(format!("client-{n}"))
 }
 
-fn worker_id(n: u32) -> FrameIdentity {
-    format!("worker-{n}").into_bytes()
+fn worker_id(n: u32) -> ConnectionId {
+    ConnectionId::from(format!("worker-{n}"))
 }
 
 fn address(n: u32) -> String {
@@ -210,7 +210,7 @@ impl Harness {
     fn kill_worker(&mut self, n: u32) {
         self.now += self.core.config().heartbeat_timeout_ms + 1;
         // Every other worker stays alive.
-        let others: Vec<FrameIdentity> = self
+        let others: Vec<ConnectionId> = self
             .core
             .workers
             .iter()
@@ -1322,7 +1322,7 @@ fn death_reports_are_believed_only_from_the_workers_own_nanny() {
     h.take_worker_msgs(1);
     let died = |h: &mut Harness, from: &str| {
         h.step(Event::FromWorker {
-            identity: from.as_bytes().to_vec(),
+            identity: ConnectionId::from(from),
             msg: FromWorker::WorkerDied {
                 worker_address: address(1),
                 token: 77,
@@ -1335,7 +1335,7 @@ fn death_reports_are_believed_only_from_the_workers_own_nanny() {
     };
     assert_eq!(died(&mut h, "stranger"), 1, "not from a nanny");
     h.step(Event::FromWorker {
-        identity: b"impostor".to_vec(),
+        identity: ConnectionId::from("impostor"),
         msg: FromWorker::NannyOf {
             worker_address: address(1),
             token: 78,
@@ -1344,7 +1344,7 @@ fn death_reports_are_believed_only_from_the_workers_own_nanny() {
     });
     assert_eq!(died(&mut h, "impostor"), 1, "a nanny with the wrong token");
     h.step(Event::FromWorker {
-        identity: b"nanny".to_vec(),
+        identity: ConnectionId::from("nanny"),
         msg: FromWorker::NannyOf {
             worker_address: address(1),
             token: 77,
@@ -1477,7 +1477,7 @@ impl Harness {
             frames: vec![],
         });
         self.step(Event::FromWorker {
-            identity: b"nanny".to_vec(),
+            identity: ConnectionId::from("nanny"),
             msg: FromWorker::NannyOf {
                 worker_address: address(1),
                 token,
@@ -1488,7 +1488,7 @@ impl Harness {
 
     fn nanny_reports_death(&mut self, token: u64) {
         self.step(Event::FromWorker {
-            identity: b"nanny".to_vec(),
+            identity: ConnectionId::from("nanny"),
             msg: FromWorker::WorkerDied {
                 worker_address: address(1),
                 token,
@@ -1518,7 +1518,7 @@ fn a_process_a_restart_is_ending_is_not_registered_again() {
     });
     assert!(h.inbox.iter().any(|c| matches!(
         c,
-        Command::ToWorker { identity, msg: ToWorker::Restart, .. } if identity == b"nanny"
+        Command::ToWorker { identity, msg: ToWorker::Restart, .. } if identity == &ConnectionId::from("nanny")
     )));
     h.inbox.clear();
     h.register_nannied(1, 5);

@@ -4,14 +4,14 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use super::{Command, TaskId};
 use crate::graph::Key;
-use crate::protocol::{ComputeTask, Frame, FrameIdentity, ToWorker, WorkerRegistration};
+use crate::protocol::{ComputeTask, ConnectionId, Frame, ToWorker, WorkerRegistration};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct WorkerId(pub u32);
 
 #[derive(Debug)]
 pub struct Worker {
-    pub identity: FrameIdentity,
+    pub identity: ConnectionId,
     pub address: String,
     pub name: String,
     pub nthreads: u32,
@@ -45,7 +45,7 @@ pub struct Assignment {
 
 impl Worker {
     /// A worker as it registers: holding nothing known yet, running nothing.
-    pub fn new(identity: FrameIdentity, reg: &WorkerRegistration, now_ms: u64) -> Worker {
+    pub fn new(identity: ConnectionId, reg: &WorkerRegistration, now_ms: u64) -> Worker {
         Worker {
             identity,
             address: reg.address.clone(),
@@ -76,7 +76,7 @@ impl Worker {
 #[derive(Default)]
 pub struct WorkerRegistry {
     workers: HashMap<WorkerId, Worker>,
-    by_identity: HashMap<FrameIdentity, WorkerId>,
+    by_identity: HashMap<ConnectionId, WorkerId>,
     next_id: u32,
 }
 
@@ -95,7 +95,7 @@ impl WorkerRegistry {
         Some(w)
     }
 
-    pub fn by_identity(&self, identity: &[u8]) -> Option<WorkerId> {
+    pub fn by_identity(&self, identity: &ConnectionId) -> Option<WorkerId> {
         self.by_identity.get(identity).copied()
     }
 

@@ -121,6 +121,7 @@ impl JournalWrite for Journal {
 mod tests {
     use super::*;
     use crate::graph::Expr;
+    use crate::protocol::ConnectionId;
     use crate::scheduler::core::Submission;
 
     #[test]
@@ -136,17 +137,17 @@ mod tests {
             let j = Journal::open(dir.path()).unwrap();
             for op in [
                 JournalOp::PutComputation {
-                    client: b"c1".to_vec(),
+                    client: ConnectionId::from("c1"),
                     request: 1,
                     submission: submission.clone(),
                 },
                 JournalOp::PutComputation {
-                    client: b"c1".to_vec(),
+                    client: ConnectionId::from("c1"),
                     request: 2,
                     submission: submission.clone(),
                 },
                 JournalOp::DeleteComputation {
-                    client: b"c1".to_vec(),
+                    client: ConnectionId::from("c1"),
                     request: 1,
                 },
                 JournalOp::PutScattered {
@@ -161,7 +162,10 @@ mod tests {
         }
         let j = Journal::open(dir.path()).unwrap();
         let r = j.load().unwrap();
-        assert_eq!(r.computations, vec![(b"c1".to_vec(), 2, submission)]);
+        assert_eq!(
+            r.computations,
+            vec![(ConnectionId::from("c1"), 2, submission)]
+        );
         assert_eq!(r.scattered, vec![("a".into(), 17.into(), 9)]);
         j.apply(&JournalOp::Clear).unwrap();
         assert_eq!(j.load().unwrap(), Recovered::default());

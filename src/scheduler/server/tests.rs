@@ -33,7 +33,7 @@ impl JournalWrite for TestJournal {
     }
 }
 
-type Sent<M> = Receiver<(FrameIdentity, M, Vec<Frame>)>;
+type Sent<M> = Receiver<(ConnectionId, M, Vec<Frame>)>;
 
 /// Runs the shipped core loop over a batch (hello, then store a collection: one journal
 /// operation and two replies) until its inputs end; returns how it ended and what it sent.
@@ -54,7 +54,7 @@ fn run_batch(
     let (to_clients, to_clients_rx) = crossbeam_channel::unbounded();
     let (worker_waker, _w) = net::waker().unwrap();
     let (client_waker, _c) = net::waker().unwrap();
-    let client = b"client-1".to_vec();
+    let client = ConnectionId::from("client-1");
     let collection = Collection {
         kind: crate::collection::CollectionKind::Graph,
         graph: vec![("x".into(), crate::graph::Expr::Lit(1.into()))],
@@ -147,7 +147,7 @@ fn a_full_core_queue_stops_reading_but_never_sending() {
     client.set_rcvtimeo(deadline.as_millis() as i32).unwrap();
     client.connect(&address).unwrap();
     let (events_tx, events_rx) = crossbeam_channel::bounded(1);
-    let (out_tx, out_rx) = crossbeam_channel::unbounded::<(FrameIdentity, ToClient, _)>();
+    let (out_tx, out_rx) = crossbeam_channel::unbounded::<(ConnectionId, ToClient, _)>();
     let (waker, wake_rx) = net::waker().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let thread = {
@@ -181,7 +181,11 @@ fn a_full_core_queue_stops_reading_but_never_sending() {
     }
     // ...and the socket thread still sends what the core wants sent.
     out_tx
-        .send((b"c1".to_vec(), ToClient::Done { request: 7 }, vec![]))
+        .send((
+            ConnectionId::from("c1"),
+            ToClient::Done { request: 7 },
+            vec![],
+        ))
         .unwrap();
     waker.wake();
     let reply = client

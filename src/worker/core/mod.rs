@@ -17,7 +17,7 @@ use log::{debug, warn};
 use crate::graph::Key;
 use crate::protocol::codec::SCATTERED;
 use crate::protocol::{
-    ErredTask, FinishedTask, Frame, FrameIdentity, FromWorker, HeldKey, PeerReply, PeerRequest,
+    ConnectionId, ErredTask, FinishedTask, Frame, FromWorker, HeldKey, PeerReply, PeerRequest,
     RejectReason, TaskError, ToWorker, WorkerRegistration,
 };
 
@@ -115,7 +115,7 @@ pub enum WorkerEvent {
         frames: Vec<Frame>,
     },
     FromPeer {
-        peer: FrameIdentity,
+        peer: ConnectionId,
         msg: PeerRequest,
     },
     PeerAnswered {
@@ -156,7 +156,7 @@ pub enum WorkerCommand {
     },
     /// Answer a peer's `GetData` from the store.
     SendDataToPeer {
-        peer: FrameIdentity,
+        peer: ConnectionId,
         request: u64,
         keys: Vec<Key>,
     },

@@ -1038,7 +1038,7 @@ fn get_data_from_the_scheduler_is_answered_from_the_store() {
 fn get_data_from_a_peer_is_answered_to_that_peer_from_the_store() {
     let mut h = Harness::new(1);
     h.step(WorkerEvent::FromPeer {
-        peer: b"peer-9".to_vec(),
+        peer: ConnectionId::from("peer-9"),
         msg: PeerRequest::GetData {
             request: 3,
             keys: keys(&["a"]),
@@ -1047,7 +1047,7 @@ fn get_data_from_a_peer_is_answered_to_that_peer_from_the_store() {
     assert_eq!(
         h.take_all(),
         vec![WorkerCommand::SendDataToPeer {
-            peer: b"peer-9".to_vec(),
+            peer: ConnectionId::from("peer-9"),
             request: 3,
             keys: keys(&["a"]),
         }]
@@ -1407,7 +1407,7 @@ fn a_key_listed_many_times_in_a_data_request_is_served_once() {
     let mut many = vec![k("x"); 10_000];
     many.push(k("y"));
     h.step(WorkerEvent::FromPeer {
-        peer: b"peer-9".to_vec(),
+        peer: ConnectionId::from("peer-9"),
         msg: PeerRequest::GetData {
             request: 3,
             keys: many,
@@ -1416,7 +1416,7 @@ fn a_key_listed_many_times_in_a_data_request_is_served_once() {
     assert_eq!(
         h.take_all(),
         vec![WorkerCommand::SendDataToPeer {
-            peer: b"peer-9".to_vec(),
+            peer: ConnectionId::from("peer-9"),
             request: 3,
             keys: keys(&["x", "y"]),
         }]
