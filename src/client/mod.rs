@@ -15,7 +15,10 @@ use crate::collection::{AsCollection, Collection};
 use crate::graph::{Graph, Key, KeySpec};
 use crate::net::{self, Endpoint, Waker};
 use crate::protocol::codec::{decode_value_owned, encode_value};
-use crate::protocol::{ClusterStatus, Frame, FromClient, ToClient, WorkerInfo, PROTOCOL_VERSION};
+use crate::protocol::{
+    ClusterStatus, Frame, FromClient, ToClient, WorkerAddress, WorkerInfo, WorkerSelector,
+    PROTOCOL_VERSION,
+};
 use crate::value::Value;
 
 mod error;
@@ -62,9 +65,9 @@ pub struct GetOptions {
     pub keep_results: bool,
     /// Give up after this long (the scheduler drops the request).
     pub timeout: Option<Duration>,
-    /// Tasks that may only run on the given workers (addresses or names), like dask's
+    /// Tasks that may only run on the workers selected (by address or by name), like dask's
     /// `workers=`.
-    pub restrictions: Vec<(Key, Vec<String>)>,
+    pub restrictions: Vec<(Key, Vec<WorkerSelector>)>,
 }
 
 /// A connection to a scheduler's client port.
@@ -264,7 +267,7 @@ impl Client {
     pub fn who_has(
         &self,
         keys: impl Into<KeySpec>,
-    ) -> Result<HashMap<Key, Vec<String>>, ClientError> {
+    ) -> Result<HashMap<Key, Vec<WorkerAddress>>, ClientError> {
         let keys = keys.into().flatten();
         let msg = |request| FromClient::WhoHas {
             request,

@@ -62,7 +62,7 @@ impl fmt::Debug for ConnectionId {
 macro_rules! text_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(transparent)]
         pub struct $name(String);
 
@@ -89,6 +89,24 @@ macro_rules! text_id {
         impl From<&str> for $name {
             fn from(text: &str) -> $name {
                 $name(text.to_owned())
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, text: &str) -> bool {
+                self.0 == text
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, text: &&str) -> bool {
+                self.0 == *text
             }
         }
 
@@ -126,19 +144,6 @@ pub enum WorkerSelector {
 }
 
 impl WorkerSelector {
-    /// Parses user input once (the `zask` command line, JSON graph files): a `tcp://`, `ipc://`
-    /// or `inproc://` endpoint is an address, anything else a name.
-    pub fn parse(text: &str) -> WorkerSelector {
-        let is_endpoint = ["tcp://", "ipc://", "inproc://"]
-            .iter()
-            .any(|scheme| text.starts_with(scheme));
-        if is_endpoint {
-            WorkerSelector::Address(WorkerAddress::from(text))
-        } else {
-            WorkerSelector::Name(WorkerName::from(text))
-        }
-    }
-
     /// Whether the worker at `address` named `name` is one this selects.
     pub fn matches(&self, address: &WorkerAddress, name: &WorkerName) -> bool {
         match self {
@@ -220,18 +225,6 @@ mod tests {
         assert!(!by_address.matches(&WorkerAddress::from("tcp://x:2"), &"alice".into()));
         assert!(by_name.matches(&WorkerAddress::from("tcp://x:2"), &name));
         assert!(WorkerSelector::Address(address.clone()).matches(&address, &"b".into()));
-    }
-
-    #[test]
-    fn user_text_parses_once_into_a_selector() {
-        assert_eq!(
-            WorkerSelector::parse("tcp://127.0.0.1:5000"),
-            WorkerSelector::Address("tcp://127.0.0.1:5000".into())
-        );
-        assert_eq!(
-            WorkerSelector::parse("gpu-1"),
-            WorkerSelector::Name("gpu-1".into())
-        );
     }
 
     #[test]

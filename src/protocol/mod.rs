@@ -39,8 +39,8 @@ pub enum FromWorker {
     MissingDependency {
         key: Key,
         dependency: Key,
-        holders: Vec<String>,
-        unresponsive: Vec<String>,
+        holders: Vec<WorkerAddress>,
+        unresponsive: Vec<WorkerAddress>,
     },
     /// Answer to `GetData`: values of `found` follow as frames, in order.
     Data {
@@ -65,14 +65,14 @@ pub enum FromWorker {
     /// Believed only when `token` equals the `nanny_token` that worker registered with (the
     /// nanny hands the token to the process it starts), so nobody else can speak for a worker.
     NannyOf {
-        worker_address: String,
+        worker_address: WorkerAddress,
         token: u64,
     },
     /// From a nanny: its worker process ended. Believed only from the connection that sent a
     /// matching `NannyOf`. `expected` when the nanny ended it on request
     /// (a restart), so no task is to blame.
     WorkerDied {
-        worker_address: String,
+        worker_address: WorkerAddress,
         /// The token the dead process was given: it names that very process (an address may
         /// be shared by its successor, or by a stale registration of it still on the way).
         token: u64,
@@ -85,8 +85,8 @@ pub enum FromWorker {
 pub struct WorkerRegistration {
     pub protocol_version: u8,
     /// Where peers fetch data from: the worker's own ROUTER endpoint.
-    pub address: String,
-    pub name: String,
+    pub address: WorkerAddress,
+    pub name: WorkerName,
     pub nthreads: u32,
     pub memory_limit_bytes: u64,
     pub pid: u32,
@@ -198,7 +198,7 @@ pub enum ToWorker {
     /// Forget these keys: delete their data, drop them if queued.
     Release(Vec<Key>),
     /// These workers are gone: stop waiting on them for data, try other holders now.
-    PeersLost(Vec<String>),
+    PeersLost(Vec<WorkerAddress>),
     /// Answer with a heartbeat at once (the scheduler is checking who is still alive).
     Ping,
     /// The answer to a heartbeat: the scheduler is alive.
@@ -240,9 +240,9 @@ pub enum RejectReason {
     /// The worker speaks another protocol revision.
     ProtocolVersion { scheduler: u8, worker: u8 },
     /// Another live worker is registered under this name.
-    NameTaken { name: String },
+    NameTaken { name: WorkerName },
     /// Another live worker is registered at this peer address.
-    AddressTaken { address: String },
+    AddressTaken { address: WorkerAddress },
 }
 
 impl fmt::Display for RejectReason {
@@ -271,7 +271,7 @@ pub struct ComputeTask {
     #[serde(with = "serde_bytes")]
     pub spec: Vec<u8>,
     /// Where each dependency can be fetched from (peer addresses).
-    pub dependencies: Vec<(Key, Vec<String>)>,
+    pub dependencies: Vec<(Key, Vec<WorkerAddress>)>,
     /// Send the value back with the completion: a client waits for it.
     pub report_value: bool,
 }
@@ -312,8 +312,8 @@ pub enum FromClient {
         graph: Vec<(Key, Expr)>,
         outputs: Vec<Key>,
         keep_results: bool,
-        /// Tasks that may only run on these workers (addresses or names).
-        restrictions: Vec<(Key, Vec<String>)>,
+        /// Tasks that may only run on the workers these select.
+        restrictions: Vec<(Key, Vec<WorkerSelector>)>,
     },
     Gather {
         request: u64,
@@ -416,7 +416,7 @@ pub enum ToClient {
     },
     WhoHas {
         request: u64,
-        who_has: Vec<(Key, Vec<String>)>,
+        who_has: Vec<(Key, Vec<WorkerAddress>)>,
     },
     Status {
         request: u64,
@@ -443,7 +443,10 @@ pub enum RequestError {
     /// A task failed; `key` is the task that failed (the one asked for, or one it depends on).
     Task { key: Key, error: TaskError },
     /// Data with no lineage (scattered) was lost with the workers that held it.
-    DataLost { key: Key, workers: Vec<String> },
+    DataLost {
+        key: Key,
+        workers: Vec<WorkerAddress>,
+    },
     /// A key asked for by `gather` is not on the cluster.
     NotFound { key: Key },
     /// No stored collection (or published dataset) has this name.
@@ -467,7 +470,11 @@ impl fmt::Display for RequestError {
             RequestError::DataLost { key, workers } => write!(
                 f,
                 "scattered key {key:?} was lost with worker(s) {} and cannot be recomputed",
-                workers.join(", ")
+                workers
+                    .iter()
+                    .map(WorkerAddress::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             RequestError::NotFound { key } => write!(f, "key {key:?} is not on the cluster"),
             RequestError::SchedulerRestarted => write!(
@@ -505,8 +512,8 @@ pub struct ClusterStatus {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WorkerInfo {
-    pub address: String,
-    pub name: String,
+    pub address: WorkerAddress,
+    pub name: WorkerName,
     pub pid: u32,
     pub nthreads: u32,
     pub memory_limit_bytes: u64,

@@ -16,6 +16,7 @@ use crate::graph::{Expr, Key};
 use crate::protocol::codec::{decode_plain, decode_value_owned, encode_value};
 use crate::protocol::{
     ConnectionId, Frame, FromWorker, PeerReply, PeerRequest, TaskError, TaskErrorKind,
+    WorkerAddress,
 };
 
 /// Where the worker's messages go. Sending never blocks and never fails the caller: a message
@@ -24,7 +25,7 @@ pub trait Transport {
     /// To the scheduler (the worker's DEALER).
     fn to_scheduler(&mut self, msg: &FromWorker, frames: Vec<Frame>);
     /// A request to the peer listening at `address` (a DEALER to that peer's ROUTER).
-    fn to_peer(&mut self, address: &str, msg: &PeerRequest);
+    fn to_peer(&mut self, address: &WorkerAddress, msg: &PeerRequest);
     /// A reply to the peer connected to this worker's ROUTER as `peer`.
     fn reply_to_peer(&mut self, peer: &ConnectionId, msg: &PeerReply, frames: Vec<Frame>);
 }
@@ -309,7 +310,7 @@ mod tests {
         fn to_scheduler(&mut self, msg: &FromWorker, frames: Vec<Frame>) {
             self.to_scheduler.push((msg.clone(), frames));
         }
-        fn to_peer(&mut self, address: &str, msg: &PeerRequest) {
+        fn to_peer(&mut self, address: &WorkerAddress, msg: &PeerRequest) {
             panic!("unexpected fetch from {address}: {msg:?}");
         }
         fn reply_to_peer(&mut self, _: &ConnectionId, msg: &PeerReply, _: Vec<Frame>) {

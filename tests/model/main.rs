@@ -53,7 +53,9 @@ use std::time::Instant;
 use zask::collection::Collection;
 use zask::graph::Key;
 use zask::protocol::codec::{decode, decode_value, encode};
-use zask::protocol::{ConnectionId, Frame, FromClient, FromWorker, ToClient, ToWorker};
+use zask::protocol::{
+    ConnectionId, Frame, FromClient, FromWorker, ToClient, ToWorker, WorkerAddress,
+};
 use zask::scheduler::core::{Command, CoreConfig, Event, SchedulerCore};
 
 use answers::Pending;
@@ -124,7 +126,7 @@ pub(crate) struct Model {
     links: BTreeMap<Link, VecDeque<Packet>>,
     endpoints: BTreeMap<ConnectionId, Endpoint>,
     workers: Vec<ModelWorker>,
-    by_address: BTreeMap<String, usize>,
+    by_address: BTreeMap<WorkerAddress, usize>,
     retiring: BTreeSet<usize>,
     /// Slots whose nanny restarts the worker under the same name and address.
     fixed_names: BTreeMap<usize, bool>,
@@ -493,7 +495,7 @@ impl Model {
         let out = {
             let (workers, by_address) = (&self.workers, &self.by_address);
             // A stopped or dead holder does not answer (the fetch times out or is refused).
-            let peer = |address: &str, key: &Key| match by_address.get(address) {
+            let peer = |address: &WorkerAddress, key: &Key| match by_address.get(address) {
                 Some(&p) if workers[p].responsive() => match workers[p].store.get(key) {
                     Some(v) => PeerAnswer::Has(v.clone()),
                     None => PeerAnswer::Lacks,
@@ -501,8 +503,8 @@ impl Model {
                 _ => PeerAnswer::Unresponsive,
             };
             let own = worker.address.clone();
-            worker.run_next(self.now, &|a: &str, k: &Key| {
-                if a == own {
+            worker.run_next(self.now, &|a: &WorkerAddress, k: &Key| {
+                if *a == own {
                     PeerAnswer::Lacks
                 } else {
                     peer(a, k)

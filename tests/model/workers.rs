@@ -10,7 +10,7 @@ use zask::graph::{Expr, Key};
 use zask::protocol::codec::{decode_plain, decode_value, encode_value};
 use zask::protocol::{
     ComputeTask, ConnectionId, ErredTask, FinishedTask, Frame, FromWorker, TaskError,
-    TaskErrorKind, ToWorker, WorkerRegistration, PROTOCOL_VERSION,
+    TaskErrorKind, ToWorker, WorkerAddress, WorkerName, WorkerRegistration, PROTOCOL_VERSION,
 };
 use zask::Value;
 
@@ -59,8 +59,8 @@ pub struct ModelWorker {
     pub slot: usize,
     pub incarnation: u32,
     pub identity: ConnectionId,
-    pub name: String,
-    pub address: String,
+    pub name: WorkerName,
+    pub address: WorkerAddress,
     pub has_nanny: bool,
     pub life: Life,
     pub store: BTreeMap<Key, Value>,
@@ -96,8 +96,8 @@ impl ModelWorker {
             slot,
             incarnation,
             identity: ConnectionId::from(format!("w{slot}.{incarnation}")),
-            address: format!("tcp://{name}:1"),
-            name,
+            address: WorkerAddress::from(format!("tcp://{name}:1")),
+            name: WorkerName::from(name),
             has_nanny,
             life: Life::Starting { at: start_at },
             store: BTreeMap::new(),
@@ -246,7 +246,7 @@ impl ModelWorker {
     pub fn run_next(
         &mut self,
         now: u64,
-        peer: &dyn Fn(&str, &Key) -> PeerAnswer,
+        peer: &dyn Fn(&WorkerAddress, &Key) -> PeerAnswer,
     ) -> Result<Out, String> {
         let Some(task) = self.queue.pop_front() else {
             return Ok(vec![]);

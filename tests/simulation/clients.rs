@@ -9,7 +9,8 @@ use zask::client::state::{ClientState, HELLO_REQUEST};
 use zask::graph::{Expr, Key};
 use zask::protocol::codec::{decode_value, encode, encode_value};
 use zask::protocol::{
-    ConnectionId, Frame, FromClient, RequestError, TaskErrorKind, ToClient, PROTOCOL_VERSION,
+    ConnectionId, Frame, FromClient, RequestError, TaskErrorKind, ToClient, WorkerSelector,
+    PROTOCOL_VERSION,
 };
 use zask::{ClientConfig, ClientError, GraphError, Value};
 
@@ -26,7 +27,7 @@ pub(crate) enum Step {
         outputs: Vec<Key>,
         keep: bool,
         /// Tasks that may only run on these workers (addresses).
-        restrictions: Vec<(Key, Vec<String>)>,
+        restrictions: Vec<(Key, Vec<WorkerSelector>)>,
     },
     /// Cancels the newest unanswered submit (a timed-out `get`).
     Cancel,

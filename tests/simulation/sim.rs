@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use zask::protocol::codec::{encode, split};
-use zask::protocol::{ConnectionId, FromClient, FromWorker, PeerReply, PeerRequest, ToWorker};
+use zask::protocol::{
+    ConnectionId, FromClient, FromWorker, PeerReply, PeerRequest, ToWorker, WorkerAddress,
+};
 use zask::scheduler::core::{Command, CoreConfig, Event, SchedulerCore};
 use zask::scheduler::journal::{JournalWrite, MemoryJournal};
 use zask::worker::core::WorkerEvent;
@@ -52,7 +54,7 @@ pub(crate) struct Sim {
     pub(crate) journal: MemoryJournal,
     pub(crate) workers: Vec<SimWorker>,
     pub(crate) by_identity: BTreeMap<ConnectionId, usize>,
-    pub(crate) by_address: BTreeMap<String, usize>,
+    pub(crate) by_address: BTreeMap<WorkerAddress, usize>,
     pub(crate) clients: Vec<SimClient>,
     pub(crate) refs: RefDb,
     /// Workers crashed, partitioned or gone: each may have cost data and a "suspicious" count.

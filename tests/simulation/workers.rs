@@ -6,7 +6,8 @@
 use zask::graph::Key;
 use zask::protocol::codec::{encode, encode_value};
 use zask::protocol::{
-    ConnectionId, Frame, FromWorker, PeerReply, PeerRequest, WorkerRegistration, PROTOCOL_VERSION,
+    ConnectionId, Frame, FromWorker, PeerReply, PeerRequest, WorkerAddress, WorkerName,
+    WorkerRegistration, PROTOCOL_VERSION,
 };
 use zask::worker::core::{WorkerCore, WorkerCoreConfig, WorkerEvent};
 use zask::worker::executor::{evaluate_owned, Job, JobResult};
@@ -22,7 +23,7 @@ use crate::{FETCH_TIMEOUT_MS, HEARTBEAT_INTERVAL_MS, R};
 pub(crate) enum Sent {
     ToScheduler(Vec<Frame>),
     ToPeer {
-        address: String,
+        address: WorkerAddress,
         frames: Vec<Frame>,
     },
     ReplyToPeer {
@@ -49,9 +50,9 @@ impl Transport for SimTransport {
             .push(Sent::ToScheduler(with_header(encode(msg), frames)));
     }
 
-    fn to_peer(&mut self, address: &str, msg: &PeerRequest) {
+    fn to_peer(&mut self, address: &WorkerAddress, msg: &PeerRequest) {
         self.sent.push(Sent::ToPeer {
-            address: address.to_owned(),
+            address: address.clone(),
             frames: vec![encode(msg)],
         });
     }
@@ -79,7 +80,7 @@ impl JobQueue for SimJobs {
 pub(crate) struct SimWorker {
     pub(crate) rt: WorkerRuntime<SimTransport, SimJobs>,
     pub(crate) identity: ConnectionId,
-    pub(crate) address: String,
+    pub(crate) address: WorkerAddress,
     pub(crate) alive: bool,
     /// When dead: do messages it sent before dying still arrive?
     pub(crate) drop_inflight: bool,
@@ -111,12 +112,12 @@ impl Sim {
     pub(crate) fn add_worker(&mut self, nthreads: u32) -> usize {
         let n = self.workers.len();
         let identity = ConnectionId::from(format!("w{n}"));
-        let address = format!("sim://w{n}");
+        let address = WorkerAddress::from(format!("sim://w{n}"));
         let config = WorkerCoreConfig {
             registration: WorkerRegistration {
                 protocol_version: PROTOCOL_VERSION,
                 address: address.clone(),
-                name: format!("w{n}"),
+                name: WorkerName::from(format!("w{n}")),
                 nthreads,
                 memory_limit_bytes: 0,
                 pid: 1000 + n as u32,

@@ -9,7 +9,9 @@ use log::{debug, info, warn};
 
 use super::workers::Worker;
 use super::{warn_or_info, SchedulerCore, WorkerId};
-use crate::protocol::{ConnectionId, RejectReason, ToWorker, WorkerRegistration, PROTOCOL_VERSION};
+use crate::protocol::{
+    ConnectionId, RejectReason, ToWorker, WorkerAddress, WorkerRegistration, PROTOCOL_VERSION,
+};
 
 /// At most this many unmatched `NannyOf` claims are remembered (a stranger cannot grow the
 /// table without bound; a real nanny's claim is matched within moments).
@@ -110,7 +112,7 @@ impl SchedulerCore {
     /// A nanny says it supervises the worker at `address` and gave it `token`. Kept by
     /// token: it counts for whichever worker registers (or registered) with that token, in
     /// any order, and for none otherwise.
-    pub(super) fn nanny_of(&mut self, identity: ConnectionId, address: String, token: u64) {
+    pub(super) fn nanny_of(&mut self, identity: ConnectionId, address: WorkerAddress, token: u64) {
         debug!("{} says it is the nanny of {address}", identity);
         let claims = &mut self.membership.nanny_claims;
         if claims.len() >= MAX_NANNY_CLAIMS {
@@ -135,7 +137,7 @@ impl SchedulerCore {
     pub(super) fn worker_died(
         &mut self,
         identity: ConnectionId,
-        address: String,
+        address: WorkerAddress,
         token: u64,
         expected: bool,
         reason: String,
@@ -170,7 +172,7 @@ impl SchedulerCore {
     }
 
     /// The connection of the nanny of the worker registered at `address`, if it has one.
-    pub(super) fn nanny_at(&self, address: &str) -> Option<&ConnectionId> {
+    pub(super) fn nanny_at(&self, address: &WorkerAddress) -> Option<&ConnectionId> {
         let w = self.workers.by_address(address)?;
         let token = self.workers.get(w)?.nanny_token?;
         self.membership.nanny_claims.get(&token)

@@ -14,7 +14,7 @@ use super::{SchedulerCore, WorkerId};
 use crate::collection::Collection;
 use crate::graph::{Expr, Key};
 use crate::protocol::codec::{encode_plain, spec_hash, SCATTERED};
-use crate::protocol::{ConnectionId, FinishedTask, HeldKey};
+use crate::protocol::{ConnectionId, FinishedTask, HeldKey, WorkerSelector};
 
 /// A change to the durable state.
 #[derive(Clone, Debug, PartialEq)]
@@ -57,7 +57,7 @@ pub struct Submission {
     pub outputs: Vec<Key>,
     pub keep_results: bool,
     #[serde(default)]
-    pub restrictions: Vec<(Key, Vec<String>)>,
+    pub restrictions: Vec<(Key, Vec<WorkerSelector>)>,
 }
 
 /// The durable state read back after a restart.

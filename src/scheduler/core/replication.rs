@@ -8,7 +8,7 @@ use rustc_hash::FxHashMap as HashMap;
 use super::tasks::{TaskId, TaskState};
 use super::{SchedulerCore, WorkerId};
 use crate::graph::Key;
-use crate::protocol::{ConnectionId, RequestError, ToClient};
+use crate::protocol::{ConnectionId, RequestError, ToClient, WorkerAddress};
 
 #[derive(Default)]
 pub(super) struct Replication {
@@ -174,7 +174,7 @@ impl SchedulerCore {
             .map(|(id, w)| (w.nbytes, id))
             .collect();
         candidates.sort();
-        let holders: Vec<String> = task
+        let holders: Vec<WorkerAddress> = task
             .who_has
             .iter()
             .map(|w| self.workers.address(*w))

@@ -9,8 +9,8 @@ use super::*;
 use crate::graph::{Expr, Graph, Key};
 use crate::protocol::codec::{decode, decode_value, encode, encode_value};
 use crate::protocol::{
-    ComputeTask, ErredTask, FinishedTask, RequestError, TaskError, TaskErrorKind,
-    WorkerRegistration, PROTOCOL_VERSION,
+    ComputeTask, ErredTask, FinishedTask, RequestError, TaskError, TaskErrorKind, WorkerAddress,
+    WorkerName, WorkerRegistration, WorkerSelector, PROTOCOL_VERSION,
 };
 use crate::value::Value;
 use rustc_hash::FxHashMap as HashMap;
@@ -30,8 +30,8 @@ fn worker_id(n: u32) -> ConnectionId {
     ConnectionId::from(format!("worker-{n}"))
 }
 
-fn address(n: u32) -> String {
-    format!("tcp://w{n}:1")
+fn address(n: u32) -> WorkerAddress {
+    WorkerAddress::from(format!("tcp://w{n}:1"))
 }
 
 impl Harness {
@@ -269,8 +269,8 @@ fn remember_names(core: &SchedulerCore, commands: &[Command]) {
 
 /// A worker's registration as these tests make it (memory store, no keys held).
 fn registration(
-    address: String,
-    name: impl Into<String>,
+    address: WorkerAddress,
+    name: impl Into<WorkerName>,
     nthreads: u32,
     pid: u32,
     nanny_token: Option<u64>,
@@ -300,7 +300,7 @@ fn name(key: &Key) -> Key {
 }
 
 /// Dependencies as tests name them.
-fn names_of(deps: &[(Key, Vec<String>)]) -> Vec<(Key, Vec<String>)> {
+fn names_of(deps: &[(Key, Vec<WorkerAddress>)]) -> Vec<(Key, Vec<WorkerAddress>)> {
     deps.iter().map(|(k, h)| (name(k), h.clone())).collect()
 }
 
@@ -867,7 +867,7 @@ fn restricted_tasks_run_only_on_their_workers_and_wait_for_them() {
             graph: crate::graph! { "a" => ("inc", 1), "b" => ("inc", "a") }.resolve(&|_| false),
             outputs: vec!["b".into()],
             keep_results: false,
-            restrictions: vec![("b".into(), vec!["w2".into()])],
+            restrictions: vec![("b".into(), vec![WorkerSelector::Name("w2".into())])],
         },
         frames: vec![],
     });
@@ -1260,7 +1260,7 @@ fn a_missing_dependency_report_cannot_drop_another_workers_copy() {
             graph: crate::graph! { "y" => ("inc", "x") }.resolve(&|k| *k == Key::from("x")),
             outputs: vec!["y".into()],
             keep_results: false,
-            restrictions: vec![("y".into(), vec![address(2)])],
+            restrictions: vec![("y".into(), vec![WorkerSelector::Address(address(2))])],
         },
         frames: vec![],
     });
@@ -1355,7 +1355,7 @@ fn death_reports_are_believed_only_from_the_workers_own_nanny() {
 }
 
 impl Harness {
-    fn register_named(&mut self, n: u32, name: &str, addr: String) {
+    fn register_named(&mut self, n: u32, name: &str, addr: WorkerAddress) {
         self.step(Event::FromWorker {
             identity: worker_id(n),
             msg: FromWorker::Register(registration(addr, name, 1, n, None)),
@@ -1604,9 +1604,10 @@ fn a_part_keeping_a_forgotten_task_breaks_its_own_invariant() {
     assert_eq!(h.take_client_msgs(1).len(), 1);
     assert!(!h.core.tasks.exists(t), "the answered graph is forgotten");
     // Forgetting announced it to placement, which dropped the task; keeping it is a bug.
-    h.core
-        .placement
-        .restrict(t, vec![address(1)].into_boxed_slice());
+    h.core.placement.restrict(
+        t,
+        vec![WorkerSelector::Address(address(1))].into_boxed_slice(),
+    );
     let err = h.core.check_invariants().unwrap_err();
     assert_eq!(err.part, "placement", "{err}");
 }

@@ -4,7 +4,9 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use super::{Command, TaskId};
 use crate::graph::Key;
-use crate::protocol::{ComputeTask, ConnectionId, Frame, ToWorker, WorkerRegistration};
+use crate::protocol::{
+    ComputeTask, ConnectionId, Frame, ToWorker, WorkerAddress, WorkerName, WorkerRegistration,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct WorkerId(pub u32);
@@ -12,8 +14,8 @@ pub struct WorkerId(pub u32);
 #[derive(Debug)]
 pub struct Worker {
     pub identity: ConnectionId,
-    pub address: String,
-    pub name: String,
+    pub address: WorkerAddress,
+    pub name: WorkerName,
     pub nthreads: u32,
     pub memory_limit_bytes: u64,
     pub pid: u32,
@@ -99,10 +101,10 @@ impl WorkerRegistry {
         self.by_identity.get(identity).copied()
     }
 
-    pub fn by_address(&self, address: &str) -> Option<WorkerId> {
+    pub fn by_address(&self, address: &WorkerAddress) -> Option<WorkerId> {
         self.workers
             .iter()
-            .find(|(_, w)| w.address == address)
+            .find(|(_, w)| w.address == *address)
             .map(|(id, _)| *id)
     }
 
@@ -255,7 +257,7 @@ impl WorkerRegistry {
         self.workers.len()
     }
 
-    pub fn address(&self, id: WorkerId) -> String {
+    pub fn address(&self, id: WorkerId) -> WorkerAddress {
         self.workers
             .get(&id)
             .map(|w| w.address.clone())

@@ -121,7 +121,7 @@ impl JournalWrite for Journal {
 mod tests {
     use super::*;
     use crate::graph::Expr;
-    use crate::protocol::ConnectionId;
+    use crate::protocol::{ConnectionId, WorkerSelector};
     use crate::scheduler::core::Submission;
 
     #[test]
@@ -131,7 +131,7 @@ mod tests {
             graph: vec![("x".into(), Expr::Lit(1.into()))],
             outputs: vec!["x".into()],
             keep_results: false,
-            restrictions: vec![("x".into(), vec!["w1".into()])],
+            restrictions: vec![("x".into(), vec![WorkerSelector::Name("w1".into())])],
         };
         {
             let j = Journal::open(dir.path()).unwrap();

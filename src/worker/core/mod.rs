@@ -18,7 +18,7 @@ use crate::graph::Key;
 use crate::protocol::codec::SCATTERED;
 use crate::protocol::{
     ConnectionId, ErredTask, FinishedTask, Frame, FromWorker, HeldKey, PeerReply, PeerRequest,
-    RejectReason, TaskError, ToWorker, WorkerRegistration,
+    RejectReason, TaskError, ToWorker, WorkerAddress, WorkerRegistration,
 };
 
 /// Why the worker stops on its own. A nanny decides from this (told through a channel of its
@@ -119,7 +119,7 @@ pub enum WorkerEvent {
         msg: PeerRequest,
     },
     PeerAnswered {
-        address: String,
+        address: WorkerAddress,
         msg: PeerReply,
         frames: Vec<Frame>,
     },
@@ -150,7 +150,7 @@ pub enum WorkerCommand {
         keys: Vec<Key>,
     },
     FetchFromPeer {
-        address: String,
+        address: WorkerAddress,
         request: u64,
         keys: Vec<Key>,
     },
@@ -213,16 +213,16 @@ impl Held {
 
 #[derive(Debug)]
 struct Fetch {
-    holders: Vec<String>,
+    holders: Vec<WorkerAddress>,
     tried: usize,
     waiting: Vec<Key>,
     /// Holders that did not answer in time (as opposed to answering that they lack it).
-    unresponsive: Vec<String>,
+    unresponsive: Vec<WorkerAddress>,
 }
 
 #[derive(Debug)]
 struct PeerFetch {
-    address: String,
+    address: WorkerAddress,
     keys: Vec<Key>,
     deadline_ms: u64,
 }

@@ -7,7 +7,7 @@ use log::{debug, warn};
 use super::{Fetch, Held, Phase, Task, WorkerCommand, WorkerCore};
 use crate::graph::Key;
 use crate::protocol::codec::{spec_hash, SCATTERED};
-use crate::protocol::{ComputeTask, ErredTask, FinishedTask, FromWorker, TaskError};
+use crate::protocol::{ComputeTask, ErredTask, FinishedTask, FromWorker, TaskError, WorkerAddress};
 
 impl WorkerCore {
     pub(super) fn compute(&mut self, t: ComputeTask) {
@@ -27,7 +27,7 @@ impl WorkerCore {
             });
             return;
         }
-        let missing: Vec<(Key, Vec<String>)> = t
+        let missing: Vec<(Key, Vec<WorkerAddress>)> = t
             .dependencies
             .iter()
             .filter(|(dep, _)| !self.data.contains_key(dep))
