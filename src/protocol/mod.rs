@@ -19,7 +19,7 @@ pub use codec::{DecodeError, Frame};
 pub use ids::{ConnectionId, RequestId, WorkerAddress, WorkerName, WorkerSelector};
 
 /// Checked at registration (workers) and at hello (clients).
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 
 /// First bytes of every native header frame. Legacy (2015) messages start with a pickle
 /// opcode (0x80), so the two are told apart by their first byte.
@@ -305,10 +305,10 @@ pub enum FromClient {
     /// Liveness check, listing the requests the client still waits for: the scheduler fails
     /// those it does not know (it restarted and lost them).
     Ping {
-        pending: Vec<u64>,
+        pending: Vec<RequestId>,
     },
     Submit {
-        request: u64,
+        request: RequestId,
         graph: Vec<(Key, Expr)>,
         outputs: Vec<Key>,
         keep_results: bool,
@@ -316,76 +316,76 @@ pub enum FromClient {
         restrictions: Vec<(Key, Vec<WorkerSelector>)>,
     },
     Gather {
-        request: u64,
+        request: RequestId,
         keys: Vec<Key>,
     },
     /// Values follow as frames, in order.
     Scatter {
-        request: u64,
+        request: RequestId,
         keys: Vec<Key>,
     },
     WhoHas {
-        request: u64,
+        request: RequestId,
         keys: Vec<Key>,
     },
     Status {
-        request: u64,
+        request: RequestId,
     },
     /// Drop kept results and scattered data.
     Release {
-        request: u64,
+        request: RequestId,
         keys: Vec<Key>,
     },
     /// Keep `replicas` copies of each key (on distinct workers), now and after losses.
     Replicate {
-        request: u64,
+        request: RequestId,
         keys: Vec<Key>,
         replicas: u32,
     },
     /// Store a collection (its graph, not its data) under a name; replaces an existing one.
     SetCollection {
-        request: u64,
+        request: RequestId,
         name: String,
         collection: Collection,
     },
     GetCollection {
-        request: u64,
+        request: RequestId,
         name: String,
     },
     ListCollections {
-        request: u64,
+        request: RequestId,
     },
     DeleteCollection {
-        request: u64,
+        request: RequestId,
         name: String,
     },
     /// Compute a graph's outputs and keep them on the workers, returning no values.
     Persist {
-        request: u64,
+        request: RequestId,
         graph: Vec<(Key, Expr)>,
         outputs: Vec<Key>,
     },
     /// Name persisted results (`collection`'s keys) so they outlive the client.
     Publish {
-        request: u64,
+        request: RequestId,
         name: String,
         collection: Collection,
     },
     GetDataset {
-        request: u64,
+        request: RequestId,
         name: String,
     },
     Unpublish {
-        request: u64,
+        request: RequestId,
         name: String,
     },
     /// Restart every worker (through its nanny) and drop all tasks and data.
     Restart {
-        request: u64,
+        request: RequestId,
     },
     /// Cancel requests this client no longer waits for (e.g. a timed-out `get`).
     Cancel {
-        request: u64,
+        request: RequestId,
     },
     Goodbye,
 }
@@ -403,35 +403,41 @@ pub enum ToClient {
     /// more than once travels once: then `positions[i]` is the frame of the i-th key asked
     /// for (empty: one frame per key, in order).
     Values {
-        request: u64,
+        request: RequestId,
         positions: Vec<u32>,
     },
     Failed {
-        request: u64,
+        request: RequestId,
         error: RequestError,
     },
     Scattered {
-        request: u64,
+        request: RequestId,
         keys: Vec<Key>,
     },
     WhoHas {
-        request: u64,
+        request: RequestId,
         who_has: Vec<(Key, Vec<WorkerAddress>)>,
     },
     Status {
-        request: u64,
+        request: RequestId,
         status: ClusterStatus,
     },
     Done {
-        request: u64,
+        request: RequestId,
     },
     Collection {
-        request: u64,
+        request: RequestId,
         collection: Collection,
     },
     Names {
-        request: u64,
+        request: RequestId,
         names: Vec<String>,
+    },
+    /// An answer that belongs to no request: the message could not be read (so its request
+    /// id is unknown), or the hello was refused (another protocol version). The client fails
+    /// its pending hello with `error`; otherwise it logs it.
+    Rejected {
+        error: RequestError,
     },
 }
 

@@ -54,7 +54,7 @@ use zask::collection::Collection;
 use zask::graph::Key;
 use zask::protocol::codec::{decode, decode_value, encode};
 use zask::protocol::{
-    ConnectionId, Frame, FromClient, FromWorker, ToClient, ToWorker, WorkerAddress,
+    ConnectionId, Frame, FromClient, FromWorker, RequestId, ToClient, ToWorker, WorkerAddress,
 };
 use zask::scheduler::core::{Command, CoreConfig, Event, SchedulerCore};
 
@@ -572,7 +572,7 @@ impl Model {
             let client = &mut self.clients[c];
             if client.life == ClientLife::Active && client.next_ping_ms <= self.now {
                 client.next_ping_ms = self.now + CLIENT_PING_MS;
-                let pending = client.waiting.iter().copied().collect();
+                let pending = client.waiting.iter().copied().map(RequestId).collect();
                 self.client_send_raw(c, &FromClient::Ping { pending }, vec![]);
             }
         }

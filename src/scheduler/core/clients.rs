@@ -8,7 +8,7 @@ use log::info;
 
 use super::computations::CompId;
 use super::SchedulerCore;
-use crate::protocol::{ConnectionId, RequestError, ToClient, PROTOCOL_VERSION};
+use crate::protocol::{ConnectionId, RequestError, RequestId, ToClient, PROTOCOL_VERSION};
 
 struct ClientState {
     last_seen_ms: u64,
@@ -109,8 +109,7 @@ impl SchedulerCore {
         if protocol_version != PROTOCOL_VERSION {
             self.reply(
                 identity,
-                ToClient::Failed {
-                    request: 0,
+                ToClient::Rejected {
                     error: RequestError::Protocol {
                         message: format!(
                             "protocol version {protocol_version} is not supported; this scheduler speaks {PROTOCOL_VERSION}"
@@ -131,7 +130,7 @@ impl SchedulerCore {
     }
 
     /// A client's ping, listing the requests it still waits for.
-    pub(super) fn client_ping(&mut self, identity: &ConnectionId, pending: Vec<u64>) {
+    pub(super) fn client_ping(&mut self, identity: &ConnectionId, pending: Vec<RequestId>) {
         // Requests travel before pings on the same connection, so anything pending that is not
         // known here was lost with a previous scheduler process.
         let known = self.requests_in_progress(identity);
@@ -151,8 +150,8 @@ impl SchedulerCore {
 
     /// The client's requests that will be answered later: each part that keeps requests
     /// says which of them are this client's.
-    fn requests_in_progress(&self, client: &ConnectionId) -> HashSet<u64> {
-        let mut known: HashSet<u64> = self
+    fn requests_in_progress(&self, client: &ConnectionId) -> HashSet<RequestId> {
+        let mut known: HashSet<RequestId> = self
             .clients
             .computations(client)
             .filter_map(|c| self.computations.request_of(c))
@@ -164,7 +163,7 @@ impl SchedulerCore {
         known
     }
 
-    pub(super) fn cancel(&mut self, identity: &ConnectionId, request: u64) {
+    pub(super) fn cancel(&mut self, identity: &ConnectionId, request: RequestId) {
         let comp = self
             .clients
             .computations(identity)

@@ -14,19 +14,19 @@ use super::{SchedulerCore, WorkerId};
 use crate::collection::Collection;
 use crate::graph::{Expr, Key};
 use crate::protocol::codec::{encode_plain, spec_hash, SCATTERED};
-use crate::protocol::{ConnectionId, FinishedTask, HeldKey, WorkerSelector};
+use crate::protocol::{ConnectionId, FinishedTask, HeldKey, RequestId, WorkerSelector};
 
 /// A change to the durable state.
 #[derive(Clone, Debug, PartialEq)]
 pub enum JournalOp {
     PutComputation {
         client: ConnectionId,
-        request: u64,
+        request: RequestId,
         submission: Submission,
     },
     DeleteComputation {
         client: ConnectionId,
-        request: u64,
+        request: RequestId,
     },
     /// Scattered data exists (it lives on workers; only its names are durable): the key a
     /// client gave it and its wire key.
@@ -63,7 +63,7 @@ pub struct Submission {
 /// The durable state read back after a restart.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Recovered {
-    pub computations: Vec<(ConnectionId, u64, Submission)>,
+    pub computations: Vec<(ConnectionId, RequestId, Submission)>,
     /// (key, wire key, bytes) of each scattered value.
     pub scattered: Vec<(Key, Key, u64)>,
     pub collections: Vec<(String, Collection)>,
@@ -88,7 +88,7 @@ impl Recovery {
     pub(super) fn requests_of<'a>(
         &'a self,
         client: &'a ConnectionId,
-    ) -> impl Iterator<Item = u64> + 'a {
+    ) -> impl Iterator<Item = RequestId> + 'a {
         self.replay
             .iter()
             .flat_map(|r| r.computations.iter())
@@ -100,7 +100,7 @@ impl Recovery {
 /// Journaled graphs waiting for the grace period to end.
 struct Replay {
     deadline_ms: u64,
-    computations: Vec<(ConnectionId, u64, Submission)>,
+    computations: Vec<(ConnectionId, RequestId, Submission)>,
     /// Results workers reported before the graphs that define them were resubmitted.
     candidates: HashMap<Key, Vec<(WorkerId, u64, u64)>>,
 }
@@ -132,7 +132,7 @@ impl SchedulerCore {
     }
 
     /// A journaled request cancelled before it was resubmitted is dropped for good.
-    pub(super) fn cancel_replay(&mut self, client: &ConnectionId, request: u64) {
+    pub(super) fn cancel_replay(&mut self, client: &ConnectionId, request: RequestId) {
         let Some(replay) = &mut self.recovery.replay else {
             return;
         };

@@ -8,7 +8,7 @@ use rustc_hash::FxHashMap as HashMap;
 use super::tasks::{TaskId, TaskState};
 use super::{SchedulerCore, WorkerId};
 use crate::graph::Key;
-use crate::protocol::{ConnectionId, RequestError, ToClient, WorkerAddress};
+use crate::protocol::{ConnectionId, RequestError, RequestId, ToClient, WorkerAddress};
 
 #[derive(Default)]
 pub(super) struct Replication {
@@ -22,7 +22,7 @@ pub(super) struct Replication {
 /// released meanwhile): an id that no longer exists means that value is moot.
 struct PendingReplication {
     client: ConnectionId,
-    request: u64,
+    request: RequestId,
     tasks: Vec<TaskId>,
 }
 
@@ -62,7 +62,7 @@ impl Replication {
     pub(super) fn requests_of<'a>(
         &'a self,
         client: &'a ConnectionId,
-    ) -> impl Iterator<Item = u64> + 'a {
+    ) -> impl Iterator<Item = RequestId> + 'a {
         self.requests
             .iter()
             .filter(move |r| r.client == *client)
@@ -82,7 +82,7 @@ impl Replication {
     }
 
     /// Everything is dropped (a restart): the requests to fail.
-    pub(super) fn clear(&mut self) -> Vec<(ConnectionId, u64)> {
+    pub(super) fn clear(&mut self) -> Vec<(ConnectionId, RequestId)> {
         self.copying.clear();
         std::mem::take(&mut self.requests)
             .into_iter()
@@ -105,7 +105,7 @@ impl SchedulerCore {
     pub(super) fn replicate(
         &mut self,
         client: ConnectionId,
-        request: u64,
+        request: RequestId,
         keys: Vec<Key>,
         replicas: u32,
     ) {

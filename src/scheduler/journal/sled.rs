@@ -121,7 +121,7 @@ impl JournalWrite for Journal {
 mod tests {
     use super::*;
     use crate::graph::Expr;
-    use crate::protocol::{ConnectionId, WorkerSelector};
+    use crate::protocol::{ConnectionId, RequestId, WorkerSelector};
     use crate::scheduler::core::Submission;
 
     #[test]
@@ -138,17 +138,17 @@ mod tests {
             for op in [
                 JournalOp::PutComputation {
                     client: ConnectionId::from("c1"),
-                    request: 1,
+                    request: RequestId(1),
                     submission: submission.clone(),
                 },
                 JournalOp::PutComputation {
                     client: ConnectionId::from("c1"),
-                    request: 2,
+                    request: RequestId(2),
                     submission: submission.clone(),
                 },
                 JournalOp::DeleteComputation {
                     client: ConnectionId::from("c1"),
-                    request: 1,
+                    request: RequestId(1),
                 },
                 JournalOp::PutScattered {
                     name: "a".into(),
@@ -164,7 +164,7 @@ mod tests {
         let r = j.load().unwrap();
         assert_eq!(
             r.computations,
-            vec![(ConnectionId::from("c1"), 2, submission)]
+            vec![(ConnectionId::from("c1"), RequestId(2), submission)]
         );
         assert_eq!(r.scattered, vec![("a".into(), 17.into(), 9)]);
         j.apply(&JournalOp::Clear).unwrap();

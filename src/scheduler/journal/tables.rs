@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use super::write::{JournalError, JournalWrite};
 use crate::graph::Key;
 use crate::protocol::codec::{decode_plain, encode_plain};
-use crate::protocol::ConnectionId;
+use crate::protocol::{ConnectionId, RequestId};
 use crate::scheduler::core::{JournalOp, Recovered, Submission};
 
 /// The journal's tables (sled trees on disk).
@@ -102,7 +102,7 @@ pub fn recover(
     let mut recovered = Recovered::default();
     for (k, v) in read(Table::Computations)? {
         match (
-            decode_plain::<(ConnectionId, u64)>(&k),
+            decode_plain::<(ConnectionId, RequestId)>(&k),
             decode_plain::<Submission>(&v),
         ) {
             (Ok((client, request)), Ok(submission)) => {
@@ -227,9 +227,9 @@ mod tests {
             request,
             submission: submission(),
         };
-        j.apply(&put(1)).unwrap();
+        j.apply(&put(RequestId(1))).unwrap();
         j.flush().unwrap();
-        j.apply(&put(2)).unwrap();
+        j.apply(&put(RequestId(2))).unwrap();
         j.apply(&JournalOp::PutScattered {
             name: "a".into(),
             key: 5.into(),
@@ -241,7 +241,7 @@ mod tests {
         let r = j.load().unwrap();
         assert_eq!(
             r.computations,
-            vec![(ConnectionId::from("c"), 1, submission())]
+            vec![(ConnectionId::from("c"), RequestId(1), submission())]
         );
         assert!(r.scattered.is_empty());
     }

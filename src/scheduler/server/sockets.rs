@@ -229,9 +229,8 @@ pub(super) fn decode_client(identity: ConnectionId, frames: Vec<Frame>) -> Decod
                 "dropping malformed message on the client port from {}: {e}",
                 identity
             );
-            // Request 0 is never used by clients: it marks an answer to an unreadable request.
-            Decoded::Answer(Some(encode(&ToClient::Failed {
-                request: 0,
+            // Its request id (if any) is unreadable: the answer belongs to no request.
+            Decoded::Answer(Some(encode(&ToClient::Rejected {
                 error: RequestError::Protocol {
                     message: format!("malformed message: {e}"),
                 },

@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use super::*;
 use crate::collection::Collection;
 use crate::protocol::codec::encode;
-use crate::protocol::FromClient;
+use crate::protocol::{FromClient, RequestId};
 use crate::scheduler::core::JournalOp;
 
 /// A journal in memory whose flush fails when told to.
@@ -67,7 +67,7 @@ fn run_batch(
             protocol_version: crate::protocol::PROTOCOL_VERSION,
         },
         FromClient::SetCollection {
-            request: 1,
+            request: RequestId(1),
             name: "c".into(),
             collection,
         },
@@ -124,7 +124,12 @@ fn a_durable_batch_is_sent_after_its_journal() {
     assert!(
         matches!(
             sent[..],
-            [ToClient::Welcome { .. }, ToClient::Done { request: 1 }]
+            [
+                ToClient::Welcome { .. },
+                ToClient::Done {
+                    request: RequestId(1)
+                }
+            ]
         ),
         "{sent:?}"
     );
@@ -167,7 +172,12 @@ fn a_full_core_queue_stops_reading_but_never_sending() {
     };
     for request in 1..=5 {
         client
-            .send(encode(&FromClient::Status { request }), 0)
+            .send(
+                encode(&FromClient::Status {
+                    request: RequestId(request),
+                }),
+                0,
+            )
             .unwrap();
     }
     // The core's queue fills with the first request...
@@ -183,7 +193,9 @@ fn a_full_core_queue_stops_reading_but_never_sending() {
     out_tx
         .send((
             ConnectionId::from("c1"),
-            ToClient::Done { request: 7 },
+            ToClient::Done {
+                request: RequestId(7),
+            },
             vec![],
         ))
         .unwrap();
@@ -192,14 +204,19 @@ fn a_full_core_queue_stops_reading_but_never_sending() {
         .recv_multipart(0)
         .expect("a reply while the core is busy");
     let reply: ToClient = crate::protocol::codec::decode(&reply[0]).unwrap();
-    assert_eq!(reply, ToClient::Done { request: 7 });
+    assert_eq!(
+        reply,
+        ToClient::Done {
+            request: RequestId(7)
+        }
+    );
     // The core reads: every request arrives, in order.
     for expected in 1..=5 {
         match events_rx.recv_timeout(deadline) {
             Ok(Event::FromClient {
                 msg: FromClient::Status { request },
                 ..
-            }) => assert_eq!(request, expected),
+            }) => assert_eq!(request, RequestId(expected)),
             Ok(other) => panic!("unexpected event {other:?}"),
             Err(e) => panic!("request {expected} never reached the core: {e}"),
         }
