@@ -343,7 +343,6 @@ mod tests {
             heartbeat_interval_ms: 1000,
             fetch_timeout_ms: 5000,
             death_timeout_ms: 60_000,
-            pool_queue: 0,
             max_message_bytes: 1 << 20,
         });
         let store = Box::new(MemoryStore::new());

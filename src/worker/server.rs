@@ -56,6 +56,7 @@ pub struct WorkerConfig {
     pub max_message_bytes: i64,
     /// The secret of the nanny supervising this process (`ZASK_NANNY_TOKEN`, set by the
     /// nanny); sent at registration so the scheduler believes that nanny's reports about it.
+    /// Default `None`: no nanny, so nobody may speak for this worker.
     pub nanny_token: Option<u64>,
     /// ZeroMQ high-water mark of each of the worker's connections (scheduler, peers), in
     /// messages, each way (default 10,000). Never reached while the other side reads: the
@@ -67,7 +68,7 @@ pub struct WorkerConfig {
     /// `fetch_timeout_ms` and it asks another holder.
     pub queue_max_messages: i32,
     /// A "zero worker" for measuring the scheduler: every task is reported done at once with a
-    /// null result, without running it.
+    /// null result, without running it. Default false: tasks run.
     pub zero: bool,
 }
 
@@ -200,9 +201,6 @@ impl Worker {
             heartbeat_interval_ms: config.heartbeat_interval_ms,
             fetch_timeout_ms: config.fetch_timeout_ms,
             death_timeout_ms: config.death_timeout_ms,
-            // No prefetch: a task queued in the pool would start before the report of the one
-            // before it leaves, and a crash would then blame (and lose) the finished task.
-            pool_queue: 0,
             // Negative: ZeroMQ's "no limit".
             max_message_bytes: u64::try_from(config.max_message_bytes).unwrap_or(u64::MAX),
         });

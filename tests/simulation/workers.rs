@@ -129,7 +129,6 @@ impl Sim {
             fetch_timeout_ms: FETCH_TIMEOUT_MS,
             // Longer than any partition: a worker never gives up on the scheduler here.
             death_timeout_ms: 30_000,
-            pool_queue: 1,
             max_message_bytes: u64::MAX,
         };
         let rt = WorkerRuntime::new(
@@ -172,9 +171,19 @@ impl Sim {
             return Ok(());
         }
         let now = self.now;
+        self.workers[w]
+            .rt
+            .core()
+            .check_invariants()
+            .map_err(|e| format!("w{w}: worker invariant broken: {e}"))?;
         if let Some(reason) = self.workers[w].rt.run_commands(now) {
             return Err(format!("w{w} was told to shut down: {reason}"));
         }
+        self.workers[w]
+            .rt
+            .core()
+            .check_invariants()
+            .map_err(|e| format!("w{w}: worker invariant broken after its commands: {e}"))?;
         let sent = std::mem::take(&mut self.workers[w].rt.transport_mut().sent);
         for s in sent {
             match s {

@@ -85,12 +85,6 @@ pub struct WorkerCoreConfig {
     /// reach it until then, and registers again when it answers). The worker server passes
     /// `WorkerConfig::death_timeout_ms` (default 60 s).
     pub death_timeout_ms: u64,
-    /// Tasks handed to the thread pool beyond its thread count, so a thread finishing a short
-    /// task finds the next one queued instead of waiting for this loop to send it. The worker
-    /// server uses 0: a queued task would start before the report of the one before it
-    /// leaves, and a crash would then blame (and lose) the finished task. (Kept as a setting:
-    /// the simulation runs its workers with 1.)
-    pub pool_queue: usize,
     /// The largest message part this worker's sockets accept (`--max-message-bytes`). A result
     /// bigger than this, or than the scheduler's limit (`Registered`), fails its task: it
     /// could never travel to the scheduler, to a client or to a peer. The worker server passes

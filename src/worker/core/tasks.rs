@@ -86,7 +86,10 @@ impl WorkerCore {
     }
 
     pub(super) fn start_ready(&mut self) {
-        while self.executing < self.nthreads + self.config.pool_queue {
+        // The pool gets no more tasks than it has threads: a task queued in the pool would
+        // start before the report of the one before it leaves, and a crash would then blame
+        // (and lose) the finished task.
+        while self.executing < self.nthreads {
             let Some(key) = self.ready.pop_front() else {
                 break;
             };

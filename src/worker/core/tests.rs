@@ -36,7 +36,6 @@ fn config(nthreads: u32) -> WorkerCoreConfig {
         heartbeat_interval_ms: 1000,
         fetch_timeout_ms: 5000,
         death_timeout_ms: 60_000,
-        pool_queue: 0,
         max_message_bytes: 1000,
     }
 }
