@@ -27,6 +27,7 @@ pub use client::{Client, ClientConfig, ClientError, GetOptions};
 pub use collection::{Collection, CollectionError, CollectionKind, Computable};
 pub use graph::{Expr, Graph, GraphError, Key, KeySpec, Node};
 pub use local_cluster::{LocalCluster, LocalClusterError};
+pub use protocol::{WorkerAddress, WorkerName, WorkerSelector};
 pub use value::{Bytes, FromValue, Value};
 pub use worker::Registry;
 pub use zask_storage::StoreSpec;

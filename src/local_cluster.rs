@@ -5,6 +5,7 @@ use zask_storage::StoreSpec;
 
 use crate::client::{Client, ClientError};
 use crate::net::StartError;
+use crate::protocol::WorkerAddress;
 use crate::scheduler::server::SchedulerStartError;
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::worker::{Registry, Worker, WorkerConfig};
@@ -75,7 +76,7 @@ impl LocalClusterBuilder {
         for i in 0..self.workers {
             let mut config = WorkerConfig::new(scheduler.address_to_workers());
             config.nthreads = self.threads_per_worker;
-            config.name = Some(format!("local-{i}"));
+            config.name = Some(format!("local-{i}").into());
             config.store = match &self.store {
                 StoreSpec::Sled(path) => StoreSpec::Sled(path.join(format!("worker-{i}"))),
                 other => other.clone(),
@@ -133,11 +134,8 @@ impl LocalCluster {
         self.scheduler.address_to_workers()
     }
 
-    pub fn worker_addresses(&self) -> Vec<String> {
-        self.workers
-            .iter()
-            .map(|w| w.address().to_owned())
-            .collect()
+    pub fn worker_addresses(&self) -> Vec<WorkerAddress> {
+        self.workers.iter().map(|w| w.address().clone()).collect()
     }
 
     /// Waits (bounded) until `n` workers have registered.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{wait_until, TestCluster, DEADLINE};
 use zask::protocol::codec::encode;
-use zask::protocol::FromClient;
+use zask::protocol::{FromClient, RequestId};
 use zask::{graph, ClientConfig, Value};
 
 /// Scheduler queue per client connection in this test: small, so the stall shows quickly.
@@ -39,7 +39,12 @@ fn a_client_that_never_reads_is_dropped_and_others_keep_their_answers() {
     for request in 1..=FLOOD {
         // Status replies are a few hundred bytes each: megabytes that are never read.
         stuck
-            .send(encode(&FromClient::Status { request }), 0)
+            .send(
+                encode(&FromClient::Status {
+                    request: RequestId(request),
+                }),
+                0,
+            )
             .expect("the scheduler keeps reading requests");
     }
 

@@ -15,7 +15,7 @@ use std::sync::{mpsc, Arc};
 use common::{wait_until, ClusterOptions, Proc, TestCluster, DEADLINE, SCHEDULER, WORKER};
 use zask::bag::Item;
 use zask::graph::literal;
-use zask::protocol::RequestError;
+use zask::protocol::{RequestError, WorkerAddress};
 use zask::{Bag, Client, ClientConfig, ClientError, Collection, Graph, Key, Value};
 
 fn ints(xs: impl IntoIterator<Item = i64>) -> Value {
@@ -548,11 +548,11 @@ fn a_published_dataset_lost_with_its_worker_is_recomputed_from_lineage() {
     assert_eq!(runs(&count_file), (0..6).map(|i| (i, 1)).collect());
 
     let client_b = cluster.client();
-    let who_has: HashMap<Key, Vec<String>> = client_b.who_has(keys.clone()).unwrap();
+    let who_has: HashMap<Key, Vec<WorkerAddress>> = client_b.who_has(keys.clone()).unwrap();
     // Kill a worker holding some of the results (the holder of the first key).
     let victim_address = who_has[&keys[0]][0].clone();
     let victim = cluster
-        .worker_index(&victim_address)
+        .worker_index(victim_address.as_str())
         .unwrap_or_else(|| panic!("no worker printed {victim_address}"));
     let lost: Vec<i64> = (0..6)
         .filter(|&i| who_has[&keys[i as usize]] == vec![victim_address.clone()])

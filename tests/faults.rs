@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 
 use common::{wait_until, ClusterOptions, Proc, TestCluster, DEADLINE, WORKER};
 use zask::graph::key;
-use zask::protocol::{RequestError, TaskErrorKind, WorkerInfo};
+use zask::protocol::{RequestError, TaskErrorKind, WorkerAddress, WorkerInfo, WorkerName};
 use zask::{graph, Client, ClientError, GetOptions, Graph, Key, KeySpec, Node, Value};
 
 /// `client.get` with a deadline, so a hang fails the test instead of blocking it.
@@ -130,7 +130,8 @@ fn task_error(result: Result<Value, ClientError>) -> (Key, zask::protocol::TaskE
 }
 
 /// Waits until the scheduler no longer lists a worker at `address`.
-fn wait_until_removed(client: &Client, address: &str) {
+fn wait_until_removed(client: &Client, address: impl AsRef<str>) {
+    let address = address.as_ref();
     wait_until(
         &format!("the scheduler to remove {address}"),
         DEADLINE,
@@ -179,12 +180,12 @@ fn sigkill_of_a_worker_mid_tree_still_gives_the_right_answer() {
             .find(|w| w.processing > 0 && !w.keys.is_empty())
     });
     let i = cluster
-        .worker_index(&victim.address)
+        .worker_index(victim.address.as_str())
         .expect("a test worker");
     cluster.kill_worker(i);
 
     assert_eq!(pending.wait(), Ok(Value::from((1..=32i64).sum::<i64>())));
-    wait_until_removed(&client, &victim.address);
+    wait_until_removed(&client, victim.address.as_str());
     assert_eq!(workers(&client).len(), 2);
     assert_seed_works(&client);
 }
@@ -216,7 +217,7 @@ fn a_sigstopped_worker_is_detected_and_its_work_moves() {
 
     // The get finishes while the worker is still stopped: what it ran and held moved.
     assert_eq!(pending.wait(), Ok(Value::from((1..=10i64).sum::<i64>())));
-    wait_until_removed(&client, &victim.address);
+    wait_until_removed(&client, victim.address.as_str());
     assert_eq!(workers(&client).len(), 1);
 
     // Resumed, it finds itself unknown, registers again and is useful again.
@@ -261,16 +262,17 @@ fn killing_the_only_holder_of_an_intermediate_recomputes_only_what_was_lost() {
     let pending = Pending::start(&client, dsk, "c");
 
     // Every b in memory (once each), every a released, c waiting for the gate.
-    let holders: HashMap<Key, String> = wait_until("every b to be computed", DEADLINE, || {
-        let who_has = client.who_has(b_keys.clone()).expect("who_has");
-        let one_each = b_keys.iter().all(|k| who_has[k].len() == 1);
-        one_each.then(|| {
-            b_keys
-                .iter()
-                .map(|k| (k.clone(), who_has[k][0].clone()))
-                .collect()
-        })
-    });
+    let holders: HashMap<Key, WorkerAddress> =
+        wait_until("every b to be computed", DEADLINE, || {
+            let who_has = client.who_has(b_keys.clone()).expect("who_has");
+            let one_each = b_keys.iter().all(|k| who_has[k].len() == 1);
+            one_each.then(|| {
+                b_keys
+                    .iter()
+                    .map(|k| (k.clone(), who_has[k][0].clone()))
+                    .collect()
+            })
+        });
     wait_until("every a to be released", DEADLINE, || {
         let who_has = client.who_has(a_keys.clone()).expect("who_has");
         who_has.values().all(Vec::is_empty).then_some(())
@@ -438,7 +440,11 @@ fn scattered_data_lost_with_its_worker_fails_promptly_naming_it() {
     wait_until("the gate to run", DEADLINE, || {
         (client.status().expect("status").processing > 0).then_some(())
     });
-    cluster.kill_worker(cluster.worker_index(&holder).expect("a test worker"));
+    cluster.kill_worker(
+        cluster
+            .worker_index(holder.as_str())
+            .expect("a test worker"),
+    );
     let expect_lost = |result: Result<Value, ClientError>| match result {
         Err(ClientError::Request(e @ RequestError::DataLost { .. })) => {
             assert_eq!(
@@ -450,7 +456,7 @@ fn scattered_data_lost_with_its_worker_fails_promptly_naming_it() {
             );
             let message = e.to_string();
             assert!(
-                message.contains("\"lonely\"") && message.contains(&holder),
+                message.contains("\"lonely\"") && message.contains(holder.as_str()),
                 "{message}"
             );
         }
@@ -478,7 +484,7 @@ fn replicated_scattered_data_survives_the_loss_of_a_worker() {
         .scatter_with_replicas([("precious", Value::from(42)), ("also", Value::from(7))], 2)
         .expect("scatter with replicas");
     assert_eq!(keys, vec![Key::from("precious"), Key::from("also")]);
-    let copies = |k: &str| -> Vec<String> {
+    let copies = |k: &str| -> Vec<WorkerAddress> {
         let mut holders = client.who_has(k).expect("who_has")[&Key::from(k)].clone();
         holders.sort();
         holders.dedup();
@@ -550,7 +556,7 @@ fn the_nanny_restarts_a_killed_worker() {
     let new = wait_until("a new worker process to register", DEADLINE, || {
         workers(&client).into_iter().find(|w| w.pid != old.pid)
     });
-    assert_ne!(new.address, "", "{new:?}");
+    assert_ne!(new.address, WorkerAddress::default(), "{new:?}");
     assert!(
         !workers(&client).iter().any(|w| w.pid == old.pid),
         "the killed worker is still listed"
@@ -749,11 +755,11 @@ fn a_second_worker_with_a_taken_name_exits_naming_it_and_the_first_keeps_working
         "the nanny must not start the refused worker again\n{log}"
     );
     assert!(cluster.worker_running(0));
-    let now: Vec<(String, u32)> = workers(&client)
+    let now: Vec<(WorkerName, u32)> = workers(&client)
         .into_iter()
         .map(|w| (w.name, w.pid))
         .collect();
-    assert_eq!(now, vec![("w1".to_owned(), first[0].pid)]);
+    assert_eq!(now, vec![(WorkerName::from("w1"), first[0].pid)]);
     assert_seed_works(&client);
 }
 

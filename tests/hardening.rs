@@ -13,7 +13,7 @@ use zask::graph::key;
 use zask::protocol::codec::{decode, encode, encode_value};
 use zask::protocol::{
     ComputeTask, ErredTask, FinishedTask, FromWorker, TaskError, TaskErrorKind, ToWorker,
-    WorkerRegistration, PROTOCOL_VERSION,
+    WorkerAddress, WorkerRegistration, WorkerSelector, PROTOCOL_VERSION,
 };
 use zask::{graph, Collection, GetOptions, Key, Value};
 
@@ -126,7 +126,7 @@ fn collection_replaced_while_others_compute_it() {
 fn a_fake_worker_cannot_forge_results_drop_copies_or_remove_workers() {
     let cluster = TestCluster::with_workers(1);
     let client = cluster.client();
-    let real = cluster.worker_addresses()[0].clone();
+    let real = WorkerAddress::from(cluster.worker_addresses()[0].clone());
     let kept = GetOptions {
         keep_results: true,
         ..GetOptions::default()
@@ -184,7 +184,7 @@ fn a_fake_worker_cannot_forge_results_drop_copies_or_remove_workers() {
             let mut g = zask::Graph::new();
             g.insert("w", zask::Node::Task("inc".into(), vec![key("y")]));
             let options = GetOptions {
-                restrictions: vec![(Key::from("w"), vec!["fake".into()])],
+                restrictions: vec![(Key::from("w"), vec![WorkerSelector::Name("fake".into())])],
                 timeout: Some(DEADLINE),
                 ..GetOptions::default()
             };

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use zask::protocol::RequestError;
+use zask::protocol::{RequestError, WorkerAddress, WorkerSelector};
 use zask::scheduler::{Scheduler, SchedulerConfig};
 use zask::worker::{Registry, Worker, WorkerConfig};
 use zask::{graph, Client, ClientError, GetOptions, Key, Value};
@@ -58,8 +58,8 @@ fn wait_until<T>(what: &str, mut condition: impl FnMut() -> Option<T>) -> T {
 
 struct Setup {
     client: Client,
-    failing: String,
-    healthy: Option<String>,
+    failing: WorkerAddress,
+    healthy: Option<WorkerAddress>,
     // Workers before the scheduler, so they leave first.
     _workers: Vec<Worker>,
     _scheduler: Scheduler,
@@ -90,16 +90,19 @@ fn setup(with_healthy: bool) -> Setup {
     });
     Setup {
         client,
-        failing: workers[0].address().to_owned(),
-        healthy: workers.get(1).map(|w| w.address().to_owned()),
+        failing: workers[0].address().clone(),
+        healthy: workers.get(1).map(|w| w.address().clone()),
         _workers: workers,
         _scheduler: scheduler,
     }
 }
 
-fn on(key: &str, worker: &str) -> GetOptions {
+fn on(key: &str, worker: &WorkerAddress) -> GetOptions {
     GetOptions {
-        restrictions: vec![(Key::from(key), vec![worker.to_owned()])],
+        restrictions: vec![(
+            Key::from(key),
+            vec![WorkerSelector::Address(worker.clone())],
+        )],
         timeout: Some(DEADLINE),
         ..GetOptions::default()
     }

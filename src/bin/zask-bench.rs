@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use zask::graph::key;
+use zask::protocol::{WorkerAddress, WorkerSelector};
 use zask::{Client, GetOptions, Graph, Key, KeySpec, Value};
 
 #[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
@@ -417,7 +418,7 @@ fn transfer(c: &Cluster, nbytes: usize, zero: bool) -> Result<Run, String> {
     let [a, b, ..] = &workers[..] else {
         return Err("transfer needs two workers".into());
     };
-    let on = |k: &str, w: &str| (Key::from(k), vec![w.to_owned()]);
+    let on = |k: &str, w: &WorkerAddress| (Key::from(k), vec![WorkerSelector::Address(w.clone())]);
     let make = |k: &str, n: usize| -> Result<(), String> {
         let g = zask::graph! { k => ("alloc", n as i64) };
         let options = GetOptions {

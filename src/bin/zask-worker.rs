@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use zask::protocol::WorkerName;
 use zask::worker::nanny::{self, FinalReason, FinalReasonWriter, NannyConfig};
 use zask::worker::{Registry, Worker, WorkerConfig, WorkerError};
 use zask::StoreSpec;
@@ -109,7 +110,7 @@ fn main() {
     if let Some(n) = args.nthreads {
         config.nthreads = n.max(1);
     }
-    config.name = args.name;
+    config.name = args.name.map(WorkerName::from);
     config.host = args.host;
     config.peer_port = args.peer_port;
     config.store = args.store;

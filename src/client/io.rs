@@ -8,21 +8,25 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender};
 use log::{debug, warn};
 
-use super::state::{ClientState, Reply};
+use super::state::{Awaited, ClientState, Reply};
 use super::ClientConfig;
 use crate::net::{self, Clock};
 use crate::protocol::codec::encode;
 use crate::protocol::{Frame, FromClient};
 
 /// A message from a calling thread to the IO thread.
-pub(super) struct Outgoing {
-    pub request: u64,
-    pub msg: FromClient,
-    pub frames: Vec<Frame>,
-    /// Where the reply goes; None when none is expected.
-    pub reply: Option<Sender<Reply>>,
-    /// Fail the request with `Timeout` (and cancel it) after this long.
-    pub timeout_ms: Option<u64>,
+pub(super) enum Outgoing {
+    /// A request (or the hello) whose reply goes to `reply`.
+    Request {
+        awaited: Awaited,
+        msg: FromClient,
+        frames: Vec<Frame>,
+        reply: Sender<Reply>,
+        /// Fail the request with `Timeout` (and cancel it) after this long.
+        timeout_ms: Option<u64>,
+    },
+    /// A message no reply is expected to (goodbye): it carries no request id.
+    Notice(FromClient),
 }
 
 pub(super) fn io_loop(
@@ -69,9 +73,15 @@ pub(super) fn io_loop(
         }
         let now = clock.now_ms();
         for o in outgoing.try_iter() {
-            match o.reply {
-                Some(reply) => state.request(now, o.request, o.msg, o.frames, reply, o.timeout_ms),
-                None => state.send(o.msg, o.frames),
+            match o {
+                Outgoing::Request {
+                    awaited,
+                    msg,
+                    frames,
+                    reply,
+                    timeout_ms,
+                } => state.request(now, awaited, msg, frames, reply, timeout_ms),
+                Outgoing::Notice(msg) => state.send(msg, vec![]),
             }
         }
         send_all(&mut state);
@@ -90,10 +100,12 @@ pub(super) fn io_loop(
             let _ = tx.send(reply);
         }
         for u in state.take_unsolicited() {
-            debug!(
-                "reply to request {}, which nobody waits for: {:?}",
-                u.request, u.msg
-            );
+            match u.answers {
+                Some(awaited) => {
+                    debug!("answer to {awaited:?}, which nobody waits for: {:?}", u.msg)
+                }
+                None => warn!("the scheduler refused a message: {:?}", u.msg),
+            }
         }
         send_all(&mut state);
     }

@@ -15,7 +15,10 @@ use crate::collection::{AsCollection, Collection};
 use crate::graph::{Graph, Key, KeySpec};
 use crate::net::{self, Endpoint, Waker};
 use crate::protocol::codec::{decode_value_owned, encode_value};
-use crate::protocol::{ClusterStatus, Frame, FromClient, ToClient, WorkerInfo, PROTOCOL_VERSION};
+use crate::protocol::{
+    ClusterStatus, Frame, FromClient, RequestId, ToClient, WorkerAddress, WorkerInfo,
+    WorkerSelector, PROTOCOL_VERSION,
+};
 use crate::value::Value;
 
 mod error;
@@ -24,7 +27,7 @@ pub mod state;
 
 pub use error::ClientError;
 use io::{io_loop, Outgoing};
-use state::HELLO_REQUEST;
+use state::Awaited;
 
 /// Client settings.
 #[derive(Clone, Debug)]
@@ -62,9 +65,9 @@ pub struct GetOptions {
     pub keep_results: bool,
     /// Give up after this long (the scheduler drops the request).
     pub timeout: Option<Duration>,
-    /// Tasks that may only run on the given workers (addresses or names), like dask's
+    /// Tasks that may only run on the workers selected (by address or by name), like dask's
     /// `workers=`.
-    pub restrictions: Vec<(Key, Vec<String>)>,
+    pub restrictions: Vec<(Key, Vec<WorkerSelector>)>,
 }
 
 /// A connection to a scheduler's client port.
@@ -134,7 +137,7 @@ impl Client {
             protocol_version: PROTOCOL_VERSION,
         };
         let timeout = Duration::from_millis(config.connect_timeout_ms);
-        match client.request_with_id(HELLO_REQUEST, hello, vec![], Some(timeout)) {
+        match client.request_with_id(Awaited::Hello, hello, vec![], Some(timeout)) {
             Ok((
                 ToClient::Welcome {
                     address_to_workers, ..
@@ -264,7 +267,7 @@ impl Client {
     pub fn who_has(
         &self,
         keys: impl Into<KeySpec>,
-    ) -> Result<HashMap<Key, Vec<String>>, ClientError> {
+    ) -> Result<HashMap<Key, Vec<WorkerAddress>>, ClientError> {
         let keys = keys.into().flatten();
         let msg = |request| FromClient::WhoHas {
             request,
@@ -388,7 +391,7 @@ impl Client {
         })
     }
 
-    fn expect_done(&self, msg: impl Fn(u64) -> FromClient) -> Result<(), ClientError> {
+    fn expect_done(&self, msg: impl Fn(RequestId) -> FromClient) -> Result<(), ClientError> {
         match self.request(msg, vec![], None)? {
             (ToClient::Done { .. }, _) => Ok(()),
             (other, _) => Err(unexpected(other)),
@@ -397,7 +400,7 @@ impl Client {
 
     fn expect_collection(
         &self,
-        msg: impl Fn(u64) -> FromClient,
+        msg: impl Fn(RequestId) -> FromClient,
     ) -> Result<Collection, ClientError> {
         match self.request(msg, vec![], None)? {
             (ToClient::Collection { collection, .. }, _) => Ok(collection),
@@ -422,17 +425,17 @@ impl Client {
 
     fn request(
         &self,
-        msg: impl Fn(u64) -> FromClient,
+        msg: impl Fn(RequestId) -> FromClient,
         frames: Vec<Frame>,
         timeout: Option<Duration>,
     ) -> Result<(ToClient, Vec<Frame>), ClientError> {
-        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
-        self.request_with_id(id, msg(id), frames, timeout)
+        let id = RequestId(self.next_request.fetch_add(1, Ordering::Relaxed));
+        self.request_with_id(Awaited::Reply(id), msg(id), frames, timeout)
     }
 
     fn request_with_id(
         &self,
-        request: u64,
+        awaited: Awaited,
         msg: FromClient,
         frames: Vec<Frame>,
         timeout: Option<Duration>,
@@ -441,11 +444,11 @@ impl Client {
             return Err(ClientError::Closed);
         }
         let (tx, rx) = crossbeam_channel::bounded(1);
-        self.send(Outgoing {
-            request,
+        self.send(Outgoing::Request {
+            awaited,
             msg,
             frames,
-            reply: Some(tx),
+            reply: tx,
             // The IO thread times the request out (and cancels it on the scheduler).
             timeout_ms: timeout.map(|t| t.as_millis() as u64),
         })?;
@@ -479,13 +482,7 @@ impl Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
-        let _ = self.send(Outgoing {
-            request: 0,
-            msg: FromClient::Goodbye,
-            frames: vec![],
-            reply: None,
-            timeout_ms: None,
-        });
+        let _ = self.send(Outgoing::Notice(FromClient::Goodbye));
         self.closed.store(true, Ordering::SeqCst);
         self.waker.wake();
         if let Some(io) = self.io.lock().expect("never poisoned").take() {

@@ -8,14 +8,19 @@ use std::collections::BTreeMap;
 
 use super::error::ClientError;
 use crate::protocol::codec::{decode, DecodeError};
-use crate::protocol::{Frame, FromClient, ToClient};
+use crate::protocol::{Frame, FromClient, RequestId, ToClient};
 
 /// What a waiting call gets: the reply and its value frames, or why there is none. A
 /// `ToClient::Failed` reply arrives as `ClientError::Request`.
 pub type Reply = Result<(ToClient, Vec<Frame>), ClientError>;
 
-/// The request id of the hello; its reply is the `Welcome`.
-pub const HELLO_REQUEST: u64 = 0;
+/// What a waiting call waits for: the `Welcome` that answers the hello (which carries no
+/// request id), or the reply to one of the client's requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Awaited {
+    Hello,
+    Reply(RequestId),
+}
 
 #[derive(Debug)]
 struct Pending<W> {
@@ -26,10 +31,12 @@ struct Pending<W> {
 }
 
 /// A reply no waiting request was there for (answered already, cancelled, timed out, never
-/// asked): the IO thread logs it, the simulation checks it.
+/// asked), or an answer that belongs to no request (`Rejected` with no hello pending): the IO
+/// thread logs it, the simulation checks it.
 #[derive(Debug)]
 pub struct Unsolicited {
-    pub request: u64,
+    /// What it answers; `None` for an answer that belongs to no request.
+    pub answers: Option<Awaited>,
     pub msg: ToClient,
     pub frames: Vec<Frame>,
 }
@@ -41,7 +48,7 @@ pub struct ClientState<W> {
     address: String,
     ping_interval_ms: u64,
     scheduler_timeout_ms: u64,
-    pending: BTreeMap<u64, Pending<W>>,
+    pending: BTreeMap<Awaited, Pending<W>>,
     last_heard_ms: u64,
     last_ping_ms: u64,
     outgoing: Vec<(FromClient, Vec<Frame>)>,
@@ -71,12 +78,12 @@ impl<W> ClientState<W> {
         }
     }
 
-    /// Sends a request whose reply `waiter` waits for, failed with `Timeout` (and cancelled on
-    /// the scheduler) after `timeout_ms` if given.
+    /// Sends a request (or the hello) whose reply `waiter` waits for, failed with `Timeout`
+    /// (and a request cancelled on the scheduler) after `timeout_ms` if given.
     pub fn request(
         &mut self,
         now_ms: u64,
-        request: u64,
+        request: Awaited,
         msg: FromClient,
         frames: Vec<Frame>,
         waiter: W,
@@ -102,16 +109,26 @@ impl<W> ClientState<W> {
         self.outgoing.push((msg, frames));
     }
 
-    /// Gives up on a request: the scheduler is told to drop it; returns its waiter if it
-    /// still waited.
-    pub fn cancel(&mut self, request: u64) -> Option<W> {
-        self.outgoing.push((FromClient::Cancel { request }, vec![]));
-        self.pending.remove(&request).map(|p| p.waiter)
+    /// Gives up on a request (the scheduler is told to drop it) or on the hello; returns its
+    /// waiter if it still waited.
+    pub fn cancel(&mut self, awaited: Awaited) -> Option<W> {
+        if let Awaited::Reply(request) = awaited {
+            self.outgoing.push((FromClient::Cancel { request }, vec![]));
+        }
+        self.pending.remove(&awaited).map(|p| p.waiter)
     }
 
-    /// The ids of the requests waiting for a reply.
-    pub fn waiting(&self) -> impl Iterator<Item = u64> + '_ {
-        self.pending.keys().copied()
+    /// Whether the hello still waits for its `Welcome`.
+    pub fn awaits_hello(&self) -> bool {
+        self.pending.contains_key(&Awaited::Hello)
+    }
+
+    /// The ids of the requests waiting for a reply (the hello aside).
+    pub fn waiting(&self) -> impl Iterator<Item = RequestId> + '_ {
+        self.pending.keys().filter_map(|a| match a {
+            Awaited::Reply(r) => Some(*r),
+            Awaited::Hello => None,
+        })
     }
 
     /// A message from the scheduler: a reply goes to its waiter (`take_replies`), a reply
@@ -124,9 +141,12 @@ impl<W> ClientState<W> {
         }
         let values = frames.split_off(1);
         let msg: ToClient = decode(&frames[0])?;
-        let request = match &msg {
+        let awaited = match &msg {
             ToClient::Pong => return Ok(()),
-            ToClient::Welcome { .. } => HELLO_REQUEST,
+            ToClient::Welcome { .. } => Awaited::Hello,
+            // No request to answer: it fails the hello if one waits (a refused hello, or one
+            // the scheduler could not read), else it is logged.
+            ToClient::Rejected { .. } => Awaited::Hello,
             ToClient::Values { request, .. }
             | ToClient::Failed { request, .. }
             | ToClient::Scattered { request, .. }
@@ -134,18 +154,23 @@ impl<W> ClientState<W> {
             | ToClient::Status { request, .. }
             | ToClient::Done { request }
             | ToClient::Collection { request, .. }
-            | ToClient::Names { request, .. } => *request,
+            | ToClient::Names { request, .. } => Awaited::Reply(*request),
         };
-        match self.pending.remove(&request) {
+        match self.pending.remove(&awaited) {
             Some(p) => {
                 let reply = match msg {
-                    ToClient::Failed { error, .. } => Err(ClientError::Request(error)),
+                    ToClient::Failed { error, .. } | ToClient::Rejected { error } => {
+                        Err(ClientError::Request(error))
+                    }
                     msg => Ok((msg, values)),
                 };
                 self.replies.push((p.waiter, reply));
             }
             None => self.unsolicited.push(Unsolicited {
-                request,
+                answers: match msg {
+                    ToClient::Rejected { .. } => None,
+                    _ => Some(awaited),
+                },
                 msg,
                 frames: values,
             }),
@@ -156,7 +181,7 @@ impl<W> ClientState<W> {
     /// Lets time pass: pings while requests wait, fails them all when the scheduler has been
     /// silent too long, fails (and cancels) requests past their timeout.
     pub fn tick(&mut self, now_ms: u64) {
-        let expired: Vec<u64> = self
+        let expired: Vec<Awaited> = self
             .pending
             .iter()
             .filter(|(_, p)| p.deadline_ms.is_some_and(|d| now_ms >= d))
@@ -170,12 +195,7 @@ impl<W> ClientState<W> {
             }
         }
         if !self.pending.is_empty() && now_ms >= self.last_ping_ms + self.ping_interval_ms {
-            let pending = self
-                .pending
-                .keys()
-                .copied()
-                .filter(|r| *r != HELLO_REQUEST)
-                .collect();
+            let pending = self.waiting().collect();
             self.outgoing.push((FromClient::Ping { pending }, vec![]));
             self.last_ping_ms = now_ms;
         }
@@ -188,7 +208,7 @@ impl<W> ClientState<W> {
                 self.address,
                 self.pending.len()
             );
-            self.pending.remove(&HELLO_REQUEST);
+            self.pending.remove(&Awaited::Hello);
             for (_, p) in std::mem::take(&mut self.pending) {
                 let error = ClientError::SchedulerLost {
                     address: self.address.clone(),
@@ -200,7 +220,7 @@ impl<W> ClientState<W> {
     }
 
     fn established(&self) -> bool {
-        self.pending.keys().any(|r| *r != HELLO_REQUEST)
+        self.pending.keys().any(|a| *a != Awaited::Hello)
     }
 
     /// When `tick` has something to do next, if anything waits.
@@ -256,35 +276,65 @@ mod tests {
     }
 
     fn status(request: u64) -> FromClient {
-        FromClient::Status { request }
+        FromClient::Status {
+            request: RequestId(request),
+        }
+    }
+
+    fn hello() -> FromClient {
+        FromClient::Hello {
+            protocol_version: crate::protocol::PROTOCOL_VERSION,
+        }
+    }
+
+    fn reply(request: u64) -> Awaited {
+        Awaited::Reply(RequestId(request))
     }
 
     #[test]
     fn a_reply_goes_to_its_waiter_and_a_second_one_is_unsolicited() {
         let mut s = state();
-        s.request(0, 1, status(1), vec![], "a", None);
+        s.request(0, reply(1), status(1), vec![], "a", None);
         assert_eq!(s.take_outgoing(), vec![(status(1), vec![])]);
-        s.receive(5, vec![encode(&ToClient::Done { request: 1 })])
-            .unwrap();
-        s.receive(6, vec![encode(&ToClient::Done { request: 1 })])
-            .unwrap();
+        s.receive(
+            5,
+            vec![encode(&ToClient::Done {
+                request: RequestId(1),
+            })],
+        )
+        .unwrap();
+        s.receive(
+            6,
+            vec![encode(&ToClient::Done {
+                request: RequestId(1),
+            })],
+        )
+        .unwrap();
         let replies = s.take_replies();
         assert!(matches!(
             replies[..],
-            [("a", Ok((ToClient::Done { request: 1 }, _)))]
+            [(
+                "a",
+                Ok((
+                    ToClient::Done {
+                        request: RequestId(1)
+                    },
+                    _
+                ))
+            )]
         ));
         let u = s.take_unsolicited();
         assert_eq!(u.len(), 1);
-        assert_eq!(u[0].request, 1);
+        assert_eq!(u[0].answers, Some(reply(1)));
         assert_eq!(s.next_deadline(), None, "nothing waits");
     }
 
     #[test]
     fn a_failed_request_arrives_as_a_request_error() {
         let mut s = state();
-        s.request(0, 3, status(3), vec![], "a", None);
+        s.request(0, reply(3), status(3), vec![], "a", None);
         let failed = ToClient::Failed {
-            request: 3,
+            request: RequestId(3),
             error: RequestError::SchedulerRestarted,
         };
         s.receive(1, vec![encode(&failed)]).unwrap();
@@ -300,14 +350,19 @@ mod tests {
     #[test]
     fn pings_while_waiting_then_fails_requests_of_a_silent_scheduler() {
         let mut s = state();
-        s.request(0, HELLO_REQUEST, status(0), vec![], "hello", None);
-        s.request(0, 7, status(7), vec![], "b", None);
+        s.request(0, Awaited::Hello, hello(), vec![], "hello", None);
+        s.request(0, reply(7), status(7), vec![], "b", None);
         s.take_outgoing();
         assert_eq!(s.next_deadline(), Some(100));
         s.tick(100);
         assert_eq!(
             s.take_outgoing(),
-            vec![(FromClient::Ping { pending: vec![7] }, vec![])],
+            vec![(
+                FromClient::Ping {
+                    pending: vec![RequestId(7)]
+                },
+                vec![]
+            )],
             "the hello is not listed"
         );
         s.receive(150, vec![encode(&ToClient::Pong)]).unwrap();
@@ -325,22 +380,23 @@ mod tests {
                 })
             )]
         ));
-        assert_eq!(s.waiting().count(), 0, "the hello is dropped too");
+        assert_eq!(s.waiting().count(), 0);
+        assert!(!s.awaits_hello(), "the hello is dropped too");
     }
 
     #[test]
     fn a_hello_alone_is_never_failed_for_silence() {
         let mut s = state();
-        s.request(0, HELLO_REQUEST, status(0), vec![], "hello", None);
+        s.request(0, Awaited::Hello, hello(), vec![], "hello", None);
         s.tick(10_000);
         assert!(s.take_replies().is_empty());
-        assert_eq!(s.waiting().collect::<Vec<_>>(), vec![HELLO_REQUEST]);
+        assert!(s.awaits_hello());
     }
 
     #[test]
     fn a_request_past_its_timeout_fails_and_is_cancelled() {
         let mut s = state();
-        s.request(10, 4, status(4), vec![], "c", Some(50));
+        s.request(10, reply(4), status(4), vec![], "c", Some(50));
         s.take_outgoing();
         assert_eq!(s.next_deadline(), Some(60));
         s.tick(60);
@@ -350,15 +406,83 @@ mod tests {
         ));
         assert_eq!(
             s.take_outgoing(),
-            vec![(FromClient::Cancel { request: 4 }, vec![])]
+            vec![(
+                FromClient::Cancel {
+                    request: RequestId(4)
+                },
+                vec![]
+            )]
+        );
+    }
+
+    #[test]
+    fn a_rejection_fails_the_hello() {
+        let mut s = state();
+        s.request(0, Awaited::Hello, hello(), vec![], "hello", None);
+        let error = RequestError::Protocol {
+            message: "protocol version 1 is not supported".into(),
+        };
+        s.receive(
+            1,
+            vec![encode(&ToClient::Rejected {
+                error: error.clone(),
+            })],
+        )
+        .unwrap();
+        let replies = s.take_replies();
+        assert!(
+            matches!(&replies[..], [("hello", Err(ClientError::Request(e)))] if *e == error),
+            "{replies:?}"
+        );
+        assert!(!s.awaits_hello());
+    }
+
+    #[test]
+    fn a_rejection_with_no_hello_waiting_fails_no_request() {
+        let mut s = state();
+        s.request(0, reply(1), status(1), vec![], "a", None);
+        let error = RequestError::Protocol {
+            message: "malformed message".into(),
+        };
+        s.receive(1, vec![encode(&ToClient::Rejected { error })])
+            .unwrap();
+        assert!(s.take_replies().is_empty());
+        assert_eq!(s.waiting().collect::<Vec<_>>(), vec![RequestId(1)]);
+        let u = s.take_unsolicited();
+        assert!(
+            matches!(
+                &u[..],
+                [Unsolicited {
+                    answers: None,
+                    msg: ToClient::Rejected { .. },
+                    ..
+                }]
+            ),
+            "{u:?}"
+        );
+    }
+
+    #[test]
+    fn a_hello_past_its_timeout_fails_and_sends_no_cancel() {
+        let mut s = state();
+        s.request(0, Awaited::Hello, hello(), vec![], "hello", Some(50));
+        s.take_outgoing();
+        s.tick(50);
+        assert!(matches!(
+            s.take_replies()[..],
+            [("hello", Err(ClientError::Timeout { after_ms: 50 }))]
+        ));
+        assert!(
+            s.take_outgoing().is_empty(),
+            "the hello has no request id to cancel"
         );
     }
 
     #[test]
     fn closing_fails_every_waiting_call() {
         let mut s = state();
-        s.request(0, 1, status(1), vec![], "a", None);
-        s.request(0, 2, status(2), vec![], "b", None);
+        s.request(0, reply(1), status(1), vec![], "a", None);
+        s.request(0, reply(2), status(2), vec![], "b", None);
         let closed = s.close();
         assert_eq!(closed.len(), 2);
         assert!(closed

@@ -182,11 +182,13 @@ pub fn spec_hash(spec: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{FromClient, FromWorker};
+    use crate::protocol::{FromClient, FromWorker, RequestId};
 
     #[test]
     fn messages_roundtrip_and_are_recognised_by_their_prefix() {
-        let m = FromClient::Status { request: 7 };
+        let m = FromClient::Status {
+            request: RequestId(7),
+        };
         let f = encode(&m);
         assert_eq!(&f[..4], b"ZASK");
         assert_eq!(decode::<FromClient>(&f), Ok(m));
@@ -214,7 +216,9 @@ mod tests {
             decode::<FromClient>(&worker_msg),
             Err(DecodeError::Malformed(_))
         ));
-        let mut truncated = encode(&FromClient::Status { request: 1 });
+        let mut truncated = encode(&FromClient::Status {
+            request: RequestId(1),
+        });
         truncated.truncate(6);
         assert!(decode::<FromClient>(&truncated).is_err());
     }
@@ -235,7 +239,7 @@ mod tests {
     #[test]
     fn split_checks_frame_counts() {
         let header = encode(&FromClient::Scatter {
-            request: 1,
+            request: RequestId(1),
             keys: vec!["a".into()],
         });
         let count = |m: &FromClient| match m {

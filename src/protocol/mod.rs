@@ -6,6 +6,7 @@
 //! own, encoded by `codec::encode_value`, so large bytes are never copied into msgpack.
 
 pub mod codec;
+mod ids;
 
 use std::fmt;
 
@@ -15,12 +16,10 @@ use crate::collection::Collection;
 use crate::graph::{Expr, GraphError, Key};
 
 pub use codec::{DecodeError, Frame};
-
-/// A ZeroMQ routing identity: how a ROUTER socket names the peer a message came from.
-pub type FrameIdentity = Vec<u8>;
+pub use ids::{ConnectionId, RequestId, WorkerAddress, WorkerName, WorkerSelector};
 
 /// Checked at registration (workers) and at hello (clients).
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 
 /// First bytes of every native header frame. Legacy (2015) messages start with a pickle
 /// opcode (0x80), so the two are told apart by their first byte.
@@ -40,8 +39,8 @@ pub enum FromWorker {
     MissingDependency {
         key: Key,
         dependency: Key,
-        holders: Vec<String>,
-        unresponsive: Vec<String>,
+        holders: Vec<WorkerAddress>,
+        unresponsive: Vec<WorkerAddress>,
     },
     /// Answer to `GetData`: values of `found` follow as frames, in order.
     Data {
@@ -66,14 +65,14 @@ pub enum FromWorker {
     /// Believed only when `token` equals the `nanny_token` that worker registered with (the
     /// nanny hands the token to the process it starts), so nobody else can speak for a worker.
     NannyOf {
-        worker_address: String,
+        worker_address: WorkerAddress,
         token: u64,
     },
     /// From a nanny: its worker process ended. Believed only from the connection that sent a
     /// matching `NannyOf`. `expected` when the nanny ended it on request
     /// (a restart), so no task is to blame.
     WorkerDied {
-        worker_address: String,
+        worker_address: WorkerAddress,
         /// The token the dead process was given: it names that very process (an address may
         /// be shared by its successor, or by a stale registration of it still on the way).
         token: u64,
@@ -86,8 +85,8 @@ pub enum FromWorker {
 pub struct WorkerRegistration {
     pub protocol_version: u8,
     /// Where peers fetch data from: the worker's own ROUTER endpoint.
-    pub address: String,
-    pub name: String,
+    pub address: WorkerAddress,
+    pub name: WorkerName,
     pub nthreads: u32,
     pub memory_limit_bytes: u64,
     pub pid: u32,
@@ -199,7 +198,7 @@ pub enum ToWorker {
     /// Forget these keys: delete their data, drop them if queued.
     Release(Vec<Key>),
     /// These workers are gone: stop waiting on them for data, try other holders now.
-    PeersLost(Vec<String>),
+    PeersLost(Vec<WorkerAddress>),
     /// Answer with a heartbeat at once (the scheduler is checking who is still alive).
     Ping,
     /// The answer to a heartbeat: the scheduler is alive.
@@ -241,9 +240,9 @@ pub enum RejectReason {
     /// The worker speaks another protocol revision.
     ProtocolVersion { scheduler: u8, worker: u8 },
     /// Another live worker is registered under this name.
-    NameTaken { name: String },
+    NameTaken { name: WorkerName },
     /// Another live worker is registered at this peer address.
-    AddressTaken { address: String },
+    AddressTaken { address: WorkerAddress },
 }
 
 impl fmt::Display for RejectReason {
@@ -272,7 +271,7 @@ pub struct ComputeTask {
     #[serde(with = "serde_bytes")]
     pub spec: Vec<u8>,
     /// Where each dependency can be fetched from (peer addresses).
-    pub dependencies: Vec<(Key, Vec<String>)>,
+    pub dependencies: Vec<(Key, Vec<WorkerAddress>)>,
     /// Send the value back with the completion: a client waits for it.
     pub report_value: bool,
 }
@@ -306,87 +305,87 @@ pub enum FromClient {
     /// Liveness check, listing the requests the client still waits for: the scheduler fails
     /// those it does not know (it restarted and lost them).
     Ping {
-        pending: Vec<u64>,
+        pending: Vec<RequestId>,
     },
     Submit {
-        request: u64,
+        request: RequestId,
         graph: Vec<(Key, Expr)>,
         outputs: Vec<Key>,
         keep_results: bool,
-        /// Tasks that may only run on these workers (addresses or names).
-        restrictions: Vec<(Key, Vec<String>)>,
+        /// Tasks that may only run on the workers these select.
+        restrictions: Vec<(Key, Vec<WorkerSelector>)>,
     },
     Gather {
-        request: u64,
+        request: RequestId,
         keys: Vec<Key>,
     },
     /// Values follow as frames, in order.
     Scatter {
-        request: u64,
+        request: RequestId,
         keys: Vec<Key>,
     },
     WhoHas {
-        request: u64,
+        request: RequestId,
         keys: Vec<Key>,
     },
     Status {
-        request: u64,
+        request: RequestId,
     },
     /// Drop kept results and scattered data.
     Release {
-        request: u64,
+        request: RequestId,
         keys: Vec<Key>,
     },
     /// Keep `replicas` copies of each key (on distinct workers), now and after losses.
     Replicate {
-        request: u64,
+        request: RequestId,
         keys: Vec<Key>,
         replicas: u32,
     },
     /// Store a collection (its graph, not its data) under a name; replaces an existing one.
     SetCollection {
-        request: u64,
+        request: RequestId,
         name: String,
         collection: Collection,
     },
     GetCollection {
-        request: u64,
+        request: RequestId,
         name: String,
     },
     ListCollections {
-        request: u64,
+        request: RequestId,
     },
     DeleteCollection {
-        request: u64,
+        request: RequestId,
         name: String,
     },
     /// Compute a graph's outputs and keep them on the workers, returning no values.
     Persist {
-        request: u64,
+        request: RequestId,
         graph: Vec<(Key, Expr)>,
         outputs: Vec<Key>,
     },
     /// Name persisted results (`collection`'s keys) so they outlive the client.
     Publish {
-        request: u64,
+        request: RequestId,
         name: String,
         collection: Collection,
     },
     GetDataset {
-        request: u64,
+        request: RequestId,
         name: String,
     },
     Unpublish {
-        request: u64,
+        request: RequestId,
         name: String,
     },
     /// Restart every worker (through its nanny) and drop all tasks and data.
     Restart {
-        request: u64,
+        request: RequestId,
     },
     /// Cancel requests this client no longer waits for (e.g. a timed-out `get`).
     Cancel {
-        request: u64,
+        request: RequestId,
     },
     Goodbye,
 }
@@ -404,35 +403,41 @@ pub enum ToClient {
     /// more than once travels once: then `positions[i]` is the frame of the i-th key asked
     /// for (empty: one frame per key, in order).
     Values {
-        request: u64,
+        request: RequestId,
         positions: Vec<u32>,
     },
     Failed {
-        request: u64,
+        request: RequestId,
         error: RequestError,
     },
     Scattered {
-        request: u64,
+        request: RequestId,
         keys: Vec<Key>,
     },
     WhoHas {
-        request: u64,
-        who_has: Vec<(Key, Vec<String>)>,
+        request: RequestId,
+        who_has: Vec<(Key, Vec<WorkerAddress>)>,
     },
     Status {
-        request: u64,
+        request: RequestId,
         status: ClusterStatus,
     },
     Done {
-        request: u64,
+        request: RequestId,
     },
     Collection {
-        request: u64,
+        request: RequestId,
         collection: Collection,
     },
     Names {
-        request: u64,
+        request: RequestId,
         names: Vec<String>,
+    },
+    /// An answer that belongs to no request: the message could not be read (so its request
+    /// id is unknown), or the hello was refused (another protocol version). The client fails
+    /// its pending hello with `error`; otherwise it logs it.
+    Rejected {
+        error: RequestError,
     },
 }
 
@@ -444,7 +449,10 @@ pub enum RequestError {
     /// A task failed; `key` is the task that failed (the one asked for, or one it depends on).
     Task { key: Key, error: TaskError },
     /// Data with no lineage (scattered) was lost with the workers that held it.
-    DataLost { key: Key, workers: Vec<String> },
+    DataLost {
+        key: Key,
+        workers: Vec<WorkerAddress>,
+    },
     /// A key asked for by `gather` is not on the cluster.
     NotFound { key: Key },
     /// No stored collection (or published dataset) has this name.
@@ -468,7 +476,11 @@ impl fmt::Display for RequestError {
             RequestError::DataLost { key, workers } => write!(
                 f,
                 "scattered key {key:?} was lost with worker(s) {} and cannot be recomputed",
-                workers.join(", ")
+                workers
+                    .iter()
+                    .map(WorkerAddress::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             RequestError::NotFound { key } => write!(f, "key {key:?} is not on the cluster"),
             RequestError::SchedulerRestarted => write!(
@@ -506,8 +518,8 @@ pub struct ClusterStatus {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WorkerInfo {
-    pub address: String,
-    pub name: String,
+    pub address: WorkerAddress,
+    pub name: WorkerName,
     pub pid: u32,
     pub nthreads: u32,
     pub memory_limit_bytes: u64,

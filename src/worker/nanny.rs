@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use super::core::ShutdownReason;
 use crate::net::{self, StartError};
 use crate::protocol::codec::{decode, decode_plain, encode, encode_plain};
-use crate::protocol::{FromWorker, ToWorker};
+use crate::protocol::{FromWorker, ToWorker, WorkerAddress};
 
 /// How to supervise a worker.
 #[derive(Clone, Debug)]
@@ -72,11 +72,11 @@ struct Running {
     token: u64,
     child: Child,
     started: Instant,
-    address: Option<String>,
+    address: Option<WorkerAddress>,
     /// The worker's standard output, line by line (passed through, never interpreted).
     lines: mpsc::Receiver<String>,
     /// The peer addresses the worker announced on its pipe (`ToNanny::Started`).
-    announced: mpsc::Receiver<String>,
+    announced: mpsc::Receiver<WorkerAddress>,
     /// The last final reason the worker wrote on its pipe, sent once the pipe closes (when
     /// the process ends).
     final_reason: mpsc::Receiver<Option<FinalReason>>,
@@ -94,7 +94,7 @@ impl Running {
 
     /// Claims (`NannyOf`) the address the worker announced, if it announced one since.
     fn take_announced(&mut self, send: &dyn Fn(&FromWorker)) {
-        let announced: Vec<String> = self.announced.try_iter().collect();
+        let announced: Vec<WorkerAddress> = self.announced.try_iter().collect();
         for address in announced {
             send(&FromWorker::NannyOf {
                 worker_address: address.clone(),
@@ -110,7 +110,7 @@ impl Running {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 enum ToNanny {
     /// It is up and serves peers at this address: the nanny claims it at the scheduler.
-    Started { address: String },
+    Started { address: WorkerAddress },
     /// Why it is about to exit on purpose (the last message).
     Final(FinalReason),
 }
@@ -229,9 +229,9 @@ impl FinalReasonWriter {
 
     /// Tells the nanny the worker is up and serves peers at `address`, so it can claim the
     /// worker at the scheduler.
-    pub fn started(&mut self, address: &str) {
+    pub fn started(&mut self, address: &WorkerAddress) {
         let msg = ToNanny::Started {
-            address: address.to_owned(),
+            address: address.clone(),
         };
         if let Err(e) = self.0.write_all(&msg.encode()) {
             warn!("could not tell the nanny the worker's address: {e}");

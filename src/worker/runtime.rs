@@ -15,7 +15,8 @@ use super::executor::{Job, JobResult};
 use crate::graph::{Expr, Key};
 use crate::protocol::codec::{decode_plain, decode_value_owned, encode_value};
 use crate::protocol::{
-    Frame, FrameIdentity, FromWorker, PeerReply, PeerRequest, TaskError, TaskErrorKind,
+    ConnectionId, Frame, FromWorker, PeerReply, PeerRequest, TaskError, TaskErrorKind,
+    WorkerAddress,
 };
 
 /// Where the worker's messages go. Sending never blocks and never fails the caller: a message
@@ -24,9 +25,9 @@ pub trait Transport {
     /// To the scheduler (the worker's DEALER).
     fn to_scheduler(&mut self, msg: &FromWorker, frames: Vec<Frame>);
     /// A request to the peer listening at `address` (a DEALER to that peer's ROUTER).
-    fn to_peer(&mut self, address: &str, msg: &PeerRequest);
+    fn to_peer(&mut self, address: &WorkerAddress, msg: &PeerRequest);
     /// A reply to the peer connected to this worker's ROUTER as `peer`.
-    fn reply_to_peer(&mut self, peer: &FrameIdentity, msg: &PeerReply, frames: Vec<Frame>);
+    fn reply_to_peer(&mut self, peer: &ConnectionId, msg: &PeerReply, frames: Vec<Frame>);
 }
 
 /// Runs jobs somewhere else (a thread pool, a virtual one); each result comes back through
@@ -309,10 +310,10 @@ mod tests {
         fn to_scheduler(&mut self, msg: &FromWorker, frames: Vec<Frame>) {
             self.to_scheduler.push((msg.clone(), frames));
         }
-        fn to_peer(&mut self, address: &str, msg: &PeerRequest) {
+        fn to_peer(&mut self, address: &WorkerAddress, msg: &PeerRequest) {
             panic!("unexpected fetch from {address}: {msg:?}");
         }
-        fn reply_to_peer(&mut self, _: &FrameIdentity, msg: &PeerReply, _: Vec<Frame>) {
+        fn reply_to_peer(&mut self, _: &ConnectionId, msg: &PeerReply, _: Vec<Frame>) {
             panic!("unexpected peer reply {msg:?}");
         }
     }
@@ -342,7 +343,6 @@ mod tests {
             heartbeat_interval_ms: 1000,
             fetch_timeout_ms: 5000,
             death_timeout_ms: 60_000,
-            pool_queue: 0,
             max_message_bytes: 1 << 20,
         });
         let store = Box::new(MemoryStore::new());

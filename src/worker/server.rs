@@ -20,8 +20,8 @@ use super::runtime::{Transport, WorkerRuntime};
 use crate::net::{self, Clock, Endpoint, Waker};
 use crate::protocol::codec::{encode, split};
 use crate::protocol::{
-    Frame, FrameIdentity, FromWorker, PeerReply, PeerRequest, ToWorker, WorkerRegistration,
-    PROTOCOL_VERSION,
+    ConnectionId, Frame, FromWorker, PeerReply, PeerRequest, ToWorker, WorkerAddress, WorkerName,
+    WorkerRegistration, PROTOCOL_VERSION,
 };
 
 /// How to run a worker.
@@ -31,8 +31,8 @@ pub struct WorkerConfig {
     pub scheduler: String,
     /// Threads running tasks; defaults to the machine's cores.
     pub nthreads: u32,
-    /// A name for logs and `status`; defaults to the peer address.
-    pub name: Option<String>,
+    /// A name for logs, `status` and restrictions; defaults to the peer address's text.
+    pub name: Option<WorkerName>,
     /// Where the peer port listens; None: loopback when the scheduler is on loopback, else
     /// every interface (advertised by hostname).
     pub host: Option<String>,
@@ -56,6 +56,7 @@ pub struct WorkerConfig {
     pub max_message_bytes: i64,
     /// The secret of the nanny supervising this process (`ZASK_NANNY_TOKEN`, set by the
     /// nanny); sent at registration so the scheduler believes that nanny's reports about it.
+    /// Default `None`: no nanny, so nobody may speak for this worker.
     pub nanny_token: Option<u64>,
     /// ZeroMQ high-water mark of each of the worker's connections (scheduler, peers), in
     /// messages, each way (default 10,000). Never reached while the other side reads: the
@@ -67,7 +68,7 @@ pub struct WorkerConfig {
     /// `fetch_timeout_ms` and it asks another holder.
     pub queue_max_messages: i32,
     /// A "zero worker" for measuring the scheduler: every task is reported done at once with a
-    /// null result, without running it.
+    /// null result, without running it. Default false: tasks run.
     pub zero: bool,
 }
 
@@ -127,7 +128,7 @@ impl std::error::Error for WorkerError {}
 
 /// A running worker. Dropping it stops it (gracefully: the scheduler is told).
 pub struct Worker {
-    address: String,
+    address: WorkerAddress,
     stop: Arc<AtomicBool>,
     retire: Arc<AtomicBool>,
     waker: Waker,
@@ -170,7 +171,7 @@ impl Worker {
                 "0.0.0.0".into()
             }
         });
-        let address = net::bind(&peers, &host, config.peer_port)?;
+        let address = WorkerAddress::from(net::bind(&peers, &host, config.peer_port)?);
         to_scheduler
             .set_identity(&net::unique_identity("worker"))
             .map_err(socket_error("setting the socket identity"))?;
@@ -184,7 +185,10 @@ impl Worker {
         let registration = WorkerRegistration {
             protocol_version: PROTOCOL_VERSION,
             address: address.clone(),
-            name: config.name.clone().unwrap_or_else(|| address.clone()),
+            name: config
+                .name
+                .clone()
+                .unwrap_or_else(|| WorkerName::from(address.as_str())),
             nthreads,
             memory_limit_bytes: config.memory_limit_bytes,
             pid: std::process::id(),
@@ -197,9 +201,6 @@ impl Worker {
             heartbeat_interval_ms: config.heartbeat_interval_ms,
             fetch_timeout_ms: config.fetch_timeout_ms,
             death_timeout_ms: config.death_timeout_ms,
-            // No prefetch: a task queued in the pool would start before the report of the one
-            // before it leaves, and a crash would then blame (and lose) the finished task.
-            pool_queue: 0,
             // Negative: ZeroMQ's "no limit".
             max_message_bytes: u64::try_from(config.max_message_bytes).unwrap_or(u64::MAX),
         });
@@ -252,7 +253,7 @@ impl Worker {
     }
 
     /// Where peers fetch data from; also the worker's address in `status`.
-    pub fn address(&self) -> &str {
+    pub fn address(&self) -> &WorkerAddress {
         &self.address
     }
 
@@ -316,20 +317,20 @@ struct ZmqTransport {
     to_scheduler: zmq::Socket,
     peers: zmq::Socket,
     /// DEALERs to peers we fetch from, by address.
-    peer_sockets: HashMap<String, zmq::Socket>,
+    peer_sockets: HashMap<WorkerAddress, zmq::Socket>,
     max_message_bytes: i64,
     queue_max_messages: i32,
 }
 
 impl ZmqTransport {
-    fn peer_socket(&mut self, address: &str) -> Result<&zmq::Socket, String> {
+    fn peer_socket(&mut self, address: &WorkerAddress) -> Result<&zmq::Socket, String> {
         if !self.peer_sockets.contains_key(address) {
-            Endpoint::parse(address).map_err(|e| e.to_string())?;
+            Endpoint::parse(address.as_str()).map_err(|e| e.to_string())?;
             let s = self.ctx.socket(zmq::DEALER).map_err(|e| e.to_string())?;
             net::configure_bounded(&s, self.max_message_bytes, self.queue_max_messages)
                 .map_err(|e| e.to_string())?;
-            s.connect(address).map_err(|e| e.to_string())?;
-            self.peer_sockets.insert(address.to_owned(), s);
+            s.connect(address.as_str()).map_err(|e| e.to_string())?;
+            self.peer_sockets.insert(address.clone(), s);
         }
         Ok(&self.peer_sockets[address])
     }
@@ -347,7 +348,7 @@ impl Transport for ZmqTransport {
         }
     }
 
-    fn to_peer(&mut self, address: &str, msg: &PeerRequest) {
+    fn to_peer(&mut self, address: &WorkerAddress, msg: &PeerRequest) {
         let msg = encode(msg);
         match self.peer_socket(address) {
             Ok(s) => {
@@ -359,8 +360,8 @@ impl Transport for ZmqTransport {
         }
     }
 
-    fn reply_to_peer(&mut self, peer: &FrameIdentity, msg: &PeerReply, frames: Vec<Frame>) {
-        if let Err(e) = net::send(&self.peers, Some(peer), encode(msg), frames) {
+    fn reply_to_peer(&mut self, peer: &ConnectionId, msg: &PeerReply, frames: Vec<Frame>) {
+        if let Err(e) = net::send(&self.peers, Some(peer.as_bytes()), encode(msg), frames) {
             debug!("could not answer a peer: {e}");
         }
     }
@@ -413,7 +414,8 @@ impl WorkerIo {
                 .saturating_sub(self.clock.now_ms())
                 .clamp(1, 1000) as i64;
             let transport = self.runtime.transport();
-            let peer_addresses: Vec<String> = transport.peer_sockets.keys().cloned().collect();
+            let peer_addresses: Vec<WorkerAddress> =
+                transport.peer_sockets.keys().cloned().collect();
             let readable = {
                 let mut items = vec![
                     transport.to_scheduler.as_poll_item(zmq::POLLIN),
@@ -479,7 +481,7 @@ impl WorkerIo {
             warn!("dropping a peer message with no identity or body");
             return;
         }
-        let peer = frames.remove(0);
+        let peer = ConnectionId::from(frames.remove(0));
         match split::<PeerRequest>(frames, |_| 0) {
             Ok((msg, _)) => self
                 .runtime
@@ -496,7 +498,7 @@ impl WorkerIo {
         }
     }
 
-    fn on_peer_reply(&mut self, now: u64, address: &str, frames: Vec<Frame>) {
+    fn on_peer_reply(&mut self, now: u64, address: &WorkerAddress, frames: Vec<Frame>) {
         let counted = |m: &PeerReply| match m {
             PeerReply::Data { found, .. } => found.len(),
             PeerReply::Error { .. } => 0,
@@ -505,7 +507,7 @@ impl WorkerIo {
             Ok((msg, frames)) => self.runtime.handle(
                 now,
                 WorkerEvent::PeerAnswered {
-                    address: address.to_owned(),
+                    address: address.clone(),
                     msg,
                     frames,
                 },

@@ -355,14 +355,18 @@ impl TestCluster {
             DEADLINE,
             || {
                 let workers = client.workers().expect("status");
-                workers.iter().any(|w| w.address == address).then_some(())
+                workers
+                    .iter()
+                    .any(|w| w.address.as_str() == address)
+                    .then_some(())
             },
         );
         i
     }
 
     /// The index of the worker that printed `address` (its first address, under a nanny).
-    pub fn worker_index(&self, address: &str) -> Option<usize> {
+    pub fn worker_index(&self, address: impl AsRef<str>) -> Option<usize> {
+        let address = address.as_ref();
         self.worker_addresses.iter().position(|a| a == address)
     }
 

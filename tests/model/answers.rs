@@ -91,7 +91,7 @@ impl Model {
             | FromClient::Publish { request, .. }
             | FromClient::GetDataset { request, .. }
             | FromClient::Unpublish { request, .. }
-            | FromClient::Restart { request } => *request,
+            | FromClient::Restart { request } => request.0,
         };
         let op = self
             .sent
@@ -223,6 +223,11 @@ impl Model {
     pub(crate) fn reply_leaves(&mut self, c: usize, msg: &ToClient, frames: &[Frame]) -> R {
         let request = match msg {
             ToClient::Welcome { .. } | ToClient::Pong => return Ok(()),
+            ToClient::Rejected { error } => {
+                return Err(format!(
+                    "c{c}: the scheduler rejected a well-formed message: {error}"
+                ))
+            }
             ToClient::Values { request, .. }
             | ToClient::Failed { request, .. }
             | ToClient::Scattered { request, .. }
@@ -230,7 +235,7 @@ impl Model {
             | ToClient::Status { request, .. }
             | ToClient::Done { request }
             | ToClient::Collection { request, .. }
-            | ToClient::Names { request, .. } => *request,
+            | ToClient::Names { request, .. } => request.0,
         };
         let Some(p) = self.pending.remove(&(c, request)) else {
             // A ping listing a request whose answer is still on its way is answered with

@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use zask::collection::Collection;
 use zask::protocol::codec::{encode, encode_value};
-use zask::protocol::{Frame, FromClient, RequestError, ToClient, PROTOCOL_VERSION};
+use zask::protocol::{
+    ConnectionId, Frame, FromClient, RequestError, RequestId, ToClient, PROTOCOL_VERSION,
+};
 use zask::Value;
 
 use crate::answers::values_in_order;
@@ -22,7 +24,7 @@ pub(crate) enum ClientLife {
 }
 
 pub(crate) struct ModelClient {
-    pub(crate) identity: Vec<u8>,
+    pub(crate) identity: ConnectionId,
     pub(crate) life: ClientLife,
     pub(crate) next_request: u64,
     pub(crate) next_ping_ms: u64,
@@ -39,7 +41,7 @@ pub(crate) struct ModelClient {
 impl Model {
     pub(crate) fn add_client(&mut self) -> usize {
         let idx = self.clients.len();
-        let identity = format!("c{idx}").into_bytes();
+        let identity = ConnectionId::from(format!("c{idx}"));
         self.endpoints
             .insert(identity.clone(), Endpoint::Client(idx));
         self.clients.push(ModelClient {
@@ -70,7 +72,8 @@ impl Model {
 
     /// A client sends `op` (returns its request id, if it sent a request).
     pub(crate) fn client_send(&mut self, c: usize, op: ClientOp) -> Option<u64> {
-        let request = self.clients[c].next_request;
+        let id = self.clients[c].next_request;
+        let request = RequestId(id);
         let (msg, frames) = match &op {
             ClientOp::Submit {
                 graph,
@@ -194,7 +197,13 @@ impl Model {
                 }
                 let victim = *self.rng.pick(&waiting);
                 self.clients[c].waiting.remove(&victim);
-                self.client_send_raw(c, &FromClient::Cancel { request: victim }, vec![]);
+                self.client_send_raw(
+                    c,
+                    &FromClient::Cancel {
+                        request: RequestId(victim),
+                    },
+                    vec![],
+                );
                 return None;
             }
             ClientOp::Goodbye => {
@@ -208,10 +217,10 @@ impl Model {
             }
         };
         self.clients[c].next_request += 1;
-        self.clients[c].waiting.insert(request);
-        self.sent.insert((c, request), op);
+        self.clients[c].waiting.insert(id);
+        self.sent.insert((c, id), op);
         self.client_send_raw(c, &msg, frames);
-        Some(request)
+        Some(id)
     }
 
     pub(crate) fn client_receives(&mut self, c: usize, msg: ToClient, frames: Vec<Frame>) -> R {
@@ -221,6 +230,9 @@ impl Model {
         }
         let request = match &msg {
             ToClient::Welcome { .. } | ToClient::Pong => return Ok(()),
+            ToClient::Rejected { error } => {
+                return Err(format!("c{c} was rejected: {error}"));
+            }
             ToClient::Values { request, .. }
             | ToClient::Failed { request, .. }
             | ToClient::Scattered { request, .. }
@@ -228,7 +240,7 @@ impl Model {
             | ToClient::Status { request, .. }
             | ToClient::Done { request }
             | ToClient::Collection { request, .. }
-            | ToClient::Names { request, .. } => *request,
+            | ToClient::Names { request, .. } => request.0,
         };
         if !client.waiting.remove(&request) {
             return Ok(()); // cancelled, or a late answer to a ping

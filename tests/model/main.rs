@@ -53,7 +53,9 @@ use std::time::Instant;
 use zask::collection::Collection;
 use zask::graph::Key;
 use zask::protocol::codec::{decode, decode_value, encode};
-use zask::protocol::{Frame, FromClient, FromWorker, ToClient, ToWorker};
+use zask::protocol::{
+    ConnectionId, Frame, FromClient, FromWorker, RequestId, ToClient, ToWorker, WorkerAddress,
+};
 use zask::scheduler::core::{Command, CoreConfig, Event, SchedulerCore};
 
 use answers::Pending;
@@ -95,9 +97,9 @@ fn config() -> CoreConfig {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Link {
     /// From this identity to the scheduler.
-    Up(Vec<u8>),
+    Up(ConnectionId),
     /// From the scheduler to this identity.
-    Down(Vec<u8>),
+    Down(ConnectionId),
 }
 
 #[derive(Debug)]
@@ -122,9 +124,9 @@ pub(crate) struct Model {
     now: u64,
     core: SchedulerCore,
     links: BTreeMap<Link, VecDeque<Packet>>,
-    endpoints: BTreeMap<Vec<u8>, Endpoint>,
+    endpoints: BTreeMap<ConnectionId, Endpoint>,
     workers: Vec<ModelWorker>,
-    by_address: BTreeMap<String, usize>,
+    by_address: BTreeMap<WorkerAddress, usize>,
     retiring: BTreeSet<usize>,
     /// Slots whose nanny restarts the worker under the same name and address.
     fixed_names: BTreeMap<usize, bool>,
@@ -217,7 +219,7 @@ impl Model {
     }
 
     fn name(&self, w: usize) -> String {
-        String::from_utf8_lossy(&self.workers[w].identity).into_owned()
+        self.workers[w].identity.to_string()
     }
 
     fn push(&mut self, link: Link, packet: Packet) {
@@ -254,7 +256,7 @@ impl Model {
         idx
     }
 
-    fn worker_send(&mut self, identity: Vec<u8>, out: Vec<(FromWorker, Vec<Frame>)>) {
+    fn worker_send(&mut self, identity: ConnectionId, out: Vec<(FromWorker, Vec<Frame>)>) {
         for (msg, frames) in out {
             self.push(
                 Link::Up(identity.clone()),
@@ -284,13 +286,7 @@ impl Model {
                 } => {
                     let msg: ToWorker = decode(&encode(&msg)).map_err(|e| e.to_string())?;
                     let routine = matches!(msg, ToWorker::HeartbeatAck);
-                    self.note_unless(routine, || {
-                        format!(
-                            "S -> {}: {}",
-                            String::from_utf8_lossy(&identity),
-                            short(&msg)
-                        )
-                    });
+                    self.note_unless(routine, || format!("S -> {}: {}", identity, short(&msg)));
                     self.push(Link::Down(identity), Packet::Msg(encode(&msg), frames));
                 }
                 Command::ToClient {
@@ -396,9 +392,7 @@ impl Model {
             (Endpoint::Worker(_) | Endpoint::Nanny(_), true) => {
                 let msg: FromWorker = decode(&header).map_err(|e| e.to_string())?;
                 let routine = matches!(msg, FromWorker::Heartbeat);
-                self.note_unless(routine, || {
-                    format!("{} -> S: {msg:?}", String::from_utf8_lossy(&id))
-                });
+                self.note_unless(routine, || format!("{} -> S: {msg:?}", id));
                 self.feed_core(Event::FromWorker {
                     identity: id,
                     msg,
@@ -501,7 +495,7 @@ impl Model {
         let out = {
             let (workers, by_address) = (&self.workers, &self.by_address);
             // A stopped or dead holder does not answer (the fetch times out or is refused).
-            let peer = |address: &str, key: &Key| match by_address.get(address) {
+            let peer = |address: &WorkerAddress, key: &Key| match by_address.get(address) {
                 Some(&p) if workers[p].responsive() => match workers[p].store.get(key) {
                     Some(v) => PeerAnswer::Has(v.clone()),
                     None => PeerAnswer::Lacks,
@@ -509,8 +503,8 @@ impl Model {
                 _ => PeerAnswer::Unresponsive,
             };
             let own = worker.address.clone();
-            worker.run_next(self.now, &|a: &str, k: &Key| {
-                if a == own {
+            worker.run_next(self.now, &|a: &WorkerAddress, k: &Key| {
+                if *a == own {
                     PeerAnswer::Lacks
                 } else {
                     peer(a, k)
@@ -521,7 +515,7 @@ impl Model {
         let out = out?;
         let identity = self.workers[w].identity.clone();
         self.note(|| {
-            let id = String::from_utf8_lossy(&identity);
+            let id = identity.to_string();
             format!(
                 "{id} ran a task: {:?}",
                 out.iter().map(|(m, _)| m).collect::<Vec<_>>()
@@ -578,7 +572,7 @@ impl Model {
             let client = &mut self.clients[c];
             if client.life == ClientLife::Active && client.next_ping_ms <= self.now {
                 client.next_ping_ms = self.now + CLIENT_PING_MS;
-                let pending = client.waiting.iter().copied().collect();
+                let pending = client.waiting.iter().copied().map(RequestId).collect();
                 self.client_send_raw(c, &FromClient::Ping { pending }, vec![]);
             }
         }
@@ -711,13 +705,7 @@ impl Model {
             .workers
             .iter()
             .filter(|w| w.responsive() && !w.store.is_empty())
-            .map(|w| {
-                format!(
-                    "{}: {:?}",
-                    String::from_utf8_lossy(&w.identity),
-                    w.store.keys()
-                )
-            })
+            .map(|w| format!("{}: {:?}", w.identity, w.store.keys()))
             .collect();
         if tasks > 0 || !held.is_empty() {
             let status = self.core.status();

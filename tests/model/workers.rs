@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, VecDeque};
 use zask::graph::{Expr, Key};
 use zask::protocol::codec::{decode_plain, decode_value, encode_value};
 use zask::protocol::{
-    ComputeTask, ErredTask, FinishedTask, Frame, FromWorker, TaskError, TaskErrorKind, ToWorker,
-    WorkerRegistration, PROTOCOL_VERSION,
+    ComputeTask, ConnectionId, ErredTask, FinishedTask, Frame, FromWorker, TaskError,
+    TaskErrorKind, ToWorker, WorkerAddress, WorkerName, WorkerRegistration, PROTOCOL_VERSION,
 };
 use zask::Value;
 
@@ -58,9 +58,9 @@ pub struct ModelWorker {
     /// Stable across nanny restarts: the nanny's identity is derived from it.
     pub slot: usize,
     pub incarnation: u32,
-    pub identity: Vec<u8>,
-    pub name: String,
-    pub address: String,
+    pub identity: ConnectionId,
+    pub name: WorkerName,
+    pub address: WorkerAddress,
     pub has_nanny: bool,
     pub life: Life,
     pub store: BTreeMap<Key, Value>,
@@ -95,9 +95,9 @@ impl ModelWorker {
         ModelWorker {
             slot,
             incarnation,
-            identity: format!("w{slot}.{incarnation}").into_bytes(),
-            address: format!("tcp://{name}:1"),
-            name,
+            identity: ConnectionId::from(format!("w{slot}.{incarnation}")),
+            address: WorkerAddress::from(format!("tcp://{name}:1")),
+            name: WorkerName::from(name),
             has_nanny,
             life: Life::Starting { at: start_at },
             store: BTreeMap::new(),
@@ -109,8 +109,8 @@ impl ModelWorker {
         }
     }
 
-    pub fn nanny_identity(slot: usize) -> Vec<u8> {
-        format!("nanny{slot}").into_bytes()
+    pub fn nanny_identity(slot: usize) -> ConnectionId {
+        ConnectionId::from(format!("nanny{slot}"))
     }
 
     /// Answers messages and runs tasks.
@@ -246,7 +246,7 @@ impl ModelWorker {
     pub fn run_next(
         &mut self,
         now: u64,
-        peer: &dyn Fn(&str, &Key) -> PeerAnswer,
+        peer: &dyn Fn(&WorkerAddress, &Key) -> PeerAnswer,
     ) -> Result<Out, String> {
         let Some(task) = self.queue.pop_front() else {
             return Ok(vec![]);

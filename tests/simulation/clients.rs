@@ -5,10 +5,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use zask::client::state::{ClientState, HELLO_REQUEST};
+use zask::client::state::{Awaited, ClientState};
 use zask::graph::{Expr, Key};
 use zask::protocol::codec::{decode_value, encode, encode_value};
-use zask::protocol::{Frame, FromClient, RequestError, TaskErrorKind, ToClient, PROTOCOL_VERSION};
+use zask::protocol::{
+    ConnectionId, Frame, FromClient, RequestError, RequestId, TaskErrorKind, ToClient,
+    WorkerSelector, PROTOCOL_VERSION,
+};
 use zask::{ClientConfig, ClientError, GraphError, Value};
 
 use crate::network::{Chan, Ep};
@@ -24,7 +27,7 @@ pub(crate) enum Step {
         outputs: Vec<Key>,
         keep: bool,
         /// Tasks that may only run on these workers (addresses).
-        restrictions: Vec<(Key, Vec<String>)>,
+        restrictions: Vec<(Key, Vec<WorkerSelector>)>,
     },
     /// Cancels the newest unanswered submit (a timed-out `get`).
     Cancel,
@@ -63,7 +66,7 @@ pub(crate) struct Req {
 }
 
 pub(crate) struct SimClient {
-    pub(crate) identity: Vec<u8>,
+    pub(crate) identity: ConnectionId,
     pub(crate) script: VecDeque<Step>,
     pub(crate) sleep_until: Option<u64>,
     pub(crate) next_request: u64,
@@ -75,7 +78,7 @@ pub(crate) struct SimClient {
     pub(crate) gone: bool,
     pub(crate) finished: bool,
     /// The shipped client's bookkeeping; each waiting call is known by its request id.
-    pub(crate) state: ClientState<u64>,
+    pub(crate) state: ClientState<Awaited>,
     /// When the client's next timer wake is due.
     pub(crate) timer_at: u64,
 }
@@ -103,7 +106,7 @@ impl Sim {
             }
         }
         self.clients.push(SimClient {
-            identity: format!("c{c}").into_bytes(),
+            identity: ConnectionId::from(format!("c{c}")),
             script: script.into(),
             sleep_until: None,
             next_request: 1,
@@ -135,7 +138,9 @@ impl Sim {
                 if let Some(req) = cl.requests.get_mut(&r) {
                     req.sent = Some((msg.clone(), frames.clone()));
                 }
-                cl.state.request(now, r, msg.clone(), frames, r, None);
+                let awaited = Awaited::Reply(RequestId(r));
+                cl.state
+                    .request(now, awaited, msg.clone(), frames, awaited, None);
             }
             None => cl.state.send(msg.clone(), frames),
         }
@@ -151,7 +156,7 @@ impl Sim {
         }
     }
 
-    pub(crate) fn new_request(&mut self, c: usize, kind: ReqKind) -> u64 {
+    pub(crate) fn new_request(&mut self, c: usize, kind: ReqKind) -> RequestId {
         let cl = &mut self.clients[c];
         let r = cl.next_request;
         cl.next_request += 1;
@@ -167,7 +172,7 @@ impl Sim {
             },
         );
         self.stats.requests += 1;
-        r
+        RequestId(r)
     }
 
     pub(crate) fn client_poll(&mut self, c: usize) -> R {
@@ -200,7 +205,7 @@ impl Sim {
                     let msg = FromClient::Hello {
                         protocol_version: PROTOCOL_VERSION,
                     };
-                    let hello = HELLO_REQUEST;
+                    let hello = Awaited::Hello;
                     cl.state.request(now, hello, msg, vec![], hello, None);
                     self.client_flush(c);
                 }
@@ -247,7 +252,7 @@ impl Sim {
                     if let Some(request) = target {
                         let cl = &mut self.clients[c];
                         cl.requests.get_mut(&request).unwrap().cancelled = true;
-                        cl.state.cancel(request);
+                        cl.state.cancel(Awaited::Reply(RequestId(request)));
                         self.client_flush(c);
                     }
                 }
@@ -343,11 +348,13 @@ impl Sim {
     fn client_answers(&mut self, c: usize) -> R {
         let cl = &mut self.clients[c];
         let mut answers = Vec::new();
-        for (request, reply) in cl.state.take_replies() {
-            let (msg, values) = match reply {
-                Ok(r) => r,
-                Err(ClientError::Request(error)) => (ToClient::Failed { request, error }, vec![]),
-                Err(e) => return Err(format!("c{c} request {request} failed: {e}")),
+        for (awaited, reply) in cl.state.take_replies() {
+            let (msg, values) = match (awaited, reply) {
+                (_, Ok(r)) => r,
+                (Awaited::Reply(request), Err(ClientError::Request(error))) => {
+                    (ToClient::Failed { request, error }, vec![])
+                }
+                (_, Err(e)) => return Err(format!("c{c} {awaited:?} failed: {e}")),
             };
             answers.push((msg, values));
         }
@@ -378,7 +385,7 @@ impl Sim {
             ToClient::Values { request, .. }
             | ToClient::Failed { request, .. }
             | ToClient::Scattered { request, .. }
-            | ToClient::Done { request } => *request,
+            | ToClient::Done { request } => request.0,
             other => return Err(format!("c{c}: unexpected {other:?}")),
         };
         let what = format!("c{c} request {request}");
@@ -596,12 +603,12 @@ pub(crate) fn request_of(m: &FromClient) -> Option<u64> {
         | FromClient::Gather { request, .. }
         | FromClient::Scatter { request, .. }
         | FromClient::Release { request, .. }
-        | FromClient::Replicate { request, .. } => Some(*request),
+        | FromClient::Replicate { request, .. } => Some(request.0),
         _ => None,
     }
 }
 
-pub(crate) fn set_request(m: &mut FromClient, new: u64) {
+pub(crate) fn set_request(m: &mut FromClient, new: RequestId) {
     match m {
         FromClient::Submit { request, .. }
         | FromClient::Gather { request, .. }

@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 
 use zask::graph::{Expr, Graph, Key, Node};
+use zask::protocol::{WorkerAddress, WorkerSelector};
 use zask::Value;
 
 use crate::clients::{ReqKind, Step};
@@ -250,6 +251,7 @@ impl Sim {
     }
 }
 
+/// A submission; each task of `restrictions` may run only on the workers at these addresses.
 pub(crate) fn submit(graph: Graph, outputs: &[&str], restrictions: &[(&str, &[&str])]) -> Step {
     Step::Submit {
         graph: graph.resolve(&|_| false),
@@ -257,7 +259,13 @@ pub(crate) fn submit(graph: Graph, outputs: &[&str], restrictions: &[(&str, &[&s
         keep: false,
         restrictions: restrictions
             .iter()
-            .map(|(k, ws)| (Key::from(*k), ws.iter().map(|w| w.to_string()).collect()))
+            .map(|(k, ws)| {
+                let selectors = ws
+                    .iter()
+                    .map(|w| WorkerSelector::Address(WorkerAddress::from(*w)))
+                    .collect();
+                (Key::from(*k), selectors)
+            })
             .collect(),
     }
 }
@@ -494,7 +502,7 @@ pub(crate) fn slow_peer_does_not_destroy_scattered_data() {
                 graph,
                 outputs: vec![Key::from("o")],
                 keep: false,
-                restrictions: vec![(Key::from("o"), vec![other])],
+                restrictions: vec![(Key::from("o"), vec![WorkerSelector::Address(other.into())])],
             },
             Step::WaitAll,
             Step::ReleaseScattered,

@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use zask::protocol::codec::{encode, split};
-use zask::protocol::{FromClient, FromWorker, PeerReply, PeerRequest, ToWorker};
+use zask::protocol::{
+    ConnectionId, FromClient, FromWorker, PeerReply, PeerRequest, ToWorker, WorkerAddress,
+};
 use zask::scheduler::core::{Command, CoreConfig, Event, SchedulerCore};
 use zask::scheduler::journal::{JournalWrite, MemoryJournal};
 use zask::worker::core::WorkerEvent;
@@ -51,8 +53,8 @@ pub(crate) struct Sim {
     pub(crate) sched_restarts: Vec<u64>,
     pub(crate) journal: MemoryJournal,
     pub(crate) workers: Vec<SimWorker>,
-    pub(crate) by_identity: BTreeMap<Vec<u8>, usize>,
-    pub(crate) by_address: BTreeMap<String, usize>,
+    pub(crate) by_identity: BTreeMap<ConnectionId, usize>,
+    pub(crate) by_address: BTreeMap<WorkerAddress, usize>,
     pub(crate) clients: Vec<SimClient>,
     pub(crate) refs: RefDb,
     /// Workers crashed, partitioned or gone: each may have cost data and a "suspicious" count.
@@ -339,7 +341,7 @@ impl Sim {
                     let Some(&w) = self.by_identity.get(&identity) else {
                         return Err(format!(
                             "scheduler wrote to an identity no worker ever had: {:?}",
-                            String::from_utf8_lossy(&identity)
+                            identity
                         ));
                     };
                     let mut all = vec![encode(&msg)];
@@ -437,7 +439,7 @@ impl Sim {
                 recovered
                     .computations
                     .iter()
-                    .map(|(c, r, _)| (String::from_utf8_lossy(c), r))
+                    .map(|(c, r, _)| (c.to_string(), r))
                     .collect::<Vec<_>>(),
                 recovered.scattered
             ));

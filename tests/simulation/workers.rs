@@ -6,7 +6,8 @@
 use zask::graph::Key;
 use zask::protocol::codec::{encode, encode_value};
 use zask::protocol::{
-    Frame, FrameIdentity, FromWorker, PeerReply, PeerRequest, WorkerRegistration, PROTOCOL_VERSION,
+    ConnectionId, Frame, FromWorker, PeerReply, PeerRequest, WorkerAddress, WorkerName,
+    WorkerRegistration, PROTOCOL_VERSION,
 };
 use zask::worker::core::{WorkerCore, WorkerCoreConfig, WorkerEvent};
 use zask::worker::executor::{evaluate_owned, Job, JobResult};
@@ -22,11 +23,11 @@ use crate::{FETCH_TIMEOUT_MS, HEARTBEAT_INTERVAL_MS, R};
 pub(crate) enum Sent {
     ToScheduler(Vec<Frame>),
     ToPeer {
-        address: String,
+        address: WorkerAddress,
         frames: Vec<Frame>,
     },
     ReplyToPeer {
-        peer: FrameIdentity,
+        peer: ConnectionId,
         frames: Vec<Frame>,
     },
 }
@@ -49,14 +50,14 @@ impl Transport for SimTransport {
             .push(Sent::ToScheduler(with_header(encode(msg), frames)));
     }
 
-    fn to_peer(&mut self, address: &str, msg: &PeerRequest) {
+    fn to_peer(&mut self, address: &WorkerAddress, msg: &PeerRequest) {
         self.sent.push(Sent::ToPeer {
-            address: address.to_owned(),
+            address: address.clone(),
             frames: vec![encode(msg)],
         });
     }
 
-    fn reply_to_peer(&mut self, peer: &FrameIdentity, msg: &PeerReply, frames: Vec<Frame>) {
+    fn reply_to_peer(&mut self, peer: &ConnectionId, msg: &PeerReply, frames: Vec<Frame>) {
         self.sent.push(Sent::ReplyToPeer {
             peer: peer.clone(),
             frames: with_header(encode(msg), frames),
@@ -78,8 +79,8 @@ impl JobQueue for SimJobs {
 
 pub(crate) struct SimWorker {
     pub(crate) rt: WorkerRuntime<SimTransport, SimJobs>,
-    pub(crate) identity: Vec<u8>,
-    pub(crate) address: String,
+    pub(crate) identity: ConnectionId,
+    pub(crate) address: WorkerAddress,
     pub(crate) alive: bool,
     /// When dead: do messages it sent before dying still arrive?
     pub(crate) drop_inflight: bool,
@@ -110,13 +111,13 @@ impl SimWorker {
 impl Sim {
     pub(crate) fn add_worker(&mut self, nthreads: u32) -> usize {
         let n = self.workers.len();
-        let identity = format!("w{n}").into_bytes();
-        let address = format!("sim://w{n}");
+        let identity = ConnectionId::from(format!("w{n}"));
+        let address = WorkerAddress::from(format!("sim://w{n}"));
         let config = WorkerCoreConfig {
             registration: WorkerRegistration {
                 protocol_version: PROTOCOL_VERSION,
                 address: address.clone(),
-                name: format!("w{n}"),
+                name: WorkerName::from(format!("w{n}")),
                 nthreads,
                 memory_limit_bytes: 0,
                 pid: 1000 + n as u32,
@@ -128,7 +129,6 @@ impl Sim {
             fetch_timeout_ms: FETCH_TIMEOUT_MS,
             // Longer than any partition: a worker never gives up on the scheduler here.
             death_timeout_ms: 30_000,
-            pool_queue: 1,
             max_message_bytes: u64::MAX,
         };
         let rt = WorkerRuntime::new(
@@ -171,9 +171,19 @@ impl Sim {
             return Ok(());
         }
         let now = self.now;
+        self.workers[w]
+            .rt
+            .core()
+            .check_invariants()
+            .map_err(|e| format!("w{w}: worker invariant broken: {e}"))?;
         if let Some(reason) = self.workers[w].rt.run_commands(now) {
             return Err(format!("w{w} was told to shut down: {reason}"));
         }
+        self.workers[w]
+            .rt
+            .core()
+            .check_invariants()
+            .map_err(|e| format!("w{w}: worker invariant broken after its commands: {e}"))?;
         let sent = std::mem::take(&mut self.workers[w].rt.transport_mut().sent);
         for s in sent {
             match s {

@@ -8,7 +8,7 @@ use log::info;
 
 use super::computations::CompId;
 use super::SchedulerCore;
-use crate::protocol::{FrameIdentity, RequestError, ToClient, PROTOCOL_VERSION};
+use crate::protocol::{ConnectionId, RequestError, RequestId, ToClient, PROTOCOL_VERSION};
 
 struct ClientState {
     last_seen_ms: u64,
@@ -17,12 +17,12 @@ struct ClientState {
 
 #[derive(Default)]
 pub(super) struct Clients {
-    by_identity: HashMap<FrameIdentity, ClientState>,
+    by_identity: HashMap<ConnectionId, ClientState>,
 }
 
 impl Clients {
     /// The client was heard from at `now_ms` (a new one is added).
-    pub(super) fn seen(&mut self, identity: &FrameIdentity, now_ms: u64) {
+    pub(super) fn seen(&mut self, identity: &ConnectionId, now_ms: u64) {
         self.by_identity
             .entry(identity.clone())
             .or_insert_with(|| ClientState {
@@ -33,7 +33,7 @@ impl Clients {
     }
 
     /// Makes sure the client is known (a journaled request resumed for it after a restart).
-    pub(super) fn ensure(&mut self, identity: &FrameIdentity, now_ms: u64) {
+    pub(super) fn ensure(&mut self, identity: &ConnectionId, now_ms: u64) {
         self.by_identity
             .entry(identity.clone())
             .or_insert_with(|| ClientState {
@@ -42,13 +42,13 @@ impl Clients {
             });
     }
 
-    pub(super) fn add_computation(&mut self, identity: &FrameIdentity, c: CompId) {
+    pub(super) fn add_computation(&mut self, identity: &ConnectionId, c: CompId) {
         if let Some(cl) = self.by_identity.get_mut(identity) {
             cl.computations.insert(c);
         }
     }
 
-    pub(super) fn computation_ended(&mut self, identity: &FrameIdentity, c: CompId) {
+    pub(super) fn computation_ended(&mut self, identity: &ConnectionId, c: CompId) {
         if let Some(cl) = self.by_identity.get_mut(identity) {
             cl.computations.remove(&c);
         }
@@ -57,7 +57,7 @@ impl Clients {
     /// The computations a client waits for (in no particular order).
     pub(super) fn computations(
         &self,
-        identity: &FrameIdentity,
+        identity: &ConnectionId,
     ) -> impl Iterator<Item = CompId> + '_ {
         self.by_identity
             .get(identity)
@@ -66,7 +66,7 @@ impl Clients {
     }
 
     /// Forgets a client; returns its computations, oldest first.
-    fn remove(&mut self, identity: &FrameIdentity) -> Vec<CompId> {
+    fn remove(&mut self, identity: &ConnectionId) -> Vec<CompId> {
         let Some(client) = self.by_identity.remove(identity) else {
             return Vec::new();
         };
@@ -83,7 +83,7 @@ impl Clients {
     }
 
     /// Clients silent for more than `timeout_ms`.
-    pub(super) fn silent(&self, now_ms: u64, timeout_ms: u64) -> Vec<FrameIdentity> {
+    pub(super) fn silent(&self, now_ms: u64, timeout_ms: u64) -> Vec<ConnectionId> {
         self.by_identity
             .iter()
             .filter(|(_, c)| now_ms.saturating_sub(c.last_seen_ms) > timeout_ms)
@@ -105,12 +105,11 @@ impl Clients {
 }
 
 impl SchedulerCore {
-    pub(super) fn hello(&mut self, identity: &FrameIdentity, protocol_version: u8) {
+    pub(super) fn hello(&mut self, identity: &ConnectionId, protocol_version: u8) {
         if protocol_version != PROTOCOL_VERSION {
             self.reply(
                 identity,
-                ToClient::Failed {
-                    request: 0,
+                ToClient::Rejected {
                     error: RequestError::Protocol {
                         message: format!(
                             "protocol version {protocol_version} is not supported; this scheduler speaks {PROTOCOL_VERSION}"
@@ -131,7 +130,7 @@ impl SchedulerCore {
     }
 
     /// A client's ping, listing the requests it still waits for.
-    pub(super) fn client_ping(&mut self, identity: &FrameIdentity, pending: Vec<u64>) {
+    pub(super) fn client_ping(&mut self, identity: &ConnectionId, pending: Vec<RequestId>) {
         // Requests travel before pings on the same connection, so anything pending that is not
         // known here was lost with a previous scheduler process.
         let known = self.requests_in_progress(identity);
@@ -151,8 +150,8 @@ impl SchedulerCore {
 
     /// The client's requests that will be answered later: each part that keeps requests
     /// says which of them are this client's.
-    fn requests_in_progress(&self, client: &FrameIdentity) -> HashSet<u64> {
-        let mut known: HashSet<u64> = self
+    fn requests_in_progress(&self, client: &ConnectionId) -> HashSet<RequestId> {
+        let mut known: HashSet<RequestId> = self
             .clients
             .computations(client)
             .filter_map(|c| self.computations.request_of(c))
@@ -164,7 +163,7 @@ impl SchedulerCore {
         known
     }
 
-    pub(super) fn cancel(&mut self, identity: &FrameIdentity, request: u64) {
+    pub(super) fn cancel(&mut self, identity: &ConnectionId, request: RequestId) {
         let comp = self
             .clients
             .computations(identity)
@@ -176,7 +175,7 @@ impl SchedulerCore {
     }
 
     /// A client said goodbye or went silent: its computations end.
-    pub(super) fn remove_client(&mut self, identity: &FrameIdentity) {
+    pub(super) fn remove_client(&mut self, identity: &ConnectionId) {
         for c in self.clients.remove(identity) {
             self.end_computation(c);
         }
@@ -188,7 +187,7 @@ impl SchedulerCore {
         for identity in self.clients.silent(self.now_ms, timeout) {
             info!(
                 "client {} silent for more than {timeout} ms: dropping its requests",
-                String::from_utf8_lossy(&identity)
+                identity
             );
             self.remove_client(&identity);
         }

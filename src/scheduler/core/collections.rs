@@ -10,7 +10,7 @@ use super::tasks::{TaskId, TaskState};
 use super::{JournalOp, SchedulerCore};
 use crate::collection::Collection;
 use crate::graph::{Expr, Key};
-use crate::protocol::{FrameIdentity, RequestError, ToClient};
+use crate::protocol::{ConnectionId, RequestError, RequestId, ToClient};
 
 #[derive(Default)]
 pub(super) struct Collections {
@@ -44,8 +44,8 @@ impl Collections {
 impl SchedulerCore {
     pub(super) fn set_collection(
         &mut self,
-        client: &FrameIdentity,
-        request: u64,
+        client: &ConnectionId,
+        request: RequestId,
         name: String,
         collection: Collection,
     ) {
@@ -57,17 +57,27 @@ impl SchedulerCore {
         self.reply(client, ToClient::Done { request });
     }
 
-    pub(super) fn get_collection(&mut self, client: &FrameIdentity, request: u64, name: String) {
+    pub(super) fn get_collection(
+        &mut self,
+        client: &ConnectionId,
+        request: RequestId,
+        name: String,
+    ) {
         let reply = found_or_missing(request, self.collections.stored.get(&name).cloned(), name);
         self.reply(client, reply);
     }
 
-    pub(super) fn list_collections(&mut self, client: &FrameIdentity, request: u64) {
+    pub(super) fn list_collections(&mut self, client: &ConnectionId, request: RequestId) {
         let names = self.collections.stored.keys().cloned().collect();
         self.reply(client, ToClient::Names { request, names });
     }
 
-    pub(super) fn delete_collection(&mut self, client: &FrameIdentity, request: u64, name: String) {
+    pub(super) fn delete_collection(
+        &mut self,
+        client: &ConnectionId,
+        request: RequestId,
+        name: String,
+    ) {
         let reply = match self.collections.stored.remove(&name) {
             Some(_) => {
                 self.journal(JournalOp::DeleteCollection { name });
@@ -84,8 +94,8 @@ impl SchedulerCore {
     /// Computes `outputs` and keeps them on the workers; answers `Done` once they are in memory.
     pub(super) fn persist(
         &mut self,
-        client: FrameIdentity,
-        request: u64,
+        client: ConnectionId,
+        request: RequestId,
         graph: Vec<(Key, Expr)>,
         outputs: Vec<Key>,
     ) {
@@ -102,8 +112,8 @@ impl SchedulerCore {
 
     pub(super) fn publish(
         &mut self,
-        client: &FrameIdentity,
-        request: u64,
+        client: &ConnectionId,
+        request: RequestId,
         name: String,
         collection: Collection,
     ) {
@@ -139,13 +149,13 @@ impl SchedulerCore {
         self.reply(client, ToClient::Done { request });
     }
 
-    pub(super) fn get_dataset(&mut self, client: &FrameIdentity, request: u64, name: String) {
+    pub(super) fn get_dataset(&mut self, client: &ConnectionId, request: RequestId, name: String) {
         let found = self.collections.datasets.get(&name).map(|(c, _)| c.clone());
         let reply = found_or_missing(request, found, name);
         self.reply(client, reply);
     }
 
-    pub(super) fn unpublish(&mut self, client: &FrameIdentity, request: u64, name: String) {
+    pub(super) fn unpublish(&mut self, client: &ConnectionId, request: RequestId, name: String) {
         let reply = match self.collections.datasets.remove(&name) {
             Some((_, ids)) => {
                 self.release_dataset_tasks(ids);
@@ -170,7 +180,7 @@ impl SchedulerCore {
 }
 
 /// The answer to a lookup by name: the collection, or an error naming what is missing.
-fn found_or_missing(request: u64, found: Option<Collection>, name: String) -> ToClient {
+fn found_or_missing(request: RequestId, found: Option<Collection>, name: String) -> ToClient {
     match found {
         Some(collection) => ToClient::Collection {
             request,

@@ -10,15 +10,15 @@ use log::{debug, warn};
 use super::tasks::{TaskId, TaskState};
 use super::{Command, JournalOp, SchedulerCore, Submission, WorkerId};
 use crate::graph::Key;
-use crate::protocol::{Frame, FrameIdentity, RequestError, ToClient, ToWorker};
+use crate::protocol::{ConnectionId, Frame, RequestError, RequestId, ToClient, ToWorker};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CompId(pub u64);
 
 /// One client request that waits for values: a `get` or a `gather`.
 struct Computation {
-    client: FrameIdentity,
-    request: u64,
+    client: ConnectionId,
+    request: RequestId,
     /// In request order, with repeats.
     outputs: Vec<TaskId>,
     values: HashMap<TaskId, Frame>,
@@ -44,7 +44,7 @@ pub(super) struct Computations {
 
 impl Computations {
     /// The client request a computation answers.
-    pub(super) fn request_of(&self, c: CompId) -> Option<u64> {
+    pub(super) fn request_of(&self, c: CompId) -> Option<RequestId> {
         self.by_id.get(&c).map(|c| c.request)
     }
 
@@ -98,7 +98,7 @@ impl Computations {
     }
 
     /// Ends every computation at once (a restart): their requests, oldest first.
-    pub(super) fn clear(&mut self) -> Vec<(FrameIdentity, u64)> {
+    pub(super) fn clear(&mut self) -> Vec<(ConnectionId, RequestId)> {
         let mut comps: Vec<(CompId, Computation)> = self.by_id.drain().collect();
         comps.sort_by_key(|(c, _)| *c);
         self.output_of.clear();
@@ -134,10 +134,15 @@ impl Computations {
 }
 
 impl SchedulerCore {
-    pub(super) fn submit(&mut self, client: FrameIdentity, request: u64, submission: Submission) {
+    pub(super) fn submit(
+        &mut self,
+        client: ConnectionId,
+        request: RequestId,
+        submission: Submission,
+    ) {
         debug!(
             "request {request} from {}: graph of {} keys, {} outputs",
-            String::from_utf8_lossy(&client),
+            client,
             submission.graph.len(),
             submission.outputs.len()
         );
@@ -202,8 +207,8 @@ impl SchedulerCore {
 
     pub(super) fn new_computation(
         &mut self,
-        client: FrameIdentity,
-        request: u64,
+        client: ConnectionId,
+        request: RequestId,
         outputs: Vec<TaskId>,
         keep_results: bool,
         values_wanted: bool,
@@ -234,7 +239,7 @@ impl SchedulerCore {
     }
 
     /// Values of named keys (scattered, kept or persisted).
-    pub(super) fn gather(&mut self, client: FrameIdentity, request: u64, keys: Vec<Key>) {
+    pub(super) fn gather(&mut self, client: ConnectionId, request: RequestId, keys: Vec<Key>) {
         let mut ids = Vec::with_capacity(keys.len());
         for k in &keys {
             match self.names.get(k) {

@@ -6,7 +6,9 @@ use log::{debug, warn};
 use super::tasks::{task_failure, TaskId, TaskState};
 use super::{SchedulerCore, WorkerId};
 use crate::graph::Key;
-use crate::protocol::{cut_text, FinishedTask, Frame, RequestError, TaskError, ToWorker};
+use crate::protocol::{
+    cut_text, FinishedTask, Frame, RequestError, TaskError, ToWorker, WorkerAddress,
+};
 
 impl SchedulerCore {
     /// Makes `roots` and everything they need (and that is not in memory) active.
@@ -324,7 +326,7 @@ impl SchedulerCore {
 
     /// The last copy of a task's data is gone: dependents wait again, and if the data is still
     /// needed it is recomputed from its lineage (or, for scattered data, reported lost).
-    pub(super) fn data_lost(&mut self, t: TaskId, workers: &[String]) {
+    pub(super) fn data_lost(&mut self, t: TaskId, workers: &[WorkerAddress]) {
         let task = self.tasks.get_mut(t);
         if task.state != TaskState::Memory {
             return;
@@ -372,7 +374,7 @@ impl SchedulerCore {
         w: WorkerId,
         key: &Key,
         dependency: &Key,
-        holders: &[String],
+        holders: &[WorkerAddress],
     ) {
         if let Some(t) = self.tasks.id(key) {
             self.replication.copy_failed(t, w);

@@ -10,7 +10,7 @@ use log::{debug, info, warn};
 use super::workers::Worker;
 use super::{warn_or_info, SchedulerCore, WorkerId};
 use crate::protocol::{
-    FrameIdentity, RejectReason, ToWorker, WorkerRegistration, PROTOCOL_VERSION,
+    ConnectionId, RejectReason, ToWorker, WorkerAddress, WorkerRegistration, PROTOCOL_VERSION,
 };
 
 /// At most this many unmatched `NannyOf` claims are remembered (a stranger cannot grow the
@@ -29,7 +29,7 @@ pub(super) struct Membership {
     dead_tokens: HashMap<u64, u64>,
     /// Nanny connections by the token they handed their worker (`NannyOf`). A nanny speaks
     /// for the worker that registered with its token; a token nobody registered with is inert.
-    nanny_claims: HashMap<u64, FrameIdentity>,
+    nanny_claims: HashMap<u64, ConnectionId>,
     /// A liveness probe in flight: (sent at, deadline).
     probe: Option<(u64, u64)>,
 }
@@ -37,7 +37,7 @@ pub(super) struct Membership {
 /// A registration that clashes with live workers (name or address), waiting for them to
 /// answer a ping sent when it arrived.
 struct HeldRegistration {
-    identity: FrameIdentity,
+    identity: ConnectionId,
     reg: WorkerRegistration,
     deadline_ms: u64,
     /// The clashing workers and how many messages each had sent when they were pinged: one
@@ -112,11 +112,8 @@ impl SchedulerCore {
     /// A nanny says it supervises the worker at `address` and gave it `token`. Kept by
     /// token: it counts for whichever worker registers (or registered) with that token, in
     /// any order, and for none otherwise.
-    pub(super) fn nanny_of(&mut self, identity: FrameIdentity, address: String, token: u64) {
-        debug!(
-            "{} says it is the nanny of {address}",
-            String::from_utf8_lossy(&identity)
-        );
+    pub(super) fn nanny_of(&mut self, identity: ConnectionId, address: WorkerAddress, token: u64) {
+        debug!("{} says it is the nanny of {address}", identity);
         let claims = &mut self.membership.nanny_claims;
         if claims.len() >= MAX_NANNY_CLAIMS {
             // Keep the claims registered workers use; a flood of made-up ones goes.
@@ -139,8 +136,8 @@ impl SchedulerCore {
     /// removed, one still held is dropped, and a stale one still on the way is ignored later.
     pub(super) fn worker_died(
         &mut self,
-        identity: FrameIdentity,
-        address: String,
+        identity: ConnectionId,
+        address: WorkerAddress,
         token: u64,
         expected: bool,
         reason: String,
@@ -148,7 +145,7 @@ impl SchedulerCore {
         if self.membership.nanny_claims.get(&token) != Some(&identity) {
             warn!(
                 "ignoring a death report about {address} from {}: not that worker's nanny",
-                String::from_utf8_lossy(&identity)
+                identity
             );
             return;
         }
@@ -175,7 +172,7 @@ impl SchedulerCore {
     }
 
     /// The connection of the nanny of the worker registered at `address`, if it has one.
-    pub(super) fn nanny_at(&self, address: &str) -> Option<&FrameIdentity> {
+    pub(super) fn nanny_at(&self, address: &WorkerAddress) -> Option<&ConnectionId> {
         let w = self.workers.by_address(address)?;
         let token = self.workers.get(w)?.nanny_token?;
         self.membership.nanny_claims.get(&token)
@@ -220,13 +217,13 @@ impl SchedulerCore {
     /// probe first (`Membership::held`): a worker restarted under the same name after a
     /// crash gets in as soon as its dead predecessor fails to answer; a second live worker of
     /// that name or address is refused.
-    pub(super) fn register_worker(&mut self, identity: FrameIdentity, reg: WorkerRegistration) {
+    pub(super) fn register_worker(&mut self, identity: ConnectionId, reg: WorkerRegistration) {
         self.register_worker_after(identity, reg, false)
     }
 
     fn register_worker_after(
         &mut self,
-        identity: FrameIdentity,
+        identity: ConnectionId,
         reg: WorkerRegistration,
         probed: bool,
     ) {
@@ -291,8 +288,7 @@ impl SchedulerCore {
         if let Some(reason) = rejection {
             warn!(
                 "rejecting worker {} from {}: {reason}",
-                reg.address,
-                String::from_utf8_lossy(&identity)
+                reg.address, identity
             );
             self.outbox
                 .send_to_connection(identity, ToWorker::Rejected { reason });

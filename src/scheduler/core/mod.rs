@@ -36,7 +36,7 @@ use log::{debug, info};
 
 use crate::graph::Key;
 use crate::protocol::{
-    ClusterStatus, Frame, FrameIdentity, FromClient, FromWorker, ToClient, ToWorker,
+    ClusterStatus, ConnectionId, Frame, FromClient, FromWorker, ToClient, ToWorker,
 };
 
 pub use invariants::InvariantViolation;
@@ -51,41 +51,51 @@ use workers::WorkerRegistry;
 #[derive(Clone, Debug)]
 pub struct CoreConfig {
     /// A worker silent for this long is considered lost (a stopped process: its connection
-    /// stays open). Six heartbeats at the default worker interval, so one delayed heartbeat
-    /// never loses a worker.
+    /// stays open). Default 3 s: six heartbeats at the default worker interval (500 ms), so
+    /// one delayed heartbeat never loses a worker.
     pub heartbeat_timeout_ms: u64,
     /// When a worker connection drops, every worker is pinged; those that do not answer within
     /// this long are lost. This is how a killed worker is noticed well before the heartbeat
-    /// timeout.
+    /// timeout. Default 500 ms: a live worker answers a ping within a heartbeat interval.
     pub probe_timeout_ms: u64,
     /// A client silent this long (no request, no ping) is considered gone and its requests are
-    /// cancelled. Clients ping every second.
+    /// cancelled. Default 30 s: clients ping every second while they wait, so only a client
+    /// that is gone (or stopped) stays silent this long.
     pub client_timeout_ms: u64,
     /// At most this many tasks queued on a worker beyond its thread count, so it never waits
     /// for the scheduler; fewer when tasks are long (about 10 ms of queued work per worker).
+    /// Default 64: enough short tasks to keep a worker busy between two scheduling passes.
     pub worker_queue_extra: u32,
-    /// How many unexpected worker losses a task may be blamed for before it fails.
+    /// How many unexpected worker losses a task may be blamed for before it fails
+    /// (`KilledWorker`). Default 3, as dask's `allowed-failures`: one unlucky loss is not the
+    /// task's fault, a task taking down worker after worker is.
     pub allowed_failures: u32,
     /// Describe durable state changes as `Command::Journal` (the scheduler has a state dir).
+    /// Default false: without a state dir nothing is journaled.
     pub journal: bool,
     /// After a restart, how long to wait for workers to report what they hold before the
-    /// journaled graphs are resubmitted (workers register again within a heartbeat or two).
+    /// journaled graphs are resubmitted. Default 1.5 s: workers register again within a
+    /// heartbeat or two (500 ms each).
     pub recovery_grace_ms: u64,
     /// How long a retiring worker (SIGTERM) may take to hand its results over before it is
-    /// closed anyway.
+    /// closed anyway. Default 2 s: copying results between workers on one network is quick,
+    /// and whoever sent SIGTERM is waiting.
     pub retire_timeout_ms: u64,
-    /// How long `restart` waits for restarted workers to register again.
+    /// How long `restart` waits for restarted workers to register again; also how long the
+    /// tokens of processes ended by a nanny are remembered (their stale registrations are
+    /// ignored). Default 30 s: a fresh worker process starts well within that.
     pub restart_timeout_ms: u64,
     /// The largest message the scheduler's sockets accept (`--max-message-bytes`); told to
     /// workers at registration, so a result too big to report fails its task instead of
     /// vanishing. Default 2 GiB − 1, libzmq's own practical limit.
     pub max_message_bytes: u64,
     /// Distinguishes this scheduler process's scattered data from an earlier one's (whose
-    /// workers may still hold values): the IO layer passes something unpredictable.
+    /// workers may still hold values): the IO layer passes something unpredictable. Default 0
+    /// (tests and the simulation, where one scheduler's data is all there is).
     pub instance_token: u64,
     /// Task error texts longer than this (in bytes) are cut, with the cut marked, before they
     /// are kept or sent to clients: a worker cannot make the scheduler hold or forward
-    /// megabytes of error text. Default 4 KiB.
+    /// megabytes of error text. Default 4 KiB (`protocol::TASK_ERROR_BYTES_MAX`).
     pub task_error_bytes_max: usize,
     /// Reported to clients in `Welcome` and `status` (filled in by the IO layer from its
     /// sockets; empty by default).
@@ -119,12 +129,12 @@ impl Default for CoreConfig {
 #[derive(Debug)]
 pub enum Event {
     FromWorker {
-        identity: FrameIdentity,
+        identity: ConnectionId,
         msg: FromWorker,
         frames: Vec<Frame>,
     },
     FromClient {
-        identity: FrameIdentity,
+        identity: ConnectionId,
         msg: FromClient,
         frames: Vec<Frame>,
     },
@@ -136,12 +146,12 @@ pub enum Event {
 #[derive(Debug, PartialEq)]
 pub enum Command {
     ToWorker {
-        identity: FrameIdentity,
+        identity: ConnectionId,
         msg: ToWorker,
         frames: Vec<Frame>,
     },
     ToClient {
-        identity: FrameIdentity,
+        identity: ConnectionId,
         msg: ToClient,
         frames: Vec<Frame>,
     },
@@ -280,7 +290,7 @@ impl SchedulerCore {
         commands
     }
 
-    fn handle_worker(&mut self, identity: FrameIdentity, msg: FromWorker, frames: Vec<Frame>) {
+    fn handle_worker(&mut self, identity: ConnectionId, msg: FromWorker, frames: Vec<Frame>) {
         let id = self.workers.by_identity(&identity);
         if let Some(id) = id {
             self.workers.heard_from(id, self.now_ms);
@@ -306,7 +316,7 @@ impl SchedulerCore {
             (_, None) => {
                 debug!(
                     "message from unregistered worker {}: asking it to register",
-                    String::from_utf8_lossy(&identity)
+                    identity
                 );
                 self.outbox
                     .send_to_connection(identity, ToWorker::UnknownWorker);
@@ -357,7 +367,7 @@ impl SchedulerCore {
         }
     }
 
-    fn handle_client(&mut self, identity: FrameIdentity, msg: FromClient, frames: Vec<Frame>) {
+    fn handle_client(&mut self, identity: ConnectionId, msg: FromClient, frames: Vec<Frame>) {
         if !matches!(msg, FromClient::Goodbye) {
             self.clients.seen(&identity, self.now_ms);
         }
@@ -438,7 +448,7 @@ impl SchedulerCore {
         }
     }
 
-    fn reply(&mut self, identity: &FrameIdentity, msg: ToClient) {
+    fn reply(&mut self, identity: &ConnectionId, msg: ToClient) {
         self.outbox.reply(identity, msg);
     }
 

@@ -4,7 +4,7 @@
 //! worker's own queue (`workers.rs`) so consecutive ones can be merged.
 
 use super::{Command, JournalOp};
-use crate::protocol::{FrameIdentity, ToClient, ToWorker};
+use crate::protocol::{ConnectionId, ToClient, ToWorker};
 
 pub(super) struct Outbox {
     commands: Vec<Command>,
@@ -27,7 +27,7 @@ impl Outbox {
         self.commands.push(command);
     }
 
-    pub(super) fn reply(&mut self, identity: &FrameIdentity, msg: ToClient) {
+    pub(super) fn reply(&mut self, identity: &ConnectionId, msg: ToClient) {
         self.commands.push(Command::ToClient {
             identity: identity.clone(),
             msg,
@@ -37,7 +37,7 @@ impl Outbox {
 
     /// A message to a connection on the worker port, straight to the commands (a worker that
     /// is not registered, or no longer: its own queue is gone).
-    pub(super) fn send_to_connection(&mut self, identity: FrameIdentity, msg: ToWorker) {
+    pub(super) fn send_to_connection(&mut self, identity: ConnectionId, msg: ToWorker) {
         self.commands.push(Command::ToWorker {
             identity,
             msg,

@@ -11,17 +11,17 @@ use rustc_hash::FxHashMap as HashMap;
 use super::tasks::{TaskId, TaskState};
 use super::workers::Assignment;
 use super::{SchedulerCore, WorkerId};
-use crate::protocol::ComputeTask;
+use crate::protocol::{ComputeTask, WorkerAddress, WorkerSelector};
 
 #[derive(Default)]
 pub(super) struct Placement {
     /// Tasks in state Ready, oldest first. Entries whose task left Ready (or was forgotten)
     /// are skipped lazily.
     ready: VecDeque<TaskId>,
-    /// Workers (addresses or names) a task may run on, for the few tasks that say.
-    restrictions: HashMap<TaskId, Box<[String]>>,
+    /// The workers a task may run on, for the few tasks that say.
+    restrictions: HashMap<TaskId, Box<[WorkerSelector]>>,
     /// The workers that died while running a task, for its "killed worker" error.
-    took_down: HashMap<TaskId, Vec<String>>,
+    took_down: HashMap<TaskId, Vec<WorkerAddress>>,
     /// Moving average of how long a task takes from assignment to its report, in ms: short
     /// tasks get a deep queue on each worker (so it never waits for the scheduler), long ones
     /// a shallow one (so work is not hoarded, nor lost with a worker).
@@ -36,24 +36,26 @@ impl Placement {
         self.ready.push_back(t);
     }
 
-    /// Task `t` may only run on these workers (addresses or names).
-    pub(super) fn restrict(&mut self, t: TaskId, workers: Box<[String]>) {
+    /// Task `t` may only run on the workers these select.
+    pub(super) fn restrict(&mut self, t: TaskId, workers: Box<[WorkerSelector]>) {
         self.restrictions.insert(t, workers);
     }
 
     /// Worker `address` died while running `t`.
-    pub(super) fn blame(&mut self, t: TaskId, address: &str) {
-        self.took_down
-            .entry(t)
-            .or_default()
-            .push(address.to_owned());
+    pub(super) fn blame(&mut self, t: TaskId, address: &WorkerAddress) {
+        self.took_down.entry(t).or_default().push(address.clone());
     }
 
     /// The workers that died while running `t`, for its error.
     pub(super) fn took_down(&self, t: TaskId) -> String {
         self.took_down
             .get(&t)
-            .map(|ws| ws.join(", "))
+            .map(|ws| {
+                ws.iter()
+                    .map(WorkerAddress::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
             .unwrap_or_default()
     }
 
@@ -140,13 +142,13 @@ impl SchedulerCore {
         ((10.0 / self.placement.task_ms_average).round() as u32).clamp(1, max)
     }
 
-    /// Whether `w` may run `t` (restrictions name workers by address or name).
+    /// Whether `w` may run `t` (a restriction selects workers by address or by name).
     fn allowed(&self, t: TaskId, w: WorkerId) -> bool {
         match (self.placement.restrictions.get(&t), self.workers.get(w)) {
             (None, _) => true,
             (Some(allowed), Some(worker)) => allowed
                 .iter()
-                .any(|a| *a == worker.address || *a == worker.name),
+                .any(|s| s.matches(&worker.address, &worker.name)),
             (Some(_), None) => false,
         }
     }

@@ -14,19 +14,19 @@ use super::{SchedulerCore, WorkerId};
 use crate::collection::Collection;
 use crate::graph::{Expr, Key};
 use crate::protocol::codec::{encode_plain, spec_hash, SCATTERED};
-use crate::protocol::{FinishedTask, FrameIdentity, HeldKey};
+use crate::protocol::{ConnectionId, FinishedTask, HeldKey, RequestId, WorkerSelector};
 
 /// A change to the durable state.
 #[derive(Clone, Debug, PartialEq)]
 pub enum JournalOp {
     PutComputation {
-        client: FrameIdentity,
-        request: u64,
+        client: ConnectionId,
+        request: RequestId,
         submission: Submission,
     },
     DeleteComputation {
-        client: FrameIdentity,
-        request: u64,
+        client: ConnectionId,
+        request: RequestId,
     },
     /// Scattered data exists (it lives on workers; only its names are durable): the key a
     /// client gave it and its wire key.
@@ -57,13 +57,13 @@ pub struct Submission {
     pub outputs: Vec<Key>,
     pub keep_results: bool,
     #[serde(default)]
-    pub restrictions: Vec<(Key, Vec<String>)>,
+    pub restrictions: Vec<(Key, Vec<WorkerSelector>)>,
 }
 
 /// The durable state read back after a restart.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Recovered {
-    pub computations: Vec<(FrameIdentity, u64, Submission)>,
+    pub computations: Vec<(ConnectionId, RequestId, Submission)>,
     /// (key, wire key, bytes) of each scattered value.
     pub scattered: Vec<(Key, Key, u64)>,
     pub collections: Vec<(String, Collection)>,
@@ -87,8 +87,8 @@ impl Recovery {
     /// The client's journaled requests not resubmitted yet.
     pub(super) fn requests_of<'a>(
         &'a self,
-        client: &'a FrameIdentity,
-    ) -> impl Iterator<Item = u64> + 'a {
+        client: &'a ConnectionId,
+    ) -> impl Iterator<Item = RequestId> + 'a {
         self.replay
             .iter()
             .flat_map(|r| r.computations.iter())
@@ -100,7 +100,7 @@ impl Recovery {
 /// Journaled graphs waiting for the grace period to end.
 struct Replay {
     deadline_ms: u64,
-    computations: Vec<(FrameIdentity, u64, Submission)>,
+    computations: Vec<(ConnectionId, RequestId, Submission)>,
     /// Results workers reported before the graphs that define them were resubmitted.
     candidates: HashMap<Key, Vec<(WorkerId, u64, u64)>>,
 }
@@ -132,7 +132,7 @@ impl SchedulerCore {
     }
 
     /// A journaled request cancelled before it was resubmitted is dropped for good.
-    pub(super) fn cancel_replay(&mut self, client: &FrameIdentity, request: u64) {
+    pub(super) fn cancel_replay(&mut self, client: &ConnectionId, request: RequestId) {
         let Some(replay) = &mut self.recovery.replay else {
             return;
         };
@@ -190,7 +190,7 @@ impl SchedulerCore {
         for (client, request, submission) in replay.computations {
             info!(
                 "resuming request {request} of {} ({} keys)",
-                String::from_utf8_lossy(&client),
+                client,
                 submission.graph.len()
             );
             self.clients.ensure(&client, self.now_ms);

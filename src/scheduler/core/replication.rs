@@ -8,7 +8,7 @@ use rustc_hash::FxHashMap as HashMap;
 use super::tasks::{TaskId, TaskState};
 use super::{SchedulerCore, WorkerId};
 use crate::graph::Key;
-use crate::protocol::{FrameIdentity, RequestError, ToClient};
+use crate::protocol::{ConnectionId, RequestError, RequestId, ToClient, WorkerAddress};
 
 #[derive(Default)]
 pub(super) struct Replication {
@@ -21,8 +21,8 @@ pub(super) struct Replication {
 /// A `replicate` request waiting for its copies. Its task ids may outlive their tasks (a value
 /// released meanwhile): an id that no longer exists means that value is moot.
 struct PendingReplication {
-    client: FrameIdentity,
-    request: u64,
+    client: ConnectionId,
+    request: RequestId,
     tasks: Vec<TaskId>,
 }
 
@@ -61,8 +61,8 @@ impl Replication {
     /// The client's `replicate` requests not answered yet.
     pub(super) fn requests_of<'a>(
         &'a self,
-        client: &'a FrameIdentity,
-    ) -> impl Iterator<Item = u64> + 'a {
+        client: &'a ConnectionId,
+    ) -> impl Iterator<Item = RequestId> + 'a {
         self.requests
             .iter()
             .filter(move |r| r.client == *client)
@@ -82,7 +82,7 @@ impl Replication {
     }
 
     /// Everything is dropped (a restart): the requests to fail.
-    pub(super) fn clear(&mut self) -> Vec<(FrameIdentity, u64)> {
+    pub(super) fn clear(&mut self) -> Vec<(ConnectionId, RequestId)> {
         self.copying.clear();
         std::mem::take(&mut self.requests)
             .into_iter()
@@ -104,8 +104,8 @@ impl SchedulerCore {
     /// there are workers).
     pub(super) fn replicate(
         &mut self,
-        client: FrameIdentity,
-        request: u64,
+        client: ConnectionId,
+        request: RequestId,
         keys: Vec<Key>,
         replicas: u32,
     ) {
@@ -174,7 +174,7 @@ impl SchedulerCore {
             .map(|(id, w)| (w.nbytes, id))
             .collect();
         candidates.sort();
-        let holders: Vec<String> = task
+        let holders: Vec<WorkerAddress> = task
             .who_has
             .iter()
             .map(|w| self.workers.address(*w))

@@ -6,7 +6,7 @@
 use log::info;
 
 use super::{JournalOp, SchedulerCore, WorkerId};
-use crate::protocol::{FrameIdentity, RequestError, ToClient, ToWorker};
+use crate::protocol::{ConnectionId, RequestError, RequestId, ToClient, ToWorker};
 
 #[derive(Default)]
 pub(super) struct Restart {
@@ -16,7 +16,7 @@ pub(super) struct Restart {
 /// A `restart` waiting for the restarted workers to register again, with every request that
 /// asked for it (a restart asked for while one is under way joins it).
 struct PendingRestart {
-    requests: Vec<(FrameIdentity, u64)>,
+    requests: Vec<(ConnectionId, RequestId)>,
     workers_expected: u32,
     deadline_ms: u64,
 }
@@ -29,8 +29,8 @@ impl Restart {
     /// The client's requests waiting for the restart under way.
     pub(super) fn requests_of<'a>(
         &'a self,
-        client: &'a FrameIdentity,
-    ) -> impl Iterator<Item = u64> + 'a {
+        client: &'a ConnectionId,
+    ) -> impl Iterator<Item = RequestId> + 'a {
         self.pending
             .iter()
             .flat_map(|r| r.requests.iter())
@@ -43,7 +43,7 @@ impl SchedulerCore {
     /// Restarts the cluster: every request pending fails, every task and value is dropped,
     /// workers with a nanny get a fresh process and the others are emptied. Answers once the
     /// restarted workers are back (or the restart timeout passes).
-    pub(super) fn restart(&mut self, client: FrameIdentity, request: u64) {
+    pub(super) fn restart(&mut self, client: ConnectionId, request: RequestId) {
         // A restart asked for while one is under way restarts again (what happened in between
         // is dropped too) and is answered with the first, when the workers are back.
         info!("restarting the cluster");

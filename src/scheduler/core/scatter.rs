@@ -13,12 +13,12 @@ use super::tasks::wire_key;
 use super::{JournalOp, SchedulerCore, WorkerId};
 use crate::graph::Key;
 use crate::protocol::codec::{encode_plain, spec_hash, validate_value};
-use crate::protocol::{Frame, FrameIdentity, RequestError, ToClient, ToWorker};
+use crate::protocol::{ConnectionId, Frame, RequestError, RequestId, ToClient, ToWorker};
 
 /// A client's scatter: keys and their encoded values, as they arrived.
 pub(super) struct PendingScatter {
-    pub(super) client: FrameIdentity,
-    pub(super) request: u64,
+    pub(super) client: ConnectionId,
+    pub(super) request: RequestId,
     pub(super) keys: Vec<Key>,
     pub(super) values: Vec<Frame>,
 }
@@ -61,8 +61,8 @@ impl Scatters {
     /// The client's scatters not answered yet.
     pub(super) fn requests_of<'a>(
         &'a self,
-        client: &'a FrameIdentity,
-    ) -> impl Iterator<Item = u64> + 'a {
+        client: &'a ConnectionId,
+    ) -> impl Iterator<Item = RequestId> + 'a {
         self.waiting
             .iter()
             .chain(self.puts.values().map(|p| &p.scatter))

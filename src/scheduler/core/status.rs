@@ -7,7 +7,7 @@ use super::tasks::{TaskState, TaskTable};
 use super::workers::WorkerRegistry;
 use super::{CoreConfig, SchedulerCore, WorkerId};
 use crate::graph::Key;
-use crate::protocol::{ClusterStatus, WorkerInfo};
+use crate::protocol::{ClusterStatus, WorkerAddress, WorkerInfo};
 
 /// The cluster's status: its addresses, every worker with the keys it holds, task counts.
 pub(super) fn cluster_status(
@@ -57,7 +57,7 @@ pub(super) fn cluster_status(
 impl SchedulerCore {
     /// Where the values of `keys` are: the named value of a key, else every definition of it
     /// the scheduler tracks (one pass over the tasks for all such keys).
-    pub(super) fn who_has(&self, keys: Vec<Key>) -> Vec<(Key, Vec<String>)> {
+    pub(super) fn who_has(&self, keys: Vec<Key>) -> Vec<(Key, Vec<WorkerAddress>)> {
         let unnamed: HashSet<&Key> = keys
             .iter()
             .filter(|k| self.names.get(k).is_none())

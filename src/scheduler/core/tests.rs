@@ -9,8 +9,8 @@ use super::*;
 use crate::graph::{Expr, Graph, Key};
 use crate::protocol::codec::{decode, decode_value, encode, encode_value};
 use crate::protocol::{
-    ComputeTask, ErredTask, FinishedTask, RequestError, TaskError, TaskErrorKind,
-    WorkerRegistration, PROTOCOL_VERSION,
+    ComputeTask, ErredTask, FinishedTask, RequestError, RequestId, TaskError, TaskErrorKind,
+    WorkerAddress, WorkerName, WorkerRegistration, WorkerSelector, PROTOCOL_VERSION,
 };
 use crate::value::Value;
 use rustc_hash::FxHashMap as HashMap;
@@ -22,16 +22,16 @@ struct Harness {
     inbox: Vec<Command>,
 }
 
-fn client_id(n: u32) -> FrameIdentity {
-    format!("client-{n}").into_bytes()
+fn client_id(n: u32) -> ConnectionId {
+    ConnectionId::from(format!("client-{n}"))
 }
 
-fn worker_id(n: u32) -> FrameIdentity {
-    format!("worker-{n}").into_bytes()
+fn worker_id(n: u32) -> ConnectionId {
+    ConnectionId::from(format!("worker-{n}"))
 }
 
-fn address(n: u32) -> String {
-    format!("tcp://w{n}:1")
+fn address(n: u32) -> WorkerAddress {
+    WorkerAddress::from(format!("tcp://w{n}:1"))
 }
 
 impl Harness {
@@ -105,7 +105,7 @@ impl Harness {
         self.step(Event::FromClient {
             identity: client_id(client),
             msg: FromClient::Submit {
-                request,
+                request: RequestId(request),
                 graph: graph.resolve(&|_| false),
                 outputs: outputs.iter().map(|k| Key::from(*k)).collect(),
                 keep_results: false,
@@ -210,7 +210,7 @@ impl Harness {
     fn kill_worker(&mut self, n: u32) {
         self.now += self.core.config().heartbeat_timeout_ms + 1;
         // Every other worker stays alive.
-        let others: Vec<FrameIdentity> = self
+        let others: Vec<ConnectionId> = self
             .core
             .workers
             .iter()
@@ -269,8 +269,8 @@ fn remember_names(core: &SchedulerCore, commands: &[Command]) {
 
 /// A worker's registration as these tests make it (memory store, no keys held).
 fn registration(
-    address: String,
-    name: impl Into<String>,
+    address: WorkerAddress,
+    name: impl Into<WorkerName>,
     nthreads: u32,
     pid: u32,
     nanny_token: Option<u64>,
@@ -300,7 +300,7 @@ fn name(key: &Key) -> Key {
 }
 
 /// Dependencies as tests name them.
-fn names_of(deps: &[(Key, Vec<String>)]) -> Vec<(Key, Vec<String>)> {
+fn names_of(deps: &[(Key, Vec<WorkerAddress>)]) -> Vec<(Key, Vec<WorkerAddress>)> {
     deps.iter().map(|(k, h)| (name(k), h.clone())).collect()
 }
 
@@ -368,7 +368,7 @@ fn seed_example_computes_and_releases_everything_afterwards() {
         h.take_client_msgs(1),
         vec![(
             ToClient::Values {
-                request: 1,
+                request: RequestId(1),
                 positions: vec![]
             },
             vec![Value::from(3)]
@@ -392,7 +392,7 @@ fn missing_keys_and_cycles_fail_promptly_without_running_anything() {
     );
     let replies = h.take_client_msgs(1);
     assert!(
-        matches!(&replies[0].0, ToClient::Failed { request: 1, error: RequestError::Graph(crate::GraphError::MissingKey { key, .. }) } if *key == Key::from("nope")),
+        matches!(&replies[0].0, ToClient::Failed { request: RequestId(1), error: RequestError::Graph(crate::GraphError::MissingKey { key, .. }) } if *key == Key::from("nope")),
         "{replies:?}"
     );
     h.submit(
@@ -405,7 +405,7 @@ fn missing_keys_and_cycles_fail_promptly_without_running_anything() {
     assert!(matches!(
         &replies[0].0,
         ToClient::Failed {
-            request: 2,
+            request: RequestId(2),
             error: RequestError::Graph(crate::GraphError::Cycle { .. })
         }
     ));
@@ -424,7 +424,7 @@ fn task_error_fails_dependents_and_the_next_get_succeeds() {
     let replies = h.take_client_msgs(1);
     match &replies[0].0 {
         ToClient::Failed {
-            request: 1,
+            request: RequestId(1),
             error: RequestError::Task { key, error },
         } => {
             assert_eq!(*key, Key::from("x"));
@@ -475,7 +475,10 @@ fn worker_lost_while_running_reschedules_its_tasks() {
     h.finish(2, &again[0], Value::from(0));
     assert!(matches!(
         h.take_client_msgs(1)[0].0,
-        ToClient::Values { request: 1, .. }
+        ToClient::Values {
+            request: RequestId(1),
+            ..
+        }
     ));
 }
 
@@ -539,7 +542,7 @@ fn placement_prefers_the_worker_holding_the_inputs() {
     h.step(Event::FromClient {
         identity: client_id(1),
         msg: FromClient::Submit {
-            request: 2,
+            request: RequestId(2),
             graph: crate::graph! { "x" => 1 }.resolve(&|_| false),
             outputs: vec!["x".into()],
             keep_results: true,
@@ -623,7 +626,7 @@ fn scattered_data_is_placed_gathered_and_used_in_graphs() {
     h.step(Event::FromClient {
         identity: client_id(1),
         msg: FromClient::Scatter {
-            request: 1,
+            request: RequestId(1),
             keys: vec!["a".into()],
         },
         frames: vec![encode_value(&Value::from(10))],
@@ -647,7 +650,7 @@ fn scattered_data_is_placed_gathered_and_used_in_graphs() {
     h.step(Event::FromClient {
         identity: client_id(1),
         msg: FromClient::Submit {
-            request: 2,
+            request: RequestId(2),
             graph: crate::graph! { "b" => ("inc", "a") }.resolve(&|k| *k == Key::from("a")),
             outputs: vec!["b".into()],
             keep_results: false,
@@ -667,14 +670,17 @@ fn scattered_data_is_placed_gathered_and_used_in_graphs() {
     h.step(Event::FromClient {
         identity: client_id(1),
         msg: FromClient::Gather {
-            request: 3,
+            request: RequestId(3),
             keys: vec!["a".into()],
         },
         frames: vec![],
     });
     assert!(matches!(
         h.take_client_msgs(1)[0].0,
-        ToClient::Failed { request: 3, .. }
+        ToClient::Failed {
+            request: RequestId(3),
+            ..
+        }
     ));
 }
 
@@ -769,7 +775,7 @@ fn replicated_scattered_data_survives_losing_a_holder_and_is_topped_up() {
     h.step(Event::FromClient {
         identity: client_id(1),
         msg: FromClient::Scatter {
-            request: 1,
+            request: RequestId(1),
             keys: vec!["a".into()],
         },
         frames: vec![encode_value(&Value::from(10))],
@@ -800,7 +806,7 @@ fn replicated_scattered_data_survives_losing_a_holder_and_is_topped_up() {
     h.step(Event::FromClient {
         identity: client_id(1),
         msg: FromClient::Replicate {
-            request: 2,
+            request: RequestId(2),
             keys: vec!["a".into()],
             replicas: 2,
         },
@@ -817,7 +823,12 @@ fn replicated_scattered_data_survives_losing_a_holder_and_is_topped_up() {
         "answers once the copy exists"
     );
     h.finish(other, &copy[0], Value::from(10));
-    assert_eq!(h.take_client_msgs(1)[0].0, ToClient::Done { request: 2 });
+    assert_eq!(
+        h.take_client_msgs(1)[0].0,
+        ToClient::Done {
+            request: RequestId(2)
+        }
+    );
     // The first holder dies: the data survives, and a newcomer gets a fresh copy.
     h.kill_worker(holder);
     assert_eq!(h.core.task_state(&"a".into()), Some(TaskState::Memory));
@@ -839,7 +850,7 @@ fn a_ping_fails_the_requests_this_scheduler_does_not_know() {
     h.step(Event::FromClient {
         identity: client_id(1),
         msg: FromClient::Ping {
-            pending: vec![5, 7],
+            pending: vec![RequestId(5), RequestId(7)],
         },
         frames: vec![],
     });
@@ -848,7 +859,7 @@ fn a_ping_fails_the_requests_this_scheduler_does_not_know() {
         replies,
         vec![
             ToClient::Failed {
-                request: 5,
+                request: RequestId(5),
                 error: RequestError::SchedulerRestarted
             },
             ToClient::Pong
@@ -863,11 +874,11 @@ fn restricted_tasks_run_only_on_their_workers_and_wait_for_them() {
     h.step(Event::FromClient {
         identity: client_id(1),
         msg: FromClient::Submit {
-            request: 1,
+            request: RequestId(1),
             graph: crate::graph! { "a" => ("inc", 1), "b" => ("inc", "a") }.resolve(&|_| false),
             outputs: vec!["b".into()],
             keep_results: false,
-            restrictions: vec![("b".into(), vec!["w2".into()])],
+            restrictions: vec![("b".into(), vec![WorkerSelector::Name("w2".into())])],
         },
         frames: vec![],
     });
@@ -983,7 +994,7 @@ fn a_journaled_request_cancelled_during_recovery_is_not_resumed() {
         Recovered {
             computations: vec![(
                 client_id(1),
-                4,
+                RequestId(4),
                 Submission {
                     graph,
                     outputs: vec!["a".into()],
@@ -997,7 +1008,9 @@ fn a_journaled_request_cancelled_during_recovery_is_not_resumed() {
     h.add_worker(1, 1);
     h.step(Event::FromClient {
         identity: client_id(1),
-        msg: FromClient::Cancel { request: 4 },
+        msg: FromClient::Cancel {
+            request: RequestId(4),
+        },
         frames: vec![],
     });
     let journal: Vec<&JournalOp> = h
@@ -1012,7 +1025,7 @@ fn a_journaled_request_cancelled_during_recovery_is_not_resumed() {
         journal,
         vec![&JournalOp::DeleteComputation {
             client: client_id(1),
-            request: 4
+            request: RequestId(4)
         }]
     );
     h.now = h.core.config().recovery_grace_ms + 1;
@@ -1029,7 +1042,7 @@ impl Harness {
         self.step(Event::FromClient {
             identity: client_id(client),
             msg: FromClient::Submit {
-                request,
+                request: RequestId(request),
                 graph: graph.resolve(&|_| false),
                 outputs: outputs.iter().map(|k| Key::from(*k)).collect(),
                 keep_results: true,
@@ -1043,7 +1056,7 @@ impl Harness {
         self.step(Event::FromClient {
             identity: client_id(client),
             msg: FromClient::Gather {
-                request,
+                request: RequestId(request),
                 keys: keys.iter().map(|k| Key::from(*k)).collect(),
             },
             frames: vec![],
@@ -1123,7 +1136,7 @@ fn kept_key_redefined_by_the_next_graph_keeps_both_definitions() {
     h.step(Event::FromClient {
         identity: client_id(1),
         msg: FromClient::Submit {
-            request: 4,
+            request: RequestId(4),
             graph: crate::graph! { "w" => ("inc", "y") }.resolve(&|k| *k == Key::from("y")),
             outputs: vec!["w".into()],
             keep_results: false,
@@ -1144,7 +1157,7 @@ fn a_scatter_replaces_the_named_value_but_not_what_running_graphs_use() {
         h.step(Event::FromClient {
             identity: client_id(1),
             msg: FromClient::Scatter {
-                request,
+                request: RequestId(request),
                 keys: vec!["a".into()],
             },
             frames: vec![encode_value(&Value::from(v))],
@@ -1162,7 +1175,7 @@ fn a_scatter_replaces_the_named_value_but_not_what_running_graphs_use() {
     h.step(Event::FromClient {
         identity: client_id(1),
         msg: FromClient::Submit {
-            request: 2,
+            request: RequestId(2),
             graph: crate::graph! { "b" => ("inc", "a") }.resolve(&|k| *k == Key::from("a")),
             outputs: vec!["b".into()],
             keep_results: false,
@@ -1256,11 +1269,11 @@ fn a_missing_dependency_report_cannot_drop_another_workers_copy() {
     h.step(Event::FromClient {
         identity: client_id(1),
         msg: FromClient::Submit {
-            request: 2,
+            request: RequestId(2),
             graph: crate::graph! { "y" => ("inc", "x") }.resolve(&|k| *k == Key::from("x")),
             outputs: vec!["y".into()],
             keep_results: false,
-            restrictions: vec![("y".into(), vec![address(2)])],
+            restrictions: vec![("y".into(), vec![WorkerSelector::Address(address(2))])],
         },
         frames: vec![],
     });
@@ -1322,7 +1335,7 @@ fn death_reports_are_believed_only_from_the_workers_own_nanny() {
     h.take_worker_msgs(1);
     let died = |h: &mut Harness, from: &str| {
         h.step(Event::FromWorker {
-            identity: from.as_bytes().to_vec(),
+            identity: ConnectionId::from(from),
             msg: FromWorker::WorkerDied {
                 worker_address: address(1),
                 token: 77,
@@ -1335,7 +1348,7 @@ fn death_reports_are_believed_only_from_the_workers_own_nanny() {
     };
     assert_eq!(died(&mut h, "stranger"), 1, "not from a nanny");
     h.step(Event::FromWorker {
-        identity: b"impostor".to_vec(),
+        identity: ConnectionId::from("impostor"),
         msg: FromWorker::NannyOf {
             worker_address: address(1),
             token: 78,
@@ -1344,7 +1357,7 @@ fn death_reports_are_believed_only_from_the_workers_own_nanny() {
     });
     assert_eq!(died(&mut h, "impostor"), 1, "a nanny with the wrong token");
     h.step(Event::FromWorker {
-        identity: b"nanny".to_vec(),
+        identity: ConnectionId::from("nanny"),
         msg: FromWorker::NannyOf {
             worker_address: address(1),
             token: 77,
@@ -1355,7 +1368,7 @@ fn death_reports_are_believed_only_from_the_workers_own_nanny() {
 }
 
 impl Harness {
-    fn register_named(&mut self, n: u32, name: &str, addr: String) {
+    fn register_named(&mut self, n: u32, name: &str, addr: WorkerAddress) {
         self.step(Event::FromWorker {
             identity: worker_id(n),
             msg: FromWorker::Register(registration(addr, name, 1, n, None)),
@@ -1459,7 +1472,7 @@ fn a_key_asked_for_many_times_travels_once() {
         msgs,
         vec![(
             ToClient::Values {
-                request: 1,
+                request: RequestId(1),
                 positions: vec![0, 0, 0]
             },
             vec![Value::from(2)]
@@ -1477,7 +1490,7 @@ impl Harness {
             frames: vec![],
         });
         self.step(Event::FromWorker {
-            identity: b"nanny".to_vec(),
+            identity: ConnectionId::from("nanny"),
             msg: FromWorker::NannyOf {
                 worker_address: address(1),
                 token,
@@ -1488,7 +1501,7 @@ impl Harness {
 
     fn nanny_reports_death(&mut self, token: u64) {
         self.step(Event::FromWorker {
-            identity: b"nanny".to_vec(),
+            identity: ConnectionId::from("nanny"),
             msg: FromWorker::WorkerDied {
                 worker_address: address(1),
                 token,
@@ -1513,12 +1526,14 @@ fn a_process_a_restart_is_ending_is_not_registered_again() {
     h.inbox.clear();
     h.step(Event::FromClient {
         identity: client_id(1),
-        msg: FromClient::Restart { request: 1 },
+        msg: FromClient::Restart {
+            request: RequestId(1),
+        },
         frames: vec![],
     });
     assert!(h.inbox.iter().any(|c| matches!(
         c,
-        Command::ToWorker { identity, msg: ToWorker::Restart, .. } if identity == b"nanny"
+        Command::ToWorker { identity, msg: ToWorker::Restart, .. } if identity == &ConnectionId::from("nanny")
     )));
     h.inbox.clear();
     h.register_nannied(1, 5);
@@ -1530,7 +1545,12 @@ fn a_process_a_restart_is_ending_is_not_registered_again() {
         h.take_worker_msgs(2)[..],
         [ToWorker::Registered { .. }]
     ));
-    assert_eq!(h.take_client_msgs(1)[0].0, ToClient::Done { request: 1 });
+    assert_eq!(
+        h.take_client_msgs(1)[0].0,
+        ToClient::Done {
+            request: RequestId(1)
+        }
+    );
 }
 
 #[test]
@@ -1604,9 +1624,70 @@ fn a_part_keeping_a_forgotten_task_breaks_its_own_invariant() {
     assert_eq!(h.take_client_msgs(1).len(), 1);
     assert!(!h.core.tasks.exists(t), "the answered graph is forgotten");
     // Forgetting announced it to placement, which dropped the task; keeping it is a bug.
-    h.core
-        .placement
-        .restrict(t, vec![address(1)].into_boxed_slice());
+    h.core.placement.restrict(
+        t,
+        vec![WorkerSelector::Address(address(1))].into_boxed_slice(),
+    );
     let err = h.core.check_invariants().unwrap_err();
     assert_eq!(err.part, "placement", "{err}");
+}
+
+#[test]
+fn a_selector_matches_a_worker_by_its_own_kind_only() {
+    let mut h = Harness::new();
+    // Worker 1 is named "w1" and listens at tcp://w1:1.
+    h.add_worker(1, 1);
+    let name_like_w1s_address = WorkerSelector::Name(WorkerName::from(address(1).as_str()));
+    let address_like_w1s_name = WorkerSelector::Address(WorkerAddress::from("w1"));
+    h.step(Event::FromClient {
+        identity: client_id(1),
+        msg: FromClient::Submit {
+            request: RequestId(1),
+            graph: crate::graph! { "a" => ("inc", 1), "b" => ("inc", 2) }.resolve(&|_| false),
+            outputs: vec!["a".into(), "b".into()],
+            keep_results: false,
+            restrictions: vec![
+                ("a".into(), vec![name_like_w1s_address]),
+                ("b".into(), vec![address_like_w1s_name]),
+            ],
+        },
+        frames: vec![],
+    });
+    assert!(
+        h.take_computes(1).is_empty(),
+        "a name is never matched against an address, nor an address against a name"
+    );
+    // A worker named like w1's address, at an address spelled like w1's name: both run there.
+    h.register_named(2, address(1).as_str(), WorkerAddress::from("w1"));
+    let mut tasks = h.take_computes(2);
+    tasks.sort_by_key(|t| name(&t.key));
+    let keys: Vec<Key> = tasks.iter().map(|t| name(&t.key)).collect();
+    assert_eq!(keys, vec![Key::from("a"), Key::from("b")]);
+    h.finish(2, &tasks[0], Value::from(2));
+    h.finish(2, &tasks[1], Value::from(3));
+    assert_eq!(
+        h.take_client_msgs(1)[0].1,
+        vec![Value::from(2), Value::from(3)]
+    );
+}
+
+#[test]
+fn a_hello_of_another_protocol_version_is_rejected_with_no_request_id() {
+    let mut h = Harness::new();
+    h.step(Event::FromClient {
+        identity: client_id(1),
+        msg: FromClient::Hello {
+            protocol_version: PROTOCOL_VERSION + 1,
+        },
+        frames: vec![],
+    });
+    let replies = h.take_client_msgs(1);
+    assert!(
+        matches!(
+            &replies[..],
+            [(ToClient::Rejected { error: RequestError::Protocol { message } }, _)]
+                if message.contains("not supported")
+        ),
+        "{replies:?}"
+    );
 }

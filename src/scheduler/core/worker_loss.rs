@@ -11,7 +11,7 @@ use log::warn;
 use super::tasks::{task_failure, TaskId, TaskState};
 use super::workers::Assignment;
 use super::{warn_or_info, SchedulerCore, WorkerId};
-use crate::protocol::{TaskError, TaskErrorKind, ToWorker};
+use crate::protocol::{TaskError, TaskErrorKind, ToWorker, WorkerAddress};
 
 impl SchedulerCore {
     /// Workers silent for longer than the heartbeat timeout are lost.
@@ -113,7 +113,7 @@ impl SchedulerCore {
         assigned: HashMap<TaskId, Assignment>,
         nthreads: u32,
         unexpected: bool,
-        address: &str,
+        address: &WorkerAddress,
     ) -> Vec<TaskId> {
         let mut processing: Vec<(u64, TaskId)> =
             assigned.into_iter().map(|(t, a)| (a.seq, t)).collect();

@@ -4,16 +4,18 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use super::{Command, TaskId};
 use crate::graph::Key;
-use crate::protocol::{ComputeTask, Frame, FrameIdentity, ToWorker, WorkerRegistration};
+use crate::protocol::{
+    ComputeTask, ConnectionId, Frame, ToWorker, WorkerAddress, WorkerName, WorkerRegistration,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct WorkerId(pub u32);
 
 #[derive(Debug)]
 pub struct Worker {
-    pub identity: FrameIdentity,
-    pub address: String,
-    pub name: String,
+    pub identity: ConnectionId,
+    pub address: WorkerAddress,
+    pub name: WorkerName,
     pub nthreads: u32,
     pub memory_limit_bytes: u64,
     pub pid: u32,
@@ -45,7 +47,7 @@ pub struct Assignment {
 
 impl Worker {
     /// A worker as it registers: holding nothing known yet, running nothing.
-    pub fn new(identity: FrameIdentity, reg: &WorkerRegistration, now_ms: u64) -> Worker {
+    pub fn new(identity: ConnectionId, reg: &WorkerRegistration, now_ms: u64) -> Worker {
         Worker {
             identity,
             address: reg.address.clone(),
@@ -76,7 +78,7 @@ impl Worker {
 #[derive(Default)]
 pub struct WorkerRegistry {
     workers: HashMap<WorkerId, Worker>,
-    by_identity: HashMap<FrameIdentity, WorkerId>,
+    by_identity: HashMap<ConnectionId, WorkerId>,
     next_id: u32,
 }
 
@@ -95,14 +97,14 @@ impl WorkerRegistry {
         Some(w)
     }
 
-    pub fn by_identity(&self, identity: &[u8]) -> Option<WorkerId> {
+    pub fn by_identity(&self, identity: &ConnectionId) -> Option<WorkerId> {
         self.by_identity.get(identity).copied()
     }
 
-    pub fn by_address(&self, address: &str) -> Option<WorkerId> {
+    pub fn by_address(&self, address: &WorkerAddress) -> Option<WorkerId> {
         self.workers
             .iter()
-            .find(|(_, w)| w.address == address)
+            .find(|(_, w)| w.address == *address)
             .map(|(id, _)| *id)
     }
 
@@ -255,7 +257,7 @@ impl WorkerRegistry {
         self.workers.len()
     }
 
-    pub fn address(&self, id: WorkerId) -> String {
+    pub fn address(&self, id: WorkerId) -> WorkerAddress {
         self.workers
             .get(&id)
             .map(|w| w.address.clone())

@@ -121,6 +121,7 @@ impl JournalWrite for Journal {
 mod tests {
     use super::*;
     use crate::graph::Expr;
+    use crate::protocol::{ConnectionId, RequestId, WorkerSelector};
     use crate::scheduler::core::Submission;
 
     #[test]
@@ -130,24 +131,24 @@ mod tests {
             graph: vec![("x".into(), Expr::Lit(1.into()))],
             outputs: vec!["x".into()],
             keep_results: false,
-            restrictions: vec![("x".into(), vec!["w1".into()])],
+            restrictions: vec![("x".into(), vec![WorkerSelector::Name("w1".into())])],
         };
         {
             let j = Journal::open(dir.path()).unwrap();
             for op in [
                 JournalOp::PutComputation {
-                    client: b"c1".to_vec(),
-                    request: 1,
+                    client: ConnectionId::from("c1"),
+                    request: RequestId(1),
                     submission: submission.clone(),
                 },
                 JournalOp::PutComputation {
-                    client: b"c1".to_vec(),
-                    request: 2,
+                    client: ConnectionId::from("c1"),
+                    request: RequestId(2),
                     submission: submission.clone(),
                 },
                 JournalOp::DeleteComputation {
-                    client: b"c1".to_vec(),
-                    request: 1,
+                    client: ConnectionId::from("c1"),
+                    request: RequestId(1),
                 },
                 JournalOp::PutScattered {
                     name: "a".into(),
@@ -161,7 +162,10 @@ mod tests {
         }
         let j = Journal::open(dir.path()).unwrap();
         let r = j.load().unwrap();
-        assert_eq!(r.computations, vec![(b"c1".to_vec(), 2, submission)]);
+        assert_eq!(
+            r.computations,
+            vec![(ConnectionId::from("c1"), RequestId(2), submission)]
+        );
         assert_eq!(r.scattered, vec![("a".into(), 17.into(), 9)]);
         j.apply(&JournalOp::Clear).unwrap();
         assert_eq!(j.load().unwrap(), Recovered::default());

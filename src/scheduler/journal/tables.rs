@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use super::write::{JournalError, JournalWrite};
 use crate::graph::Key;
 use crate::protocol::codec::{decode_plain, encode_plain};
-use crate::protocol::FrameIdentity;
+use crate::protocol::{ConnectionId, RequestId};
 use crate::scheduler::core::{JournalOp, Recovered, Submission};
 
 /// The journal's tables (sled trees on disk).
@@ -102,7 +102,7 @@ pub fn recover(
     let mut recovered = Recovered::default();
     for (k, v) in read(Table::Computations)? {
         match (
-            decode_plain::<(FrameIdentity, u64)>(&k),
+            decode_plain::<(ConnectionId, RequestId)>(&k),
             decode_plain::<Submission>(&v),
         ) {
             (Ok((client, request)), Ok(submission)) => {
@@ -223,13 +223,13 @@ mod tests {
     fn a_crash_keeps_what_was_flushed_and_loses_the_rest() {
         let mut j = MemoryJournal::new();
         let put = |request| JournalOp::PutComputation {
-            client: b"c".to_vec(),
+            client: ConnectionId::from("c"),
             request,
             submission: submission(),
         };
-        j.apply(&put(1)).unwrap();
+        j.apply(&put(RequestId(1))).unwrap();
         j.flush().unwrap();
-        j.apply(&put(2)).unwrap();
+        j.apply(&put(RequestId(2))).unwrap();
         j.apply(&JournalOp::PutScattered {
             name: "a".into(),
             key: 5.into(),
@@ -239,7 +239,10 @@ mod tests {
         assert_eq!(j.load().unwrap().computations.len(), 2);
         j.crash();
         let r = j.load().unwrap();
-        assert_eq!(r.computations, vec![(b"c".to_vec(), 1, submission())]);
+        assert_eq!(
+            r.computations,
+            vec![(ConnectionId::from("c"), RequestId(1), submission())]
+        );
         assert!(r.scattered.is_empty());
     }
 

@@ -15,7 +15,7 @@ use log::info;
 use super::core::{Command, CoreConfig, Event, Recovered, SchedulerCore};
 use super::journal::{Journal, JournalError, JournalWrite};
 use crate::net::{self, Clock, StartError, Waker};
-use crate::protocol::{Frame, FrameIdentity, ToClient, ToWorker};
+use crate::protocol::{ConnectionId, Frame, ToClient, ToWorker};
 
 mod sockets;
 #[cfg(test)]
@@ -329,9 +329,9 @@ fn spawn(
 }
 
 struct Outputs {
-    to_workers: Sender<(FrameIdentity, ToWorker, Vec<Frame>)>,
+    to_workers: Sender<(ConnectionId, ToWorker, Vec<Frame>)>,
     worker_waker: Waker,
-    to_clients: Sender<(FrameIdentity, ToClient, Vec<Frame>)>,
+    to_clients: Sender<(ConnectionId, ToClient, Vec<Frame>)>,
     client_waker: Waker,
 }
 

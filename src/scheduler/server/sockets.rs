@@ -10,7 +10,7 @@ use log::{debug, error, warn};
 use crate::net::{self, WakeReceiver};
 use crate::protocol::codec::{encode, split, DecodeError};
 use crate::protocol::{
-    Frame, FrameIdentity, FromClient, FromWorker, RequestError, ToClient, ToWorker,
+    ConnectionId, Frame, FromClient, FromWorker, RequestError, ToClient, ToWorker,
 };
 use crate::scheduler::core::Event;
 
@@ -43,15 +43,15 @@ pub(super) fn socket_loop<M: serde::Serialize>(
     port: Port,
     socket: zmq::Socket,
     wake: WakeReceiver,
-    outgoing: Receiver<(FrameIdentity, M, Vec<Frame>)>,
+    outgoing: Receiver<(ConnectionId, M, Vec<Frame>)>,
     events: Sender<Event>,
     stop: Arc<AtomicBool>,
-    decode: fn(FrameIdentity, Vec<Frame>) -> Decoded,
+    decode: fn(ConnectionId, Vec<Frame>) -> Decoded,
     monitor: Option<zmq::Socket>,
 ) {
     // Events the core's queue had no room for, oldest first; nothing is read while any wait.
     let mut backlog: std::collections::VecDeque<Event> = Default::default();
-    let mut full_peers: std::collections::HashSet<FrameIdentity> = Default::default();
+    let mut full_peers: std::collections::HashSet<ConnectionId> = Default::default();
     loop {
         if stop.load(Ordering::SeqCst) {
             return;
@@ -109,7 +109,7 @@ pub(super) fn socket_loop<M: serde::Serialize>(
                     continue;
                 }
                 let identity = frames.remove(0);
-                match decode(identity.clone(), frames) {
+                match decode(ConnectionId::from(identity.clone()), frames) {
                     Decoded::Event(e) => hand_over(&events, &mut backlog, e),
                     Decoded::Answer(Some(reply)) => {
                         let _ = net::send(&socket, Some(&identity), reply, vec![]);
@@ -123,7 +123,7 @@ pub(super) fn socket_loop<M: serde::Serialize>(
         }
         // Drained on every pass, not only after a wake: a message is never stranded.
         for (identity, msg, frames) in outgoing.try_iter() {
-            match net::send(&socket, Some(&identity), encode(&msg), frames) {
+            match net::send(&socket, Some(identity.as_bytes()), encode(&msg), frames) {
                 Ok(()) => {
                     if !full_peers.is_empty() {
                         full_peers.remove(&identity);
@@ -138,7 +138,7 @@ pub(super) fn socket_loop<M: serde::Serialize>(
                     }
                 }
                 // EHOSTUNREACH: the peer is gone; loss detection deals with it.
-                Err(e) => debug!("could not send to {}: {e}", describe(&identity)),
+                Err(e) => debug!("could not send to {}: {e}", identity),
             }
         }
     }
@@ -157,13 +157,13 @@ fn hand_over(
 
 /// What a peer whose ZeroMQ queue is full means (see `client_queue_max_messages` and
 /// `worker_queue_max_messages`).
-fn peer_not_reading(port: Port, identity: FrameIdentity) -> Event {
+fn peer_not_reading(port: Port, identity: ConnectionId) -> Event {
     match port {
         Port::Clients => {
             warn!(
                 "client {} is not reading its replies (its queue is full): dropping the reply \
                  and the client's pending requests",
-                describe(&identity)
+                identity
             );
             Event::FromClient {
                 identity,
@@ -175,18 +175,14 @@ fn peer_not_reading(port: Port, identity: FrameIdentity) -> Event {
             warn!(
                 "worker {} is not reading (its queue is full): a message to it was dropped; \
                  probing the workers",
-                describe(&identity)
+                identity
             );
             Event::WorkerConnectionLost
         }
     }
 }
 
-fn describe(identity: &[u8]) -> String {
-    String::from_utf8_lossy(identity).into_owned()
-}
-
-pub(super) fn decode_worker(identity: FrameIdentity, frames: Vec<Frame>) -> Decoded {
+pub(super) fn decode_worker(identity: ConnectionId, frames: Vec<Frame>) -> Decoded {
     let counted = |m: &FromWorker| match m {
         FromWorker::Finished(done) => done.iter().filter(|f| f.has_value).count(),
         FromWorker::Data { found, .. } => found.len(),
@@ -201,14 +197,14 @@ pub(super) fn decode_worker(identity: FrameIdentity, frames: Vec<Frame>) -> Deco
         Err(DecodeError::Legacy) => {
             warn!(
                 "legacy (2015) worker message from {} dropped: the compat layer is not part of this build",
-                describe(&identity)
+                identity
             );
             Decoded::Answer(None)
         }
         Err(e) => {
             warn!(
                 "dropping malformed message on the worker port from {}: {e}",
-                describe(&identity)
+                identity
             );
             Decoded::Answer(Some(encode(&ToWorker::Malformed {
                 message: e.to_string(),
@@ -217,7 +213,7 @@ pub(super) fn decode_worker(identity: FrameIdentity, frames: Vec<Frame>) -> Deco
     }
 }
 
-pub(super) fn decode_client(identity: FrameIdentity, frames: Vec<Frame>) -> Decoded {
+pub(super) fn decode_client(identity: ConnectionId, frames: Vec<Frame>) -> Decoded {
     let counted = |m: &FromClient| match m {
         FromClient::Scatter { keys, .. } => keys.len(),
         _ => 0,
@@ -231,11 +227,10 @@ pub(super) fn decode_client(identity: FrameIdentity, frames: Vec<Frame>) -> Deco
         Err(e) => {
             warn!(
                 "dropping malformed message on the client port from {}: {e}",
-                describe(&identity)
+                identity
             );
-            // Request 0 is never used by clients: it marks an answer to an unreadable request.
-            Decoded::Answer(Some(encode(&ToClient::Failed {
-                request: 0,
+            // Its request id (if any) is unreadable: the answer belongs to no request.
+            Decoded::Answer(Some(encode(&ToClient::Rejected {
                 error: RequestError::Protocol {
                     message: format!("malformed message: {e}"),
                 },

@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use super::*;
 use crate::collection::Collection;
 use crate::protocol::codec::encode;
-use crate::protocol::FromClient;
+use crate::protocol::{FromClient, RequestId};
 use crate::scheduler::core::JournalOp;
 
 /// A journal in memory whose flush fails when told to.
@@ -33,7 +33,7 @@ impl JournalWrite for TestJournal {
     }
 }
 
-type Sent<M> = Receiver<(FrameIdentity, M, Vec<Frame>)>;
+type Sent<M> = Receiver<(ConnectionId, M, Vec<Frame>)>;
 
 /// Runs the shipped core loop over a batch (hello, then store a collection: one journal
 /// operation and two replies) until its inputs end; returns how it ended and what it sent.
@@ -54,7 +54,7 @@ fn run_batch(
     let (to_clients, to_clients_rx) = crossbeam_channel::unbounded();
     let (worker_waker, _w) = net::waker().unwrap();
     let (client_waker, _c) = net::waker().unwrap();
-    let client = b"client-1".to_vec();
+    let client = ConnectionId::from("client-1");
     let collection = Collection {
         kind: crate::collection::CollectionKind::Graph,
         graph: vec![("x".into(), crate::graph::Expr::Lit(1.into()))],
@@ -67,7 +67,7 @@ fn run_batch(
             protocol_version: crate::protocol::PROTOCOL_VERSION,
         },
         FromClient::SetCollection {
-            request: 1,
+            request: RequestId(1),
             name: "c".into(),
             collection,
         },
@@ -124,7 +124,12 @@ fn a_durable_batch_is_sent_after_its_journal() {
     assert!(
         matches!(
             sent[..],
-            [ToClient::Welcome { .. }, ToClient::Done { request: 1 }]
+            [
+                ToClient::Welcome { .. },
+                ToClient::Done {
+                    request: RequestId(1)
+                }
+            ]
         ),
         "{sent:?}"
     );
@@ -147,7 +152,7 @@ fn a_full_core_queue_stops_reading_but_never_sending() {
     client.set_rcvtimeo(deadline.as_millis() as i32).unwrap();
     client.connect(&address).unwrap();
     let (events_tx, events_rx) = crossbeam_channel::bounded(1);
-    let (out_tx, out_rx) = crossbeam_channel::unbounded::<(FrameIdentity, ToClient, _)>();
+    let (out_tx, out_rx) = crossbeam_channel::unbounded::<(ConnectionId, ToClient, _)>();
     let (waker, wake_rx) = net::waker().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let thread = {
@@ -167,7 +172,12 @@ fn a_full_core_queue_stops_reading_but_never_sending() {
     };
     for request in 1..=5 {
         client
-            .send(encode(&FromClient::Status { request }), 0)
+            .send(
+                encode(&FromClient::Status {
+                    request: RequestId(request),
+                }),
+                0,
+            )
             .unwrap();
     }
     // The core's queue fills with the first request...
@@ -181,21 +191,32 @@ fn a_full_core_queue_stops_reading_but_never_sending() {
     }
     // ...and the socket thread still sends what the core wants sent.
     out_tx
-        .send((b"c1".to_vec(), ToClient::Done { request: 7 }, vec![]))
+        .send((
+            ConnectionId::from("c1"),
+            ToClient::Done {
+                request: RequestId(7),
+            },
+            vec![],
+        ))
         .unwrap();
     waker.wake();
     let reply = client
         .recv_multipart(0)
         .expect("a reply while the core is busy");
     let reply: ToClient = crate::protocol::codec::decode(&reply[0]).unwrap();
-    assert_eq!(reply, ToClient::Done { request: 7 });
+    assert_eq!(
+        reply,
+        ToClient::Done {
+            request: RequestId(7)
+        }
+    );
     // The core reads: every request arrives, in order.
     for expected in 1..=5 {
         match events_rx.recv_timeout(deadline) {
             Ok(Event::FromClient {
                 msg: FromClient::Status { request },
                 ..
-            }) => assert_eq!(request, expected),
+            }) => assert_eq!(request, RequestId(expected)),
             Ok(other) => panic!("unexpected event {other:?}"),
             Err(e) => panic!("request {expected} never reached the core: {e}"),
         }

@@ -7,7 +7,7 @@ use log::{debug, warn};
 use super::{Held, PeerFetch, Phase, WorkerCommand, WorkerCore};
 use crate::graph::Key;
 use crate::protocol::codec::UNKNOWN_ORIGIN;
-use crate::protocol::{Frame, FromWorker, PeerReply};
+use crate::protocol::{Frame, FromWorker, PeerReply, WorkerAddress};
 
 impl WorkerCore {
     /// Asks the next holder of `dep` for it, or gives up on the tasks that need it.
@@ -64,7 +64,12 @@ impl WorkerCore {
         }
     }
 
-    pub(super) fn peer_answered(&mut self, address: String, msg: PeerReply, frames: Vec<Frame>) {
+    pub(super) fn peer_answered(
+        &mut self,
+        address: WorkerAddress,
+        msg: PeerReply,
+        frames: Vec<Frame>,
+    ) {
         debug!("peer {address} answered {msg:?}");
         let (request, found, missing) = match msg {
             PeerReply::Data {
@@ -122,11 +127,11 @@ impl WorkerCore {
     }
 
     /// Stops waiting on lost peers: their fetches move to the next holder now.
-    pub(super) fn peers_lost(&mut self, addresses: &[String]) {
+    pub(super) fn peers_lost(&mut self, addresses: &[WorkerAddress]) {
         for f in self.fetches.values_mut() {
             // Keep the tried prefix intact so `tried` still indexes the next holder.
             let (tried, untried) = f.holders.split_at(f.tried);
-            let untried: Vec<String> = untried
+            let untried: Vec<WorkerAddress> = untried
                 .iter()
                 .filter(|h| !addresses.contains(h))
                 .cloned()

@@ -12,7 +12,7 @@ use crate::graph::Key;
 #[derive(Clone, Debug, PartialEq)]
 pub enum InvariantViolation {
     /// More tasks are executing than the executor was handed, or the executor was handed more
-    /// than its threads (plus `pool_queue`).
+    /// than its threads.
     Executing {
         tasks_executing: usize,
         executing: usize,
@@ -97,12 +97,11 @@ impl WorkerCore {
             .values()
             .filter(|t| t.phase == Phase::Executing)
             .count();
-        let max = self.nthreads + self.config.pool_queue;
-        if tasks_executing > self.executing || self.executing > max {
+        if tasks_executing > self.executing || self.executing > self.nthreads {
             return Err(InvariantViolation::Executing {
                 tasks_executing,
                 executing: self.executing,
-                max,
+                max: self.nthreads,
             });
         }
         // Waiting tasks: their count of missing inputs is the number of fetches listing them.

@@ -17,8 +17,8 @@ use log::{debug, warn};
 use crate::graph::Key;
 use crate::protocol::codec::SCATTERED;
 use crate::protocol::{
-    ErredTask, FinishedTask, Frame, FrameIdentity, FromWorker, HeldKey, PeerReply, PeerRequest,
-    RejectReason, TaskError, ToWorker, WorkerRegistration,
+    ConnectionId, ErredTask, FinishedTask, Frame, FromWorker, HeldKey, PeerReply, PeerRequest,
+    RejectReason, TaskError, ToWorker, WorkerAddress, WorkerRegistration,
 };
 
 /// Why the worker stops on its own. A nanny decides from this (told through a channel of its
@@ -85,12 +85,6 @@ pub struct WorkerCoreConfig {
     /// reach it until then, and registers again when it answers). The worker server passes
     /// `WorkerConfig::death_timeout_ms` (default 60 s).
     pub death_timeout_ms: u64,
-    /// Tasks handed to the thread pool beyond its thread count, so a thread finishing a short
-    /// task finds the next one queued instead of waiting for this loop to send it. The worker
-    /// server uses 0: a queued task would start before the report of the one before it
-    /// leaves, and a crash would then blame (and lose) the finished task. (Kept as a setting:
-    /// the simulation runs its workers with 1.)
-    pub pool_queue: usize,
     /// The largest message part this worker's sockets accept (`--max-message-bytes`). A result
     /// bigger than this, or than the scheduler's limit (`Registered`), fails its task: it
     /// could never travel to the scheduler, to a client or to a peer. The worker server passes
@@ -115,11 +109,11 @@ pub enum WorkerEvent {
         frames: Vec<Frame>,
     },
     FromPeer {
-        peer: FrameIdentity,
+        peer: ConnectionId,
         msg: PeerRequest,
     },
     PeerAnswered {
-        address: String,
+        address: WorkerAddress,
         msg: PeerReply,
         frames: Vec<Frame>,
     },
@@ -150,13 +144,13 @@ pub enum WorkerCommand {
         keys: Vec<Key>,
     },
     FetchFromPeer {
-        address: String,
+        address: WorkerAddress,
         request: u64,
         keys: Vec<Key>,
     },
     /// Answer a peer's `GetData` from the store.
     SendDataToPeer {
-        peer: FrameIdentity,
+        peer: ConnectionId,
         request: u64,
         keys: Vec<Key>,
     },
@@ -213,16 +207,16 @@ impl Held {
 
 #[derive(Debug)]
 struct Fetch {
-    holders: Vec<String>,
+    holders: Vec<WorkerAddress>,
     tried: usize,
     waiting: Vec<Key>,
     /// Holders that did not answer in time (as opposed to answering that they lack it).
-    unresponsive: Vec<String>,
+    unresponsive: Vec<WorkerAddress>,
 }
 
 #[derive(Debug)]
 struct PeerFetch {
-    address: String,
+    address: WorkerAddress,
     keys: Vec<Key>,
     deadline_ms: u64,
 }

@@ -7,7 +7,7 @@ use log::{debug, warn};
 use super::{Fetch, Held, Phase, Task, WorkerCommand, WorkerCore};
 use crate::graph::Key;
 use crate::protocol::codec::{spec_hash, SCATTERED};
-use crate::protocol::{ComputeTask, ErredTask, FinishedTask, FromWorker, TaskError};
+use crate::protocol::{ComputeTask, ErredTask, FinishedTask, FromWorker, TaskError, WorkerAddress};
 
 impl WorkerCore {
     pub(super) fn compute(&mut self, t: ComputeTask) {
@@ -27,7 +27,7 @@ impl WorkerCore {
             });
             return;
         }
-        let missing: Vec<(Key, Vec<String>)> = t
+        let missing: Vec<(Key, Vec<WorkerAddress>)> = t
             .dependencies
             .iter()
             .filter(|(dep, _)| !self.data.contains_key(dep))
@@ -86,7 +86,10 @@ impl WorkerCore {
     }
 
     pub(super) fn start_ready(&mut self) {
-        while self.executing < self.nthreads + self.config.pool_queue {
+        // The pool gets no more tasks than it has threads: a task queued in the pool would
+        // start before the report of the one before it leaves, and a crash would then blame
+        // (and lose) the finished task.
+        while self.executing < self.nthreads {
             let Some(key) = self.ready.pop_front() else {
                 break;
             };

@@ -11,7 +11,7 @@ use super::*;
 use crate::graph::Expr;
 use crate::protocol::codec::{decode, encode, encode_plain, encode_value};
 use crate::protocol::{
-    cut_text, ComputeTask, TaskErrorKind, PROTOCOL_VERSION, TASK_ERROR_BYTES_MAX,
+    cut_text, ComputeTask, TaskErrorKind, WorkerAddress, PROTOCOL_VERSION, TASK_ERROR_BYTES_MAX,
 };
 use crate::value::Value;
 
@@ -36,7 +36,6 @@ fn config(nthreads: u32) -> WorkerCoreConfig {
         heartbeat_interval_ms: 1000,
         fetch_timeout_ms: 5000,
         death_timeout_ms: 60_000,
-        pool_queue: 0,
         max_message_bytes: 1000,
     }
 }
@@ -62,7 +61,12 @@ fn task(key: &str, deps: &[(&str, &[&str])], report_value: bool) -> ComputeTask 
         spec: encode_plain(&Expr::Call("add".into(), args)),
         dependencies: deps
             .iter()
-            .map(|(d, holders)| (k(d), holders.iter().map(|h| h.to_string()).collect()))
+            .map(|(d, holders)| {
+                (
+                    k(d),
+                    holders.iter().map(|h| WorkerAddress::from(*h)).collect(),
+                )
+            })
             .collect(),
         report_value,
     }
@@ -94,7 +98,7 @@ fn execute(t: &ComputeTask) -> WorkerCommand {
 
 #[derive(Debug, PartialEq)]
 struct FetchSent {
-    address: String,
+    address: WorkerAddress,
     request: u64,
     keys: Vec<Key>,
 }
@@ -291,7 +295,7 @@ impl Harness {
     fn take_one_fetch(&mut self, address: &str, key: &str) -> u64 {
         let fetches = self.take_fetches();
         match &fetches[..] {
-            [f] if f.address == address && f.keys == vec![k(key)] => f.request,
+            [f] if f.address.as_str() == address && f.keys == vec![k(key)] => f.request,
             other => panic!("expected one fetch of {key} from {address}, got {other:?}"),
         }
     }
@@ -380,7 +384,7 @@ fn register_sends_the_registration_with_the_keys_the_store_holds() {
         panic!("{sent:?}");
     };
     assert_eq!(reg.protocol_version, PROTOCOL_VERSION);
-    assert_eq!(reg.address, ME);
+    assert_eq!(reg.address.as_str(), ME);
     assert_eq!(reg.nthreads, 3);
     let mut held: Vec<Key> = reg.keys.iter().map(|h| h.key.clone()).collect();
     held.sort();
@@ -790,7 +794,7 @@ fn when_no_holder_has_a_dependency_the_waiting_tasks_are_given_back_and_dropped(
     h.peer_lacks(P2, r2, "d");
     let mut sent = h.take_sent();
     sent.sort_by_key(|m| format!("{m:?}"));
-    let holders = vec![P1.to_string(), P2.to_string()];
+    let holders = vec![WorkerAddress::from(P1), WorkerAddress::from(P2)];
     assert_eq!(
         sent,
         vec![
@@ -842,8 +846,16 @@ fn a_task_given_back_for_one_dependency_does_not_keep_fetching_the_others() {
     let mut h = Harness::new(1);
     h.compute(vec![task("y", &[("d1", &[P1]), ("d2", &[P2, P3])], false)]);
     let fetches = h.take_fetches();
-    let r1 = fetches.iter().find(|f| f.address == P1).unwrap().request;
-    let r2 = fetches.iter().find(|f| f.address == P2).unwrap().request;
+    let r1 = fetches
+        .iter()
+        .find(|f| f.address.as_str() == P1)
+        .unwrap()
+        .request;
+    let r2 = fetches
+        .iter()
+        .find(|f| f.address.as_str() == P2)
+        .unwrap()
+        .request;
     h.peer_lacks(P1, r1, "d1");
     assert!(matches!(
         &h.take_sent()[..],
@@ -898,7 +910,7 @@ fn a_fetch_that_times_out_at_the_last_holder_gives_the_task_back() {
             dependency: k("d"),
             // It did not say it lacks the value: it may only be slow.
             holders: vec![],
-            unresponsive: vec![P1.to_string()],
+            unresponsive: vec![WorkerAddress::from(P1)],
         }]
     );
     assert_eq!(h.core.pending_tasks(), 0);
@@ -1038,7 +1050,7 @@ fn get_data_from_the_scheduler_is_answered_from_the_store() {
 fn get_data_from_a_peer_is_answered_to_that_peer_from_the_store() {
     let mut h = Harness::new(1);
     h.step(WorkerEvent::FromPeer {
-        peer: b"peer-9".to_vec(),
+        peer: ConnectionId::from("peer-9"),
         msg: PeerRequest::GetData {
             request: 3,
             keys: keys(&["a"]),
@@ -1047,7 +1059,7 @@ fn get_data_from_a_peer_is_answered_to_that_peer_from_the_store() {
     assert_eq!(
         h.take_all(),
         vec![WorkerCommand::SendDataToPeer {
-            peer: b"peer-9".to_vec(),
+            peer: ConnectionId::from("peer-9"),
             request: 3,
             keys: keys(&["a"]),
         }]
@@ -1171,7 +1183,7 @@ fn unknown_worker_makes_the_worker_register_again_with_its_keys() {
     h.scheduler_sends(ToWorker::UnknownWorker, vec![]);
     let sent = h.take_sent();
     assert!(
-        matches!(&sent[..], [FromWorker::Register(r)] if r.keys.iter().map(|h| h.key.clone()).collect::<Vec<_>>() == keys(&["a"]) && r.address == ME),
+        matches!(&sent[..], [FromWorker::Register(r)] if r.keys.iter().map(|h| h.key.clone()).collect::<Vec<_>>() == keys(&["a"]) && r.address.as_str() == ME),
         "{sent:?}"
     );
     assert_eq!(
@@ -1211,8 +1223,16 @@ fn a_task_released_while_fetching_and_computed_again_waits_for_all_its_dependenc
     let y = task("y", &[("d1", &[P1]), ("d2", &[P2])], false);
     h.compute(vec![y.clone()]);
     let fetches = h.take_fetches();
-    let r1 = fetches.iter().find(|f| f.address == P1).unwrap().request;
-    let r2 = fetches.iter().find(|f| f.address == P2).unwrap().request;
+    let r1 = fetches
+        .iter()
+        .find(|f| f.address.as_str() == P1)
+        .unwrap()
+        .request;
+    let r2 = fetches
+        .iter()
+        .find(|f| f.address.as_str() == P2)
+        .unwrap()
+        .request;
     h.release(&["y"]);
     h.compute(vec![y.clone()]);
     // The fetches already in flight serve the new assignment.
@@ -1240,8 +1260,16 @@ fn dependencies_fetched_for_a_task_given_back_are_not_kept_unknown_to_the_schedu
     let mut h = Harness::new(1);
     h.compute(vec![task("y", &[("d1", &[P1]), ("d2", &[P2])], false)]);
     let fetches = h.take_fetches();
-    let r1 = fetches.iter().find(|f| f.address == P1).unwrap().request;
-    let r2 = fetches.iter().find(|f| f.address == P2).unwrap().request;
+    let r1 = fetches
+        .iter()
+        .find(|f| f.address.as_str() == P1)
+        .unwrap()
+        .request;
+    let r2 = fetches
+        .iter()
+        .find(|f| f.address.as_str() == P2)
+        .unwrap()
+        .request;
     h.peer_has(P1, r1, "d1", frame(1));
     assert_eq!(h.take_stores().len(), 1);
     h.peer_lacks(P2, r2, "d2");
@@ -1407,7 +1435,7 @@ fn a_key_listed_many_times_in_a_data_request_is_served_once() {
     let mut many = vec![k("x"); 10_000];
     many.push(k("y"));
     h.step(WorkerEvent::FromPeer {
-        peer: b"peer-9".to_vec(),
+        peer: ConnectionId::from("peer-9"),
         msg: PeerRequest::GetData {
             request: 3,
             keys: many,
@@ -1416,7 +1444,7 @@ fn a_key_listed_many_times_in_a_data_request_is_served_once() {
     assert_eq!(
         h.take_all(),
         vec![WorkerCommand::SendDataToPeer {
-            peer: b"peer-9".to_vec(),
+            peer: ConnectionId::from("peer-9"),
             request: 3,
             keys: keys(&["x", "y"]),
         }]
