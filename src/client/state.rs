@@ -141,20 +141,12 @@ impl<W> ClientState<W> {
         }
         let values = frames.split_off(1);
         let msg: ToClient = decode(&frames[0])?;
-        let awaited = match &msg {
-            ToClient::Pong => return Ok(()),
-            ToClient::Welcome { .. } => Awaited::Hello,
-            // No request to answer: it fails the hello if one waits (a refused hello, or one
-            // the scheduler could not read), else it is logged.
-            ToClient::Rejected { .. } => Awaited::Hello,
-            ToClient::Values { request, .. }
-            | ToClient::Failed { request, .. }
-            | ToClient::Scattered { request, .. }
-            | ToClient::WhoHas { request, .. }
-            | ToClient::Status { request, .. }
-            | ToClient::Done { request }
-            | ToClient::Collection { request, .. }
-            | ToClient::Names { request, .. } => Awaited::Reply(*request),
+        let awaited = match (&msg, msg.request()) {
+            (ToClient::Pong, _) => return Ok(()),
+            (_, Some(request)) => Awaited::Reply(request),
+            // `Welcome`, or `Rejected`, which answers no request: it fails the hello if one
+            // waits (a refused hello, or one the scheduler could not read), else it is logged.
+            (_, None) => Awaited::Hello,
         };
         match self.pending.remove(&awaited) {
             Some(p) => {

@@ -441,6 +441,23 @@ pub enum ToClient {
     },
 }
 
+impl ToClient {
+    /// The request this message answers: none for `Welcome`, `Pong` and `Rejected`.
+    pub fn request(&self) -> Option<RequestId> {
+        match self {
+            ToClient::Welcome { .. } | ToClient::Pong | ToClient::Rejected { .. } => None,
+            ToClient::Values { request, .. }
+            | ToClient::Failed { request, .. }
+            | ToClient::Scattered { request, .. }
+            | ToClient::WhoHas { request, .. }
+            | ToClient::Status { request, .. }
+            | ToClient::Done { request }
+            | ToClient::Collection { request, .. }
+            | ToClient::Names { request, .. } => Some(*request),
+        }
+    }
+}
+
 /// Why a client request failed. Carries data a caller can match on.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum RequestError {

@@ -221,21 +221,13 @@ impl Model {
     /// An answer leaves the scheduler: check it against what was allowed, and let its effect
     /// on names happen now (not when the client reads it: later requests already see it).
     pub(crate) fn reply_leaves(&mut self, c: usize, msg: &ToClient, frames: &[Frame]) -> R {
-        let request = match msg {
-            ToClient::Welcome { .. } | ToClient::Pong => return Ok(()),
-            ToClient::Rejected { error } => {
-                return Err(format!(
-                    "c{c}: the scheduler rejected a well-formed message: {error}"
-                ))
-            }
-            ToClient::Values { request, .. }
-            | ToClient::Failed { request, .. }
-            | ToClient::Scattered { request, .. }
-            | ToClient::WhoHas { request, .. }
-            | ToClient::Status { request, .. }
-            | ToClient::Done { request }
-            | ToClient::Collection { request, .. }
-            | ToClient::Names { request, .. } => request.0,
+        if let ToClient::Rejected { error } = msg {
+            return Err(format!(
+                "c{c}: the scheduler rejected a well-formed message: {error}"
+            ));
+        }
+        let Some(request) = msg.request().map(|r| r.0) else {
+            return Ok(()); // Welcome, Pong
         };
         let Some(p) = self.pending.remove(&(c, request)) else {
             // A ping listing a request whose answer is still on its way is answered with

@@ -228,19 +228,11 @@ impl Model {
         if client.life == ClientLife::Left {
             return Ok(()); // its connection is gone
         }
-        let request = match &msg {
-            ToClient::Welcome { .. } | ToClient::Pong => return Ok(()),
-            ToClient::Rejected { error } => {
-                return Err(format!("c{c} was rejected: {error}"));
-            }
-            ToClient::Values { request, .. }
-            | ToClient::Failed { request, .. }
-            | ToClient::Scattered { request, .. }
-            | ToClient::WhoHas { request, .. }
-            | ToClient::Status { request, .. }
-            | ToClient::Done { request }
-            | ToClient::Collection { request, .. }
-            | ToClient::Names { request, .. } => request.0,
+        if let ToClient::Rejected { error } = &msg {
+            return Err(format!("c{c} was rejected: {error}"));
+        }
+        let Some(request) = msg.request().map(|r| r.0) else {
+            return Ok(()); // Welcome, Pong
         };
         if !client.waiting.remove(&request) {
             return Ok(()); // cancelled, or a late answer to a ping
