@@ -1,6 +1,8 @@
 //! The worker core's consistency check: each part's own (`check` on the task table: tasks
 //! executing, the ready queue; on fetches: requests in flight) and those that tie parts
 //! together (tasks waiting for inputs and the fetches they wait on), saying what disagrees.
+//! Held data, the link and the outbox have no check of their own: each is a plain record
+//! (a map of sizes, timestamps, a queue) that any sequence of their methods leaves consistent.
 //! The unit tests and the simulator call it after every step.
 
 use std::fmt;
