@@ -175,7 +175,10 @@ pub enum WorkerCommand {
     },
 }
 
+/// The worker's state machine: the config and the parts, each owning its table; the methods
+/// here and in `lifecycle.rs` and `inputs.rs` route each event to the parts it concerns.
 pub struct WorkerCore {
+    /// Only the registration is read from it after `new`: the parts keep their own settings.
     config: WorkerCoreConfig,
     /// The latest `now_ms` passed in.
     now_ms: u64,
