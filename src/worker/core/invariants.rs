@@ -1,10 +1,13 @@
-//! The worker core's own consistency check: recounts what it tracks (tasks executing, tasks
-//! waiting for inputs and the fetches they wait on, the fetches in flight, the ready queue)
-//! and says what disagrees. The unit tests call it after every step.
+//! The worker core's consistency check: each part's own (`check` on the task table: tasks
+//! executing, the ready queue; on fetches: requests in flight) and those that tie parts
+//! together (tasks waiting for inputs and the fetches they wait on), saying what disagrees.
+//! Held data, the link and the outbox have no check of their own: each is a plain record
+//! (a map of sizes, timestamps, a queue) that any sequence of their methods leaves consistent.
+//! The unit tests and the simulator call it after every step.
 
 use std::fmt;
 
-use super::{Phase, WorkerCore};
+use super::WorkerCore;
 use crate::graph::Key;
 
 /// What `WorkerCore::check_invariants` found wrong: a bug in the worker core, never something a
@@ -86,87 +89,33 @@ impl fmt::Display for InvariantViolation {
 
 impl std::error::Error for InvariantViolation {}
 
-impl WorkerCore {
-    /// Recounts what the core tracks and returns the first disagreement. Cheap enough for
-    /// tests to call after every step; the IO layer does not call it.
-    pub fn check_invariants(&self) -> Result<(), InvariantViolation> {
-        // Executing: every task in that phase was handed to the executor (which may also run
-        // tasks forgotten meanwhile), and never more than the pool takes.
-        let tasks_executing = self
-            .tasks
-            .values()
-            .filter(|t| t.phase == Phase::Executing)
+/// Each part's own check, then those between parts: a task waiting for inputs is listed by
+/// as many fetches as it misses inputs, and a fetch lists only tasks waiting for that input.
+pub(super) fn check(core: &WorkerCore) -> Result<(), InvariantViolation> {
+    core.tasks.check()?;
+    core.fetches.check()?;
+    for (task, missing, inputs) in core.tasks.waiting() {
+        let counted = inputs
+            .iter()
+            .filter(|input| core.fetches.lists(input, task))
             .count();
-        if tasks_executing > self.executing || self.executing > self.nthreads {
-            return Err(InvariantViolation::Executing {
-                tasks_executing,
-                executing: self.executing,
-                max: self.nthreads,
+        if missing == 0 || missing != counted {
+            return Err(InvariantViolation::MissingInputs {
+                task: task.clone(),
+                missing,
+                counted,
             });
         }
-        // Waiting tasks: their count of missing inputs is the number of fetches listing them.
-        for (key, task) in &self.tasks {
-            match task.phase {
-                Phase::Fetching { missing } => {
-                    let mut inputs: Vec<&Key> = Vec::new();
-                    for d in &task.dependencies {
-                        if !inputs.contains(&d) {
-                            inputs.push(d);
-                        }
-                    }
-                    let counted = inputs
-                        .iter()
-                        .filter(|d| {
-                            self.fetches
-                                .get(**d)
-                                .is_some_and(|f| f.waiting.contains(key))
-                        })
-                        .count();
-                    if missing == 0 || missing != counted {
-                        return Err(InvariantViolation::MissingInputs {
-                            task: key.clone(),
-                            missing,
-                            counted,
-                        });
-                    }
-                }
-                Phase::Ready if !self.ready.contains(key) => {
-                    return Err(InvariantViolation::ReadyNotQueued { task: key.clone() });
-                }
-                _ => {}
-            }
-        }
-        // Fetches: each waiter waits for that input, and a request for it is in flight.
-        for (input, fetch) in &self.fetches {
-            for waiter in &fetch.waiting {
-                let waits = self.tasks.get(waiter).is_some_and(|t| {
-                    matches!(t.phase, Phase::Fetching { .. }) && t.dependencies.contains(input)
-                });
-                if !waits {
-                    return Err(InvariantViolation::StrayWaiter {
-                        input: input.clone(),
-                        task: waiter.clone(),
-                    });
-                }
-            }
-            if !self.peer_fetches.values().any(|p| p.keys.contains(input)) {
-                return Err(InvariantViolation::FetchNotInFlight {
-                    input: input.clone(),
-                });
-            }
-        }
-        // Requests in flight: each asks for something, under an id already handed out.
-        for (request, fetch) in &self.peer_fetches {
-            if fetch.keys.is_empty() {
-                return Err(InvariantViolation::EmptyRequest { request: *request });
-            }
-            if *request >= self.next_request {
-                return Err(InvariantViolation::FutureRequest {
-                    request: *request,
-                    next: self.next_request,
-                });
-            }
-        }
-        Ok(())
     }
+    for (input, waiting) in core.fetches.waiters() {
+        for task in waiting {
+            if !core.tasks.waits_for(task, input) {
+                return Err(InvariantViolation::StrayWaiter {
+                    input: input.clone(),
+                    task: task.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
 }

@@ -2,23 +2,26 @@
 //! completions from the executor, in; instructions (execute, fetch, store, send) out. No socket,
 //! thread, channel, disk or clock: the runner does the effects and passes `now` in.
 //!
-//! This file: the events, commands and config, and the messages of the scheduler;
-//! `tasks.rs`: a task's life here (accepted, run, finished, failed, forgotten); `fetch.rs`:
-//! fetching inputs from peers; `invariants.rs`: the core's own recount (`check_invariants`).
+//! The core is a composition of parts, each a type in its own file owning its table (private
+//! fields, a few methods): the task table (`tasks.rs`), held data (`held.rs`), fetches
+//! (`fetch.rs`), the link to the scheduler (`link.rs`) and the outbox (`outbox.rs`).
+//! `WorkerCore` (this file: the events, commands and config, and the routing of the
+//! scheduler's messages) holds the parts; a happening that concerns several of them is
+//! announced to each (`lifecycle.rs`: a task's life, release, reset; `inputs.rs`: values
+//! arriving, fetches timing out, peers lost), and no part edits another's table.
+//! `invariants.rs`: each part's own check and the checks between parts.
 
-use std::collections::VecDeque;
 use std::fmt;
 
-use rustc_hash::FxHashMap as HashMap;
 use serde::{Deserialize, Serialize};
 
-use log::{debug, warn};
+use log::warn;
 
 use crate::graph::Key;
 use crate::protocol::codec::SCATTERED;
 use crate::protocol::{
-    ConnectionId, ErredTask, FinishedTask, Frame, FromWorker, HeldKey, PeerReply, PeerRequest,
-    RejectReason, TaskError, ToWorker, WorkerAddress, WorkerRegistration,
+    ConnectionId, FinishedTask, Frame, FromWorker, PeerReply, PeerRequest, RejectReason, TaskError,
+    ToWorker, WorkerAddress, WorkerRegistration,
 };
 
 /// Why the worker stops on its own. A nanny decides from this (told through a channel of its
@@ -172,127 +175,49 @@ pub enum WorkerCommand {
     },
 }
 
-#[derive(Debug, PartialEq)]
-enum Phase {
-    Fetching { missing: usize },
-    Ready,
-    Executing,
-}
-
-#[derive(Debug)]
-struct Task {
-    spec: Vec<u8>,
-    /// `spec_hash` of the spec: stored with the result so a restarted scheduler can tell it
-    /// is the value of the definition it knows.
-    origin: u64,
-    dependencies: Vec<Key>,
-    report_value: bool,
-    phase: Phase,
-    fetched: Vec<(Key, u64)>,
-    /// Released by the scheduler while executing: drop the result.
-    released: bool,
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Held {
-    nbytes: u64,
-    origin: u64,
-}
-
-impl Held {
-    fn new(nbytes: u64, origin: u64) -> Held {
-        Held { nbytes, origin }
-    }
-}
-
-#[derive(Debug)]
-struct Fetch {
-    holders: Vec<WorkerAddress>,
-    tried: usize,
-    waiting: Vec<Key>,
-    /// Holders that did not answer in time (as opposed to answering that they lack it).
-    unresponsive: Vec<WorkerAddress>,
-}
-
-#[derive(Debug)]
-struct PeerFetch {
-    address: WorkerAddress,
-    keys: Vec<Key>,
-    deadline_ms: u64,
-}
-
+/// The worker's state machine: the config and the parts, each owning its table; the methods
+/// here and in `lifecycle.rs` and `inputs.rs` route each event to the parts it concerns.
 pub struct WorkerCore {
+    /// Only the registration is read from it after `new`: the parts keep their own settings.
     config: WorkerCoreConfig,
-    nthreads: usize,
-    tasks: HashMap<Key, Task>,
-    ready: VecDeque<Key>,
-    executing: usize,
-    /// What the store holds: size and origin of each value.
-    data: HashMap<Key, Held>,
-    fetches: HashMap<Key, Fetch>,
-    peer_fetches: HashMap<u64, PeerFetch>,
-    finished: Vec<FinishedTask>,
-    erred: Vec<ErredTask>,
-    commands: Vec<WorkerCommand>,
-    next_request: u64,
-    next_heartbeat_ms: u64,
-    registering_since: Option<u64>,
-    last_heard_ms: u64,
+    /// The latest `now_ms` passed in.
     now_ms: u64,
-    /// The largest result that can travel: the smaller of our own and the scheduler's limit.
-    result_bytes_max: u64,
+    tasks: TaskTable,
+    held: HeldData,
+    fetches: Fetches,
+    link: SchedulerLink,
+    outbox: Outbox,
 }
 
 impl WorkerCore {
     pub fn new(config: WorkerCoreConfig) -> WorkerCore {
-        let nthreads = config.registration.nthreads.max(1) as usize;
         WorkerCore {
-            nthreads,
-            tasks: HashMap::default(),
-            ready: VecDeque::new(),
-            executing: 0,
-            data: HashMap::default(),
-            fetches: HashMap::default(),
-            peer_fetches: HashMap::default(),
-            finished: Vec::new(),
-            erred: Vec::new(),
-            commands: Vec::new(),
-            next_request: 1,
-            next_heartbeat_ms: 0,
-            registering_since: None,
-            last_heard_ms: 0,
             now_ms: 0,
-            result_bytes_max: config.max_message_bytes,
+            tasks: TaskTable::new(config.registration.nthreads as usize),
+            held: HeldData::default(),
+            fetches: Fetches::new(config.registration.address.clone(), config.fetch_timeout_ms),
+            link: SchedulerLink::new(
+                config.heartbeat_interval_ms,
+                config.death_timeout_ms,
+                config.max_message_bytes,
+            ),
+            outbox: Outbox::default(),
             config,
         }
     }
 
     /// The largest result this worker accepts now (see `WorkerCoreConfig::max_message_bytes`).
     pub fn result_bytes_max(&self) -> u64 {
-        self.result_bytes_max
+        self.link.result_bytes_max()
     }
 
     /// The registration message, with the keys the store holds now.
     pub fn register(&mut self, now_ms: u64) {
         self.now_ms = now_ms;
-        if self.last_heard_ms == 0 {
-            self.last_heard_ms = now_ms;
-        }
         let mut reg = self.config.registration.clone();
-        reg.keys = self
-            .data
-            .iter()
-            .map(|(key, held)| HeldKey {
-                key: key.clone(),
-                origin: held.origin,
-                nbytes: held.nbytes,
-            })
-            .collect();
-        self.commands.push(WorkerCommand::ToScheduler {
-            msg: FromWorker::Register(reg),
-            frames: vec![],
-        });
-        self.next_heartbeat_ms = now_ms + self.config.heartbeat_interval_ms;
+        reg.keys = self.held.listing();
+        self.outbox.send(FromWorker::Register(reg));
+        self.link.registering(now_ms);
     }
 
     pub fn handle(&mut self, now_ms: u64, event: WorkerEvent) {
@@ -301,7 +226,7 @@ impl WorkerCore {
             WorkerEvent::FromScheduler { msg, frames } => self.on_scheduler_message(msg, frames),
             WorkerEvent::FromPeer { peer, msg } => match msg {
                 PeerRequest::GetData { request, keys } => {
-                    self.commands.push(WorkerCommand::SendDataToPeer {
+                    self.outbox.push(WorkerCommand::SendDataToPeer {
                         peer,
                         request,
                         keys: distinct(keys),
@@ -318,81 +243,38 @@ impl WorkerCore {
         }
     }
 
-    /// Lets time pass: heartbeats and fetch deadlines.
+    /// Lets time pass: the death timeout, heartbeats and fetch deadlines.
     pub fn tick(&mut self, now_ms: u64) {
         self.now_ms = self.now_ms.max(now_ms);
-        let silent = self.now_ms.saturating_sub(self.last_heard_ms);
-        if silent > self.config.death_timeout_ms {
-            self.commands.push(WorkerCommand::Shutdown {
-                reason: ShutdownReason::SchedulerGone {
-                    silent_ms: silent,
-                    death_timeout_ms: self.config.death_timeout_ms,
-                },
-            });
+        if let Some(reason) = self.link.gone(self.now_ms) {
+            self.outbox.push(WorkerCommand::Shutdown { reason });
             return;
         }
-        if self.now_ms >= self.next_heartbeat_ms {
-            self.commands.push(WorkerCommand::ToScheduler {
-                msg: FromWorker::Heartbeat,
-                frames: vec![],
-            });
-            self.next_heartbeat_ms = self.now_ms + self.config.heartbeat_interval_ms;
+        if self.link.heartbeat_due(self.now_ms) {
+            self.outbox.send(FromWorker::Heartbeat);
         }
-        let expired: Vec<u64> = self
-            .peer_fetches
-            .iter()
-            .filter(|(_, f)| f.deadline_ms <= self.now_ms)
-            .map(|(r, _)| *r)
-            .collect();
-        for r in expired {
-            if let Some(f) = self.peer_fetches.remove(&r) {
-                warn!(
-                    "peer {} did not answer a fetch of {} key(s) in time",
-                    f.address,
-                    f.keys.len()
-                );
-                for k in f.keys {
-                    if let Some(fetch) = self.fetches.get_mut(&k) {
-                        fetch.unresponsive.push(f.address.clone());
-                    }
-                    self.try_next_holder(k);
-                }
-            }
-        }
+        self.fetches_timed_out();
         self.start_ready();
     }
 
     pub fn next_deadline(&self) -> u64 {
-        self.peer_fetches
-            .values()
-            .map(|f| f.deadline_ms)
-            .chain(std::iter::once(self.next_heartbeat_ms))
-            .min()
-            .unwrap_or(self.next_heartbeat_ms)
+        let heartbeat = self.link.next_heartbeat_ms();
+        self.fetches
+            .next_deadline()
+            .map_or(heartbeat, |fetch| fetch.min(heartbeat))
     }
 
     /// Everything to do, with completions batched into one report each.
     pub fn take_commands(&mut self) -> Vec<WorkerCommand> {
-        if !self.finished.is_empty() {
-            let finished = std::mem::take(&mut self.finished);
-            self.commands.push(WorkerCommand::ReportFinished(finished));
-        }
-        if !self.erred.is_empty() {
-            let erred = std::mem::take(&mut self.erred);
-            self.commands.push(WorkerCommand::ToScheduler {
-                msg: FromWorker::Erred(erred),
-                frames: vec![],
-            });
-        }
-        std::mem::take(&mut self.commands)
+        self.outbox.take()
     }
 
     pub fn holds(&self, key: &Key) -> bool {
-        self.data.contains_key(key)
+        self.held.contains(key)
     }
 
     pub fn stored_keys(&self) -> usize {
-        self.data.len()
+        self.held.len()
     }
 
     /// Tasks received and not yet finished.
@@ -400,43 +282,32 @@ impl WorkerCore {
         self.tasks.len()
     }
 
+    /// Recounts what the core tracks and returns the first disagreement: each part's own
+    /// `check`, then the checks between parts. Cheap enough for tests to call after every
+    /// step; the IO layer does not call it.
+    pub fn check_invariants(&self) -> Result<(), InvariantViolation> {
+        invariants::check(self)
+    }
+
+    /// A message of the scheduler, routed to the part it concerns.
     fn on_scheduler_message(&mut self, msg: ToWorker, frames: Vec<Frame>) {
-        self.last_heard_ms = self.now_ms;
+        self.link.heard(self.now_ms);
         match msg {
             ToWorker::HeartbeatAck => {}
-            ToWorker::Registered { max_message_bytes } => {
-                self.registering_since = None;
-                // 0: a scheduler that states no limit.
-                let theirs = if max_message_bytes == 0 {
-                    u64::MAX
-                } else {
-                    max_message_bytes
-                };
-                self.result_bytes_max = self.config.max_message_bytes.min(theirs);
-                debug!(
-                    "registered with the scheduler; results up to {} bytes",
-                    self.result_bytes_max
-                )
-            }
-            ToWorker::Rejected { reason } => {
-                self.commands.push(WorkerCommand::Shutdown {
-                    reason: ShutdownReason::Rejected(reason),
-                });
-            }
+            ToWorker::Registered { max_message_bytes } => self.link.registered(max_message_bytes),
+            ToWorker::Rejected { reason } => self.outbox.push(WorkerCommand::Shutdown {
+                reason: ShutdownReason::Rejected(reason),
+            }),
             ToWorker::Malformed { message } => {
                 warn!("the scheduler could not read a message of this worker: {message}");
             }
             ToWorker::UnknownWorker => {
-                if self
-                    .registering_since
-                    .is_none_or(|t| self.now_ms >= t + 1000)
-                {
+                if self.link.register_again(self.now_ms) {
                     warn!("the scheduler does not know this worker: registering again");
                     self.register(self.now_ms);
-                    self.registering_since = Some(self.now_ms);
                 }
             }
-            ToWorker::Close => self.commands.push(WorkerCommand::Shutdown {
+            ToWorker::Close => self.outbox.push(WorkerCommand::Shutdown {
                 reason: ShutdownReason::Closed,
             }),
             ToWorker::Compute(tasks) => {
@@ -446,15 +317,12 @@ impl WorkerCore {
                 self.start_ready();
             }
             ToWorker::Release(keys) => self.release(keys),
-            ToWorker::Ping => self.commands.push(WorkerCommand::ToScheduler {
-                msg: FromWorker::Heartbeat,
-                frames: vec![],
-            }),
+            ToWorker::Ping => self.outbox.send(FromWorker::Heartbeat),
             ToWorker::PeersLost(addresses) => self.peers_lost(&addresses),
             ToWorker::Reset => self.reset(),
             ToWorker::Restart => warn!("a restart request reached a worker, not its nanny"),
             ToWorker::GetData { request, keys } => {
-                self.commands.push(WorkerCommand::SendDataToScheduler {
+                self.outbox.push(WorkerCommand::SendDataToScheduler {
                     request,
                     keys: distinct(keys),
                 });
@@ -462,67 +330,35 @@ impl WorkerCore {
             ToWorker::CheckHeld { keys } => {
                 let keys: Vec<Key> = keys
                     .into_iter()
-                    .filter(|k| !self.data.contains_key(k))
+                    .filter(|k| !self.held.contains(k))
                     .collect();
-                self.commands.push(WorkerCommand::ToScheduler {
-                    msg: FromWorker::NotHeld { keys },
-                    frames: vec![],
-                });
+                self.outbox.send(FromWorker::NotHeld { keys });
             }
             ToWorker::PutData { request, keys } => {
                 for (key, frame) in keys.into_iter().zip(frames) {
-                    self.data
-                        .insert(key.clone(), Held::new(frame.len() as u64, SCATTERED));
-                    self.commands.push(WorkerCommand::Store { key, frame });
+                    self.held.insert(key.clone(), frame.len() as u64, SCATTERED);
+                    self.outbox.push(WorkerCommand::Store { key, frame });
                 }
-                self.commands.push(WorkerCommand::ToScheduler {
-                    msg: FromWorker::Stored { request },
-                    frames: vec![],
-                });
+                self.outbox.send(FromWorker::Stored { request });
             }
-        }
-    }
-
-    /// Drops every task and every stored value: the cluster restarted.
-    fn reset(&mut self) {
-        for task in self.tasks.values_mut() {
-            // Running tasks cannot be stopped; their results are dropped when they finish.
-            task.released = true;
-        }
-        self.tasks.retain(|_, t| t.phase == Phase::Executing);
-        self.ready.clear();
-        self.fetches.clear();
-        self.peer_fetches.clear();
-        self.finished.clear();
-        self.erred.clear();
-        let keys: Vec<Key> = self.data.drain().map(|(k, _)| k).collect();
-        if !keys.is_empty() {
-            self.commands.push(WorkerCommand::Delete(keys));
-        }
-    }
-
-    fn release(&mut self, keys: Vec<Key>) {
-        let mut delete = Vec::new();
-        for key in keys {
-            if self.data.remove(&key).is_some() {
-                delete.push(key.clone());
-            }
-            match self.tasks.get_mut(&key) {
-                Some(task) if task.phase == Phase::Executing => task.released = true,
-                Some(_) => self.drop_task(&key),
-                None => {}
-            }
-        }
-        if !delete.is_empty() {
-            self.commands.push(WorkerCommand::Delete(delete));
         }
     }
 }
 
 mod fetch;
+mod held;
+mod inputs;
 mod invariants;
+mod lifecycle;
+mod link;
+mod outbox;
 mod tasks;
 #[cfg(test)]
 mod tests;
 
+use fetch::Fetches;
+use held::HeldData;
 pub use invariants::InvariantViolation;
+use link::SchedulerLink;
+use outbox::Outbox;
+use tasks::TaskTable;

@@ -1,98 +1,141 @@
-//! A task's life on this worker: accepted (`compute`), waiting for its inputs, queued, handed
-//! to the executor, finished or failed (with the bounds on results and error texts), and
-//! forgotten (with the copies fetched for it alone).
+//! Part: the task table. The tasks this worker was given and has not finished, each waiting
+//! for its inputs, ready (in the ready queue) or executing, and how many tasks the executor
+//! holds. Only this file changes a task's phase; the others ask through its methods and get a
+//! task back only once it has left the table.
 
-use log::{debug, warn};
+use std::collections::VecDeque;
 
-use super::{Fetch, Held, Phase, Task, WorkerCommand, WorkerCore};
+use rustc_hash::FxHashMap as HashMap;
+
+use super::InvariantViolation;
 use crate::graph::Key;
-use crate::protocol::codec::{spec_hash, SCATTERED};
-use crate::protocol::{ComputeTask, ErredTask, FinishedTask, FromWorker, TaskError, WorkerAddress};
 
-impl WorkerCore {
-    pub(super) fn compute(&mut self, t: ComputeTask) {
-        debug!("compute {:?}", t.key);
-        if let Some(existing) = self.tasks.get_mut(&t.key) {
-            // Assigned again while still here (released, then wanted again): keep going.
-            existing.released = false;
-            existing.report_value |= t.report_value;
-            return;
+#[derive(Debug, PartialEq)]
+enum Phase {
+    Fetching { missing: usize },
+    Ready,
+    Executing,
+}
+
+/// A task here. The table hands out no `&mut Task`: a task changes only through the
+/// table's methods, and leaves it whole (`remove`, `executed`) to be reported or dropped.
+#[derive(Debug)]
+pub(super) struct Task {
+    spec: Vec<u8>,
+    /// `spec_hash` of the spec: stored with the result so a restarted scheduler can tell it
+    /// is the value of the definition it knows.
+    pub(super) origin: u64,
+    pub(super) dependencies: Vec<Key>,
+    pub(super) report_value: bool,
+    phase: Phase,
+    /// The inputs fetched for it from peers, with their sizes (reported when it finishes).
+    pub(super) fetched: Vec<(Key, u64)>,
+    /// Released by the scheduler while executing: drop the result.
+    pub(super) released: bool,
+}
+
+/// What `start_next` hands to the executor.
+pub(super) struct Start {
+    pub(super) key: Key,
+    pub(super) spec: Vec<u8>,
+    pub(super) dependencies: Vec<Key>,
+}
+
+pub(super) struct TaskTable {
+    tasks: HashMap<Key, Task>,
+    ready: VecDeque<Key>,
+    /// Tasks handed to the executor and not yet back (forgotten ones included: they still hold
+    /// a thread until they end).
+    executing: usize,
+    /// The executor's threads: never more tasks than this are handed to it.
+    nthreads: usize,
+}
+
+impl TaskTable {
+    pub(super) fn new(nthreads: usize) -> TaskTable {
+        TaskTable {
+            tasks: HashMap::default(),
+            ready: VecDeque::new(),
+            executing: 0,
+            nthreads: nthreads.max(1),
         }
-        if let Some(nbytes) = self.data.get(&t.key).map(|h| h.nbytes) {
-            self.finished.push(FinishedTask {
-                key: t.key,
-                nbytes,
-                fetched: vec![],
-                has_value: t.report_value,
-            });
-            return;
+    }
+
+    pub(super) fn contains(&self, key: &Key) -> bool {
+        self.tasks.contains_key(key)
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// A task assigned again while still here (released, then wanted again): it keeps going,
+    /// now wanted. False if it is not here.
+    pub(super) fn assigned_again(&mut self, key: &Key, report_value: bool) -> bool {
+        match self.tasks.get_mut(key) {
+            Some(existing) => {
+                existing.released = false;
+                existing.report_value |= report_value;
+                true
+            }
+            None => false,
         }
-        let missing: Vec<(Key, Vec<WorkerAddress>)> = t
-            .dependencies
-            .iter()
-            .filter(|(dep, _)| !self.data.contains_key(dep))
-            .cloned()
-            .collect();
-        let phase = if missing.is_empty() {
-            self.ready.push_back(t.key.clone());
+    }
+
+    /// Takes a new task waiting for `missing` inputs (queued at once when none is missing).
+    pub(super) fn accept(
+        &mut self,
+        key: Key,
+        spec: Vec<u8>,
+        origin: u64,
+        dependencies: Vec<Key>,
+        report_value: bool,
+        missing: usize,
+    ) {
+        let phase = if missing == 0 {
+            self.ready.push_back(key.clone());
             Phase::Ready
         } else {
-            Phase::Fetching {
-                missing: missing.len(),
-            }
+            Phase::Fetching { missing }
         };
-        // The task goes in first: starting a fetch checks that someone still waits for it.
         self.tasks.insert(
-            t.key.clone(),
+            key,
             Task {
-                origin: spec_hash(&t.spec),
-                spec: t.spec,
-                dependencies: t.dependencies.into_iter().map(|(k, _)| k).collect(),
-                report_value: t.report_value,
+                spec,
+                origin,
+                dependencies,
+                report_value,
                 phase,
                 fetched: Vec::new(),
                 released: false,
             },
         );
-        for (dep, holders) in missing {
-            match self.fetches.get_mut(&dep) {
-                Some(f) => {
-                    if !f.waiting.contains(&t.key) {
-                        f.waiting.push(t.key.clone());
-                    }
-                    let own = &self.config.registration.address;
-                    for h in holders {
-                        if h != *own && !f.holders.contains(&h) {
-                            f.holders.push(h);
-                        }
-                    }
-                }
-                None => {
-                    let own = &self.config.registration.address;
-                    let holders = holders.into_iter().filter(|h| h != own).collect();
-                    self.fetches.insert(
-                        dep.clone(),
-                        Fetch {
-                            holders,
-                            tried: 0,
-                            waiting: vec![t.key.clone()],
-                            unresponsive: Vec::new(),
-                        },
-                    );
-                    self.try_next_holder(dep);
-                }
-            }
-        }
     }
 
-    pub(super) fn start_ready(&mut self) {
-        // The pool gets no more tasks than it has threads: a task queued in the pool would
-        // start before the report of the one before it leaves, and a crash would then blame
-        // (and lose) the finished task.
+    /// An input of `task` arrived from a peer (`nbytes`): one fewer to wait for, queued when it
+    /// was the last. False if the task is not here (nobody wants the value for it).
+    pub(super) fn input_arrived(&mut self, task: &Key, input: &Key, nbytes: u64) -> bool {
+        let Some(t) = self.tasks.get_mut(task) else {
+            return false;
+        };
+        t.fetched.push((input.clone(), nbytes));
+        if let Phase::Fetching { missing } = &mut t.phase {
+            *missing -= 1;
+            if *missing == 0 {
+                t.phase = Phase::Ready;
+                self.ready.push_back(task.clone());
+            }
+        }
+        true
+    }
+
+    /// The next ready task to hand to the executor, if it has a free thread. The pool gets no
+    /// more tasks than it has threads: a task queued in the pool would start before the
+    /// report of the one before it leaves, and a crash would then blame (and lose) the
+    /// finished task.
+    pub(super) fn start_next(&mut self) -> Option<Start> {
         while self.executing < self.nthreads {
-            let Some(key) = self.ready.pop_front() else {
-                break;
-            };
+            let key = self.ready.pop_front()?;
             let Some(task) = self.tasks.get_mut(&key) else {
                 continue;
             };
@@ -101,136 +144,116 @@ impl WorkerCore {
             }
             task.phase = Phase::Executing;
             self.executing += 1;
-            self.commands.push(WorkerCommand::Execute {
+            return Some(Start {
                 key,
                 spec: task.spec.clone(),
                 dependencies: task.dependencies.clone(),
             });
         }
+        None
     }
 
-    pub(super) fn executed(&mut self, key: Key, result: Result<u64, TaskError>) {
-        debug!("executed {key:?}: {result:?}");
+    /// The executor ended a task: its thread is free, and the task (unless forgotten while it
+    /// ran) leaves the table.
+    pub(super) fn executed(&mut self, key: &Key) -> Option<Task> {
         self.executing = self.executing.saturating_sub(1);
-        let Some(task) = self.tasks.remove(&key) else {
-            // Forgotten while it ran (its input could not be stored): its thread is free.
-            self.start_ready();
-            return;
-        };
-        let result = match result {
-            Ok(nbytes) if nbytes > self.result_bytes_max => {
-                // Stored already by the runner: it must go, and the task fails now rather
-                // than its value being dropped on the way (which would leave a client or a
-                // peer waiting for it).
-                self.commands.push(WorkerCommand::Delete(vec![key.clone()]));
-                Err(TaskError {
-                    kind: crate::protocol::TaskErrorKind::Failed,
-                    message: format!(
-                        "the result is {nbytes} bytes, more than the message limit of {} \
-                         bytes (max_message_bytes of the worker or the scheduler): it could \
-                         not be sent anywhere",
-                        self.result_bytes_max
-                    ),
-                })
-            }
-            Err(mut error) => {
-                error.message =
-                    crate::protocol::cut_text(error.message, crate::protocol::TASK_ERROR_BYTES_MAX);
-                Err(error)
-            }
-            ok => ok,
-        };
-        match result {
-            Ok(nbytes) if task.released => {
-                self.commands.push(WorkerCommand::Delete(vec![key]));
-                let _ = nbytes;
-                self.drop_orphans(task.fetched);
-            }
-            Ok(nbytes) => {
-                self.data
-                    .insert(key.clone(), Held::new(nbytes, task.origin));
-                self.finished.push(FinishedTask {
-                    key,
-                    nbytes,
-                    fetched: task.fetched,
-                    has_value: task.report_value,
-                });
-            }
-            Err(_) if task.released => self.drop_orphans(task.fetched),
-            Err(error) => {
-                self.erred.push(ErredTask { key, error });
-                self.drop_orphans(task.fetched);
-            }
-        }
-        self.start_ready();
+        self.tasks.remove(key)
     }
 
-    /// A value could not be written to the store: nobody is told it is here. Scattered data
-    /// was (or is about to be) confirmed with `Stored`; `NotHeld` follows, so the scheduler
-    /// counts it lost (and fails whoever needs it, naming it) rather than sending readers here.
-    /// A copy fetched from a peer: the tasks waiting for it fail, naming the store's error.
-    pub(super) fn store_failed(&mut self, key: Key, error: String) {
-        warn!("store write of {key:?} failed: {error}");
-        let Some(held) = self.data.remove(&key) else {
-            return;
-        };
-        if held.origin == SCATTERED {
-            self.commands.push(WorkerCommand::ToScheduler {
-                msg: FromWorker::NotHeld { keys: vec![key] },
-                frames: vec![],
-            });
-            return;
+    /// Forgets a task (it will not run here, or not be reported).
+    pub(super) fn remove(&mut self, key: &Key) -> Option<Task> {
+        self.tasks.remove(key)
+    }
+
+    /// The scheduler released `key`: an executing task is marked so its result is dropped
+    /// (running tasks cannot be stopped). True if it was executing; any other task is for
+    /// the caller to forget.
+    pub(super) fn release_executing(&mut self, key: &Key) -> bool {
+        match self.tasks.get_mut(key) {
+            Some(task) if task.phase == Phase::Executing => {
+                task.released = true;
+                true
+            }
+            _ => false,
         }
-        // Dependents may be executing already: their `Execute` left in the same batch as the
-        // failed write. They are forgotten here and fail with this error; their own failure
-        // ("not in the store"), which follows, then only frees their thread.
-        let dependents: Vec<Key> = self
-            .tasks
+    }
+
+    /// The cluster restarted: every task not executing is forgotten, executing ones are
+    /// released (their results are dropped when they finish).
+    pub(super) fn reset(&mut self) {
+        for task in self.tasks.values_mut() {
+            task.released = true;
+        }
+        self.tasks.retain(|_, t| t.phase == Phase::Executing);
+        self.ready.clear();
+    }
+
+    /// Whether a task here has `input` among its dependencies.
+    pub(super) fn needs(&self, input: &Key) -> bool {
+        self.tasks.values().any(|t| t.dependencies.contains(input))
+    }
+
+    /// The tasks here that have `input` among their dependencies.
+    pub(super) fn dependents_of(&self, input: &Key) -> Vec<Key> {
+        self.tasks
             .iter()
-            .filter(|(_, t)| t.dependencies.contains(&key))
+            .filter(|(_, t)| t.dependencies.contains(input))
             .map(|(k, _)| k.clone())
-            .collect();
-        for t in dependents {
-            self.drop_task(&t);
-            self.erred.push(ErredTask {
-                key: t,
-                error: TaskError {
-                    kind: crate::protocol::TaskErrorKind::Failed,
-                    message: format!("could not store input {key:?} fetched from a peer: {error}"),
-                },
+            .collect()
+    }
+
+    /// Whether `task` is waiting for `input` to be fetched.
+    pub(super) fn waits_for(&self, task: &Key, input: &Key) -> bool {
+        self.tasks.get(task).is_some_and(|t| {
+            matches!(t.phase, Phase::Fetching { .. }) && t.dependencies.contains(input)
+        })
+    }
+
+    /// The tasks waiting for inputs: each with how many it misses and its distinct inputs.
+    pub(super) fn waiting(&self) -> impl Iterator<Item = (&Key, usize, Vec<&Key>)> {
+        self.tasks
+            .iter()
+            .filter_map(|(key, task)| match task.phase {
+                Phase::Fetching { missing } => {
+                    let mut inputs: Vec<&Key> = Vec::new();
+                    for d in &task.dependencies {
+                        if !inputs.contains(&d) {
+                            inputs.push(d);
+                        }
+                    }
+                    Some((key, missing, inputs))
+                }
+                _ => None,
+            })
+    }
+
+    /// The table's own invariants: every executing task was handed to the executor (which may
+    /// also run tasks forgotten meanwhile) and never more than the pool takes; a ready task is
+    /// queued. (What a waiting task misses is checked against the fetches, in `invariants.rs`.)
+    pub(super) fn check(&self) -> Result<(), InvariantViolation> {
+        let tasks_executing = self
+            .tasks
+            .values()
+            .filter(|t| t.phase == Phase::Executing)
+            .count();
+        if tasks_executing > self.executing || self.executing > self.nthreads {
+            return Err(InvariantViolation::Executing {
+                tasks_executing,
+                executing: self.executing,
+                max: self.nthreads,
             });
         }
-        self.start_ready();
-    }
-
-    /// Deletes the copies fetched for a task that will not report them (released or failed)
-    /// unless another task here needs them: the scheduler learns of fetched copies only from a
-    /// finished report, so nobody else would ever release them.
-    pub(super) fn drop_orphans(&mut self, fetched: Vec<(Key, u64)>) {
-        let orphans: Vec<Key> = fetched
-            .into_iter()
-            .map(|(k, _)| k)
-            .filter(|k| !self.tasks.values().any(|t| t.dependencies.contains(k)))
-            .collect();
-        for k in &orphans {
-            self.data.remove(k);
-        }
-        if !orphans.is_empty() {
-            self.commands.push(WorkerCommand::Delete(orphans));
-        }
-    }
-
-    /// Forgets a task that will not run here: it stops waiting on fetches, and the copies
-    /// fetched for it alone are deleted.
-    pub(super) fn drop_task(&mut self, key: &Key) {
-        let Some(task) = self.tasks.remove(key) else {
-            return;
-        };
-        for dep in &task.dependencies {
-            if let Some(f) = self.fetches.get_mut(dep) {
-                f.waiting.retain(|k| k != key);
+        for (key, task) in &self.tasks {
+            if task.phase == Phase::Ready && !self.ready.contains(key) {
+                return Err(InvariantViolation::ReadyNotQueued { task: key.clone() });
             }
         }
-        self.drop_orphans(task.fetched);
+        Ok(())
+    }
+
+    /// Tests only: pretends the executor holds `n` tasks, to show the check catching it.
+    #[cfg(test)]
+    pub(super) fn corrupt_executing(&mut self, n: usize) {
+        self.executing = n;
     }
 }

@@ -11,7 +11,8 @@ use super::*;
 use crate::graph::Expr;
 use crate::protocol::codec::{decode, encode, encode_plain, encode_value};
 use crate::protocol::{
-    cut_text, ComputeTask, TaskErrorKind, WorkerAddress, PROTOCOL_VERSION, TASK_ERROR_BYTES_MAX,
+    cut_text, ComputeTask, ErredTask, TaskErrorKind, WorkerAddress, PROTOCOL_VERSION,
+    TASK_ERROR_BYTES_MAX,
 };
 use crate::value::Value;
 
@@ -455,7 +456,7 @@ fn the_invariant_check_catches_what_it_should() {
     assert_eq!(h.core.check_invariants(), Ok(()));
 
     let mut core = h.core;
-    core.executing = 2;
+    core.tasks.corrupt_executing(2);
     assert!(matches!(
         core.check_invariants(),
         Err(InvariantViolation::Executing {
@@ -464,10 +465,10 @@ fn the_invariant_check_catches_what_it_should() {
             ..
         })
     ));
-    core.executing = 0;
+    core.tasks.corrupt_executing(0);
 
     let request = fetches[1].request;
-    let in_flight = core.peer_fetches.remove(&request).unwrap();
+    let in_flight = core.fetches.take_request(request).unwrap();
     let err = core.check_invariants().unwrap_err();
     assert_eq!(
         err,
@@ -476,9 +477,9 @@ fn the_invariant_check_catches_what_it_should() {
         }
     );
     assert!(!err.retry_may_help());
-    core.peer_fetches.insert(request, in_flight);
+    core.fetches.put_back_request(request, in_flight);
 
-    core.fetches.get_mut(&k("e")).unwrap().waiting.clear();
+    core.fetches.corrupt_waiting(&k("e"), vec![]);
     assert_eq!(
         core.check_invariants(),
         Err(InvariantViolation::MissingInputs {
@@ -487,7 +488,7 @@ fn the_invariant_check_catches_what_it_should() {
             counted: 1
         })
     );
-    core.fetches.get_mut(&k("e")).unwrap().waiting = keys(&["y", "z"]);
+    core.fetches.corrupt_waiting(&k("e"), keys(&["y", "z"]));
     assert_eq!(
         core.check_invariants(),
         Err(InvariantViolation::StrayWaiter {

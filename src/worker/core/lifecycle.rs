@@ -1,0 +1,198 @@
+//! A task's life on this worker, announced to the parts it concerns: accepted (`compute`:
+//! the task table, and a fetch per missing input), handed to the executor, finished or failed
+//! (with the bounds on results and error texts: held data and the outbox), and forgotten (its
+//! fetches stop waiting for it; the copies fetched for it alone leave held data). Also the
+//! scheduler's `Release` and `Reset`, which each part handles for its own table.
+
+use log::{debug, warn};
+
+use super::{WorkerCommand, WorkerCore};
+use crate::graph::Key;
+use crate::protocol::codec::{spec_hash, SCATTERED};
+use crate::protocol::{
+    cut_text, ComputeTask, ErredTask, FinishedTask, FromWorker, TaskError, TaskErrorKind,
+    WorkerAddress, TASK_ERROR_BYTES_MAX,
+};
+
+impl WorkerCore {
+    pub(super) fn compute(&mut self, t: ComputeTask) {
+        debug!("compute {:?}", t.key);
+        if self.tasks.assigned_again(&t.key, t.report_value) {
+            return;
+        }
+        if let Some(nbytes) = self.held.nbytes(&t.key) {
+            self.outbox.finished(FinishedTask {
+                key: t.key,
+                nbytes,
+                fetched: vec![],
+                has_value: t.report_value,
+            });
+            return;
+        }
+        let missing: Vec<(Key, Vec<WorkerAddress>)> = t
+            .dependencies
+            .iter()
+            .filter(|(dep, _)| !self.held.contains(dep))
+            .cloned()
+            .collect();
+        // The task goes in first: starting a fetch checks that someone still waits for it.
+        let origin = spec_hash(&t.spec);
+        self.tasks.accept(
+            t.key.clone(),
+            t.spec,
+            origin,
+            t.dependencies.into_iter().map(|(k, _)| k).collect(),
+            t.report_value,
+            missing.len(),
+        );
+        for (dep, holders) in missing {
+            if self.fetches.wait_for(dep.clone(), &t.key, holders) {
+                self.ask_next_holder(dep);
+            }
+        }
+    }
+
+    /// Hands ready tasks to the executor while it has free threads.
+    pub(super) fn start_ready(&mut self) {
+        while let Some(start) = self.tasks.start_next() {
+            self.outbox.push(WorkerCommand::Execute {
+                key: start.key,
+                spec: start.spec,
+                dependencies: start.dependencies,
+            });
+        }
+    }
+
+    pub(super) fn executed(&mut self, key: Key, result: Result<u64, TaskError>) {
+        debug!("executed {key:?}: {result:?}");
+        let Some(task) = self.tasks.executed(&key) else {
+            // Forgotten while it ran (its input could not be stored): its thread is free.
+            self.start_ready();
+            return;
+        };
+        let result_bytes_max = self.link.result_bytes_max();
+        let result = match result {
+            Ok(nbytes) if nbytes > result_bytes_max => {
+                // Stored already by the runner: it must go, and the task fails now rather
+                // than its value being dropped on the way (which would leave a client or a
+                // peer waiting for it).
+                self.outbox.delete(vec![key.clone()]);
+                Err(TaskError {
+                    kind: TaskErrorKind::Failed,
+                    message: format!(
+                        "the result is {nbytes} bytes, more than the message limit of \
+                         {result_bytes_max} bytes (max_message_bytes of the worker or the \
+                         scheduler): it could not be sent anywhere"
+                    ),
+                })
+            }
+            Err(mut error) => {
+                error.message = cut_text(error.message, TASK_ERROR_BYTES_MAX);
+                Err(error)
+            }
+            ok => ok,
+        };
+        match result {
+            Ok(_) if task.released => {
+                self.outbox.delete(vec![key]);
+                self.drop_orphans(task.fetched);
+            }
+            Ok(nbytes) => {
+                self.held.insert(key.clone(), nbytes, task.origin);
+                self.outbox.finished(FinishedTask {
+                    key,
+                    nbytes,
+                    fetched: task.fetched,
+                    has_value: task.report_value,
+                });
+            }
+            Err(_) if task.released => self.drop_orphans(task.fetched),
+            Err(error) => {
+                self.outbox.erred(ErredTask { key, error });
+                self.drop_orphans(task.fetched);
+            }
+        }
+        self.start_ready();
+    }
+
+    /// A value could not be written to the store: nobody is told it is here. Scattered data
+    /// was (or is about to be) confirmed with `Stored`; `NotHeld` follows, so the scheduler
+    /// counts it lost (and fails whoever needs it, naming it) rather than sending readers here.
+    /// A copy fetched from a peer: the tasks waiting for it fail, naming the store's error.
+    pub(super) fn store_failed(&mut self, key: Key, error: String) {
+        warn!("store write of {key:?} failed: {error}");
+        let Some(held) = self.held.remove(&key) else {
+            return;
+        };
+        if held.origin == SCATTERED {
+            self.outbox.send(FromWorker::NotHeld { keys: vec![key] });
+            return;
+        }
+        // Dependents may be executing already: their `Execute` left in the same batch as the
+        // failed write. They are forgotten here and fail with this error; their own failure
+        // ("not in the store"), which follows, then only frees their thread.
+        for t in self.tasks.dependents_of(&key) {
+            self.drop_task(&t);
+            self.outbox.erred(ErredTask {
+                key: t,
+                error: TaskError {
+                    kind: TaskErrorKind::Failed,
+                    message: format!("could not store input {key:?} fetched from a peer: {error}"),
+                },
+            });
+        }
+        self.start_ready();
+    }
+
+    /// Deletes the copies fetched for a task that will not report them (released or failed)
+    /// unless another task here needs them: the scheduler learns of fetched copies only from a
+    /// finished report, so nobody else would ever release them.
+    fn drop_orphans(&mut self, fetched: Vec<(Key, u64)>) {
+        let orphans: Vec<Key> = fetched
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| !self.tasks.needs(k))
+            .collect();
+        for k in &orphans {
+            self.held.remove(k);
+        }
+        self.outbox.delete(orphans);
+    }
+
+    /// Forgets a task that will not run here: it stops waiting on fetches, and the copies
+    /// fetched for it alone are deleted.
+    pub(super) fn drop_task(&mut self, key: &Key) {
+        let Some(task) = self.tasks.remove(key) else {
+            return;
+        };
+        for dep in &task.dependencies {
+            self.fetches.forget_waiter(dep, key);
+        }
+        self.drop_orphans(task.fetched);
+    }
+
+    /// The scheduler released `keys`: held values are deleted, an executing task's result
+    /// will be dropped, any other task is forgotten.
+    pub(super) fn release(&mut self, keys: Vec<Key>) {
+        let mut delete = Vec::new();
+        for key in keys {
+            if self.held.remove(&key).is_some() {
+                delete.push(key.clone());
+            }
+            if !self.tasks.release_executing(&key) {
+                self.drop_task(&key);
+            }
+        }
+        self.outbox.delete(delete);
+    }
+
+    /// Drops every task and every stored value: the cluster restarted. Each part clears its
+    /// own table; running tasks cannot be stopped, their results are dropped when they end.
+    pub(super) fn reset(&mut self) {
+        self.tasks.reset();
+        self.fetches.clear();
+        self.outbox.drop_reports();
+        let keys = self.held.clear();
+        self.outbox.delete(keys);
+    }
+}
