@@ -13,7 +13,7 @@ use zask_compat::legacy::{
 };
 use zask_compat::pickle::helpers::DateTime;
 
-use super::sockets::Port;
+use super::Port;
 use crate::protocol::{ConnectionId, WorkerInfo};
 
 /// A decoded legacy message on its way from a socket thread to the core thread.
@@ -150,6 +150,181 @@ pub(super) fn answer(
         Err(e) => {
             warn!("could not answer legacy '{}' from {who}: {e}", msg.function);
             None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zask_compat::pickle::{decode, Node, Pickle};
+
+    /// Frames the unmodified 2015 client sends (compat/tests/fixtures/legacy/make.py).
+    fn request(port: Port, name: &str) -> LegacyRequest {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/compat/tests/fixtures/legacy/");
+        let read = |part: &str| std::fs::read(format!("{dir}{name}.{part}.pkl")).unwrap();
+        let frames = vec![read("header"), read("payload")];
+        // What the socket threads see: the framing layer calls it legacy.
+        assert_eq!(
+            crate::protocol::codec::classify(&frames[0]),
+            Err(crate::protocol::codec::DecodeError::Legacy)
+        );
+        decode_frames(port, &frames).expect("the 2015 client's frames decode")
+    }
+
+    fn decode_frames(port: Port, frames: &[Frame]) -> Option<LegacyRequest> {
+        super::decode(port, ConnectionId::from("client-1"), frames)
+    }
+
+    const NOW: DateTime = DateTime {
+        year: 2026,
+        month: 11,
+        day: 29,
+        hour: 12,
+        minute: 0,
+        second: 1,
+        microsecond: 2,
+    };
+
+    const ADDRESS: &str = "tcp://127.0.0.1:5555";
+
+    fn workers() -> Vec<LegacyWorker> {
+        vec![LegacyWorker {
+            address: b"tcp://127.0.0.1:7000".to_vec(),
+            pid: 77,
+            last_seen: NOW,
+        }]
+    }
+
+    /// Answers, and decodes the reply's two frames.
+    fn reply(req: &LegacyRequest) -> Option<(Pickle, Pickle)> {
+        let frames = answer(req, ADDRESS, NOW, workers)?;
+        assert_eq!(frames.len(), 2, "a reply is [header, payload]");
+        Some((decode(&frames[0]).unwrap(), decode(&frames[1]).unwrap()))
+    }
+
+    fn field<'a>(p: &'a Pickle, key: &str) -> &'a Node {
+        p.get(
+            p.dict_get(p.root, key)
+                .unwrap_or_else(|| panic!("no {key}")),
+        )
+        .unwrap()
+    }
+
+    fn assert_common_header(h: &Pickle) {
+        assert_eq!(
+            field(h, "address"),
+            &Node::Bytes(ADDRESS.as_bytes().to_vec())
+        );
+        assert_eq!(
+            h.datetime_of(h.dict_get(h.root, "timestamp").unwrap()),
+            Some(NOW)
+        );
+    }
+
+    #[test]
+    fn the_captured_status_request_is_answered_ok_echoing_its_jobid() {
+        let req = request(Port::Clients, "status");
+        // legacy-protocol.md §1: the captured status request's payload frame, byte for byte.
+        assert_eq!(req.msg.payload, decode(b"\x80\x03}q\x00.").unwrap());
+        assert_eq!(req.msg.function, "status");
+        assert!(req.msg.has_loads);
+        assert_eq!(req.msg.timestamp.map(|t| t.year), Some(2026));
+        assert_eq!(
+            req.msg.address.as_deref(),
+            Some(&b"client-0d5e0b2a-cb2a-11f1-9a63-0242ac110002"[..])
+        );
+        let (h, p) = reply(&req).unwrap();
+        assert_common_header(&h);
+        // The client sent no jobid: None is echoed, as the 2015 scheduler did.
+        assert_eq!(field(&h, "jobid"), &Node::None);
+        assert_eq!(p.render(p.root), r#""OK""#);
+        // The worker port answers status the same way.
+        let req = request(Port::Workers, "status");
+        let (h, p) = reply(&req).unwrap();
+        assert_eq!(field(&h, "jobid"), &Node::None);
+        assert_eq!(p.render(p.root), r#""OK""#);
+    }
+
+    #[test]
+    fn register_and_get_workers_list_the_workers() {
+        for name in ["register", "get_workers"] {
+            let (h, p) = reply(&request(Port::Clients, name)).unwrap();
+            assert_common_header(&h);
+            let ws = p.dict_get(p.root, "workers").unwrap();
+            let Some(Node::Dict(entries)) = p.get(ws) else {
+                panic!("workers is a dict: {}", p.render(p.root))
+            };
+            assert_eq!(entries.len(), 1);
+            let (addr, info) = entries[0];
+            assert_eq!(
+                p.get(addr),
+                Some(&Node::Bytes(b"tcp://127.0.0.1:7000".to_vec()))
+            );
+            assert_eq!(
+                p.get(p.dict_get(info, "pid").unwrap()),
+                Some(&Node::Int(77))
+            );
+            assert_eq!(
+                p.datetime_of(p.dict_get(info, "last-seen").unwrap()),
+                Some(NOW)
+            );
+        }
+        let (h, _) = reply(&request(Port::Clients, "get_workers")).unwrap();
+        assert_eq!(field(&h, "status"), &Node::Str("OK".into()));
+    }
+
+    #[test]
+    fn a_graph_gets_a_schedule_ack_with_a_not_implemented_error() {
+        let req = request(Port::Clients, "schedule");
+        let (h, p) = reply(&req).unwrap();
+        assert_common_header(&h);
+        assert_eq!(field(&h, "function"), &Node::Str("schedule-ack".into()));
+        assert_eq!(field(&h, "status"), &Node::Str("Error".into()));
+        assert_eq!(field(&h, "jobid"), &Node::Str("schedule-0".into()));
+        assert_eq!(
+            p.render(p.root),
+            format!(
+                r#"{{"keys": "y", "result": Reduce(Global(builtins NotImplementedError), ("{GRAPHS_NOT_SUPPORTED}",))}}"#
+            )
+        );
+    }
+
+    #[test]
+    fn collections_get_a_payload_that_raises_key_error() {
+        let (h, p) = reply(&request(Port::Clients, "get_collection")).unwrap();
+        assert_eq!(field(&h, "status"), &Node::Str("Error".into()));
+        assert_eq!(
+            p.render(p.root),
+            format!(r#"Reduce(Global(operator getitem), ({{}}, "{COLLECTIONS_NOT_SUPPORTED}"))"#)
+        );
+    }
+
+    #[test]
+    fn close_and_legacy_heartbeats_get_no_reply() {
+        assert!(reply(&request(Port::Clients, "close")).is_none());
+        // A legacy worker's registration: the worker port ignores it in this slice.
+        let mut hb = request(Port::Workers, "register");
+        hb.msg.function = "heartbeat".into();
+        assert!(reply(&hb).is_none());
+        // Client operations on the worker port are not answered.
+        assert!(reply(&request(Port::Workers, "register")).is_none());
+    }
+
+    #[test]
+    fn garbage_that_looks_legacy_is_dropped() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/compat/tests/fixtures/legacy/");
+        let header = std::fs::read(format!("{dir}status.header.pkl")).unwrap();
+        for frames in [
+            vec![header.clone()],
+            vec![
+                header[..header.len() - 3].to_vec(),
+                b"\x80\x03}q\x00.".to_vec(),
+            ],
+            vec![header.clone(), b"\x80\x03garbage".to_vec()],
+            vec![b"\x80\x03K\x01.".to_vec(), b"\x80\x03}q\x00.".to_vec()],
+        ] {
+            assert!(decode_frames(Port::Clients, &frames).is_none());
         }
     }
 }

@@ -23,7 +23,24 @@ mod sockets;
 mod tests;
 
 use legacy::LegacyRequest;
-use sockets::{decode_client, decode_worker, socket_loop, Port};
+use sockets::{decode_client, decode_worker, socket_loop};
+
+/// Which port a socket thread owns: says what a peer that stopped reading means, and where a
+/// legacy request came from.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Port {
+    Workers,
+    Clients,
+}
+
+impl Port {
+    fn name(self) -> &'static str {
+        match self {
+            Port::Workers => "worker",
+            Port::Clients => "client",
+        }
+    }
+}
 
 /// What the socket threads hand to the core thread: an event for the core, or a 2015-protocol
 /// request, which the core thread answers itself (`legacy.rs`) from the core's read-only views;

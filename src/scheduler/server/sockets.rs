@@ -15,7 +15,7 @@ use crate::protocol::{
 use crate::scheduler::core::Event;
 
 use super::legacy::{self, LegacyRequest};
-use super::Input;
+use super::{Input, Port};
 
 /// What a socket thread makes of one incoming message.
 pub(super) enum Decoded {
@@ -25,22 +25,6 @@ pub(super) enum Decoded {
     Legacy(LegacyRequest),
     /// Answer it right here (it could not be decoded), or drop it (`None`).
     Answer(Option<Frame>),
-}
-
-/// Which port a socket thread owns: says what a peer that stopped reading means.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Port {
-    Workers,
-    Clients,
-}
-
-impl Port {
-    pub(super) fn name(self) -> &'static str {
-        match self {
-            Port::Workers => "worker",
-            Port::Clients => "client",
-        }
-    }
 }
 
 /// Peers whose queue was found full, so the warning and the event come once per stall. A
