@@ -2,7 +2,8 @@
 //! Python 3.6) against a real `zask-scheduler` and `zask-worker`: it registers, asks status
 //! and the workers, and gets a prompt exception for what Zask does not run yet (graphs,
 //! collections); its `close(close_scheduler=True)` is ignored, and the native client keeps
-//! working. The Python environment comes from `compat/tests/legacy/setup.sh` (which `.ci/run`
+//! working. On the worker port, a 2015-style `status` is answered and a heartbeat ignored.
+//! The Python environment comes from `compat/tests/legacy/setup.sh` (which `.ci/run`
 //! calls; run here too when the venv is missing). Without a Python 3.6 this test FAILS, saying
 //! so: it never passes silently.
 
@@ -61,7 +62,7 @@ import zmq
 from dask.distributed import Client
 import dask.bag as db
 
-address, worker = sys.argv[1], sys.argv[2].encode()
+address, worker, worker_port = sys.argv[1], sys.argv[2].encode(), sys.argv[3]
 
 c = Client(address)
 # Every later receive is bounded: a missing reply raises zmq.Again instead of hanging.
@@ -99,6 +100,30 @@ for name, call in [('set_collection', lambda: c.set_collection('mybag', b)),
     else:
         raise AssertionError(name + ' did not raise')
 
+# The worker port, as a 2015 worker talks to it (a DEALER whose identity is its address;
+# [header, payload], P4): status is answered 'OK' echoing the jobid, a heartbeat (a legacy
+# worker registering) gets no reply and does not make a worker.
+import pickle
+w = zmq.Context.instance().socket(zmq.DEALER)
+w.setsockopt(zmq.IDENTITY, b'tcp://legacy-worker:1')
+w.setsockopt(zmq.RCVTIMEO, 20000)
+w.setsockopt(zmq.LINGER, 0)
+w.connect(worker_port)
+def to_scheduler(function, payload, **extra):
+    header = dict(function=function, address=b'tcp://legacy-worker:1',
+                  timestamp=datetime.datetime.utcnow(), **extra)
+    w.send_multipart([pickle.dumps(header, protocol=4), pickle.dumps(payload, protocol=4)])
+to_scheduler('heartbeat', {'pid': 1})
+to_scheduler('status', {}, jobid=('x', 0))
+header, payload = w.recv_multipart()
+header, payload = pickle.loads(header), pickle.loads(payload)
+assert payload == 'OK', payload
+assert header['jobid'] == ('x', 0), header
+assert isinstance(header['timestamp'], datetime.datetime), header
+assert 'function' not in header, header
+print('worker port status', payload, header['jobid'], flush=True)
+assert b'tcp://legacy-worker:1' not in c.get_registered_workers()
+
 # The client still works after the errors.
 assert c.scheduler_status() == 'OK'
 # Ignored by Zask (logged): no unauthenticated request shuts it down.
@@ -120,6 +145,7 @@ fn the_2015_client_registers_asks_status_and_workers_and_gets_clear_errors() {
         .arg(&script)
         .arg(cluster.address_to_clients())
         .arg(&worker)
+        .arg(cluster.address_to_workers())
         .current_dir(cluster.dir())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
