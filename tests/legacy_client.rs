@@ -186,4 +186,9 @@ fn the_2015_client_registers_asks_status_and_workers_and_gets_clear_errors() {
     };
     let g = graph! { "x" => 1, "y" => ("add", "x", 2) };
     assert_eq!(client.get_with(&g, "y", options), Ok(Value::from(3)));
+    let log = std::fs::read_to_string(cluster.dir().join("scheduler.log")).unwrap();
+    assert!(
+        log.contains("asked the scheduler to close") && log.contains("ignored"),
+        "the ignored close is logged:\n{log}"
+    );
 }
