@@ -28,6 +28,10 @@ const FORBIDDEN: &[(&str, &str)] = &[
     ("std::sync::RwLock", "a lock"),
     ("sled", "the disk"),
     ("zask_storage", "the disk"),
+    (
+        "zask_compat",
+        "the legacy (2015) protocol, which the IO layer answers",
+    ),
     ("std::fs", "the disk"),
     ("std::io::stdin", "the terminal"),
     ("std::env", "the environment"),
@@ -478,4 +482,23 @@ fn the_cycle_check_catches_a_cycle() {
         .iter()
         .map(|p| absolute(&module, p))
         .any(|p| p.len() >= 2 && p[0] == "crate" && p[1] == "client"));
+}
+
+/// zask-compat is the legacy protocol's codec, beside zask's own protocol module: it must not
+/// depend on the zask crate (zask depends on it).
+#[test]
+fn the_compat_crate_does_not_depend_on_zask() {
+    let manifest = std::fs::read_to_string(root().join("compat/Cargo.toml")).unwrap();
+    let mut section = String::new();
+    for line in manifest.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            section = line.to_owned();
+            continue;
+        }
+        if section.contains("dependencies") {
+            let name = line.split(['=', ' ', '.']).next().unwrap_or("");
+            assert_ne!(name, "zask", "compat/Cargo.toml {section}: {line}");
+        }
+    }
 }

@@ -106,6 +106,47 @@ impl Node {
         }
     }
 
+    /// Rewrites every reference to another node with `f` (same order as [`Node::children`]).
+    pub fn map_children(&mut self, mut f: impl FnMut(NodeId) -> NodeId) {
+        match self {
+            Node::Tuple(v) | Node::List(v) | Node::Set(v) | Node::FrozenSet(v) => {
+                v.iter_mut().for_each(|c| *c = f(*c))
+            }
+            Node::Dict(p) => p.iter_mut().for_each(|(k, v)| {
+                *k = f(*k);
+                *v = f(*v);
+            }),
+            Node::Reduce { callable, args } => {
+                *callable = f(*callable);
+                *args = f(*args);
+            }
+            Node::NewObj { cls, args, kwargs } => {
+                *cls = f(*cls);
+                *args = f(*args);
+                if let Some(k) = kwargs {
+                    *k = f(*k);
+                }
+            }
+            Node::Build { obj, state } => {
+                *obj = f(*obj);
+                *state = f(*state);
+            }
+            Node::Appends { obj, items } | Node::AddItems { obj, items } => {
+                *obj = f(*obj);
+                items.iter_mut().for_each(|c| *c = f(*c));
+            }
+            Node::SetItems { obj, pairs } => {
+                *obj = f(*obj);
+                pairs.iter_mut().for_each(|(k, v)| {
+                    *k = f(*k);
+                    *v = f(*v);
+                });
+            }
+            Node::PersistentId(p) => *p = f(*p),
+            _ => {}
+        }
+    }
+
     /// Whether two nodes have the same kind and the same scalar content (children not compared).
     fn same_shape(&self, other: &Node) -> bool {
         use Node::*;

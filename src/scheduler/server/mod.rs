@@ -17,11 +17,39 @@ use super::journal::{Journal, JournalError, JournalWrite};
 use crate::net::{self, Clock, StartError, Waker};
 use crate::protocol::{ConnectionId, Frame, ToClient, ToWorker};
 
+mod legacy;
 mod sockets;
 #[cfg(test)]
 mod tests;
 
-use sockets::{decode_client, decode_worker, socket_loop, Port};
+use legacy::LegacyRequest;
+use sockets::{decode_client, decode_worker, socket_loop};
+
+/// Which port a socket thread owns: says what a peer that stopped reading means, and where a
+/// legacy request came from.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Port {
+    Workers,
+    Clients,
+}
+
+impl Port {
+    fn name(self) -> &'static str {
+        match self {
+            Port::Workers => "worker",
+            Port::Clients => "client",
+        }
+    }
+}
+
+/// What the socket threads hand to the core thread: an event for the core, or a 2015-protocol
+/// request, which the core thread answers itself (`legacy.rs`) from the core's read-only views;
+/// the core never sees it.
+#[derive(Debug)]
+pub(crate) enum Input {
+    Core(Event),
+    Legacy(LegacyRequest),
+}
 
 /// How to run a scheduler.
 #[derive(Clone, Debug)]
@@ -190,7 +218,12 @@ impl Scheduler {
         info!("address_to_clients {address_to_clients}");
 
         let stop = Arc::new(AtomicBool::new(false));
-        let (in_tx, in_rx) = crossbeam_channel::bounded::<Event>(config.event_queue_max.max(1));
+        let (in_tx, in_rx) = crossbeam_channel::bounded::<Input>(config.event_queue_max.max(1));
+        // Legacy replies are few (one per legacy request, bounded by the event queue).
+        let (legacy_workers_tx, legacy_workers_rx) =
+            crossbeam_channel::bounded(config.command_queue_max.max(1));
+        let (legacy_clients_tx, legacy_clients_rx) =
+            crossbeam_channel::bounded(config.command_queue_max.max(1));
         let (to_workers_tx, to_workers_rx) =
             crossbeam_channel::bounded(config.command_queue_max.max(1));
         let (to_clients_tx, to_clients_rx) =
@@ -232,6 +265,7 @@ impl Scheduler {
                     worker_socket,
                     worker_wake_rx,
                     to_workers_rx,
+                    legacy_workers_rx,
                     in_tx,
                     stop,
                     decode_worker,
@@ -248,6 +282,7 @@ impl Scheduler {
                     client_socket,
                     client_wake_rx,
                     to_clients_rx,
+                    legacy_clients_rx,
                     in_tx,
                     stop,
                     decode_client,
@@ -263,6 +298,12 @@ impl Scheduler {
                 worker_waker: worker_waker.clone(),
                 to_clients: to_clients_tx,
                 client_waker: client_waker.clone(),
+                legacy: LegacyOutputs {
+                    to_workers: legacy_workers_tx,
+                    to_clients: legacy_clients_tx,
+                    address_to_workers: address_to_workers.clone(),
+                    address_to_clients: address_to_clients.clone(),
+                },
             };
             threads.push(spawn("zask-sched-core", move || {
                 if let Err(e) = core_loop(core, journal, in_rx, outs, clock, stop) {
@@ -333,6 +374,38 @@ struct Outputs {
     worker_waker: Waker,
     to_clients: Sender<(ConnectionId, ToClient, Vec<Frame>)>,
     client_waker: Waker,
+    legacy: LegacyOutputs,
+}
+
+/// Where the core thread's legacy (2015) replies go, and the addresses they carry.
+struct LegacyOutputs {
+    to_workers: Sender<(ConnectionId, Vec<Frame>)>,
+    to_clients: Sender<(ConnectionId, Vec<Frame>)>,
+    address_to_workers: String,
+    address_to_clients: String,
+}
+
+/// Answers a legacy request (the core only lends its read-only status view) and hands the
+/// reply, if any, to the port's socket thread.
+fn answer_legacy(core: &SchedulerCore, outs: &Outputs, req: LegacyRequest) {
+    let now = zask_compat::pickle::helpers::DateTime::now_utc();
+    let (address, tx, waker) = match req.port {
+        Port::Workers => (
+            &outs.legacy.address_to_workers,
+            &outs.legacy.to_workers,
+            &outs.worker_waker,
+        ),
+        Port::Clients => (
+            &outs.legacy.address_to_clients,
+            &outs.legacy.to_clients,
+            &outs.client_waker,
+        ),
+    };
+    let workers = || legacy::legacy_workers(&core.status().workers, now);
+    if let Some(frames) = legacy::answer(&req, address, now, workers) {
+        send_command(tx, waker, (req.identity, frames));
+        waker.wake();
+    }
 }
 
 /// Most events handled before commands are flushed: batches messages under load without
@@ -362,7 +435,7 @@ impl std::fmt::Display for JournalFailed {
 fn core_loop<J: JournalWrite>(
     mut core: SchedulerCore,
     journal: Option<J>,
-    inputs: Receiver<Event>,
+    inputs: Receiver<Input>,
     outs: Outputs,
     clock: Clock,
     stop: Arc<AtomicBool>,
@@ -383,10 +456,12 @@ fn core_loop<J: JournalWrite>(
             Err(RecvTimeoutError::Disconnected) => return Ok(()),
         };
         let now = clock.now_ms();
-        if let Some(e) = first {
-            core.handle(now, e);
-            for e in inputs.try_iter().take(MAX_BATCH) {
-                core.handle(now, e);
+        if let Some(input) = first {
+            for input in std::iter::once(input).chain(inputs.try_iter().take(MAX_BATCH)) {
+                match input {
+                    Input::Core(e) => core.handle(now, e),
+                    Input::Legacy(req) => answer_legacy(&core, &outs, req),
+                }
             }
         }
         core.tick(now);

@@ -8,25 +8,23 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use log::{debug, error, warn};
 
 use crate::net::{self, WakeReceiver};
-use crate::protocol::codec::{encode, split, DecodeError};
+use crate::protocol::codec::{classify, encode, split, DecodeError};
 use crate::protocol::{
     ConnectionId, Frame, FromClient, FromWorker, RequestError, ToClient, ToWorker,
 };
 use crate::scheduler::core::Event;
 
+use super::legacy::{self, LegacyRequest};
+use super::{Input, Port};
+
 /// What a socket thread makes of one incoming message.
 pub(super) enum Decoded {
     /// For the core.
     Event(Event),
+    /// A 2015-protocol message, for the core thread's legacy handler.
+    Legacy(LegacyRequest),
     /// Answer it right here (it could not be decoded), or drop it (`None`).
     Answer(Option<Frame>),
-}
-
-/// Which port a socket thread owns: says what a peer that stopped reading means.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Port {
-    Workers,
-    Clients,
 }
 
 /// Peers whose queue was found full, so the warning and the event come once per stall. A
@@ -44,13 +42,14 @@ pub(super) fn socket_loop<M: serde::Serialize>(
     socket: zmq::Socket,
     wake: WakeReceiver,
     outgoing: Receiver<(ConnectionId, M, Vec<Frame>)>,
-    events: Sender<Event>,
+    legacy_outgoing: Receiver<(ConnectionId, Vec<Frame>)>,
+    events: Sender<Input>,
     stop: Arc<AtomicBool>,
     decode: fn(ConnectionId, Vec<Frame>) -> Decoded,
     monitor: Option<zmq::Socket>,
 ) {
     // Events the core's queue had no room for, oldest first; nothing is read while any wait.
-    let mut backlog: std::collections::VecDeque<Event> = Default::default();
+    let mut backlog: std::collections::VecDeque<Input> = Default::default();
     let mut full_peers: std::collections::HashSet<ConnectionId> = Default::default();
     loop {
         if stop.load(Ordering::SeqCst) {
@@ -95,7 +94,11 @@ pub(super) fn socket_loop<M: serde::Serialize>(
         if monitor_ready {
             if let Some(m) = &monitor {
                 while backlog.is_empty() && net::try_recv(m).is_some() {
-                    hand_over(&events, &mut backlog, Event::WorkerConnectionLost);
+                    hand_over(
+                        &events,
+                        &mut backlog,
+                        Input::Core(Event::WorkerConnectionLost),
+                    );
                 }
             }
         }
@@ -110,7 +113,8 @@ pub(super) fn socket_loop<M: serde::Serialize>(
                 }
                 let identity = frames.remove(0);
                 match decode(ConnectionId::from(identity.clone()), frames) {
-                    Decoded::Event(e) => hand_over(&events, &mut backlog, e),
+                    Decoded::Event(e) => hand_over(&events, &mut backlog, Input::Core(e)),
+                    Decoded::Legacy(r) => hand_over(&events, &mut backlog, Input::Legacy(r)),
                     Decoded::Answer(Some(reply)) => {
                         let _ = net::send(&socket, Some(&identity), reply, vec![]);
                     }
@@ -134,11 +138,21 @@ pub(super) fn socket_loop<M: serde::Serialize>(
                         full_peers.clear();
                     }
                     if full_peers.insert(identity.clone()) {
-                        backlog.push_back(peer_not_reading(port, identity));
+                        backlog.push_back(Input::Core(peer_not_reading(port, identity)));
                     }
                 }
                 // EHOSTUNREACH: the peer is gone; loss detection deals with it.
                 Err(e) => debug!("could not send to {}: {e}", identity),
+            }
+        }
+        // Legacy (2015) replies: a peer that does not read them only loses them.
+        for (identity, mut frames) in legacy_outgoing.try_iter() {
+            if frames.is_empty() {
+                continue;
+            }
+            let header = frames.remove(0);
+            if let Err(e) = net::send(&socket, Some(identity.as_bytes()), header, frames) {
+                warn!("could not send a legacy reply to {identity}: {e}");
             }
         }
     }
@@ -146,9 +160,9 @@ pub(super) fn socket_loop<M: serde::Serialize>(
 
 /// Hands an event to the core, or keeps it (and stops reading) if the core's queue is full.
 fn hand_over(
-    events: &Sender<Event>,
-    backlog: &mut std::collections::VecDeque<Event>,
-    event: Event,
+    events: &Sender<Input>,
+    backlog: &mut std::collections::VecDeque<Input>,
+    event: Input,
 ) {
     if let Err(TrySendError::Full(e)) = events.try_send(event) {
         backlog.push_back(e);
@@ -182,7 +196,21 @@ fn peer_not_reading(port: Port, identity: ConnectionId) -> Event {
     }
 }
 
+/// A message in the 2015 protocol (its first frame is a pickle): decoded for the core thread's
+/// legacy handler, or logged and dropped when it does not decode.
+fn legacy_message(frames: &[Frame]) -> bool {
+    frames
+        .first()
+        .is_some_and(|f| classify(f) == Err(DecodeError::Legacy))
+}
+
 pub(super) fn decode_worker(identity: ConnectionId, frames: Vec<Frame>) -> Decoded {
+    if legacy_message(&frames) {
+        return match legacy::decode(Port::Workers, identity, &frames) {
+            Some(r) => Decoded::Legacy(r),
+            None => Decoded::Answer(None),
+        };
+    }
     let counted = |m: &FromWorker| match m {
         FromWorker::Finished(done) => done.iter().filter(|f| f.has_value).count(),
         FromWorker::Data { found, .. } => found.len(),
@@ -194,13 +222,6 @@ pub(super) fn decode_worker(identity: ConnectionId, frames: Vec<Frame>) -> Decod
             msg,
             frames,
         }),
-        Err(DecodeError::Legacy) => {
-            warn!(
-                "legacy (2015) worker message from {} dropped: the compat layer is not part of this build",
-                identity
-            );
-            Decoded::Answer(None)
-        }
         Err(e) => {
             warn!(
                 "dropping malformed message on the worker port from {}: {e}",
@@ -214,6 +235,12 @@ pub(super) fn decode_worker(identity: ConnectionId, frames: Vec<Frame>) -> Decod
 }
 
 pub(super) fn decode_client(identity: ConnectionId, frames: Vec<Frame>) -> Decoded {
+    if legacy_message(&frames) {
+        return match legacy::decode(Port::Clients, identity, &frames) {
+            Some(r) => Decoded::Legacy(r),
+            None => Decoded::Answer(None),
+        };
+    }
     let counted = |m: &FromClient| match m {
         FromClient::Scatter { keys, .. } => keys.len(),
         _ => 0,

@@ -73,11 +73,11 @@ fn run_batch(
         },
     ] {
         in_tx
-            .send(Event::FromClient {
+            .send(Input::Core(Event::FromClient {
                 identity: client.clone(),
                 msg,
                 frames: vec![],
-            })
+            }))
             .unwrap();
     }
     // Ends the loop once the batch is handled.
@@ -87,6 +87,12 @@ fn run_batch(
         worker_waker,
         to_clients,
         client_waker,
+        legacy: LegacyOutputs {
+            to_workers: crossbeam_channel::unbounded().0,
+            to_clients: crossbeam_channel::unbounded().0,
+            address_to_workers: "tcp://127.0.0.1:1".into(),
+            address_to_clients: "tcp://127.0.0.1:2".into(),
+        },
     };
     let stop = Arc::new(AtomicBool::new(false));
     let ended = core_loop(core, Some(&journal), in_rx, outs, Clock::start(), stop);
@@ -163,6 +169,7 @@ fn a_full_core_queue_stops_reading_but_never_sending() {
                 router,
                 wake_rx,
                 out_rx,
+                crossbeam_channel::never(),
                 events_tx,
                 stop,
                 decode_client,
@@ -213,10 +220,10 @@ fn a_full_core_queue_stops_reading_but_never_sending() {
     // The core reads: every request arrives, in order.
     for expected in 1..=5 {
         match events_rx.recv_timeout(deadline) {
-            Ok(Event::FromClient {
+            Ok(Input::Core(Event::FromClient {
                 msg: FromClient::Status { request },
                 ..
-            }) => assert_eq!(request, RequestId(expected)),
+            })) => assert_eq!(request, RequestId(expected)),
             Ok(other) => panic!("unexpected event {other:?}"),
             Err(e) => panic!("request {expected} never reached the core: {e}"),
         }

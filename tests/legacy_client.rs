@@ -1,0 +1,194 @@
+//! The unmodified 2015 Python client (`from dask.distributed import Client`, dask 0.7.5 on
+//! Python 3.6) against a real `zask-scheduler` and `zask-worker`: it registers, asks status
+//! and the workers, and gets a prompt exception for what Zask does not run yet (graphs,
+//! collections); its `close(close_scheduler=True)` is ignored, and the native client keeps
+//! working. On the worker port, a 2015-style `status` is answered and a heartbeat ignored.
+//! The Python environment comes from `compat/tests/legacy/setup.sh` (which `.ci/run`
+//! calls; run here too when the venv is missing). Without a Python 3.6 this test FAILS, saying
+//! so: it never passes silently.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{TestCluster, DEADLINE};
+use zask::{graph, GetOptions, Value};
+
+/// Bounds the Python script's whole run (it also bounds each of its receives).
+const SCRIPT_DEADLINE: Duration = Duration::from_secs(90);
+
+fn venv() -> PathBuf {
+    match std::env::var_os("ZASK_LEGACY_VENV") {
+        Some(v) => PathBuf::from(v),
+        None => {
+            let home = std::env::var_os("HOME").expect("HOME is set");
+            PathBuf::from(home).join(".cache/zask-legacy/py36")
+        }
+    }
+}
+
+/// The venv's python, made by setup.sh if it is not there yet.
+fn legacy_python() -> PathBuf {
+    let python = venv().join("bin/python");
+    if !python.exists() {
+        let setup = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("compat/tests/legacy/setup.sh");
+        let out = Command::new("bash")
+            .arg(&setup)
+            .env("ZASK_LEGACY_VENV", venv())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", setup.display()));
+        assert!(
+            out.status.success(),
+            "the 2015 Python environment (Python 3.6 + dask 0.7.5) could not be made by {}: {}{}",
+            setup.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(
+        python.exists(),
+        "no legacy Python at {}: run compat/tests/legacy/setup.sh (needs Python 3.6)",
+        python.display()
+    );
+    python
+}
+
+const SCRIPT: &str = r#"
+import datetime, operator, sys
+import zmq
+from dask.distributed import Client
+import dask.bag as db
+
+address, worker, worker_port = sys.argv[1], sys.argv[2].encode(), sys.argv[3]
+
+c = Client(address)
+# Every later receive is bounded: a missing reply raises zmq.Again instead of hanging.
+c.socket.setsockopt(zmq.RCVTIMEO, 20000)
+assert worker in c.registered_workers, c.registered_workers
+print('registered', sorted(c.registered_workers), flush=True)
+
+status = c.scheduler_status()
+assert status == 'OK', status
+print('status', status, flush=True)
+
+workers = c.get_registered_workers()
+assert worker in workers, workers
+info = workers[worker]
+assert isinstance(info['pid'], int) and info['pid'] > 0, info
+assert isinstance(info['last-seen'], datetime.datetime), info
+print('workers', sorted(workers), flush=True)
+
+try:
+    c.get({'x': 1, 'y': (operator.add, 'x', 2)}, 'y')
+except NotImplementedError as e:
+    assert 'legacy graphs are not supported yet' in str(e), e
+    print('get raised NotImplementedError:', e, flush=True)
+else:
+    raise AssertionError('a legacy graph did not raise')
+
+b = db.from_sequence(range(5), npartitions=2)
+for name, call in [('set_collection', lambda: c.set_collection('mybag', b)),
+                   ('get_collection', lambda: c.get_collection('mybag'))]:
+    try:
+        call()
+    except KeyError as e:
+        assert 'legacy collections are not supported yet' in str(e), e
+        print(name, 'raised KeyError:', e, flush=True)
+    else:
+        raise AssertionError(name + ' did not raise')
+
+# The worker port, as a 2015 worker talks to it (a DEALER whose identity is its address;
+# [header, payload], P4): status is answered 'OK' echoing the jobid, a heartbeat (a legacy
+# worker registering) gets no reply and does not make a worker.
+import pickle
+w = zmq.Context.instance().socket(zmq.DEALER)
+w.setsockopt(zmq.IDENTITY, b'tcp://legacy-worker:1')
+w.setsockopt(zmq.RCVTIMEO, 20000)
+w.setsockopt(zmq.LINGER, 0)
+w.connect(worker_port)
+def to_scheduler(function, payload, **extra):
+    header = dict(function=function, address=b'tcp://legacy-worker:1',
+                  timestamp=datetime.datetime.utcnow(), **extra)
+    w.send_multipart([pickle.dumps(header, protocol=4), pickle.dumps(payload, protocol=4)])
+to_scheduler('heartbeat', {'pid': 1})
+to_scheduler('status', {}, jobid=('x', 0))
+header, payload = w.recv_multipart()
+header, payload = pickle.loads(header), pickle.loads(payload)
+assert payload == 'OK', payload
+assert header['jobid'] == ('x', 0), header
+assert isinstance(header['timestamp'], datetime.datetime), header
+assert 'function' not in header, header
+print('worker port status', payload, header['jobid'], flush=True)
+assert b'tcp://legacy-worker:1' not in c.get_registered_workers()
+
+# The client still works after the errors.
+assert c.scheduler_status() == 'OK'
+# Ignored by Zask (logged): no unauthenticated request shuts it down.
+c.close(close_scheduler=True)
+print('LEGACY CLIENT OK', flush=True)
+"#;
+
+#[test]
+fn the_2015_client_registers_asks_status_and_workers_and_gets_clear_errors() {
+    let python = legacy_python();
+    let cluster = TestCluster::with_workers(1);
+    cluster.wait_for_workers(1);
+    let worker = cluster.worker_addresses()[0].clone();
+    let script = cluster.dir().join("legacy_client.py");
+    std::fs::write(&script, SCRIPT).unwrap();
+
+    // The 2015 package writes log.client etc. into its working directory: the test's own.
+    let mut child = Command::new(&python)
+        .arg(&script)
+        .arg(cluster.address_to_clients())
+        .arg(&worker)
+        .arg(cluster.address_to_workers())
+        .current_dir(cluster.dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > SCRIPT_DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the legacy client script did not finish within {SCRIPT_DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("legacy client script output:\n{stdout}");
+    assert!(
+        status.success() && stdout.contains("LEGACY CLIENT OK"),
+        "the legacy client script failed ({status}):\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains(&format!("workers [b'{worker}']")),
+        "the Rust worker is listed: {stdout}"
+    );
+
+    // The scheduler did not close on the legacy close(close_scheduler=True), and the native
+    // client works as before.
+    let client = cluster.client();
+    let options = GetOptions {
+        timeout: Some(DEADLINE),
+        ..GetOptions::default()
+    };
+    let g = graph! { "x" => 1, "y" => ("add", "x", 2) };
+    assert_eq!(client.get_with(&g, "y", options), Ok(Value::from(3)));
+    let log = std::fs::read_to_string(cluster.dir().join("scheduler.log")).unwrap();
+    assert!(
+        log.contains("asked the scheduler to close") && log.contains("ignored"),
+        "the ignored close is logged:\n{log}"
+    );
+}
