@@ -34,6 +34,8 @@ fi
 rm -rf "$venv"
 mkdir -p "$(dirname "$venv")"
 "$py" -m venv "$venv"
-"$venv/bin/pip" install -q "dask==0.7.5" pyzmq dill toolz
+# Pinned to what legacy-protocol.md was recorded with (dill 0.3.4) and the newest that install
+# on Python 3.6, so a rebuilt venv is the same venv.
+"$venv/bin/pip" install -q "dask==0.7.5" "pyzmq==25.1.2" "dill==0.3.4" "toolz==0.12.0"
 "$venv/bin/python" -W ignore -c 'import dask.distributed, zmq, dill' 
 echo "legacy venv ready: $venv"
