@@ -1,5 +1,5 @@
 //! `zask-bench`: the peer benchmark scenarios (same names, arguments and JSON fields as
-//! ../shared/bench/peers/dask_bench.py), run against a cluster of real processes that this
+//! benches/peers/dask_peer.py; `benches/compare.sh` runs both side by side), run against a cluster of real processes that this
 //! binary starts: a `zask-scheduler` and W `zask-worker`s with one thread each.
 
 use std::io::{BufRead, BufReader};
