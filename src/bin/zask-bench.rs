@@ -1,6 +1,7 @@
 //! `zask-bench`: the peer benchmark scenarios (same names, arguments and JSON fields as
-//! benches/peers/dask_peer.py; `benches/compare.sh` runs both side by side), run against a cluster of real processes that this
-//! binary starts: a `zask-scheduler` and W `zask-worker`s with one thread each.
+//! benches/peers/dask_peer.py; `benches/compare.sh` runs both side by side), run against a
+//! cluster of real processes that this binary starts: a `zask-scheduler` and W `zask-worker`s
+//! with one thread each.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
