@@ -102,8 +102,9 @@ print('seed example', y, flush=True)
 dsk = {'a': 1, 'b': (operator.mul, 'a', 10), 'c': (sum, ['a', 'b', (operator.neg, 4)]),
        ('t', 0): (max, 'a', 'b', 3), 'l': (len, [1, 2, 3]), 'd': (operator.truediv, 'b', 4),
        'f': (operator.floordiv, -7, 2), 'm': (min, [5, 'a'])}
-r = c.get(dsk, [['a', 'b'], 'c', [[('t', 0)], 'd', 'f', 'm']])
-assert r == [[1, 10], 7, [[10], 2.5, -4, 1]], r
+r = c.get(dsk, [['a', 'b'], 'c', [[('t', 0)], 'd', 'f', 'm'], 'l'])
+# len of a list argument works (dask 0.7.5's own workers raised TypeError there).
+assert r == [[1, 10], 7, [[10], 2.5, -4, 1], 3], r
 assert isinstance(r[2][1], float), r
 print('nested keys', r, flush=True)
 
