@@ -489,14 +489,9 @@ fn core_loop<J: JournalWrite>(
             Err(RecvTimeoutError::Disconnected) => return Ok(()),
         };
         let now = clock.now_ms();
-        if let Some(input) = first {
-            for input in std::iter::once(input).chain(inputs.try_iter().take(MAX_BATCH)) {
-                match input {
-                    Input::Core(e) => core.handle(now, e),
-                    Input::Legacy(req) => answer_legacy(&mut core, now, &outs, &mut sessions, req),
-                }
-            }
-        }
+        // Before the batch: every request pinged is one the core has not answered yet (the
+        // answers of the previous batch were taken below), so the core never fails it as
+        // unknown.
         if now.saturating_sub(legacy_pinged_ms) >= LEGACY_PING_INTERVAL_MS {
             legacy_pinged_ms = now;
             for (identity, msg) in sessions.pings() {
@@ -508,6 +503,14 @@ fn core_loop<J: JournalWrite>(
                         frames: vec![],
                     },
                 );
+            }
+        }
+        if let Some(input) = first {
+            for input in std::iter::once(input).chain(inputs.try_iter().take(MAX_BATCH)) {
+                match input {
+                    Input::Core(e) => core.handle(now, e),
+                    Input::Legacy(req) => answer_legacy(&mut core, now, &outs, &mut sessions, req),
+                }
             }
         }
         core.tick(now);
