@@ -1,7 +1,9 @@
 //! The unmodified 2015 Python client (`from dask.distributed import Client`, dask 0.7.5 on
 //! Python 3.6) against a real `zask-scheduler` and `zask-worker`: it registers, asks status
-//! and the workers, and gets a prompt exception for what Zask does not run yet (graphs,
-//! collections); its `close(close_scheduler=True)` is ignored, and the native client keeps
+//! and the workers, runs graphs whose functions the Rust workers have (`c.get`, nested keys,
+//! `keep_results`), gets the Python exception class for a task error, a missing key and a
+//! Python-only function, and a prompt exception for what Zask does not run yet
+//! (collections); its `close(close_scheduler=True)` is ignored, and the native client keeps
 //! working. On the worker port, a 2015-style `status` is answered and a heartbeat ignored.
 //! The Python environment comes from `compat/tests/legacy/setup.sh` (which `.ci/run`
 //! calls; run here too when the venv is missing). Without a Python 3.6 this test FAILS, saying
@@ -81,13 +83,69 @@ assert isinstance(info['pid'], int) and info['pid'] > 0, info
 assert isinstance(info['last-seen'], datetime.datetime), info
 print('workers', sorted(workers), flush=True)
 
+import time
+
+def timed(what, f):
+    # Prompt answers, never hangs: each get is bounded by the socket's RCVTIMEO too.
+    start = time.time()
+    try:
+        return f()
+    finally:
+        print(what, 'took %.2f s' % (time.time() - start), flush=True)
+
+# The seed example: operator.add runs on the Rust worker.
+y = timed('seed', lambda: c.get({'x': 1, 'y': (operator.add, 'x', 2)}, 'y'))
+assert y == 3, y
+print('seed example', y, flush=True)
+
+# Nested keys come back in their shape; nested tasks, list arguments, builtins.
+dsk = {'a': 1, 'b': (operator.mul, 'a', 10), 'c': (sum, ['a', 'b', (operator.neg, 4)]),
+       ('t', 0): (max, 'a', 'b', 3), 'l': (len, [1, 2, 3]), 'd': (operator.truediv, 'b', 4),
+       'f': (operator.floordiv, -7, 2), 'm': (min, [5, 'a'])}
+r = c.get(dsk, [['a', 'b'], 'c', [[('t', 0)], 'd', 'f', 'm'], 'l'])
+# len of a list argument works (dask 0.7.5's own workers raised TypeError there).
+assert r == [[1, 10], 7, [[10], 2.5, -4, 1], 3], r
+assert isinstance(r[2][1], float), r
+print('nested keys', r, flush=True)
+
+# keep_results=True, then a second get reusing the kept key.
+kept = {'k': 5, 'k2': (operator.add, 'k', 1)}
+assert c.get(kept, 'k2', keep_results=True) == 6
+kept2 = dict(kept)
+kept2['k3'] = (operator.mul, 'k2', 2)
+r = c.get(kept2, ['k3', 'k2'])
+assert r == [12, 6], r
+print('keep_results then reuse', r, flush=True)
+
+# Errors are the Python exception classes.
 try:
-    c.get({'x': 1, 'y': (operator.add, 'x', 2)}, 'y')
-except NotImplementedError as e:
-    assert 'legacy graphs are not supported yet' in str(e), e
-    print('get raised NotImplementedError:', e, flush=True)
+    c.get({'z': (operator.truediv, 1, 0)}, 'z')
+except ZeroDivisionError as e:
+    print('truediv by zero raised ZeroDivisionError:', e, flush=True)
 else:
-    raise AssertionError('a legacy graph did not raise')
+    raise AssertionError('1/0 did not raise')
+try:
+    c.get({'x': 1, 'y': (lambda v: v + 1, 'x')}, 'y')
+except NotImplementedError as e:
+    assert 'needs a legacy Python worker' in str(e) and 'lambda' in str(e), e
+    print('lambda raised NotImplementedError:', e, flush=True)
+else:
+    raise AssertionError('a lambda task did not raise')
+try:
+    c.get({'x': 1}, 'nope')
+except KeyError as e:
+    assert e.args == ('nope',), e.args
+    print('missing key raised KeyError:', e, flush=True)
+else:
+    raise AssertionError('a missing key did not raise')
+try:
+    c.get({'x': 'a', 'y': (operator.add, 'x', 1)}, 'y')
+except TypeError as e:
+    print("'a' + 1 raised TypeError:", e, flush=True)
+else:
+    raise AssertionError("'a' + 1 did not raise")
+# Errors poison nothing: the next get works.
+assert c.get({'x': 2, 'y': (operator.sub, 'x', 5)}, 'y') == -3
 
 b = db.from_sequence(range(5), npartitions=2)
 for name, call in [('set_collection', lambda: c.set_collection('mybag', b)),
@@ -132,7 +190,7 @@ print('LEGACY CLIENT OK', flush=True)
 "#;
 
 #[test]
-fn the_2015_client_registers_asks_status_and_workers_and_gets_clear_errors() {
+fn the_2015_client_registers_runs_graphs_of_builtins_and_gets_python_errors() {
     let python = legacy_python();
     let cluster = TestCluster::with_workers(1);
     cluster.wait_for_workers(1);

@@ -1,20 +1,28 @@
-//! The 2015 protocol on the scheduler's two ports (legacy-protocol.md §3.1, §6), first slice:
-//! a legacy client connects, registers, asks `status` and the workers, and gets a prompt,
-//! well-formed error for everything this build cannot do yet (graphs, collections). The
-//! scheduler core knows nothing of this: the socket threads decode a legacy message
-//! (`zask_compat::legacy`) and hand it to the core thread, which answers it here, with the
-//! workers from the core's read-only status view, and sends the reply frames back through the
-//! port's socket thread.
+//! The 2015 protocol on the scheduler's two ports (legacy-protocol.md §3.1, §6): a legacy
+//! client connects, registers, asks `status` and the workers, runs graphs whose functions the
+//! Rust workers have (`schedule`), and gets a prompt, well-formed error for everything this
+//! build cannot do yet (collections, Python-only functions). The scheduler core knows nothing
+//! of this: the socket threads decode a legacy message (`zask_compat::legacy`) and hand it to
+//! the core thread, which answers it here, with the workers from the core's read-only status
+//! view, and sends the reply frames back through the port's socket thread. A graph becomes an
+//! ordinary native `Submit` from the legacy connection ([`Sessions`]); the core's answer to it
+//! is turned back into the legacy `schedule-ack` here, never sent raw to the legacy peer.
 
-use log::{info, warn};
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use log::{debug, info, warn};
 use zask_compat::legacy::{
-    ok_payload, raising_key_error_payload, reply_frames, schedule_error_payload, workers_payload,
-    Frame, LegacyMessage, LegacyWorker, ReplyHeader,
+    graft, ok_payload, raising_key_error_payload, reply_frames, schedule_error_payload,
+    workers_payload, Frame, LegacyError, LegacyMessage, LegacyWorker, ReplyHeader,
 };
 use zask_compat::pickle::helpers::DateTime;
+use zask_compat::pickle::{Node, NodeId, Pickle};
 
+use super::legacy_graph::{self, Translated};
 use super::Port;
-use crate::protocol::{ConnectionId, WorkerInfo};
+use crate::graph::KeySpec;
+use crate::protocol::codec::decode_value;
+use crate::protocol::{ConnectionId, FromClient, RequestId, ToClient, WorkerInfo};
 
 /// A decoded legacy message on its way from a socket thread to the core thread.
 #[derive(Debug)]
@@ -23,11 +31,6 @@ pub(crate) struct LegacyRequest {
     pub identity: ConnectionId,
     pub msg: LegacyMessage,
 }
-
-/// What the error of a legacy graph says (the 2015 client raises it as `NotImplementedError`).
-pub(crate) const GRAPHS_NOT_SUPPORTED: &str =
-    "legacy graphs are not supported yet by Zask: this scheduler answers the 2015 client's \
-     register, status and get_workers; use Zask's own client to run graphs";
 
 /// What the error of a legacy collection operation says (raised as `KeyError` by the client,
 /// the only exception its collection calls can surface).
@@ -74,7 +77,8 @@ pub(super) fn legacy_workers(workers: &[WorkerInfo], now: DateTime) -> Vec<Legac
 
 /// The reply frames (`[header, payload]`, the socket adds the identity) to one legacy request,
 /// or None when the 2015 scheduler sent none. `address` is this port's advertised address;
-/// `workers` is asked only by the requests that list them.
+/// `workers` is asked only by the requests that list them. A `schedule` goes to
+/// [`Sessions::schedule`] instead (it needs the core).
 pub(super) fn answer(
     req: &LegacyRequest,
     address: &str,
@@ -103,21 +107,6 @@ pub(super) fn answer(
                  ignored, an unauthenticated request never shuts Zask down"
             );
             return None;
-        }
-        (Port::Clients, "schedule") => {
-            warn!("legacy (2015) client {who} sent a graph: answered NotImplementedError (not supported yet)");
-            reply_frames(
-                header()
-                    .jobid_of(msg)
-                    .function("schedule-ack")
-                    .status("Error"),
-                &schedule_error_payload(
-                    msg,
-                    "builtins",
-                    "NotImplementedError",
-                    GRAPHS_NOT_SUPPORTED,
-                ),
-            )
         }
         (Port::Clients, f @ ("set-collection" | "get-collection")) => {
             warn!(
@@ -154,10 +143,275 @@ pub(super) fn answer(
     }
 }
 
+/// Legacy connections are served one graph at a time (the 2015 client is synchronous:
+/// replies are matched by order), and at most this many connections that ever sent a graph
+/// are remembered as legacy (the oldest forgotten first); a forgotten one that sends a graph
+/// again is remembered again.
+const LEGACY_CONNECTIONS_MAX: usize = 65_536;
+
+/// The legacy connections that sent graphs, and the graph each waits for: the core sees each
+/// graph as a native `Submit` from that connection's identity, and every native message the
+/// core addresses to such an identity comes back here ([`Sessions::reply`]) instead of going
+/// to the peer, which would not understand it.
+#[derive(Default)]
+pub(super) struct Sessions {
+    pending: HashMap<ConnectionId, Pending>,
+    legacy: HashSet<ConnectionId>,
+    order: VecDeque<ConnectionId>,
+    next_request: u64,
+}
+
+/// A legacy graph under way: its native request, and what its reply needs (the request's
+/// header for the `jobid`, its `keys` to echo, their shape).
+struct Pending {
+    request: RequestId,
+    msg: LegacyMessage,
+    shape: KeySpec,
+}
+
+/// What to do with a legacy `schedule`.
+#[derive(Debug)]
+pub(super) enum Schedule {
+    /// Hand this native request to the core, from the legacy connection's identity.
+    Submit(FromClient),
+    /// Refused at once: send these frames back.
+    Reply(Vec<Frame>),
+}
+
+/// The `schedule-ack` reply: `{'keys': <echo>, 'result': ...}` with status OK or Error.
+fn schedule_ack(
+    msg: &LegacyMessage,
+    address: &str,
+    now: DateTime,
+    ok: bool,
+    result: impl FnOnce(&mut Pickle) -> NodeId,
+) -> Result<Vec<Frame>, LegacyError> {
+    let header = ReplyHeader::new(address.as_bytes(), now)
+        .jobid_of(msg)
+        .function("schedule-ack")
+        .status(if ok { "OK" } else { "Error" });
+    let mut p = Pickle::new();
+    let kk = p.add(Node::Str("keys".into()));
+    let keys = match msg.payload_get("keys") {
+        Some(id) => graft(&mut p, &msg.payload, id),
+        None => p.add(Node::None),
+    };
+    let kr = p.add(Node::Str("result".into()));
+    let result = result(&mut p);
+    p.root = p.add(Node::Dict(vec![(kk, keys), (kr, result)]));
+    reply_frames(header, &p)
+}
+
+/// A `schedule-ack` with status Error raising `module.class(message)`.
+fn schedule_error(
+    msg: &LegacyMessage,
+    address: &str,
+    now: DateTime,
+    (module, class, message): (&str, &str, String),
+) -> Result<Vec<Frame>, LegacyError> {
+    reply_frames(
+        ReplyHeader::new(address.as_bytes(), now)
+            .jobid_of(msg)
+            .function("schedule-ack")
+            .status("Error"),
+        &schedule_error_payload(msg, module, class, &message),
+    )
+}
+
+impl Sessions {
+    /// Whether native messages to `identity` must come back here (it is a legacy peer).
+    pub(super) fn is_legacy(&self, identity: &ConnectionId) -> bool {
+        self.legacy.contains(identity)
+    }
+
+    fn remember(&mut self, identity: &ConnectionId) {
+        if self.legacy.insert(identity.clone()) {
+            self.order.push_back(identity.clone());
+        }
+        while self.order.len() > LEGACY_CONNECTIONS_MAX {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if self.pending.contains_key(&old) {
+                self.order.push_back(old);
+                break;
+            }
+            self.legacy.remove(&old);
+        }
+    }
+
+    /// A legacy `schedule` (legacy-protocol.md §3.1): translated into a native `Submit` when
+    /// every callable is one the Rust workers have, refused at once otherwise, and refused
+    /// while the same connection still waits for another graph.
+    pub(super) fn schedule(
+        &mut self,
+        req: LegacyRequest,
+        address: &str,
+        now: DateTime,
+    ) -> Option<Schedule> {
+        let who = &req.identity;
+        let refuse = |error| match schedule_error(&req.msg, address, now, error) {
+            Ok(frames) => Some(Schedule::Reply(frames)),
+            Err(e) => {
+                warn!("could not answer legacy 'schedule' from {who}: {e}");
+                None
+            }
+        };
+        if self.pending.contains_key(who) {
+            warn!("legacy (2015) client {who} sent a graph while its previous one runs: refused");
+            return refuse((
+                "builtins",
+                "RuntimeError",
+                "this connection already waits for a graph; the 2015 client sends one at a                  time (use one Client per thread)"
+                    .to_owned(),
+            ));
+        }
+        let Translated {
+            graph,
+            outputs,
+            shape,
+            keep_results,
+        } = match legacy_graph::translate(&req.msg.payload) {
+            Ok(t) => t,
+            Err(refused) => {
+                let error = refused.exception();
+                warn!(
+                    "legacy (2015) client {who} sent a graph Zask cannot run: {}: {}",
+                    error.1, error.2
+                );
+                return refuse(error);
+            }
+        };
+        self.next_request += 1;
+        let request = RequestId(self.next_request);
+        info!(
+            "legacy (2015) client {who} sent a graph of {} keys ({} wanted): submitted as {request}",
+            graph.len(),
+            outputs.len()
+        );
+        self.remember(who);
+        self.pending.insert(
+            who.clone(),
+            Pending {
+                request,
+                msg: req.msg,
+                shape,
+            },
+        );
+        Some(Schedule::Submit(FromClient::Submit {
+            request,
+            graph,
+            outputs,
+            keep_results,
+            restrictions: vec![],
+        }))
+    }
+
+    /// A native message the core addressed to a legacy connection: the answer to its graph
+    /// becomes the legacy `schedule-ack` (these frames); anything else is dropped (the peer
+    /// would not understand it).
+    pub(super) fn reply(
+        &mut self,
+        identity: &ConnectionId,
+        msg: &ToClient,
+        frames: Vec<Frame>,
+        address: &str,
+        now: DateTime,
+    ) -> Option<Vec<Frame>> {
+        let answered = msg.request();
+        let Some(pending) = self
+            .pending
+            .get(identity)
+            .filter(|p| answered == Some(p.request))
+        else {
+            debug!("dropping {msg:?} to legacy (2015) client {identity}: not its graph's answer");
+            return None;
+        };
+        let reply = match msg {
+            ToClient::Values { positions, .. } => {
+                let wanted = pending.shape.flatten().len();
+                // `positions` empty: one frame per key asked for, in order.
+                let frame_of = |i: usize| {
+                    if positions.is_empty() {
+                        frames.get(i)
+                    } else {
+                        positions.get(i).and_then(|&pos| frames.get(pos as usize))
+                    }
+                };
+                let values = (0..wanted)
+                    .map(|i| {
+                        frame_of(i)
+                            .ok_or_else(|| format!("no value for result {i}"))
+                            .and_then(|f| decode_value(f).map_err(|e| e.to_string()))
+                    })
+                    .collect::<Result<Vec<_>, _>>();
+                match values {
+                    Ok(values) => schedule_ack(&pending.msg, address, now, true, |p| {
+                        legacy_graph::add_shaped(p, &pending.shape, &mut values.into_iter())
+                    }),
+                    Err(e) => schedule_error(
+                        &pending.msg,
+                        address,
+                        now,
+                        (
+                            "builtins",
+                            "RuntimeError",
+                            format!("unreadable result: {e}"),
+                        ),
+                    ),
+                }
+            }
+            ToClient::Failed { error, .. } => schedule_error(
+                &pending.msg,
+                address,
+                now,
+                legacy_graph::exception_of(error),
+            ),
+            other => schedule_error(
+                &pending.msg,
+                address,
+                now,
+                (
+                    "builtins",
+                    "RuntimeError",
+                    format!("unexpected answer to a graph: {other:?}"),
+                ),
+            ),
+        };
+        self.pending.remove(identity);
+        match reply {
+            Ok(frames) => Some(frames),
+            Err(e) => {
+                warn!("could not answer legacy 'schedule' from {identity}: {e}");
+                None
+            }
+        }
+    }
+
+    /// Pings on behalf of the legacy connections that wait for a graph: the 2015 client does
+    /// not ping, and the core drops a client silent for `client_timeout_ms` with its requests.
+    pub(super) fn pings(&self) -> Vec<(ConnectionId, FromClient)> {
+        self.pending
+            .iter()
+            .map(|(id, p)| {
+                (
+                    id.clone(),
+                    FromClient::Ping {
+                        pending: vec![p.request],
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use zask_compat::pickle::{decode, Node, Pickle};
+    use crate::graph::{Expr, Key};
+    use crate::protocol::{RequestError, TaskError, TaskErrorKind};
+    use crate::value::Value;
+    use zask_compat::pickle::decode;
 
     /// Frames the unmodified 2015 client sends (compat/tests/fixtures/legacy/make.py).
     fn request(port: Port, name: &str) -> LegacyRequest {
@@ -275,18 +529,103 @@ mod tests {
     }
 
     #[test]
-    fn a_graph_gets_a_schedule_ack_with_a_not_implemented_error() {
+    fn the_seed_graph_is_submitted_natively_and_its_values_become_a_schedule_ack() {
         let req = request(Port::Clients, "schedule");
-        let (h, p) = reply(&req).unwrap();
+        let who = req.identity.clone();
+        let mut sessions = Sessions::default();
+        let Some(Schedule::Submit(FromClient::Submit {
+            request,
+            graph,
+            outputs,
+            keep_results,
+            restrictions,
+        })) = sessions.schedule(req, ADDRESS, NOW)
+        else {
+            panic!("the seed graph is submitted")
+        };
+        assert_eq!(
+            graph,
+            vec![
+                (Key::from("x"), Expr::Lit(Value::Int(1))),
+                (
+                    Key::from("y"),
+                    Expr::Call(
+                        "add".into(),
+                        vec![Expr::Ref(Key::from("x")), Expr::Lit(Value::Int(2))]
+                    )
+                ),
+            ]
+        );
+        assert_eq!(outputs, vec![Key::from("y")]);
+        assert!(!keep_results && restrictions.is_empty());
+        assert!(sessions.is_legacy(&who));
+        // The core keeps the connection alive by pings sent on its behalf.
+        assert_eq!(
+            sessions.pings(),
+            vec![(
+                who.clone(),
+                FromClient::Ping {
+                    pending: vec![request]
+                }
+            )]
+        );
+        // Another graph on the same connection while this one runs is refused clearly.
+        let Some(Schedule::Reply(frames)) =
+            sessions.schedule(self::request(Port::Clients, "schedule"), ADDRESS, NOW)
+        else {
+            panic!("a second graph is refused")
+        };
+        let p = decode(&frames[1]).unwrap();
+        assert!(
+            p.render(p.root).contains("RuntimeError"),
+            "{}",
+            p.render(p.root)
+        );
+        // Anything but the answer is dropped, never sent raw.
+        assert!(sessions
+            .reply(&who, &ToClient::Pong, vec![], ADDRESS, NOW)
+            .is_none());
+        let values = ToClient::Values {
+            request,
+            positions: vec![],
+        };
+        let frames = vec![crate::protocol::codec::encode_value(&Value::Int(3))];
+        let frames = sessions.reply(&who, &values, frames, ADDRESS, NOW).unwrap();
+        let (h, p) = (decode(&frames[0]).unwrap(), decode(&frames[1]).unwrap());
         assert_common_header(&h);
         assert_eq!(field(&h, "function"), &Node::Str("schedule-ack".into()));
-        assert_eq!(field(&h, "status"), &Node::Str("Error".into()));
+        assert_eq!(field(&h, "status"), &Node::Str("OK".into()));
         assert_eq!(field(&h, "jobid"), &Node::Str("schedule-0".into()));
+        assert_eq!(p.render(p.root), r#"{"keys": "y", "result": 3}"#);
+        assert!(sessions.pings().is_empty());
+    }
+
+    #[test]
+    fn a_failed_graph_raises_the_python_class_of_its_error() {
+        let mut sessions = Sessions::default();
+        let req = request(Port::Clients, "schedule");
+        let who = req.identity.clone();
+        let Some(Schedule::Submit(FromClient::Submit { request, .. })) =
+            sessions.schedule(req, ADDRESS, NOW)
+        else {
+            panic!("submitted")
+        };
+        let failed = ToClient::Failed {
+            request,
+            error: RequestError::Task {
+                key: Key::from("y"),
+                error: TaskError {
+                    kind: TaskErrorKind::Failed,
+                    message: "ZeroDivisionError: division by zero".into(),
+                },
+            },
+        };
+        let frames = sessions.reply(&who, &failed, vec![], ADDRESS, NOW).unwrap();
+        let (h, p) = (decode(&frames[0]).unwrap(), decode(&frames[1]).unwrap());
+        assert_eq!(field(&h, "status"), &Node::Str("Error".into()));
         assert_eq!(
             p.render(p.root),
-            format!(
-                r#"{{"keys": "y", "result": Reduce(Global(builtins NotImplementedError), ("{GRAPHS_NOT_SUPPORTED}",))}}"#
-            )
+            r#"{"keys": "y", "result": Reduce(Global(builtins ZeroDivisionError), ("division by zero",))}"#
         );
     }
 

@@ -18,6 +18,7 @@ use crate::net::{self, Clock, StartError, Waker};
 use crate::protocol::{ConnectionId, Frame, ToClient, ToWorker};
 
 mod legacy;
+mod legacy_graph;
 mod sockets;
 #[cfg(test)]
 mod tests;
@@ -386,8 +387,15 @@ struct LegacyOutputs {
 }
 
 /// Answers a legacy request (the core only lends its read-only status view) and hands the
-/// reply, if any, to the port's socket thread.
-fn answer_legacy(core: &SchedulerCore, outs: &Outputs, req: LegacyRequest) {
+/// reply, if any, to the port's socket thread. A legacy graph is submitted to the core as a
+/// native request from the legacy connection (`legacy::Sessions`).
+fn answer_legacy(
+    core: &mut SchedulerCore,
+    now_ms: u64,
+    outs: &Outputs,
+    sessions: &mut legacy::Sessions,
+    req: LegacyRequest,
+) {
     let now = zask_compat::pickle::helpers::DateTime::now_utc();
     let (address, tx, waker) = match req.port {
         Port::Workers => (
@@ -401,12 +409,35 @@ fn answer_legacy(core: &SchedulerCore, outs: &Outputs, req: LegacyRequest) {
             &outs.client_waker,
         ),
     };
+    if req.port == Port::Clients && req.msg.function == "schedule" {
+        let identity = req.identity.clone();
+        match sessions.schedule(req, address, now) {
+            Some(legacy::Schedule::Submit(msg)) => core.handle(
+                now_ms,
+                Event::FromClient {
+                    identity,
+                    msg,
+                    frames: vec![],
+                },
+            ),
+            Some(legacy::Schedule::Reply(frames)) => {
+                send_command(tx, waker, (identity, frames));
+                waker.wake();
+            }
+            None => {}
+        }
+        return;
+    }
     let workers = || legacy::legacy_workers(&core.status().workers, now);
     if let Some(frames) = legacy::answer(&req, address, now, workers) {
         send_command(tx, waker, (req.identity, frames));
         waker.wake();
     }
 }
+
+/// How often the core thread pings the core for each legacy connection waiting for a graph
+/// (the 2015 client never pings; well under `CoreConfig::client_timeout_ms`).
+const LEGACY_PING_INTERVAL_MS: u64 = 1_000;
 
 /// Most events handled before commands are flushed: batches messages under load without
 /// delaying them when idle.
@@ -440,6 +471,8 @@ fn core_loop<J: JournalWrite>(
     clock: Clock,
     stop: Arc<AtomicBool>,
 ) -> Result<(), JournalFailed> {
+    let mut sessions = legacy::Sessions::default();
+    let mut legacy_pinged_ms = 0;
     loop {
         if stop.load(Ordering::SeqCst) {
             return Ok(());
@@ -456,11 +489,27 @@ fn core_loop<J: JournalWrite>(
             Err(RecvTimeoutError::Disconnected) => return Ok(()),
         };
         let now = clock.now_ms();
+        // Before the batch: every request pinged is one the core has not answered yet (the
+        // answers of the previous batch were taken below), so the core never fails it as
+        // unknown.
+        if now.saturating_sub(legacy_pinged_ms) >= LEGACY_PING_INTERVAL_MS {
+            legacy_pinged_ms = now;
+            for (identity, msg) in sessions.pings() {
+                core.handle(
+                    now,
+                    Event::FromClient {
+                        identity,
+                        msg,
+                        frames: vec![],
+                    },
+                );
+            }
+        }
         if let Some(input) = first {
             for input in std::iter::once(input).chain(inputs.try_iter().take(MAX_BATCH)) {
                 match input {
                     Input::Core(e) => core.handle(now, e),
-                    Input::Legacy(req) => answer_legacy(&core, &outs, req),
+                    Input::Legacy(req) => answer_legacy(&mut core, now, &outs, &mut sessions, req),
                 }
             }
         }
@@ -484,6 +533,24 @@ fn core_loop<J: JournalWrite>(
                         &outs.worker_waker,
                         (identity, msg, frames),
                     );
+                }
+                Command::ToClient {
+                    identity,
+                    msg,
+                    frames,
+                } if sessions.is_legacy(&identity) => {
+                    // Never sent raw: a legacy peer gets its graph's answer as a
+                    // `schedule-ack`, and nothing else.
+                    let now = zask_compat::pickle::helpers::DateTime::now_utc();
+                    let address = &outs.legacy.address_to_clients;
+                    if let Some(frames) = sessions.reply(&identity, &msg, frames, address, now) {
+                        to_clients = true;
+                        send_command(
+                            &outs.legacy.to_clients,
+                            &outs.client_waker,
+                            (identity, frames),
+                        );
+                    }
                 }
                 Command::ToClient {
                     identity,

@@ -232,3 +232,98 @@ fn a_full_core_queue_stops_reading_but_never_sending() {
     waker.wake();
     thread.join().unwrap();
 }
+
+/// A legacy `schedule` from the unmodified client's frames, with `payload` as its payload.
+fn legacy_schedule(identity: &str, payload: &zask_compat::pickle::Pickle) -> Input {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/compat/tests/fixtures/legacy/");
+    let header = std::fs::read(format!("{dir}schedule.header.pkl")).unwrap();
+    let payload = zask_compat::pickle::encode(payload, payload.root).unwrap();
+    Input::Legacy(
+        legacy::decode(
+            Port::Clients,
+            ConnectionId::from(identity),
+            &[header, payload],
+        )
+        .unwrap(),
+    )
+}
+
+/// The core's answer to a legacy graph is turned into a `schedule-ack` on the legacy channel
+/// and never sent raw to the legacy peer; a native client in the same batch is unaffected.
+#[test]
+fn the_cores_answer_to_a_legacy_graph_becomes_a_schedule_ack_never_a_native_message() {
+    use zask_compat::pickle::{decode, Node, Pickle};
+    // {'dask': {'a': (add, 'b', 1), 'b': (add, 'a', 1)}, 'keys': 'a', 'keep_results': False}:
+    // a cycle, which the core refuses at once (no worker needed).
+    let mut p = Pickle::new();
+    let add = p.add(Node::Global {
+        module: "_operator".into(),
+        name: "add".into(),
+    });
+    let (a, b, one) = (
+        p.add(Node::Str("a".into())),
+        p.add(Node::Str("b".into())),
+        p.add(Node::Int(1)),
+    );
+    let ta = p.add(Node::Tuple(vec![add, b, one]));
+    let tb = p.add(Node::Tuple(vec![add, a, one]));
+    let dask = p.add(Node::Dict(vec![(a, ta), (b, tb)]));
+    let (kd, kk, kr) = (
+        p.add(Node::Str("dask".into())),
+        p.add(Node::Str("keys".into())),
+        p.add(Node::Str("keep_results".into())),
+    );
+    let no = p.add(Node::Bool(false));
+    p.root = p.add(Node::Dict(vec![(kd, dask), (kk, a), (kr, no)]));
+
+    let (in_tx, in_rx) = crossbeam_channel::unbounded();
+    in_tx.send(legacy_schedule("legacy-1", &p)).unwrap();
+    in_tx
+        .send(Input::Core(Event::FromClient {
+            identity: ConnectionId::from("native-1"),
+            msg: FromClient::Hello {
+                protocol_version: crate::protocol::PROTOCOL_VERSION,
+            },
+            frames: vec![],
+        }))
+        .unwrap();
+    drop(in_tx);
+    let (to_clients, to_clients_rx) = crossbeam_channel::unbounded();
+    let (legacy_to_clients, legacy_rx) = crossbeam_channel::unbounded();
+    let outs = Outputs {
+        to_workers: crossbeam_channel::unbounded().0,
+        worker_waker: net::waker().unwrap().0,
+        to_clients,
+        client_waker: net::waker().unwrap().0,
+        legacy: LegacyOutputs {
+            to_workers: crossbeam_channel::unbounded().0,
+            to_clients: legacy_to_clients,
+            address_to_workers: "tcp://127.0.0.1:1".into(),
+            address_to_clients: "tcp://127.0.0.1:2".into(),
+        },
+    };
+    let core = SchedulerCore::new(CoreConfig::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let ended = core_loop(core, None::<TestJournal>, in_rx, outs, Clock::start(), stop);
+    assert_eq!(ended, Ok(()));
+    let native: Vec<_> = to_clients_rx.try_iter().collect();
+    assert!(
+        matches!(&native[..], [(id, ToClient::Welcome { .. }, _)] if *id == ConnectionId::from("native-1")),
+        "only the native client gets native messages: {native:?}"
+    );
+    let legacy: Vec<_> = legacy_rx.try_iter().collect();
+    let [(id, frames)] = &legacy[..] else {
+        panic!("one legacy reply: {legacy:?}")
+    };
+    assert_eq!(*id, ConnectionId::from("legacy-1"));
+    let (h, p) = (decode(&frames[0]).unwrap(), decode(&frames[1]).unwrap());
+    let field = |name| h.get(h.dict_get(h.root, name).unwrap()).unwrap().clone();
+    assert_eq!(field("function"), Node::Str("schedule-ack".into()));
+    assert_eq!(field("status"), Node::Str("Error".into()));
+    assert_eq!(field("jobid"), Node::Str("schedule-0".into()));
+    let result = p.render(p.dict_get(p.root, "result").unwrap());
+    assert!(
+        result.starts_with("Reduce(Global(builtins RuntimeError)") && result.contains("cycle"),
+        "{result}"
+    );
+}

@@ -134,6 +134,44 @@ fn extreme(name: &str, items: Vec<Num>, wanted: Ordering) -> Result<Num, String>
     }))
 }
 
+/// The prefix of an error message that Python raises as `ZeroDivisionError` (the legacy
+/// protocol maps a message starting with `Class: ` to that exception class).
+const ZERO_DIVISION: &str = "ZeroDivisionError: ";
+
+/// Python's `a / b`.
+fn py_truediv(a: Num, b: Num) -> Result<f64, String> {
+    if b.as_f64() == 0.0 {
+        let what = match (a, b) {
+            (Num::Int(_), Num::Int(_)) => "division by zero",
+            _ => "float division by zero",
+        };
+        return Err(format!("{ZERO_DIVISION}{what}"));
+    }
+    Ok(a.as_f64() / b.as_f64())
+}
+
+/// Python's `a // b`: int // int floors (towards negative infinity) and stays int; with a
+/// float it is the floor of the float quotient.
+fn py_floordiv(a: Num, b: Num) -> Result<Num, String> {
+    match (a, b) {
+        (Num::Int(_), Num::Int(0)) => {
+            Err(format!("{ZERO_DIVISION}integer division or modulo by zero"))
+        }
+        (Num::Int(a), Num::Int(b)) => {
+            let q = a
+                .checked_div(b)
+                .ok_or_else(|| "integer overflow".to_owned())?;
+            Ok(Num::Int(if (a % b != 0) && ((a < 0) != (b < 0)) {
+                q - 1
+            } else {
+                q
+            }))
+        }
+        (_, b) if b.as_f64() == 0.0 => Err(format!("{ZERO_DIVISION}float divmod()")),
+        (a, b) => Ok(Num::Float((a.as_f64() / b.as_f64()).floor())),
+    }
+}
+
 pub(super) fn add_builtins(r: &mut Registry) {
     for (name, op) in [("add", ADD), ("sub", SUB), ("mul", MUL)] {
         r.register(name, move |a: Num, b: Num| arith(op, a, b));
@@ -149,6 +187,13 @@ pub(super) fn add_builtins(r: &mut Registry) {
             Ok(a.as_f64() / b.as_f64())
         }
     });
+    // Python's `/` and `//` (legacy `operator.truediv` / `floordiv`): `/` always gives a
+    // float; `//` floors; dividing by zero fails with a message that starts with Python's
+    // exception class, which the legacy protocol turns into that exception.
+    r.register("truediv", |a: Num, b: Num| py_truediv(a, b));
+    r.register("floordiv", |a: Num, b: Num| py_floordiv(a, b));
+    // Python's `list(xs)`: a new list of the elements.
+    r.register("list", |items: Vec<Value>| items);
     r.register("sum", |items: Vec<Num>| {
         items
             .into_iter()

@@ -130,6 +130,9 @@ fn every_builtin_is_registered() {
         "length",
         "identity",
         "div",
+        "truediv",
+        "floordiv",
+        "list",
         "fail",
         "slow_inc",
         "slow_add",
@@ -167,6 +170,36 @@ fn arithmetic_keeps_ints_exact_and_promotes_to_float() {
     assert_eq!(ok("neg", vec![(-0.5).into()]), 0.5.into());
     assert_eq!(ok("div", vec![7.into(), 2.into()]), 3.5.into());
     assert_eq!(ok("div", vec![4.into(), 2.into()]), 2.0.into());
+}
+
+#[test]
+fn python_division_floors_and_true_divides_as_python_does() {
+    assert_eq!(ok("truediv", vec![1.into(), 2.into()]), 0.5.into());
+    assert_eq!(ok("truediv", vec![4.into(), 2.into()]), 2.0.into());
+    assert_eq!(ok("floordiv", vec![7.into(), 2.into()]), 3.into());
+    assert_eq!(ok("floordiv", vec![(-7).into(), 2.into()]), (-4).into());
+    assert_eq!(ok("floordiv", vec![7.into(), (-2).into()]), (-4).into());
+    assert_eq!(ok("floordiv", vec![(-6).into(), 2.into()]), (-3).into());
+    assert_eq!(ok("floordiv", vec![7.5.into(), 2.into()]), 3.0.into());
+    assert_eq!(ok("list", vec![vec![1, 2].into()]), Value::from(vec![1, 2]));
+    // The message starts with the class Python raises; the legacy protocol maps it.
+    let zero = |m: &str| fail(&format!("ZeroDivisionError: {m}"));
+    assert_eq!(
+        err("truediv", vec![1.into(), 0.into()]),
+        zero("division by zero")
+    );
+    assert_eq!(
+        err("truediv", vec![1.into(), 0.0.into()]),
+        zero("float division by zero")
+    );
+    assert_eq!(
+        err("floordiv", vec![1.into(), 0.into()]),
+        zero("integer division or modulo by zero")
+    );
+    assert_eq!(
+        err("floordiv", vec![1.5.into(), 0.into()]),
+        zero("float divmod()")
+    );
 }
 
 #[test]

@@ -1,0 +1,720 @@
+//! A legacy (2015) graph as a native one (legacy-protocol.md §4.1), and native results as
+//! legacy ones. The `schedule` payload is `{'dask': dict, 'keys': key | nested lists,
+//! 'keep_results': bool}`; a value of `dask` is a task iff it is a tuple whose first element
+//! is a callable; tasks nest, list arguments are walked, any other hashable argument equal to
+//! a key of the dict is a dependency. A task runs natively when its callable is in
+//! [`KNOWN_CALLABLES`], the one table from legacy globals to Zask built-ins; anything else (a
+//! lambda, a user's function) needs a legacy Python worker, which this build does not have,
+//! so the graph is refused at once. Nothing here executes anything: callables are recognised
+//! by the globals the pickle names.
+
+use std::collections::HashSet;
+
+use zask_compat::pickle::{Node, NodeId, Pickle};
+
+use crate::graph::{Expr, Key, KeySpec};
+use crate::protocol::{RequestError, TaskErrorKind};
+use crate::value::Value;
+
+/// Legacy callables the Rust workers have: `(module, name)` as the pickle names them (dill
+/// names builtins through `_get_attr`/`_load_type`, which [`callable_of`] resolves to these)
+/// → the Zask built-in with the same Python semantics (`src/worker/registry/builtins.rs`).
+pub(crate) const KNOWN_CALLABLES: &[(&str, &str, &str)] = &[
+    ("_operator", "add", "add"),
+    ("operator", "add", "add"),
+    ("_operator", "sub", "sub"),
+    ("operator", "sub", "sub"),
+    ("_operator", "mul", "mul"),
+    ("operator", "mul", "mul"),
+    ("_operator", "truediv", "truediv"),
+    ("operator", "truediv", "truediv"),
+    ("_operator", "floordiv", "floordiv"),
+    ("operator", "floordiv", "floordiv"),
+    ("_operator", "neg", "neg"),
+    ("operator", "neg", "neg"),
+    ("builtins", "sum", "sum"),
+    ("builtins", "len", "length"),
+    ("builtins", "max", "max"),
+    ("builtins", "min", "min"),
+    ("builtins", "list", "list"),
+];
+
+/// Built-ins that take one list where Python also takes several arguments (`max(a, b)`).
+const VARIADIC: &[&str] = &["max", "min"];
+
+/// How deep literals and nested tasks may go (the decoder bounds depth too, but a pickle can
+/// hold cycles through its memo, which a tree walk must not follow forever).
+const DEPTH_MAX: usize = 256;
+
+/// A legacy graph in native form.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Translated {
+    pub graph: Vec<(Key, Expr)>,
+    /// Every requested key, in order, with repeats (`shape.flatten()`).
+    pub outputs: Vec<Key>,
+    /// The shape of the request's `keys`, which the result takes.
+    pub shape: KeySpec,
+    pub keep_results: bool,
+}
+
+/// Why a legacy graph cannot run here; each is raised by the client as the exception of
+/// [`Refused::exception`]. The graph is at fault: sending it again unchanged cannot help.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Refused {
+    /// The payload is not `{'dask': dict, 'keys': ...}`.
+    Malformed(String),
+    /// A requested key is not in the graph (`KeyError('key')`, as the 2015 scheduler said).
+    MissingKey(String),
+    /// A task calls something only Python can run.
+    NeedsPython { key: String, callable: String },
+    /// A key or literal that Zask's values cannot hold (a set, a big int, an object...).
+    NotRepresentable { key: String, what: String },
+}
+
+impl Refused {
+    /// `(module, class, message)` of the exception the client raises.
+    pub(crate) fn exception(&self) -> (&'static str, &'static str, String) {
+        match self {
+            Refused::Malformed(m) => ("builtins", "ValueError", m.clone()),
+            Refused::MissingKey(k) => ("builtins", "KeyError", k.clone()),
+            Refused::NeedsPython { key, callable } => (
+                "builtins",
+                "NotImplementedError",
+                format!(
+                    "task {key} calls {callable}, which needs a legacy Python worker; \
+                     not supported yet"
+                ),
+            ),
+            Refused::NotRepresentable { key, what } => (
+                "builtins",
+                "NotImplementedError",
+                format!(
+                    "{key} holds {what}, which Zask's Rust workers cannot hold; \
+                     not supported yet"
+                ),
+            ),
+        }
+    }
+}
+
+/// A callable as the pickle names it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Callable {
+    /// `module.name`, a global Python imports by name.
+    Global { module: String, name: String },
+    /// Something built by value (a lambda, a user's function, a partial...), described.
+    Other(String),
+}
+
+/// Whether the node is a callable, and which: a global; dill's `_get_attr(module, name)`,
+/// `_getattr`, `_load_type(name)`; dill's `_create_function(...)` (a function pickled by
+/// value); any other object built by a call (kept as "other": it may be callable, and it is
+/// nothing Zask's values can hold either way). Plain data is not callable.
+pub(crate) fn callable_of(p: &Pickle, id: NodeId) -> Option<Callable> {
+    let global = |id: NodeId| match p.get(id)? {
+        Node::Global { module, name } => Some((module.as_str(), name.as_str())),
+        _ => None,
+    };
+    match p.get(id)? {
+        Node::Global { module, name } => Some(Callable::Global {
+            module: module.clone(),
+            name: name.clone(),
+        }),
+        Node::Reduce { callable, args } => {
+            let args = p.tuple_of(*args).unwrap_or(&[]);
+            let helper = global(*callable).filter(|(m, _)| m.starts_with("dill"));
+            let other = || {
+                let what = match global(*callable) {
+                    Some((m, n)) => format!("an object built by {m}.{n}"),
+                    None => "a Python object built by a call".to_owned(),
+                };
+                Some(Callable::Other(what))
+            };
+            let Some((_, helper)) = helper else {
+                return other();
+            };
+            match (helper, args) {
+                ("_get_attr" | "_getattr", [obj, name]) => {
+                    let module = p.str_of(*obj).map(str::to_owned).or_else(|| {
+                        // `_import_module('_operator')`
+                        let Node::Reduce { callable, args } = p.get(*obj)? else {
+                            return None;
+                        };
+                        let (_, f) = global(*callable)?;
+                        let [m] = p.tuple_of(*args)? else { return None };
+                        (f == "_import_module").then(|| p.str_of(*m).map(str::to_owned))?
+                    });
+                    match (module, p.str_of(*name)) {
+                        (Some(module), Some(name)) => Some(Callable::Global {
+                            module,
+                            name: name.to_owned(),
+                        }),
+                        _ => other(),
+                    }
+                }
+                ("_load_type", [name]) => match p.str_of(*name) {
+                    Some(name) => Some(Callable::Global {
+                        module: "builtins".into(),
+                        name: name.to_owned(),
+                    }),
+                    None => other(),
+                },
+                ("_create_function", [_, _, name, ..]) => {
+                    Some(Callable::Other(match p.str_of(*name) {
+                        Some("<lambda>") => "a lambda".to_owned(),
+                        Some(n) => format!("the Python function '{n}'"),
+                        None => "a Python function".to_owned(),
+                    }))
+                }
+                _ => other(),
+            }
+        }
+        Node::NewObj { .. } | Node::Build { .. } => {
+            Some(Callable::Other("a Python object".to_owned()))
+        }
+        _ => None,
+    }
+}
+
+impl Callable {
+    fn describe(&self) -> String {
+        match self {
+            Callable::Global { module, name } => format!("{module}.{name}"),
+            Callable::Other(what) => what.clone(),
+        }
+    }
+
+    /// The Zask built-in it is, if the Rust workers have it.
+    fn builtin(&self) -> Option<&'static str> {
+        let Callable::Global { module, name } = self else {
+            return None;
+        };
+        KNOWN_CALLABLES
+            .iter()
+            .find(|(m, n, _)| m == module && n == name)
+            .map(|&(_, _, b)| b)
+    }
+}
+
+/// Translates a legacy `schedule` payload.
+pub(crate) fn translate(p: &Pickle) -> Result<Translated, Refused> {
+    let field = |name: &str| p.dict_get(p.root, name);
+    let dask = field("dask").ok_or_else(|| Refused::Malformed("no 'dask' graph".into()))?;
+    let Some(Node::Dict(pairs)) = p.get(dask) else {
+        return Err(Refused::Malformed("'dask' is not a dict".into()));
+    };
+    let keys = field("keys").ok_or_else(|| Refused::Malformed("no 'keys'".into()))?;
+    let keep_results = matches!(
+        field("keep_results").and_then(|id| p.get(id)),
+        Some(Node::Bool(true))
+    );
+    let mut entries = Vec::with_capacity(pairs.len());
+    for &(k, v) in pairs {
+        let key = key_of(p, k, 0).ok_or_else(|| Refused::NotRepresentable {
+            key: format!("key {}", p.render(k)),
+            what: "a key that is not a str, an int or a tuple of them".into(),
+        })?;
+        entries.push((key, k, v));
+    }
+    let t = Translator {
+        p,
+        keys: entries.iter().map(|(k, _, _)| k.clone()).collect(),
+    };
+    let mut graph = Vec::with_capacity(entries.len());
+    for (key, k, v) in entries {
+        let name = || p.render(k);
+        let expr = if t.is_task(v) {
+            t.task(v, &name, 0)?
+        } else {
+            Expr::Lit(t.value(v, &name, 0)?)
+        };
+        graph.push((key, expr));
+    }
+    let shape = t.shape(keys, 0)?;
+    Ok(Translated {
+        graph,
+        outputs: shape.flatten(),
+        shape,
+        keep_results,
+    })
+}
+
+/// A str, an int, or a tuple of them, as a key.
+fn key_of(p: &Pickle, id: NodeId, depth: usize) -> Option<Key> {
+    if depth > DEPTH_MAX {
+        return None;
+    }
+    match p.get(id)? {
+        Node::Str(s) => Some(Key::Str(s.clone())),
+        Node::Int(i) => Some(Key::Int(*i)),
+        Node::Tuple(items) => items
+            .iter()
+            .map(|&i| key_of(p, i, depth + 1))
+            .collect::<Option<Vec<_>>>()
+            .map(Key::Tuple),
+        _ => None,
+    }
+}
+
+struct Translator<'a> {
+    p: &'a Pickle,
+    keys: HashSet<Key>,
+}
+
+impl Translator<'_> {
+    fn is_task(&self, id: NodeId) -> bool {
+        matches!(self.p.tuple_of(id), Some([f, ..]) if callable_of(self.p, *f).is_some())
+    }
+
+    fn too_deep(&self, name: &dyn Fn() -> String) -> Refused {
+        Refused::NotRepresentable {
+            key: format!("task {}", name()),
+            what: format!("a value nested deeper than {DEPTH_MAX} levels (or a cycle)"),
+        }
+    }
+
+    /// A task (`is_task` holds) as a call of a built-in.
+    fn task(&self, id: NodeId, name: &dyn Fn() -> String, depth: usize) -> Result<Expr, Refused> {
+        if depth > DEPTH_MAX {
+            return Err(self.too_deep(name));
+        }
+        let items = self.p.tuple_of(id).unwrap_or(&[]);
+        let (&f, args) = items.split_first().expect("is_task: a non-empty tuple");
+        let callable = callable_of(self.p, f).expect("is_task: the first item is callable");
+        let builtin = callable.builtin().ok_or_else(|| Refused::NeedsPython {
+            key: name(),
+            callable: callable.describe(),
+        })?;
+        let mut args = args
+            .iter()
+            .map(|&a| self.arg(a, name, depth + 1))
+            .collect::<Result<Vec<_>, _>>()?;
+        if VARIADIC.contains(&builtin) && args.len() != 1 {
+            args = vec![Expr::list(args)];
+        }
+        Ok(Expr::Call(builtin.to_owned(), args))
+    }
+
+    /// A task's argument: a nested task, a walked list, a dependency, or a literal.
+    fn arg(&self, id: NodeId, name: &dyn Fn() -> String, depth: usize) -> Result<Expr, Refused> {
+        if depth > DEPTH_MAX {
+            return Err(self.too_deep(name));
+        }
+        if self.is_task(id) {
+            return self.task(id, name, depth);
+        }
+        if let Some(Node::List(items)) = self.p.get(id) {
+            return items
+                .iter()
+                .map(|&i| self.arg(i, name, depth + 1))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Expr::list);
+        }
+        if let Some(k) = key_of(self.p, id, 0).filter(|k| self.keys.contains(k)) {
+            return Ok(Expr::Ref(k));
+        }
+        self.value(id, name, depth).map(Expr::Lit)
+    }
+
+    /// Plain data as a value (tuples become lists).
+    fn value(&self, id: NodeId, name: &dyn Fn() -> String, depth: usize) -> Result<Value, Refused> {
+        if depth > DEPTH_MAX {
+            return Err(self.too_deep(name));
+        }
+        let items = |ids: &[NodeId]| {
+            ids.iter()
+                .map(|&i| self.value(i, name, depth + 1))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(match self.p.get(id) {
+            Some(Node::None) => Value::Null,
+            Some(Node::Bool(b)) => Value::Bool(*b),
+            Some(Node::Int(i)) => Value::Int(*i),
+            Some(Node::Float(x)) => Value::Float(*x),
+            Some(Node::Str(s)) => Value::Str(s.clone()),
+            Some(Node::Bytes(b)) => Value::Bytes(b.clone()),
+            Some(Node::List(ids) | Node::Tuple(ids)) => Value::List(items(ids)?),
+            Some(Node::Dict(pairs)) => Value::Map(
+                pairs
+                    .iter()
+                    .map(|&(k, v)| {
+                        Ok((
+                            self.value(k, name, depth + 1)?,
+                            self.value(v, name, depth + 1)?,
+                        ))
+                    })
+                    .collect::<Result<Vec<_>, Refused>>()?,
+            ),
+            other => {
+                let what = match other {
+                    Some(Node::BigInt(_)) => "an integer outside 64 bits".to_owned(),
+                    Some(Node::Set(_) | Node::FrozenSet(_)) => "a set".to_owned(),
+                    Some(Node::Reduce { callable, .. }) => match callable_of(self.p, *callable) {
+                        Some(Callable::Global { module, name }) => {
+                            format!("a {module}.{name} object")
+                        }
+                        _ => "a Python object".to_owned(),
+                    },
+                    _ => format!("the Python object {}", self.p.render(id)),
+                };
+                return Err(Refused::NotRepresentable {
+                    key: format!("key {}", name()),
+                    what,
+                });
+            }
+        })
+    }
+
+    /// The requested keys' shape: a list is nested keys, anything else one key of the graph.
+    fn shape(&self, id: NodeId, depth: usize) -> Result<KeySpec, Refused> {
+        if depth > DEPTH_MAX {
+            return Err(Refused::Malformed("'keys' nested too deep".into()));
+        }
+        if let Some(Node::List(items)) = self.p.get(id) {
+            return items
+                .iter()
+                .map(|&i| self.shape(i, depth + 1))
+                .collect::<Result<Vec<_>, _>>()
+                .map(KeySpec::Many);
+        }
+        match key_of(self.p, id, 0) {
+            Some(k) if self.keys.contains(&k) => Ok(KeySpec::One(k)),
+            _ => Err(Refused::MissingKey(match self.p.get(id) {
+                Some(Node::Str(s)) => s.clone(),
+                _ => self.p.render(id),
+            })),
+        }
+    }
+}
+
+/// A native value as a Python one (a map's list keys become tuples: Python keys are hashable).
+pub(crate) fn add_value(p: &mut Pickle, v: &Value) -> NodeId {
+    add_value_as(p, v, false)
+}
+
+fn add_value_as(p: &mut Pickle, v: &Value, hashable: bool) -> NodeId {
+    let node = match v {
+        Value::Null => Node::None,
+        Value::Bool(b) => Node::Bool(*b),
+        Value::Int(i) => Node::Int(*i),
+        Value::Float(x) => Node::Float(*x),
+        Value::Str(s) => Node::Str(s.clone()),
+        Value::Bytes(b) => Node::Bytes(b.clone()),
+        Value::List(items) => {
+            let ids = items.iter().map(|x| add_value_as(p, x, hashable)).collect();
+            if hashable {
+                Node::Tuple(ids)
+            } else {
+                Node::List(ids)
+            }
+        }
+        Value::Map(pairs) => Node::Dict(
+            pairs
+                .iter()
+                .map(|(k, v)| (add_value_as(p, k, true), add_value_as(p, v, false)))
+                .collect(),
+        ),
+    };
+    p.add(node)
+}
+
+/// Results shaped like the request's keys: one value, or nested lists of them.
+pub(crate) fn add_shaped(
+    p: &mut Pickle,
+    shape: &KeySpec,
+    values: &mut impl Iterator<Item = Value>,
+) -> NodeId {
+    match shape {
+        KeySpec::One(_) => {
+            let v = values.next().unwrap_or(Value::Null);
+            add_value(p, &v)
+        }
+        KeySpec::Many(items) => {
+            let ids = items.iter().map(|s| add_shaped(p, s, values)).collect();
+            p.add(Node::List(ids))
+        }
+    }
+}
+
+/// Python exception classes a built-in's error message may start with (`Class: message`).
+const PYTHON_ERRORS: &[&str] = &[
+    "ZeroDivisionError",
+    "TypeError",
+    "ValueError",
+    "KeyError",
+    "IndexError",
+    "OverflowError",
+];
+
+/// The exception `(module, class, message)` a failed native request is raised as: a task's
+/// error of a Python class where the built-in says so (`ZeroDivisionError: ...`), its
+/// arguments not fitting as `TypeError` (as Python would), integer overflow as
+/// `OverflowError`; anything else a `RuntimeError` with Zask's message.
+pub(crate) fn exception_of(error: &RequestError) -> (&'static str, &'static str, String) {
+    if let RequestError::Task { error, .. } = error {
+        if error.kind == TaskErrorKind::Failed {
+            for class in PYTHON_ERRORS {
+                if let Some(rest) = error
+                    .message
+                    .strip_prefix(class)
+                    .and_then(|r| r.strip_prefix(": "))
+                {
+                    return ("builtins", class, rest.to_owned());
+                }
+            }
+            if error.message == "integer overflow" {
+                return ("builtins", "OverflowError", error.message.clone());
+            }
+        }
+        if error.kind == TaskErrorKind::BadArguments {
+            return ("builtins", "TypeError", error.message.clone());
+        }
+    }
+    ("builtins", "RuntimeError", error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::TaskError;
+    use zask_compat::pickle::decode;
+
+    /// The payload the unmodified 2015 client pickles (compat/tests/fixtures/legacy/make.py).
+    fn payload(name: &str) -> Pickle {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/compat/tests/fixtures/legacy/");
+        decode(&std::fs::read(format!("{dir}{name}.payload.pkl")).unwrap()).unwrap()
+    }
+
+    fn key(s: &str) -> Key {
+        Key::from(s)
+    }
+
+    fn lit(v: impl Into<Value>) -> Expr {
+        Expr::Lit(v.into())
+    }
+
+    fn call(f: &str, args: Vec<Expr>) -> Expr {
+        Expr::Call(f.into(), args)
+    }
+
+    #[test]
+    fn dill_callables_resolve_to_their_globals() {
+        let p = payload("schedule_nested");
+        let dask = p.dict_get(p.root, "dask").unwrap();
+        let Some(Node::Dict(pairs)) = p.get(dask) else {
+            panic!()
+        };
+        let mut seen = Vec::new();
+        for &(_, v) in pairs {
+            if let Some([f, ..]) = p.tuple_of(v) {
+                if let Some(Callable::Global { module, name }) = callable_of(&p, *f) {
+                    seen.push(format!("{module}.{name}"));
+                }
+            }
+        }
+        seen.sort();
+        assert_eq!(
+            seen,
+            [
+                "_operator.mul",
+                "_operator.truediv",
+                "builtins.len",
+                "builtins.list",
+                "builtins.max",
+                "builtins.sum"
+            ]
+        );
+    }
+
+    #[test]
+    fn nested_tasks_lists_dependencies_and_literals_translate() {
+        let t = translate(&payload("schedule_nested")).unwrap();
+        let graph: std::collections::HashMap<Key, Expr> = t.graph.into_iter().collect();
+        assert_eq!(graph[&key("a")], lit(1));
+        assert_eq!(
+            graph[&key("b")],
+            call("mul", vec![Expr::Ref(key("a")), lit(10)])
+        );
+        assert_eq!(
+            graph[&key("c")],
+            call(
+                "sum",
+                vec![Expr::List(vec![
+                    Expr::Ref(key("a")),
+                    Expr::Ref(key("b")),
+                    call("neg", vec![lit(4)])
+                ])]
+            )
+        );
+        // max(a, b, 3): the built-in takes one list.
+        assert_eq!(
+            graph[&Key::from(("t", 0))],
+            call(
+                "max",
+                vec![Expr::List(vec![
+                    Expr::Ref(key("a")),
+                    Expr::Ref(key("b")),
+                    lit(3)
+                ])]
+            )
+        );
+        // 'a' in a walked list is a key of the graph: a dependency.
+        assert_eq!(
+            graph[&key("l")],
+            call(
+                "list",
+                vec![Expr::List(vec![
+                    lit(1.5),
+                    lit(Value::Null),
+                    Expr::Ref(key("a"))
+                ])]
+            )
+        );
+        assert_eq!(
+            graph[&key("d")],
+            call("truediv", vec![Expr::Ref(key("b")), lit(4)])
+        );
+        // A non-task tuple is compared with the keys whole, not walked: ('a', 'b') is data.
+        assert_eq!(
+            graph[&key("e")],
+            call(
+                "length",
+                vec![lit(Value::List(vec!["a".into(), "b".into()]))]
+            )
+        );
+        assert_eq!(
+            graph[&key("m")],
+            lit(Value::Map(vec![(
+                "k".into(),
+                Value::List(vec![1.into(), Value::List(vec![2.into(), 3.into()])])
+            )]))
+        );
+        assert_eq!(
+            t.shape,
+            KeySpec::Many(vec![
+                KeySpec::Many(vec![KeySpec::One(key("a")), KeySpec::One(key("b"))]),
+                KeySpec::One(key("c")),
+                KeySpec::Many(vec![KeySpec::One(Key::from(("t", 0)))]),
+            ])
+        );
+        assert_eq!(
+            t.outputs,
+            vec![key("a"), key("b"), key("c"), Key::from(("t", 0))]
+        );
+        assert!(t.keep_results);
+    }
+
+    #[test]
+    fn python_only_callables_are_refused_naming_the_task() {
+        let refused = translate(&payload("schedule_lambda")).unwrap_err();
+        assert_eq!(
+            refused,
+            Refused::NeedsPython {
+                key: r#""y""#.into(),
+                callable: "a lambda".into()
+            }
+        );
+        let (_, class, message) = refused.exception();
+        assert_eq!(class, "NotImplementedError");
+        assert_eq!(
+            message,
+            r#"task "y" calls a lambda, which needs a legacy Python worker; not supported yet"#
+        );
+        assert_eq!(
+            translate(&payload("schedule_function")).unwrap_err(),
+            Refused::NeedsPython {
+                key: r#""y""#.into(),
+                callable: "the Python function 'inc'".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_missing_key_and_values_zask_cannot_hold_are_refused() {
+        let refused = translate(&payload("schedule_missing")).unwrap_err();
+        assert_eq!(refused, Refused::MissingKey("nope".into()));
+        assert_eq!(
+            refused.exception(),
+            ("builtins", "KeyError", "nope".to_owned())
+        );
+        let refused = translate(&payload("schedule_set")).unwrap_err();
+        assert!(
+            matches!(&refused, Refused::NotRepresentable { what, .. } if what == "a builtins.set object"),
+            "{refused:?}"
+        );
+        assert_eq!(refused.exception().1, "NotImplementedError");
+        // Not a schedule payload at all.
+        let mut p = Pickle::new();
+        p.root = p.add(Node::Int(1));
+        assert!(matches!(translate(&p), Err(Refused::Malformed(_))));
+    }
+
+    #[test]
+    fn a_cycle_in_a_literal_is_refused_not_followed() {
+        // {'dask': {'x': L}, 'keys': 'x'} where L = [L]
+        let mut p = Pickle::new();
+        let list = p.add(Node::List(vec![]));
+        p.nodes[list.index()] = Node::List(vec![list]);
+        let x = p.add(Node::Str("x".into()));
+        let dask = p.add(Node::Dict(vec![(x, list)]));
+        let kd = p.add(Node::Str("dask".into()));
+        let kk = p.add(Node::Str("keys".into()));
+        p.root = p.add(Node::Dict(vec![(kd, dask), (kk, x)]));
+        assert!(matches!(
+            translate(&p),
+            Err(Refused::NotRepresentable { .. })
+        ));
+    }
+
+    #[test]
+    fn results_take_the_shape_of_the_keys_and_python_types() {
+        let mut p = Pickle::new();
+        let shape = KeySpec::Many(vec![
+            KeySpec::Many(vec![KeySpec::One(key("a")), KeySpec::One(key("b"))]),
+            KeySpec::One(key("c")),
+        ]);
+        let values = vec![
+            Value::Int(1),
+            Value::Map(vec![(
+                Value::List(vec![1.into()]),
+                Value::Bytes(b"z".to_vec()),
+            )]),
+            Value::Float(2.5),
+        ];
+        p.root = add_shaped(&mut p, &shape, &mut values.into_iter());
+        // A map's list key becomes a tuple (Python keys are hashable).
+        assert_eq!(p.render(p.root), r#"[[1, {(1,): b"z"}], 2.5]"#);
+    }
+
+    #[test]
+    fn task_errors_become_python_exception_classes() {
+        let task = |kind, message: &str| RequestError::Task {
+            key: key("y"),
+            error: TaskError {
+                kind,
+                message: message.into(),
+            },
+        };
+        assert_eq!(
+            exception_of(&task(
+                TaskErrorKind::Failed,
+                "ZeroDivisionError: division by zero"
+            )),
+            ("builtins", "ZeroDivisionError", "division by zero".into())
+        );
+        assert_eq!(
+            exception_of(&task(TaskErrorKind::BadArguments, "add: argument 1")).1,
+            "TypeError"
+        );
+        assert_eq!(
+            exception_of(&task(TaskErrorKind::Failed, "integer overflow")).1,
+            "OverflowError"
+        );
+        let (_, class, message) = exception_of(&task(TaskErrorKind::Failed, "boom"));
+        assert_eq!(class, "RuntimeError");
+        assert!(
+            message.contains("boom") && message.contains("\"y\""),
+            "{message}"
+        );
+    }
+}
