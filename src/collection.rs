@@ -41,6 +41,22 @@ impl std::fmt::Display for CollectionKind {
     }
 }
 
+/// What the scheduler stores under a collection name: a native collection, or the opaque
+/// payload a 2015 (dask 0.7) client sent with `set_collection`. Both live in one namespace.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StoredCollection {
+    Native(Collection),
+    Legacy(LegacyCollection),
+}
+
+/// A 2015 client's collection: its `set-collection` payload, kept verbatim (a pickle the
+/// scheduler never decodes beyond the name; only a 2015 client can rebuild it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LegacyCollection {
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+}
+
 /// A published collection.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Collection {

@@ -24,7 +24,9 @@ pub mod worker;
 
 pub use bag::{Bag, Item};
 pub use client::{Client, ClientConfig, ClientError, GetOptions};
-pub use collection::{Collection, CollectionError, CollectionKind, Computable};
+pub use collection::{
+    Collection, CollectionError, CollectionKind, Computable, LegacyCollection, StoredCollection,
+};
 pub use graph::{Expr, Graph, GraphError, Key, KeySpec, Node};
 pub use local_cluster::{LocalCluster, LocalClusterError};
 pub use protocol::{WorkerAddress, WorkerName, WorkerSelector};

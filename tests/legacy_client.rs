@@ -2,9 +2,10 @@
 //! Python 3.6) against a real `zask-scheduler` and `zask-worker`: it registers, asks status
 //! and the workers, runs graphs whose functions the Rust workers have (`c.get`, nested keys,
 //! `keep_results`), gets the Python exception class for a task error, a missing key and a
-//! Python-only function, and a prompt exception for what Zask does not run yet
-//! (collections); its `close(close_scheduler=True)` is ignored, and the native client keeps
-//! working. On the worker port, a 2015-style `status` is answered and a heartbeat ignored.
+//! Python-only function; its collections are stored verbatim, read back by another 2015
+//! client, listed (and refused with a typed error) by the native client, and a missing one is
+//! a prompt `KeyError`; its `close(close_scheduler=True)` is ignored, and the native client
+//! keeps working. On the worker port, a 2015-style `status` is answered and a heartbeat ignored.
 //! The Python environment comes from `compat/tests/legacy/setup.sh` (which `.ci/run`
 //! calls; run here too when the venv is missing). Without a Python 3.6 this test FAILS, saying
 //! so: it never passes silently.
@@ -16,7 +17,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{TestCluster, DEADLINE};
-use zask::{graph, GetOptions, Value};
+use zask::protocol::RequestError;
+use zask::{graph, ClientError, Collection, GetOptions, Value};
 
 /// Bounds the Python script's whole run (it also bounds each of its receives).
 const SCRIPT_DEADLINE: Duration = Duration::from_secs(90);
@@ -147,16 +149,48 @@ else:
 # Errors poison nothing: the next get works.
 assert c.get({'x': 2, 'y': (operator.sub, 'x', 5)}, 'y') == -3
 
-b = db.from_sequence(range(5), npartitions=2)
-for name, call in [('set_collection', lambda: c.set_collection('mybag', b)),
-                   ('get_collection', lambda: c.get_collection('mybag'))]:
-    try:
-        call()
-    except KeyError as e:
-        assert 'legacy collections are not supported yet' in str(e), e
-        print(name, 'raised KeyError:', e, flush=True)
-    else:
-        raise AssertionError(name + ' did not raise')
+# Collections are stored verbatim and shared between clients (one namespace with Zask's own).
+b = db.from_sequence(range(5), npartitions=2).map(operator.neg)
+timed('set_collection', lambda: c.set_collection('mybag', b))
+c2 = Client(address)
+c2.socket.setsockopt(zmq.RCVTIMEO, 20000)
+b2 = timed('get_collection', lambda: c2.get_collection('mybag'))
+assert isinstance(b2, db.Bag), type(b2)
+assert (b2.name, b2.npartitions, sorted(b2._keys())) == (b.name, 2, sorted(b._keys())), b2
+assert b2.dask.keys() == b.dask.keys(), (b2.dask, b.dask)
+print('collection round trip', b2.name, b2.npartitions, flush=True)
+# A missing collection is a prompt KeyError (the 2015 scheduler hung).
+start = time.time()
+try:
+    c2.get_collection('nope')
+except KeyError as e:
+    assert 'nope' in str(e), e
+    print('missing collection raised KeyError:', e, flush=True)
+else:
+    raise AssertionError('a missing collection did not raise')
+assert time.time() - start < 1.0, time.time() - start
+# A collection a Zask client stored cannot be rebuilt by this client: a KeyError saying so.
+try:
+    c2.get_collection('native')
+except KeyError as e:
+    assert 'stored by a Zask client' in str(e), e
+    print('native collection raised KeyError:', e, flush=True)
+else:
+    raise AssertionError('a native collection did not raise')
+# With a user's function, set/get still round-trip, but computing needs a Python worker.
+def inc(x):
+    return x + 1
+bi = db.from_sequence(range(5), npartitions=2).map(inc)
+c.set_collection('incbag', bi)
+bi2 = c2.get_collection('incbag')
+assert bi2.name == bi.name and bi2.npartitions == 2, bi2
+try:
+    timed('compute incbag', lambda: c2.get(bi2.dask, bi2._keys()))
+except NotImplementedError as e:
+    assert 'needs a legacy Python worker' in str(e), e
+    print('computing a user function raised NotImplementedError:', e, flush=True)
+else:
+    raise AssertionError('a user function ran without a Python worker')
 
 # The worker port, as a 2015 worker talks to it (a DEALER whose identity is its address;
 # [header, payload], P4): status is answered 'OK' echoing the jobid, a heartbeat (a legacy
@@ -195,6 +229,12 @@ fn the_2015_client_registers_runs_graphs_of_builtins_and_gets_python_errors() {
     let cluster = TestCluster::with_workers(1);
     cluster.wait_for_workers(1);
     let worker = cluster.worker_addresses()[0].clone();
+    // A native collection, which the 2015 client is refused (it cannot rebuild it).
+    let native = graph! { "x" => 1 };
+    cluster
+        .client()
+        .set_collection("native", &Collection::from_graph(&native, vec!["x".into()]))
+        .unwrap();
     let script = cluster.dir().join("legacy_client.py");
     std::fs::write(&script, SCRIPT).unwrap();
 
@@ -242,6 +282,17 @@ fn the_2015_client_registers_runs_graphs_of_builtins_and_gets_python_errors() {
         timeout: Some(DEADLINE),
         ..GetOptions::default()
     };
+    let names = client.list_collections().unwrap();
+    for name in ["mybag", "incbag", "native"] {
+        assert!(names.contains(&name.to_owned()), "{name} listed: {names:?}");
+    }
+    match client.get_collection("mybag") {
+        Err(ClientError::Request(RequestError::LegacyCollection { name })) => {
+            assert_eq!(name, "mybag")
+        }
+        other => panic!("expected the typed LegacyCollection error, got {other:?}"),
+    }
+    assert!(client.get_collection("native").is_ok());
     let g = graph! { "x" => 1, "y" => ("add", "x", 2) };
     assert_eq!(client.get_with(&g, "y", options), Ok(Value::from(3)));
     let log = std::fs::read_to_string(cluster.dir().join("scheduler.log")).unwrap();

@@ -355,6 +355,19 @@ pub enum FromClient {
     ListCollections {
         request: RequestId,
     },
+    /// Store a 2015 (dask 0.7) client's `set-collection` payload verbatim under a name (sent
+    /// by the scheduler's legacy layer on behalf of a legacy connection).
+    SetLegacyCollection {
+        request: RequestId,
+        name: String,
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
+    /// Read back a collection a 2015 client stored (answered with `LegacyCollection`).
+    GetLegacyCollection {
+        request: RequestId,
+        name: String,
+    },
     DeleteCollection {
         request: RequestId,
         name: String,
@@ -433,6 +446,12 @@ pub enum ToClient {
         request: RequestId,
         names: Vec<String>,
     },
+    /// The payload a 2015 client stored, verbatim (the answer to `GetLegacyCollection`).
+    LegacyCollection {
+        request: RequestId,
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
     /// An answer that belongs to no request: the message could not be read (so its request
     /// id is unknown), or the hello was refused (another protocol version). The client fails
     /// its pending hello with `error`; otherwise it logs it.
@@ -453,7 +472,8 @@ impl ToClient {
             | ToClient::Status { request, .. }
             | ToClient::Done { request }
             | ToClient::Collection { request, .. }
-            | ToClient::Names { request, .. } => Some(*request),
+            | ToClient::Names { request, .. }
+            | ToClient::LegacyCollection { request, .. } => Some(*request),
         }
     }
 }
@@ -474,6 +494,12 @@ pub enum RequestError {
     NotFound { key: Key },
     /// No stored collection (or published dataset) has this name.
     NoSuchCollection { name: String },
+    /// The collection was stored by a 2015 (dask 0.7) client: a pickle only that client can
+    /// rebuild. Retrying cannot help.
+    LegacyCollection { name: String },
+    /// A 2015 client asked for a collection a Zask client stored, which it cannot rebuild.
+    /// Retrying cannot help.
+    NativeCollection { name: String },
     /// The cluster was restarted while the request was pending.
     Restarted,
     /// The scheduler restarted and does not know this request (it runs without a state
@@ -507,6 +533,17 @@ impl fmt::Display for RequestError {
             RequestError::NoSuchCollection { name } => {
                 write!(f, "no collection or dataset named {name:?}")
             }
+            RequestError::LegacyCollection { name } => write!(
+                f,
+                "collection {name:?} holds a pickled dask 0.7 (2015) collection, stored by a \
+                 legacy Python client; Zask's client cannot read it (use the 2015 client's \
+                 get_collection)"
+            ),
+            RequestError::NativeCollection { name } => write!(
+                f,
+                "collection {name:?} was stored by a Zask client; the dask 0.7 (2015) client \
+                 cannot read it"
+            ),
             RequestError::Restarted => {
                 write!(f, "the cluster was restarted while this request was pending")
             }

@@ -86,6 +86,8 @@ impl Model {
             | FromClient::SetCollection { request, .. }
             | FromClient::GetCollection { request, .. }
             | FromClient::ListCollections { request }
+            | FromClient::SetLegacyCollection { request, .. }
+            | FromClient::GetLegacyCollection { request, .. }
             | FromClient::DeleteCollection { request, .. }
             | FromClient::Persist { request, .. }
             | FromClient::Publish { request, .. }

@@ -8,14 +8,15 @@ use rustc_hash::FxHashMap as HashMap;
 
 use super::tasks::{TaskId, TaskState};
 use super::{JournalOp, SchedulerCore};
-use crate::collection::Collection;
+use crate::collection::{Collection, LegacyCollection, StoredCollection};
 use crate::graph::{Expr, Key};
 use crate::protocol::{ConnectionId, RequestError, RequestId, ToClient};
 
 #[derive(Default)]
 pub(super) struct Collections {
-    /// Stored collections by name (graphs, not data).
-    stored: BTreeMap<String, Collection>,
+    /// Stored collections by name (graphs, not data): native ones and the opaque payloads of
+    /// 2015 clients, in one namespace.
+    stored: BTreeMap<String, StoredCollection>,
     /// Published datasets: the collection and the tasks holding its results (distinct, one
     /// pin each).
     datasets: HashMap<String, (Collection, Vec<TaskId>)>,
@@ -23,7 +24,7 @@ pub(super) struct Collections {
 
 impl Collections {
     /// The collections a previous run stored (recovery).
-    pub(super) fn restore(&mut self, stored: Vec<(String, Collection)>) {
+    pub(super) fn restore(&mut self, stored: Vec<(String, StoredCollection)>) {
         self.stored.extend(stored);
     }
 
@@ -49,6 +50,28 @@ impl SchedulerCore {
         name: String,
         collection: Collection,
     ) {
+        self.store_collection(client, request, name, StoredCollection::Native(collection));
+    }
+
+    /// A 2015 client's `set-collection`: its payload, kept verbatim (never decoded here).
+    pub(super) fn set_legacy_collection(
+        &mut self,
+        client: &ConnectionId,
+        request: RequestId,
+        name: String,
+        payload: Vec<u8>,
+    ) {
+        let stored = StoredCollection::Legacy(LegacyCollection { payload });
+        self.store_collection(client, request, name, stored);
+    }
+
+    fn store_collection(
+        &mut self,
+        client: &ConnectionId,
+        request: RequestId,
+        name: String,
+        collection: StoredCollection,
+    ) {
         self.journal(JournalOp::PutCollection {
             name: name.clone(),
             collection: collection.clone(),
@@ -63,7 +86,38 @@ impl SchedulerCore {
         request: RequestId,
         name: String,
     ) {
-        let reply = found_or_missing(request, self.collections.stored.get(&name).cloned(), name);
+        let reply = match self.collections.stored.get(&name) {
+            Some(StoredCollection::Legacy(_)) => ToClient::Failed {
+                request,
+                error: RequestError::LegacyCollection { name },
+            },
+            Some(StoredCollection::Native(c)) => found_or_missing(request, Some(c.clone()), name),
+            None => found_or_missing(request, None, name),
+        };
+        self.reply(client, reply);
+    }
+
+    /// A 2015 client's `get-collection`: the payload it stored, or why there is none for it.
+    pub(super) fn get_legacy_collection(
+        &mut self,
+        client: &ConnectionId,
+        request: RequestId,
+        name: String,
+    ) {
+        let reply = match self.collections.stored.get(&name) {
+            Some(StoredCollection::Legacy(l)) => ToClient::LegacyCollection {
+                request,
+                payload: l.payload.clone(),
+            },
+            Some(StoredCollection::Native(_)) => ToClient::Failed {
+                request,
+                error: RequestError::NativeCollection { name },
+            },
+            None => ToClient::Failed {
+                request,
+                error: RequestError::NoSuchCollection { name },
+            },
+        };
         self.reply(client, reply);
     }
 

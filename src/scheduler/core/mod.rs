@@ -425,6 +425,14 @@ impl SchedulerCore {
                 self.get_collection(&identity, request, name)
             }
             FromClient::ListCollections { request } => self.list_collections(&identity, request),
+            FromClient::SetLegacyCollection {
+                request,
+                name,
+                payload,
+            } => self.set_legacy_collection(&identity, request, name, payload),
+            FromClient::GetLegacyCollection { request, name } => {
+                self.get_legacy_collection(&identity, request, name)
+            }
             FromClient::DeleteCollection { request, name } => {
                 self.delete_collection(&identity, request, name)
             }

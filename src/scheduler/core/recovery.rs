@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::tasks::{TaskId, TaskState};
 use super::{SchedulerCore, WorkerId};
-use crate::collection::Collection;
+use crate::collection::StoredCollection;
 use crate::graph::{Expr, Key};
 use crate::protocol::codec::{encode_plain, spec_hash, SCATTERED};
 use crate::protocol::{ConnectionId, FinishedTask, HeldKey, RequestId, WorkerSelector};
@@ -40,7 +40,7 @@ pub enum JournalOp {
     },
     PutCollection {
         name: String,
-        collection: Collection,
+        collection: StoredCollection,
     },
     DeleteCollection {
         name: String,
@@ -66,7 +66,7 @@ pub struct Recovered {
     pub computations: Vec<(ConnectionId, RequestId, Submission)>,
     /// (key, wire key, bytes) of each scattered value.
     pub scattered: Vec<(Key, Key, u64)>,
-    pub collections: Vec<(String, Collection)>,
+    pub collections: Vec<(String, StoredCollection)>,
 }
 
 /// The recovery part: after a restart, the journaled graphs waiting for the grace period to

@@ -1691,3 +1691,145 @@ fn a_hello_of_another_protocol_version_is_rejected_with_no_request_id() {
         "{replies:?}"
     );
 }
+
+/// The answer to one client request (the last reply to client `n`).
+fn ask(h: &mut Harness, n: u32, msg: FromClient) -> ToClient {
+    h.step(Event::FromClient {
+        identity: client_id(n),
+        msg,
+        frames: vec![],
+    });
+    h.take_client_msgs(n).pop().expect("a reply").0
+}
+
+#[test]
+fn legacy_and_native_collections_share_one_namespace_and_the_journal() {
+    use crate::collection::{Collection, LegacyCollection, StoredCollection};
+    let mut h = Harness::with_config(CoreConfig {
+        journal: true,
+        ..CoreConfig::default()
+    });
+    let payload = vec![0x80, 4, b'N', b'.'];
+    let native = Collection::from_graph(&crate::graph! { "x" => 1 }, vec!["x".into()]);
+    let done = |request| ToClient::Done {
+        request: RequestId(request),
+    };
+    let set_legacy = FromClient::SetLegacyCollection {
+        request: RequestId(1),
+        name: "legacy".into(),
+        payload: payload.clone(),
+    };
+    assert_eq!(ask(&mut h, 1, set_legacy), done(1));
+    let set_native = FromClient::SetCollection {
+        request: RequestId(2),
+        name: "native".into(),
+        collection: native.clone(),
+    };
+    assert_eq!(ask(&mut h, 1, set_native), done(2));
+    let journal: Vec<JournalOp> = h
+        .inbox
+        .drain(..)
+        .filter_map(|c| match c {
+            Command::Journal(op) => Some(op),
+            _ => None,
+        })
+        .collect();
+    let legacy_stored = StoredCollection::Legacy(LegacyCollection {
+        payload: payload.clone(),
+    });
+    assert_eq!(
+        journal,
+        vec![
+            JournalOp::PutCollection {
+                name: "legacy".into(),
+                collection: legacy_stored.clone(),
+            },
+            JournalOp::PutCollection {
+                name: "native".into(),
+                collection: StoredCollection::Native(native.clone()),
+            },
+        ]
+    );
+
+    // Each kind of client reads its own kind, and gets a typed error for the other.
+    let get = |name: &str| FromClient::GetCollection {
+        request: RequestId(3),
+        name: name.into(),
+    };
+    let get_legacy = |name: &str| FromClient::GetLegacyCollection {
+        request: RequestId(4),
+        name: name.into(),
+    };
+    let failed = |request, error| ToClient::Failed {
+        request: RequestId(request),
+        error,
+    };
+    assert_eq!(
+        ask(&mut h, 2, get("legacy")),
+        failed(
+            3,
+            RequestError::LegacyCollection {
+                name: "legacy".into()
+            }
+        )
+    );
+    assert_eq!(
+        ask(&mut h, 2, get("native")),
+        ToClient::Collection {
+            request: RequestId(3),
+            collection: native,
+        }
+    );
+    assert_eq!(
+        ask(&mut h, 2, get_legacy("legacy")),
+        ToClient::LegacyCollection {
+            request: RequestId(4),
+            payload: payload.clone(),
+        }
+    );
+    assert_eq!(
+        ask(&mut h, 2, get_legacy("native")),
+        failed(
+            4,
+            RequestError::NativeCollection {
+                name: "native".into()
+            }
+        )
+    );
+    assert_eq!(
+        ask(&mut h, 2, get_legacy("nope")),
+        failed(
+            4,
+            RequestError::NoSuchCollection {
+                name: "nope".into()
+            }
+        )
+    );
+    let list = FromClient::ListCollections {
+        request: RequestId(5),
+    };
+    assert_eq!(
+        ask(&mut h, 2, list),
+        ToClient::Names {
+            request: RequestId(5),
+            names: vec!["legacy".into(), "native".into()],
+        }
+    );
+
+    // A scheduler restarted with the journal keeps the legacy payload.
+    let mut h = Harness::new();
+    h.core.recover(
+        0,
+        Recovered {
+            collections: vec![("legacy".into(), legacy_stored)],
+            ..Recovered::default()
+        },
+    );
+    assert_eq!(
+        ask(&mut h, 1, get_legacy("legacy")),
+        ToClient::LegacyCollection {
+            request: RequestId(4),
+            payload,
+        }
+    );
+}

@@ -7,6 +7,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use super::write::{JournalError, JournalWrite};
+use crate::collection::{Collection, LegacyCollection, StoredCollection};
 use crate::graph::Key;
 use crate::protocol::codec::{decode_plain, encode_plain};
 use crate::protocol::{ConnectionId, RequestId};
@@ -80,7 +81,12 @@ pub fn writes(op: &JournalOp) -> Vec<Write> {
         JournalOp::PutCollection { name, collection } => vec![put(
             Table::Collections,
             name.as_bytes().to_vec(),
-            encode_plain(collection),
+            match collection {
+                // A native collection is written as it always was; a legacy one as its
+                // payload (which never reads as a native collection).
+                StoredCollection::Native(c) => encode_plain(c),
+                StoredCollection::Legacy(l) => encode_plain(l),
+            },
         )],
         JournalOp::DeleteCollection { name } => {
             vec![remove(Table::Collections, name.as_bytes().to_vec())]
@@ -118,7 +124,10 @@ pub fn recover(
         }
     }
     for (k, v) in read(Table::Collections)? {
-        match (String::from_utf8(k), decode_plain(&v)) {
+        let collection = decode_plain::<Collection>(&v)
+            .map(StoredCollection::Native)
+            .or_else(|_| decode_plain::<LegacyCollection>(&v).map(StoredCollection::Legacy));
+        match (String::from_utf8(k), collection) {
             (Ok(name), Ok(collection)) => recovered.collections.push((name, collection)),
             _ => log::warn!("skipping an unreadable journal entry"),
         }
@@ -251,13 +260,39 @@ mod tests {
         let j = MemoryJournal::new();
         j.apply(&JournalOp::PutCollection {
             name: "n".into(),
-            collection: crate::collection::Collection::from_graph(
+            collection: StoredCollection::Native(Collection::from_graph(
                 &crate::graph::Graph::new(),
                 vec![],
-            ),
+            )),
         })
         .unwrap();
         j.apply(&JournalOp::Clear).unwrap();
         assert_eq!(j.load().unwrap().collections.len(), 1);
+    }
+
+    #[test]
+    fn native_and_legacy_collections_read_back_as_stored() {
+        let mut j = MemoryJournal::new();
+        let native = StoredCollection::Native(Collection::from_graph(
+            &crate::graph::Graph::new(),
+            vec![Key::from("x")],
+        ));
+        let legacy = StoredCollection::Legacy(LegacyCollection {
+            payload: vec![0x80, 4, 0x95, 1, 2, 3, b'.'],
+        });
+        for (name, c) in [("a", &native), ("b", &legacy)] {
+            j.apply(&JournalOp::PutCollection {
+                name: name.into(),
+                collection: c.clone(),
+            })
+            .unwrap();
+        }
+        j.flush().unwrap();
+        j.crash();
+        let r = j.load().unwrap();
+        assert_eq!(
+            r.collections,
+            vec![("a".to_owned(), native), ("b".to_owned(), legacy)]
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! The 2015 protocol on the scheduler's two ports (legacy-protocol.md §3.1, §6): a legacy
 //! client connects, registers, asks `status` and the workers, runs graphs whose functions the
-//! Rust workers have (`schedule`), and gets a prompt, well-formed error for everything this
-//! build cannot do yet (collections, Python-only functions). The scheduler core knows nothing
+//! Rust workers have (`schedule`), stores and reads back collections (their payloads kept
+//! verbatim by the core's collections part, in one namespace with native ones), and gets a
+//! prompt, well-formed error for everything this build cannot do yet (Python-only functions). The scheduler core knows nothing
 //! of this: the socket threads decode a legacy message (`zask_compat::legacy`) and hand it to
 //! the core thread, which answers it here, with the workers from the core's read-only status
 //! view, and sends the reply frames back through the port's socket thread. A graph becomes an
@@ -12,8 +13,9 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use log::{debug, info, warn};
 use zask_compat::legacy::{
-    graft, ok_payload, raising_key_error_payload, reply_frames, schedule_error_payload,
-    workers_payload, Frame, LegacyError, LegacyMessage, LegacyWorker, ReplyHeader,
+    empty_payload, graft, ok_payload, raising_key_error_payload, reply_frames,
+    schedule_error_payload, workers_payload, Frame, LegacyError, LegacyMessage, LegacyWorker,
+    ReplyHeader,
 };
 use zask_compat::pickle::helpers::DateTime;
 use zask_compat::pickle::{Node, NodeId, Pickle};
@@ -22,7 +24,7 @@ use super::legacy_graph::{self, Translated};
 use super::Port;
 use crate::graph::KeySpec;
 use crate::protocol::codec::decode_value;
-use crate::protocol::{ConnectionId, FromClient, RequestId, ToClient, WorkerInfo};
+use crate::protocol::{ConnectionId, FromClient, RequestError, RequestId, ToClient, WorkerInfo};
 
 /// A decoded legacy message on its way from a socket thread to the core thread.
 #[derive(Debug)]
@@ -30,13 +32,9 @@ pub(crate) struct LegacyRequest {
     pub port: Port,
     pub identity: ConnectionId,
     pub msg: LegacyMessage,
+    /// The payload frame as it arrived, kept for `set-collection` only (stored verbatim).
+    pub raw_payload: Option<Frame>,
 }
-
-/// What the error of a legacy collection operation says (raised as `KeyError` by the client,
-/// the only exception its collection calls can surface).
-pub(crate) const COLLECTIONS_NOT_SUPPORTED: &str =
-    "legacy collections are not supported yet by Zask (set_collection/get_collection); use \
-     Zask's own client";
 
 /// Decodes frames that the framing layer recognised as legacy (`DecodeError::Legacy`). Garbage
 /// that looks legacy but does not decode is logged and gets no reply: nothing is known about
@@ -48,6 +46,9 @@ pub(super) fn decode(
 ) -> Option<LegacyRequest> {
     match LegacyMessage::decode(frames) {
         Ok(msg) => Some(LegacyRequest {
+            raw_payload: (msg.function == "set-collection")
+                .then(|| frames.get(1).cloned())
+                .flatten(),
             port,
             identity,
             msg,
@@ -108,17 +109,6 @@ pub(super) fn answer(
             );
             return None;
         }
-        (Port::Clients, f @ ("set-collection" | "get-collection")) => {
-            warn!(
-                "legacy (2015) client {who} sent {f}: answered with an error (not supported yet)"
-            );
-            // set_collection asserts the status, get_collection calls what the payload names:
-            // the payload itself raises, with the message, when the client unpickles it.
-            reply_frames(
-                header().status("Error"),
-                &raising_key_error_payload(COLLECTIONS_NOT_SUPPORTED),
-            )
-        }
         (Port::Workers, "heartbeat") => {
             info!(
                 "legacy (2015) worker {who} (pid {}) ignored: legacy workers are not supported yet",
@@ -166,7 +156,17 @@ pub(super) struct Sessions {
 struct Pending {
     request: RequestId,
     msg: LegacyMessage,
-    shape: KeySpec,
+    kind: PendingKind,
+}
+
+/// What a legacy request waits for.
+enum PendingKind {
+    /// A graph's results, shaped like its `keys`.
+    Graph { shape: KeySpec },
+    /// A collection stored (`set-collection`).
+    SetCollection { name: String },
+    /// A collection's payload (`get-collection`).
+    GetCollection { name: String },
 }
 
 /// What to do with a legacy `schedule`.
@@ -216,6 +216,53 @@ fn schedule_error(
             .status("Error"),
         &schedule_error_payload(msg, module, class, &message),
     )
+}
+
+/// The legacy reply to the core's answer about a collection: `{'status': 'OK'}` for a store,
+/// the stored payload verbatim under a `loads` = dill header for a read, and otherwise a
+/// payload that raises `KeyError(message)` in the client (its collection calls read no error
+/// status; a missing name is answered at once, never left to hang).
+fn collection_reply(
+    request: &LegacyMessage,
+    name: &str,
+    msg: &ToClient,
+    address: &str,
+    now: DateTime,
+) -> Option<Vec<Frame>> {
+    let header = || ReplyHeader::new(address.as_bytes(), now).jobid_of(request);
+    let reply = match msg {
+        ToClient::Done { .. } => reply_frames(header().status("OK"), &empty_payload()),
+        ToClient::LegacyCollection { payload, .. } => header()
+            .status("OK")
+            .loads_dill()
+            .encode()
+            .map(|h| vec![h, payload.clone()]),
+        ToClient::Failed { error, .. } => {
+            let message = match error {
+                RequestError::NoSuchCollection { .. } => format!("no collection named {name:?}"),
+                other => other.to_string(),
+            };
+            info!(
+                "legacy (2015) '{}' of collection {name:?}: {message}",
+                request.function
+            );
+            reply_frames(
+                header().status("Error"),
+                &raising_key_error_payload(&message),
+            )
+        }
+        other => reply_frames(
+            header().status("Error"),
+            &raising_key_error_payload(&format!("unexpected answer: {other:?}")),
+        ),
+    };
+    match reply {
+        Ok(frames) => Some(frames),
+        Err(e) => {
+            warn!("could not answer legacy '{}': {e}", request.function);
+            None
+        }
+    }
 }
 
 impl Sessions {
@@ -295,7 +342,7 @@ impl Sessions {
             Pending {
                 request,
                 msg: req.msg,
-                shape,
+                kind: PendingKind::Graph { shape },
             },
         );
         Some(Schedule::Submit(FromClient::Submit {
@@ -305,6 +352,74 @@ impl Sessions {
             keep_results,
             restrictions: vec![],
         }))
+    }
+
+    /// A legacy `set-collection` or `get-collection` (legacy-protocol.md §5): the native
+    /// request that stores the payload verbatim under its name, or reads it back. Only the
+    /// name is read; the rest of the payload is never decoded further nor executed.
+    pub(super) fn collection(
+        &mut self,
+        req: LegacyRequest,
+        address: &str,
+        now: DateTime,
+    ) -> Option<Schedule> {
+        let who = req.identity.clone();
+        let f = req.msg.function.clone();
+        let refuse = |message: &str| match reply_frames(
+            ReplyHeader::new(address.as_bytes(), now).status("Error"),
+            &raising_key_error_payload(message),
+        ) {
+            Ok(frames) => Some(Schedule::Reply(frames)),
+            Err(e) => {
+                warn!("could not answer legacy '{f}' from {who}: {e}");
+                None
+            }
+        };
+        if self.pending.contains_key(&who) {
+            warn!("legacy (2015) client {who} sent {f} while its previous request runs: refused");
+            return refuse(
+                "this connection already waits for an answer; use one Client per thread",
+            );
+        }
+        let Some(name) = req.msg.payload_str("name").map(str::to_owned) else {
+            warn!("legacy (2015) client {who} sent {f} without a name: refused");
+            return refuse("a collection request needs a 'name' (a str)");
+        };
+        self.next_request += 1;
+        let request = RequestId(self.next_request);
+        let (kind, native) = if f == "set-collection" {
+            let Some(payload) = req.raw_payload else {
+                return refuse("the collection's payload did not arrive");
+            };
+            info!(
+                "legacy (2015) client {who} stores collection {name:?} ({} bytes, kept verbatim)",
+                payload.len()
+            );
+            (
+                PendingKind::SetCollection { name: name.clone() },
+                FromClient::SetLegacyCollection {
+                    request,
+                    name,
+                    payload,
+                },
+            )
+        } else {
+            debug!("legacy (2015) client {who} asks for collection {name:?}");
+            (
+                PendingKind::GetCollection { name: name.clone() },
+                FromClient::GetLegacyCollection { request, name },
+            )
+        };
+        self.remember(&who);
+        self.pending.insert(
+            who,
+            Pending {
+                request,
+                msg: req.msg,
+                kind,
+            },
+        );
+        Some(Schedule::Submit(native))
     }
 
     /// A native message the core addressed to a legacy connection: the answer to its graph
@@ -327,9 +442,17 @@ impl Sessions {
             debug!("dropping {msg:?} to legacy (2015) client {identity}: not its graph's answer");
             return None;
         };
+        let shape = match &pending.kind {
+            PendingKind::Graph { shape } => shape,
+            PendingKind::SetCollection { name } | PendingKind::GetCollection { name } => {
+                let reply = collection_reply(&pending.msg, name, msg, address, now);
+                self.pending.remove(identity);
+                return reply;
+            }
+        };
         let reply = match msg {
             ToClient::Values { positions, .. } => {
-                let wanted = pending.shape.flatten().len();
+                let wanted = shape.flatten().len();
                 // `positions` empty: one frame per key asked for, in order.
                 let frame_of = |i: usize| {
                     if positions.is_empty() {
@@ -347,7 +470,7 @@ impl Sessions {
                     .collect::<Result<Vec<_>, _>>();
                 match values {
                     Ok(values) => schedule_ack(&pending.msg, address, now, true, |p| {
-                        legacy_graph::add_shaped(p, &pending.shape, &mut values.into_iter())
+                        legacy_graph::add_shaped(p, shape, &mut values.into_iter())
                     }),
                     Err(e) => schedule_error(
                         &pending.msg,
@@ -630,12 +753,53 @@ mod tests {
     }
 
     #[test]
-    fn collections_get_a_payload_that_raises_key_error() {
-        let (h, p) = reply(&request(Port::Clients, "get_collection")).unwrap();
+    fn get_collection_reads_the_stored_payload_verbatim_or_raises_key_error() {
+        let mut sessions = Sessions::default();
+        let req = request(Port::Clients, "get_collection");
+        let who = req.identity.clone();
+        let Some(Schedule::Submit(FromClient::GetLegacyCollection { request: id, name })) =
+            sessions.collection(req, ADDRESS, NOW)
+        else {
+            panic!("a get-collection becomes a native GetLegacyCollection");
+        };
+        assert_eq!(name, "mybag");
+        assert!(sessions.is_legacy(&who));
+        // The stored payload goes back byte for byte, under a loads = dill header.
+        let payload = b"\x80\x03}q\x00.".to_vec();
+        let found = ToClient::LegacyCollection {
+            request: id,
+            payload: payload.clone(),
+        };
+        let frames = sessions.reply(&who, &found, vec![], ADDRESS, NOW).unwrap();
+        assert_eq!(frames[1], payload);
+        let h = decode(&frames[0]).unwrap();
+        assert_eq!(field(&h, "status"), &Node::Str("OK".into()));
+        assert_eq!(
+            h.render(h.dict_get(h.root, "loads").unwrap()),
+            "Global(dill loads)"
+        );
+
+        // A missing name: answered at once with a payload raising KeyError.
+        let again = request(Port::Clients, "get_collection");
+        let Some(Schedule::Submit(FromClient::GetLegacyCollection { request: asked, .. })) =
+            sessions.collection(again, ADDRESS, NOW)
+        else {
+            panic!("a get-collection becomes a native GetLegacyCollection");
+        };
+        let missing = ToClient::Failed {
+            request: asked,
+            error: RequestError::NoSuchCollection {
+                name: "mybag".into(),
+            },
+        };
+        let frames = sessions
+            .reply(&who, &missing, vec![], ADDRESS, NOW)
+            .unwrap();
+        let (h, p) = (decode(&frames[0]).unwrap(), decode(&frames[1]).unwrap());
         assert_eq!(field(&h, "status"), &Node::Str("Error".into()));
         assert_eq!(
             p.render(p.root),
-            format!(r#"Reduce(Global(operator getitem), ({{}}, "{COLLECTIONS_NOT_SUPPORTED}"))"#)
+            r#"Reduce(Global(operator getitem), ({}, "no collection named \"mybag\""))"#
         );
     }
 

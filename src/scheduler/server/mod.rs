@@ -409,9 +409,15 @@ fn answer_legacy(
             &outs.client_waker,
         ),
     };
-    if req.port == Port::Clients && req.msg.function == "schedule" {
+    let f = req.msg.function.as_str();
+    if req.port == Port::Clients && matches!(f, "schedule" | "set-collection" | "get-collection") {
         let identity = req.identity.clone();
-        match sessions.schedule(req, address, now) {
+        let handled = if f == "schedule" {
+            sessions.schedule(req, address, now)
+        } else {
+            sessions.collection(req, address, now)
+        };
+        match handled {
             Some(legacy::Schedule::Submit(msg)) => core.handle(
                 now_ms,
                 Event::FromClient {
