@@ -753,6 +753,30 @@ mod tests {
     }
 
     #[test]
+    fn set_collection_stores_the_payload_frame_verbatim_and_answers_ok() {
+        let mut sessions = Sessions::default();
+        let req = request(Port::Clients, "set_collection");
+        let who = req.identity.clone();
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/compat/tests/fixtures/legacy/");
+        let sent = std::fs::read(format!("{dir}set_collection.payload.pkl")).unwrap();
+        let Some(Schedule::Submit(FromClient::SetLegacyCollection {
+            request: id,
+            name,
+            payload,
+        })) = sessions.collection(req, ADDRESS, NOW)
+        else {
+            panic!("a set-collection becomes a native SetLegacyCollection");
+        };
+        assert_eq!((name.as_str(), &payload), ("mybag", &sent));
+        let frames = sessions
+            .reply(&who, &ToClient::Done { request: id }, vec![], ADDRESS, NOW)
+            .unwrap();
+        let (h, p) = (decode(&frames[0]).unwrap(), decode(&frames[1]).unwrap());
+        assert_eq!(field(&h, "status"), &Node::Str("OK".into()));
+        assert_eq!(p.render(p.root), "{}");
+    }
+
+    #[test]
     fn get_collection_reads_the_stored_payload_verbatim_or_raises_key_error() {
         let mut sessions = Sessions::default();
         let req = request(Port::Clients, "get_collection");

@@ -3,7 +3,9 @@
 //! 'keep_results': bool}`; a value of `dask` is a task iff it is a tuple whose first element
 //! is a callable; tasks nest, list arguments are walked, any other hashable argument equal to
 //! a key of the dict is a dependency. A task runs natively when its callable is in
-//! [`KNOWN_CALLABLES`], the one table from legacy globals to Zask built-ins; anything else (a
+//! [`KNOWN_CALLABLES`], the one table from legacy globals to Zask built-ins, or is one of
+//! the tasks dask.bag builds around them (`reify`, `map`/`filter` over a known function: the
+//! executor's higher-order built-ins); anything else (a
 //! lambda, a user's function) needs a legacy Python worker, which this build does not have,
 //! so the graph is refused at once. Nothing here executes anything: callables are recognised
 //! by the globals the pickle names.
@@ -37,7 +39,18 @@ pub(crate) const KNOWN_CALLABLES: &[(&str, &str, &str)] = &[
     ("builtins", "max", "max"),
     ("builtins", "min", "min"),
     ("builtins", "list", "list"),
+    // dask.bag's `count` reduction (`toolz.count`): the length of a partition.
+    ("toolz.itertoolz", "count", "length"),
+    ("toolz", "count", "length"),
 ];
+
+/// dask.bag's `reify(seq)`: an iterator made a list. The partitions Zask computes are already
+/// lists, so a `reify` of a `map`/`filter` is that call, and of anything else a `list` of it.
+const REIFY: (&str, &str) = ("dask.bag.core", "reify");
+
+/// Python's `map(f, seq)` and `filter(f, seq)` (dill names them `_load_type('map')`): the
+/// executor's higher-order built-ins of the same names, over a known function.
+const HIGHER_ORDER: &[&str] = &["map", "filter"];
 
 /// Built-ins that take one list where Python also takes several arguments (`max(a, b)`).
 const VARIADIC: &[&str] = &["max", "min"];
@@ -281,6 +294,9 @@ impl Translator<'_> {
         let items = self.p.tuple_of(id).unwrap_or(&[]);
         let (&f, args) = items.split_first().expect("is_task: a non-empty tuple");
         let callable = callable_of(self.p, f).expect("is_task: the first item is callable");
+        if let Some(expr) = self.bag_task(&callable, args, name, depth)? {
+            return Ok(expr);
+        }
         let builtin = callable.builtin().ok_or_else(|| Refused::NeedsPython {
             key: name(),
             callable: callable.describe(),
@@ -293,6 +309,66 @@ impl Translator<'_> {
             args = vec![Expr::list(args)];
         }
         Ok(Expr::Call(builtin.to_owned(), args))
+    }
+
+    /// The tasks dask.bag builds around known functions: `reify(x)`, `map(f, seq)` and
+    /// `filter(f, seq)` with `f` a known callable. None when the callable is none of these.
+    fn bag_task(
+        &self,
+        callable: &Callable,
+        args: &[NodeId],
+        name: &dyn Fn() -> String,
+        depth: usize,
+    ) -> Result<Option<Expr>, Refused> {
+        let Callable::Global { module, name: f } = callable else {
+            return Ok(None);
+        };
+        if (module.as_str(), f.as_str()) == REIFY {
+            let [seq] = args else {
+                return Err(
+                    self.needs_python(name, "dask.bag.core.reify with other than one argument")
+                );
+            };
+            let seq = self.arg(*seq, name, depth + 1)?;
+            let is_list = matches!(&seq, Expr::Call(g, _) if HIGHER_ORDER.contains(&g.as_str()));
+            return Ok(Some(if is_list {
+                seq
+            } else {
+                Expr::Call("list".to_owned(), vec![seq])
+            }));
+        }
+        if module != "builtins" || !HIGHER_ORDER.contains(&f.as_str()) {
+            return Ok(None);
+        }
+        let [g, seq] = args else {
+            // map(f, a, b) zips several sequences, which the executor's map does not do.
+            return Err(self.needs_python(name, &format!("builtins.{f} over several sequences")));
+        };
+        let function = match callable_of(self.p, *g) {
+            Some(c) => c,
+            None => {
+                let what = format!("builtins.{f} of {}", self.p.render(*g));
+                return Err(self.needs_python(name, &what));
+            }
+        };
+        let Some(builtin) = function.builtin() else {
+            return Err(Refused::NeedsPython {
+                key: name(),
+                callable: function.describe(),
+            });
+        };
+        let seq = self.arg(*seq, name, depth + 1)?;
+        Ok(Some(Expr::Call(
+            f.clone(),
+            vec![Expr::Lit(Value::Str(builtin.to_owned())), seq],
+        )))
+    }
+
+    fn needs_python(&self, name: &dyn Fn() -> String, what: &str) -> Refused {
+        Refused::NeedsPython {
+            key: name(),
+            callable: what.to_owned(),
+        }
     }
 
     /// A task's argument: a nested task, a walked list, a dependency, or a literal.
@@ -714,6 +790,89 @@ mod tests {
         assert_eq!(class, "RuntimeError");
         assert!(
             message.contains("boom") && message.contains("\"y\""),
+            "{message}"
+        );
+    }
+
+    /// Evaluates a translated graph with the Rust workers' executor and built-ins.
+    fn run(graph: Vec<(Key, Expr)>) -> std::collections::HashMap<Key, Value> {
+        let registry = crate::worker::Registry::with_builtins();
+        let mut done = std::collections::HashMap::new();
+        let mut todo = graph;
+        while !todo.is_empty() {
+            let before = todo.len();
+            todo.retain(|(k, e)| {
+                if !e.references().iter().all(|r| done.contains_key(*r)) {
+                    return true;
+                }
+                let v = crate::worker::executor::evaluate(e, &done, &registry)
+                    .unwrap_or_else(|e| panic!("{k:?}: {e:?}"));
+                done.insert(k.clone(), v);
+                false
+            });
+            assert!(todo.len() < before, "no progress: {todo:?}");
+        }
+        done
+    }
+
+    #[test]
+    fn bag_graphs_of_known_functions_translate_and_compute_as_python() {
+        let t = translate(&payload("schedule_bag")).unwrap();
+        let graph: std::collections::HashMap<Key, Expr> = t.graph.clone().into_iter().collect();
+        let bag = |n: i64| Key::from(("bag-1", n));
+        // (reify, (map, neg, ('load-1', 0))): the executor's map over the built-in.
+        assert_eq!(
+            graph[&bag(0)],
+            call("map", vec![lit("neg"), Expr::Ref(Key::from(("load-1", 0)))])
+        );
+        // The partitions are literal tuples: lists.
+        assert_eq!(graph[&Key::from(("load-1", 1))], lit(vec![3, 4]));
+        // count of a partition (toolz.count) is its length; the total is a sum of a list.
+        assert_eq!(
+            graph[&Key::from(("bag-4", 0))],
+            call("length", vec![Expr::Ref(Key::from(("bag-1", 0)))])
+        );
+        assert_eq!(
+            graph[&key("bag-5")],
+            call(
+                "sum",
+                vec![Expr::List(vec![
+                    Expr::Ref(Key::from(("bag-4", 0))),
+                    Expr::Ref(Key::from(("bag-4", 1)))
+                ])]
+            )
+        );
+        assert_eq!(
+            graph[&Key::from(("bag-8", 1))],
+            call(
+                "filter",
+                vec![lit("neg"), Expr::Ref(Key::from(("bag-1", 1)))]
+            )
+        );
+        // Computed by the Rust workers' executor, the values are Python's.
+        let values = run(t.graph);
+        let shaped: Vec<Value> = t.outputs.iter().map(|k| values[k].clone()).collect();
+        assert_eq!(
+            shaped,
+            vec![
+                Value::from(vec![0, -1, -2]),
+                Value::from(vec![-3, -4]),
+                Value::from(-10),
+                Value::from(5),
+                Value::from(0),
+                Value::from(vec![-1, -2]),
+                Value::from(vec![-3, -4]),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bag_over_a_user_function_is_refused_naming_the_task_and_function() {
+        let refused = translate(&payload("schedule_bag_function")).unwrap_err();
+        let (module, class, message) = refused.exception();
+        assert_eq!((module, class), ("builtins", "NotImplementedError"));
+        assert!(
+            message.contains("the Python function 'inc'") && message.contains("bag-"),
             "{message}"
         );
     }
