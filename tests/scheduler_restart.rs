@@ -1,6 +1,6 @@
 //! The scheduler dies (SIGKILL) and comes back on the same ports: with a state dir, a `get` in
 //! flight completes; without one it fails clearly; a key name reused with a new definition
-//! never returns the value of the old one.
+//! never returns the value of the old one; a 2015 client's collection is still there after it.
 
 mod common;
 
@@ -197,4 +197,44 @@ fn a_key_reused_with_a_new_definition_after_a_restart_gives_the_new_result() {
     assert_eq!(client.get(&new, "x").unwrap(), Value::from(11));
     // And the old definition, asked again, is computed again rather than mixed up.
     assert_eq!(client.get(&old, "x").unwrap(), Value::from(2));
+}
+
+/// Sends the 2015 client's frames for `fixture` (compat/tests/fixtures/legacy/) from a fresh
+/// DEALER and returns the reply's `[header, payload]`, bounded by the deadline.
+fn legacy_request(address: &str, fixture: &str) -> Vec<Vec<u8>> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/compat/tests/fixtures/legacy/");
+    let read = |part: &str| std::fs::read(format!("{dir}{fixture}.{part}.pkl")).unwrap();
+    let ctx = zmq::Context::new();
+    let socket = ctx.socket(zmq::DEALER).unwrap();
+    socket.set_linger(0).unwrap();
+    socket.set_rcvtimeo(DEADLINE.as_millis() as i32).unwrap();
+    socket.connect(address).unwrap();
+    socket
+        .send_multipart([read("header"), read("payload")], 0)
+        .unwrap();
+    socket
+        .recv_multipart(0)
+        .unwrap_or_else(|e| panic!("no reply to legacy {fixture} within {DEADLINE:?}: {e}"))
+}
+
+fn status_of(header: &[u8]) -> String {
+    let h = zask_compat::pickle::decode(header).unwrap();
+    let status = h.dict_get(h.root, "status").expect("a status");
+    h.str_of(status).expect("a str status").to_owned()
+}
+
+#[test]
+fn a_legacy_collection_survives_a_scheduler_restart_with_its_state_dir() {
+    let mut cluster = Cluster::start(true);
+    let address = cluster.client_address();
+    let set = legacy_request(&address, "set_collection");
+    assert_eq!(status_of(&set[0]), "OK");
+    cluster.crash_and_restart_scheduler(2);
+    let got = legacy_request(&address, "get_collection");
+    assert_eq!(status_of(&got[0]), "OK");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/compat/tests/fixtures/legacy/");
+    let stored = std::fs::read(format!("{dir}set_collection.payload.pkl")).unwrap();
+    assert_eq!(got[1], stored, "the payload comes back verbatim");
+    let names = cluster.client().list_collections().unwrap();
+    assert_eq!(names, vec!["mybag".to_owned()]);
 }
