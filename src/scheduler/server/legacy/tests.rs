@@ -1,3 +1,6 @@
+//! Tests of the legacy (2015) handler: replies to frames the real 2015 client sent, and the
+//! sessions that carry a legacy graph or collection request through the core.
+
 use super::*;
 use crate::graph::{Expr, Key};
 use crate::protocol::{RequestError, TaskError, TaskErrorKind};

@@ -1,3 +1,6 @@
+//! Tests of the legacy graph translation: graphs the real 2015 client pickled, translated to
+//! native graphs (or refused, naming the task) and evaluated with the executor.
+
 use super::*;
 use crate::protocol::TaskError;
 use zask_compat::pickle::decode;
