@@ -7,6 +7,7 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use log::{debug, warn};
 
+use super::invariants::InvariantViolation;
 use super::tasks::{TaskId, TaskState};
 use super::{Command, JournalOp, SchedulerCore, Submission, WorkerId};
 use crate::graph::Key;
@@ -111,21 +112,28 @@ impl Computations {
     }
 
     /// The part's own invariant: outputs are live tasks, each reporting to live computations.
-    pub(super) fn check(&self, exists: &dyn Fn(TaskId) -> bool) -> Result<(), String> {
+    pub(super) fn check(&self, exists: &dyn Fn(TaskId) -> bool) -> Result<(), InvariantViolation> {
         for (t, cs) in &self.output_of {
             if !exists(*t) {
-                return Err(format!("a forgotten task {t:?} is an output"));
+                return Err(InvariantViolation::new(
+                    "computations",
+                    format!("a forgotten task {t:?} is an output"),
+                ));
             }
             for c in cs {
                 if !self.by_id.contains_key(c) {
-                    return Err(format!("task {t:?} reports to {c:?}, which has ended"));
+                    return Err(InvariantViolation::new(
+                        "computations",
+                        format!("task {t:?} reports to {c:?}, which has ended"),
+                    ));
                 }
             }
         }
         for t in &self.fetching_value {
             if !exists(*t) {
-                return Err(format!(
-                    "the value of a forgotten task {t:?} is being fetched"
+                return Err(InvariantViolation::new(
+                    "computations",
+                    format!("the value of a forgotten task {t:?} is being fetched"),
                 ));
             }
         }

@@ -24,49 +24,70 @@ impl std::fmt::Display for InvariantViolation {
 
 impl std::error::Error for InvariantViolation {}
 
-/// Tags a part's check failure with the part's name.
-fn in_part(part: &'static str, result: Result<(), String>) -> Result<(), InvariantViolation> {
-    result.map_err(|message| InvariantViolation { part, message })
+impl InvariantViolation {
+    /// `part`'s tables disagree, as `message` says.
+    pub(super) fn new(part: &'static str, message: String) -> InvariantViolation {
+        InvariantViolation { part, message }
+    }
 }
 
 pub(super) fn check(core: &SchedulerCore) -> Result<(), InvariantViolation> {
     let tasks = &core.tasks;
     let exists = |t: TaskId| tasks.exists(t);
-    in_part("tasks", tasks.check())?;
-    in_part("workers", core.workers.check())?;
-    in_part("membership", core.membership.check())?;
-    in_part("computations", core.computations.check(&exists))?;
-    in_part("replication", core.replication.check(&exists))?;
-    in_part("placement", core.placement.check(&exists))?;
-    in_part("holders", holders(core))?;
-    in_part("pins", pins(core))?;
+    tasks.check()?;
+    core.workers.check()?;
+    core.membership.check()?;
+    core.computations.check(&exists)?;
+    core.replication.check(&exists)?;
+    core.placement.check(&exists)?;
+    holders(core)?;
+    pins(core)?;
     Ok(())
 }
 
 /// Every holder of a task is a live worker listing it; a task in memory has a holder and no
 /// other task has one; a task processing on a worker is listed there, and the other way round.
-fn holders(core: &SchedulerCore) -> Result<(), String> {
+fn holders(core: &SchedulerCore) -> Result<(), InvariantViolation> {
     for (id, t) in core.tasks.iter() {
         for w in &t.who_has {
             match core.workers.get(*w) {
-                None => return Err(format!("task {:?} held by a removed worker", t.key)),
+                None => {
+                    return Err(InvariantViolation::new(
+                        "holders",
+                        format!("task {:?} held by a removed worker", t.key),
+                    ))
+                }
                 Some(worker) if !worker.has.contains(&id) => {
-                    return Err(format!("task {:?}: holder does not list it", t.key))
+                    return Err(InvariantViolation::new(
+                        "holders",
+                        format!("task {:?}: holder does not list it", t.key),
+                    ))
                 }
                 _ => {}
             }
         }
         match t.state {
             TaskState::Memory if t.who_has.is_empty() => {
-                return Err(format!("task {:?} in memory with no holder", t.key))
+                return Err(InvariantViolation::new(
+                    "holders",
+                    format!("task {:?} in memory with no holder", t.key),
+                ))
             }
             TaskState::Memory => {}
             _ if !t.who_has.is_empty() => {
-                return Err(format!("task {:?} is {:?} but has holders", t.key, t.state))
+                return Err(InvariantViolation::new(
+                    "holders",
+                    format!("task {:?} is {:?} but has holders", t.key, t.state),
+                ))
             }
             TaskState::Processing(w) => match core.workers.get(w) {
                 Some(worker) if worker.processing.contains_key(&id) => {}
-                _ => return Err(format!("task {:?} processing on an unknown worker", t.key)),
+                _ => {
+                    return Err(InvariantViolation::new(
+                        "holders",
+                        format!("task {:?} processing on an unknown worker", t.key),
+                    ))
+                }
             },
             _ => {}
         }
@@ -74,15 +95,18 @@ fn holders(core: &SchedulerCore) -> Result<(), String> {
     for (wid, w) in core.workers.iter() {
         for t in w.processing.keys() {
             if !core.tasks.exists(*t) || core.tasks.get(*t).state != TaskState::Processing(wid) {
-                return Err(format!(
-                    "worker {} lists a task not processing there",
-                    w.address
+                return Err(InvariantViolation::new(
+                    "holders",
+                    format!("worker {} lists a task not processing there", w.address),
                 ));
             }
         }
         for t in &w.has {
             if !core.tasks.exists(*t) {
-                return Err(format!("worker {} lists a forgotten task", w.address));
+                return Err(InvariantViolation::new(
+                    "holders",
+                    format!("worker {} lists a forgotten task", w.address),
+                ));
             }
         }
     }
@@ -90,29 +114,41 @@ fn holders(core: &SchedulerCore) -> Result<(), String> {
 }
 
 /// Each task's pins are the names and datasets that hold it, all of live tasks.
-fn pins(core: &SchedulerCore) -> Result<(), String> {
+fn pins(core: &SchedulerCore) -> Result<(), InvariantViolation> {
     let mut pins: HashMap<TaskId, u32> = HashMap::default();
     for (key, t) in core.names.iter() {
         if !core.tasks.exists(t) {
-            return Err(format!("{key:?} names a forgotten task"));
+            return Err(InvariantViolation::new(
+                "pins",
+                format!("{key:?} names a forgotten task"),
+            ));
         }
         if core.tasks.get(t).name() != key {
-            return Err(format!("{key:?} names a task of another key"));
+            return Err(InvariantViolation::new(
+                "pins",
+                format!("{key:?} names a task of another key"),
+            ));
         }
         *pins.entry(t).or_default() += 1;
     }
     for (name, t) in core.collections.dataset_tasks() {
         if !core.tasks.exists(t) {
-            return Err(format!("dataset {name:?} holds a forgotten task"));
+            return Err(InvariantViolation::new(
+                "pins",
+                format!("dataset {name:?} holds a forgotten task"),
+            ));
         }
         *pins.entry(t).or_default() += 1;
     }
     for (id, t) in core.tasks.iter() {
         let expected = pins.get(&id).copied().unwrap_or(0);
         if t.pins != expected {
-            return Err(format!(
-                "task {:?}: {} pins but {expected} names and datasets hold it",
-                t.key, t.pins
+            return Err(InvariantViolation::new(
+                "pins",
+                format!(
+                    "task {:?}: {} pins but {expected} names and datasets hold it",
+                    t.key, t.pins
+                ),
             ));
         }
     }

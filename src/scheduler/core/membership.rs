@@ -7,6 +7,7 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use log::{debug, info, warn};
 
+use super::invariants::InvariantViolation;
 use super::workers::Worker;
 use super::{warn_or_info, SchedulerCore, WorkerId};
 use crate::protocol::{
@@ -60,12 +61,18 @@ impl Membership {
     }
 
     /// The part's own invariant: its tables stay within their bounds.
-    pub(super) fn check(&self) -> Result<(), String> {
+    pub(super) fn check(&self) -> Result<(), InvariantViolation> {
         if self.held.len() > MAX_HELD_REGISTRATIONS {
-            return Err(format!("{} held registrations", self.held.len()));
+            return Err(InvariantViolation::new(
+                "membership",
+                format!("{} held registrations", self.held.len()),
+            ));
         }
         if self.nanny_claims.len() > MAX_NANNY_CLAIMS {
-            return Err(format!("{} nanny claims", self.nanny_claims.len()));
+            return Err(InvariantViolation::new(
+                "membership",
+                format!("{} nanny claims", self.nanny_claims.len()),
+            ));
         }
         Ok(())
     }

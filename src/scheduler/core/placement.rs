@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 
 use rustc_hash::FxHashMap as HashMap;
 
+use super::invariants::InvariantViolation;
 use super::tasks::{TaskId, TaskState};
 use super::workers::Assignment;
 use super::{SchedulerCore, WorkerId};
@@ -79,14 +80,17 @@ impl Placement {
     }
 
     /// The part's own invariant: restrictions and blame are kept for live tasks only.
-    pub(super) fn check(&self, exists: &dyn Fn(TaskId) -> bool) -> Result<(), String> {
+    pub(super) fn check(&self, exists: &dyn Fn(TaskId) -> bool) -> Result<(), InvariantViolation> {
         let stale = self
             .restrictions
             .keys()
             .chain(self.took_down.keys())
             .find(|t| !exists(**t));
         match stale {
-            Some(t) => Err(format!("placement keeps a forgotten task {t:?}")),
+            Some(t) => Err(InvariantViolation::new(
+                "placement",
+                format!("placement keeps a forgotten task {t:?}"),
+            )),
             None => Ok(()),
         }
     }

@@ -5,6 +5,7 @@
 
 use rustc_hash::FxHashMap as HashMap;
 
+use super::invariants::InvariantViolation;
 use super::tasks::{TaskId, TaskState};
 use super::{SchedulerCore, WorkerId};
 use crate::graph::Key;
@@ -91,9 +92,12 @@ impl Replication {
     }
 
     /// The part's own invariant: copies are awaited only of live tasks.
-    pub(super) fn check(&self, exists: &dyn Fn(TaskId) -> bool) -> Result<(), String> {
+    pub(super) fn check(&self, exists: &dyn Fn(TaskId) -> bool) -> Result<(), InvariantViolation> {
         match self.copying.keys().find(|t| !exists(**t)) {
-            Some(t) => Err(format!("a copy of a forgotten task {t:?} is awaited")),
+            Some(t) => Err(InvariantViolation::new(
+                "replication",
+                format!("a copy of a forgotten task {t:?} is awaited"),
+            )),
             None => Ok(()),
         }
     }

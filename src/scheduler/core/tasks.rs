@@ -8,6 +8,7 @@
 
 use rustc_hash::FxHashMap as HashMap;
 
+use super::invariants::InvariantViolation;
 use super::WorkerId;
 use crate::graph::Key;
 use crate::protocol::{RequestError, TaskError};
@@ -279,10 +280,13 @@ impl TaskTable {
     /// The table's own invariants: the counters agree with the graph (an active task counts
     /// once in the waiters of each input; a waiting task waits on exactly the inputs not in
     /// memory; a ready task has all of them) and every active task is needed.
-    pub fn check(&self) -> Result<(), String> {
+    pub(super) fn check(&self) -> Result<(), InvariantViolation> {
         for (id, t) in self.iter() {
             if self.id(&t.key) != Some(id) {
-                return Err(format!("task {:?} is not filed under its wire key", t.key));
+                return Err(InvariantViolation::new(
+                    "tasks",
+                    format!("task {:?} is not filed under its wire key", t.key),
+                ));
             }
             if let Some(d) = t
                 .dependencies
@@ -290,7 +294,10 @@ impl TaskTable {
                 .chain(&t.dependents)
                 .find(|d| !self.exists(**d))
             {
-                return Err(format!("task {:?} refers to a forgotten task {d:?}", t.key));
+                return Err(InvariantViolation::new(
+                    "tasks",
+                    format!("task {:?} refers to a forgotten task {d:?}", t.key),
+                ));
             }
             let active_dependents = t
                 .dependents
@@ -298,9 +305,12 @@ impl TaskTable {
                 .filter(|d| self.get(**d).state.is_active())
                 .count() as u32;
             if active_dependents != t.waiters {
-                return Err(format!(
-                    "task {:?}: waiters {} but {} active dependents",
-                    t.key, t.waiters, active_dependents
+                return Err(InvariantViolation::new(
+                    "tasks",
+                    format!(
+                        "task {:?}: waiters {} but {} active dependents",
+                        t.key, t.waiters, active_dependents
+                    ),
                 ));
             }
             let not_in_memory = t
@@ -310,20 +320,26 @@ impl TaskTable {
                 .count() as u32;
             match t.state {
                 TaskState::Waiting if not_in_memory != t.waiting_on || not_in_memory == 0 => {
-                    return Err(format!(
-                        "task {:?} waiting on {} but {} dependencies are not in memory",
-                        t.key, t.waiting_on, not_in_memory
+                    return Err(InvariantViolation::new(
+                        "tasks",
+                        format!(
+                            "task {:?} waiting on {} but {} dependencies are not in memory",
+                            t.key, t.waiting_on, not_in_memory
+                        ),
                     ));
                 }
                 TaskState::Ready if not_in_memory > 0 => {
-                    return Err(format!("task {:?} ready with missing inputs", t.key));
+                    return Err(InvariantViolation::new(
+                        "tasks",
+                        format!("task {:?} ready with missing inputs", t.key),
+                    ));
                 }
                 _ => {}
             }
             if t.state.is_active() && !t.needed() {
-                return Err(format!(
-                    "task {:?} is {:?} but nobody needs it",
-                    t.key, t.state
+                return Err(InvariantViolation::new(
+                    "tasks",
+                    format!("task {:?} is {:?} but nobody needs it", t.key, t.state),
                 ));
             }
         }

@@ -2,6 +2,7 @@
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
+use super::invariants::InvariantViolation;
 use super::{Command, TaskId};
 use crate::graph::Key;
 use crate::protocol::{
@@ -230,23 +231,29 @@ impl WorkerRegistry {
     }
 
     /// The registry's own invariant: every worker is found by its connection, and only it.
-    pub fn check(&self) -> Result<(), String> {
+    pub(super) fn check(&self) -> Result<(), InvariantViolation> {
         if self.by_identity.len() != self.workers.len() {
-            return Err(format!(
-                "{} connections indexed for {} workers",
-                self.by_identity.len(),
-                self.workers.len()
+            return Err(InvariantViolation::new(
+                "workers",
+                format!(
+                    "{} connections indexed for {} workers",
+                    self.by_identity.len(),
+                    self.workers.len()
+                ),
             ));
         }
         for (id, w) in &self.workers {
             if self.by_identity.get(&w.identity) != Some(id) {
-                return Err(format!(
-                    "worker {} is not found by its connection",
-                    w.address
+                return Err(InvariantViolation::new(
+                    "workers",
+                    format!("worker {} is not found by its connection", w.address),
                 ));
             }
             if *id >= WorkerId(self.next_id) {
-                return Err(format!("worker {} has an id not given yet", w.address));
+                return Err(InvariantViolation::new(
+                    "workers",
+                    format!("worker {} has an id not given yet", w.address),
+                ));
             }
         }
         Ok(())
