@@ -170,6 +170,7 @@ fn a_fake_worker_cannot_forge_results_drop_copies_or_remove_workers() {
             store: "memory".into(),
             keys: vec![],
             nanny_token: None,
+            runs_python: false,
         }),
         vec![],
     );

@@ -135,20 +135,25 @@ text_id!(
     WorkerName
 );
 
-/// Which workers a task may run on: the one at an address, or the one with a name. Each kind
-/// is matched against its own field, never against the other.
+/// Which workers a task may run on: the one at an address, the one with a name, or any that
+/// runs Python. Each kind is matched against its own field, never against another.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum WorkerSelector {
     Address(WorkerAddress),
     Name(WorkerName),
+    /// Any worker that runs Python functions: a 2015 Python worker, through the bridge the
+    /// scheduler keeps for it (`WorkerRegistration::runs_python`).
+    Python,
 }
 
 impl WorkerSelector {
-    /// Whether the worker at `address` named `name` is one this selects.
-    pub fn matches(&self, address: &WorkerAddress, name: &WorkerName) -> bool {
+    /// Whether the worker at `address` named `name` (running Python or not) is one this
+    /// selects.
+    pub fn matches(&self, address: &WorkerAddress, name: &WorkerName, runs_python: bool) -> bool {
         match self {
             WorkerSelector::Address(a) => a == address,
             WorkerSelector::Name(n) => n == name,
+            WorkerSelector::Python => runs_python,
         }
     }
 }
@@ -158,6 +163,7 @@ impl fmt::Display for WorkerSelector {
         match self {
             WorkerSelector::Address(a) => write!(f, "{a}"),
             WorkerSelector::Name(n) => write!(f, "{n}"),
+            WorkerSelector::Python => write!(f, "a worker that runs Python"),
         }
     }
 }
@@ -220,11 +226,14 @@ mod tests {
         let by_name = WorkerSelector::Name(WorkerName::from("tcp://h:1"));
         let by_address = WorkerSelector::Address(WorkerAddress::from("alice"));
         // The text equals the worker's address, but a name selects by name only.
-        assert!(!by_name.matches(&address, &WorkerName::from("alice")));
+        assert!(!by_name.matches(&address, &WorkerName::from("alice"), false));
         // The text equals the worker's name, but an address selects by address only.
-        assert!(!by_address.matches(&WorkerAddress::from("tcp://x:2"), &"alice".into()));
-        assert!(by_name.matches(&WorkerAddress::from("tcp://x:2"), &name));
-        assert!(WorkerSelector::Address(address.clone()).matches(&address, &"b".into()));
+        assert!(!by_address.matches(&WorkerAddress::from("tcp://x:2"), &"alice".into(), false));
+        assert!(by_name.matches(&WorkerAddress::from("tcp://x:2"), &name, false));
+        assert!(WorkerSelector::Address(address.clone()).matches(&address, &"b".into(), false));
+        // Python selects by what the worker runs, never by a name or an address.
+        assert!(WorkerSelector::Python.matches(&address, &name, true));
+        assert!(!WorkerSelector::Python.matches(&address, &"python".into(), false));
     }
 
     #[test]

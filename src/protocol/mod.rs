@@ -19,7 +19,7 @@ pub use codec::{DecodeError, Frame};
 pub use ids::{ConnectionId, RequestId, WorkerAddress, WorkerName, WorkerSelector};
 
 /// Checked at registration (workers) and at hello (clients).
-pub const PROTOCOL_VERSION: u8 = 4;
+pub const PROTOCOL_VERSION: u8 = 5;
 
 /// First bytes of every native header frame. Legacy (2015) messages start with a pickle
 /// opcode (0x80), so the two are told apart by their first byte.
@@ -96,6 +96,9 @@ pub struct WorkerRegistration {
     /// The secret its nanny gave it (`None` without a nanny): the scheduler believes
     /// `NannyOf`/`WorkerDied` about this worker only from a nanny that knows it.
     pub nanny_token: Option<u64>,
+    /// Whether it runs Python functions (`WorkerSelector::Python`): only the bridge the
+    /// scheduler starts for a 2015 Python worker does.
+    pub runs_python: bool,
 }
 
 /// A value a worker holds, with what it was computed from, so a restarted scheduler only
@@ -580,4 +583,7 @@ pub struct WorkerInfo {
     pub store: String,
     pub keys: Vec<Key>,
     pub processing: u64,
+    /// It runs Python functions: the bridge of a 2015 Python worker, `name` its address.
+    #[serde(default)]
+    pub runs_python: bool,
 }

@@ -70,6 +70,9 @@ pub struct WorkerConfig {
     /// A "zero worker" for measuring the scheduler: every task is reported done at once with a
     /// null result, without running it. Default false: tasks run.
     pub zero: bool,
+    /// Registers as a worker that runs Python functions (`WorkerSelector::Python`). Only the
+    /// scheduler's bridge to a 2015 Python worker sets it; its registry has `python`.
+    pub runs_python: bool,
 }
 
 impl WorkerConfig {
@@ -91,6 +94,7 @@ impl WorkerConfig {
             nanny_token: None,
             queue_max_messages: 10_000,
             zero: false,
+            runs_python: false,
         }
     }
 }
@@ -195,6 +199,7 @@ impl Worker {
             store: store.kind(),
             keys: vec![],
             nanny_token: config.nanny_token,
+            runs_python: config.runs_python,
         };
         let core = WorkerCore::new(WorkerCoreConfig {
             registration,

@@ -129,6 +129,7 @@ impl ModelWorker {
             store: "memory".into(),
             keys: vec![],
             nanny_token: self.has_nanny.then(|| self.nanny_token()),
+            runs_python: false,
         })
     }
 

@@ -124,6 +124,7 @@ impl Sim {
                 store: "memory".into(),
                 keys: vec![],
                 nanny_token: None,
+                runs_python: false,
             },
             heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS,
             fetch_timeout_ms: FETCH_TIMEOUT_MS,

@@ -152,7 +152,7 @@ impl SchedulerCore {
             (None, _) => true,
             (Some(allowed), Some(worker)) => allowed
                 .iter()
-                .any(|s| s.matches(&worker.address, &worker.name)),
+                .any(|s| s.matches(&worker.address, &worker.name, worker.runs_python)),
             (Some(_), None) => false,
         }
     }

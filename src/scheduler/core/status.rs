@@ -32,6 +32,7 @@ pub(super) fn cluster_status(
                 keys
             },
             processing: w.processing.len() as u64,
+            runs_python: w.runs_python,
         })
         .collect();
     workers.sort_by(|a, b| a.address.cmp(&b.address));

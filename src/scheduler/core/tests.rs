@@ -285,6 +285,7 @@ fn registration(
         store: "memory".into(),
         keys: vec![],
         nanny_token,
+        runs_python: false,
     }
 }
 

@@ -23,6 +23,8 @@ pub struct Worker {
     pub store: String,
     /// The token its nanny must know to speak for it (`None`: no nanny).
     pub nanny_token: Option<u64>,
+    /// It runs Python functions (the bridge of a 2015 Python worker).
+    pub runs_python: bool,
     pub has: HashSet<TaskId>,
     /// Tasks assigned here (queued or running), with their assignment order: the worker runs
     /// them first come, first served, so the oldest `nthreads` are the ones running.
@@ -58,6 +60,7 @@ impl Worker {
             pid: reg.pid,
             store: reg.store.clone(),
             nanny_token: reg.nanny_token,
+            runs_python: reg.runs_python,
             has: HashSet::default(),
             processing: HashMap::default(),
             nbytes: 0,

@@ -33,6 +33,7 @@ fn config(nthreads: u32) -> WorkerCoreConfig {
             store: "memory".into(),
             keys: vec![],
             nanny_token: None,
+            runs_python: false,
         },
         heartbeat_interval_ms: 1000,
         fetch_timeout_ms: 5000,
