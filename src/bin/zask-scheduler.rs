@@ -47,6 +47,10 @@ struct Args {
     /// (senders are slowed through ZeroMQ and TCP).
     #[arg(long, default_value_t = SchedulerConfig::default().event_queue_max)]
     event_queue_max: usize,
+    /// A 2015 Python worker silent this long (ms; it heartbeats every 5 s by default) is
+    /// removed and its tasks run elsewhere.
+    #[arg(long, default_value_t = SchedulerConfig::default().python_worker_timeout_ms)]
+    python_worker_timeout_ms: u64,
 }
 
 fn main() {
@@ -64,6 +68,7 @@ fn main() {
         worker_queue_max_messages: args.worker_queue_max,
         event_queue_max: args.event_queue_max,
         command_queue_max: SchedulerConfig::default().command_queue_max,
+        python_worker_timeout_ms: args.python_worker_timeout_ms,
         core: CoreConfig {
             heartbeat_timeout_ms: args.heartbeat_timeout_ms,
             worker_queue_extra: args.worker_queue_extra,

@@ -64,12 +64,17 @@ pub(super) fn decode(
 }
 
 /// The workers as the legacy `register` / `get_workers` replies list them: their address
-/// bytes, pid, and `now` as last seen (the core lists only live workers).
+/// bytes (a 2015 Python worker's own, which names its bridge), pid, and `now` as last seen
+/// (the core lists only live workers).
 pub(super) fn legacy_workers(workers: &[WorkerInfo], now: DateTime) -> Vec<LegacyWorker> {
     workers
         .iter()
         .map(|w| LegacyWorker {
-            address: w.address.as_ref().as_bytes().to_vec(),
+            address: if w.runs_python {
+                w.name.as_ref().as_bytes().to_vec()
+            } else {
+                w.address.as_ref().as_bytes().to_vec()
+            },
             pid: w.pid,
             last_seen: now,
         })
@@ -309,7 +314,7 @@ impl Sessions {
             return refuse((
                 "builtins",
                 "RuntimeError",
-                "this connection already waits for a graph; the 2015 client sends one at a                  time (use one Client per thread)"
+                "this connection already waits for a graph; the 2015 client sends one at a time (use one Client per thread)"
                     .to_owned(),
             ));
         }
@@ -318,6 +323,7 @@ impl Sessions {
             outputs,
             shape,
             keep_results,
+            restrictions,
         } = match legacy_graph::translate(&req.msg.payload) {
             Ok(t) => t,
             Err(refused) => {
@@ -350,7 +356,7 @@ impl Sessions {
             graph,
             outputs,
             keep_results,
-            restrictions: vec![],
+            restrictions,
         }))
     }
 

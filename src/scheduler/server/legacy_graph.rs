@@ -5,17 +5,18 @@
 //! a key of the dict is a dependency. A task runs natively when its callable is in
 //! [`KNOWN_CALLABLES`], the one table from legacy globals to Zask built-ins, or is one of
 //! the tasks dask.bag builds around them (`reify`, `map`/`filter` over a known function: the
-//! executor's higher-order built-ins); anything else (a
-//! lambda, a user's function) needs a legacy Python worker, which this build does not have,
-//! so the graph is refused at once. Nothing here executes anything: callables are recognised
-//! by the globals the pickle names.
+//! executor's higher-order built-ins). Any other task (a lambda, a user's function, a literal
+//! Zask's values cannot hold) becomes a [`PYTHON_TASK`] call restricted to workers that run
+//! Python: its pickled tuple travels unchanged to a 2015 Python worker (through the bridge
+//! the scheduler keeps for it, `legacy_workers.rs`), with the values of its dependencies.
+//! Nothing here executes anything: callables are recognised by the globals the pickle names.
 
 use std::collections::HashSet;
 
-use zask_compat::pickle::{Node, NodeId, Pickle};
+use zask_compat::pickle::{encode, Node, NodeId, Pickle};
 
 use crate::graph::{Expr, Key, KeySpec};
-use crate::protocol::{RequestError, TaskErrorKind};
+use crate::protocol::{RequestError, TaskErrorKind, WorkerSelector};
 use crate::value::Value;
 
 /// Legacy callables the Rust workers have: `(module, name)` as the pickle names them (dill
@@ -55,6 +56,12 @@ const HIGHER_ORDER: &[&str] = &["map", "filter"];
 /// Built-ins that take one list where Python also takes several arguments (`max(a, b)`).
 const VARIADIC: &[&str] = &["max", "min"];
 
+/// The task function of a task only Python can run, as the bridge to a 2015 Python worker
+/// registers it. Its arguments: the task tuple as a standalone pickle, the task's key as one,
+/// the keys of its dependencies as a list of such pickles, and the list of their values in
+/// the same order (`Expr::Ref`s, so the scheduler and the workers see real dependencies).
+pub(crate) const PYTHON_TASK: &str = "python";
+
 /// How deep literals and nested tasks may go (the decoder bounds depth too, but a pickle can
 /// hold cycles through its memo, which a tree walk must not follow forever).
 const DEPTH_MAX: usize = 256;
@@ -68,6 +75,8 @@ pub(crate) struct Translated {
     /// The shape of the request's `keys`, which the result takes.
     pub shape: KeySpec,
     pub keep_results: bool,
+    /// The tasks only Python can run, each restricted to workers that run Python.
+    pub restrictions: Vec<(Key, Vec<WorkerSelector>)>,
 }
 
 /// Why a legacy graph cannot run here; each is raised by the client as the exception of
@@ -93,10 +102,7 @@ impl Refused {
             Refused::NeedsPython { key, callable } => (
                 "builtins",
                 "NotImplementedError",
-                format!(
-                    "task {key} calls {callable}, which needs a legacy Python worker; \
-                     not supported yet"
-                ),
+                format!("task {key} calls {callable}, which only a Python worker can run"),
             ),
             Refused::NotRepresentable { key, what } => (
                 "builtins",
@@ -234,10 +240,19 @@ pub(crate) fn translate(p: &Pickle) -> Result<Translated, Refused> {
         keys: entries.iter().map(|(k, _, _)| k.clone()).collect(),
     };
     let mut graph = Vec::with_capacity(entries.len());
+    let mut restrictions = Vec::new();
     for (key, k, v) in entries {
         let name = || p.render(k);
         let expr = if t.is_task(v) {
-            t.task(v, &name, 0)?
+            match t.task(v, &name, 0) {
+                Ok(expr) => expr,
+                // Python runs what the Rust workers cannot: the whole task goes, unchanged.
+                Err(Refused::NeedsPython { .. } | Refused::NotRepresentable { .. }) => {
+                    restrictions.push((key.clone(), vec![WorkerSelector::Python]));
+                    t.python_task(k, v, &name)?
+                }
+                Err(other) => return Err(other),
+            }
         } else {
             Expr::Lit(t.value(v, &name, 0)?)
         };
@@ -249,7 +264,18 @@ pub(crate) fn translate(p: &Pickle) -> Result<Translated, Refused> {
         outputs: shape.flatten(),
         shape,
         keep_results,
+        restrictions,
     })
+}
+
+/// Plain Python data (a 2015 Python worker's result) as a value: tuples become lists; sets,
+/// big integers and objects are refused (`Refused::NotRepresentable`, naming `what`).
+pub(crate) fn value_of(p: &Pickle, id: NodeId, what: &str) -> Result<Value, Refused> {
+    let t = Translator {
+        p,
+        keys: HashSet::new(),
+    };
+    t.value(id, &|| what.to_owned(), 0)
 }
 
 /// A str, an int, or a tuple of them, as a key.
@@ -362,6 +388,56 @@ impl Translator<'_> {
             f.clone(),
             vec![Expr::Lit(Value::Str(builtin.to_owned())), seq],
         )))
+    }
+
+    /// A task only Python can run, as a [`PYTHON_TASK`] call: its tuple and key as standalone
+    /// pickles, and its dependencies (found as the 2015 worker finds them: the arguments of
+    /// tasks, nested tasks and lists walked, any other argument equal to a key of the graph).
+    fn python_task(
+        &self,
+        key: NodeId,
+        task: NodeId,
+        name: &dyn Fn() -> String,
+    ) -> Result<Expr, Refused> {
+        let standalone = |id: NodeId| {
+            encode(self.p, id).map(Value::Bytes).map_err(|e| {
+                Refused::Malformed(format!("task {} cannot be pickled again: {e}", name()))
+            })
+        };
+        let mut dependencies: Vec<(Key, NodeId)> = Vec::new();
+        let mut stack = vec![(task, 0usize)];
+        while let Some((id, depth)) = stack.pop() {
+            if depth > DEPTH_MAX {
+                return Err(self.too_deep(name));
+            }
+            if self.is_task(id) {
+                let items = self.p.tuple_of(id).unwrap_or(&[]);
+                stack.extend(items[1..].iter().rev().map(|&a| (a, depth + 1)));
+            } else if let Some(Node::List(items)) = self.p.get(id) {
+                stack.extend(items.iter().rev().map(|&a| (a, depth + 1)));
+            } else if let Some(k) = key_of(self.p, id, 0).filter(|k| self.keys.contains(k)) {
+                if !dependencies.iter().any(|(d, _)| *d == k) {
+                    dependencies.push((k, id));
+                }
+            }
+        }
+        let key_pickles = dependencies
+            .iter()
+            .map(|&(_, id)| standalone(id))
+            .collect::<Result<Vec<_>, _>>()?;
+        let values = dependencies
+            .into_iter()
+            .map(|(k, _)| Expr::Ref(k))
+            .collect();
+        Ok(Expr::Call(
+            PYTHON_TASK.to_owned(),
+            vec![
+                Expr::Lit(standalone(task)?),
+                Expr::Lit(standalone(key)?),
+                Expr::Lit(Value::List(key_pickles)),
+                Expr::list(values),
+            ],
+        ))
     }
 
     fn needs_python(&self, name: &dyn Fn() -> String, what: &str) -> Refused {
@@ -513,6 +589,7 @@ pub(crate) fn add_shaped(
 }
 
 /// Python exception classes a built-in's error message may start with (`Class: message`).
+/// A 2015 Python worker's task error arrives the same way (`legacy_workers.rs`).
 const PYTHON_ERRORS: &[&str] = &[
     "ZeroDivisionError",
     "TypeError",
@@ -520,6 +597,21 @@ const PYTHON_ERRORS: &[&str] = &[
     "KeyError",
     "IndexError",
     "OverflowError",
+    "AttributeError",
+    "NameError",
+    "AssertionError",
+    "NotImplementedError",
+    "RuntimeError",
+    "ArithmeticError",
+    "LookupError",
+    "StopIteration",
+    "FileNotFoundError",
+    "OSError",
+    "MemoryError",
+    "RecursionError",
+    "UnicodeDecodeError",
+    "UnicodeEncodeError",
+    "Exception",
 ];
 
 /// The exception `(module, class, message)` a failed native request is raised as: a task's

@@ -19,11 +19,13 @@ use crate::protocol::{ConnectionId, Frame, ToClient, ToWorker};
 
 mod legacy;
 mod legacy_graph;
+mod legacy_workers;
 mod sockets;
 #[cfg(test)]
 mod tests;
 
 use legacy::LegacyRequest;
+use legacy_workers::{BridgeSettings, LegacyWorkers};
 use sockets::{decode_client, decode_worker, socket_loop};
 
 /// Which port a socket thread owns: says what a peer that stopped reading means, and where a
@@ -93,6 +95,10 @@ pub struct SchedulerConfig {
     /// waits (after waking the socket thread) when it is full; socket threads never wait on
     /// anything but their poll, so this cannot deadlock.
     pub command_queue_max: usize,
+    /// A 2015 Python worker that sends nothing (not even its heartbeat, every 5 s by default)
+    /// for this long is removed and its tasks run elsewhere (default 20 s, the 2015
+    /// scheduler's `worker_timeout`).
+    pub python_worker_timeout_ms: u64,
     /// The settings of the scheduler's logic (`CoreConfig::default()`; the addresses and the
     /// message limit are filled in from the sockets and the settings above).
     pub core: CoreConfig,
@@ -110,6 +116,7 @@ impl Default for SchedulerConfig {
             worker_queue_max_messages: 10_000,
             event_queue_max: 8_192,
             command_queue_max: 16_384,
+            python_worker_timeout_ms: 20_000,
             core: CoreConfig::default(),
         }
     }
@@ -304,6 +311,8 @@ impl Scheduler {
                     to_clients: legacy_clients_tx,
                     address_to_workers: address_to_workers.clone(),
                     address_to_clients: address_to_clients.clone(),
+                    host: config.host.clone(),
+                    python_worker_timeout_ms: config.python_worker_timeout_ms,
                 },
             };
             threads.push(spawn("zask-sched-core", move || {
@@ -378,12 +387,16 @@ struct Outputs {
     legacy: LegacyOutputs,
 }
 
-/// Where the core thread's legacy (2015) replies go, and the addresses they carry.
+/// Where the core thread's legacy (2015) replies go, the addresses they carry, and what the
+/// bridges to 2015 Python workers need (`legacy_workers.rs`).
 struct LegacyOutputs {
     to_workers: Sender<(ConnectionId, Vec<Frame>)>,
     to_clients: Sender<(ConnectionId, Vec<Frame>)>,
     address_to_workers: String,
     address_to_clients: String,
+    /// The interface the scheduler listens on; bridges' peer ports listen there too.
+    host: String,
+    python_worker_timeout_ms: u64,
 }
 
 /// Answers a legacy request (the core only lends its read-only status view) and hands the
@@ -394,8 +407,13 @@ fn answer_legacy(
     now_ms: u64,
     outs: &Outputs,
     sessions: &mut legacy::Sessions,
+    python_workers: &mut LegacyWorkers,
     req: LegacyRequest,
 ) {
+    if req.port == Port::Workers && req.msg.function != "status" {
+        python_workers.heard(now_ms, req);
+        return;
+    }
     let now = zask_compat::pickle::helpers::DateTime::now_utc();
     let (address, tx, waker) = match req.port {
         Port::Workers => (
@@ -478,6 +496,13 @@ fn core_loop<J: JournalWrite>(
     stop: Arc<AtomicBool>,
 ) -> Result<(), JournalFailed> {
     let mut sessions = legacy::Sessions::default();
+    let mut python_workers = LegacyWorkers::new(BridgeSettings {
+        address_to_workers: outs.legacy.address_to_workers.clone(),
+        host: outs.legacy.host.clone(),
+        timeout_ms: outs.legacy.python_worker_timeout_ms,
+        to_socket: outs.legacy.to_workers.clone(),
+        waker: outs.worker_waker.clone(),
+    });
     let mut legacy_pinged_ms = 0;
     loop {
         if stop.load(Ordering::SeqCst) {
@@ -515,10 +540,18 @@ fn core_loop<J: JournalWrite>(
             for input in std::iter::once(input).chain(inputs.try_iter().take(MAX_BATCH)) {
                 match input {
                     Input::Core(e) => core.handle(now, e),
-                    Input::Legacy(req) => answer_legacy(&mut core, now, &outs, &mut sessions, req),
+                    Input::Legacy(req) => answer_legacy(
+                        &mut core,
+                        now,
+                        &outs,
+                        &mut sessions,
+                        &mut python_workers,
+                        req,
+                    ),
                 }
             }
         }
+        python_workers.check(now);
         core.tick(now);
         let (mut to_workers, mut to_clients) = (false, false);
         let commands = core.take_commands();

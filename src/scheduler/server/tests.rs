@@ -92,6 +92,8 @@ fn run_batch(
             to_clients: crossbeam_channel::unbounded().0,
             address_to_workers: "tcp://127.0.0.1:1".into(),
             address_to_clients: "tcp://127.0.0.1:2".into(),
+            host: "127.0.0.1".into(),
+            python_worker_timeout_ms: 20_000,
         },
     };
     let stop = Arc::new(AtomicBool::new(false));
@@ -300,6 +302,8 @@ fn the_cores_answer_to_a_legacy_graph_becomes_a_schedule_ack_never_a_native_mess
             to_clients: legacy_to_clients,
             address_to_workers: "tcp://127.0.0.1:1".into(),
             address_to_clients: "tcp://127.0.0.1:2".into(),
+            host: "127.0.0.1".into(),
+            python_worker_timeout_ms: 20_000,
         },
     };
     let core = SchedulerCore::new(CoreConfig::default());

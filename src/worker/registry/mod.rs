@@ -70,6 +70,16 @@ impl Registry {
         self
     }
 
+    /// Registers an untyped function that says itself what kind of error it fails with.
+    pub fn register_fn(
+        &mut self,
+        name: &str,
+        f: impl Fn(Vec<Value>) -> Result<Value, TaskError> + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.functions.insert(name.to_owned(), Arc::new(f));
+        self
+    }
+
     pub fn get(&self, name: &str) -> Option<&TaskFn> {
         self.functions.get(name)
     }

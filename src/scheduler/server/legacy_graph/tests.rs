@@ -130,28 +130,76 @@ fn nested_tasks_lists_dependencies_and_literals_translate() {
     assert!(t.keep_results);
 }
 
+/// The parts of a `python` task: the task tuple and key as decoded pickles, the input keys'
+/// pickles decoded, and the input expressions.
+fn python_parts(expr: &Expr) -> (Pickle, Pickle, Vec<Pickle>, Vec<Expr>) {
+    let Expr::Call(f, args) = expr else {
+        panic!("not a call: {expr:?}")
+    };
+    assert_eq!(f, PYTHON_TASK);
+    let [Expr::Lit(Value::Bytes(task)), Expr::Lit(Value::Bytes(k)), Expr::Lit(Value::List(keys)), inputs] =
+        &args[..]
+    else {
+        panic!("not a python task's arguments: {args:?}")
+    };
+    let keys = keys
+        .iter()
+        .map(|k| match k {
+            Value::Bytes(b) => decode(b).unwrap(),
+            other => panic!("an input key that is not a pickle: {other:?}"),
+        })
+        .collect();
+    let inputs = match inputs {
+        Expr::List(items) => items.clone(),
+        Expr::Lit(Value::List(items)) if items.is_empty() => vec![],
+        other => panic!("inputs: {other:?}"),
+    };
+    (decode(task).unwrap(), decode(k).unwrap(), keys, inputs)
+}
+
 #[test]
-fn python_only_callables_are_refused_naming_the_task() {
-    let refused = translate(&payload("schedule_lambda")).unwrap_err();
+fn python_only_callables_become_python_tasks_restricted_to_python_workers() {
+    let t = translate(&payload("schedule_lambda")).unwrap();
     assert_eq!(
-        refused,
-        Refused::NeedsPython {
-            key: r#""y""#.into(),
-            callable: "a lambda".into()
-        }
+        t.restrictions,
+        vec![(key("y"), vec![WorkerSelector::Python])]
     );
-    let (_, class, message) = refused.exception();
-    assert_eq!(class, "NotImplementedError");
+    let y = &t.graph.iter().find(|(k, _)| *k == key("y")).unwrap().1;
+    let (task, k, input_keys, inputs) = python_parts(y);
+    // `(add, 'x', (lambda v: v + 1, 'x'))`: the whole task travels as the client pickled it,
+    // the known `add` around the lambda included; `x`, read twice, is one input.
+    let items = task.tuple_of(task.root).unwrap();
     assert_eq!(
-        message,
-        r#"task "y" calls a lambda, which needs a legacy Python worker; not supported yet"#
+        callable_of(&task, items[0]),
+        Some(Callable::Global {
+            module: "_operator".into(),
+            name: "add".into()
+        })
     );
+    assert_eq!(task.str_of(items[1]), Some("x"));
+    let nested = task.tuple_of(items[2]).unwrap();
     assert_eq!(
-        translate(&payload("schedule_function")).unwrap_err(),
-        Refused::NeedsPython {
-            key: r#""y""#.into(),
-            callable: "the Python function 'inc'".into()
-        }
+        callable_of(&task, nested[0]),
+        Some(Callable::Other("a lambda".into()))
+    );
+    assert_eq!(k.str_of(k.root), Some("y"));
+    assert_eq!(input_keys.len(), 1);
+    assert_eq!(input_keys[0].str_of(input_keys[0].root), Some("x"));
+    assert_eq!(inputs, vec![Expr::Ref(key("x"))]);
+    // The literal stays a native value, which any worker holds.
+    assert!(t.graph.contains(&(key("x"), lit(1))));
+
+    let t = translate(&payload("schedule_function")).unwrap();
+    assert_eq!(
+        t.restrictions,
+        vec![(key("y"), vec![WorkerSelector::Python])]
+    );
+    let y = &t.graph.iter().find(|(k, _)| *k == key("y")).unwrap().1;
+    let (task, ..) = python_parts(y);
+    let items = task.tuple_of(task.root).unwrap();
+    assert_eq!(
+        callable_of(&task, items[0]),
+        Some(Callable::Other("the Python function 'inc'".into()))
     );
 }
 
@@ -317,12 +365,21 @@ fn bag_graphs_of_known_functions_translate_and_compute_as_python() {
 }
 
 #[test]
-fn a_bag_over_a_user_function_is_refused_naming_the_task_and_function() {
-    let refused = translate(&payload("schedule_bag_function")).unwrap_err();
-    let (module, class, message) = refused.exception();
-    assert_eq!((module, class), ("builtins", "NotImplementedError"));
-    assert!(
-        message.contains("the Python function 'inc'") && message.contains("bag-"),
-        "{message}"
-    );
+fn a_bag_over_a_user_function_runs_its_partitions_in_python_over_native_loads() {
+    let t = translate(&payload("schedule_bag_function")).unwrap();
+    // Every partition of the map over `inc` is a Python task reading its load partition,
+    // which stays a native literal.
+    assert!(!t.restrictions.is_empty());
+    for (k, selectors) in &t.restrictions {
+        assert_eq!(selectors, &vec![WorkerSelector::Python], "{k:?}");
+        let expr = &t.graph.iter().find(|(g, _)| g == k).unwrap().1;
+        let (_, _, input_keys, inputs) = python_parts(expr);
+        assert_eq!(inputs.len(), 1, "{k:?} reads its load partition");
+        let Expr::Ref(input) = &inputs[0] else {
+            panic!("{inputs:?}")
+        };
+        let native = &t.graph.iter().find(|(g, _)| g == input).unwrap().1;
+        assert!(matches!(native, Expr::Lit(Value::List(_))), "{native:?}");
+        assert_eq!(input_keys.len(), 1);
+    }
 }
