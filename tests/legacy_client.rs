@@ -12,53 +12,15 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::legacy::run_script;
 use common::{TestCluster, DEADLINE};
 use zask::protocol::RequestError;
 use zask::{graph, ClientError, Collection, GetOptions, Value};
 
 /// Bounds the Python script's whole run (it also bounds each of its receives).
 const SCRIPT_DEADLINE: Duration = Duration::from_secs(90);
-
-fn venv() -> PathBuf {
-    match std::env::var_os("ZASK_LEGACY_VENV") {
-        Some(v) => PathBuf::from(v),
-        None => {
-            let home = std::env::var_os("HOME").expect("HOME is set");
-            PathBuf::from(home).join(".cache/zask-legacy/py36")
-        }
-    }
-}
-
-/// The venv's python, made by setup.sh if it is not there yet.
-fn legacy_python() -> PathBuf {
-    let python = venv().join("bin/python");
-    if !python.exists() {
-        let setup = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("compat/tests/legacy/setup.sh");
-        let out = Command::new("bash")
-            .arg(&setup)
-            .env("ZASK_LEGACY_VENV", venv())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", setup.display()));
-        assert!(
-            out.status.success(),
-            "the 2015 Python environment (Python 3.6 + dask 0.7.5) could not be made by {}: {}{}",
-            setup.display(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    assert!(
-        python.exists(),
-        "no legacy Python at {}: run compat/tests/legacy/setup.sh (needs Python 3.6)",
-        python.display()
-    );
-    python
-}
 
 const SCRIPT: &str = r#"
 import datetime, operator, sys
@@ -236,7 +198,6 @@ print('LEGACY CLIENT OK', flush=True)
 
 #[test]
 fn the_2015_client_registers_runs_graphs_of_builtins_and_gets_python_errors() {
-    let python = legacy_python();
     let cluster = TestCluster::with_workers(1);
     cluster.wait_for_workers(1);
     let worker = cluster.worker_addresses()[0].clone();
@@ -246,36 +207,18 @@ fn the_2015_client_registers_runs_graphs_of_builtins_and_gets_python_errors() {
         .client()
         .set_collection("native", &Collection::from_graph(&native, vec!["x".into()]))
         .unwrap();
-    let script = cluster.dir().join("legacy_client.py");
-    std::fs::write(&script, SCRIPT).unwrap();
-
-    // The 2015 package writes log.client etc. into its working directory: the test's own.
-    let mut child = Command::new(&python)
-        .arg(&script)
-        .arg(cluster.address_to_clients())
-        .arg(&worker)
-        .arg(cluster.address_to_workers())
-        .current_dir(cluster.dir())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if started.elapsed() > SCRIPT_DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the legacy client script did not finish within {SCRIPT_DEADLINE:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let run = run_script(
+        cluster.dir(),
+        "legacy_client.py",
+        SCRIPT,
+        &[
+            cluster.address_to_clients(),
+            &worker,
+            cluster.address_to_workers(),
+        ],
+        SCRIPT_DEADLINE,
+    );
+    let (status, stdout, stderr) = (run.status, run.stdout, run.stderr);
     eprintln!("legacy client script output:\n{stdout}");
     assert!(
         status.success() && stdout.contains("LEGACY CLIENT OK"),

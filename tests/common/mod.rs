@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use zask::{Client, ClientConfig};
 
+pub mod legacy;
+
 pub const SCHEDULER: &str = env!("CARGO_BIN_EXE_zask-scheduler");
 pub const WORKER: &str = env!("CARGO_BIN_EXE_zask-worker");
 pub const ZASK: &str = env!("CARGO_BIN_EXE_zask");

@@ -413,9 +413,16 @@ impl PythonLink {
         let result = decode(blob)
             .map_err(|e| failed(format!("the Python worker's result cannot be read: {e}")))?;
         legacy_graph::value_of(&result, result.root, "the result").map_err(|refused| {
-            let (_, class, message) = refused.exception();
-            debug!("a Python result Zask cannot hold: {message}");
-            failed(format!("{class}: {message}"))
+            let what = match refused {
+                legacy_graph::Refused::NotRepresentable { what, .. } => what,
+                other => other.exception().2,
+            };
+            debug!("a Python result Zask cannot hold: {what}");
+            failed(format!(
+                "NotImplementedError: the task's result holds {what}; results of Python tasks \
+                 travel between Zask's workers as plain data only (None, bool, int, float, str, \
+                 bytes, list, tuple, dict)"
+            ))
         })
     }
 }
