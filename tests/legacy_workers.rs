@@ -114,7 +114,7 @@ fn python_workers_run_what_rust_workers_cannot_beside_them() {
         .scheduler_args(&["--python-worker-timeout-ms", "5000"])
         .start();
     cluster.wait_for_workers(1);
-    let (_python, python_address) = python_worker(cluster.dir(), cluster.address_to_workers(), 0);
+    let (python, python_address) = python_worker(cluster.dir(), cluster.address_to_workers(), 0);
     wait_for_python_workers(&cluster, 1);
     let run = run_script(
         cluster.dir(),
@@ -131,12 +131,12 @@ fn python_workers_run_what_rust_workers_cannot_beside_them() {
         run.stdout,
         run.stderr
     );
-    // The native client sees the Python worker under its own address, running Python.
+    // The native client sees the Python worker under its own address and pid, running Python.
     let workers = cluster.client().workers().unwrap();
     assert!(
         workers
             .iter()
-            .any(|w| w.runs_python && w.name.as_ref() == python_address),
+            .any(|w| w.runs_python && w.name.as_ref() == python_address && w.pid == python.pid()),
         "{workers:?}"
     );
     assert_eq!(workers.iter().filter(|w| !w.runs_python).count(), 1);

@@ -73,6 +73,9 @@ pub struct WorkerConfig {
     /// Registers as a worker that runs Python functions (`WorkerSelector::Python`). Only the
     /// scheduler's bridge to a 2015 Python worker sets it; its registry has `python`.
     pub runs_python: bool,
+    /// The process id to report instead of this process's: a bridge reports its Python
+    /// worker's, so `status` never names the scheduler's process as a worker's.
+    pub reported_pid: Option<u32>,
 }
 
 impl WorkerConfig {
@@ -95,6 +98,7 @@ impl WorkerConfig {
             queue_max_messages: 10_000,
             zero: false,
             runs_python: false,
+            reported_pid: None,
         }
     }
 }
@@ -195,7 +199,7 @@ impl Worker {
                 .unwrap_or_else(|| WorkerName::from(address.as_str())),
             nthreads,
             memory_limit_bytes: config.memory_limit_bytes,
-            pid: std::process::id(),
+            pid: config.reported_pid.unwrap_or_else(std::process::id),
             store: store.kind(),
             keys: vec![],
             nanny_token: config.nanny_token,

@@ -101,7 +101,7 @@ impl LegacyWorkers {
                     return;
                 }
                 let pid = req.msg.payload_int("pid").unwrap_or(-1);
-                match self.start_bridge(&who, now_ms) {
+                match self.start_bridge(&who, u32::try_from(pid).ok(), now_ms) {
                     Ok(bridge) => {
                         info!(
                             "legacy (2015) Python worker {who} (pid {pid}) joined: it runs the \
@@ -160,6 +160,7 @@ impl LegacyWorkers {
     fn start_bridge(
         &self,
         who: &ConnectionId,
+        pid: Option<u32>,
         now_ms: u64,
     ) -> Result<Bridge, crate::net::StartError> {
         let s = &self.settings;
@@ -183,6 +184,7 @@ impl LegacyWorkers {
         config.name = Some(WorkerName::from(who.to_string().as_str()));
         config.host = Some(s.host.clone());
         config.runs_python = true;
+        config.reported_pid = pid;
         let worker = Worker::start(config, registry)?;
         Ok(Bridge {
             link,
