@@ -286,7 +286,7 @@ impl SchedulerCore {
             let key = self.tasks.get(t).name().clone();
             let message = format!(
                 "task {key:?} waited {} for a worker it may run on (restricted to: {}), and none connected (unrunnable_timeout_ms = {timeout})",
-                seconds(self.now_ms - since),
+                seconds(self.now_ms.saturating_sub(since)),
                 self.placement
                     .restrictions_text(t, self.config.task_error_bytes_max),
             );
