@@ -21,6 +21,10 @@ struct Args {
     /// A worker silent this long (ms) is considered lost and its work rescheduled.
     #[arg(long, default_value_t = CoreConfig::default().heartbeat_timeout_ms)]
     heartbeat_timeout_ms: u64,
+    /// A task restricted to workers of which none is connected fails after waiting this long
+    /// (ms) for one to connect ("no worker"); a warning names it when the wait starts.
+    #[arg(long, default_value_t = CoreConfig::default().unrunnable_timeout_ms)]
+    unrunnable_timeout_ms: u64,
     /// At most this many tasks queued on each worker beyond its thread count (fewer for long
     /// tasks: about 10 ms of queued work).
     #[arg(long, default_value_t = CoreConfig::default().worker_queue_extra)]
@@ -71,6 +75,7 @@ fn main() {
         python_worker_timeout_ms: args.python_worker_timeout_ms,
         core: CoreConfig {
             heartbeat_timeout_ms: args.heartbeat_timeout_ms,
+            unrunnable_timeout_ms: args.unrunnable_timeout_ms,
             worker_queue_extra: args.worker_queue_extra,
             allowed_failures: args.allowed_failures,
             ..CoreConfig::default()

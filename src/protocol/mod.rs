@@ -148,6 +148,10 @@ pub enum TaskErrorKind {
     BadInput,
     /// The task took down the workers that ran it too many times.
     KilledWorker,
+    /// No connected worker may run the task (its restrictions match none), and none that may
+    /// connected within the scheduler's `unrunnable_timeout_ms`. Submitting it again can help
+    /// once such a worker is connected.
+    NoWorker,
 }
 
 impl fmt::Display for TaskError {
@@ -159,6 +163,7 @@ impl fmt::Display for TaskError {
             TaskErrorKind::BadArguments => "bad arguments: ",
             TaskErrorKind::BadInput => "bad input: ",
             TaskErrorKind::KilledWorker => "killed worker: ",
+            TaskErrorKind::NoWorker => "no worker: ",
         };
         write!(f, "{kind}{}", self.message)
     }

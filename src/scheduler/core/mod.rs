@@ -70,6 +70,13 @@ pub struct CoreConfig {
     /// (`KilledWorker`). Default 3, as dask's `allowed-failures`: one unlucky loss is not the
     /// task's fault, a task taking down worker after worker is.
     pub allowed_failures: u32,
+    /// A ready task that no registered worker may run (its restrictions match none, busy or
+    /// idle; retiring ones do not count) fails with `TaskErrorKind::NoWorker` once it has
+    /// waited this long, so its client gets an error instead of hanging silently (a warning is
+    /// logged when the wait starts). Only restricted tasks wait for this: an unrestricted task
+    /// waits for the first worker as long as it takes. Default 60 s: long enough for a worker
+    /// that is starting, or restarting under its nanny, to connect.
+    pub unrunnable_timeout_ms: u64,
     /// Describe durable state changes as `Command::Journal` (the scheduler has a state dir).
     /// Default false: without a state dir nothing is journaled.
     pub journal: bool,
@@ -112,6 +119,7 @@ impl Default for CoreConfig {
             client_timeout_ms: 30_000,
             worker_queue_extra: 64,
             allowed_failures: 3,
+            unrunnable_timeout_ms: 60_000,
             restart_timeout_ms: 30_000,
             retire_timeout_ms: 2_000,
             journal: false,
@@ -183,7 +191,8 @@ pub struct SchedulerCore {
     recovery: recovery::Recovery,
     /// Stored collections and published datasets.
     collections: collections::Collections,
-    /// The ready queue, restrictions, the task-duration average, the assignment counter.
+    /// The ready queue, restrictions, unrunnable waits, the task-duration average, the
+    /// assignment counter.
     placement: placement::Placement,
     outbox: outbox::Outbox,
     now_ms: u64,
@@ -235,7 +244,8 @@ impl SchedulerCore {
         }
     }
 
-    /// Lets time pass: detects silent workers and clients.
+    /// Lets time pass: detects silent workers and clients, fails tasks no worker may run that
+    /// waited too long.
     pub fn tick(&mut self, now_ms: u64) {
         self.now_ms = self.now_ms.max(now_ms);
         self.check_restart();
@@ -247,6 +257,7 @@ impl SchedulerCore {
         self.retry_held_registrations();
         self.drop_silent_workers();
         self.drop_silent_clients();
+        self.fail_unrunnable();
     }
 
     /// When `tick` next has something to do.
@@ -269,6 +280,8 @@ impl SchedulerCore {
             self.clients.next_deadline(self.config.client_timeout_ms),
             self.restart.deadline(),
             self.recovery.deadline(),
+            self.placement
+                .unrunnable_deadline(self.config.unrunnable_timeout_ms),
         ]
         .into_iter()
         .flatten()

@@ -1,18 +1,28 @@
 //! The placement part and the decision pass: gives ready tasks to workers. Prefers the worker
 //! that already holds most of a task's input bytes, otherwise the least loaded; a worker never
 //! takes more than its threads plus a small queue, so no worker idles while others hoard work.
-//! The part owns the ready queue, the restrictions of the few tasks that have them, which
+//! The part owns the ready queue, the restrictions of the few tasks that have them, the
+//! restricted ready tasks that no registered worker may run and since when they wait, which
 //! workers died running a task, the task-duration average and the assignment counter.
+//!
+//! A ready task that no registered worker may run (not merely none with a free slot) is
+//! *unrunnable*: a warning names it when its wait starts, and `tick` fails it with
+//! `TaskErrorKind::NoWorker` once it has waited `unrunnable_timeout_ms`, unless a worker that
+//! may run it connects first. Only restricted tasks can be unrunnable: an unrestricted task
+//! with no worker at all waits for the first one, however long.
 
 use std::collections::VecDeque;
 
-use rustc_hash::FxHashMap as HashMap;
+use log::warn;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use super::invariants::InvariantViolation;
-use super::tasks::{TaskId, TaskState};
+use super::tasks::{task_failure, TaskId, TaskState};
 use super::workers::Assignment;
 use super::{SchedulerCore, WorkerId};
-use crate::protocol::{ComputeTask, WorkerAddress, WorkerSelector};
+use crate::protocol::{
+    cut_text, ComputeTask, TaskError, TaskErrorKind, WorkerAddress, WorkerSelector,
+};
 
 #[derive(Default)]
 pub(super) struct Placement {
@@ -21,6 +31,14 @@ pub(super) struct Placement {
     ready: VecDeque<TaskId>,
     /// The workers a task may run on, for the few tasks that say.
     restrictions: HashMap<TaskId, Box<[WorkerSelector]>>,
+    /// Restricted tasks that may be Ready, checked against the registered workers on each
+    /// decision pass (entries whose task left Ready are dropped then): only these can be
+    /// unrunnable, so the check never walks the whole ready queue.
+    restricted_ready: HashSet<TaskId>,
+    /// Ready tasks that no registered worker may run, and since when (ms) they wait. An entry
+    /// goes when its task is placed or forgotten, leaves Ready, or a worker that may run it
+    /// registers.
+    unrunnable_since: HashMap<TaskId, u64>,
     /// The workers that died while running a task, for its "killed worker" error.
     took_down: HashMap<TaskId, Vec<WorkerAddress>>,
     /// Moving average of how long a task takes from assignment to its report, in ms: short
@@ -35,11 +53,79 @@ impl Placement {
     /// Task `t` became Ready.
     pub(super) fn push_ready(&mut self, t: TaskId) {
         self.ready.push_back(t);
+        if self.restrictions.contains_key(&t) {
+            self.restricted_ready.insert(t);
+        }
     }
 
     /// Task `t` may only run on the workers these select.
     pub(super) fn restrict(&mut self, t: TaskId, workers: Box<[WorkerSelector]>) {
         self.restrictions.insert(t, workers);
+        // It may be Ready already; the next pass drops it if not.
+        self.restricted_ready.insert(t);
+    }
+
+    /// The restrictions of `t` as a reader wants them ("a, b"), cut to `max` bytes (a client
+    /// may send thousands).
+    fn restrictions_text(&self, t: TaskId, max: usize) -> String {
+        let text = self
+            .restrictions
+            .get(&t)
+            .map(|selectors| {
+                selectors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        cut_text(text, max)
+    }
+
+    /// Task `t` is unrunnable at `now_ms`: records since when, unless it already waits.
+    /// Returns whether its wait starts now.
+    fn unrunnable(&mut self, t: TaskId, now_ms: u64) -> bool {
+        match self.unrunnable_since.entry(t) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(now_ms);
+                true
+            }
+        }
+    }
+
+    /// Task `t` is not unrunnable (any more): a worker may run it, or it was placed.
+    fn runnable(&mut self, t: TaskId) {
+        if !self.unrunnable_since.is_empty() {
+            self.unrunnable_since.remove(&t);
+        }
+    }
+
+    /// Task `t` is not Ready (any more): it is neither a candidate nor waiting.
+    fn not_ready(&mut self, t: TaskId) {
+        self.restricted_ready.remove(&t);
+        self.runnable(t);
+    }
+
+    /// The unrunnable tasks that have waited longer than `timeout_ms` at `now_ms`, with since
+    /// when, oldest first.
+    fn unrunnable_expired(&self, now_ms: u64, timeout_ms: u64) -> Vec<(TaskId, u64)> {
+        let mut expired: Vec<(TaskId, u64)> = self
+            .unrunnable_since
+            .iter()
+            .filter(|(_, since)| now_ms.saturating_sub(**since) > timeout_ms)
+            .map(|(t, since)| (*t, *since))
+            .collect();
+        expired.sort_by_key(|(t, since)| (*since, *t));
+        expired
+    }
+
+    /// When the first unrunnable task will have waited longer than `timeout_ms`.
+    pub(super) fn unrunnable_deadline(&self, timeout_ms: u64) -> Option<u64> {
+        self.unrunnable_since
+            .values()
+            .min()
+            .map(|since| since.saturating_add(timeout_ms).saturating_add(1))
     }
 
     /// Worker `address` died while running `t`.
@@ -69,6 +155,7 @@ impl Placement {
     /// id never names another task.)
     pub(super) fn forget(&mut self, t: TaskId) {
         self.restrictions.remove(&t);
+        self.not_ready(t);
         self.took_down.remove(&t);
     }
 
@@ -76,14 +163,19 @@ impl Placement {
     pub(super) fn clear(&mut self) {
         self.ready.clear();
         self.restrictions.clear();
+        self.restricted_ready.clear();
+        self.unrunnable_since.clear();
         self.took_down.clear();
     }
 
-    /// The part's own invariant: restrictions and blame are kept for live tasks only.
+    /// The part's own invariant: restrictions, unrunnable waits and blame are kept for live
+    /// tasks only.
     pub(super) fn check(&self, exists: &dyn Fn(TaskId) -> bool) -> Result<(), InvariantViolation> {
         let stale = self
             .restrictions
             .keys()
+            .chain(self.restricted_ready.iter())
+            .chain(self.unrunnable_since.keys())
             .chain(self.took_down.keys())
             .find(|t| !exists(**t));
         match stale {
@@ -97,7 +189,14 @@ impl Placement {
 }
 
 impl SchedulerCore {
+    /// The decision pass: ready tasks to workers with a free slot, then the restricted ready
+    /// tasks no registered worker may run are noted (with no worker at all too).
     pub(super) fn schedule(&mut self) {
+        self.place_ready();
+        self.note_unrunnable();
+    }
+
+    fn place_ready(&mut self) {
         if self.workers.is_empty() {
             return;
         }
@@ -134,6 +233,78 @@ impl SchedulerCore {
         for t in deferred.into_iter().rev() {
             self.placement.ready.push_front(t);
         }
+    }
+
+    /// Checks the restricted ready tasks against the registered workers: a wait starts (with a
+    /// warning, once per wait) for each that none may run, and ends for each that one may.
+    fn note_unrunnable(&mut self) {
+        if self.placement.restricted_ready.is_empty() {
+            return;
+        }
+        let mut candidates = std::mem::take(&mut self.placement.restricted_ready);
+        let mut started = Vec::new();
+        candidates.retain(|&t| {
+            if !self.tasks.exists(t) || self.tasks.get(t).state != TaskState::Ready {
+                self.placement.runnable(t);
+                return false;
+            }
+            if self.may_run_somewhere(t) {
+                self.placement.runnable(t);
+            } else if self.placement.unrunnable(t, self.now_ms) {
+                started.push(t);
+            }
+            true
+        });
+        self.placement.restricted_ready = candidates;
+        started.sort();
+        for t in started {
+            warn!(
+                "task {:?} waits: no connected worker can run it (restricted to: {}); it fails in {} unless one connects",
+                self.tasks.get(t).name(),
+                self.placement
+                    .restrictions_text(t, self.config.task_error_bytes_max),
+                seconds(self.config.unrunnable_timeout_ms)
+            );
+        }
+    }
+
+    /// Fails the ready tasks no registered worker may run that have waited longer than
+    /// `unrunnable_timeout_ms` (`NoWorker`); their dependents and requests fail with them.
+    pub(super) fn fail_unrunnable(&mut self) {
+        let timeout = self.config.unrunnable_timeout_ms;
+        for (t, since) in self.placement.unrunnable_expired(self.now_ms, timeout) {
+            // Failing one may have forgotten the next (ids are never reused). A worker that
+            // may run it can have registered since the last pass: the wait is over then.
+            if !self.tasks.exists(t) || self.tasks.get(t).state != TaskState::Ready {
+                self.placement.not_ready(t);
+                continue;
+            }
+            if self.may_run_somewhere(t) {
+                self.placement.runnable(t);
+                continue;
+            }
+            let key = self.tasks.get(t).name().clone();
+            let message = format!(
+                "task {key:?} waited {} for a worker it may run on (restricted to: {}), and none connected (unrunnable_timeout_ms = {timeout})",
+                seconds(self.now_ms.saturating_sub(since)),
+                self.placement
+                    .restrictions_text(t, self.config.task_error_bytes_max),
+            );
+            let error = TaskError {
+                kind: TaskErrorKind::NoWorker,
+                message: cut_text(message, self.config.task_error_bytes_max),
+            };
+            warn!("{error}");
+            self.placement.not_ready(t);
+            self.fail_task(t, task_failure(&key, error));
+        }
+    }
+
+    /// Whether some registered worker that is not retiring may run `t`, busy or idle.
+    fn may_run_somewhere(&self, t: TaskId) -> bool {
+        self.workers
+            .iter()
+            .any(|(w, worker)| !worker.retiring && self.allowed(t, w))
     }
 
     /// Tasks to queue on each worker beyond its threads: about 10 ms of work (measured: deeper
@@ -197,6 +368,7 @@ impl SchedulerCore {
     }
 
     fn assign(&mut self, t: TaskId, w: WorkerId) {
+        self.placement.runnable(t);
         self.tasks.start_processing(t, w);
         let report_value = self.tasks.get(t).wanted > 0 && self.computations.value_wanted(t);
         let task = self.tasks.get(t);
@@ -232,5 +404,16 @@ impl SchedulerCore {
             report_value,
         };
         self.workers.push_compute(w, ct);
+    }
+}
+
+/// A duration for a reader: "60 s", "1.5 s", "250 ms".
+fn seconds(ms: u64) -> String {
+    if ms.is_multiple_of(1000) {
+        format!("{} s", ms / 1000)
+    } else if ms >= 1000 {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    } else {
+        format!("{ms} ms")
     }
 }

@@ -1834,3 +1834,272 @@ fn legacy_and_native_collections_share_one_namespace_and_the_journal() {
         }
     );
 }
+
+impl Harness {
+    /// Lets time pass to `now`: client 1 (waiting for `pending`) and these workers stay in
+    /// touch, then the core ticks.
+    fn idle_until(&mut self, now: u64, workers: &[u32], pending: &[u64]) {
+        self.now = now;
+        self.step(Event::FromClient {
+            identity: client_id(1),
+            msg: FromClient::Ping {
+                pending: pending.iter().map(|r| RequestId(*r)).collect(),
+            },
+            frames: vec![],
+        });
+        for &w in workers {
+            self.worker_says(w, FromWorker::Heartbeat, vec![]);
+        }
+        self.core.tick(self.now);
+        self.flush();
+    }
+
+    /// Removes the replies to client `n` and returns its failed requests (the rest are pongs).
+    fn take_failures(&mut self, n: u32) -> Vec<(RequestId, RequestError)> {
+        self.take_client_msgs(n)
+            .into_iter()
+            .filter_map(|(m, _)| match m {
+                ToClient::Failed { request, error } => Some((request, error)),
+                ToClient::Pong => None,
+                other => panic!("unexpected reply {other:?}"),
+            })
+            .collect()
+    }
+
+    /// Client 1 submits `graph` (request `request`) for `outputs`, with `restrictions`.
+    fn submit_restricted(
+        &mut self,
+        request: u64,
+        graph: &Graph,
+        outputs: &[&str],
+        restrictions: Vec<(Key, Vec<WorkerSelector>)>,
+    ) {
+        self.step(Event::FromClient {
+            identity: client_id(1),
+            msg: FromClient::Submit {
+                request: RequestId(request),
+                graph: graph.resolve(&|_| false),
+                outputs: outputs.iter().map(|k| Key::from(*k)).collect(),
+                keep_results: false,
+                restrictions,
+            },
+            frames: vec![],
+        });
+    }
+}
+
+#[test]
+fn a_task_no_connected_worker_may_run_fails_with_no_worker_after_the_timeout() {
+    let mut h = Harness::new();
+    let timeout = h.core.config().unrunnable_timeout_ms;
+    h.add_worker(1, 1);
+    h.submit_restricted(
+        1,
+        &crate::graph! { "a" => ("inc", 1), "b" => ("inc", "a") },
+        &["b"],
+        vec![(
+            "a".into(),
+            vec![
+                WorkerSelector::Name("w9".into()),
+                WorkerSelector::Address(address(9)),
+            ],
+        )],
+    );
+    assert!(h.take_computes(1).is_empty(), "a may not run on w1");
+    assert_eq!(
+        h.core.placement.unrunnable_deadline(timeout),
+        Some(timeout + 1)
+    );
+    // Still waiting just before the timeout.
+    h.idle_until(timeout - 1, &[1], &[1]);
+    assert!(h.take_failures(1).is_empty());
+    assert_eq!(h.core.task_state(&"a".into()), Some(TaskState::Ready));
+    // Past it: a fails, and b with it; the client is told.
+    h.idle_until(timeout + 1, &[1], &[1]);
+    let failures = h.take_failures(1);
+    let [(request, RequestError::Task { key, error })] = &failures[..] else {
+        panic!("{failures:?}");
+    };
+    assert_eq!((*request, key), (RequestId(1), &Key::from("a")));
+    assert_eq!(error.kind, TaskErrorKind::NoWorker);
+    let text = error.to_string();
+    assert!(text.starts_with("no worker: "), "{text}");
+    for part in ["\"a\"", "w9", address(9).as_str(), "60.0 s"] {
+        assert!(text.contains(part), "{part} missing from {text}");
+    }
+    assert!(h.take_computes(1).is_empty());
+    assert_eq!(h.core.task_count(), 0, "the failed graph is forgotten");
+    assert_eq!(h.core.placement.unrunnable_deadline(timeout), None);
+}
+
+#[test]
+fn a_task_waiting_for_a_worker_is_placed_when_one_that_may_run_it_registers() {
+    let mut h = Harness::new();
+    let timeout = h.core.config().unrunnable_timeout_ms;
+    // No worker at all: a restricted task waits for one from the start.
+    h.submit_restricted(
+        1,
+        &crate::graph! { "a" => ("inc", 1) },
+        &["a"],
+        vec![("a".into(), vec![WorkerSelector::Name("w2".into())])],
+    );
+    assert_eq!(
+        h.core.placement.unrunnable_deadline(timeout),
+        Some(timeout + 1)
+    );
+    h.idle_until(timeout / 2, &[], &[1]);
+    h.add_worker(2, 1);
+    let a = h.take_computes(2);
+    assert_eq!(name(&a[0].key), Key::from("a"));
+    assert_eq!(h.core.placement.unrunnable_deadline(timeout), None);
+    // Long past the timeout while it runs: it never fails for it.
+    h.idle_until(2 * timeout, &[2], &[1]);
+    assert!(h.take_failures(1).is_empty());
+    h.finish(2, &a[0], Value::from(2));
+    assert_eq!(h.take_client_msgs(1)[0].1, vec![Value::from(2)]);
+}
+
+#[test]
+fn a_worker_registering_in_the_batch_of_the_timeout_still_gets_the_task() {
+    let mut h = Harness::new();
+    let timeout = h.core.config().unrunnable_timeout_ms;
+    h.submit_restricted(
+        1,
+        &crate::graph! { "a" => ("inc", 1) },
+        &["a"],
+        vec![("a".into(), vec![WorkerSelector::Name("w2".into())])],
+    );
+    // The registration and the tick come in one batch, before the decision pass.
+    h.now = timeout + 1;
+    h.core.handle(
+        h.now,
+        Event::FromClient {
+            identity: client_id(1),
+            msg: FromClient::Ping {
+                pending: vec![RequestId(1)],
+            },
+            frames: vec![],
+        },
+    );
+    h.core.handle(
+        h.now,
+        Event::FromWorker {
+            identity: worker_id(2),
+            msg: FromWorker::Register(registration(address(2), "w2", 1, 2, None)),
+            frames: vec![],
+        },
+    );
+    h.core.tick(h.now);
+    h.flush();
+    assert!(h.take_failures(1).is_empty());
+    assert_eq!(name(&h.take_computes(2)[0].key), Key::from("a"));
+}
+
+#[test]
+fn an_unrestricted_task_waits_for_the_first_worker_however_long() {
+    let mut h = Harness::new();
+    let timeout = h.core.config().unrunnable_timeout_ms;
+    h.submit(1, 1, &crate::graph! { "a" => ("inc", 1) }, &["a"]);
+    assert_eq!(h.core.placement.unrunnable_deadline(timeout), None);
+    for i in 1..=10 {
+        h.idle_until(i * timeout / 2, &[], &[1]);
+    }
+    assert!(h.take_failures(1).is_empty());
+    assert_eq!(h.core.task_state(&"a".into()), Some(TaskState::Ready));
+    h.add_worker(1, 1);
+    let a = h.take_computes(1);
+    h.finish(1, &a[0], Value::from(2));
+    assert_eq!(h.take_client_msgs(1)[0].1, vec![Value::from(2)]);
+}
+
+#[test]
+fn a_restricted_task_waiting_only_for_a_free_slot_does_not_time_out() {
+    let mut h = Harness::new();
+    let timeout = h.core.config().unrunnable_timeout_ms;
+    // One thread and one queued task: two tasks fill w1.
+    h.add_worker(1, 1);
+    h.submit(
+        1,
+        1,
+        &crate::graph! { "x" => ("inc", 1), "y" => ("inc", 2) },
+        &["x", "y"],
+    );
+    let busy = h.take_computes(1);
+    assert_eq!(busy.len(), 2);
+    h.submit_restricted(
+        2,
+        &crate::graph! { "z" => ("inc", 3) },
+        &["z"],
+        vec![("z".into(), vec![WorkerSelector::Name("w1".into())])],
+    );
+    assert!(h.take_computes(1).is_empty(), "no free slot on w1");
+    assert_eq!(h.core.placement.unrunnable_deadline(timeout), None);
+    h.idle_until(2 * timeout, &[1], &[1, 2]);
+    assert!(h.take_failures(1).is_empty());
+    assert_eq!(h.core.task_state(&"z".into()), Some(TaskState::Ready));
+    // A slot frees up: z runs there.
+    h.finish(1, &busy[0], Value::from(0));
+    let z = h.take_computes(1);
+    assert_eq!(name(&z[0].key), Key::from("z"));
+}
+
+#[test]
+fn a_task_whose_only_worker_leaves_starts_waiting_then_and_only_then() {
+    let mut h = Harness::new();
+    let timeout = h.core.config().unrunnable_timeout_ms;
+    h.add_worker(1, 1);
+    h.add_worker(2, 1);
+    // x fills w2's two slots with y; z may only run on w2 and waits for a slot.
+    h.submit_restricted(
+        1,
+        &crate::graph! { "x" => ("inc", 1), "y" => ("inc", 2), "z" => ("inc", 3) },
+        &["x", "y", "z"],
+        vec![
+            ("x".into(), vec![WorkerSelector::Name("w2".into())]),
+            ("y".into(), vec![WorkerSelector::Name("w2".into())]),
+            ("z".into(), vec![WorkerSelector::Name("w2".into())]),
+        ],
+    );
+    assert_eq!(h.take_computes(2).len(), 2);
+    assert_eq!(h.core.placement.unrunnable_deadline(timeout), None);
+    // w2 leaves: its tasks and z have no worker now, from this moment.
+    h.now = 1_000;
+    h.worker_says(2, FromWorker::Goodbye, vec![]);
+    assert_eq!(
+        h.core.placement.unrunnable_deadline(timeout),
+        Some(1_000 + timeout + 1)
+    );
+    h.idle_until(1_000 + timeout, &[1], &[1]);
+    assert!(h.take_failures(1).is_empty());
+    h.idle_until(1_000 + timeout + 1, &[1], &[1]);
+    let failures = h.take_failures(1);
+    assert!(
+        matches!(&failures[..], [(RequestId(1), RequestError::Task { error, .. })] if error.kind == TaskErrorKind::NoWorker),
+        "{failures:?}"
+    );
+}
+
+#[test]
+fn the_unrunnable_timeout_is_settable_and_the_core_wakes_up_for_it() {
+    let mut h = Harness::with_config(CoreConfig {
+        unrunnable_timeout_ms: 1_500,
+        ..CoreConfig::default()
+    });
+    h.submit_restricted(
+        1,
+        &crate::graph! { "a" => ("inc", 1) },
+        &["a"],
+        vec![("a".into(), vec![WorkerSelector::Name("w2".into())])],
+    );
+    // Nothing else is due before (no worker; the client is silent for 30 s at most).
+    assert_eq!(h.core.next_deadline(), Some(1_501));
+    h.now = 1_501;
+    h.core.tick(h.now);
+    h.flush();
+    let failures = h.take_failures(1);
+    let [(RequestId(1), RequestError::Task { error, .. })] = &failures[..] else {
+        panic!("{failures:?}");
+    };
+    assert_eq!(error.kind, TaskErrorKind::NoWorker);
+    assert!(error.message.contains("1.5 s"), "{error}");
+}
