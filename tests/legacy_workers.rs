@@ -222,3 +222,37 @@ fn killing_a_python_worker_mid_graph_still_gives_the_right_answer() {
         "the removal is logged:\n{log}"
     );
 }
+
+const WAITS: &str = r#"
+import sys, zmq
+from dask.distributed import Client
+c = Client(sys.argv[1])
+c.socket.setsockopt(zmq.RCVTIMEO, 60000)
+print('y', c.get({'x': 1, 'y': (lambda v: v + 1, 'x')}, 'y'), flush=True)
+"#;
+
+#[test]
+fn a_python_task_waits_with_a_log_line_until_a_python_worker_joins() {
+    let cluster = TestCluster::options().workers(1).start();
+    cluster.wait_for_workers(1);
+    let dir = cluster.dir().to_owned();
+    let address = cluster.address_to_clients().to_owned();
+    let script = std::thread::spawn(move || {
+        run_script(&dir, "waits.py", WAITS, &[&address], SCRIPT_DEADLINE)
+    });
+    let log = || std::fs::read_to_string(cluster.dir().join("scheduler.log")).unwrap();
+    wait_until("the scheduler to log the task's wait", DEADLINE, || {
+        log()
+            .contains("waits: no connected worker can run it")
+            .then_some(())
+    });
+    let (_python, _) = python_worker(cluster.dir(), cluster.address_to_workers(), 0);
+    let run = script.join().unwrap();
+    assert!(
+        run.status.success() && run.stdout.contains("y 2"),
+        "the task ran once a Python worker joined ({}):\n{}\n{}",
+        run.status,
+        run.stdout,
+        run.stderr
+    );
+}

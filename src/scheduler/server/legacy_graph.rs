@@ -617,7 +617,8 @@ const PYTHON_ERRORS: &[&str] = &[
 /// The exception `(module, class, message)` a failed native request is raised as: a task's
 /// error of a Python class where the built-in says so (`ZeroDivisionError: ...`), its
 /// arguments not fitting as `TypeError` (as Python would), integer overflow as
-/// `OverflowError`; anything else a `RuntimeError` with Zask's message.
+/// `OverflowError`, no worker to run a task as `ValueError` (the 2015 scheduler's "No workers
+/// found"); anything else a `RuntimeError` with Zask's message.
 pub(crate) fn exception_of(error: &RequestError) -> (&'static str, &'static str, String) {
     if let RequestError::Task { error, .. } = error {
         if error.kind == TaskErrorKind::Failed {
@@ -633,6 +634,10 @@ pub(crate) fn exception_of(error: &RequestError) -> (&'static str, &'static str,
             if error.message == "integer overflow" {
                 return ("builtins", "OverflowError", error.message.clone());
             }
+        }
+        if error.kind == TaskErrorKind::NoWorker {
+            // What the 2015 scheduler raised when it had no worker for a graph.
+            return ("builtins", "ValueError", error.to_string());
         }
         if error.kind == TaskErrorKind::BadArguments {
             return ("builtins", "TypeError", error.message.clone());
