@@ -19,6 +19,7 @@ pub mod local_cluster;
 pub mod net;
 pub mod protocol;
 pub mod scheduler;
+pub mod security;
 pub mod value;
 pub mod worker;
 
