@@ -3,11 +3,12 @@
 
 use zask_storage::StoreSpec;
 
-use crate::client::{Client, ClientError};
+use crate::client::{Client, ClientConfig, ClientError, ClientSecurity};
 use crate::net::StartError;
 use crate::protocol::WorkerAddress;
 use crate::scheduler::server::SchedulerStartError;
 use crate::scheduler::{Scheduler, SchedulerConfig};
+use crate::security::{Access, ClusterKeys, Role, SecurityError};
 use crate::worker::{Registry, Worker, WorkerConfig};
 
 /// How long `start` waits for its workers to register.
@@ -30,6 +31,9 @@ pub struct LocalClusterBuilder {
     /// The scheduler's settings. Default: `SchedulerConfig::default()` (its ports 0: any free
     /// port on loopback).
     scheduler: SchedulerConfig,
+    /// CURVE on every socket with keys made for this cluster, in memory (unless the scheduler
+    /// settings bring their own). Default: on; `insecure()` turns it off.
+    secure: bool,
 }
 
 impl LocalClusterBuilder {
@@ -69,12 +73,25 @@ impl LocalClusterBuilder {
         self
     }
 
+    /// No encryption and no authentication (default: CURVE with keys made for the cluster).
+    pub fn insecure(mut self) -> Self {
+        self.secure = false;
+        self.scheduler.security = None;
+        self
+    }
+
     /// Starts the scheduler and the workers, and returns once every worker has registered.
-    pub fn start(self) -> Result<LocalCluster, LocalClusterError> {
+    pub fn start(mut self) -> Result<LocalCluster, LocalClusterError> {
+        if self.secure && self.scheduler.security.is_none() {
+            self.scheduler.security =
+                Some(ClusterKeys::generate().map_err(LocalClusterError::Security)?);
+        }
+        let keys = self.scheduler.security.clone();
         let scheduler = Scheduler::start(self.scheduler).map_err(LocalClusterError::Scheduler)?;
         let mut workers = Vec::with_capacity(self.workers);
         for i in 0..self.workers {
             let mut config = WorkerConfig::new(scheduler.address_to_workers());
+            config.security = keys.as_ref().map(|k| k.access(Role::Worker));
             config.nthreads = self.threads_per_worker;
             config.name = Some(format!("local-{i}").into());
             config.store = match &self.store {
@@ -85,7 +102,11 @@ impl LocalClusterBuilder {
                 .map_err(|error| LocalClusterError::Worker { index: i, error })?;
             workers.push(worker);
         }
-        let cluster = LocalCluster { scheduler, workers };
+        let cluster = LocalCluster {
+            scheduler,
+            workers,
+            keys,
+        };
         cluster.wait_for_workers(self.workers)?;
         Ok(cluster)
     }
@@ -100,6 +121,8 @@ pub struct LocalCluster {
     // Declared first so workers say goodbye before the scheduler goes away.
     workers: Vec<Worker>,
     scheduler: Scheduler,
+    /// The cluster's keys (None when insecure).
+    keys: Option<ClusterKeys>,
 }
 
 impl LocalCluster {
@@ -118,12 +141,27 @@ impl LocalCluster {
             registry: Registry::with_builtins(),
             store: StoreSpec::Memory,
             scheduler: SchedulerConfig::default(),
+            secure: true,
         }
     }
 
-    /// A client connected to this cluster.
+    /// A client connected to this cluster, as its operator (whoever made the cluster owns it).
     pub fn client(&self) -> Result<Client, ClientError> {
-        Client::connect(self.scheduler.address_to_clients())
+        let security = match self.access(Role::Operator) {
+            Some(access) => ClientSecurity::Access(access),
+            None => ClientSecurity::Insecure,
+        };
+        let config = ClientConfig {
+            security,
+            ..ClientConfig::default()
+        };
+        Client::connect_with(self.scheduler.address_to_clients(), config)
+    }
+
+    /// What a peer of `role` needs to connect (to hand a client or worker elsewhere in this
+    /// process, or write with `Access::write`); None when the cluster is insecure.
+    pub fn access(&self, role: Role) -> Option<Access> {
+        self.keys.as_ref().map(|k| k.access(role))
     }
 
     pub fn address_to_clients(&self) -> &str {
@@ -170,6 +208,8 @@ pub enum LocalClusterError {
     Worker { index: usize, error: StartError },
     /// The cluster's own client could not ask the scheduler about its workers.
     Client(ClientError),
+    /// Its keys could not be made (no CURVE in this libzmq).
+    Security(SecurityError),
     /// Not every worker registered in time (a loaded machine): may pass.
     Unregistered {
         registered: usize,
@@ -186,6 +226,7 @@ impl LocalClusterError {
             LocalClusterError::Worker { error, .. } => error.retry_may_help(),
             LocalClusterError::Client(e) => e.retry_may_help(),
             LocalClusterError::Unregistered { .. } => true,
+            LocalClusterError::Security(e) => e.retry_may_help(),
         }
     }
 }
@@ -198,6 +239,7 @@ impl std::fmt::Display for LocalClusterError {
                 write!(f, "worker {index} did not start: {error}")
             }
             LocalClusterError::Client(e) => write!(f, "{e}"),
+            LocalClusterError::Security(e) => write!(f, "securing the cluster: {e}"),
             LocalClusterError::Unregistered {
                 registered,
                 started,
@@ -217,6 +259,7 @@ impl std::error::Error for LocalClusterError {
             LocalClusterError::Worker { error, .. } => Some(error),
             LocalClusterError::Client(e) => Some(e),
             LocalClusterError::Unregistered { .. } => None,
+            LocalClusterError::Security(e) => Some(e),
         }
     }
 }

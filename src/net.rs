@@ -271,6 +271,9 @@ pub enum StartError {
     },
     /// The worker's result store could not be opened: its own `retry_may_help` decides.
     Store(zask_storage::StoreError),
+    /// The sockets could not be secured (an access file of the wrong role, no CURVE): its own
+    /// `retry_may_help` decides.
+    Security(crate::security::SecurityError),
 }
 
 impl StartError {
@@ -294,6 +297,7 @@ impl StartError {
             StartError::Bind { error, .. } => *error == zmq::Error::EADDRINUSE,
             StartError::Resource { .. } => true,
             StartError::Store(e) => e.retry_may_help(),
+            StartError::Security(e) => e.retry_may_help(),
         }
     }
 }
@@ -310,6 +314,7 @@ impl std::fmt::Display for StartError {
             }
             StartError::Resource { what, error } => write!(f, "{what}: {error}"),
             StartError::Store(e) => write!(f, "{e}"),
+            StartError::Security(e) => write!(f, "security: {e}"),
         }
     }
 }
@@ -321,6 +326,7 @@ impl std::error::Error for StartError {
             StartError::Bind { error, .. } | StartError::Connect { error, .. } => Some(error),
             StartError::Resource { error, .. } => Some(error),
             StartError::Store(e) => Some(e),
+            StartError::Security(e) => Some(e),
         }
     }
 }

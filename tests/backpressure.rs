@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use common::{wait_until, TestCluster, DEADLINE};
 use zask::protocol::codec::encode;
 use zask::protocol::{FromClient, RequestId};
+use zask::security::Role;
 use zask::{graph, ClientConfig, Value};
 
 /// Scheduler queue per client connection in this test: small, so the stall shows quickly.
@@ -35,6 +36,7 @@ fn a_client_that_never_reads_is_dropped_and_others_keep_their_answers() {
     stuck.set_sndhwm(0).unwrap();
     stuck.set_sndtimeo(DEADLINE.as_millis() as i32).unwrap();
     stuck.set_linger(0).unwrap();
+    cluster.authenticate(&stuck, Role::Client);
     stuck.connect(cluster.address_to_clients()).unwrap();
     for request in 1..=FLOOD {
         // Status replies are a few hundred bytes each: megabytes that are never read.

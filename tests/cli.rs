@@ -21,7 +21,9 @@ fn graph_file(cluster: &TestCluster, name: &str, text: &str) -> PathBuf {
 /// `zask get --scheduler ADDR [extra...] FILE KEYS...`
 fn zask_get(cluster: &TestCluster, extra: &[&str], file: &Path, keys: &[&str]) -> Output {
     let file = file.to_str().expect("a UTF-8 path");
+    let security = cluster.zask_security_args();
     let mut args = vec!["get", "--scheduler", cluster.address_to_clients()];
+    args.extend(security.iter().map(String::as_str));
     args.extend_from_slice(extra);
     args.push(file);
     args.extend_from_slice(keys);
@@ -137,10 +139,10 @@ fn a_json_graph_error_exits_1_saying_where() {
 #[test]
 fn status_prints_both_addresses_and_every_worker() {
     let cluster = ClusterOptions::default().nthreads(2).start();
-    let out = run(
-        ZASK,
-        &["status", "--scheduler", cluster.address_to_clients()],
-    );
+    let security = cluster.zask_security_args();
+    let mut args = vec!["status", "--scheduler", cluster.address_to_clients()];
+    args.extend(security.iter().map(String::as_str));
+    let out = run(ZASK, &args);
     assert_success(&out);
     let status = json_stdout(&out);
     assert_eq!(
@@ -173,16 +175,11 @@ fn who_has_shows_the_holder_of_a_kept_result() {
     let out = zask_get(&cluster, &["--keep-results"], &file, &["y"]);
     assert_success(&out);
     assert_eq!(out.stdout, "3\n");
-    let out = run(
-        ZASK,
-        &[
-            "who-has",
-            "--scheduler",
-            cluster.address_to_clients(),
-            "y",
-            "unknown",
-        ],
-    );
+    let security = cluster.zask_security_args();
+    let mut args = vec!["who-has", "--scheduler", cluster.address_to_clients()];
+    args.extend(security.iter().map(String::as_str));
+    args.extend(["y", "unknown"]);
+    let out = run(ZASK, &args);
     assert_success(&out);
     let who_has = json_stdout(&out);
     let holders = who_has["y"].as_array().expect("holders of y");

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use common::{run, run_with_env, Output, TestCluster, ZASK};
 use serde_json::{json, Value as Json};
 use zask::graph::json::{graph_from_json, key_from_json, parse_graph};
+use zask::security::Role;
 use zask::{Bag, Collection, Key};
 
 const SEED: &str = r#"{"x": 1, "y": {"task": ["add", "x", 2]}}"#;
@@ -21,12 +22,14 @@ fn file(cluster: &TestCluster, name: &str, text: &str) -> PathBuf {
 
 /// `zask collection ACTION --scheduler ADDR ARGS...`
 fn zask(cluster: &TestCluster, action: &str, args: &[&str]) -> Output {
+    let security = cluster.zask_security_args();
     let mut all = vec![
         "collection",
         action,
         "--scheduler",
         cluster.address_to_clients(),
     ];
+    all.extend(security.iter().map(String::as_str));
     all.extend_from_slice(args);
     run(ZASK, &all)
 }
@@ -40,12 +43,17 @@ fn set(cluster: &TestCluster, name: &str, graph: &Path, keys: &[&str]) {
     assert_eq!(out.stdout, "", "{out:?}");
 }
 
-/// `zask ARGS...` with the scheduler's address in `ZASK_SCHEDULER` instead of `--scheduler`.
+/// `zask ARGS...` with the scheduler's address in `ZASK_SCHEDULER` instead of `--scheduler`,
+/// and the access file in `ZASK_ACCESS_FILE` instead of `--access-file`.
 fn zask_with_env(cluster: &TestCluster, args: &[&str]) -> Output {
+    let access = cluster.access_file(Role::Operator).display().to_string();
     run_with_env(
         ZASK,
         args,
-        &[("ZASK_SCHEDULER", cluster.address_to_clients())],
+        &[
+            ("ZASK_SCHEDULER", cluster.address_to_clients()),
+            (zask::security::ACCESS_FILE_ENV, &access),
+        ],
     )
 }
 

@@ -13,6 +13,7 @@ use zask::protocol::{
     FinishedTask, FromClient, FromWorker, RequestError, RequestId, TaskErrorKind, ToClient,
     WorkerAddress, PROTOCOL_VERSION,
 };
+use zask::security::Role;
 use zask::{graph, Client, ClientConfig, ClientError, GetOptions, Graph, GraphError, Key};
 use zask::{KeySpec, Node, Value};
 
@@ -602,12 +603,22 @@ fn garbage_on_both_ports_does_not_stop_the_next_get() {
     let client = cluster.client();
     let ctx = zmq::Context::new();
     let mut sockets = Vec::new();
-    for (port, address) in [
-        ("clients", cluster.address_to_clients().to_owned()),
-        ("workers", cluster.address_to_workers().to_owned()),
+    // Authenticated peers sending garbage: what reaches the decoders.
+    for (port, address, role) in [
+        (
+            "clients",
+            cluster.address_to_clients().to_owned(),
+            Role::Client,
+        ),
+        (
+            "workers",
+            cluster.address_to_workers().to_owned(),
+            Role::Worker,
+        ),
     ] {
         let socket = ctx.socket(zmq::DEALER).unwrap();
         socket.set_linger(0).unwrap();
+        cluster.authenticate(&socket, role);
         socket.connect(&address).unwrap();
         for msg in garbage(port) {
             socket.send_multipart(msg, 0).unwrap();
@@ -660,8 +671,12 @@ fn many_clients_at_once_all_get_correct_results() {
     let threads: Vec<_> = (0..4i64)
         .map(|t| {
             let address = address.clone();
+            let config = ClientConfig {
+                security: cluster.client_security(Role::Client),
+                ..ClientConfig::default()
+            };
             std::thread::spawn(move || {
-                let client = Client::connect(&address).expect("connect");
+                let client = Client::connect_with(&address, config).expect("connect");
                 for round in 0..5i64 {
                     let base = t * 100 + round;
                     let own_a = format!("a-{t}-{round}");

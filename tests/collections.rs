@@ -14,6 +14,7 @@ use std::sync::{mpsc, Arc};
 
 use common::{wait_until, ClusterOptions, Proc, TestCluster, DEADLINE, SCHEDULER, WORKER};
 use zask::bag::Item;
+use zask::client::ClientSecurity;
 use zask::graph::literal;
 use zask::protocol::{RequestError, WorkerAddress};
 use zask::{Bag, Client, ClientConfig, ClientError, Collection, Graph, Key, Value};
@@ -300,6 +301,7 @@ impl StatefulCluster {
             client_port.into(),
             "--state-dir".into(),
             self.state_dir().display().to_string(),
+            "--insecure".into(),
         ]
     }
 
@@ -317,6 +319,7 @@ impl StatefulCluster {
             "0",
             "--state-dir",
             state.to_str().unwrap(),
+            "--insecure",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -331,10 +334,16 @@ impl StatefulCluster {
         let to_clients = scheduler.read_line_after("address_to_clients");
         let workers = (0..2)
             .map(|i| {
-                let args: Vec<String> = [to_workers.as_str(), "--nthreads", "1", "--no-nanny"]
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect();
+                let args: Vec<String> = [
+                    to_workers.as_str(),
+                    "--nthreads",
+                    "1",
+                    "--no-nanny",
+                    "--insecure",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
                 Proc::spawn(
                     &format!("worker-{i}"),
                     WORKER,
@@ -361,6 +370,7 @@ impl StatefulCluster {
     fn client(&self) -> Client {
         let config = ClientConfig {
             scheduler_timeout_ms: 15_000,
+            security: ClientSecurity::Insecure,
             ..ClientConfig::default()
         };
         Client::connect_with(&self.address(), config).unwrap()

@@ -14,6 +14,7 @@ use std::thread::JoinHandle;
 use common::{wait_until, ClusterOptions, Proc, TestCluster, DEADLINE, WORKER};
 use zask::graph::key;
 use zask::protocol::{RequestError, TaskErrorKind, WorkerAddress, WorkerInfo, WorkerName};
+use zask::security::Role;
 use zask::{graph, Client, ClientError, GetOptions, Graph, Key, KeySpec, Node, Value};
 
 /// `client.get` with a deadline, so a hang fails the test instead of blocking it.
@@ -729,12 +730,15 @@ fn a_second_worker_with_a_taken_name_exits_naming_it_and_the_first_keeps_working
     let first = workers(&client);
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].name, "w1");
+    let access = cluster.access_file(Role::Worker).display().to_string();
     let args: Vec<String> = [
         cluster.address_to_workers(),
         "--name",
         "w1",
         "--nthreads",
         "1",
+        "--access-file",
+        &access,
     ]
     .iter()
     .map(|s| s.to_string())

@@ -15,6 +15,7 @@ use zask::protocol::{
     ComputeTask, ErredTask, FinishedTask, FromWorker, TaskError, TaskErrorKind, ToWorker,
     WorkerAddress, WorkerRegistration, WorkerSelector, PROTOCOL_VERSION,
 };
+use zask::security::Role;
 use zask::{graph, Collection, GetOptions, Key, Value};
 
 /// The user report behind the hardening issue, as the user ran it: a kept `y`, then a graph
@@ -32,8 +33,10 @@ fn kept_key_redefined_by_the_next_graph_does_not_crash_the_scheduler() {
     )
     .unwrap();
     let scheduler = cluster.address_to_clients().to_owned();
+    let security = cluster.zask_security_args();
     let zask_get = |args: &[&str]| {
         let mut all = vec!["get", "--scheduler", scheduler.as_str()];
+        all.extend(security.iter().map(String::as_str));
         all.extend_from_slice(args);
         let out = run(ZASK, &all);
         assert_eq!(out.code(), Some(0), "zask {all:?}: {}", out.stderr);
@@ -137,6 +140,8 @@ fn a_fake_worker_cannot_forge_results_drop_copies_or_remove_workers() {
     let ctx = zmq::Context::new();
     let fake = ctx.socket(zmq::DEALER).unwrap();
     fake.set_linger(0).unwrap();
+    // A peer with the worker key (authentication says who may register, not who is honest).
+    cluster.authenticate(&fake, Role::Worker);
     fake.connect(cluster.address_to_workers()).unwrap();
     let send = |msg: FromWorker, frames: Vec<Vec<u8>>| {
         let mut parts = vec![encode(&msg)];

@@ -209,6 +209,7 @@ fn the_2015_client_registers_runs_graphs_of_builtins_and_gets_python_errors() {
     // Tasks only Python can run fail after a second without a Python worker.
     let cluster = TestCluster::options()
         .workers(1)
+        .legacy_ports()
         .scheduler_args(&["--unrunnable-timeout-ms", "1000"])
         .start();
     cluster.wait_for_workers(1);
@@ -224,9 +225,9 @@ fn the_2015_client_registers_runs_graphs_of_builtins_and_gets_python_errors() {
         "legacy_client.py",
         SCRIPT,
         &[
-            cluster.address_to_clients(),
+            cluster.legacy_address_to_clients(),
             &worker,
-            cluster.address_to_workers(),
+            cluster.legacy_address_to_workers(),
         ],
         SCRIPT_DEADLINE,
     );

@@ -111,16 +111,18 @@ print('MIXED OK', flush=True)
 fn python_workers_run_what_rust_workers_cannot_beside_them() {
     let cluster = TestCluster::options()
         .workers(1)
+        .legacy_ports()
         .scheduler_args(&["--python-worker-timeout-ms", "5000"])
         .start();
     cluster.wait_for_workers(1);
-    let (python, python_address) = python_worker(cluster.dir(), cluster.address_to_workers(), 0);
+    let (python, python_address) =
+        python_worker(cluster.dir(), cluster.legacy_address_to_workers(), 0);
     wait_for_python_workers(&cluster, 1);
     let run = run_script(
         cluster.dir(),
         "mixed.py",
         MIXED,
-        &[cluster.address_to_clients(), &python_address],
+        &[cluster.legacy_address_to_clients(), &python_address],
         SCRIPT_DEADLINE,
     );
     eprintln!("client script output:\n{}", run.stdout);
@@ -160,15 +162,16 @@ print('total', c.get(dsk, 'total'), flush=True)
 fn killing_a_python_worker_mid_graph_still_gives_the_right_answer() {
     let cluster = TestCluster::options()
         .workers(1)
+        .legacy_ports()
         .scheduler_args(&["--python-worker-timeout-ms", "3000"])
         .start();
     cluster.wait_for_workers(1);
-    let (mut first, _) = python_worker(cluster.dir(), cluster.address_to_workers(), 0);
-    let (_second, _) = python_worker(cluster.dir(), cluster.address_to_workers(), 1);
+    let (mut first, _) = python_worker(cluster.dir(), cluster.legacy_address_to_workers(), 0);
+    let (_second, _) = python_worker(cluster.dir(), cluster.legacy_address_to_workers(), 1);
     wait_for_python_workers(&cluster, 2);
     let victim = first.pid();
     let dir = cluster.dir().to_owned();
-    let address = cluster.address_to_clients().to_owned();
+    let address = cluster.legacy_address_to_clients().to_owned();
     let script = std::thread::spawn(move || {
         run_script(&dir, "killed.py", KILLED, &[&address], SCRIPT_DEADLINE)
     });
@@ -233,10 +236,10 @@ print('y', c.get({'x': 1, 'y': (lambda v: v + 1, 'x')}, 'y'), flush=True)
 
 #[test]
 fn a_python_task_waits_with_a_log_line_until_a_python_worker_joins() {
-    let cluster = TestCluster::options().workers(1).start();
+    let cluster = TestCluster::options().workers(1).legacy_ports().start();
     cluster.wait_for_workers(1);
     let dir = cluster.dir().to_owned();
-    let address = cluster.address_to_clients().to_owned();
+    let address = cluster.legacy_address_to_clients().to_owned();
     let script = std::thread::spawn(move || {
         run_script(&dir, "waits.py", WAITS, &[&address], SCRIPT_DEADLINE)
     });
@@ -246,7 +249,7 @@ fn a_python_task_waits_with_a_log_line_until_a_python_worker_joins() {
             .contains("waits: no connected worker can run it")
             .then_some(())
     });
-    let (_python, _) = python_worker(cluster.dir(), cluster.address_to_workers(), 0);
+    let (_python, _) = python_worker(cluster.dir(), cluster.legacy_address_to_workers(), 0);
     let run = script.join().unwrap();
     assert!(
         run.status.success() && run.stdout.contains("y 2"),

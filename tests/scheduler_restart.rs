@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::mpsc;
 
 use common::{wait_until, Proc, DEADLINE, SCHEDULER, WORKER};
+use zask::client::ClientSecurity;
 use zask::protocol::RequestError;
 use zask::{graph, Client, ClientConfig, ClientError, GetOptions, Value};
 
@@ -18,6 +19,14 @@ struct Cluster {
     worker_port: String,
     client_port: String,
     state_dir: bool,
+}
+
+fn insecure_client(address: &str) -> Result<Client, zask::ClientError> {
+    let config = ClientConfig {
+        security: ClientSecurity::Insecure,
+        ..ClientConfig::default()
+    };
+    Client::connect_with(address, config)
 }
 
 fn port(address: &str) -> String {
@@ -32,6 +41,8 @@ fn scheduler_args(worker_port: &str, client_port: &str, state: Option<&Path>) ->
         client_port,
         "--heartbeat-timeout-ms",
         "2000",
+        // Restarts are what this file tests; tests/security.rs restarts a secure scheduler.
+        "--insecure",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -57,10 +68,11 @@ impl Cluster {
         let to_clients = scheduler.read_line_after("address_to_clients");
         let workers = (0..2)
             .map(|i| {
-                let args: Vec<String> = [&to_workers, "--nthreads", "2", "--no-nanny"]
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect();
+                let args: Vec<String> =
+                    [&to_workers, "--nthreads", "2", "--no-nanny", "--insecure"]
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect();
                 Proc::spawn(
                     &format!("worker-{i}"),
                     WORKER,
@@ -89,13 +101,14 @@ impl Cluster {
     fn client(&self) -> Client {
         let config = ClientConfig {
             scheduler_timeout_ms: 15_000,
+            security: ClientSecurity::Insecure,
             ..ClientConfig::default()
         };
         Client::connect_with(&self.client_address(), config).unwrap()
     }
 
     fn wait_for_workers(&self, n: usize) {
-        let client = Client::connect(&self.client_address()).unwrap();
+        let client = insecure_client(&self.client_address()).unwrap();
         wait_until("workers to register", DEADLINE, || {
             (client.workers().ok()?.len() >= n).then_some(())
         });
@@ -138,7 +151,7 @@ fn a_get_in_flight_completes_after_the_scheduler_restarts_with_its_state_dir() {
     };
     let get = std::thread::spawn(move || client.get(&dsk, "c"));
     // Kill the scheduler while the graph runs.
-    let watcher = Client::connect(&cluster.client_address()).unwrap();
+    let watcher = insecure_client(&cluster.client_address()).unwrap();
     wait_until("the graph to start", DEADLINE, || {
         (watcher.status().ok()?.processing > 0).then_some(())
     });
@@ -155,7 +168,7 @@ fn without_a_state_dir_a_get_in_flight_fails_clearly() {
     let client = cluster.client();
     let dsk = graph! { "a" => ("slow_inc", 1, 1.0), "b" => ("inc", "a") };
     let get = std::thread::spawn(move || client.get(&dsk, "b"));
-    let watcher = Client::connect(&cluster.client_address()).unwrap();
+    let watcher = insecure_client(&cluster.client_address()).unwrap();
     wait_until("the graph to start", DEADLINE, || {
         (watcher.status().ok()?.processing > 0).then_some(())
     });

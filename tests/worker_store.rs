@@ -4,10 +4,11 @@
 
 use std::time::{Duration, Instant};
 
+use zask::client::ClientSecurity;
 use zask::protocol::{RequestError, WorkerAddress, WorkerSelector};
 use zask::scheduler::{Scheduler, SchedulerConfig};
 use zask::worker::{Registry, Worker, WorkerConfig};
-use zask::{graph, Client, ClientError, GetOptions, Key, Value};
+use zask::{graph, Client, ClientConfig, ClientError, GetOptions, Key, Value};
 use zask_storage::{MemoryStore, Store, StoreError, StoreResult};
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -84,7 +85,15 @@ fn setup(with_healthy: bool) -> Setup {
     if with_healthy {
         workers.push(Worker::start(config("healthy"), Registry::with_builtins()).expect("worker"));
     }
-    let client = Client::connect(scheduler.address_to_clients()).expect("client");
+    // SchedulerConfig::default() has no security: so neither does the client.
+    let client = Client::connect_with(
+        scheduler.address_to_clients(),
+        ClientConfig {
+            security: ClientSecurity::Insecure,
+            ..ClientConfig::default()
+        },
+    )
+    .expect("client");
     wait_until("the workers to register", || {
         (client.workers().expect("status").len() == workers.len()).then_some(())
     });

@@ -55,6 +55,25 @@ struct Args {
     /// removed and its tasks run elsewhere.
     #[arg(long, default_value_t = SchedulerConfig::default().python_worker_timeout_ms)]
     python_worker_timeout_ms: u64,
+    /// The cluster's keys: made on first start (mode 0600), with the access files workers,
+    /// clients and operators connect with written beside it (worker.access, client.access,
+    /// operator.access). Default ~/.zask/cluster.keys.
+    #[arg(long)]
+    security_file: Option<std::path::PathBuf>,
+    /// No encryption and no authentication: anyone who reaches the ports can do anything.
+    #[arg(long)]
+    insecure: bool,
+    /// A plaintext port for 2015 (dask 0.7) Python workers, which cannot do CURVE (0: any
+    /// free port). It serves only the 2015 protocol, on --legacy-host.
+    #[arg(long)]
+    legacy_worker_port: Option<u16>,
+    /// A plaintext port for 2015 (dask 0.7) Python clients (0: any free port), on
+    /// --legacy-host.
+    #[arg(long)]
+    legacy_client_port: Option<u16>,
+    /// Where the plaintext 2015 ports listen: this machine only unless told otherwise.
+    #[arg(long, default_value = "127.0.0.1")]
+    legacy_host: String,
 }
 
 fn main() {
@@ -62,6 +81,34 @@ fn main() {
     zask::fatal::install_for_process();
     let args: Args = zask::cli::parse_or_exit();
     zask::cli::init_logging();
+    let security = if args.insecure {
+        None
+    } else {
+        let path = args
+            .security_file
+            .clone()
+            .unwrap_or_else(zask::security::default_keys_path);
+        match zask::security::ClusterKeys::load_or_create(&path) {
+            Ok((keys, created)) => {
+                let dir = path.parent().unwrap_or(std::path::Path::new("."));
+                log::info!(
+                    "{} the cluster's keys in {}; workers connect with --access-file {}, \
+                     clients with {} (operators: {})",
+                    if created { "made" } else { "using" },
+                    path.display(),
+                    dir.join("worker.access").display(),
+                    dir.join("client.access").display(),
+                    dir.join("operator.access").display()
+                );
+                println!("security_file {}", path.display());
+                Some(keys)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(if e.retry_may_help() { 1 } else { 2 });
+            }
+        }
+    };
     let config = SchedulerConfig {
         host: args.host,
         worker_port: args.worker_port,
@@ -73,6 +120,10 @@ fn main() {
         event_queue_max: args.event_queue_max,
         command_queue_max: SchedulerConfig::default().command_queue_max,
         python_worker_timeout_ms: args.python_worker_timeout_ms,
+        security,
+        legacy_worker_port: args.legacy_worker_port,
+        legacy_client_port: args.legacy_client_port,
+        legacy_host: args.legacy_host,
         core: CoreConfig {
             heartbeat_timeout_ms: args.heartbeat_timeout_ms,
             unrunnable_timeout_ms: args.unrunnable_timeout_ms,
@@ -90,5 +141,11 @@ fn main() {
     };
     println!("address_to_workers {}", scheduler.address_to_workers());
     println!("address_to_clients {}", scheduler.address_to_clients());
+    if let Some(a) = scheduler.legacy_address_to_workers() {
+        println!("legacy_address_to_workers {a}");
+    }
+    if let Some(a) = scheduler.legacy_address_to_clients() {
+        println!("legacy_address_to_clients {a}");
+    }
     scheduler.wait();
 }

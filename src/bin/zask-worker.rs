@@ -74,6 +74,36 @@ struct Args {
     /// Deaths in a row of a worker that never came up, after which the nanny gives up.
     #[arg(long, default_value_t = 50)]
     max_restarts: u32,
+    /// The worker's access file, which zask-scheduler writes beside its keys (default
+    /// ~/.zask/worker.access).
+    #[arg(long, env = zask::security::ACCESS_FILE_ENV)]
+    access_file: Option<std::path::PathBuf>,
+    /// Plaintext, for a scheduler started --insecure.
+    #[arg(long)]
+    insecure: bool,
+}
+
+/// The worker's access, or None with --insecure; an unreadable one ends the program (before
+/// any nanny restarts it in vain).
+fn access(args: &Args) -> Option<zask::security::Access> {
+    use zask::security::{default_dir, Access, Role};
+    if args.insecure {
+        return None;
+    }
+    let path = args
+        .access_file
+        .clone()
+        .unwrap_or_else(|| default_dir().join(Role::Worker.access_file_name()));
+    match Access::read_for(&path, &[Role::Worker]) {
+        Ok(a) => Some(a),
+        Err(e) => {
+            eprintln!(
+                "error: {e} (zask-scheduler writes the worker's access file beside its keys; \
+                 pass it with --access-file, or use --insecure for a scheduler without security)"
+            );
+            std::process::exit(2)
+        }
+    }
 }
 
 fn main() {
@@ -93,6 +123,7 @@ fn main() {
             std::process::exit(1);
         }
     }
+    let security = access(&args);
     if !args.no_nanny {
         let exe = std::env::current_exe()
             .unwrap_or_else(|e| fail(&format!("cannot find this program: {e}")));
@@ -122,6 +153,7 @@ fn main() {
     config.queue_max_messages = args.queue_max;
     config.death_timeout_ms = args.death_timeout_ms.max(1);
     config.max_message_bytes = args.max_message_bytes;
+    config.security = security;
     let registry = if args.test_functions {
         Registry::with_test_functions()
     } else {

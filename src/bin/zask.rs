@@ -4,8 +4,10 @@ use std::process::exit;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use zask::client::ClientSecurity;
 use zask::graph::json::{graph_to_json, key_to_json, parse_graph, parse_key_arg, value_to_json};
-use zask::{Client, CollectionKind, GetOptions, KeySpec};
+use zask::security::{Access, Role};
+use zask::{Client, ClientConfig, CollectionKind, GetOptions, KeySpec};
 
 /// Submit task graphs to a Zask cluster and inspect it. Graphs are JSON files (see README).
 #[derive(Parser, Debug)]
@@ -13,6 +15,13 @@ use zask::{Client, CollectionKind, GetOptions, KeySpec};
 struct Args {
     #[command(subcommand)]
     command: Command,
+    /// The access file to connect with (a client's or an operator's; zask-scheduler writes
+    /// them beside its keys). Default: ~/.zask/client.access when it exists.
+    #[arg(long, global = true, env = zask::security::ACCESS_FILE_ENV)]
+    access_file: Option<std::path::PathBuf>,
+    /// Plaintext, for a scheduler started --insecure.
+    #[arg(long, global = true)]
+    insecure: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -102,7 +111,7 @@ fn read_graph(path: &str) -> zask::Graph {
     parse_graph(&text).unwrap_or_else(|e| fail(&format!("{path}: {e}")))
 }
 
-fn collection_command(action: CollectionAction) {
+fn collection_command(action: CollectionAction, security: &ClientSecurity) {
     match action {
         CollectionAction::Set {
             scheduler,
@@ -113,12 +122,12 @@ fn collection_command(action: CollectionAction) {
             let dsk = read_graph(&graph);
             let keys = keys.iter().map(|k| parse_key_arg(k)).collect();
             let collection = zask::Collection::from_graph(&dsk, keys);
-            connect(&scheduler)
+            connect(&scheduler, security)
                 .set_collection(&name, &collection)
                 .unwrap_or_else(|e| fail(&e.to_string()));
         }
         CollectionAction::Get { scheduler, name } => {
-            let c = connect(&scheduler)
+            let c = connect(&scheduler, security)
                 .get_collection(&name)
                 .unwrap_or_else(|e| fail(&e.to_string()));
             let out = serde_json::json!({
@@ -129,7 +138,7 @@ fn collection_command(action: CollectionAction) {
             println!("{out}");
         }
         CollectionAction::Compute { scheduler, name } => {
-            let client = connect(&scheduler);
+            let client = connect(&scheduler, security);
             let c = client
                 .get_collection(&name)
                 .unwrap_or_else(|e| fail(&e.to_string()));
@@ -150,12 +159,12 @@ fn collection_command(action: CollectionAction) {
             println!("{}", value_to_json(&value));
         }
         CollectionAction::List { scheduler } => {
-            let names = connect(&scheduler)
+            let names = connect(&scheduler, security)
                 .list_collections()
                 .unwrap_or_else(|e| fail(&e.to_string()));
             println!("{}", serde_json::json!(names));
         }
-        CollectionAction::Delete { scheduler, name } => connect(&scheduler)
+        CollectionAction::Delete { scheduler, name } => connect(&scheduler, security)
             .delete_collection(&name)
             .unwrap_or_else(|e| fail(&e.to_string())),
     }
@@ -166,6 +175,16 @@ fn main() {
     zask::fatal::install_for_process();
     let args: Args = zask::cli::parse_or_exit();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let security = if args.insecure {
+        ClientSecurity::Insecure
+    } else if let Some(path) = &args.access_file {
+        let roles = [Role::Client, Role::Operator];
+        ClientSecurity::Access(
+            Access::read_for(path, &roles).unwrap_or_else(|e| fail(&e.to_string())),
+        )
+    } else {
+        ClientSecurity::Default
+    };
     match args.command {
         Command::Get {
             scheduler,
@@ -186,15 +205,15 @@ fn main() {
                 timeout: timeout.map(Duration::from_secs_f64),
                 ..GetOptions::default()
             };
-            let client = connect(&scheduler);
+            let client = connect(&scheduler, &security);
             match client.get_with(&dsk, spec, options) {
                 Ok(v) => println!("{}", value_to_json(&v)),
                 Err(e) => fail(&e.to_string()),
             }
         }
-        Command::Collection { action } => collection_command(action),
+        Command::Collection { action } => collection_command(action, &security),
         Command::Status { scheduler } => {
-            let status = connect(&scheduler)
+            let status = connect(&scheduler, &security)
                 .status()
                 .unwrap_or_else(|e| fail(&e.to_string()));
             let workers: Vec<serde_json::Value> = status
@@ -226,7 +245,7 @@ fn main() {
         }
         Command::WhoHas { scheduler, keys } => {
             let keys: Vec<zask::Key> = keys.iter().map(|k| parse_key_arg(k)).collect();
-            let who_has = connect(&scheduler)
+            let who_has = connect(&scheduler, &security)
                 .who_has(keys.clone())
                 .unwrap_or_else(|e| fail(&e.to_string()));
             let pairs: Vec<serde_json::Value> = keys
@@ -252,8 +271,12 @@ fn main() {
     }
 }
 
-fn connect(address: &str) -> Client {
-    Client::connect(address).unwrap_or_else(|e| fail(&e.to_string()))
+fn connect(address: &str, security: &ClientSecurity) -> Client {
+    let config = ClientConfig {
+        security: security.clone(),
+        ..ClientConfig::default()
+    };
+    Client::connect_with(address, config).unwrap_or_else(|e| fail(&e.to_string()))
 }
 
 fn fail(message: &str) -> ! {

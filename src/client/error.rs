@@ -3,6 +3,7 @@
 use std::fmt;
 
 use crate::protocol::RequestError;
+use crate::security::SecurityError;
 
 /// Why a client call failed.
 #[derive(Clone, Debug, PartialEq)]
@@ -21,6 +22,21 @@ pub enum ClientError {
     Protocol(String),
     /// The client was closed.
     Closed,
+    /// Its access file could not be read or is not a client's (`SecurityError`, kept as its
+    /// text and whether trying again can help, so this error stays cloneable).
+    Security {
+        reason: String,
+        retry_may_help: bool,
+    },
+}
+
+impl From<SecurityError> for ClientError {
+    fn from(e: SecurityError) -> Self {
+        ClientError::Security {
+            reason: e.to_string(),
+            retry_may_help: e.retry_may_help(),
+        }
+    }
 }
 
 impl fmt::Display for ClientError {
@@ -39,6 +55,7 @@ impl fmt::Display for ClientError {
             }
             ClientError::Protocol(m) => write!(f, "protocol error: {m}"),
             ClientError::Closed => write!(f, "the client is closed"),
+            ClientError::Security { reason, .. } => write!(f, "{reason}"),
         }
     }
 }
@@ -65,6 +82,7 @@ impl ClientError {
                     | RequestError::RestartIncomplete { .. }
             ),
             ClientError::Protocol(_) | ClientError::Closed => false,
+            ClientError::Security { retry_may_help, .. } => *retry_may_help,
         }
     }
 }

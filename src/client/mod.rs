@@ -19,6 +19,7 @@ use crate::protocol::{
     ClusterStatus, Frame, FromClient, RequestId, ToClient, WorkerAddress, WorkerInfo,
     WorkerSelector, PROTOCOL_VERSION,
 };
+use crate::security::{self, Access, Role};
 use crate::value::Value;
 
 mod error;
@@ -45,6 +46,8 @@ pub struct ClientConfig {
     /// queue from the caller threads to the IO thread needs no bound of its own: each call
     /// waits for its reply, so it never holds more than one request per calling thread.
     pub queue_max_messages: i32,
+    /// How the client proves who it is (and encrypts); see [`ClientSecurity`].
+    pub security: ClientSecurity,
 }
 
 impl Default for ClientConfig {
@@ -54,6 +57,45 @@ impl Default for ClientConfig {
             ping_interval_ms: 500,
             scheduler_timeout_ms: 5_000,
             queue_max_messages: 1_000,
+            security: ClientSecurity::Default,
+        }
+    }
+}
+
+/// How a client connects: with CURVE and a client's or operator's access, or in plaintext
+/// (only a scheduler started `--insecure` lets that in).
+#[derive(Clone, Debug, Default)]
+pub enum ClientSecurity {
+    /// The access file `$ZASK_ACCESS_FILE` names, else `~/.zask/client.access` (where a
+    /// `zask-scheduler` on this machine writes it); plaintext when neither exists.
+    #[default]
+    Default,
+    /// This access (a client's or an operator's).
+    Access(Access),
+    /// Plaintext, for a scheduler started `--insecure`.
+    Insecure,
+}
+
+impl ClientSecurity {
+    /// The access to connect with (None: plaintext), and how to say so in an error.
+    fn resolve(&self) -> Result<(Option<Access>, String), ClientError> {
+        let roles = [Role::Client, Role::Operator];
+        match self {
+            ClientSecurity::Insecure => Ok((None, "no security (insecure)".into())),
+            ClientSecurity::Access(a) => Ok((Some(a.clone()), format!("the {} key", a.role))),
+            ClientSecurity::Default => {
+                let path = Access::default_path(Role::Client);
+                let explicit = std::env::var_os(crate::security::ACCESS_FILE_ENV).is_some();
+                if !explicit && !path.exists() {
+                    return Ok((
+                        None,
+                        format!("no security: no access file at {}", path.display()),
+                    ));
+                }
+                let access = Access::read_for(&path, &roles).map_err(ClientError::from)?;
+                let how = format!("the {} key of {}", access.role, path.display());
+                Ok((Some(access), how))
+            }
         }
     }
 }
@@ -95,10 +137,15 @@ impl Client {
             reason,
         };
         Endpoint::parse(address).map_err(|e| connect_error(e.to_string()))?;
+        let (access, how) = config.security.resolve()?;
         let ctx = zmq::Context::new();
         let socket = ctx
             .socket(zmq::DEALER)
             .map_err(|e| connect_error(e.to_string()))?;
+        if let Some(access) = &access {
+            security::connect_as(&socket, &access.scheduler_public, &access.key)
+                .map_err(ClientError::from)?;
+        }
         net::configure_bounded(
             &socket,
             net::DEFAULT_MAX_MESSAGE_BYTES,
@@ -146,9 +193,13 @@ impl Client {
             )) => client.address_to_workers = address_to_workers,
             Ok((other, _)) => return Err(connect_error(format!("unexpected answer {other:?}"))),
             Err(ClientError::Timeout { after_ms }) => {
+                // A scheduler that refused our key (or our lack of one) looks the same as
+                // none: CURVE tells the client nothing.
                 return Err(connect_error(format!(
-                    "no scheduler answered within {after_ms} ms"
-                )))
+                    "no scheduler answered within {after_ms} ms (connecting with {how}; a \
+                     secure scheduler lets in only its own keys, one started --insecure only \
+                     plaintext)"
+                )));
             }
             Err(ClientError::Request(e)) => return Err(connect_error(e.to_string())),
             Err(e) => return Err(e),

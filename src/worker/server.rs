@@ -23,6 +23,7 @@ use crate::protocol::{
     ConnectionId, Frame, FromWorker, PeerReply, PeerRequest, ToWorker, WorkerAddress, WorkerName,
     WorkerRegistration, PROTOCOL_VERSION,
 };
+use crate::security::{self, Access, Role, SecurityError, ZapHandler, ZapPolicy, PEERS_DOMAIN};
 
 /// How to run a worker.
 #[derive(Clone, Debug)]
@@ -76,6 +77,11 @@ pub struct WorkerConfig {
     /// The process id to report instead of this process's: a bridge reports its Python
     /// worker's, so `status` never names the scheduler's process as a worker's.
     pub reported_pid: Option<u32>,
+    /// The worker's access (a worker's access file): it connects to the scheduler and to
+    /// peers with CURVE, presenting the worker key, and serves its peer port with CURVE to
+    /// the worker key only. `None` (the default of this struct; `zask-worker` reads an access
+    /// file unless told `--insecure`): plaintext, for a scheduler without security.
+    pub security: Option<Access>,
 }
 
 impl WorkerConfig {
@@ -99,6 +105,7 @@ impl WorkerConfig {
             zero: false,
             runs_python: false,
             reported_pid: None,
+            security: None,
         }
     }
 }
@@ -141,6 +148,8 @@ pub struct Worker {
     retire: Arc<AtomicBool>,
     waker: Waker,
     thread: Option<JoinHandle<Result<(), WorkerError>>>,
+    /// Answers its peer port's CURVE handshakes (dropped after the thread stops).
+    _zap: Option<ZapHandler>,
 }
 
 impl Worker {
@@ -172,6 +181,26 @@ impl Worker {
             net::configure_bounded(s, config.max_message_bytes, hwm)
                 .map_err(socket_error("setting socket options"))?;
         }
+        let secure = net::StartError::Security;
+        let zap = match &config.security {
+            Some(access) => {
+                let peer_keys = access.peers.clone().ok_or_else(|| {
+                    secure(SecurityError::WrongRole {
+                        path: Default::default(),
+                        got: access.role,
+                        expected: vec![Role::Worker],
+                    })
+                })?;
+                let mut policy = ZapPolicy::default();
+                policy.allow(PEERS_DOMAIN, &access.key.public, Role::Worker);
+                let zap = ZapHandler::start(&ctx, policy).map_err(secure)?;
+                security::serve(&peers, &peer_keys, PEERS_DOMAIN).map_err(secure)?;
+                security::connect_as(&to_scheduler, &access.scheduler_public, &access.key)
+                    .map_err(secure)?;
+                Some(zap)
+            }
+            None => None,
+        };
         let host = config.host.clone().unwrap_or_else(|| {
             if scheduler.is_loopback() {
                 "127.0.0.1".into()
@@ -235,6 +264,7 @@ impl Worker {
             peer_sockets: HashMap::new(),
             max_message_bytes: config.max_message_bytes,
             queue_max_messages: config.queue_max_messages,
+            security: config.security.clone(),
         };
         let io = WorkerIo {
             runtime: WorkerRuntime::new(core, store, transport, executor, config.zero),
@@ -253,6 +283,7 @@ impl Worker {
             retire,
             waker,
             thread: Some(thread),
+            _zap: zap,
         })
     }
 
@@ -329,6 +360,8 @@ struct ZmqTransport {
     peer_sockets: HashMap<WorkerAddress, zmq::Socket>,
     max_message_bytes: i64,
     queue_max_messages: i32,
+    /// How to reach peers' CURVE peer ports (None: plaintext).
+    security: Option<Access>,
 }
 
 impl ZmqTransport {
@@ -338,6 +371,13 @@ impl ZmqTransport {
             let s = self.ctx.socket(zmq::DEALER).map_err(|e| e.to_string())?;
             net::configure_bounded(&s, self.max_message_bytes, self.queue_max_messages)
                 .map_err(|e| e.to_string())?;
+            if let Some(access) = &self.security {
+                let peers = access
+                    .peers
+                    .as_ref()
+                    .ok_or("a worker access without peer keys")?;
+                security::connect_as(&s, &peers.public, &access.key).map_err(|e| e.to_string())?;
+            }
             s.connect(address.as_str()).map_err(|e| e.to_string())?;
             self.peer_sockets.insert(address.clone(), s);
         }

@@ -12,6 +12,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use zask::client::ClientSecurity;
+use zask::security::{Access, Role};
 use zask::{Client, ClientConfig};
 
 pub mod legacy;
@@ -182,6 +184,12 @@ pub struct ClusterOptions {
     /// Workers offer the test functions (`zask-worker --test-functions`: `exit_process`,
     /// `counted_inc`, `wait_for_file`, `alloc`, `fail_with_length`).
     pub test_functions: bool,
+    /// No CURVE anywhere (`--insecure` for every process); by default the scheduler makes the
+    /// cluster's keys in the cluster's directory and everyone connects with them.
+    pub insecure: bool,
+    /// The scheduler opens its plaintext 2015 ports (for the unmodified Python client and
+    /// workers, which cannot do CURVE).
+    pub legacy_ports: bool,
 }
 
 impl Default for ClusterOptions {
@@ -193,6 +201,8 @@ impl Default for ClusterOptions {
             scheduler_args: vec![],
             nanny: false,
             test_functions: false,
+            insecure: false,
+            legacy_ports: false,
         }
     }
 }
@@ -230,6 +240,18 @@ impl ClusterOptions {
         self
     }
 
+    /// The scheduler opens its plaintext 2015 ports (`legacy_address_to_workers`/`_clients`).
+    pub fn legacy_ports(mut self) -> Self {
+        self.legacy_ports = true;
+        self
+    }
+
+    /// Every process runs without security (`--insecure`).
+    pub fn insecure(mut self) -> Self {
+        self.insecure = true;
+        self
+    }
+
     /// Every worker keeps its results in its own sled database under the cluster's directory.
     pub fn sled_store(self) -> Self {
         self.worker_args(&["--store", "sled:{dir}/w{i}"])
@@ -251,6 +273,8 @@ pub struct TestCluster {
     scheduler: Option<Proc>,
     address_to_workers: String,
     address_to_clients: String,
+    /// The plaintext 2015 ports (workers, clients), when asked for.
+    legacy_addresses: Option<(String, String)>,
     /// How workers are started, for `add_worker`.
     options: ClusterOptions,
     /// The processes the watchdog kills: shared, so workers added later are covered too.
@@ -278,6 +302,17 @@ impl TestCluster {
             .iter()
             .map(|s| s.to_string())
             .collect();
+        if options.insecure {
+            args.push("--insecure".to_owned());
+        } else {
+            args.push("--security-file".to_owned());
+            args.push(dir.path().join("cluster.keys").display().to_string());
+        }
+        if options.legacy_ports {
+            for a in ["--legacy-worker-port", "0", "--legacy-client-port", "0"] {
+                args.push(a.to_owned());
+            }
+        }
         args.extend(options.scheduler_args.iter().cloned());
         let mut scheduler = Proc::spawn(
             "zask-scheduler",
@@ -287,6 +322,12 @@ impl TestCluster {
         );
         let address_to_workers = scheduler.read_line_after("address_to_workers ");
         let address_to_clients = scheduler.read_line_after("address_to_clients ");
+        let legacy_addresses = options.legacy_ports.then(|| {
+            (
+                scheduler.read_line_after("legacy_address_to_workers "),
+                scheduler.read_line_after("legacy_address_to_clients "),
+            )
+        });
         let watched = Arc::new(Mutex::new(vec![scheduler.pid()]));
         let mut cluster = TestCluster {
             watchdog: Some(Watchdog::start(watched.clone())),
@@ -295,6 +336,7 @@ impl TestCluster {
             scheduler: Some(scheduler),
             address_to_workers,
             address_to_clients,
+            legacy_addresses,
             options: options.clone(),
             watched,
             dir,
@@ -321,6 +363,12 @@ impl TestCluster {
         }
         if self.options.test_functions {
             args.push("--test-functions".to_owned());
+        }
+        if self.options.insecure {
+            args.push("--insecure".to_owned());
+        } else {
+            args.push("--access-file".to_owned());
+            args.push(self.access_file(Role::Worker).display().to_string());
         }
         let dir = self.dir.path().display().to_string();
         args.extend(
@@ -380,6 +428,24 @@ impl TestCluster {
         &self.address_to_workers
     }
 
+    /// The plaintext port 2015 Python workers connect to (`legacy_ports()` clusters).
+    pub fn legacy_address_to_workers(&self) -> &str {
+        &self
+            .legacy_addresses
+            .as_ref()
+            .expect("started with legacy_ports()")
+            .0
+    }
+
+    /// The plaintext port 2015 clients connect to (`legacy_ports()` clusters).
+    pub fn legacy_address_to_clients(&self) -> &str {
+        &self
+            .legacy_addresses
+            .as_ref()
+            .expect("started with legacy_ports()")
+            .1
+    }
+
     /// Each worker's peer address, as it printed it, in start order.
     pub fn worker_addresses(&self) -> &[String] {
         &self.worker_addresses
@@ -389,14 +455,57 @@ impl TestCluster {
         self.dir.path()
     }
 
+    /// A client with the operator's key (tests do everything, restarts included).
     pub fn client(&self) -> Client {
-        Client::connect(&self.address_to_clients)
+        self.client_with(ClientConfig::default())
+    }
+
+    /// A client with `config`; its security, when left at the default, is the operator's key
+    /// (or plaintext for an insecure cluster).
+    pub fn client_with(&self, mut config: ClientConfig) -> Client {
+        if matches!(config.security, ClientSecurity::Default) {
+            config.security = self.client_security(Role::Operator);
+        }
+        Client::connect_with(&self.address_to_clients, config)
             .unwrap_or_else(|e| panic!("cannot connect to the test cluster: {e}"))
     }
 
-    pub fn client_with(&self, config: ClientConfig) -> Client {
-        Client::connect_with(&self.address_to_clients, config)
-            .unwrap_or_else(|e| panic!("cannot connect to the test cluster: {e}"))
+    /// Connecting with `role`'s key (plaintext for an insecure cluster).
+    pub fn client_security(&self, role: Role) -> ClientSecurity {
+        if self.options.insecure {
+            return ClientSecurity::Insecure;
+        }
+        ClientSecurity::Access(
+            Access::read(&self.access_file(role)).expect("the scheduler wrote the access files"),
+        )
+    }
+
+    /// Makes a raw ZeroMQ socket present `role`'s key to the scheduler (before `connect`),
+    /// as Zask's own peers do; nothing for an insecure cluster.
+    pub fn authenticate(&self, socket: &zmq::Socket, role: Role) {
+        if self.options.insecure {
+            return;
+        }
+        let access = Access::read(&self.access_file(role)).expect("the access file");
+        zask::security::connect_as(socket, &access.scheduler_public, &access.key)
+            .expect("CURVE options");
+    }
+
+    /// Where the scheduler wrote `role`'s access file.
+    pub fn access_file(&self, role: Role) -> PathBuf {
+        self.dir.path().join(role.access_file_name())
+    }
+
+    /// The arguments a `zask` command against this cluster connects with: the operator's
+    /// access file (or `--insecure`).
+    pub fn zask_security_args(&self) -> Vec<String> {
+        if self.options.insecure {
+            return vec!["--insecure".to_owned()];
+        }
+        vec![
+            "--access-file".to_owned(),
+            self.access_file(Role::Operator).display().to_string(),
+        ]
     }
 
     /// Pids of the running workers, in start order (killed ones left out).
@@ -527,6 +636,7 @@ pub fn run_with_env(program: &str, args: &[&str], env: &[(&str, &str)]) -> Outpu
     let mut child = Command::new(program)
         .args(args)
         .env_remove("ZASK_SCHEDULER")
+        .env_remove(zask::security::ACCESS_FILE_ENV)
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -32,6 +32,7 @@ use super::legacy::LegacyRequest;
 use super::legacy_graph::{self, add_value, PYTHON_TASK};
 use crate::net::Waker;
 use crate::protocol::{ConnectionId, TaskError, TaskErrorKind, WorkerName};
+use crate::security::Access;
 use crate::value::Value;
 use crate::worker::registry::Registry;
 use crate::worker::server::{Worker, WorkerConfig};
@@ -56,6 +57,8 @@ pub(super) struct BridgeSettings {
     /// The worker port's socket thread, which sends legacy frames, and its waker.
     pub to_socket: Sender<(ConnectionId, Vec<Frame>)>,
     pub waker: Waker,
+    /// The worker key bridges present to the secure worker port (None without security).
+    pub access: Option<Access>,
 }
 
 /// The Python workers that joined, each with its bridge.
@@ -185,6 +188,7 @@ impl LegacyWorkers {
         config.host = Some(s.host.clone());
         config.runs_python = true;
         config.reported_pid = pid;
+        config.security = s.access.clone();
         let worker = Worker::start(config, registry)?;
         Ok(Bridge {
             link,

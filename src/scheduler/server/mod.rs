@@ -10,12 +10,15 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
-use log::info;
+use log::{info, warn};
 
 use super::core::{Command, CoreConfig, Event, Recovered, SchedulerCore};
 use super::journal::{Journal, JournalError, JournalWrite};
 use crate::net::{self, Clock, StartError, Waker};
 use crate::protocol::{ConnectionId, Frame, ToClient, ToWorker};
+use crate::security::{
+    self, Access, ClusterKeys, Role, SecurityError, ZapHandler, CLIENTS_DOMAIN, WORKERS_DOMAIN,
+};
 
 mod legacy;
 mod legacy_graph;
@@ -26,7 +29,9 @@ mod tests;
 
 use legacy::LegacyRequest;
 use legacy_workers::{BridgeSettings, LegacyWorkers};
-use sockets::{decode_client, decode_worker, socket_loop};
+use sockets::{
+    decode_client, decode_legacy_client, decode_legacy_worker, decode_worker, socket_loop,
+};
 
 /// Which port a socket thread owns: says what a peer that stopped reading means, and where a
 /// legacy request came from.
@@ -99,6 +104,19 @@ pub struct SchedulerConfig {
     /// for this long is removed and its tasks run elsewhere (default 20 s, the 2015
     /// scheduler's `worker_timeout`).
     pub python_worker_timeout_ms: u64,
+    /// The cluster's keys: both ports are CURVE servers and a ZAP handler lets in only the
+    /// worker key on the worker port and the client and operator keys on the client port
+    /// (`crate::security`). `None` (the default of this struct, for embedding and tests;
+    /// `zask-scheduler` and `LocalCluster` make keys unless told `--insecure`): no encryption
+    /// and no authentication, with a warning at start.
+    pub security: Option<ClusterKeys>,
+    /// With security on, the 2015 protocol's peers (which cannot do CURVE) connect to these
+    /// extra plaintext ports, which serve only the 2015 protocol; `None` (the default): no
+    /// such port. Without security the main ports serve the 2015 protocol themselves.
+    pub legacy_worker_port: Option<u16>,
+    pub legacy_client_port: Option<u16>,
+    /// Where the plaintext 2015 ports listen (default 127.0.0.1: this machine only).
+    pub legacy_host: String,
     /// The settings of the scheduler's logic (`CoreConfig::default()`; the addresses and the
     /// message limit are filled in from the sockets and the settings above).
     pub core: CoreConfig,
@@ -117,6 +135,10 @@ impl Default for SchedulerConfig {
             event_queue_max: 8_192,
             command_queue_max: 16_384,
             python_worker_timeout_ms: 20_000,
+            security: None,
+            legacy_worker_port: None,
+            legacy_client_port: None,
+            legacy_host: "127.0.0.1".into(),
             core: CoreConfig::default(),
         }
     }
@@ -135,6 +157,11 @@ pub enum SchedulerStartError {
         dir: std::path::PathBuf,
         error: JournalError,
     },
+    /// The ports could not be secured (no CURVE in this libzmq, a socket option refused).
+    Security(SecurityError),
+    /// Plaintext 2015 ports were asked for without security, where the main ports already
+    /// serve the 2015 protocol.
+    LegacyPortsNeedSecurity,
 }
 
 impl SchedulerStartError {
@@ -143,6 +170,8 @@ impl SchedulerStartError {
         match self {
             SchedulerStartError::Start(e) => e.retry_may_help(),
             SchedulerStartError::Journal { error, .. } => error.retry_may_help(),
+            SchedulerStartError::Security(e) => e.retry_may_help(),
+            SchedulerStartError::LegacyPortsNeedSecurity => false,
         }
     }
 }
@@ -154,6 +183,12 @@ impl std::fmt::Display for SchedulerStartError {
             SchedulerStartError::Journal { dir, error } => {
                 write!(f, "{error} ({})", dir.display())
             }
+            SchedulerStartError::Security(e) => write!(f, "securing the ports: {e}"),
+            SchedulerStartError::LegacyPortsNeedSecurity => write!(
+                f,
+                "the plaintext 2015 ports are for a secure scheduler; without security \
+                 (--insecure) the main ports serve 2015 peers themselves"
+            ),
         }
     }
 }
@@ -163,7 +198,15 @@ impl std::error::Error for SchedulerStartError {
         match self {
             SchedulerStartError::Start(e) => Some(e),
             SchedulerStartError::Journal { error, .. } => Some(error),
+            SchedulerStartError::Security(e) => Some(e),
+            SchedulerStartError::LegacyPortsNeedSecurity => None,
         }
+    }
+}
+
+impl From<SecurityError> for SchedulerStartError {
+    fn from(e: SecurityError) -> Self {
+        SchedulerStartError::Security(e)
     }
 }
 
@@ -177,9 +220,13 @@ impl From<StartError> for SchedulerStartError {
 pub struct Scheduler {
     address_to_workers: String,
     address_to_clients: String,
+    legacy_address_to_workers: Option<String>,
+    legacy_address_to_clients: Option<String>,
     stop: Arc<AtomicBool>,
     wakers: Vec<Waker>,
     threads: Vec<JoinHandle<()>>,
+    /// Answers the CURVE handshakes while the ports are open (dropped after the threads).
+    _zap: Option<ZapHandler>,
 }
 
 impl Scheduler {
@@ -220,10 +267,62 @@ impl Scheduler {
         monitor
             .connect("inproc://zask-worker-port-monitor")
             .map_err(socket_error("connecting the monitor socket"))?;
+        let legacy_ports =
+            config.legacy_worker_port.is_some() || config.legacy_client_port.is_some();
+        let zap = match &config.security {
+            Some(keys) => {
+                // Up before the ports, so no handshake finds nobody to ask.
+                let zap = ZapHandler::start(&ctx, keys.scheduler_zap())?;
+                security::serve(&worker_socket, &keys.scheduler, WORKERS_DOMAIN)?;
+                security::serve(&client_socket, &keys.scheduler, CLIENTS_DOMAIN)?;
+                Some(zap)
+            }
+            None if legacy_ports => return Err(SchedulerStartError::LegacyPortsNeedSecurity),
+            None => {
+                warn!(
+                    "running WITHOUT security (--insecure): anyone who can reach these ports \
+                     can run code on the workers, read every result and restart the cluster; \
+                     nothing is encrypted"
+                );
+                None
+            }
+        };
         let address_to_workers = net::bind(&worker_socket, &config.host, config.worker_port)?;
         let address_to_clients = net::bind(&client_socket, &config.host, config.client_port)?;
         info!("address_to_workers {address_to_workers}");
         info!("address_to_clients {address_to_clients}");
+        // The 2015 protocol's plaintext ports (security on only): 2015 peers cannot do CURVE.
+        let legacy_socket = |port: Option<u16>, what: &'static str| -> Result<_, StartError> {
+            let Some(port) = port else {
+                return Ok(None);
+            };
+            let s = ctx.socket(zmq::ROUTER).map_err(socket_error(what))?;
+            net::configure_bounded(
+                &s,
+                config.max_message_bytes,
+                config.worker_queue_max_messages,
+            )
+            .map_err(socket_error("setting socket options"))?;
+            s.set_router_handover(true)
+                .map_err(socket_error("setting ROUTER_HANDOVER"))?;
+            let address = net::bind(&s, &config.legacy_host, port)?;
+            Ok(Some((s, address)))
+        };
+        let legacy_workers =
+            legacy_socket(config.legacy_worker_port, "making the 2015 worker port")?;
+        let legacy_clients =
+            legacy_socket(config.legacy_client_port, "making the 2015 client port")?;
+        for (what, s) in [("workers", &legacy_workers), ("clients", &legacy_clients)] {
+            if let Some((_, address)) = s {
+                warn!(
+                    "legacy_address_to_{what} {address}: a PLAINTEXT port for 2015 (dask 0.7) \
+                     peers, unauthenticated; anyone who reaches it can run code on the \
+                     Python workers"
+                );
+            }
+        }
+        let legacy_address_to_workers = legacy_workers.as_ref().map(|(_, a)| a.clone());
+        let legacy_address_to_clients = legacy_clients.as_ref().map(|(_, a)| a.clone());
 
         let stop = Arc::new(AtomicBool::new(false));
         let (in_tx, in_rx) = crossbeam_channel::bounded::<Input>(config.event_queue_max.max(1));
@@ -264,6 +363,58 @@ impl Scheduler {
         }
 
         let mut threads = Vec::new();
+        // The 2015 replies go out where 2015 peers connect: their own plaintext port when
+        // there is one, else the main port.
+        let (legacy_workers_waker, main_workers_legacy) = match legacy_workers {
+            Some((socket, _)) => {
+                let (waker, wake_rx) = net::waker().map_err(waker_error)?;
+                let in_tx = in_tx.clone();
+                let stop = stop.clone();
+                threads.push(spawn("zask-sched-legacy-workers", move || {
+                    socket_loop::<ToWorker>(
+                        Port::Workers,
+                        socket,
+                        wake_rx,
+                        crossbeam_channel::never(),
+                        legacy_workers_rx,
+                        in_tx,
+                        stop,
+                        decode_legacy_worker,
+                        None,
+                    )
+                })?);
+                (waker, crossbeam_channel::never())
+            }
+            None => (worker_waker.clone(), legacy_workers_rx),
+        };
+        let (legacy_clients_waker, main_clients_legacy) = match legacy_clients {
+            Some((socket, _)) => {
+                let (waker, wake_rx) = net::waker().map_err(waker_error)?;
+                let in_tx = in_tx.clone();
+                let stop = stop.clone();
+                threads.push(spawn("zask-sched-legacy-clients", move || {
+                    socket_loop::<ToClient>(
+                        Port::Clients,
+                        socket,
+                        wake_rx,
+                        crossbeam_channel::never(),
+                        legacy_clients_rx,
+                        in_tx,
+                        stop,
+                        decode_legacy_client,
+                        None,
+                    )
+                })?);
+                (waker, crossbeam_channel::never())
+            }
+            None => (client_waker.clone(), legacy_clients_rx),
+        };
+        let wakers = vec![
+            worker_waker.clone(),
+            client_waker.clone(),
+            legacy_workers_waker.clone(),
+            legacy_clients_waker.clone(),
+        ];
         {
             let in_tx = in_tx.clone();
             let stop = stop.clone();
@@ -273,7 +424,7 @@ impl Scheduler {
                     worker_socket,
                     worker_wake_rx,
                     to_workers_rx,
-                    legacy_workers_rx,
+                    main_workers_legacy,
                     in_tx,
                     stop,
                     decode_worker,
@@ -290,7 +441,7 @@ impl Scheduler {
                     client_socket,
                     client_wake_rx,
                     to_clients_rx,
-                    legacy_clients_rx,
+                    main_clients_legacy,
                     in_tx,
                     stop,
                     decode_client,
@@ -308,7 +459,10 @@ impl Scheduler {
                 client_waker: client_waker.clone(),
                 legacy: LegacyOutputs {
                     to_workers: legacy_workers_tx,
+                    workers_waker: legacy_workers_waker,
                     to_clients: legacy_clients_tx,
+                    clients_waker: legacy_clients_waker,
+                    bridge_access: config.security.as_ref().map(|k| k.access(Role::Worker)),
                     address_to_workers: address_to_workers.clone(),
                     address_to_clients: address_to_clients.clone(),
                     host: config.host.clone(),
@@ -326,9 +480,12 @@ impl Scheduler {
         Ok(Scheduler {
             address_to_workers,
             address_to_clients,
+            legacy_address_to_workers,
+            legacy_address_to_clients,
             stop,
-            wakers: vec![worker_waker, client_waker],
+            wakers,
             threads,
+            _zap: zap,
         })
     }
 
@@ -340,6 +497,16 @@ impl Scheduler {
     /// Where clients connect (the legacy `address_to_clients`).
     pub fn address_to_clients(&self) -> &str {
         &self.address_to_clients
+    }
+
+    /// The plaintext port 2015 Python workers connect to, when there is one.
+    pub fn legacy_address_to_workers(&self) -> Option<&str> {
+        self.legacy_address_to_workers.as_deref()
+    }
+
+    /// The plaintext port 2015 clients connect to, when there is one.
+    pub fn legacy_address_to_clients(&self) -> Option<&str> {
+        self.legacy_address_to_clients.as_deref()
     }
 
     /// Stops the threads and closes the sockets.
@@ -387,11 +554,16 @@ struct Outputs {
     legacy: LegacyOutputs,
 }
 
-/// Where the core thread's legacy (2015) replies go, the addresses they carry, and what the
-/// bridges to 2015 Python workers need (`legacy_workers.rs`).
+/// Where the core thread's legacy (2015) replies go (the socket thread of the port 2015 peers
+/// use, and its waker), the addresses they carry, and what the bridges to 2015 Python workers
+/// need (`legacy_workers.rs`).
 struct LegacyOutputs {
     to_workers: Sender<(ConnectionId, Vec<Frame>)>,
+    workers_waker: Waker,
     to_clients: Sender<(ConnectionId, Vec<Frame>)>,
+    clients_waker: Waker,
+    /// The worker key bridges connect with (None without security).
+    bridge_access: Option<Access>,
     address_to_workers: String,
     address_to_clients: String,
     /// The interface the scheduler listens on; bridges' peer ports listen there too.
@@ -419,12 +591,12 @@ fn answer_legacy(
         Port::Workers => (
             &outs.legacy.address_to_workers,
             &outs.legacy.to_workers,
-            &outs.worker_waker,
+            &outs.legacy.workers_waker,
         ),
         Port::Clients => (
             &outs.legacy.address_to_clients,
             &outs.legacy.to_clients,
-            &outs.client_waker,
+            &outs.legacy.clients_waker,
         ),
     };
     let f = req.msg.function.as_str();
@@ -501,7 +673,8 @@ fn core_loop<J: JournalWrite>(
         host: outs.legacy.host.clone(),
         timeout_ms: outs.legacy.python_worker_timeout_ms,
         to_socket: outs.legacy.to_workers.clone(),
-        waker: outs.worker_waker.clone(),
+        waker: outs.legacy.workers_waker.clone(),
+        access: outs.legacy.bridge_access.clone(),
     });
     let mut legacy_pinged_ms = 0;
     loop {
@@ -583,12 +756,12 @@ fn core_loop<J: JournalWrite>(
                     let now = zask_compat::pickle::helpers::DateTime::now_utc();
                     let address = &outs.legacy.address_to_clients;
                     if let Some(frames) = sessions.reply(&identity, &msg, frames, address, now) {
-                        to_clients = true;
                         send_command(
                             &outs.legacy.to_clients,
-                            &outs.client_waker,
+                            &outs.legacy.clients_waker,
                             (identity, frames),
                         );
+                        outs.legacy.clients_waker.wake();
                     }
                 }
                 Command::ToClient {

@@ -204,6 +204,31 @@ fn legacy_message(frames: &[Frame]) -> bool {
         .is_some_and(|f| classify(f) == Err(DecodeError::Legacy))
 }
 
+/// On a plaintext 2015 port only the 2015 protocol is served: a native message there (which
+/// must come through the secure ports) is logged and dropped.
+fn legacy_only(port: Port, identity: ConnectionId, frames: Vec<Frame>) -> Decoded {
+    if legacy_message(&frames) {
+        if let Some(r) = legacy::decode(port, identity, &frames) {
+            return Decoded::Legacy(r);
+        }
+    } else {
+        warn!(
+            "dropping a native message on the plaintext 2015 {} port from {identity}: Zask's own \
+             peers use the secure ports",
+            port.name()
+        );
+    }
+    Decoded::Answer(None)
+}
+
+pub(super) fn decode_legacy_worker(identity: ConnectionId, frames: Vec<Frame>) -> Decoded {
+    legacy_only(Port::Workers, identity, frames)
+}
+
+pub(super) fn decode_legacy_client(identity: ConnectionId, frames: Vec<Frame>) -> Decoded {
+    legacy_only(Port::Clients, identity, frames)
+}
+
 pub(super) fn decode_worker(identity: ConnectionId, frames: Vec<Frame>) -> Decoded {
     if legacy_message(&frames) {
         return match legacy::decode(Port::Workers, identity, &frames) {

@@ -89,7 +89,10 @@ fn run_batch(
         client_waker,
         legacy: LegacyOutputs {
             to_workers: crossbeam_channel::unbounded().0,
+            workers_waker: net::waker().unwrap().0,
             to_clients: crossbeam_channel::unbounded().0,
+            clients_waker: net::waker().unwrap().0,
+            bridge_access: None,
             address_to_workers: "tcp://127.0.0.1:1".into(),
             address_to_clients: "tcp://127.0.0.1:2".into(),
             host: "127.0.0.1".into(),
@@ -299,7 +302,10 @@ fn the_cores_answer_to_a_legacy_graph_becomes_a_schedule_ack_never_a_native_mess
         client_waker: net::waker().unwrap().0,
         legacy: LegacyOutputs {
             to_workers: crossbeam_channel::unbounded().0,
+            workers_waker: net::waker().unwrap().0,
             to_clients: legacy_to_clients,
+            clients_waker: net::waker().unwrap().0,
+            bridge_access: None,
             address_to_workers: "tcp://127.0.0.1:1".into(),
             address_to_clients: "tcp://127.0.0.1:2".into(),
             host: "127.0.0.1".into(),
