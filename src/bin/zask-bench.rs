@@ -55,6 +55,43 @@ struct Args {
     /// Directory holding zask-scheduler and zask-worker (default: next to this binary).
     #[arg(long)]
     bin_dir: Option<std::path::PathBuf>,
+    /// Run the cluster without CURVE (to measure what encryption costs); by default it is
+    /// secured as `zask-scheduler` secures it, with keys made for the run.
+    #[arg(long)]
+    insecure: bool,
+}
+
+/// Where this run's cluster keys live (None: --insecure), set once in `main`.
+static KEYS_DIR: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+
+fn keys_dir() -> Option<&'static std::path::Path> {
+    KEYS_DIR.get().and_then(|d| d.as_deref())
+}
+
+/// The security arguments of the cluster's processes: the keys file for the scheduler, the
+/// worker's access file for workers, or `--insecure` for both.
+fn security_args(scheduler: bool) -> Vec<std::ffi::OsString> {
+    match keys_dir() {
+        None => vec!["--insecure".into()],
+        Some(d) if scheduler => vec!["--security-file".into(), d.join("cluster.keys").into()],
+        Some(d) => vec!["--access-file".into(), d.join("worker.access").into()],
+    }
+}
+
+/// A client of the benchmark's cluster, as its operator.
+fn connect_with(address: &str, mut config: zask::ClientConfig) -> Result<Client, String> {
+    use zask::client::ClientSecurity;
+    config.security = match keys_dir() {
+        None => ClientSecurity::Insecure,
+        Some(d) => ClientSecurity::Access(
+            zask::security::Access::read(&d.join("operator.access")).map_err(|e| e.to_string())?,
+        ),
+    };
+    Client::connect_with(address, config).map_err(|e| e.to_string())
+}
+
+fn connect(address: &str) -> Result<Client, String> {
+    connect_with(address, zask::ClientConfig::default())
 }
 
 struct Cluster {
@@ -110,9 +147,9 @@ fn read_line_with_prefix(child: &mut Child, prefix: &str) -> Result<String, Stri
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(line) => {
                 found.push(line);
-                if found.iter().filter(|l| l.starts_with(prefix)).count() > 0
-                    && (prefix != "address_to" || found.len() >= 2)
-                {
+                // "address_to" waits for both addresses (workers', then clients').
+                let wanted = if prefix == "address_to" { 2 } else { 1 };
+                if found.iter().filter(|l| l.starts_with(prefix)).count() >= wanted {
                     return Ok(found.join("\n"));
                 }
             }
@@ -130,6 +167,7 @@ fn start_scheduler(
 ) -> Result<(Child, String), String> {
     let mut cmd = Command::new(dir.join("zask-scheduler"));
     cmd.args(["--worker-port", ports.0, "--client-port", ports.1]);
+    cmd.args(security_args(true));
     if let Some(d) = state_dir {
         cmd.arg("--state-dir").arg(d);
     }
@@ -171,6 +209,7 @@ fn start_cluster(args: &Args, workers: usize) -> Result<Cluster, String> {
         let mut cmd = Command::new(dir.join("zask-worker"));
         // The transfer scenario makes its data with `alloc`, a test function.
         cmd.args([to_workers.as_str(), "--nthreads", "1", "--test-functions"]);
+        cmd.args(security_args(false));
         if args.zero {
             cmd.arg("--zero");
         }
@@ -181,7 +220,7 @@ fn start_cluster(args: &Args, workers: usize) -> Result<Cluster, String> {
                 .map_err(|e| format!("cannot start zask-worker: {e}"))?,
         );
     }
-    let client = Client::connect(&to_clients).map_err(|e| e.to_string())?;
+    let client = connect(&to_clients)?;
     let deadline = Instant::now() + Duration::from_secs(20);
     while client.workers().map_err(|e| e.to_string())?.len() < workers {
         if Instant::now() > deadline {
@@ -375,7 +414,7 @@ fn bag(c: &Cluster, items: usize, zero: bool, faults: bool) -> Result<Run, Strin
 /// Every 0.5 s, SIGTERMs a random worker process other than the two protected ones (their
 /// nannies start them again). Returns how many it signalled.
 fn sigterm_workers(address: &str, stop: &std::sync::atomic::AtomicBool) -> usize {
-    let Ok(client) = Client::connect(address) else {
+    let Ok(client) = connect(address) else {
         return 0;
     };
     let mut protected: Vec<u32> = client
@@ -473,7 +512,7 @@ fn restart(c: &mut Cluster, n: usize, zero: bool) -> Result<(Run, f64, f64), Str
         scheduler_timeout_ms: 120_000,
         ..zask::ClientConfig::default()
     };
-    let client = Client::connect_with(&c.to_clients, config).map_err(|e| e.to_string())?;
+    let client = connect_with(&c.to_clients, config)?;
     let get = std::thread::spawn(move || client.get(&g, keys));
     let deadline = Instant::now() + Duration::from_secs(60);
     while c.client.status().map_err(|e| e.to_string())?.processing == 0 {
@@ -490,7 +529,7 @@ fn restart(c: &mut Cluster, n: usize, zero: bool) -> Result<(Run, f64, f64), Str
     let (scheduler, _) = start_scheduler(&c.bin_dir, (&wp, &cp), c.state_dir.as_deref())?;
     c.scheduler = scheduler;
     let restart_s = t0.elapsed().as_secs_f64();
-    let watcher = Client::connect(&c.to_clients).map_err(|e| e.to_string())?;
+    let watcher = connect(&c.to_clients)?;
     while (watcher.status().map_err(|e| e.to_string())?.tasks as usize) < n / 2 {
         if Instant::now() > deadline + Duration::from_secs(60) {
             return Err("the graph was not resumed".into());
@@ -529,6 +568,13 @@ fn main() {
     zask::fatal::install_for_process();
     let args: Args = zask::cli::parse_or_exit();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let keys = (!args.insecure)
+        .then(|| std::env::temp_dir().join(format!("zask-bench-keys-{}", std::process::id())));
+    if let Some(d) = &keys {
+        // The scheduler makes the keys there on its first start.
+        let _ = std::fs::remove_dir_all(d);
+    }
+    KEYS_DIR.set(keys).expect("set once");
     let workers = if args.scenario == Scenario::Bag {
         4
     } else {
@@ -591,7 +637,11 @@ fn main() {
         "resume_s": median(restart_times.iter().map(|t| t.1).collect()),
         "ok": runs.iter().all(|r| r.ok),
         "runs": runs.len(),
+        "secure": keys_dir().is_some(),
     });
+    if let Some(d) = keys_dir() {
+        let _ = std::fs::remove_dir_all(d);
+    }
     println!("{out}");
     if !runs.iter().all(|r| r.ok) {
         std::process::exit(1);
