@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use zask::protocol::codec::{encode, split};
 use zask::protocol::{
-    ConnectionId, FromClient, FromWorker, PeerReply, PeerRequest, ToWorker, WorkerAddress,
+    ClientRole, ConnectionId, FromClient, FromWorker, PeerReply, PeerRequest, ToWorker,
+    WorkerAddress,
 };
 use zask::scheduler::core::{Command, CoreConfig, Event, SchedulerCore};
 use zask::scheduler::journal::{JournalWrite, MemoryJournal};
@@ -223,6 +224,7 @@ impl Sim {
                     self.now,
                     Event::FromClient {
                         identity,
+                        role: ClientRole::Operator,
                         msg,
                         frames,
                     },

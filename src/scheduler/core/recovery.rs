@@ -41,6 +41,13 @@ pub enum JournalOp {
     PutCollection {
         name: String,
         collection: StoredCollection,
+        /// Who stored it (none: nobody, operators only).
+        owner: Option<ConnectionId>,
+    },
+    /// A stored collection's owner changed (its owner left: none).
+    SetCollectionOwner {
+        name: String,
+        owner: Option<ConnectionId>,
     },
     DeleteCollection {
         name: String,
@@ -67,6 +74,9 @@ pub struct Recovered {
     /// (key, wire key, bytes) of each scattered value.
     pub scattered: Vec<(Key, Key, u64)>,
     pub collections: Vec<(String, StoredCollection)>,
+    /// The owner of each stored collection that has one (a journal written before owners
+    /// were recorded has none: those collections are nobody's, operators only).
+    pub collection_owners: Vec<(String, ConnectionId)>,
 }
 
 /// The recovery part: after a restart, the journaled graphs waiting for the grace period to
@@ -115,14 +125,16 @@ impl SchedulerCore {
             recovered.scattered.len(),
             self.config.recovery_grace_ms
         );
-        self.collections.restore(recovered.collections);
+        self.collections
+            .restore(recovered.collections, recovered.collection_owners);
         for (name, key, nbytes) in recovered.scattered {
             let t = match self.tasks.id(&key) {
                 Some(t) => t,
                 None => self.tasks.insert(name.clone(), key, None),
             };
             self.tasks.set_nbytes(t, nbytes);
-            self.name_value(name, t);
+            // Who pinned it is not journaled: recovered names are nobody's (operators only).
+            self.name_value(name, t, None);
         }
         self.recovery.replay = Some(Replay {
             deadline_ms: self.now_ms + self.config.recovery_grace_ms,

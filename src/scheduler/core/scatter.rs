@@ -188,7 +188,7 @@ impl SchedulerCore {
                 key: placed.key,
                 nbytes: placed.nbytes,
             });
-            self.name_value(placed.name, t);
+            self.name_value(placed.name, t, Some(put.scatter.client.clone()));
         }
         let s = put.scatter;
         self.reply(

@@ -23,6 +23,7 @@ pub struct Journal {
     computations: sled::Tree,
     scattered: sled::Tree,
     collections: sled::Tree,
+    collection_owners: sled::Tree,
 }
 
 fn io(e: impl std::fmt::Display) -> JournalError {
@@ -47,6 +48,7 @@ impl Journal {
         let computations = tree(Table::Computations)?;
         let scattered = tree(Table::Scattered)?;
         let collections = tree(Table::Collections)?;
+        let collection_owners = tree(Table::CollectionOwners)?;
         let data_file = File::open(dir.join("db")).map_err(io)?;
         Ok(Journal {
             db,
@@ -55,6 +57,7 @@ impl Journal {
             computations,
             scattered,
             collections,
+            collection_owners,
         })
     }
 
@@ -63,6 +66,7 @@ impl Journal {
             Table::Computations => &self.computations,
             Table::Scattered => &self.scattered,
             Table::Collections => &self.collections,
+            Table::CollectionOwners => &self.collection_owners,
         }
     }
 
