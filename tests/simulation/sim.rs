@@ -67,6 +67,9 @@ pub(crate) struct Sim {
     pub(crate) clients_done_at: Option<u64>,
     /// Every task takes exactly this long (scenarios), instead of a random time.
     pub(crate) exec_ms: Option<u64>,
+    /// The role every client's messages carry: operators by default (as every connection is
+    /// without authentication); plain clients where a test says so.
+    pub(crate) client_role: ClientRole,
 }
 
 impl Sim {
@@ -97,6 +100,7 @@ impl Sim {
             trace_hash: 0xcbf2_9ce4_8422_2325,
             clients_done_at: None,
             exec_ms: None,
+            client_role: ClientRole::Operator,
         }
     }
 
@@ -224,7 +228,7 @@ impl Sim {
                     self.now,
                     Event::FromClient {
                         identity,
-                        role: ClientRole::Operator,
+                        role: self.client_role,
                         msg,
                         frames,
                     },

@@ -9,8 +9,9 @@
 //! a client's release drops only its own pin, and the name (with its task pin) goes with the
 //! last one; an operator's release drops every pin at once. A client that leaves (goodbye, or
 //! silent past the client timeout) keeps nothing it could act on: its pins stay (the data
-//! stays, as before) but are no longer its own, so only an operator may release them. Names
-//! recovered from the journal after a scheduler restart have no owner for the same reason.
+//! stays, as before) but are no longer its own, so only an operator may release them. After a
+//! scheduler restart, a scattered name recovered from the journal is its scatterer's again
+//! (kept names are not journaled; a journal written before owners gives nobody's names).
 
 use rustc_hash::FxHashMap as HashMap;
 
@@ -27,8 +28,8 @@ pub struct Names {
 /// What a key names, and who pinned it.
 struct Named {
     task: TaskId,
-    /// The clients holding a pin on this name, each once. Empty when every owner left or the
-    /// name was recovered from the journal: only an operator may release it then.
+    /// The clients holding a pin on this name, each once. Empty when every owner left (or a
+    /// journal without owners was recovered): only an operator may release it then.
     owners: Vec<ConnectionId>,
 }
 

@@ -2470,6 +2470,29 @@ fn what_a_departed_client_owned_stays_and_only_an_operator_removes_it() {
 }
 
 #[test]
+fn a_scattered_key_is_its_scatterers_again_after_a_scheduler_restart() {
+    let mut h = Harness::new();
+    h.core.recover(
+        0,
+        Recovered {
+            scattered: vec![
+                ("a".into(), 5.into(), 3, Some(client_id(1))),
+                ("old".into(), 6.into(), 3, None),
+            ],
+            ..Recovered::default()
+        },
+    );
+    let client = ClientRole::Client;
+    assert_forbidden(&release(&mut h, 2, client, 1, &["a"]), "\"a\"");
+    assert_forbidden(&release(&mut h, 1, client, 2, &["old"]), "\"old\"");
+    assert!(matches!(
+        release(&mut h, 1, client, 3, &["a"]),
+        ToClient::Done { .. }
+    ));
+    assert!(!named(&h, "a"));
+}
+
+#[test]
 fn collection_owners_survive_a_scheduler_restart() {
     use crate::collection::{Collection, StoredCollection};
     let mut h = Harness::new();

@@ -158,6 +158,7 @@ mod tests {
                     name: "a".into(),
                     key: 17.into(),
                     nbytes: 9,
+                    owner: ConnectionId::from("c1"),
                 },
             ] {
                 j.apply(&op).unwrap();
@@ -170,7 +171,10 @@ mod tests {
             r.computations,
             vec![(ConnectionId::from("c1"), RequestId(2), submission)]
         );
-        assert_eq!(r.scattered, vec![("a".into(), 17.into(), 9)]);
+        assert_eq!(
+            r.scattered,
+            vec![("a".into(), 17.into(), 9, Some(ConnectionId::from("c1")))]
+        );
         j.apply(&JournalOp::Clear).unwrap();
         assert_eq!(j.load().unwrap(), Recovered::default());
     }

@@ -18,7 +18,8 @@ use crate::scheduler::core::{JournalOp, Recovered, Submission};
 pub enum Table {
     /// (client, request) → the submission, for each graph a client still waits for.
     Computations,
-    /// Wire key → (the key the client gave, size), for each scattered value.
+    /// Wire key → (the key the client gave, size, the client that scattered it), for each
+    /// scattered value (journals written before owners hold (key, size)).
     Scattered,
     /// Name → collection.
     Collections,
@@ -82,10 +83,15 @@ pub fn writes(op: &JournalOp) -> Vec<Write> {
                 encode_plain(&(client, request)),
             )]
         }
-        JournalOp::PutScattered { name, key, nbytes } => vec![put(
+        JournalOp::PutScattered {
+            name,
+            key,
+            nbytes,
+            owner,
+        } => vec![put(
             Table::Scattered,
             key.to_store_key(),
-            encode_plain(&(name, nbytes)),
+            encode_plain(&(name, nbytes, owner)),
         )],
         JournalOp::DeleteScattered { key } => vec![remove(Table::Scattered, key.to_store_key())],
         JournalOp::PutCollection {
@@ -153,8 +159,13 @@ pub fn recover(
         }
     }
     for (k, v) in read(Table::Scattered)? {
-        match (Key::from_store_key(&k), decode_plain::<(Key, u64)>(&v)) {
-            (Some(key), Ok((name, nbytes))) => recovered.scattered.push((name, key, nbytes)),
+        let entry = decode_plain::<(Key, u64, ConnectionId)>(&v)
+            .map(|(name, nbytes, owner)| (name, nbytes, Some(owner)))
+            .or_else(|_| decode_plain::<(Key, u64)>(&v).map(|(name, nbytes)| (name, nbytes, None)));
+        match (Key::from_store_key(&k), entry) {
+            (Some(key), Ok((name, nbytes, owner))) => {
+                recovered.scattered.push((name, key, nbytes, owner))
+            }
             _ => log::warn!("skipping an unreadable journal entry"),
         }
     }
@@ -284,6 +295,7 @@ mod tests {
             name: "a".into(),
             key: 5.into(),
             nbytes: 3,
+            owner: ConnectionId::from("c"),
         })
         .unwrap();
         assert_eq!(j.load().unwrap().computations.len(), 2);
@@ -375,6 +387,39 @@ mod tests {
         assert_eq!(
             r.collections,
             vec![("a".to_owned(), native), ("b".to_owned(), legacy)]
+        );
+    }
+
+    #[test]
+    fn scattered_entries_of_journals_without_owners_read_as_nobodys() {
+        let old = Write::Put {
+            table: Table::Scattered,
+            key: Key::from(5).to_store_key(),
+            value: encode_plain(&(Key::from("a"), 3u64)),
+        };
+        let mut tables = Tables::new();
+        write(&mut tables, old);
+        for w in writes(&JournalOp::PutScattered {
+            name: "b".into(),
+            key: 6.into(),
+            nbytes: 4,
+            owner: ConnectionId::from("c"),
+        }) {
+            write(&mut tables, w);
+        }
+        let r = recover(|table| {
+            Ok(tables
+                .get(&table)
+                .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default())
+        })
+        .unwrap();
+        assert_eq!(
+            r.scattered,
+            vec![
+                ("a".into(), 5.into(), 3, None),
+                ("b".into(), 6.into(), 4, Some(ConnectionId::from("c")))
+            ]
         );
     }
 }
