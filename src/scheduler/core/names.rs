@@ -49,7 +49,8 @@ impl Names {
         self.by_key.get(key).map(|n| n.task)
     }
 
-    /// Names `t` by `key` with `owner` among its owners (none: recovered, nobody's). A key
+    /// Names `t` by `key` with `owner` among its owners (none: recovered from a journal
+    /// without owners, nobody's). A key
     /// that named another task names `t` from now on for all its owners (a new scatter or keep
     /// of a key replaces its value, as before owners existed).
     pub fn bind(&mut self, key: Key, t: TaskId, owner: Option<ConnectionId>) {
@@ -89,7 +90,8 @@ impl Names {
     /// - a client that owns no pin on a name nobody else owns either (the key names nothing)
     ///   gets a success that changes nothing, as before roles existed;
     /// - a client that owns no pin on a name others own, or nobody owns any more (its owners
-    ///   left, or it was recovered after a restart), is refused: that is an operator's call.
+    ///   left, or it came from a journal written before owners), is refused: that is an
+    ///   operator's call.
     pub(super) fn release_check(
         &self,
         key: &Key,
@@ -136,8 +138,9 @@ impl Names {
 }
 
 impl SchedulerCore {
-    /// Makes `key` name `t` (an explicit scatter, keep or persist by `owner`; none when
-    /// recovered); the task it named before is let go once nothing else needs it.
+    /// Makes `key` name `t` (an explicit scatter, keep or persist by `owner`, or a scatter
+    /// recovered from the journal); the task it named before is let go once nothing else
+    /// needs it.
     pub(super) fn name_value(&mut self, key: Key, t: TaskId, owner: Option<ConnectionId>) {
         let existed = self.names.get(&key);
         self.names.bind(key, t, owner);
