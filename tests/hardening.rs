@@ -65,6 +65,9 @@ fn collection_replaced_while_others_compute_it() {
         Collection::from_graph(&g, vec![Key::from("total")])
     };
     let totals = [2 * 10 + 1, 2 * 1000 + 1];
+    // The writers replace each other's collection: an operator's right (see "Who owns what"
+    // in the README). These clients are operators: without authentication every connection
+    // is; with keys they need the operator's.
     let first = cluster.client();
     first.set_collection("shared", &writer_graph(10)).unwrap();
     let stop = Arc::new(AtomicBool::new(false));

@@ -86,3 +86,22 @@ impl ClientError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ClientRole;
+
+    #[test]
+    fn a_forbidden_request_says_who_may_and_is_not_worth_retrying() {
+        let e = ClientError::from(RequestError::Forbidden {
+            action: "deleting collection \"c\" (owned by another client)".into(),
+            needs: ClientRole::Operator,
+        });
+        assert!(!e.retry_may_help());
+        assert_eq!(
+            e.to_string(),
+            "forbidden: deleting collection \"c\" (owned by another client) needs the operator role"
+        );
+    }
+}

@@ -1,7 +1,8 @@
 //! Typed names for the things the protocol acts on: a connection (`ConnectionId`), a worker's
 //! peer address (`WorkerAddress`) and name (`WorkerName`), a restriction naming either
-//! (`WorkerSelector`) and a client's request (`RequestId`). Each is serde-transparent, so the
-//! wire carries the bare value; the types only keep the distinctions apart in the code.
+//! (`WorkerSelector`), a client's request (`RequestId`) and what a client may do
+//! (`ClientRole`). The ids are serde-transparent, so the wire carries the bare value; the
+//! types only keep the distinctions apart in the code.
 
 use std::fmt;
 
@@ -168,6 +169,31 @@ impl fmt::Display for WorkerSelector {
     }
 }
 
+/// What a client connection may do, as the scheduler learns it from the key the connection
+/// authenticated with (a plain client key or an operator key).
+///
+/// - `Client`: submit, compute, scatter, gather, read every collection, dataset and the
+///   cluster's status; release its own pins, delete or replace its own collections and
+///   datasets.
+/// - `Operator`: everything a client may do, and what concerns the whole cluster or other
+///   clients' things: restart the cluster, release names other clients pinned (dropping every
+///   pin of the name), delete or replace any collection or dataset, including those whose
+///   owner has left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ClientRole {
+    Client,
+    Operator,
+}
+
+impl fmt::Display for ClientRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ClientRole::Client => "client",
+            ClientRole::Operator => "operator",
+        })
+    }
+}
+
 /// A client's number for one of its requests; replies carry it back, so one client can have
 /// many requests in flight. Messages that expect no reply carry none.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -234,6 +260,15 @@ mod tests {
         // Python selects by what the worker runs, never by a name or an address.
         assert!(WorkerSelector::Python.matches(&address, &name, true));
         assert!(!WorkerSelector::Python.matches(&address, &"python".into(), false));
+    }
+
+    #[test]
+    fn roles_print_as_their_names_and_travel() {
+        assert_eq!(ClientRole::Client.to_string(), "client");
+        assert_eq!(ClientRole::Operator.to_string(), "operator");
+        for role in [ClientRole::Client, ClientRole::Operator] {
+            assert_eq!(round_trip(&role), role);
+        }
     }
 
     #[test]

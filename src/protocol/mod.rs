@@ -16,7 +16,7 @@ use crate::collection::Collection;
 use crate::graph::{Expr, GraphError, Key};
 
 pub use codec::{DecodeError, Frame};
-pub use ids::{ConnectionId, RequestId, WorkerAddress, WorkerName, WorkerSelector};
+pub use ids::{ClientRole, ConnectionId, RequestId, WorkerAddress, WorkerName, WorkerSelector};
 
 /// Checked at registration (workers) and at hello (clients).
 pub const PROTOCOL_VERSION: u8 = 5;
@@ -517,6 +517,11 @@ pub enum RequestError {
     RestartIncomplete { expected: u32, back: u32 },
     /// The request itself was malformed or unsupported.
     Protocol { message: String },
+    /// The connection's role may not do this: `action` names what was refused and on what
+    /// (`releasing key "x" (pinned by other clients)`, `deleting collection "c" (owned by
+    /// another client)`, `restarting the cluster`), `needs` the role that may. Retrying
+    /// cannot help.
+    Forbidden { action: String, needs: ClientRole },
 }
 
 impl fmt::Display for RequestError {
@@ -560,6 +565,10 @@ impl fmt::Display for RequestError {
                 "restart: only {back} of {expected} workers came back in time"
             ),
             RequestError::Protocol { message } => write!(f, "protocol error: {message}"),
+            RequestError::Forbidden { action, needs } => write!(
+                f,
+                "forbidden: {action} needs the {needs} role"
+            ),
         }
     }
 }

@@ -54,7 +54,8 @@ use zask::collection::Collection;
 use zask::graph::Key;
 use zask::protocol::codec::{decode, decode_value, encode};
 use zask::protocol::{
-    ConnectionId, Frame, FromClient, FromWorker, RequestId, ToClient, ToWorker, WorkerAddress,
+    ClientRole, ConnectionId, Frame, FromClient, FromWorker, RequestId, ToClient, ToWorker,
+    WorkerAddress,
 };
 use zask::scheduler::core::{Command, CoreConfig, Event, SchedulerCore};
 
@@ -385,6 +386,7 @@ impl Model {
                 self.client_message_arrives(c, &msg);
                 self.feed_core(Event::FromClient {
                     identity: id,
+                    role: ClientRole::Operator,
                     msg,
                     frames,
                 })

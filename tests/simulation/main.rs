@@ -17,7 +17,11 @@
 //! writes, what a restart recovers, and what a crash loses: everything not flushed).
 //!
 //! `simulated_cluster_survives_random_faults` runs seeds 0..1000 (`ZASK_SIM_SEEDS=N` for another
-//! count, `ZASK_SIM_SEED=K` for one seed, with a trace of its events on failure). The named
+//! count, `ZASK_SIM_SEED=K` for one seed, with a trace of its events on failure); clients are
+//! operators there, as every connection is without authentication.
+//! `plain_clients_survive_random_faults_on_their_own_keys` runs seeds 0..100
+//! (`ZASK_SIM_CLIENT_SEEDS=N`) with plain clients, so ownership is checked under faults
+//! (scheduler crashes included: a scatterer must still own its keys after a restart). The named
 //! scenarios (`scenarios.rs`) pin down each bug it found, and a few behaviours that work.
 //!
 //! Modules: `rng` (the seeded random source), `network` (links, delays, partitions, faults as
@@ -42,6 +46,7 @@ use std::time::Instant;
 
 use sim::Stats;
 use workload::random_sim;
+use zask::protocol::ClientRole;
 
 pub(crate) const HEARTBEAT_TIMEOUT_MS: u64 = 500;
 pub(crate) const HEARTBEAT_INTERVAL_MS: u64 = 100;
@@ -71,6 +76,11 @@ pub(crate) struct Outcome {
 }
 
 pub(crate) fn run_seed(seed: u64, trace: bool) -> Outcome {
+    run_seed_as(seed, trace, ClientRole::Operator)
+}
+
+/// `run_seed` with every client's messages carrying `role`.
+pub(crate) fn run_seed_as(seed: u64, trace: bool, role: ClientRole) -> Outcome {
     let mut sim = match catch_unwind(|| random_sim(seed)) {
         Ok(sim) => sim,
         Err(panic) => {
@@ -86,6 +96,7 @@ pub(crate) fn run_seed(seed: u64, trace: bool) -> Outcome {
     if trace {
         sim.trace = Some(VecDeque::new());
     }
+    sim.client_role = role;
     let result = catch_unwind(AssertUnwindSafe(|| sim.finish()))
         .unwrap_or_else(|panic| Err(format!("panicked: {}", panic_text(&panic))));
     let result = result.map_err(|e| format!("at {} ms virtual: {e}", sim.now));
@@ -208,4 +219,25 @@ fn simulation_is_deterministic() {
             "seed {seed} ran differently twice; replay with ZASK_SIM_SEED={seed}"
         );
     }
+}
+
+/// The random workloads again with plain clients (no operator): each client releases only
+/// what it scattered or kept itself, so ownership must never refuse it, and a key two clients
+/// kept stays until both released it (nothing may be left once every name is released).
+#[test]
+fn plain_clients_survive_random_faults_on_their_own_keys() {
+    let n = env_u64("ZASK_SIM_CLIENT_SEEDS").unwrap_or(100);
+    let mut failures = Vec::new();
+    for seed in 0..n {
+        let o = run_seed_as(seed, false, ClientRole::Client);
+        if let Err(e) = o.result {
+            failures.push(format!("seed {seed}: {e}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {n} seeds failed with plain clients:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

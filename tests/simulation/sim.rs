@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use zask::protocol::codec::{encode, split};
 use zask::protocol::{
-    ConnectionId, FromClient, FromWorker, PeerReply, PeerRequest, ToWorker, WorkerAddress,
+    ClientRole, ConnectionId, FromClient, FromWorker, PeerReply, PeerRequest, ToWorker,
+    WorkerAddress,
 };
 use zask::scheduler::core::{Command, CoreConfig, Event, SchedulerCore};
 use zask::scheduler::journal::{JournalWrite, MemoryJournal};
@@ -66,6 +67,9 @@ pub(crate) struct Sim {
     pub(crate) clients_done_at: Option<u64>,
     /// Every task takes exactly this long (scenarios), instead of a random time.
     pub(crate) exec_ms: Option<u64>,
+    /// The role every client's messages carry: operators by default (as every connection is
+    /// without authentication); plain clients where a test says so.
+    pub(crate) client_role: ClientRole,
 }
 
 impl Sim {
@@ -96,6 +100,7 @@ impl Sim {
             trace_hash: 0xcbf2_9ce4_8422_2325,
             clients_done_at: None,
             exec_ms: None,
+            client_role: ClientRole::Operator,
         }
     }
 
@@ -223,6 +228,7 @@ impl Sim {
                     self.now,
                     Event::FromClient {
                         identity,
+                        role: self.client_role,
                         msg,
                         frames,
                     },

@@ -174,11 +174,14 @@ impl SchedulerCore {
         self.cancel_replay(identity, request);
     }
 
-    /// A client said goodbye or went silent: its computations end.
+    /// A client said goodbye or went silent: its computations end; what it owns (names,
+    /// collections, datasets) stays, owned by nobody (only an operator may remove it now).
     pub(super) fn remove_client(&mut self, identity: &ConnectionId) {
         for c in self.clients.remove(identity) {
             self.end_computation(c);
         }
+        self.names.disown(identity);
+        self.disown_collections(identity);
     }
 
     /// Clients silent for longer than the client timeout are gone.

@@ -1,6 +1,14 @@
 //! The collections part: named things clients share, stored collections (graphs, not data,
 //! kept in the journal) and published datasets (computed results kept on the workers under a
 //! name; each pins its tasks).
+//!
+//! Each collection and dataset has an owner: the client connection that stored or published
+//! it. Reading (`GetCollection`, `GetDataset`, `ListCollections`) is open to every client;
+//! deleting, unpublishing or replacing one needs its owner or an operator. 2015 clients'
+//! collections are owned by their legacy connection (role client) under the same rules. When
+//! an owner leaves (goodbye, or silent past the client timeout) its collections and datasets
+//! stay, owned by nobody: only an operator may delete or replace them from then on. Owners are
+//! journaled with the stored collections, so a restarted scheduler keeps them.
 
 use std::collections::BTreeMap;
 
@@ -10,22 +18,85 @@ use super::tasks::{TaskId, TaskState};
 use super::{JournalOp, SchedulerCore};
 use crate::collection::{Collection, LegacyCollection, StoredCollection};
 use crate::graph::{Expr, Key};
-use crate::protocol::{ConnectionId, RequestError, RequestId, ToClient};
+use crate::protocol::{ClientRole, ConnectionId, RequestError, RequestId, ToClient};
 
 #[derive(Default)]
 pub(super) struct Collections {
     /// Stored collections by name (graphs, not data): native ones and the opaque payloads of
-    /// 2015 clients, in one namespace.
-    stored: BTreeMap<String, StoredCollection>,
+    /// 2015 clients, in one namespace; each with its owner.
+    stored: BTreeMap<String, Owned<StoredCollection>>,
     /// Published datasets: the collection and the tasks holding its results (distinct, one
-    /// pin each).
-    datasets: HashMap<String, (Collection, Vec<TaskId>)>,
+    /// pin each); each with its owner.
+    datasets: HashMap<String, Owned<(Collection, Vec<TaskId>)>>,
+}
+
+/// A collection or dataset and the client that stored or published it (none once that client
+/// left, or when a journal written before owners were recorded said nobody).
+struct Owned<T> {
+    item: T,
+    owner: Option<ConnectionId>,
+}
+
+/// Whether `client` in `role` may delete or replace what `owner` owns.
+fn may_change(owner: Option<&ConnectionId>, client: &ConnectionId, role: ClientRole) -> bool {
+    role == ClientRole::Operator || owner == Some(client)
+}
+
+/// Whose a thing the caller may not change is, for the refusal's text.
+fn whose(owner: Option<&ConnectionId>) -> &'static str {
+    match owner {
+        Some(_) => "(owned by another client)",
+        None => "(its owner is gone)",
+    }
+}
+
+/// The refusal of `action` (what, and on what) to a client that does not own it.
+fn forbidden(request: RequestId, action: String) -> ToClient {
+    ToClient::Failed {
+        request,
+        error: RequestError::Forbidden {
+            action,
+            needs: ClientRole::Operator,
+        },
+    }
 }
 
 impl Collections {
-    /// The collections a previous run stored (recovery).
-    pub(super) fn restore(&mut self, stored: Vec<(String, StoredCollection)>) {
-        self.stored.extend(stored);
+    /// The collections a previous run stored (recovery), with their journaled owners.
+    pub(super) fn restore(
+        &mut self,
+        stored: Vec<(String, StoredCollection)>,
+        owners: Vec<(String, ConnectionId)>,
+    ) {
+        let mut owners: HashMap<String, ConnectionId> = owners.into_iter().collect();
+        for (name, item) in stored {
+            let owner = owners.remove(&name);
+            self.stored.insert(name, Owned { item, owner });
+        }
+    }
+
+    /// `client` left: what it stored or published stays, owned by nobody (operators only).
+    /// Returns the names of the stored collections it owned (their owner is journaled).
+    pub(super) fn disown(&mut self, client: &ConnectionId) -> Vec<String> {
+        for d in self.datasets.values_mut() {
+            if d.owner.as_ref() == Some(client) {
+                d.owner = None;
+            }
+        }
+        let mut names = Vec::new();
+        for (name, c) in &mut self.stored {
+            if c.owner.as_ref() == Some(client) {
+                c.owner = None;
+                names.push(name.clone());
+            }
+        }
+        names
+    }
+
+    /// The owner of the stored collection `name`, if it has one (for tests).
+    #[cfg(test)]
+    pub(super) fn collection_owner(&self, name: &str) -> Option<&ConnectionId> {
+        self.stored.get(name).and_then(|c| c.owner.as_ref())
     }
 
     /// Published datasets are data, gone with the workers (a restart); stored collections are
@@ -38,7 +109,7 @@ impl Collections {
     pub(super) fn dataset_tasks(&self) -> impl Iterator<Item = (&String, TaskId)> {
         self.datasets
             .iter()
-            .flat_map(|(name, (_, ids))| ids.iter().map(move |t| (name, *t)))
+            .flat_map(|(name, d)| d.item.1.iter().map(move |t| (name, *t)))
     }
 }
 
@@ -46,37 +117,58 @@ impl SchedulerCore {
     pub(super) fn set_collection(
         &mut self,
         client: &ConnectionId,
+        role: ClientRole,
         request: RequestId,
         name: String,
         collection: Collection,
     ) {
-        self.store_collection(client, request, name, StoredCollection::Native(collection));
+        let collection = StoredCollection::Native(collection);
+        self.store_collection(client, role, request, name, collection);
     }
 
     /// A 2015 client's `set-collection`: its payload, kept verbatim (never decoded here).
     pub(super) fn set_legacy_collection(
         &mut self,
         client: &ConnectionId,
+        role: ClientRole,
         request: RequestId,
         name: String,
         payload: Vec<u8>,
     ) {
         let stored = StoredCollection::Legacy(LegacyCollection { payload });
-        self.store_collection(client, request, name, stored);
+        self.store_collection(client, role, request, name, stored);
     }
 
+    /// Stores `collection` under `name`, owned by `client`; replacing another owner's (or an
+    /// ownerless) collection needs an operator.
     fn store_collection(
         &mut self,
         client: &ConnectionId,
+        role: ClientRole,
         request: RequestId,
         name: String,
         collection: StoredCollection,
     ) {
+        if let Some(old) = self.collections.stored.get(&name) {
+            if !may_change(old.owner.as_ref(), client, role) {
+                let action = format!(
+                    "replacing collection {name:?} {}",
+                    whose(old.owner.as_ref())
+                );
+                self.reply(client, forbidden(request, action));
+                return;
+            }
+        }
         self.journal(JournalOp::PutCollection {
             name: name.clone(),
             collection: collection.clone(),
+            owner: Some(client.clone()),
         });
-        self.collections.stored.insert(name, collection);
+        let owned = Owned {
+            item: collection,
+            owner: Some(client.clone()),
+        };
+        self.collections.stored.insert(name, owned);
         self.reply(client, ToClient::Done { request });
     }
 
@@ -86,7 +178,7 @@ impl SchedulerCore {
         request: RequestId,
         name: String,
     ) {
-        let reply = match self.collections.stored.get(&name) {
+        let reply = match self.collections.stored.get(&name).map(|c| &c.item) {
             Some(StoredCollection::Legacy(_)) => ToClient::Failed {
                 request,
                 error: RequestError::LegacyCollection { name },
@@ -104,7 +196,7 @@ impl SchedulerCore {
         request: RequestId,
         name: String,
     ) {
-        let reply = match self.collections.stored.get(&name) {
+        let reply = match self.collections.stored.get(&name).map(|c| &c.item) {
             Some(StoredCollection::Legacy(l)) => ToClient::LegacyCollection {
                 request,
                 payload: l.payload.clone(),
@@ -126,23 +218,37 @@ impl SchedulerCore {
         self.reply(client, ToClient::Names { request, names });
     }
 
+    /// Deletes a stored collection: its owner's or an operator's call.
     pub(super) fn delete_collection(
         &mut self,
         client: &ConnectionId,
+        role: ClientRole,
         request: RequestId,
         name: String,
     ) {
-        let reply = match self.collections.stored.remove(&name) {
-            Some(_) => {
-                self.journal(JournalOp::DeleteCollection { name });
-                ToClient::Done { request }
+        let owner = match self.collections.stored.get(&name) {
+            None => {
+                let error = RequestError::NoSuchCollection { name };
+                self.reply(client, ToClient::Failed { request, error });
+                return;
             }
-            None => ToClient::Failed {
-                request,
-                error: RequestError::NoSuchCollection { name },
-            },
+            Some(c) => c.owner.as_ref(),
         };
-        self.reply(client, reply);
+        if !may_change(owner, client, role) {
+            let action = format!("deleting collection {name:?} {}", whose(owner));
+            self.reply(client, forbidden(request, action));
+            return;
+        }
+        self.collections.stored.remove(&name);
+        self.journal(JournalOp::DeleteCollection { name });
+        self.reply(client, ToClient::Done { request });
+    }
+
+    /// `client` left: its collections and datasets stay, owned by nobody from now on.
+    pub(super) fn disown_collections(&mut self, client: &ConnectionId) {
+        for name in self.collections.disown(client) {
+            self.journal(JournalOp::SetCollectionOwner { name, owner: None });
+        }
     }
 
     /// Computes `outputs` and keeps them on the workers; answers `Done` once they are in memory.
@@ -164,13 +270,23 @@ impl SchedulerCore {
         self.start_computation(c);
     }
 
+    /// Publishes `collection`'s results under `name`, owned by `client`; replacing another
+    /// owner's (or an ownerless) dataset needs an operator.
     pub(super) fn publish(
         &mut self,
         client: &ConnectionId,
+        role: ClientRole,
         request: RequestId,
         name: String,
         collection: Collection,
     ) {
+        if let Some(old) = self.collections.datasets.get(&name) {
+            if !may_change(old.owner.as_ref(), client, role) {
+                let action = format!("replacing dataset {name:?} {}", whose(old.owner.as_ref()));
+                self.reply(client, forbidden(request, action));
+                return;
+            }
+        }
         // The collection's own definitions (not whatever its keys name now) must be in memory.
         let resolved = match self.resolve_graph(&collection.graph, &collection.keys) {
             Ok(resolved) => resolved,
@@ -197,30 +313,54 @@ impl SchedulerCore {
             // Pinned results with lineage: a lost copy is recomputed, never silently gone.
             self.tasks.pin(t);
         }
-        if let Some((_, old)) = self.collections.datasets.insert(name, (collection, ids)) {
-            self.release_dataset_tasks(old);
+        let owned = Owned {
+            item: (collection, ids),
+            owner: Some(client.clone()),
+        };
+        if let Some(old) = self.collections.datasets.insert(name, owned) {
+            self.release_dataset_tasks(old.item.1);
         }
         self.reply(client, ToClient::Done { request });
     }
 
     pub(super) fn get_dataset(&mut self, client: &ConnectionId, request: RequestId, name: String) {
-        let found = self.collections.datasets.get(&name).map(|(c, _)| c.clone());
+        let found = self
+            .collections
+            .datasets
+            .get(&name)
+            .map(|d| d.item.0.clone());
         let reply = found_or_missing(request, found, name);
         self.reply(client, reply);
     }
 
-    pub(super) fn unpublish(&mut self, client: &ConnectionId, request: RequestId, name: String) {
-        let reply = match self.collections.datasets.remove(&name) {
-            Some((_, ids)) => {
-                self.release_dataset_tasks(ids);
-                ToClient::Done { request }
+    /// Unpublishes a dataset: its owner's or an operator's call.
+    pub(super) fn unpublish(
+        &mut self,
+        client: &ConnectionId,
+        role: ClientRole,
+        request: RequestId,
+        name: String,
+    ) {
+        let owner = match self.collections.datasets.get(&name) {
+            None => {
+                let error = RequestError::NoSuchCollection { name };
+                self.reply(client, ToClient::Failed { request, error });
+                return;
             }
-            None => ToClient::Failed {
-                request,
-                error: RequestError::NoSuchCollection { name },
-            },
+            Some(d) => d.owner.as_ref(),
         };
-        self.reply(client, reply);
+        if !may_change(owner, client, role) {
+            let action = format!("unpublishing dataset {name:?} {}", whose(owner));
+            self.reply(client, forbidden(request, action));
+            return;
+        }
+        let d = self
+            .collections
+            .datasets
+            .remove(&name)
+            .expect("found above");
+        self.release_dataset_tasks(d.item.1);
+        self.reply(client, ToClient::Done { request });
     }
 
     /// Lets go of a dataset's results (distinct tasks, one pin each).

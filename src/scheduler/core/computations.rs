@@ -423,9 +423,11 @@ impl SchedulerCore {
 
     /// `keep_results` and `persist`: each output's key names its value from now on.
     fn keep_outputs(&mut self, c: CompId) {
-        for t in self.computations.by_id[&c].distinct.clone() {
+        let comp = &self.computations.by_id[&c];
+        let owner = comp.client.clone();
+        for t in comp.distinct.clone() {
             let name = self.tasks.get(t).name().clone();
-            self.name_value(name, t);
+            self.name_value(name, t, Some(owner.clone()));
         }
     }
 

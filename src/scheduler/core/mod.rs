@@ -36,7 +36,8 @@ use log::{debug, info};
 
 use crate::graph::Key;
 use crate::protocol::{
-    ClusterStatus, ConnectionId, Frame, FromClient, FromWorker, ToClient, ToWorker,
+    ClientRole, ClusterStatus, ConnectionId, Frame, FromClient, FromWorker, RequestError, ToClient,
+    ToWorker,
 };
 
 pub use invariants::InvariantViolation;
@@ -143,6 +144,8 @@ pub enum Event {
     },
     FromClient {
         identity: ConnectionId,
+        /// What the connection may do (from the key it authenticated with).
+        role: ClientRole,
         msg: FromClient,
         frames: Vec<Frame>,
     },
@@ -237,9 +240,10 @@ impl SchedulerCore {
             } => self.handle_worker(identity, msg, frames),
             Event::FromClient {
                 identity,
+                role,
                 msg,
                 frames,
-            } => self.handle_client(identity, msg, frames),
+            } => self.handle_client(identity, role, msg, frames),
             Event::WorkerConnectionLost => self.probe_workers(),
         }
     }
@@ -380,7 +384,17 @@ impl SchedulerCore {
         }
     }
 
-    fn handle_client(&mut self, identity: ConnectionId, msg: FromClient, frames: Vec<Frame>) {
+    /// Routes a client's message. Reading is open to every client; what changes the whole
+    /// cluster (restart) or another client's things (releasing its names, deleting or
+    /// replacing its collections and datasets) needs `ClientRole::Operator`: the owning part
+    /// checks ownership and answers `RequestError::Forbidden` otherwise.
+    fn handle_client(
+        &mut self,
+        identity: ConnectionId,
+        role: ClientRole,
+        msg: FromClient,
+        frames: Vec<Frame>,
+    ) {
         if !matches!(msg, FromClient::Goodbye) {
             self.clients.seen(&identity, self.now_ms);
         }
@@ -421,19 +435,27 @@ impl SchedulerCore {
                 self.reply(&identity, ToClient::Status { request, status });
             }
             FromClient::Release { request, keys } => {
-                for k in keys {
-                    self.unname(&k);
-                }
-                self.reply(&identity, ToClient::Done { request });
+                let reply = match self.release_names(&keys, &identity, role) {
+                    Ok(()) => ToClient::Done { request },
+                    Err(error) => ToClient::Failed { request, error },
+                };
+                self.reply(&identity, reply);
             }
             FromClient::Cancel { request } => self.cancel(&identity, request),
             FromClient::Goodbye => self.remove_client(&identity),
+            FromClient::Restart { request } if role != ClientRole::Operator => {
+                let error = RequestError::Forbidden {
+                    action: "restarting the cluster".into(),
+                    needs: ClientRole::Operator,
+                };
+                self.reply(&identity, ToClient::Failed { request, error });
+            }
             FromClient::Restart { request } => self.restart(identity, request),
             FromClient::SetCollection {
                 request,
                 name,
                 collection,
-            } => self.set_collection(&identity, request, name, collection),
+            } => self.set_collection(&identity, role, request, name, collection),
             FromClient::GetCollection { request, name } => {
                 self.get_collection(&identity, request, name)
             }
@@ -442,12 +464,12 @@ impl SchedulerCore {
                 request,
                 name,
                 payload,
-            } => self.set_legacy_collection(&identity, request, name, payload),
+            } => self.set_legacy_collection(&identity, role, request, name, payload),
             FromClient::GetLegacyCollection { request, name } => {
                 self.get_legacy_collection(&identity, request, name)
             }
             FromClient::DeleteCollection { request, name } => {
-                self.delete_collection(&identity, request, name)
+                self.delete_collection(&identity, role, request, name)
             }
             FromClient::Persist {
                 request,
@@ -458,9 +480,11 @@ impl SchedulerCore {
                 request,
                 name,
                 collection,
-            } => self.publish(&identity, request, name, collection),
+            } => self.publish(&identity, role, request, name, collection),
             FromClient::GetDataset { request, name } => self.get_dataset(&identity, request, name),
-            FromClient::Unpublish { request, name } => self.unpublish(&identity, request, name),
+            FromClient::Unpublish { request, name } => {
+                self.unpublish(&identity, role, request, name)
+            }
             FromClient::Replicate {
                 request,
                 keys,

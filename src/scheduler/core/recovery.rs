@@ -34,6 +34,8 @@ pub enum JournalOp {
         name: Key,
         key: Key,
         nbytes: u64,
+        /// The client that scattered it (its owner).
+        owner: ConnectionId,
     },
     DeleteScattered {
         key: Key,
@@ -41,6 +43,13 @@ pub enum JournalOp {
     PutCollection {
         name: String,
         collection: StoredCollection,
+        /// Who stored it (none: nobody, operators only).
+        owner: Option<ConnectionId>,
+    },
+    /// A stored collection's owner changed (its owner left: none).
+    SetCollectionOwner {
+        name: String,
+        owner: Option<ConnectionId>,
     },
     DeleteCollection {
         name: String,
@@ -64,9 +73,13 @@ pub struct Submission {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Recovered {
     pub computations: Vec<(ConnectionId, RequestId, Submission)>,
-    /// (key, wire key, bytes) of each scattered value.
-    pub scattered: Vec<(Key, Key, u64)>,
+    /// (key, wire key, bytes, owner) of each scattered value (no owner: journaled before
+    /// owners were, nobody's).
+    pub scattered: Vec<(Key, Key, u64, Option<ConnectionId>)>,
     pub collections: Vec<(String, StoredCollection)>,
+    /// The owner of each stored collection that has one (a journal written before owners
+    /// were recorded has none: those collections are nobody's, operators only).
+    pub collection_owners: Vec<(String, ConnectionId)>,
 }
 
 /// The recovery part: after a restart, the journaled graphs waiting for the grace period to
@@ -115,14 +128,17 @@ impl SchedulerCore {
             recovered.scattered.len(),
             self.config.recovery_grace_ms
         );
-        self.collections.restore(recovered.collections);
-        for (name, key, nbytes) in recovered.scattered {
+        self.collections
+            .restore(recovered.collections, recovered.collection_owners);
+        for (name, key, nbytes, owner) in recovered.scattered {
             let t = match self.tasks.id(&key) {
                 Some(t) => t,
                 None => self.tasks.insert(name.clone(), key, None),
             };
             self.tasks.set_nbytes(t, nbytes);
-            self.name_value(name, t);
+            // Its scatterer owns it again (a client that kept the same key does not: keeps are
+            // not journaled).
+            self.name_value(name, t, owner);
         }
         self.recovery.replay = Some(Replay {
             deadline_ms: self.now_ms + self.config.recovery_grace_ms,

@@ -187,8 +187,9 @@ impl SchedulerCore {
                 name: placed.name.clone(),
                 key: placed.key,
                 nbytes: placed.nbytes,
+                owner: put.scatter.client.clone(),
             });
-            self.name_value(placed.name, t);
+            self.name_value(placed.name, t, Some(put.scatter.client.clone()));
         }
         let s = put.scatter;
         self.reply(

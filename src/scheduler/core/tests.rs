@@ -9,8 +9,8 @@ use super::*;
 use crate::graph::{Expr, Graph, Key};
 use crate::protocol::codec::{decode, decode_value, encode, encode_value};
 use crate::protocol::{
-    ComputeTask, ErredTask, FinishedTask, RequestError, RequestId, TaskError, TaskErrorKind,
-    WorkerAddress, WorkerName, WorkerRegistration, WorkerSelector, PROTOCOL_VERSION,
+    ClientRole, ComputeTask, ErredTask, FinishedTask, RequestError, RequestId, TaskError,
+    TaskErrorKind, WorkerAddress, WorkerName, WorkerRegistration, WorkerSelector, PROTOCOL_VERSION,
 };
 use crate::value::Value;
 use rustc_hash::FxHashMap as HashMap;
@@ -64,10 +64,12 @@ impl Harness {
             },
             Event::FromClient {
                 identity,
+                role,
                 msg,
                 frames,
             } => Event::FromClient {
                 identity,
+                role,
                 msg: decode(&encode(&msg)).unwrap(),
                 frames,
             },
@@ -104,6 +106,7 @@ impl Harness {
     fn submit(&mut self, client: u32, request: u64, graph: &Graph, outputs: &[&str]) {
         self.step(Event::FromClient {
             identity: client_id(client),
+            role: ClientRole::Operator,
             msg: FromClient::Submit {
                 request: RequestId(request),
                 graph: graph.resolve(&|_| false),
@@ -542,6 +545,7 @@ fn placement_prefers_the_worker_holding_the_inputs() {
     // x is forgotten after the get; keep it this time.
     h.step(Event::FromClient {
         identity: client_id(1),
+        role: ClientRole::Operator,
         msg: FromClient::Submit {
             request: RequestId(2),
             graph: crate::graph! { "x" => 1 }.resolve(&|_| false),
@@ -626,6 +630,7 @@ fn scattered_data_is_placed_gathered_and_used_in_graphs() {
     h.add_worker(1, 1);
     h.step(Event::FromClient {
         identity: client_id(1),
+        role: ClientRole::Operator,
         msg: FromClient::Scatter {
             request: RequestId(1),
             keys: vec!["a".into()],
@@ -650,6 +655,7 @@ fn scattered_data_is_placed_gathered_and_used_in_graphs() {
     ));
     h.step(Event::FromClient {
         identity: client_id(1),
+        role: ClientRole::Operator,
         msg: FromClient::Submit {
             request: RequestId(2),
             graph: crate::graph! { "b" => ("inc", "a") }.resolve(&|k| *k == Key::from("a")),
@@ -670,6 +676,7 @@ fn scattered_data_is_placed_gathered_and_used_in_graphs() {
     h.add_worker(2, 1);
     h.step(Event::FromClient {
         identity: client_id(1),
+        role: ClientRole::Operator,
         msg: FromClient::Gather {
             request: RequestId(3),
             keys: vec!["a".into()],
@@ -698,6 +705,7 @@ fn a_client_that_leaves_releases_its_work() {
     let a = h.take_computes(1);
     h.step(Event::FromClient {
         identity: client_id(1),
+        role: ClientRole::Operator,
         msg: FromClient::Goodbye,
         frames: vec![],
     });
@@ -775,6 +783,7 @@ fn replicated_scattered_data_survives_losing_a_holder_and_is_topped_up() {
     h.add_worker(2, 1);
     h.step(Event::FromClient {
         identity: client_id(1),
+        role: ClientRole::Operator,
         msg: FromClient::Scatter {
             request: RequestId(1),
             keys: vec!["a".into()],
@@ -806,6 +815,7 @@ fn replicated_scattered_data_survives_losing_a_holder_and_is_topped_up() {
     h.take_client_msgs(1);
     h.step(Event::FromClient {
         identity: client_id(1),
+        role: ClientRole::Operator,
         msg: FromClient::Replicate {
             request: RequestId(2),
             keys: vec!["a".into()],
@@ -850,6 +860,7 @@ fn a_ping_fails_the_requests_this_scheduler_does_not_know() {
     // Request 7 is in progress; 5 was lost with an earlier scheduler process.
     h.step(Event::FromClient {
         identity: client_id(1),
+        role: ClientRole::Operator,
         msg: FromClient::Ping {
             pending: vec![RequestId(5), RequestId(7)],
         },
@@ -874,6 +885,7 @@ fn restricted_tasks_run_only_on_their_workers_and_wait_for_them() {
     h.add_worker(1, 1);
     h.step(Event::FromClient {
         identity: client_id(1),
+        role: ClientRole::Operator,
         msg: FromClient::Submit {
             request: RequestId(1),
             graph: crate::graph! { "a" => ("inc", 1), "b" => ("inc", "a") }.resolve(&|_| false),
@@ -1009,6 +1021,7 @@ fn a_journaled_request_cancelled_during_recovery_is_not_resumed() {
     h.add_worker(1, 1);
     h.step(Event::FromClient {
         identity: client_id(1),
+        role: ClientRole::Operator,
         msg: FromClient::Cancel {
             request: RequestId(4),
         },
@@ -1042,6 +1055,7 @@ impl Harness {
     fn submit_keep(&mut self, client: u32, request: u64, graph: &Graph, outputs: &[&str]) {
         self.step(Event::FromClient {
             identity: client_id(client),
+            role: ClientRole::Operator,
             msg: FromClient::Submit {
                 request: RequestId(request),
                 graph: graph.resolve(&|_| false),
@@ -1056,6 +1070,7 @@ impl Harness {
     fn gather(&mut self, client: u32, request: u64, keys: &[&str]) {
         self.step(Event::FromClient {
             identity: client_id(client),
+            role: ClientRole::Operator,
             msg: FromClient::Gather {
                 request: RequestId(request),
                 keys: keys.iter().map(|k| Key::from(*k)).collect(),
@@ -1136,6 +1151,7 @@ fn kept_key_redefined_by_the_next_graph_keeps_both_definitions() {
     assert_eq!(h.take_client_msgs(1)[0].1, vec![Value::from(2)]);
     h.step(Event::FromClient {
         identity: client_id(1),
+        role: ClientRole::Operator,
         msg: FromClient::Submit {
             request: RequestId(4),
             graph: crate::graph! { "w" => ("inc", "y") }.resolve(&|k| *k == Key::from("y")),
@@ -1157,6 +1173,7 @@ fn a_scatter_replaces_the_named_value_but_not_what_running_graphs_use() {
     let scatter = |h: &mut Harness, request: u64, v: i64| {
         h.step(Event::FromClient {
             identity: client_id(1),
+            role: ClientRole::Operator,
             msg: FromClient::Scatter {
                 request: RequestId(request),
                 keys: vec!["a".into()],
@@ -1175,6 +1192,7 @@ fn a_scatter_replaces_the_named_value_but_not_what_running_graphs_use() {
     let a10 = scatter(&mut h, 1, 10);
     h.step(Event::FromClient {
         identity: client_id(1),
+        role: ClientRole::Operator,
         msg: FromClient::Submit {
             request: RequestId(2),
             graph: crate::graph! { "b" => ("inc", "a") }.resolve(&|k| *k == Key::from("a")),
@@ -1269,6 +1287,7 @@ fn a_missing_dependency_report_cannot_drop_another_workers_copy() {
     h.add_worker(3, 1);
     h.step(Event::FromClient {
         identity: client_id(1),
+        role: ClientRole::Operator,
         msg: FromClient::Submit {
             request: RequestId(2),
             graph: crate::graph! { "y" => ("inc", "x") }.resolve(&|k| *k == Key::from("x")),
@@ -1527,6 +1546,7 @@ fn a_process_a_restart_is_ending_is_not_registered_again() {
     h.inbox.clear();
     h.step(Event::FromClient {
         identity: client_id(1),
+        role: ClientRole::Operator,
         msg: FromClient::Restart {
             request: RequestId(1),
         },
@@ -1642,6 +1662,7 @@ fn a_selector_matches_a_worker_by_its_own_kind_only() {
     let address_like_w1s_name = WorkerSelector::Address(WorkerAddress::from("w1"));
     h.step(Event::FromClient {
         identity: client_id(1),
+        role: ClientRole::Operator,
         msg: FromClient::Submit {
             request: RequestId(1),
             graph: crate::graph! { "a" => ("inc", 1), "b" => ("inc", 2) }.resolve(&|_| false),
@@ -1677,6 +1698,7 @@ fn a_hello_of_another_protocol_version_is_rejected_with_no_request_id() {
     let mut h = Harness::new();
     h.step(Event::FromClient {
         identity: client_id(1),
+        role: ClientRole::Operator,
         msg: FromClient::Hello {
             protocol_version: PROTOCOL_VERSION + 1,
         },
@@ -1693,10 +1715,16 @@ fn a_hello_of_another_protocol_version_is_rejected_with_no_request_id() {
     );
 }
 
-/// The answer to one client request (the last reply to client `n`).
+/// The answer to one client request (the last reply to client `n`, an operator).
 fn ask(h: &mut Harness, n: u32, msg: FromClient) -> ToClient {
+    ask_as(h, n, ClientRole::Operator, msg)
+}
+
+/// The answer to one request of client `n` in `role`.
+fn ask_as(h: &mut Harness, n: u32, role: ClientRole, msg: FromClient) -> ToClient {
     h.step(Event::FromClient {
         identity: client_id(n),
+        role,
         msg,
         frames: vec![],
     });
@@ -1744,10 +1772,12 @@ fn legacy_and_native_collections_share_one_namespace_and_the_journal() {
             JournalOp::PutCollection {
                 name: "legacy".into(),
                 collection: legacy_stored.clone(),
+                owner: Some(client_id(1)),
             },
             JournalOp::PutCollection {
                 name: "native".into(),
                 collection: StoredCollection::Native(native.clone()),
+                owner: Some(client_id(1)),
             },
         ]
     );
@@ -1842,6 +1872,7 @@ impl Harness {
         self.now = now;
         self.step(Event::FromClient {
             identity: client_id(1),
+            role: ClientRole::Operator,
             msg: FromClient::Ping {
                 pending: pending.iter().map(|r| RequestId(*r)).collect(),
             },
@@ -1876,6 +1907,7 @@ impl Harness {
     ) {
         self.step(Event::FromClient {
             identity: client_id(1),
+            role: ClientRole::Operator,
             msg: FromClient::Submit {
                 request: RequestId(request),
                 graph: graph.resolve(&|_| false),
@@ -1975,6 +2007,7 @@ fn a_worker_registering_in_the_batch_of_the_timeout_still_gets_the_task() {
         h.now,
         Event::FromClient {
             identity: client_id(1),
+            role: ClientRole::Operator,
             msg: FromClient::Ping {
                 pending: vec![RequestId(1)],
             },
@@ -2102,4 +2135,389 @@ fn the_unrunnable_timeout_is_settable_and_the_core_wakes_up_for_it() {
     };
     assert_eq!(error.kind, TaskErrorKind::NoWorker);
     assert!(error.message.contains("1.5 s"), "{error}");
+}
+
+// ---- roles and ownership ----
+
+/// `Release` of `keys` as client `n` in `role`.
+fn release(h: &mut Harness, n: u32, role: ClientRole, request: u64, keys: &[&str]) -> ToClient {
+    let keys = keys.iter().map(|k| Key::from(*k)).collect();
+    let request = RequestId(request);
+    ask_as(h, n, role, FromClient::Release { request, keys })
+}
+
+/// Client `n` keeps `key` (defined as the literal `value`), computed on worker 1.
+fn keep(h: &mut Harness, n: u32, request: u64, key: &str, value: i64) {
+    keep_together(h, &[n], request, key, value);
+}
+
+/// Each of `clients` keeps `key` (one shared task, computed once on worker 1).
+fn keep_together(h: &mut Harness, clients: &[u32], request: u64, key: &str, value: i64) {
+    let mut graph = Graph::new();
+    graph.insert(key, Value::from(value));
+    for &n in clients {
+        h.submit_keep(n, request, &graph, &[key]);
+    }
+    h.run_all(1, &mut Vec::new());
+    for &n in clients {
+        let replies = h.take_client_msgs(n);
+        assert!(
+            matches!(&replies[..], [(ToClient::Values { .. }, _)]),
+            "{replies:?}"
+        );
+    }
+}
+
+/// Asserts `reply` refuses an operator's action on `what` (a quoted name).
+fn assert_forbidden(reply: &ToClient, what: &str) {
+    match reply {
+        ToClient::Failed {
+            error:
+                RequestError::Forbidden {
+                    action,
+                    needs: ClientRole::Operator,
+                },
+            ..
+        } => assert!(action.contains(what), "{action:?} names {what}"),
+        other => panic!("expected Forbidden naming {what}, got {other:?}"),
+    }
+}
+
+fn named(h: &Harness, key: &str) -> bool {
+    h.core.names.get(&Key::from(key)).is_some()
+}
+
+#[test]
+fn a_client_cannot_restart_the_cluster_an_operator_can() {
+    let mut h = Harness::new();
+    h.add_worker(1, 1);
+    keep(&mut h, 1, 1, "x", 1);
+    let restart = |request| FromClient::Restart {
+        request: RequestId(request),
+    };
+    let reply = ask_as(&mut h, 1, ClientRole::Client, restart(2));
+    assert_forbidden(&reply, "restarting the cluster");
+    let ToClient::Failed { error, .. } = &reply else {
+        unreachable!("checked above")
+    };
+    assert_eq!(
+        error.to_string(),
+        "forbidden: restarting the cluster needs the operator role"
+    );
+    assert!(named(&h, "x"), "nothing was dropped");
+    assert!(h.take_worker_msgs(1).is_empty(), "no worker was touched");
+
+    let reply = ask_as(&mut h, 2, ClientRole::Operator, restart(3));
+    assert_eq!(
+        reply,
+        ToClient::Done {
+            request: RequestId(3)
+        }
+    );
+    assert!(!named(&h, "x"));
+    assert_eq!(h.core.task_count(), 0);
+}
+
+#[test]
+fn a_client_releases_its_own_names_but_not_another_clients() {
+    let mut h = Harness::new();
+    h.add_worker(1, 1);
+    keep(&mut h, 1, 1, "x", 1);
+    keep(&mut h, 2, 1, "y", 2);
+    assert_eq!(h.core.names.owners(&"x".into()), [client_id(1)]);
+
+    // Client 1 may not release client 2's y; nothing of the request happens, not even the
+    // release of its own x listed beside it.
+    let reply = release(&mut h, 1, ClientRole::Client, 2, &["x", "y"]);
+    assert_forbidden(&reply, "\"y\"");
+    assert!(named(&h, "x") && named(&h, "y"));
+    assert!(h.take_releases(1).is_empty());
+
+    // Its own x it may; a key nobody named is a success that changes nothing, as before.
+    let done = |request| ToClient::Done {
+        request: RequestId(request),
+    };
+    assert_eq!(release(&mut h, 1, ClientRole::Client, 3, &["x"]), done(3));
+    assert!(!named(&h, "x"));
+    assert_eq!(h.take_releases(1).len(), 1);
+    assert_eq!(
+        release(&mut h, 1, ClientRole::Client, 4, &["never-named"]),
+        done(4)
+    );
+
+    // An operator may release what client 2 owns.
+    assert_eq!(release(&mut h, 3, ClientRole::Operator, 1, &["y"]), done(1));
+    assert!(!named(&h, "y"));
+    assert_eq!(h.take_releases(1).len(), 1);
+}
+
+#[test]
+fn a_shared_key_keeps_each_clients_pin_until_its_own_release() {
+    let mut h = Harness::new();
+    h.add_worker(1, 1);
+    keep_together(&mut h, &[1, 2], 1, "x", 1);
+    assert_eq!(
+        h.core.names.owners(&"x".into()),
+        [client_id(1), client_id(2)]
+    );
+
+    // A's release drops A's pin only: B's value stays on the cluster.
+    let done = |request| ToClient::Done {
+        request: RequestId(request),
+    };
+    assert_eq!(release(&mut h, 1, ClientRole::Client, 2, &["x"]), done(2));
+    assert!(named(&h, "x"));
+    assert_eq!(h.core.names.owners(&"x".into()), [client_id(2)]);
+    assert!(
+        h.take_releases(1).is_empty(),
+        "the value stays on its worker"
+    );
+    let who_has = FromClient::WhoHas {
+        request: RequestId(3),
+        keys: vec!["x".into()],
+    };
+    assert_eq!(
+        ask_as(&mut h, 1, ClientRole::Client, who_has),
+        ToClient::WhoHas {
+            request: RequestId(3),
+            who_has: vec![("x".into(), vec![address(1)])],
+        },
+        "reading stays open"
+    );
+
+    // A no longer holds a pin, and B does: A's second release is refused.
+    assert_forbidden(&release(&mut h, 1, ClientRole::Client, 4, &["x"]), "\"x\"");
+    // B's release drops the last pin, and the value goes.
+    assert_eq!(release(&mut h, 2, ClientRole::Client, 2, &["x"]), done(2));
+    assert!(!named(&h, "x"));
+    assert_eq!(h.take_releases(1).len(), 1);
+}
+
+#[test]
+fn collections_and_datasets_change_only_by_their_owner_or_an_operator() {
+    use crate::collection::Collection;
+    let mut h = Harness::new();
+    h.add_worker(1, 1);
+    let client = ClientRole::Client;
+    let done = |request| ToClient::Done {
+        request: RequestId(request),
+    };
+    let collection = Collection::from_graph(&crate::graph! { "x" => 1 }, vec!["x".into()]);
+    let set = |request, name: &str| FromClient::SetCollection {
+        request: RequestId(request),
+        name: name.into(),
+        collection: collection.clone(),
+    };
+    let set_legacy = |request, name: &str| FromClient::SetLegacyCollection {
+        request: RequestId(request),
+        name: name.into(),
+        payload: vec![0x80, 4, b'N', b'.'],
+    };
+    let delete = |request, name: &str| FromClient::DeleteCollection {
+        request: RequestId(request),
+        name: name.into(),
+    };
+    assert_eq!(ask_as(&mut h, 1, client, set(1, "c")), done(1));
+    assert_eq!(ask_as(&mut h, 1, client, set_legacy(2, "old")), done(2));
+    assert_forbidden(&ask_as(&mut h, 2, client, delete(1, "c")), "\"c\"");
+    assert_forbidden(&ask_as(&mut h, 2, client, set(2, "c")), "\"c\"");
+    assert_forbidden(&ask_as(&mut h, 2, client, set_legacy(3, "old")), "\"old\"");
+    // Reading stays open.
+    let get = FromClient::GetCollection {
+        request: RequestId(4),
+        name: "c".into(),
+    };
+    assert!(matches!(
+        ask_as(&mut h, 2, client, get),
+        ToClient::Collection { .. }
+    ));
+    // The owner may replace and delete its own.
+    assert_eq!(ask_as(&mut h, 1, client, set(3, "c")), done(3));
+    assert_eq!(ask_as(&mut h, 1, client, delete(4, "c")), done(4));
+    // An operator may delete another's.
+    assert_eq!(
+        ask_as(&mut h, 3, ClientRole::Operator, delete(1, "old")),
+        done(1)
+    );
+
+    // Datasets: published by client 1 from its kept x.
+    keep(&mut h, 1, 5, "x", 1);
+    let publish = |request| FromClient::Publish {
+        request: RequestId(request),
+        name: "d".into(),
+        collection: collection.clone(),
+    };
+    let unpublish = |request| FromClient::Unpublish {
+        request: RequestId(request),
+        name: "d".into(),
+    };
+    assert_eq!(ask_as(&mut h, 1, client, publish(6)), done(6));
+    assert_forbidden(&ask_as(&mut h, 2, client, unpublish(5)), "\"d\"");
+    assert_forbidden(&ask_as(&mut h, 2, client, publish(6)), "\"d\"");
+    let get = FromClient::GetDataset {
+        request: RequestId(7),
+        name: "d".into(),
+    };
+    assert!(matches!(
+        ask_as(&mut h, 2, client, get),
+        ToClient::Collection { .. }
+    ));
+    assert_eq!(ask_as(&mut h, 1, client, unpublish(8)), done(8));
+    assert_eq!(ask_as(&mut h, 1, client, publish(9)), done(9));
+    assert_eq!(
+        ask_as(&mut h, 3, ClientRole::Operator, unpublish(2)),
+        done(2)
+    );
+}
+
+#[test]
+fn what_a_departed_client_owned_stays_and_only_an_operator_removes_it() {
+    use crate::collection::Collection;
+    let mut h = Harness::with_config(CoreConfig {
+        journal: true,
+        worker_queue_extra: 1,
+        ..CoreConfig::default()
+    });
+    h.add_worker(1, 1);
+    let client = ClientRole::Client;
+    let collection = Collection::from_graph(&crate::graph! { "x" => 1 }, vec!["x".into()]);
+    let set = FromClient::SetCollection {
+        request: RequestId(1),
+        name: "c".into(),
+        collection: collection.clone(),
+    };
+    assert!(matches!(
+        ask_as(&mut h, 1, client, set),
+        ToClient::Done { .. }
+    ));
+    keep(&mut h, 1, 2, "x", 1);
+    let publish = FromClient::Publish {
+        request: RequestId(3),
+        name: "d".into(),
+        collection,
+    };
+    assert!(matches!(
+        ask_as(&mut h, 1, client, publish),
+        ToClient::Done { .. }
+    ));
+    h.inbox.clear();
+
+    h.step(Event::FromClient {
+        identity: client_id(1),
+        role: client,
+        msg: FromClient::Goodbye,
+        frames: vec![],
+    });
+    // Everything stays; the collection's owner is gone from the journal too.
+    assert!(named(&h, "x"));
+    assert!(h.take_releases(1).is_empty());
+    assert_eq!(h.core.collections.collection_owner("c"), None);
+    let journal: Vec<&JournalOp> = h
+        .inbox
+        .iter()
+        .filter_map(|c| match c {
+            Command::Journal(op) => Some(op),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        journal,
+        [&JournalOp::SetCollectionOwner {
+            name: "c".into(),
+            owner: None
+        }]
+    );
+
+    // No client may remove or replace them now, not even one that comes with the same name.
+    for n in [1, 2] {
+        let delete = FromClient::DeleteCollection {
+            request: RequestId(10),
+            name: "c".into(),
+        };
+        let reply = ask_as(&mut h, n, client, delete);
+        assert_forbidden(&reply, "(its owner is gone)");
+        let unpublish = FromClient::Unpublish {
+            request: RequestId(11),
+            name: "d".into(),
+        };
+        assert_forbidden(&ask_as(&mut h, n, client, unpublish), "\"d\"");
+        let reply = release(&mut h, n, client, 12, &["x"]);
+        assert_forbidden(&reply, "\"x\" (its owners are gone)");
+    }
+    // An operator may.
+    let operator = ClientRole::Operator;
+    let delete = FromClient::DeleteCollection {
+        request: RequestId(13),
+        name: "c".into(),
+    };
+    assert!(matches!(
+        ask_as(&mut h, 3, operator, delete),
+        ToClient::Done { .. }
+    ));
+    let unpublish = FromClient::Unpublish {
+        request: RequestId(14),
+        name: "d".into(),
+    };
+    assert!(matches!(
+        ask_as(&mut h, 3, operator, unpublish),
+        ToClient::Done { .. }
+    ));
+    assert!(matches!(
+        release(&mut h, 3, operator, 15, &["x"]),
+        ToClient::Done { .. }
+    ));
+    assert!(!named(&h, "x"));
+}
+
+#[test]
+fn a_scattered_key_is_its_scatterers_again_after_a_scheduler_restart() {
+    let mut h = Harness::new();
+    h.core.recover(
+        0,
+        Recovered {
+            scattered: vec![
+                ("a".into(), 5.into(), 3, Some(client_id(1))),
+                ("old".into(), 6.into(), 3, None),
+            ],
+            ..Recovered::default()
+        },
+    );
+    let client = ClientRole::Client;
+    assert_forbidden(&release(&mut h, 2, client, 1, &["a"]), "\"a\"");
+    assert_forbidden(&release(&mut h, 1, client, 2, &["old"]), "\"old\"");
+    assert!(matches!(
+        release(&mut h, 1, client, 3, &["a"]),
+        ToClient::Done { .. }
+    ));
+    assert!(!named(&h, "a"));
+}
+
+#[test]
+fn collection_owners_survive_a_scheduler_restart() {
+    use crate::collection::{Collection, StoredCollection};
+    let mut h = Harness::new();
+    let stored = StoredCollection::Native(Collection::from_graph(
+        &crate::graph! { "x" => 1 },
+        vec!["x".into()],
+    ));
+    h.core.recover(
+        0,
+        Recovered {
+            collections: vec![("mine".into(), stored.clone()), ("old".into(), stored)],
+            collection_owners: vec![("mine".into(), client_id(1))],
+            ..Recovered::default()
+        },
+    );
+    let delete = |request, name: &str| FromClient::DeleteCollection {
+        request: RequestId(request),
+        name: name.into(),
+    };
+    let client = ClientRole::Client;
+    assert_forbidden(&ask_as(&mut h, 2, client, delete(1, "mine")), "\"mine\"");
+    // Journaled before owners were: nobody's.
+    assert_forbidden(&ask_as(&mut h, 1, client, delete(2, "old")), "\"old\"");
+    assert!(matches!(
+        ask_as(&mut h, 1, client, delete(3, "mine")),
+        ToClient::Done { .. }
+    ));
 }

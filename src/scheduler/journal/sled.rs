@@ -23,6 +23,7 @@ pub struct Journal {
     computations: sled::Tree,
     scattered: sled::Tree,
     collections: sled::Tree,
+    collection_owners: sled::Tree,
 }
 
 fn io(e: impl std::fmt::Display) -> JournalError {
@@ -47,6 +48,7 @@ impl Journal {
         let computations = tree(Table::Computations)?;
         let scattered = tree(Table::Scattered)?;
         let collections = tree(Table::Collections)?;
+        let collection_owners = tree(Table::CollectionOwners)?;
         let data_file = File::open(dir.join("db")).map_err(io)?;
         Ok(Journal {
             db,
@@ -55,6 +57,7 @@ impl Journal {
             computations,
             scattered,
             collections,
+            collection_owners,
         })
     }
 
@@ -63,6 +66,7 @@ impl Journal {
             Table::Computations => &self.computations,
             Table::Scattered => &self.scattered,
             Table::Collections => &self.collections,
+            Table::CollectionOwners => &self.collection_owners,
         }
     }
 
@@ -154,6 +158,7 @@ mod tests {
                     name: "a".into(),
                     key: 17.into(),
                     nbytes: 9,
+                    owner: ConnectionId::from("c1"),
                 },
             ] {
                 j.apply(&op).unwrap();
@@ -166,7 +171,10 @@ mod tests {
             r.computations,
             vec![(ConnectionId::from("c1"), RequestId(2), submission)]
         );
-        assert_eq!(r.scattered, vec![("a".into(), 17.into(), 9)]);
+        assert_eq!(
+            r.scattered,
+            vec![("a".into(), 17.into(), 9, Some(ConnectionId::from("c1")))]
+        );
         j.apply(&JournalOp::Clear).unwrap();
         assert_eq!(j.load().unwrap(), Recovered::default());
     }

@@ -18,14 +18,24 @@ use crate::scheduler::core::{JournalOp, Recovered, Submission};
 pub enum Table {
     /// (client, request) → the submission, for each graph a client still waits for.
     Computations,
-    /// Wire key → (the key the client gave, size), for each scattered value.
+    /// Wire key → (the key the client gave, size, the client that scattered it), for each
+    /// scattered value (journals written before owners hold (key, size)).
     Scattered,
     /// Name → collection.
     Collections,
+    /// Name → the client that stored the collection (none for a collection nobody owns: its
+    /// owner left, or it was journaled before owners were). Beside `Collections` rather than
+    /// inside its values, so journals written before owners existed read as they always did.
+    CollectionOwners,
 }
 
 impl Table {
-    pub const ALL: [Table; 3] = [Table::Computations, Table::Scattered, Table::Collections];
+    pub const ALL: [Table; 4] = [
+        Table::Computations,
+        Table::Scattered,
+        Table::Collections,
+        Table::CollectionOwners,
+    ];
 
     /// The table's name on disk.
     pub fn name(self) -> &'static str {
@@ -33,6 +43,7 @@ impl Table {
             Table::Computations => "computations",
             Table::Scattered => "scattered",
             Table::Collections => "collections",
+            Table::CollectionOwners => "collection_owners",
         }
     }
 }
@@ -72,30 +83,60 @@ pub fn writes(op: &JournalOp) -> Vec<Write> {
                 encode_plain(&(client, request)),
             )]
         }
-        JournalOp::PutScattered { name, key, nbytes } => vec![put(
+        JournalOp::PutScattered {
+            name,
+            key,
+            nbytes,
+            owner,
+        } => vec![put(
             Table::Scattered,
             key.to_store_key(),
-            encode_plain(&(name, nbytes)),
+            encode_plain(&(name, nbytes, owner)),
         )],
         JournalOp::DeleteScattered { key } => vec![remove(Table::Scattered, key.to_store_key())],
-        JournalOp::PutCollection { name, collection } => vec![put(
-            Table::Collections,
-            name.as_bytes().to_vec(),
-            match collection {
-                // A native collection is written as it always was; a legacy one as its
-                // payload (which never reads as a native collection).
-                StoredCollection::Native(c) => encode_plain(c),
-                StoredCollection::Legacy(l) => encode_plain(l),
-            },
-        )],
-        JournalOp::DeleteCollection { name } => {
-            vec![remove(Table::Collections, name.as_bytes().to_vec())]
-        }
+        JournalOp::PutCollection {
+            name,
+            collection,
+            owner,
+        } => vec![
+            put(
+                Table::Collections,
+                name.as_bytes().to_vec(),
+                match collection {
+                    // A native collection is written as it always was; a legacy one as its
+                    // payload (which never reads as a native collection).
+                    StoredCollection::Native(c) => encode_plain(c),
+                    StoredCollection::Legacy(l) => encode_plain(l),
+                },
+            ),
+            owner_write(name, owner.as_ref()),
+        ],
+        JournalOp::SetCollectionOwner { name, owner } => vec![owner_write(name, owner.as_ref())],
+        JournalOp::DeleteCollection { name } => vec![
+            remove(Table::Collections, name.as_bytes().to_vec()),
+            remove(Table::CollectionOwners, name.as_bytes().to_vec()),
+        ],
         // Collections are graphs, not data: a restart of the cluster keeps them.
         JournalOp::Clear => vec![
             Write::Clear(Table::Computations),
             Write::Clear(Table::Scattered),
         ],
+    }
+}
+
+/// The write recording `name`'s owner (none: the entry goes).
+fn owner_write(name: &str, owner: Option<&ConnectionId>) -> Write {
+    let key = name.as_bytes().to_vec();
+    match owner {
+        Some(owner) => Write::Put {
+            table: Table::CollectionOwners,
+            key,
+            value: encode_plain(owner),
+        },
+        None => Write::Remove {
+            table: Table::CollectionOwners,
+            key,
+        },
     }
 }
 
@@ -118,8 +159,13 @@ pub fn recover(
         }
     }
     for (k, v) in read(Table::Scattered)? {
-        match (Key::from_store_key(&k), decode_plain::<(Key, u64)>(&v)) {
-            (Some(key), Ok((name, nbytes))) => recovered.scattered.push((name, key, nbytes)),
+        let entry = decode_plain::<(Key, u64, ConnectionId)>(&v)
+            .map(|(name, nbytes, owner)| (name, nbytes, Some(owner)))
+            .or_else(|_| decode_plain::<(Key, u64)>(&v).map(|(name, nbytes)| (name, nbytes, None)));
+        match (Key::from_store_key(&k), entry) {
+            (Some(key), Ok((name, nbytes, owner))) => {
+                recovered.scattered.push((name, key, nbytes, owner))
+            }
             _ => log::warn!("skipping an unreadable journal entry"),
         }
     }
@@ -129,6 +175,12 @@ pub fn recover(
             .or_else(|_| decode_plain::<LegacyCollection>(&v).map(StoredCollection::Legacy));
         match (String::from_utf8(k), collection) {
             (Ok(name), Ok(collection)) => recovered.collections.push((name, collection)),
+            _ => log::warn!("skipping an unreadable journal entry"),
+        }
+    }
+    for (k, v) in read(Table::CollectionOwners)? {
+        match (String::from_utf8(k), decode_plain::<ConnectionId>(&v)) {
+            (Ok(name), Ok(owner)) => recovered.collection_owners.push((name, owner)),
             _ => log::warn!("skipping an unreadable journal entry"),
         }
     }
@@ -243,6 +295,7 @@ mod tests {
             name: "a".into(),
             key: 5.into(),
             nbytes: 3,
+            owner: ConnectionId::from("c"),
         })
         .unwrap();
         assert_eq!(j.load().unwrap().computations.len(), 2);
@@ -264,10 +317,50 @@ mod tests {
                 &crate::graph::Graph::new(),
                 vec![],
             )),
+            owner: Some(ConnectionId::from("alice")),
         })
         .unwrap();
         j.apply(&JournalOp::Clear).unwrap();
-        assert_eq!(j.load().unwrap().collections.len(), 1);
+        let r = j.load().unwrap();
+        assert_eq!(r.collections.len(), 1);
+        assert_eq!(
+            r.collection_owners,
+            vec![("n".to_owned(), ConnectionId::from("alice"))]
+        );
+    }
+
+    #[test]
+    fn collection_owners_follow_their_collections() {
+        let mut j = MemoryJournal::new();
+        let c =
+            StoredCollection::Native(Collection::from_graph(&crate::graph::Graph::new(), vec![]));
+        for name in ["kept", "disowned", "deleted"] {
+            j.apply(&JournalOp::PutCollection {
+                name: name.into(),
+                collection: c.clone(),
+                owner: Some(ConnectionId::from("alice")),
+            })
+            .unwrap();
+        }
+        j.apply(&JournalOp::SetCollectionOwner {
+            name: "disowned".into(),
+            owner: None,
+        })
+        .unwrap();
+        j.apply(&JournalOp::DeleteCollection {
+            name: "deleted".into(),
+        })
+        .unwrap();
+        j.flush().unwrap();
+        j.crash();
+        let r = j.load().unwrap();
+        let names: Vec<&str> = r.collections.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["disowned", "kept"]);
+        assert_eq!(
+            r.collection_owners,
+            vec![("kept".to_owned(), ConnectionId::from("alice"))]
+        );
+        assert_eq!(j.sizes()["collection_owners"], 1);
     }
 
     #[test]
@@ -284,6 +377,7 @@ mod tests {
             j.apply(&JournalOp::PutCollection {
                 name: name.into(),
                 collection: c.clone(),
+                owner: None,
             })
             .unwrap();
         }
@@ -293,6 +387,39 @@ mod tests {
         assert_eq!(
             r.collections,
             vec![("a".to_owned(), native), ("b".to_owned(), legacy)]
+        );
+    }
+
+    #[test]
+    fn scattered_entries_of_journals_without_owners_read_as_nobodys() {
+        let old = Write::Put {
+            table: Table::Scattered,
+            key: Key::from(5).to_store_key(),
+            value: encode_plain(&(Key::from("a"), 3u64)),
+        };
+        let mut tables = Tables::new();
+        write(&mut tables, old);
+        for w in writes(&JournalOp::PutScattered {
+            name: "b".into(),
+            key: 6.into(),
+            nbytes: 4,
+            owner: ConnectionId::from("c"),
+        }) {
+            write(&mut tables, w);
+        }
+        let r = recover(|table| {
+            Ok(tables
+                .get(&table)
+                .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default())
+        })
+        .unwrap();
+        assert_eq!(
+            r.scattered,
+            vec![
+                ("a".into(), 5.into(), 3, None),
+                ("b".into(), 6.into(), 4, Some(ConnectionId::from("c")))
+            ]
         );
     }
 }

@@ -15,7 +15,7 @@ use log::{info, warn};
 use super::core::{Command, CoreConfig, Event, Recovered, SchedulerCore};
 use super::journal::{Journal, JournalError, JournalWrite};
 use crate::net::{self, Clock, StartError, Waker};
-use crate::protocol::{ConnectionId, Frame, ToClient, ToWorker};
+use crate::protocol::{ClientRole, ConnectionId, Frame, ToClient, ToWorker};
 use crate::security::{
     self, Access, ClusterKeys, Role, SecurityError, ZapHandler, CLIENTS_DOMAIN, WORKERS_DOMAIN,
 };
@@ -612,6 +612,8 @@ fn answer_legacy(
                 now_ms,
                 Event::FromClient {
                     identity,
+                    // A 2015 client has no key: never more than a client.
+                    role: ClientRole::Client,
                     msg,
                     frames: vec![],
                 },
@@ -703,6 +705,7 @@ fn core_loop<J: JournalWrite>(
                     now,
                     Event::FromClient {
                         identity,
+                        role: ClientRole::Client,
                         msg,
                         frames: vec![],
                     },

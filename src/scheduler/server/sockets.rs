@@ -10,7 +10,7 @@ use log::{debug, error, warn};
 use crate::net::{self, WakeReceiver};
 use crate::protocol::codec::{classify, encode, split, DecodeError};
 use crate::protocol::{
-    ConnectionId, Frame, FromClient, FromWorker, RequestError, ToClient, ToWorker,
+    ClientRole, ConnectionId, Frame, FromClient, FromWorker, RequestError, ToClient, ToWorker,
 };
 use crate::scheduler::core::Event;
 
@@ -180,6 +180,7 @@ fn peer_not_reading(port: Port, identity: ConnectionId) -> Event {
                 identity
             );
             Event::FromClient {
+                role: role_of(&identity),
                 identity,
                 msg: FromClient::Goodbye,
                 frames: vec![],
@@ -259,6 +260,13 @@ pub(super) fn decode_worker(identity: ConnectionId, frames: Vec<Frame>) -> Decod
     }
 }
 
+/// What the client connection `identity` may do: the one place the client port decides it.
+fn role_of(_identity: &ConnectionId) -> ClientRole {
+    // Until the ZAP handler says otherwise: without authentication everyone is an operator
+    // (--insecure).
+    ClientRole::Operator
+}
+
 pub(super) fn decode_client(identity: ConnectionId, frames: Vec<Frame>) -> Decoded {
     if legacy_message(&frames) {
         return match legacy::decode(Port::Clients, identity, &frames) {
@@ -272,6 +280,7 @@ pub(super) fn decode_client(identity: ConnectionId, frames: Vec<Frame>) -> Decod
     };
     match split(frames, counted) {
         Ok((msg, frames)) => Decoded::Event(Event::FromClient {
+            role: role_of(&identity),
             identity,
             msg,
             frames,

@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use super::*;
 use crate::collection::Collection;
 use crate::protocol::codec::encode;
-use crate::protocol::{FromClient, RequestId};
+use crate::protocol::{ClientRole, FromClient, RequestId};
 use crate::scheduler::core::JournalOp;
 
 /// A journal in memory whose flush fails when told to.
@@ -75,6 +75,7 @@ fn run_batch(
         in_tx
             .send(Input::Core(Event::FromClient {
                 identity: client.clone(),
+                role: ClientRole::Operator,
                 msg,
                 frames: vec![],
             }))
@@ -286,6 +287,7 @@ fn the_cores_answer_to_a_legacy_graph_becomes_a_schedule_ack_never_a_native_mess
     in_tx
         .send(Input::Core(Event::FromClient {
             identity: ConnectionId::from("native-1"),
+            role: ClientRole::Operator,
             msg: FromClient::Hello {
                 protocol_version: crate::protocol::PROTOCOL_VERSION,
             },
