@@ -11,7 +11,9 @@ use std::net::TcpStream;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{TestCluster, DEADLINE};
+use common::{wait_until, TestCluster, DEADLINE};
+use zask::protocol::codec::{decode, encode};
+use zask::protocol::{FromClient, RequestError, RequestId, ToClient, PROTOCOL_VERSION};
 use zask::{graph, Client, ClientError, GetOptions, Graph, KeySpec, Value};
 
 /// The bound the issue sets: a connection that does not complete a handshake is closed by
@@ -163,4 +165,121 @@ fn raw_tcp_garbage_is_closed_on_every_port_while_clients_are_served() {
     // And after them, a fresh client is served as well.
     let other = cluster.client();
     assert_eq!(get(&other, &dsk, "y"), Ok(Value::from(3)));
+}
+
+/// The client limit the flood test sets: low enough that a burst of requests passes it, high
+/// enough for the test's own polling client (`wait_for_workers` asks at most 20 times a
+/// second).
+const CLIENT_RATE: u32 = 20;
+
+#[test]
+fn a_client_flooding_past_its_rate_limit_is_refused_while_another_is_served() {
+    let cluster = TestCluster::options()
+        .scheduler_args(&["--client-max-messages-per-second", &CLIENT_RATE.to_string()])
+        .start();
+    let client = cluster.client();
+    let ctx = zmq::Context::new();
+    let flooder = ctx.socket(zmq::DEALER).unwrap();
+    flooder.set_linger(0).unwrap();
+    flooder.connect(cluster.address_to_clients()).unwrap();
+    flooder
+        .send(
+            encode(&FromClient::Hello {
+                protocol_version: PROTOCOL_VERSION,
+            }),
+            0,
+        )
+        .unwrap();
+    // 500 requests at once: far past the burst (twice the rate).
+    let flood = 500u64;
+    for i in 0..flood {
+        flooder
+            .send(
+                encode(&FromClient::Status {
+                    request: RequestId(i + 1),
+                }),
+                0,
+            )
+            .unwrap();
+    }
+    // The other client is served meanwhile.
+    let dsk = graph! { "x" => 1, "y" => ("add", "x", 2) };
+    assert_eq!(get(&client, &dsk, "y"), Ok(Value::from(3)));
+
+    // Every request of the flood is answered exactly once: with the status, or failed as
+    // rate-limited (a retryable error naming the limit).
+    let mut answered = std::collections::BTreeSet::new();
+    let (mut served, mut limited) = (0, 0);
+    let deadline = Instant::now() + DEADLINE;
+    while (answered.len() as u64) < flood {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {flood} requests answered",
+            answered.len()
+        );
+        if flooder.poll(zmq::POLLIN, 200).unwrap() == 0 {
+            continue;
+        }
+        let frames = flooder.recv_multipart(0).unwrap();
+        match decode::<ToClient>(&frames[0]).expect("a readable answer") {
+            ToClient::Welcome { .. } => {}
+            ToClient::Status { request, .. } => {
+                assert!(answered.insert(request), "{request:?} answered twice");
+                served += 1;
+            }
+            ToClient::Failed { request, error } => {
+                assert_eq!(
+                    error,
+                    RequestError::RateLimited {
+                        max_messages_per_second: CLIENT_RATE
+                    }
+                );
+                assert!(ClientError::Request(error).retry_may_help());
+                assert!(answered.insert(request), "{request:?} answered twice");
+                limited += 1;
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert!(
+        limited > 0,
+        "no request of the flood was limited ({served} served)"
+    );
+    assert!(served > 0, "the burst should have been served");
+
+    // The warning names the limit, once per connection per second at most: far fewer lines
+    // than dropped requests.
+    let log = std::fs::read_to_string(cluster.dir().join("scheduler.log")).unwrap();
+    let warnings = log
+        .lines()
+        .filter(|l| l.contains("messages per second"))
+        .count();
+    assert!(warnings > 0, "no warning about the flood:\n{log}");
+    assert!(
+        warnings < limited,
+        "{warnings} warnings for {limited} dropped requests"
+    );
+
+    // Once it slows down, the flooder is served again.
+    let mut next = flood;
+    wait_until("the flooding client to be served again", DEADLINE, || {
+        next += 1;
+        flooder
+            .send(
+                encode(&FromClient::Status {
+                    request: RequestId(next),
+                }),
+                0,
+            )
+            .unwrap();
+        while flooder.poll(zmq::POLLIN, 100).unwrap() > 0 {
+            let frames = flooder.recv_multipart(0).unwrap();
+            if let ToClient::Status { .. } = decode::<ToClient>(&frames[0]).unwrap() {
+                return Some(());
+            }
+        }
+        None
+    });
+    // And the other client still is.
+    assert_eq!(get(&client, &dsk, "y"), Ok(Value::from(3)));
 }

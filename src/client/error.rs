@@ -63,6 +63,7 @@ impl ClientError {
                 RequestError::SchedulerRestarted
                     | RequestError::Restarted
                     | RequestError::RestartIncomplete { .. }
+                    | RequestError::RateLimited { .. }
             ),
             ClientError::Protocol(_) | ClientError::Closed => false,
         }

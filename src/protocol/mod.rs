@@ -517,6 +517,10 @@ pub enum RequestError {
     RestartIncomplete { expected: u32, back: u32 },
     /// The request itself was malformed or unsupported.
     Protocol { message: String },
+    /// The client's connection sent more than `max_messages_per_second` (the scheduler's
+    /// per-connection rate limit, with a burst of twice that): this request was dropped
+    /// unread. Retrying more slowly helps.
+    RateLimited { max_messages_per_second: u32 },
 }
 
 impl fmt::Display for RequestError {
@@ -560,6 +564,13 @@ impl fmt::Display for RequestError {
                 "restart: only {back} of {expected} workers came back in time"
             ),
             RequestError::Protocol { message } => write!(f, "protocol error: {message}"),
+            RequestError::RateLimited {
+                max_messages_per_second,
+            } => write!(
+                f,
+                "the scheduler dropped this request: the connection sent more than \
+                 {max_messages_per_second} messages per second (its rate limit); retry more slowly"
+            ),
         }
     }
 }

@@ -7,14 +7,15 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use log::{debug, error, warn};
 
-use crate::net::{self, WakeReceiver};
-use crate::protocol::codec::{classify, encode, split, DecodeError};
+use crate::net::{self, Clock, WakeReceiver};
+use crate::protocol::codec::{classify, decode, encode, split, DecodeError};
 use crate::protocol::{
-    ConnectionId, Frame, FromClient, FromWorker, RequestError, ToClient, ToWorker,
+    ConnectionId, Frame, FromClient, FromWorker, RequestError, RequestId, ToClient, ToWorker,
 };
 use crate::scheduler::core::Event;
 
 use super::legacy::{self, LegacyRequest};
+use super::rate::{RateLimit, RateTable, Verdict, TRACKED_CONNECTIONS_MAX};
 use super::{Input, Port};
 
 /// What a socket thread makes of one incoming message.
@@ -35,7 +36,8 @@ const FULL_PEERS_MAX: usize = 1024;
 /// Never blocks on anything but its poll: when the core's event queue is full it keeps the
 /// one event it could not hand over and stops reading (ZeroMQ and TCP push back on the
 /// senders) while it goes on sending. With a monitor, every dropped peer connection becomes a
-/// `WorkerConnectionLost` event.
+/// `WorkerConnectionLost` event. Each connection's messages past `rate` are dropped before
+/// they are decoded (`rate.rs`; see `rate_limited`).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn socket_loop<M: serde::Serialize>(
     port: Port,
@@ -47,10 +49,13 @@ pub(super) fn socket_loop<M: serde::Serialize>(
     stop: Arc<AtomicBool>,
     decode: fn(ConnectionId, Vec<Frame>) -> Decoded,
     monitor: Option<zmq::Socket>,
+    rate: RateLimit,
 ) {
     // Events the core's queue had no room for, oldest first; nothing is read while any wait.
     let mut backlog: std::collections::VecDeque<Input> = Default::default();
     let mut full_peers: std::collections::HashSet<ConnectionId> = Default::default();
+    let clock = Clock::start();
+    let mut rates = RateTable::new(rate, TRACKED_CONNECTIONS_MAX);
     loop {
         if stop.load(Ordering::SeqCst) {
             return;
@@ -112,6 +117,13 @@ pub(super) fn socket_loop<M: serde::Serialize>(
                     continue;
                 }
                 let identity = frames.remove(0);
+                if let Verdict::Drop { log } = rates.admit(&identity, clock.now_ms()) {
+                    let reply = rate_limited(port, &identity, &frames, log, rates.limit());
+                    if let Some(reply) = reply {
+                        let _ = net::send(&socket, Some(&identity), reply, vec![]);
+                    }
+                    continue;
+                }
                 match decode(ConnectionId::from(identity.clone()), frames) {
                     Decoded::Event(e) => hand_over(&events, &mut backlog, Input::Core(e)),
                     Decoded::Legacy(r) => hand_over(&events, &mut backlog, Input::Legacy(r)),
@@ -155,6 +167,76 @@ pub(super) fn socket_loop<M: serde::Serialize>(
                 warn!("could not send a legacy reply to {identity}: {e}");
             }
         }
+    }
+}
+
+/// A message past its connection's rate limit: logs the warning if one is due (`log`: the
+/// messages dropped since the last one) and returns the answer, if any. A client's request is
+/// failed as `RateLimited` (so its call ends at once, and may be retried), its hello or ping
+/// rejected with that error; a cancel or goodbye, a 2015-protocol message and anything
+/// unreadable only dropped. Nothing is answered on the worker port: a worker that floods the
+/// scheduler is broken or hostile, and the protocol has no error for it to act on.
+fn rate_limited(
+    port: Port,
+    identity: &[u8],
+    frames: &[Frame],
+    log: Option<u64>,
+    limit: RateLimit,
+) -> Option<Frame> {
+    if let Some(dropped) = log {
+        warn!(
+            "{} {} sends more than {} messages per second (burst {}): dropped {dropped} \
+             message(s) since the last warning",
+            port.name(),
+            ConnectionId::from(identity.to_vec()),
+            limit.max_messages_per_second,
+            limit.burst_messages
+        );
+    }
+    if port == Port::Workers || legacy_message(frames) {
+        return None;
+    }
+    let error = RequestError::RateLimited {
+        max_messages_per_second: limit.max_messages_per_second,
+    };
+    let msg: FromClient = decode(frames.first()?).ok()?;
+    match client_request(&msg) {
+        Some(request) => Some(encode(&ToClient::Failed { request, error })),
+        None => match msg {
+            FromClient::Hello { .. } | FromClient::Ping { .. } => {
+                Some(encode(&ToClient::Rejected { error }))
+            }
+            _ => None,
+        },
+    }
+}
+
+/// The request a client message asks a reply to, if any (a cancel names a request but waits
+/// for nothing).
+fn client_request(msg: &FromClient) -> Option<RequestId> {
+    match msg {
+        FromClient::Hello { .. }
+        | FromClient::Ping { .. }
+        | FromClient::Cancel { .. }
+        | FromClient::Goodbye => None,
+        FromClient::Submit { request, .. }
+        | FromClient::Gather { request, .. }
+        | FromClient::Scatter { request, .. }
+        | FromClient::WhoHas { request, .. }
+        | FromClient::Status { request, .. }
+        | FromClient::Release { request, .. }
+        | FromClient::Replicate { request, .. }
+        | FromClient::SetCollection { request, .. }
+        | FromClient::GetCollection { request, .. }
+        | FromClient::ListCollections { request, .. }
+        | FromClient::SetLegacyCollection { request, .. }
+        | FromClient::GetLegacyCollection { request, .. }
+        | FromClient::DeleteCollection { request, .. }
+        | FromClient::Persist { request, .. }
+        | FromClient::Publish { request, .. }
+        | FromClient::GetDataset { request, .. }
+        | FromClient::Unpublish { request, .. }
+        | FromClient::Restart { request, .. } => Some(*request),
     }
 }
 
