@@ -49,6 +49,11 @@ enum Garbage {
     Random,
     /// Nothing at all.
     Silent,
+    /// Well-framed ZMTP 1.0 messages of garbage, without end. ZMTP 1.0 has no greeting, so
+    /// libzmq takes any first byte other than 0xFF for one, and random bytes soon break its
+    /// framing (a length past the size limit closes them at once); these never do, and only
+    /// the handshake timeout closes them.
+    Zmtp10,
 }
 
 /// Opens a raw TCP connection to `address` (`tcp://HOST:PORT`), sends `garbage` and reads
@@ -62,14 +67,36 @@ fn closed_by_peer(address: &str, garbage: Garbage, seed: u64) -> Result<Duration
     let mut stream =
         TcpStream::connect(host_port).map_err(|e| format!("cannot connect to {address}: {e}"))?;
     let start = Instant::now();
-    if let Garbage::Random = garbage {
-        let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
-        let bytes = random_bytes(1024 * 1024, seed);
-        // A writer of its own: the other side may stop reading (and then close), which would
-        // block a write made here. Its errors (a reset once closed) are expected.
-        std::thread::spawn(move || {
-            let _ = writer.write_all(&bytes);
-        });
+    // A writer of its own: the other side may stop reading (and then close), which would
+    // block a write made here. Its errors (a reset once closed) are expected.
+    let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
+    match garbage {
+        Garbage::Random => {
+            let bytes = random_bytes(1024 * 1024, seed);
+            std::thread::spawn(move || {
+                let _ = writer.write_all(&bytes);
+            });
+        }
+        Garbage::Silent => {}
+        Garbage::Zmtp10 => {
+            std::thread::spawn(move || {
+                // An empty identity (length 1: the flags byte only), then 11-byte messages
+                // (flags + 10 bytes of body) until the other side closes, or for at most
+                // twice the bound.
+                let mut messages = Vec::new();
+                for _ in 0..100 {
+                    messages.extend_from_slice(&[11, 0]);
+                    messages.extend_from_slice(&random_bytes(10, seed));
+                }
+                if writer.write_all(&[1, 0]).is_err() {
+                    return;
+                }
+                let until = Instant::now() + 2 * CLOSED_WITHIN;
+                while Instant::now() < until && writer.write_all(&messages).is_ok() {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            });
+        }
     }
     stream
         .set_read_timeout(Some(Duration::from_millis(200)))
@@ -119,7 +146,7 @@ fn raw_tcp_garbage_is_closed_on_every_port_while_clients_are_served() {
     let (tx, rx) = mpsc::channel();
     let mut open = 0;
     for (i, (port, address)) in ports.iter().enumerate() {
-        for garbage in [Garbage::Random, Garbage::Silent] {
+        for garbage in [Garbage::Random, Garbage::Silent, Garbage::Zmtp10] {
             let (tx, port, address) = (tx.clone(), *port, address.clone());
             std::thread::spawn(move || {
                 let outcome = closed_by_peer(&address, garbage, 0x9E37_79B9 + i as u64);

@@ -62,6 +62,8 @@ struct Bucket {
     logged_ms: Option<u64>,
     /// Messages dropped since that warning.
     dropped: u64,
+    /// Other warnings (`may_log`) left out since that warning.
+    unlogged: u64,
 }
 
 /// The buckets of one port's connections.
@@ -113,6 +115,7 @@ impl RateTable {
                     updated_ms: now_ms,
                     logged_ms: None,
                     dropped: 0,
+                    unlogged: 0,
                 },
             );
         }
@@ -143,6 +146,26 @@ impl RateTable {
         Verdict::Drop {
             log: Some(std::mem::take(&mut bucket.dropped)),
         }
+    }
+
+    /// Whether another warning about `identity` (a malformed message) may be logged at
+    /// `now_ms`: the same limit of one line per connection per `LOG_INTERVAL_MS` as the
+    /// drops. `Some(n)`: log it, saying `n` such warnings were left out since the last line.
+    /// Call after `admit` for the same message (an identity the table does not know may log).
+    pub(crate) fn may_log(&mut self, identity: &[u8], now_ms: u64) -> Option<u64> {
+        let Some(bucket) = self.buckets.get_mut(identity) else {
+            return Some(0);
+        };
+        let now_ms = now_ms.max(bucket.updated_ms);
+        let due = bucket
+            .logged_ms
+            .is_none_or(|at| now_ms.saturating_sub(at) >= LOG_INTERVAL_MS);
+        if !due {
+            bucket.unlogged += 1;
+            return None;
+        }
+        bucket.logged_ms = Some(now_ms);
+        Some(std::mem::take(&mut bucket.unlogged))
     }
 
     /// Frees at least a quarter of the table: first the identities whose bucket would be full
@@ -245,6 +268,28 @@ mod tests {
         // Another connection has its own log interval.
         assert_eq!(t.admit(b"b", 1_001), Verdict::Admit);
         assert_eq!(t.admit(b"b", 1_001), Verdict::Drop { log: Some(1) });
+    }
+
+    #[test]
+    fn other_warnings_share_the_one_line_per_second() {
+        let mut t = table(100, 100);
+        assert_eq!(t.admit(b"a", 0), Verdict::Admit);
+        assert_eq!(t.may_log(b"a", 0), Some(0));
+        for ms in [0, 1, 999] {
+            assert_eq!(t.admit(b"a", ms), Verdict::Admit);
+            assert_eq!(t.may_log(b"a", ms), None, "at {ms}");
+        }
+        assert_eq!(t.may_log(b"a", 1_000), Some(3), "the three left out");
+        assert_eq!(t.may_log(b"a", 1_500), None);
+        // A drop does not log within the same second either.
+        let mut t = table(1, 1);
+        assert_eq!(t.admit(b"b", 0), Verdict::Admit);
+        assert_eq!(t.may_log(b"b", 0), Some(0));
+        assert_eq!(t.admit(b"b", 10), Verdict::Drop { log: None });
+        assert_eq!(t.admit(b"b", 1_000), Verdict::Admit);
+        assert_eq!(t.admit(b"b", 1_000), Verdict::Drop { log: Some(2) });
+        // An identity the table does not know (never the case after `admit`) may log.
+        assert_eq!(t.may_log(b"unknown", 0), Some(0));
     }
 
     #[test]

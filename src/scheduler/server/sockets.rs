@@ -26,6 +26,12 @@ pub(super) enum Decoded {
     Legacy(LegacyRequest),
     /// Answer it right here (it could not be decoded), or drop it (`None`).
     Answer(Option<Frame>),
+    /// It could not be decoded (`error`): warn (at most once per connection per second, see
+    /// `rate.rs`) and answer with `reply` if there is one.
+    Malformed {
+        error: DecodeError,
+        reply: Option<Frame>,
+    },
 }
 
 /// Peers whose queue was found full, so the warning and the event come once per stall. A
@@ -117,20 +123,42 @@ pub(super) fn socket_loop<M: serde::Serialize>(
                     continue;
                 }
                 let identity = frames.remove(0);
-                if let Verdict::Drop { log } = rates.admit(&identity, clock.now_ms()) {
+                let now_ms = clock.now_ms();
+                if let Verdict::Drop { log } = rates.admit(&identity, now_ms) {
                     let reply = rate_limited(port, &identity, &frames, log, rates.limit());
                     if let Some(reply) = reply {
                         let _ = net::send(&socket, Some(&identity), reply, vec![]);
                     }
                     continue;
                 }
-                match decode(ConnectionId::from(identity.clone()), frames) {
-                    Decoded::Event(e) => hand_over(&events, &mut backlog, Input::Core(e)),
-                    Decoded::Legacy(r) => hand_over(&events, &mut backlog, Input::Legacy(r)),
-                    Decoded::Answer(Some(reply)) => {
-                        let _ = net::send(&socket, Some(&identity), reply, vec![]);
+                let reply = match decode(ConnectionId::from(identity.clone()), frames) {
+                    Decoded::Event(e) => {
+                        hand_over(&events, &mut backlog, Input::Core(e));
+                        None
                     }
-                    Decoded::Answer(None) => {}
+                    Decoded::Legacy(r) => {
+                        hand_over(&events, &mut backlog, Input::Legacy(r));
+                        None
+                    }
+                    Decoded::Answer(reply) => reply,
+                    Decoded::Malformed { error, reply } => {
+                        if let Some(unlogged) = rates.may_log(&identity, now_ms) {
+                            let more = match unlogged {
+                                0 => String::new(),
+                                n => format!(" ({n} more since the last warning)"),
+                            };
+                            warn!(
+                                "dropping malformed message on the {} port from {}: \
+                                 {error}{more}",
+                                port.name(),
+                                ConnectionId::from(identity.clone())
+                            );
+                        }
+                        reply
+                    }
+                };
+                if let Some(reply) = reply {
+                    let _ = net::send(&socket, Some(&identity), reply, vec![]);
                 }
             }
         }
@@ -304,15 +332,12 @@ pub(super) fn decode_worker(identity: ConnectionId, frames: Vec<Frame>) -> Decod
             msg,
             frames,
         }),
-        Err(e) => {
-            warn!(
-                "dropping malformed message on the worker port from {}: {e}",
-                identity
-            );
-            Decoded::Answer(Some(encode(&ToWorker::Malformed {
+        Err(e) => Decoded::Malformed {
+            reply: Some(encode(&ToWorker::Malformed {
                 message: e.to_string(),
-            })))
-        }
+            })),
+            error: e,
+        },
     }
 }
 
@@ -333,17 +358,14 @@ pub(super) fn decode_client(identity: ConnectionId, frames: Vec<Frame>) -> Decod
             msg,
             frames,
         }),
-        Err(e) => {
-            warn!(
-                "dropping malformed message on the client port from {}: {e}",
-                identity
-            );
-            // Its request id (if any) is unreadable: the answer belongs to no request.
-            Decoded::Answer(Some(encode(&ToClient::Rejected {
+        // Its request id (if any) is unreadable: the answer belongs to no request.
+        Err(e) => Decoded::Malformed {
+            reply: Some(encode(&ToClient::Rejected {
                 error: RequestError::Protocol {
                     message: format!("malformed message: {e}"),
                 },
-            })))
-        }
+            })),
+            error: e,
+        },
     }
 }
