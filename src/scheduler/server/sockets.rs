@@ -42,8 +42,8 @@ const FULL_PEERS_MAX: usize = 1024;
 /// Never blocks on anything but its poll: when the core's event queue is full it keeps the
 /// one event it could not hand over and stops reading (ZeroMQ and TCP push back on the
 /// senders) while it goes on sending. With a monitor, every dropped peer connection becomes a
-/// `WorkerConnectionLost` event. Each connection's messages past `rate` are dropped before
-/// they are decoded (`rate.rs`; see `rate_limited`).
+/// `WorkerConnectionLost` event. Each connection's messages past `rate` are dropped here and
+/// never reach the core (`rate.rs`; see `rate_limited`).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn socket_loop<M: serde::Serialize>(
     port: Port,
