@@ -108,10 +108,20 @@ pub fn configure(socket: &zmq::Socket, max_message_bytes: i64) -> zmq::Result<()
     configure_bounded(socket, max_message_bytes, DEFAULT_QUEUE_MAX_MESSAGES)
 }
 
-/// Options every Zask socket gets: no lingering at close, a message size limit, and a
-/// high-water mark: at most `queue_max_messages` whole messages queued per connection in each
-/// direction (0 would mean unbounded; Zask never uses it). Each component's config documents
-/// its value and what happens when a queue is full.
+/// How long a new connection has to complete the ZeroMQ handshake (ZMQ_HANDSHAKE_IVL) before
+/// it is closed: 5 s. A Zask peer, or any ZeroMQ peer, completes it in a few round trips
+/// (milliseconds, even on a loaded machine or with CURVE's key exchange); a connection that
+/// sends nothing, or bytes that are not a ZeroMQ greeting, never does. libzmq's own default is
+/// 30 s, long enough for such connections to pile up. libzmq takes a peer whose first byte is
+/// not ZMTP's 0xFF for a ZMTP 1.0 one (no greeting) and decodes what it sends as messages, but
+/// it never marks that handshake complete, so this timer closes those connections too.
+pub const DEFAULT_HANDSHAKE_MS: i32 = 5_000;
+
+/// Options every Zask socket gets: no lingering at close, a message size limit, a handshake
+/// timeout (`DEFAULT_HANDSHAKE_MS`), and a high-water mark: at most `queue_max_messages`
+/// whole messages queued per connection in each direction (0 would mean unbounded; Zask never
+/// uses it). Each component's config documents its value and what happens when a queue is
+/// full.
 pub fn configure_bounded(
     socket: &zmq::Socket,
     max_message_bytes: i64,
@@ -119,6 +129,7 @@ pub fn configure_bounded(
 ) -> zmq::Result<()> {
     socket.set_linger(0)?;
     socket.set_maxmsgsize(max_message_bytes)?;
+    socket.set_handshake_ivl(DEFAULT_HANDSHAKE_MS)?;
     let hwm = queue_max_messages.max(1);
     socket.set_rcvhwm(hwm)?;
     socket.set_sndhwm(hwm)?;
@@ -146,6 +157,32 @@ pub fn send(
 }
 
 /// Receives one multipart message if one is waiting.
+/// Like [`try_recv`], with the user id the socket's ZAP handler gave the sender's connection
+/// (`crate::security`: its role), None on a socket without authentication.
+pub fn try_recv_with_user(socket: &zmq::Socket) -> Option<(Vec<Frame>, Option<String>)> {
+    let mut frames = Vec::new();
+    let mut user = None;
+    loop {
+        let mut part = zmq::Message::new();
+        match socket.recv(&mut part, zmq::DONTWAIT) {
+            Ok(()) => {}
+            Err(zmq::Error::EAGAIN) if frames.is_empty() => return None,
+            Err(e) => {
+                log::warn!("receive failed: {e}");
+                return None;
+            }
+        }
+        if user.is_none() {
+            user = part.gets("User-Id").map(str::to_owned);
+        }
+        let more = part.get_more();
+        frames.push(part.to_vec());
+        if !more {
+            return Some((frames, user));
+        }
+    }
+}
+
 pub fn try_recv(socket: &zmq::Socket) -> Option<Vec<Frame>> {
     match socket.recv_multipart(zmq::DONTWAIT) {
         Ok(frames) => Some(frames),

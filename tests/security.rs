@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use common::{wait_until, Proc, TestCluster, DEADLINE, WORKER};
 use zask::client::ClientSecurity;
+use zask::protocol::{ClientRole, RequestError};
 use zask::security::{Access, KeyPair, Role};
 use zask::{graph, Client, ClientConfig, ClientError, Value};
 
@@ -194,4 +195,41 @@ fn a_secret_value_never_crosses_the_loopback_in_plaintext() {
     // The same proxy does see it when the cluster is insecure: the check can fail.
     let insecure = TestCluster::options().workers(1).insecure().start();
     assert!(secret_seen_on_the_wire(&insecure));
+}
+
+#[test]
+fn a_clients_key_cannot_restart_the_cluster_or_release_what_another_client_owns() {
+    let cluster = TestCluster::with_workers(1);
+    let as_client = || {
+        connect(
+            &cluster,
+            ClientSecurity::Access(access(&cluster, Role::Client)),
+        )
+    };
+    let alice = as_client().unwrap();
+    let bob = as_client().unwrap();
+    alice.scatter(vec![("alices", 7)]).unwrap();
+    match bob.release(vec!["alices"]) {
+        Err(ClientError::Request(RequestError::Forbidden { needs, .. })) => {
+            assert_eq!(needs, ClientRole::Operator)
+        }
+        other => panic!("bob released alice's data: {other:?}"),
+    }
+    assert_eq!(
+        bob.gather("alices").unwrap(),
+        Value::from(7),
+        "reading stays open"
+    );
+    match bob.restart() {
+        Err(ClientError::Request(RequestError::Forbidden { needs, .. })) => {
+            assert_eq!(needs, ClientRole::Operator)
+        }
+        other => panic!("a client restarted the cluster: {other:?}"),
+    }
+    // The owner may release its own; the operator may release anyone's and restart.
+    alice.scatter(vec![("again", 1)]).unwrap();
+    alice.release(vec!["alices"]).unwrap();
+    let operator = cluster.client();
+    operator.release(vec!["again"]).unwrap();
+    operator.restart().unwrap();
 }

@@ -51,6 +51,16 @@ struct Args {
     /// (senders are slowed through ZeroMQ and TCP).
     #[arg(long, default_value_t = SchedulerConfig::default().event_queue_max)]
     event_queue_max: usize,
+    /// Messages per second each client connection may send (bursts of twice that); past it
+    /// its requests fail as rate-limited, with at most one warning per connection per second.
+    #[arg(long, default_value_t = SchedulerConfig::default().client_max_messages_per_second,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    client_max_messages_per_second: u32,
+    /// Messages per second each worker connection may send (bursts of twice that); past it
+    /// its messages are dropped, with at most one warning per connection per second.
+    #[arg(long, default_value_t = SchedulerConfig::default().worker_max_messages_per_second,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    worker_max_messages_per_second: u32,
     /// A 2015 Python worker silent this long (ms; it heartbeats every 5 s by default) is
     /// removed and its tasks run elsewhere.
     #[arg(long, default_value_t = SchedulerConfig::default().python_worker_timeout_ms)]
@@ -124,6 +134,8 @@ fn main() {
         legacy_worker_port: args.legacy_worker_port,
         legacy_client_port: args.legacy_client_port,
         legacy_host: args.legacy_host,
+        client_max_messages_per_second: args.client_max_messages_per_second,
+        worker_max_messages_per_second: args.worker_max_messages_per_second,
         core: CoreConfig {
             heartbeat_timeout_ms: args.heartbeat_timeout_ms,
             unrunnable_timeout_ms: args.unrunnable_timeout_ms,

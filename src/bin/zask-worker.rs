@@ -132,6 +132,7 @@ fn main() {
         command.push("--no-nanny".into());
         let mut config = NannyConfig::new(args.scheduler.clone(), command);
         config.max_restarts = args.max_restarts;
+        config.security = security;
         if let Err(e) = nanny::run(config, stop) {
             fail(&e.to_string());
         }

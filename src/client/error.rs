@@ -80,6 +80,7 @@ impl ClientError {
                 RequestError::SchedulerRestarted
                     | RequestError::Restarted
                     | RequestError::RestartIncomplete { .. }
+                    | RequestError::RateLimited { .. }
             ),
             ClientError::Protocol(_) | ClientError::Closed => false,
             ClientError::Security { retry_may_help, .. } => *retry_may_help,

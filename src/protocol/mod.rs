@@ -522,6 +522,10 @@ pub enum RequestError {
     /// another client)`, `restarting the cluster`), `needs` the role that may. Retrying
     /// cannot help.
     Forbidden { action: String, needs: ClientRole },
+    /// The client's connection sent more than `max_messages_per_second` (the scheduler's
+    /// per-connection rate limit, with a burst of twice that): this request was dropped
+    /// unread. Retrying more slowly helps.
+    RateLimited { max_messages_per_second: u32 },
 }
 
 impl fmt::Display for RequestError {
@@ -568,6 +572,13 @@ impl fmt::Display for RequestError {
             RequestError::Forbidden { action, needs } => write!(
                 f,
                 "forbidden: {action} needs the {needs} role"
+            ),
+            RequestError::RateLimited {
+                max_messages_per_second,
+            } => write!(
+                f,
+                "the scheduler dropped this request: the connection sent more than \
+                 {max_messages_per_second} messages per second (its rate limit); retry more slowly"
             ),
         }
     }

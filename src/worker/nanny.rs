@@ -14,6 +14,7 @@
 //! giving a reason (a crash, SIGKILL, a task calling `process::exit` with any code). Exit codes
 //! are never looked at.
 
+use crate::security::{self, Access};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -52,6 +53,9 @@ pub struct NannyConfig {
     /// A worker that lived this long resets the deaths-in-a-row count even if it never
     /// printed its address. Default: 30 s.
     pub stable_after: Duration,
+    /// The worker's access: the nanny talks to the scheduler's worker port with the worker
+    /// key, as its worker does. Default None: plaintext, for a scheduler without security.
+    pub security: Option<Access>,
 }
 
 impl NannyConfig {
@@ -63,6 +67,7 @@ impl NannyConfig {
             backoff_start: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             stable_after: Duration::from_secs(30),
+            security: None,
         }
     }
 }
@@ -340,6 +345,10 @@ pub fn run(config: NannyConfig, stop: Arc<AtomicBool>) -> Result<(), NannyError>
     socket
         .set_identity(&net::unique_identity("nanny"))
         .map_err(socket_error("setting the socket identity"))?;
+    if let Some(access) = &config.security {
+        security::connect_as(&socket, &access.scheduler_public, &access.key)
+            .map_err(|e| NannyError::Start(StartError::Security(e)))?;
+    }
     socket.connect(&config.scheduler).map_err(|error| {
         NannyError::Start(StartError::Connect {
             address: config.scheduler.clone(),

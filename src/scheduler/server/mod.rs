@@ -23,6 +23,7 @@ use crate::security::{
 mod legacy;
 mod legacy_graph;
 mod legacy_workers;
+mod rate;
 mod sockets;
 #[cfg(test)]
 mod tests;
@@ -100,6 +101,24 @@ pub struct SchedulerConfig {
     /// waits (after waking the socket thread) when it is full; socket threads never wait on
     /// anything but their poll, so this cannot deadlock.
     pub command_queue_max: usize,
+    /// Messages per second each client connection may send (default 10,000, with bursts of
+    /// twice that). A client has one request in flight per calling thread (the API waits for
+    /// each answer) and a round trip takes at least a few hundred microseconds (BENCHMARKS.md:
+    /// latency), so a calling thread sends at most a few thousand a second, plus a ping every
+    /// few seconds; 10,000 leaves room for a busy multi-threaded client while keeping one
+    /// flooding connection well below what the core handles (about 75,000 events/s), so the
+    /// others are still served. Past it the message is dropped unread: a request is failed
+    /// with `RequestError::RateLimited` (its call ends at once; retrying more slowly helps),
+    /// a hello or ping rejected with it; at most one warning per connection per second.
+    pub client_max_messages_per_second: u32,
+    /// Messages per second each worker connection may send (default 100,000, with bursts of
+    /// twice that). A worker sends at most a few messages per task it runs (finished reports
+    /// are batched) and one per data request, so it can never send faster than the core
+    /// hands out work; 100,000 is above the most the core has been measured to process from
+    /// all connections together (about 75,000 tasks/s), so only a broken or hostile worker
+    /// reaches it. Past it the message is dropped (the worker protocol has no error to
+    /// answer with), with at most one warning per connection per second.
+    pub worker_max_messages_per_second: u32,
     /// A 2015 Python worker that sends nothing (not even its heartbeat, every 5 s by default)
     /// for this long is removed and its tasks run elsewhere (default 20 s, the 2015
     /// scheduler's `worker_timeout`).
@@ -139,6 +158,8 @@ impl Default for SchedulerConfig {
             legacy_worker_port: None,
             legacy_client_port: None,
             legacy_host: "127.0.0.1".into(),
+            client_max_messages_per_second: 10_000,
+            worker_max_messages_per_second: 100_000,
             core: CoreConfig::default(),
         }
     }
@@ -362,6 +383,8 @@ impl Scheduler {
             }
         }
 
+        let worker_rate = rate::RateLimit::per_second(config.worker_max_messages_per_second);
+        let client_rate = rate::RateLimit::per_second(config.client_max_messages_per_second);
         let mut threads = Vec::new();
         // The 2015 replies go out where 2015 peers connect: their own plaintext port when
         // there is one, else the main port.
@@ -381,6 +404,7 @@ impl Scheduler {
                         stop,
                         decode_legacy_worker,
                         None,
+                        worker_rate,
                     )
                 })?);
                 (waker, crossbeam_channel::never())
@@ -403,6 +427,7 @@ impl Scheduler {
                         stop,
                         decode_legacy_client,
                         None,
+                        client_rate,
                     )
                 })?);
                 (waker, crossbeam_channel::never())
@@ -429,6 +454,7 @@ impl Scheduler {
                     stop,
                     decode_worker,
                     Some(monitor),
+                    worker_rate,
                 )
             })?);
         }
@@ -446,6 +472,7 @@ impl Scheduler {
                     stop,
                     decode_client,
                     None,
+                    client_rate,
                 )
             })?);
         }

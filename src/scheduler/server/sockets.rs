@@ -7,14 +7,17 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use log::{debug, error, warn};
 
-use crate::net::{self, WakeReceiver};
-use crate::protocol::codec::{classify, encode, split, DecodeError};
+use crate::net::{self, Clock, WakeReceiver};
+use crate::protocol::codec::{classify, decode, encode, split, DecodeError};
 use crate::protocol::{
-    ClientRole, ConnectionId, Frame, FromClient, FromWorker, RequestError, ToClient, ToWorker,
+    ClientRole, ConnectionId, Frame, FromClient, FromWorker, RequestError, RequestId, ToClient,
+    ToWorker,
 };
 use crate::scheduler::core::Event;
+use crate::security::Role;
 
 use super::legacy::{self, LegacyRequest};
+use super::rate::{RateLimit, RateTable, Verdict, TRACKED_CONNECTIONS_MAX};
 use super::{Input, Port};
 
 /// What a socket thread makes of one incoming message.
@@ -25,6 +28,12 @@ pub(super) enum Decoded {
     Legacy(LegacyRequest),
     /// Answer it right here (it could not be decoded), or drop it (`None`).
     Answer(Option<Frame>),
+    /// It could not be decoded (`error`): warn (at most once per connection per second, see
+    /// `rate.rs`) and answer with `reply` if there is one.
+    Malformed {
+        error: DecodeError,
+        reply: Option<Frame>,
+    },
 }
 
 /// Peers whose queue was found full, so the warning and the event come once per stall. A
@@ -35,7 +44,8 @@ const FULL_PEERS_MAX: usize = 1024;
 /// Never blocks on anything but its poll: when the core's event queue is full it keeps the
 /// one event it could not hand over and stops reading (ZeroMQ and TCP push back on the
 /// senders) while it goes on sending. With a monitor, every dropped peer connection becomes a
-/// `WorkerConnectionLost` event.
+/// `WorkerConnectionLost` event. Each connection's messages past `rate` are dropped here and
+/// never reach the core (`rate.rs`; see `rate_limited`).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn socket_loop<M: serde::Serialize>(
     port: Port,
@@ -45,12 +55,15 @@ pub(super) fn socket_loop<M: serde::Serialize>(
     legacy_outgoing: Receiver<(ConnectionId, Vec<Frame>)>,
     events: Sender<Input>,
     stop: Arc<AtomicBool>,
-    decode: fn(ConnectionId, Vec<Frame>) -> Decoded,
+    decode: fn(Peer, Vec<Frame>) -> Decoded,
     monitor: Option<zmq::Socket>,
+    rate: RateLimit,
 ) {
     // Events the core's queue had no room for, oldest first; nothing is read while any wait.
     let mut backlog: std::collections::VecDeque<Input> = Default::default();
     let mut full_peers: std::collections::HashSet<ConnectionId> = Default::default();
+    let clock = Clock::start();
+    let mut rates = RateTable::new(rate, TRACKED_CONNECTIONS_MAX);
     loop {
         if stop.load(Ordering::SeqCst) {
             return;
@@ -104,7 +117,7 @@ pub(super) fn socket_loop<M: serde::Serialize>(
         }
         if socket_ready {
             while backlog.is_empty() {
-                let Some(mut frames) = net::try_recv(&socket) else {
+                let Some((mut frames, user)) = net::try_recv_with_user(&socket) else {
                     break;
                 };
                 if frames.len() < 2 {
@@ -112,13 +125,46 @@ pub(super) fn socket_loop<M: serde::Serialize>(
                     continue;
                 }
                 let identity = frames.remove(0);
-                match decode(ConnectionId::from(identity.clone()), frames) {
-                    Decoded::Event(e) => hand_over(&events, &mut backlog, Input::Core(e)),
-                    Decoded::Legacy(r) => hand_over(&events, &mut backlog, Input::Legacy(r)),
-                    Decoded::Answer(Some(reply)) => {
+                let now_ms = clock.now_ms();
+                if let Verdict::Drop { log } = rates.admit(&identity, now_ms) {
+                    let reply = rate_limited(port, &identity, &frames, log, rates.limit());
+                    if let Some(reply) = reply {
                         let _ = net::send(&socket, Some(&identity), reply, vec![]);
                     }
-                    Decoded::Answer(None) => {}
+                    continue;
+                }
+                let peer = Peer {
+                    identity: ConnectionId::from(identity.clone()),
+                    role: role_of(user.as_deref()),
+                };
+                let reply = match decode(peer, frames) {
+                    Decoded::Event(e) => {
+                        hand_over(&events, &mut backlog, Input::Core(e));
+                        None
+                    }
+                    Decoded::Legacy(r) => {
+                        hand_over(&events, &mut backlog, Input::Legacy(r));
+                        None
+                    }
+                    Decoded::Answer(reply) => reply,
+                    Decoded::Malformed { error, reply } => {
+                        if let Some(unlogged) = rates.may_log(&identity, now_ms) {
+                            let more = match unlogged {
+                                0 => String::new(),
+                                n => format!(" ({n} more since the last warning)"),
+                            };
+                            warn!(
+                                "dropping malformed message on the {} port from {}: \
+                                 {error}{more}",
+                                port.name(),
+                                ConnectionId::from(identity.clone())
+                            );
+                        }
+                        reply
+                    }
+                };
+                if let Some(reply) = reply {
+                    let _ = net::send(&socket, Some(&identity), reply, vec![]);
                 }
             }
         }
@@ -158,6 +204,76 @@ pub(super) fn socket_loop<M: serde::Serialize>(
     }
 }
 
+/// A message past its connection's rate limit: logs the warning if one is due (`log`: the
+/// messages dropped since the last one) and returns the answer, if any. A client's request is
+/// failed as `RateLimited` (so its call ends at once, and may be retried), its hello or ping
+/// rejected with that error; a cancel or goodbye, a 2015-protocol message and anything
+/// unreadable only dropped. Nothing is answered on the worker port: a worker that floods the
+/// scheduler is broken or hostile, and the protocol has no error for it to act on.
+fn rate_limited(
+    port: Port,
+    identity: &[u8],
+    frames: &[Frame],
+    log: Option<u64>,
+    limit: RateLimit,
+) -> Option<Frame> {
+    if let Some(dropped) = log {
+        warn!(
+            "{} {} sends more than {} messages per second (burst {}): dropped {dropped} \
+             message(s) since the last warning",
+            port.name(),
+            ConnectionId::from(identity.to_vec()),
+            limit.max_messages_per_second,
+            limit.burst_messages
+        );
+    }
+    if port == Port::Workers || legacy_message(frames) {
+        return None;
+    }
+    let error = RequestError::RateLimited {
+        max_messages_per_second: limit.max_messages_per_second,
+    };
+    let msg: FromClient = decode(frames.first()?).ok()?;
+    match client_request(&msg) {
+        Some(request) => Some(encode(&ToClient::Failed { request, error })),
+        None => match msg {
+            FromClient::Hello { .. } | FromClient::Ping { .. } => {
+                Some(encode(&ToClient::Rejected { error }))
+            }
+            _ => None,
+        },
+    }
+}
+
+/// The request a client message asks a reply to, if any (a cancel names a request but waits
+/// for nothing).
+fn client_request(msg: &FromClient) -> Option<RequestId> {
+    match msg {
+        FromClient::Hello { .. }
+        | FromClient::Ping { .. }
+        | FromClient::Cancel { .. }
+        | FromClient::Goodbye => None,
+        FromClient::Submit { request, .. }
+        | FromClient::Gather { request, .. }
+        | FromClient::Scatter { request, .. }
+        | FromClient::WhoHas { request, .. }
+        | FromClient::Status { request, .. }
+        | FromClient::Release { request, .. }
+        | FromClient::Replicate { request, .. }
+        | FromClient::SetCollection { request, .. }
+        | FromClient::GetCollection { request, .. }
+        | FromClient::ListCollections { request, .. }
+        | FromClient::SetLegacyCollection { request, .. }
+        | FromClient::GetLegacyCollection { request, .. }
+        | FromClient::DeleteCollection { request, .. }
+        | FromClient::Persist { request, .. }
+        | FromClient::Publish { request, .. }
+        | FromClient::GetDataset { request, .. }
+        | FromClient::Unpublish { request, .. }
+        | FromClient::Restart { request, .. } => Some(*request),
+    }
+}
+
 /// Hands an event to the core, or keeps it (and stops reading) if the core's queue is full.
 fn hand_over(
     events: &Sender<Input>,
@@ -180,7 +296,8 @@ fn peer_not_reading(port: Port, identity: ConnectionId) -> Event {
                 identity
             );
             Event::FromClient {
-                role: role_of(&identity),
+                // A goodbye needs no rights.
+                role: ClientRole::Client,
                 identity,
                 msg: FromClient::Goodbye,
                 frames: vec![],
@@ -222,15 +339,16 @@ fn legacy_only(port: Port, identity: ConnectionId, frames: Vec<Frame>) -> Decode
     Decoded::Answer(None)
 }
 
-pub(super) fn decode_legacy_worker(identity: ConnectionId, frames: Vec<Frame>) -> Decoded {
-    legacy_only(Port::Workers, identity, frames)
+pub(super) fn decode_legacy_worker(peer: Peer, frames: Vec<Frame>) -> Decoded {
+    legacy_only(Port::Workers, peer.identity, frames)
 }
 
-pub(super) fn decode_legacy_client(identity: ConnectionId, frames: Vec<Frame>) -> Decoded {
-    legacy_only(Port::Clients, identity, frames)
+pub(super) fn decode_legacy_client(peer: Peer, frames: Vec<Frame>) -> Decoded {
+    legacy_only(Port::Clients, peer.identity, frames)
 }
 
-pub(super) fn decode_worker(identity: ConnectionId, frames: Vec<Frame>) -> Decoded {
+pub(super) fn decode_worker(peer: Peer, frames: Vec<Frame>) -> Decoded {
+    let identity = peer.identity;
     if legacy_message(&frames) {
         return match legacy::decode(Port::Workers, identity, &frames) {
             Some(r) => Decoded::Legacy(r),
@@ -248,26 +366,39 @@ pub(super) fn decode_worker(identity: ConnectionId, frames: Vec<Frame>) -> Decod
             msg,
             frames,
         }),
-        Err(e) => {
-            warn!(
-                "dropping malformed message on the worker port from {}: {e}",
-                identity
-            );
-            Decoded::Answer(Some(encode(&ToWorker::Malformed {
+        Err(e) => Decoded::Malformed {
+            reply: Some(encode(&ToWorker::Malformed {
                 message: e.to_string(),
-            })))
-        }
+            })),
+            error: e,
+        },
     }
 }
 
-/// What the client connection `identity` may do: the one place the client port decides it.
-fn role_of(_identity: &ConnectionId) -> ClientRole {
-    // Until the ZAP handler says otherwise: without authentication everyone is an operator
-    // (--insecure).
-    ClientRole::Operator
+/// Who sent a message: its connection, and what it may do.
+pub(super) struct Peer {
+    pub identity: ConnectionId,
+    pub role: ClientRole,
 }
 
-pub(super) fn decode_client(identity: ConnectionId, frames: Vec<Frame>) -> Decoded {
+/// What a client connection may do, from the user id the ZAP handler gave it (the role of
+/// the key it presented: `crate::security`): the one place the client port decides it.
+/// Without security there is no user id and no authentication, so everyone may do
+/// everything (`--insecure`).
+fn role_of(user: Option<&str>) -> ClientRole {
+    let Some(user) = user else {
+        return ClientRole::Operator;
+    };
+    match Role::from_user_id(user) {
+        Some(Role::Operator) => ClientRole::Operator,
+        // The client port lets in no worker key, so a worker's role is never a client's;
+        // the least rights for anything but the operator's.
+        _ => ClientRole::Client,
+    }
+}
+
+pub(super) fn decode_client(peer: Peer, frames: Vec<Frame>) -> Decoded {
+    let Peer { identity, role } = peer;
     if legacy_message(&frames) {
         return match legacy::decode(Port::Clients, identity, &frames) {
             Some(r) => Decoded::Legacy(r),
@@ -280,22 +411,35 @@ pub(super) fn decode_client(identity: ConnectionId, frames: Vec<Frame>) -> Decod
     };
     match split(frames, counted) {
         Ok((msg, frames)) => Decoded::Event(Event::FromClient {
-            role: role_of(&identity),
+            role,
             identity,
             msg,
             frames,
         }),
-        Err(e) => {
-            warn!(
-                "dropping malformed message on the client port from {}: {e}",
-                identity
-            );
-            // Its request id (if any) is unreadable: the answer belongs to no request.
-            Decoded::Answer(Some(encode(&ToClient::Rejected {
+        // Its request id (if any) is unreadable: the answer belongs to no request.
+        Err(e) => Decoded::Malformed {
+            reply: Some(encode(&ToClient::Rejected {
                 error: RequestError::Protocol {
                     message: format!("malformed message: {e}"),
                 },
-            })))
-        }
+            })),
+            error: e,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_operators_key_gets_the_operator_role() {
+        // No ZAP user id: a scheduler without security, where everyone may do everything.
+        assert_eq!(role_of(None), ClientRole::Operator);
+        assert_eq!(role_of(Some("operator")), ClientRole::Operator);
+        assert_eq!(role_of(Some("client")), ClientRole::Client);
+        // Anything else the least rights.
+        assert_eq!(role_of(Some("worker")), ClientRole::Client);
+        assert_eq!(role_of(Some("Operator ")), ClientRole::Client);
     }
 }

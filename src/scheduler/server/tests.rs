@@ -180,6 +180,9 @@ fn a_full_core_queue_stops_reading_but_never_sending() {
                 stop,
                 decode_client,
                 None,
+                super::rate::RateLimit::per_second(
+                    SchedulerConfig::default().client_max_messages_per_second,
+                ),
             )
         })
     };
