@@ -3,7 +3,6 @@
 use std::fmt;
 
 use crate::protocol::RequestError;
-use crate::security::SecurityError;
 
 /// Why a client call failed.
 #[derive(Clone, Debug, PartialEq)]
@@ -22,21 +21,13 @@ pub enum ClientError {
     Protocol(String),
     /// The client was closed.
     Closed,
-    /// Its access file could not be read or is not a client's (`SecurityError`, kept as its
-    /// text and whether trying again can help, so this error stays cloneable).
+    /// Its access file could not be read or is not a client's (`crate::security::
+    /// SecurityError`, kept as its text and whether trying again can help, so this error
+    /// stays cloneable and the pure client state needs no security code).
     Security {
         reason: String,
         retry_may_help: bool,
     },
-}
-
-impl From<SecurityError> for ClientError {
-    fn from(e: SecurityError) -> Self {
-        ClientError::Security {
-            reason: e.to_string(),
-            retry_may_help: e.retry_may_help(),
-        }
-    }
 }
 
 impl fmt::Display for ClientError {

@@ -19,7 +19,7 @@ use crate::protocol::{
     ClusterStatus, Frame, FromClient, RequestId, ToClient, WorkerAddress, WorkerInfo,
     WorkerSelector, PROTOCOL_VERSION,
 };
-use crate::security::{self, Access, Role};
+use crate::security::{self, Access, Role, SecurityError};
 use crate::value::Value;
 
 mod error;
@@ -58,6 +58,15 @@ impl Default for ClientConfig {
             scheduler_timeout_ms: 5_000,
             queue_max_messages: 1_000,
             security: ClientSecurity::Default,
+        }
+    }
+}
+
+impl From<SecurityError> for ClientError {
+    fn from(e: SecurityError) -> Self {
+        ClientError::Security {
+            reason: e.to_string(),
+            retry_may_help: e.retry_may_help(),
         }
     }
 }
