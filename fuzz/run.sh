@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 CARGO_FUZZ_VERSION=0.13.1
-# 60,000 inputs per target: all ten take under 2 minutes on 2 cores, the build about 1.5.
+# 60,000 inputs per target: all ten take about 1.5 minutes on 2 cores, after a build of about 1.75.
 RUNS=${ZASK_FUZZ_RUNS:-60000}
 # Messages a few KiB long reach every branch of the decoders; longer ones only slow runs down.
 MAX_LEN=${ZASK_FUZZ_MAX_LEN:-4096}
