@@ -11,7 +11,6 @@
 //! there (`regression-*`: inputs that once crashed a decoder) are kept as they are.
 
 #[path = "../fuzz/src/checks.rs"]
-#[allow(dead_code)]
 mod checks;
 
 use std::collections::BTreeMap;
