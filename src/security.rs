@@ -548,6 +548,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn this_build_has_curve() {
+        // Never skipped: without CURVE (a libzmq built without libsodium) Zask is insecure.
+        assert_eq!(
+            zmq::has("curve"),
+            Some(true),
+            "this libzmq has no CURVE: install Debian's libzmq3-dev (.cargo/config.toml links it)"
+        );
+    }
+
+    #[test]
     fn keys_are_made_once_and_access_files_are_private_and_typed() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();

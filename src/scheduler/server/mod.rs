@@ -31,7 +31,8 @@ mod tests;
 use legacy::LegacyRequest;
 use legacy_workers::{BridgeSettings, LegacyWorkers};
 use sockets::{
-    decode_client, decode_legacy_client, decode_legacy_worker, decode_worker, socket_loop,
+    decode_client, decode_legacy_client, decode_legacy_worker, decode_worker, socket_loop, Decoded,
+    Peer,
 };
 
 /// Which port a socket thread owns: says what a peer that stopped reading means, and where a
@@ -388,48 +389,56 @@ impl Scheduler {
         let mut threads = Vec::new();
         // The 2015 replies go out where 2015 peers connect: their own plaintext port when
         // there is one, else the main port.
+        // A plaintext 2015 port's socket thread: it sends only 2015 replies (no native ones).
+        let mut spawn_legacy_port = |name: &'static str,
+                                     port: Port,
+                                     socket: zmq::Socket,
+                                     replies: Receiver<(ConnectionId, Vec<Frame>)>,
+                                     decode: fn(Peer, Vec<Frame>) -> Decoded,
+                                     rate: rate::RateLimit|
+         -> Result<Waker, StartError> {
+            let (waker, wake_rx) = net::waker().map_err(waker_error)?;
+            let (in_tx, stop) = (in_tx.clone(), stop.clone());
+            threads.push(spawn(name, move || {
+                socket_loop::<ToWorker>(
+                    port,
+                    socket,
+                    wake_rx,
+                    crossbeam_channel::never(),
+                    replies,
+                    in_tx,
+                    stop,
+                    decode,
+                    None,
+                    rate,
+                )
+            })?);
+            Ok(waker)
+        };
         let (legacy_workers_waker, main_workers_legacy) = match legacy_workers {
             Some((socket, _)) => {
-                let (waker, wake_rx) = net::waker().map_err(waker_error)?;
-                let in_tx = in_tx.clone();
-                let stop = stop.clone();
-                threads.push(spawn("zask-sched-legacy-workers", move || {
-                    socket_loop::<ToWorker>(
-                        Port::Workers,
-                        socket,
-                        wake_rx,
-                        crossbeam_channel::never(),
-                        legacy_workers_rx,
-                        in_tx,
-                        stop,
-                        decode_legacy_worker,
-                        None,
-                        worker_rate,
-                    )
-                })?);
+                let waker = spawn_legacy_port(
+                    "zask-sched-legacy-workers",
+                    Port::Workers,
+                    socket,
+                    legacy_workers_rx,
+                    decode_legacy_worker,
+                    worker_rate,
+                )?;
                 (waker, crossbeam_channel::never())
             }
             None => (worker_waker.clone(), legacy_workers_rx),
         };
         let (legacy_clients_waker, main_clients_legacy) = match legacy_clients {
             Some((socket, _)) => {
-                let (waker, wake_rx) = net::waker().map_err(waker_error)?;
-                let in_tx = in_tx.clone();
-                let stop = stop.clone();
-                threads.push(spawn("zask-sched-legacy-clients", move || {
-                    socket_loop::<ToClient>(
-                        Port::Clients,
-                        socket,
-                        wake_rx,
-                        crossbeam_channel::never(),
-                        legacy_clients_rx,
-                        in_tx,
-                        stop,
-                        decode_legacy_client,
-                        None,
-                        client_rate,
-                    )
-                })?);
+                let waker = spawn_legacy_port(
+                    "zask-sched-legacy-clients",
+                    Port::Clients,
+                    socket,
+                    legacy_clients_rx,
+                    decode_legacy_client,
+                    client_rate,
+                )?;
                 (waker, crossbeam_channel::never())
             }
             None => (client_waker.clone(), legacy_clients_rx),
