@@ -21,18 +21,21 @@ peer="$root/benches/peers/legacy_peer.py"
 
 run_zask() {
   local log; log=$(mktemp)
-  "$bin/zask-scheduler" >"$log" 2>/dev/null &
+  local keys; keys=$(mktemp -d)
+  # Secured as by default; the 2015 client (no CURVE) uses the plaintext 2015 client port.
+  "$bin/zask-scheduler" --security-file "$keys/cluster.keys" --legacy-client-port 0 \
+    >"$log" 2>/dev/null &
   local scheduler=$!
   local to_workers="" to_clients=""
   for _ in $(seq 1 100); do
     to_workers=$(awk '$1 == "address_to_workers" {print $2}' "$log")
-    to_clients=$(awk '$1 == "address_to_clients" {print $2}' "$log")
+    to_clients=$(awk '$1 == "legacy_address_to_clients" {print $2}' "$log")
     [ -n "$to_workers" ] && [ -n "$to_clients" ] && break
     sleep 0.1
   done
-  "$bin/zask-worker" --nthreads 1 "$to_workers" >/dev/null 2>&1 &
+  "$bin/zask-worker" --nthreads 1 "$to_workers" --access-file "$keys/worker.access" >/dev/null 2>&1 &
   local w1=$!
-  "$bin/zask-worker" --nthreads 1 "$to_workers" >/dev/null 2>&1 &
+  "$bin/zask-worker" --nthreads 1 "$to_workers" --access-file "$keys/worker.access" >/dev/null 2>&1 &
   local w2=$!
   "$python36" -W ignore "$peer" "$scenario" --scheduler "$to_clients" "$@" | grep '^{' | tail -n 1
   kill -TERM "$w1" "$w2" 2>/dev/null || true
@@ -40,6 +43,7 @@ run_zask() {
   kill -TERM "$scheduler" 2>/dev/null || true
   wait "$scheduler" 2>/dev/null || true
   rm -f "$log"
+  rm -rf "$keys"
 }
 
 for round in $(seq 1 "${ROUNDS:-3}"); do

@@ -250,16 +250,32 @@ fn run(
 ) -> Result<bool, String> {
     let logs = std::env::temp_dir().join(format!("zask-resilience-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
+    // The run's own keys (not ~/.zask): the scheduler makes them there, the others read them.
+    let keys = logs.join("cluster.keys").display().to_string();
     let mut scheduler = Proc::spawn(
         &bin_dir.join("zask-scheduler"),
-        &["--worker-port", "0", "--client-port", "0"].map(String::from),
+        &[
+            "--worker-port",
+            "0",
+            "--client-port",
+            "0",
+            "--security-file",
+            &keys,
+        ]
+        .map(String::from),
         &logs.join("scheduler.log"),
     )?;
     let to_workers = scheduler.line_after("address_to_workers ")?;
     let to_clients = scheduler.line_after("address_to_clients ")?;
     let mut nannies = Vec::new();
     for i in 0..args.workers {
-        let worker_args = [to_workers.clone(), "--nthreads".into(), "1".into()];
+        let worker_args = [
+            to_workers.clone(),
+            "--nthreads".into(),
+            "1".into(),
+            "--access-file".into(),
+            logs.join("worker.access").display().to_string(),
+        ];
         let mut nanny = Proc::spawn(
             &bin_dir.join("zask-worker"),
             &worker_args,
@@ -268,7 +284,12 @@ fn run(
         nanny.line_after("worker ")?;
         nannies.push(nanny);
     }
-    let client = Arc::new(Client::connect(&to_clients).map_err(|e| e.to_string())?);
+    let access = zask::security::Access::read(&logs.join("client.access")).map_err(|e| e.to_string())?;
+    let config = zask::ClientConfig {
+        security: zask::client::ClientSecurity::Access(access),
+        ..zask::ClientConfig::default()
+    };
+    let client = Arc::new(Client::connect_with(&to_clients, config).map_err(|e| e.to_string())?);
     let deadline = Instant::now() + Duration::from_secs(30);
     let start_pids: Vec<u32> = loop {
         let ws = client.workers().map_err(|e| e.to_string())?;
