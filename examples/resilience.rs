@@ -284,7 +284,8 @@ fn run(
         nanny.line_after("worker ")?;
         nannies.push(nanny);
     }
-    let access = zask::security::Access::read(&logs.join("client.access")).map_err(|e| e.to_string())?;
+    let access =
+        zask::security::Access::read(&logs.join("client.access")).map_err(|e| e.to_string())?;
     let config = zask::ClientConfig {
         security: zask::client::ClientSecurity::Access(access),
         ..zask::ClientConfig::default()
