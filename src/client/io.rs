@@ -44,10 +44,14 @@ pub(super) fn io_loop(
         config.scheduler_timeout_ms,
         clock.now_ms(),
     );
-    let send_all = |state: &mut ClientState<Sender<Reply>>| {
+    // A connection the scheduler refuses (no scheduler there, or a key it does not accept)
+    // fails every send until the connect timeout says so: one warning every few seconds,
+    // with how many sends failed meanwhile, not one per ping.
+    let mut unsent = SendFailures::default();
+    let mut send_all = |state: &mut ClientState<Sender<Reply>>| {
         for (msg, frames) in state.take_outgoing() {
             if let Err(e) = net::send(&socket, None, encode(&msg), frames) {
-                warn!("could not send to the scheduler: {e}");
+                unsent.failed(clock.now_ms(), &e);
             }
         }
     };
@@ -113,4 +117,32 @@ pub(super) fn io_loop(
         let _ = tx.send(reply);
     }
     debug!("client IO thread stopped");
+}
+
+/// Failed sends to the scheduler, warned about at most every `SEND_WARNING_INTERVAL_MS`.
+#[derive(Default)]
+struct SendFailures {
+    warned_at_ms: Option<u64>,
+    since_warning: u64,
+}
+
+const SEND_WARNING_INTERVAL_MS: u64 = 5_000;
+
+impl SendFailures {
+    fn failed(&mut self, now_ms: u64, error: &zmq::Error) {
+        let due = self
+            .warned_at_ms
+            .is_none_or(|t| now_ms.saturating_sub(t) >= SEND_WARNING_INTERVAL_MS);
+        if !due {
+            self.since_warning += 1;
+            return;
+        }
+        let more = match self.since_warning {
+            0 => String::new(),
+            n => format!(" ({n} more since the last warning)"),
+        };
+        warn!("could not send to the scheduler: {error}{more}");
+        self.warned_at_ms = Some(now_ms);
+        self.since_warning = 0;
+    }
 }
