@@ -46,6 +46,10 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(120);
 /// waits on it while the other runs a built-in the placement gave the bridge.
 const BRIDGE_THREADS: u32 = 2;
 
+/// At most this many Python workers at once: each costs a bridge (threads and sockets) in the
+/// scheduler process, and the 2015 port that starts them is unauthenticated.
+const PYTHON_WORKERS_MAX: usize = 256;
+
 /// What the bridges need from the scheduler.
 pub(super) struct BridgeSettings {
     /// The scheduler's worker port, where bridges connect and what they put in headers.
@@ -104,6 +108,13 @@ impl LegacyWorkers {
                     return;
                 }
                 let pid = req.msg.payload_int("pid").unwrap_or(-1);
+                if self.bridges.len() >= PYTHON_WORKERS_MAX {
+                    warn!(
+                        "legacy (2015) Python worker {who} (pid {pid}) not let in: already \
+                         {PYTHON_WORKERS_MAX} Python workers"
+                    );
+                    return;
+                }
                 match self.start_bridge(&who, u32::try_from(pid).ok(), now_ms) {
                     Ok(bridge) => {
                         info!(
