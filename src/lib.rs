@@ -9,6 +9,7 @@
 //! # Ok::<(), zask::ClientError>(())
 //! ```
 
+pub mod adaptive;
 pub mod bag;
 pub mod cli;
 pub mod client;
