@@ -98,8 +98,8 @@ pub trait Cluster: Send + Sync {
     }
 
     /// One adaptive step: reads the figures, asks the policy at `now_ms`, does what it
-    /// decided, and logs the decision with its reason (a hold repeating the last reason only
-    /// at debug level). Returns the decision.
+    /// decided, and logs the decision with its reason (at info level; a hold, which comes
+    /// every interval while nothing changes, at debug level). Returns the decision.
     fn adapt_once(
         &self,
         client: &Client,
