@@ -265,7 +265,7 @@ impl Drop for Adapter {
     }
 }
 
-/// `Arc<T>` of a cluster is a cluster (what `Adapter::start` downgrades).
+/// A weak handle to a cluster kept in an `Arc`, as `Adapter::start` takes it.
 pub fn downgrade<C: Cluster + 'static>(cluster: &Arc<C>) -> Weak<dyn Cluster> {
     let weak: Weak<C> = Arc::downgrade(cluster);
     weak
