@@ -9,9 +9,11 @@
 //! # Ok::<(), zask::ClientError>(())
 //! ```
 
+pub mod adaptive;
 pub mod bag;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod collection;
 pub mod fatal;
 pub mod graph;
@@ -23,8 +25,10 @@ pub mod security;
 pub mod value;
 pub mod worker;
 
+pub use adaptive::{AdaptConfig, Decision};
 pub use bag::{Bag, Item};
 pub use client::{Client, ClientConfig, ClientError, GetOptions};
+pub use cluster::{Cluster, ClusterError};
 pub use collection::{
     Collection, CollectionError, CollectionKind, Computable, LegacyCollection, StoredCollection,
 };

@@ -1,9 +1,15 @@
 //! An embedded cluster: a scheduler and workers as threads of this process, talking over real
-//! ZeroMQ sockets on loopback, so a program runs with no servers at all.
+//! ZeroMQ sockets on loopback, so a program runs with no servers at all. It is a `Cluster`:
+//! it scales (`scale`) and adapts (`adapt`) by starting and retiring worker threads.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use zask_storage::StoreSpec;
 
+use crate::adaptive::AdaptConfig;
 use crate::client::{Client, ClientConfig, ClientError, ClientSecurity};
+use crate::cluster::{downgrade, Adapter, Cluster, ClusterError};
 use crate::net::StartError;
 use crate::protocol::WorkerAddress;
 use crate::scheduler::server::SchedulerStartError;
@@ -88,24 +94,23 @@ impl LocalClusterBuilder {
         }
         let keys = self.scheduler.security.clone();
         let scheduler = Scheduler::start(self.scheduler).map_err(LocalClusterError::Scheduler)?;
-        let mut workers = Vec::with_capacity(self.workers);
+        let inner = Arc::new(LocalWorkers {
+            workers: Mutex::new(Vec::with_capacity(self.workers)),
+            scheduler,
+            keys,
+            threads_per_worker: self.threads_per_worker,
+            registry: self.registry,
+            store: self.store,
+            next_index: AtomicUsize::new(0),
+        });
         for i in 0..self.workers {
-            let mut config = WorkerConfig::new(scheduler.address_to_workers());
-            config.security = keys.as_ref().map(|k| k.access(Role::Worker));
-            config.nthreads = self.threads_per_worker;
-            config.name = Some(format!("local-{i}").into());
-            config.store = match &self.store {
-                StoreSpec::Sled(path) => StoreSpec::Sled(path.join(format!("worker-{i}"))),
-                other => other.clone(),
-            };
-            let worker = Worker::start(config, self.registry.clone())
+            inner
+                .start_worker()
                 .map_err(|error| LocalClusterError::Worker { index: i, error })?;
-            workers.push(worker);
         }
         let cluster = LocalCluster {
-            scheduler,
-            workers,
-            keys,
+            adapter: Mutex::new(None),
+            inner,
         };
         cluster.wait_for_workers(self.workers)?;
         Ok(cluster)
@@ -118,11 +123,132 @@ impl LocalClusterBuilder {
 /// `zask::fatal::EXIT_CODE`, as it would end a separate scheduler or worker process (see
 /// `zask::fatal`); panics in tasks are task errors and panics in your own threads are yours.
 pub struct LocalCluster {
+    // Declared first so adapting stops before the workers and the scheduler go away.
+    adapter: Mutex<Option<Adapter>>,
+    inner: Arc<LocalWorkers>,
+}
+
+/// What a `LocalCluster` runs, shared with its adaptive thread (which holds it weakly).
+struct LocalWorkers {
     // Declared first so workers say goodbye before the scheduler goes away.
-    workers: Vec<Worker>,
+    workers: Mutex<Vec<Worker>>,
     scheduler: Scheduler,
     /// The cluster's keys (None when insecure).
     keys: Option<ClusterKeys>,
+    threads_per_worker: u32,
+    registry: Registry,
+    store: StoreSpec,
+    /// The next worker's index: its name is `local-<index>` (never reused, so a retired
+    /// worker's name is never taken by a new one), its sled store `worker-<index>`.
+    next_index: AtomicUsize,
+}
+
+impl LocalWorkers {
+    /// Starts one more worker thread (it registers some time later).
+    fn start_worker(&self) -> Result<WorkerAddress, StartError> {
+        let i = self.next_index.fetch_add(1, Ordering::SeqCst);
+        let mut config = WorkerConfig::new(self.scheduler.address_to_workers());
+        config.security = self.keys.as_ref().map(|k| k.access(Role::Worker));
+        config.nthreads = self.threads_per_worker;
+        config.name = Some(format!("local-{i}").into());
+        config.store = match &self.store {
+            StoreSpec::Sled(path) => StoreSpec::Sled(path.join(format!("worker-{i}"))),
+            other => other.clone(),
+        };
+        let worker = Worker::start(config, self.registry.clone())?;
+        let address = worker.address().clone();
+        self.workers.lock().expect("never poisoned").push(worker);
+        Ok(address)
+    }
+
+    fn client(&self) -> Result<Client, ClientError> {
+        let security = match self.keys.as_ref().map(|k| k.access(Role::Operator)) {
+            Some(access) => ClientSecurity::Access(access),
+            None => ClientSecurity::Insecure,
+        };
+        let config = ClientConfig {
+            security,
+            ..ClientConfig::default()
+        };
+        Client::connect_with(self.scheduler.address_to_clients(), config)
+    }
+}
+
+impl Cluster for LocalWorkers {
+    fn start_workers(&self, n: usize) -> Result<Vec<WorkerAddress>, ClusterError> {
+        (0..n)
+            .map(|_| self.start_worker().map_err(ClusterError::Start))
+            .collect()
+    }
+
+    /// Retires them (`Worker::retire`) all at once, each on its own thread, and returns when
+    /// all are gone.
+    fn stop_workers(&self, addresses: &[WorkerAddress]) -> Result<(), ClusterError> {
+        let leaving: Vec<Worker> = {
+            let mut workers = self.workers.lock().expect("never poisoned");
+            let (leaving, staying) = std::mem::take(&mut *workers)
+                .into_iter()
+                .partition(|w| addresses.contains(w.address()));
+            *workers = staying;
+            leaving
+        };
+        std::thread::scope(|s| {
+            for w in leaving {
+                s.spawn(move || w.retire());
+            }
+        });
+        Ok(())
+    }
+
+    fn scheduler_address(&self) -> &str {
+        self.scheduler.address_to_clients()
+    }
+
+    fn client(&self) -> Result<Client, ClientError> {
+        LocalWorkers::client(self)
+    }
+
+    /// The worker threads still running (one that stopped by itself is not counted).
+    fn started(&self) -> Vec<WorkerAddress> {
+        self.workers
+            .lock()
+            .expect("never poisoned")
+            .iter()
+            .filter(|w| w.is_running())
+            .map(|w| w.address().clone())
+            .collect()
+    }
+
+    fn threads_per_worker(&self) -> u32 {
+        self.threads_per_worker
+    }
+}
+
+/// The cluster's own operations, on its shared part.
+impl Cluster for LocalCluster {
+    fn start_workers(&self, n: usize) -> Result<Vec<WorkerAddress>, ClusterError> {
+        self.inner.start_workers(n)
+    }
+
+    fn stop_workers(&self, workers: &[WorkerAddress]) -> Result<(), ClusterError> {
+        self.inner.stop_workers(workers)
+    }
+
+    fn scheduler_address(&self) -> &str {
+        self.inner.scheduler_address()
+    }
+
+    fn client(&self) -> Result<Client, ClientError> {
+        self.inner.client()
+    }
+
+    fn started(&self) -> Vec<WorkerAddress> {
+        self.inner.started()
+    }
+
+    fn threads_per_worker(&self) -> u32 {
+        self.inner.threads_per_worker
+    }
 }
 
 impl LocalCluster {
@@ -147,33 +273,54 @@ impl LocalCluster {
 
     /// A client connected to this cluster, as its operator (whoever made the cluster owns it).
     pub fn client(&self) -> Result<Client, ClientError> {
-        let security = match self.access(Role::Operator) {
-            Some(access) => ClientSecurity::Access(access),
-            None => ClientSecurity::Insecure,
-        };
-        let config = ClientConfig {
-            security,
-            ..ClientConfig::default()
-        };
-        Client::connect_with(self.scheduler.address_to_clients(), config)
+        self.inner.client()
+    }
+
+    /// Scales the cluster by the adaptive policy (`crate::adaptive`) between `config.minimum`
+    /// and `config.maximum` workers, deciding every `config.interval_ms` on a thread of its
+    /// own and logging each decision with its reason. Called again, it replaces the bounds
+    /// and settings (retirement suggestions start counting again).
+    pub fn adapt(&self, config: AdaptConfig) -> Result<(), ClusterError> {
+        let mut adapter = self.adapter.lock().expect("never poisoned");
+        match adapter.as_ref() {
+            Some(running) => running.set_config(config),
+            None => *adapter = Some(Adapter::start(downgrade(&self.inner), config)?),
+        }
+        Ok(())
+    }
+
+    /// Stops adapting (the workers stay as they are); returns once its thread has finished
+    /// its step. Nothing happens if it was not adapting.
+    pub fn stop_adapt(&self) {
+        let adapter = self.adapter.lock().expect("never poisoned").take();
+        if let Some(adapter) = adapter {
+            adapter.stop();
+        }
     }
 
     /// What a peer of `role` needs to connect (to hand a client or worker elsewhere in this
     /// process, or write with `Access::write`); None when the cluster is insecure.
     pub fn access(&self, role: Role) -> Option<Access> {
-        self.keys.as_ref().map(|k| k.access(role))
+        self.inner.keys.as_ref().map(|k| k.access(role))
     }
 
     pub fn address_to_clients(&self) -> &str {
-        self.scheduler.address_to_clients()
+        self.inner.scheduler.address_to_clients()
     }
 
     pub fn address_to_workers(&self) -> &str {
-        self.scheduler.address_to_workers()
+        self.inner.scheduler.address_to_workers()
     }
 
+    /// The workers started and not retired (running or not).
     pub fn worker_addresses(&self) -> Vec<WorkerAddress> {
-        self.workers.iter().map(|w| w.address().clone()).collect()
+        self.inner
+            .workers
+            .lock()
+            .expect("never poisoned")
+            .iter()
+            .map(|w| w.address().clone())
+            .collect()
     }
 
     /// Waits (bounded) until `n` workers have registered.

@@ -23,7 +23,7 @@ use zask::protocol::codec::{encode, encode_plain, encode_value, Frame, SCATTERED
 use zask::protocol::{
     ClusterStatus, ComputeTask, ErredTask, FinishedTask, FromClient, FromWorker, HeldKey,
     PeerReply, PeerRequest, RejectReason, RequestError, RequestId, TaskError, TaskErrorKind,
-    ToClient, ToWorker, WorkerInfo, WorkerRegistration, MAGIC, PROTOCOL_VERSION,
+    TaskPrefixInfo, ToClient, ToWorker, WorkerInfo, WorkerRegistration, MAGIC, PROTOCOL_VERSION,
 };
 use zask::{
     graph, Collection, CollectionKind, Expr, Graph, GraphError, Key, Node, Value, WorkerAddress,
@@ -598,11 +598,20 @@ fn to_client_seeds() -> Seeds {
             keys: keys(),
             processing: 2,
             runs_python: true,
+            nbytes: 1 << 20,
+            idle: false,
         }],
         tasks: 10,
         processing: 2,
         in_memory: 5,
         clients: 1,
+        ready: 1,
+        waiting: 2,
+        prefixes: vec![TaskPrefixInfo {
+            prefix: "inc".into(),
+            pending: 3,
+            average_ms: Some(250),
+        }],
     };
     let errors: Vec<(&str, RequestError)> = vec![
         (

@@ -11,6 +11,8 @@ const CORES: &[&str] = &[
     // The sans-IO parts shared by an IO layer and the simulation.
     "src/client/state.rs",
     "src/scheduler/journal/tables.rs",
+    // The adaptive scaling policy: figures and time in, a decision out.
+    "src/adaptive.rs",
 ];
 
 /// What a pure core may not reach, by path prefix, with what it would mean.

@@ -596,6 +596,28 @@ pub struct ClusterStatus {
     pub processing: u64,
     pub in_memory: u64,
     pub clients: u64,
+    /// Tasks whose inputs are all in memory, not yet given to a worker.
+    #[serde(default)]
+    pub ready: u64,
+    /// Tasks needed that wait for an input.
+    #[serde(default)]
+    pub waiting: u64,
+    /// Per task prefix (the key's name up to its first '-', or a tuple key's first
+    /// element's): the tasks not yet finished and the average run time. Sorted by prefix;
+    /// what adaptive scaling sizes the cluster from.
+    #[serde(default)]
+    pub prefixes: Vec<TaskPrefixInfo>,
+}
+
+/// The figures of one task prefix (`ClusterStatus::prefixes`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskPrefixInfo {
+    pub prefix: String,
+    /// Its tasks waiting, ready or processing.
+    pub pending: u64,
+    /// How long one of its tasks took from assignment to report, averaged (ms); None when
+    /// none has finished yet.
+    pub average_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -611,4 +633,10 @@ pub struct WorkerInfo {
     /// It runs Python functions: the bridge of a 2015 Python worker, `name` its address.
     #[serde(default)]
     pub runs_python: bool,
+    /// The bytes of the results it holds (as the workers reported their sizes).
+    #[serde(default)]
+    pub nbytes: u64,
+    /// It runs nothing and has nothing queued (and is not retiring).
+    #[serde(default)]
+    pub idle: bool,
 }

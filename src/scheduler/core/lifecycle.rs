@@ -166,7 +166,9 @@ impl SchedulerCore {
                         .get(p)
                         .and_then(|worker| worker.processing.get(&t).map(|a| a.at_ms));
                     if let Some(at) = assigned {
-                        self.placement.task_took(self.now_ms.saturating_sub(at));
+                        let prefix = super::placement::key_prefix(self.tasks.get(t).name());
+                        self.placement
+                            .task_took(&prefix, self.now_ms.saturating_sub(at));
                     }
                 }
                 self.leave_active(t);

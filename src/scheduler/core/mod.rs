@@ -511,7 +511,13 @@ impl SchedulerCore {
 
     /// The cluster as clients see it (`zask status`).
     pub fn status(&self) -> ClusterStatus {
-        status::cluster_status(&self.config, &self.tasks, &self.workers, self.clients.len())
+        status::cluster_status(
+            &self.config,
+            &self.tasks,
+            &self.workers,
+            &self.placement,
+            self.clients.len(),
+        )
     }
 
     /// Checks the internal invariants, each part's own and those between parts; used by tests

@@ -47,6 +47,27 @@ pub(super) struct Placement {
     task_ms_average: f64,
     /// Counts assignments, to know the order in which a worker received its tasks.
     next_assignment: u64,
+    /// How long a task of each prefix (`key_prefix`) takes from assignment to its report, in
+    /// ms: the first sample, then an average weighting the newest sample by half (as dask's
+    /// task prefixes do). Read by adaptive scaling through the status. At most
+    /// `PREFIXES_MAX` prefixes: a new one beyond is not recorded (it counts as unknown).
+    prefix_ms_average: HashMap<Box<str>, f64>,
+}
+
+/// The most task prefixes whose durations the placement part remembers: prefixes are
+/// function names in practice, but a client may name every key differently.
+const PREFIXES_MAX: usize = 4096;
+
+/// A task's prefix, the group whose durations predict its own (dask's `key_split`): a string
+/// key's text up to its first '-' ("inc-3" → "inc", "x" → "x"); a tuple key's first element's
+/// prefix (("sum-ab", 0) → "sum"); an integer key's decimal text.
+pub(super) fn key_prefix(key: &crate::graph::Key) -> String {
+    use crate::graph::Key;
+    match key {
+        Key::Str(s) => s.split('-').next().unwrap_or_default().to_string(),
+        Key::Int(i) => i.to_string(),
+        Key::Tuple(items) => items.first().map(key_prefix).unwrap_or_default(),
+    }
 }
 
 impl Placement {
@@ -147,8 +168,20 @@ impl Placement {
     }
 
     /// A task took `ms` from its assignment to its report.
-    pub(super) fn task_took(&mut self, ms: u64) {
+    pub(super) fn task_took(&mut self, prefix: &str, ms: u64) {
         self.task_ms_average = 0.9 * self.task_ms_average + 0.1 * ms as f64;
+        if let Some(average) = self.prefix_ms_average.get_mut(prefix) {
+            *average = 0.5 * *average + 0.5 * ms as f64;
+        } else if self.prefix_ms_average.len() < PREFIXES_MAX {
+            self.prefix_ms_average.insert(prefix.into(), ms as f64);
+        }
+    }
+
+    /// The average duration of a task of `prefix` in ms, if one has finished.
+    pub(super) fn prefix_ms(&self, prefix: &str) -> Option<u64> {
+        self.prefix_ms_average
+            .get(prefix)
+            .map(|ms| ms.round() as u64)
     }
 
     /// Task `t` is forgotten. (Its entries in the ready queue are skipped when reached: the

@@ -1,19 +1,24 @@
 //! What clients can ask about the cluster: its status (`zask status`) and where values are
-//! (`who_has`). Read-only views over the task table and the worker registry.
+//! (`who_has`). Read-only views over the task table and the worker registry (and the
+//! placement part's durations, for adaptive scaling).
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
+use super::placement::{key_prefix, Placement};
 use super::tasks::{TaskState, TaskTable};
 use super::workers::WorkerRegistry;
 use super::{CoreConfig, SchedulerCore, WorkerId};
 use crate::graph::Key;
-use crate::protocol::{ClusterStatus, WorkerAddress, WorkerInfo};
+use crate::protocol::{ClusterStatus, TaskPrefixInfo, WorkerAddress, WorkerInfo};
 
-/// The cluster's status: its addresses, every worker with the keys it holds, task counts.
+/// The cluster's status: its addresses, every worker with the keys it holds (and their
+/// bytes, and whether it is idle), task counts, and per task prefix the tasks not finished and
+/// their average run time.
 pub(super) fn cluster_status(
     config: &CoreConfig,
     tasks: &TaskTable,
     registry: &WorkerRegistry,
+    placement: &Placement,
     clients: usize,
 ) -> ClusterStatus {
     let mut workers: Vec<WorkerInfo> = registry
@@ -33,17 +38,34 @@ pub(super) fn cluster_status(
             },
             processing: w.processing.len() as u64,
             runs_python: w.runs_python,
+            nbytes: w.has.iter().map(|t| tasks.get(*t).nbytes).sum(),
+            idle: w.processing.is_empty() && !w.retiring,
         })
         .collect();
     workers.sort_by(|a, b| a.address.cmp(&b.address));
-    let (mut processing, mut in_memory) = (0, 0);
+    let (mut processing, mut in_memory, mut ready, mut waiting) = (0, 0, 0, 0);
+    let mut pending: HashMap<String, u64> = HashMap::default();
     for (_, t) in tasks.iter() {
         match t.state {
             TaskState::Processing(_) => processing += 1,
             TaskState::Memory => in_memory += 1,
+            TaskState::Ready => ready += 1,
+            TaskState::Waiting => waiting += 1,
             _ => {}
         }
+        if t.state.is_active() {
+            *pending.entry(key_prefix(t.name())).or_default() += 1;
+        }
     }
+    let mut prefixes: Vec<TaskPrefixInfo> = pending
+        .into_iter()
+        .map(|(prefix, pending)| TaskPrefixInfo {
+            average_ms: placement.prefix_ms(&prefix),
+            prefix,
+            pending,
+        })
+        .collect();
+    prefixes.sort_by(|a, b| a.prefix.cmp(&b.prefix));
     ClusterStatus {
         address_to_workers: config.address_to_workers.clone(),
         address_to_clients: config.address_to_clients.clone(),
@@ -52,6 +74,9 @@ pub(super) fn cluster_status(
         processing,
         in_memory,
         clients: clients as u64,
+        ready,
+        waiting,
+        prefixes,
     }
 }
 

@@ -2521,3 +2521,72 @@ fn collection_owners_survive_a_scheduler_restart() {
         ToClient::Done { .. }
     ));
 }
+
+#[test]
+fn key_prefixes_split_names_at_the_first_dash_and_tuples_at_their_first_element() {
+    use super::placement::key_prefix;
+    assert_eq!(key_prefix(&Key::from("inc-3")), "inc");
+    assert_eq!(key_prefix(&Key::from("sum-ab-7")), "sum");
+    assert_eq!(key_prefix(&Key::from("x")), "x");
+    assert_eq!(
+        key_prefix(&Key::Tuple(vec![Key::from("load-a1"), Key::Int(0)])),
+        "load"
+    );
+    assert_eq!(key_prefix(&Key::Int(42)), "42");
+    assert_eq!(key_prefix(&Key::Tuple(vec![])), "");
+}
+
+#[test]
+fn status_reports_pending_tasks_and_run_times_per_prefix_and_each_workers_load() {
+    let mut h = Harness::new(); // queue extra 1
+    h.add_worker(1, 1);
+    h.add_worker(2, 1);
+    let mut g = Graph::new();
+    for i in 0..4 {
+        g.insert(format!("slow-{i}"), ("inc", i));
+    }
+    g.insert("total", ("add", "slow-0", "slow-1"));
+    h.submit(1, 1, &g, &["total", "slow-2", "slow-3"]);
+    let status = h.core.status();
+    // Two workers, one thread and one queued each: every slow task is placed.
+    assert_eq!((status.ready, status.waiting, status.processing), (0, 1, 4));
+    let pending: Vec<(String, u64, Option<u64>)> = status
+        .prefixes
+        .iter()
+        .map(|p| (p.prefix.clone(), p.pending, p.average_ms))
+        .collect();
+    assert_eq!(
+        pending,
+        vec![
+            ("slow".to_string(), 4, None),
+            ("total".to_string(), 1, None)
+        ]
+    );
+    assert!(status.workers.iter().all(|w| w.processing == 2 && !w.idle));
+
+    // Worker 1 finishes its two after 400 ms and 200 ms more: the average weighs the newest
+    // sample by half (400, then (400 + 600) / 2 = 500: both were assigned at 0).
+    let computes = h.take_computes(1);
+    assert_eq!(computes.len(), 2);
+    h.now = 400;
+    h.finish(1, &computes[0], Value::from(1));
+    h.now = 600;
+    h.finish(1, &computes[1], Value::from(2));
+    let status = h.core.status();
+    let slow = status.prefixes.iter().find(|p| p.prefix == "slow").unwrap();
+    assert_eq!((slow.pending, slow.average_ms), (2, Some(500)));
+    let w1 = status
+        .workers
+        .iter()
+        .find(|w| w.address == address(1))
+        .unwrap();
+    let w2 = status
+        .workers
+        .iter()
+        .find(|w| w.address == address(2))
+        .unwrap();
+    assert!(w1.idle && w1.processing == 0);
+    assert!(w1.nbytes > 0, "it holds two results");
+    assert!(!w2.idle && w2.nbytes == 0);
+    assert_eq!((status.ready, status.waiting), (0, 1));
+}

@@ -1,0 +1,272 @@
+//! What a resource manager implements to run a Zask cluster, and what it gets from that:
+//! the `Cluster` trait (start n workers, stop these workers; `scale`, `workers`, one adaptive
+//! step provided on top) and the `Adapter`, the thread that scales a cluster by the adaptive
+//! policy (`crate::adaptive`) every interval.
+//!
+//! This is its own module, not part of `local_cluster.rs`, because it is not about threads in
+//! one process: an SSH, SLURM or Kubernetes manager implements the same two operations, and
+//! everything here (scaling, the adaptive loop, logging each decision) works for it unchanged.
+//!
+//! The adaptive loop runs on its own thread, which holds the cluster by a `Weak` reference
+//! (`Adapter::start`): a manager keeps its state behind an `Arc` and its `Adapter` beside it,
+//! so dropping the manager stops the loop rather than the loop keeping the manager alive.
+//! `LocalCluster::adapt` shows the shape.
+
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+
+use crate::adaptive::{AdaptConfig, Adaptive, ClusterFigures, Decision};
+use crate::client::{Client, ClientError};
+use crate::net::StartError;
+use crate::protocol::{WorkerAddress, WorkerInfo};
+
+/// A cluster of workers around one scheduler, as a resource manager runs it. A manager
+/// implements the two operations (`start_workers`, `stop_workers`) and says what it runs;
+/// `scale`, `workers`, `figures` and `adapt_once` are provided.
+pub trait Cluster: Send + Sync {
+    /// Starts `n` more workers; returns their addresses. They register with the scheduler
+    /// some time later (until then they are "requested").
+    fn start_workers(&self, n: usize) -> Result<Vec<WorkerAddress>, ClusterError>;
+
+    /// Stops these workers gracefully: the scheduler moves the results only they hold to
+    /// other workers before each leaves (graceful retirement). Returns once they are gone.
+    /// Addresses this manager did not start are ignored.
+    fn stop_workers(&self, workers: &[WorkerAddress]) -> Result<(), ClusterError>;
+
+    /// The address clients connect to.
+    fn scheduler_address(&self) -> &str;
+
+    /// A client of this cluster with the rights to manage it (an operator).
+    fn client(&self) -> Result<Client, ClientError>;
+
+    /// The workers this manager started and has not stopped, registered or not.
+    fn started(&self) -> Vec<WorkerAddress>;
+
+    /// Task threads of each worker it starts.
+    fn threads_per_worker(&self) -> u32;
+
+    /// The workers registered with the scheduler.
+    fn workers(&self) -> Result<Vec<WorkerInfo>, ClusterError> {
+        let client = self.client().map_err(ClusterError::Client)?;
+        client.workers().map_err(ClusterError::Client)
+    }
+
+    /// What the adaptive policy decides from: the scheduler's status and the workers started
+    /// but not registered.
+    fn figures(&self, client: &Client) -> Result<ClusterFigures, ClusterError> {
+        let status = client.status().map_err(ClusterError::Client)?;
+        Ok(ClusterFigures::from_status(
+            &status,
+            &self.started(),
+            self.threads_per_worker(),
+        ))
+    }
+
+    /// Grows or shrinks the cluster to `n` workers started by this manager. Shrinking stops
+    /// the workers not registered yet first, then idle workers holding the least data, then
+    /// the least busy.
+    fn scale(&self, n: usize) -> Result<(), ClusterError> {
+        let started = self.started();
+        let excess = started.len().saturating_sub(n);
+        if n > started.len() {
+            self.start_workers(n - started.len())?;
+            return Ok(());
+        }
+        if n == started.len() {
+            return Ok(());
+        }
+        let registered = self.workers()?;
+        let mut order: Vec<(u8, u64, u64, WorkerAddress)> = started
+            .into_iter()
+            .map(|a| match registered.iter().find(|w| w.address == a) {
+                None => (0, 0, 0, a),
+                Some(w) if w.idle => (1, w.nbytes, 0, a),
+                Some(w) => (2, w.processing, w.nbytes, a),
+            })
+            .collect();
+        order.sort();
+        let stop: Vec<WorkerAddress> = order
+            .into_iter()
+            .take(excess)
+            .map(|(_, _, _, a)| a)
+            .collect();
+        self.stop_workers(&stop)
+    }
+
+    /// One adaptive step: reads the figures, asks the policy at `now_ms`, does what it
+    /// decided, and logs the decision with its reason (at info level; a hold, which comes
+    /// every interval while nothing changes, at debug level). Returns the decision.
+    fn adapt_once(
+        &self,
+        client: &Client,
+        policy: &mut Adaptive,
+        now_ms: u64,
+    ) -> Result<Decision, ClusterError> {
+        let figures = self.figures(client)?;
+        let decision = policy.decide(now_ms, &figures);
+        match &decision {
+            Decision::Hold { .. } => debug!("adaptive: {decision}"),
+            _ => info!("adaptive: {decision}"),
+        }
+        match &decision {
+            Decision::Hold { .. } => {}
+            Decision::ScaleUp { to, .. } => {
+                let have = figures.workers.len() + figures.requested.len();
+                self.start_workers(to.saturating_sub(have))?;
+            }
+            Decision::CancelRequested { workers, .. } | Decision::Retire { workers, .. } => {
+                self.stop_workers(workers)?;
+            }
+        }
+        Ok(decision)
+    }
+}
+
+/// Why a cluster operation failed. `retry_may_help` says whether trying again can succeed.
+#[derive(Debug)]
+pub enum ClusterError {
+    /// Talking to the scheduler failed (its own `retry_may_help` decides).
+    Client(ClientError),
+    /// A worker did not start (its own `retry_may_help` decides).
+    Start(StartError),
+    /// The adaptive thread could not be started (the system refused a thread: may pass).
+    Thread(std::io::Error),
+}
+
+impl ClusterError {
+    pub fn retry_may_help(&self) -> bool {
+        match self {
+            ClusterError::Client(e) => e.retry_may_help(),
+            ClusterError::Start(e) => e.retry_may_help(),
+            ClusterError::Thread(_) => true,
+        }
+    }
+}
+
+impl std::fmt::Display for ClusterError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClusterError::Client(e) => write!(f, "asking the scheduler: {e}"),
+            ClusterError::Start(e) => write!(f, "a worker did not start: {e}"),
+            ClusterError::Thread(e) => write!(f, "the adaptive thread did not start: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ClusterError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ClusterError::Client(e) => Some(e),
+            ClusterError::Start(e) => Some(e),
+            ClusterError::Thread(e) => Some(e),
+        }
+    }
+}
+
+/// A message to the adaptive thread.
+enum ToAdapter {
+    /// New bounds and settings.
+    Config(AdaptConfig),
+    Stop,
+}
+
+/// The adaptive thread of a cluster: every `interval_ms` one `Cluster::adapt_once`. Stops
+/// when told (`stop`), when dropped, or when its cluster is gone.
+pub struct Adapter {
+    to_thread: Sender<ToAdapter>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Adapter {
+    /// Starts adapting `cluster` with `config`.
+    pub fn start(cluster: Weak<dyn Cluster>, config: AdaptConfig) -> Result<Adapter, ClusterError> {
+        let (to_thread, from_owner) = mpsc::channel();
+        info!(
+            "adaptive: between {} and {} workers, every {} ms, target duration {} ms, wait count {}",
+            config.minimum,
+            config.maximum,
+            config.interval_ms,
+            config.target_duration_ms,
+            config.wait_count
+        );
+        let thread = crate::fatal::spawn_service("zask-adapt", move || {
+            let started = Instant::now();
+            let mut policy = Adaptive::new(config);
+            let mut client: Option<Client> = None;
+            loop {
+                let interval = Duration::from_millis(policy.config().interval_ms.max(1));
+                match from_owner.recv_timeout(interval) {
+                    Ok(ToAdapter::Config(config)) => {
+                        info!(
+                            "adaptive: new bounds [{}, {}]",
+                            config.minimum, config.maximum
+                        );
+                        policy.set_config(config);
+                        continue;
+                    }
+                    Ok(ToAdapter::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+                    Err(RecvTimeoutError::Timeout) => {}
+                }
+                let Some(cluster) = cluster.upgrade() else {
+                    return;
+                };
+                if client.is_none() {
+                    match cluster.client() {
+                        Ok(c) => client = Some(c),
+                        Err(e) => {
+                            warn!("adaptive: cannot reach the scheduler: {e}");
+                            continue;
+                        }
+                    }
+                }
+                let c = client.as_ref().expect("set just above");
+                let now_ms = started.elapsed().as_millis() as u64;
+                if let Err(e) = cluster.adapt_once(c, &mut policy, now_ms) {
+                    warn!("adaptive: {e}");
+                    if matches!(e, ClusterError::Client(_)) {
+                        client = None;
+                    }
+                }
+            }
+        })
+        .map_err(ClusterError::Thread)?;
+        Ok(Adapter {
+            to_thread,
+            thread: Some(thread),
+        })
+    }
+
+    /// New bounds and settings from the next decision on; retirement suggestions start
+    /// counting again.
+    pub fn set_config(&self, config: AdaptConfig) {
+        let _ = self.to_thread.send(ToAdapter::Config(config));
+    }
+
+    /// Stops adapting; returns once the thread has finished its step.
+    pub fn stop(mut self) {
+        self.stop_thread();
+    }
+
+    fn stop_thread(&mut self) {
+        let _ = self.to_thread.send(ToAdapter::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Adapter {
+    fn drop(&mut self) {
+        self.stop_thread();
+    }
+}
+
+/// A weak handle to a cluster kept in an `Arc`, as `Adapter::start` takes it.
+pub fn downgrade<C: Cluster + 'static>(cluster: &Arc<C>) -> Weak<dyn Cluster> {
+    let weak: Weak<C> = Arc::downgrade(cluster);
+    weak
+}
