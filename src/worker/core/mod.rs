@@ -76,7 +76,8 @@ impl fmt::Display for ShutdownReason {
 #[derive(Clone, Debug)]
 pub struct WorkerCoreConfig {
     /// What the worker tells the scheduler when it registers (keys are filled in each time).
-    /// The worker server builds it from its `WorkerConfig` and its bound peer address.
+    /// The worker server builds it from its `WorkerConfig` and its bound peer address. Its
+    /// `memory_limit_bytes` is also the limit the core enforces (`memory.rs`; 0: none).
     pub registration: WorkerRegistration,
     /// How often to tell the scheduler we are alive. The worker server passes
     /// `WorkerConfig::heartbeat_interval_ms` (default 500 ms).
