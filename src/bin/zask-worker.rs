@@ -34,8 +34,12 @@ struct Args {
     /// Where results live: "memory" or "sled:PATH" (on disk).
     #[arg(long, default_value = "memory", value_parser = zask_storage::parse_store_spec)]
     store: StoreSpec,
-    /// Memory limit reported to the scheduler, in bytes (0: none).
-    #[arg(long, default_value_t = 0)]
+    /// The most data this worker holds (the sizes its store reports): bytes (300000000), a
+    /// size (300MB, 300M, 4GB: decimal; 4GiB: binary), a fraction of the machine's memory
+    /// (0.25) or auto (all of it), 0 for none. Past 80% it starts no new task until releases
+    /// bring it back under; a result that would pass the limit fails its task (MemoryLimit)
+    /// and is not kept.
+    #[arg(long, default_value = "0", value_parser = zask::worker::memory::parse_memory_limit)]
     memory_limit: u64,
     /// How often to send a heartbeat, in ms.
     #[arg(long, default_value_t = 500)]

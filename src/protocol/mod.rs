@@ -152,6 +152,12 @@ pub enum TaskErrorKind {
     /// connected within the scheduler's `unrunnable_timeout_ms`. Submitting it again can help
     /// once such a worker is connected.
     NoWorker,
+    /// The result would have taken the worker's held data past its memory limit
+    /// (`zask-worker --memory-limit`), so the worker did not keep it; the message names the
+    /// limit, what the worker held and the result's size. The worker and every value it held
+    /// stay. Submitting it again can help once other values are released, or on a worker with
+    /// more room.
+    MemoryLimit,
 }
 
 impl fmt::Display for TaskError {
@@ -164,6 +170,7 @@ impl fmt::Display for TaskError {
             TaskErrorKind::BadInput => "bad input: ",
             TaskErrorKind::KilledWorker => "killed worker: ",
             TaskErrorKind::NoWorker => "no worker: ",
+            TaskErrorKind::MemoryLimit => "memory limit: ",
         };
         write!(f, "{kind}{}", self.message)
     }

@@ -4,6 +4,7 @@
 
 pub mod core;
 pub mod executor;
+pub mod memory;
 pub mod nanny;
 pub mod registry;
 pub mod runtime;

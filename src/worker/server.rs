@@ -41,7 +41,10 @@ pub struct WorkerConfig {
     pub peer_port: u16,
     /// Where results live: memory (the default) or a sled database on disk.
     pub store: StoreSpec,
-    /// Reported to the scheduler; 0 (the default) means no limit.
+    /// The most data the worker holds, by the sizes its store reports; reported to the
+    /// scheduler and enforced by the core (`worker/core/memory.rs`: past `PAUSE_FRACTION` no
+    /// new task starts; a result that would pass it fails with `TaskErrorKind::MemoryLimit`).
+    /// 0 (the default) means no limit: a worker started from code sizes nothing by itself.
     pub memory_limit_bytes: u64,
     /// How often the worker tells the scheduler it is alive. Default 500 ms: the scheduler's
     /// heartbeat timeout (3 s) is six of these, so one late heartbeat never loses a worker.

@@ -1,8 +1,9 @@
 //! The worker core's consistency check: each part's own (`check` on the task table: tasks
-//! executing, the ready queue; on fetches: requests in flight) and those that tie parts
-//! together (tasks waiting for inputs and the fetches they wait on), saying what disagrees.
-//! Held data, the link and the outbox have no check of their own: each is a plain record
-//! (a map of sizes, timestamps, a queue) that any sequence of their methods leaves consistent.
+//! executing, the ready queue; on fetches: requests in flight; on held data: the total of the
+//! sizes) and those that tie parts together (tasks waiting for inputs and the fetches they
+//! wait on), saying what disagrees. The link, the memory limit and the outbox have no check of
+//! their own: each is a plain record (timestamps, a flag, a queue) that any sequence of their
+//! methods leaves consistent.
 //! The unit tests and the simulator call it after every step.
 
 use std::fmt;
@@ -37,6 +38,9 @@ pub enum InvariantViolation {
     FutureRequest { request: u64, next: u64 },
     /// A task ready to run is not in the ready queue: it would never run.
     ReadyNotQueued { task: Key },
+    /// Held data's running total (`total`) is not the sum of the sizes it holds (`counted`):
+    /// the memory limit would be measured wrong.
+    HeldBytes { counted: u64, total: u64 },
 }
 
 impl InvariantViolation {
@@ -83,6 +87,10 @@ impl fmt::Display for InvariantViolation {
             InvariantViolation::ReadyNotQueued { task } => {
                 write!(f, "task {task:?} is ready but not queued")
             }
+            InvariantViolation::HeldBytes { counted, total } => write!(
+                f,
+                "held data totals {total} bytes, but its values add up to {counted}"
+            ),
         }
     }
 }
@@ -94,6 +102,7 @@ impl std::error::Error for InvariantViolation {}
 pub(super) fn check(core: &WorkerCore) -> Result<(), InvariantViolation> {
     core.tasks.check()?;
     core.fetches.check()?;
+    core.held.check()?;
     for (task, missing, inputs) in core.tasks.waiting() {
         let counted = inputs
             .iter()

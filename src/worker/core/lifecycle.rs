@@ -1,11 +1,13 @@
 //! A task's life on this worker, announced to the parts it concerns: accepted (`compute`:
 //! the task table, and a fetch per missing input), handed to the executor, finished or failed
-//! (with the bounds on results and error texts: held data and the outbox), and forgotten (its
+//! (with the bounds on results and error texts, and the memory limit: held data, the memory
+//! part and the outbox), and forgotten (its
 //! fetches stop waiting for it; the copies fetched for it alone leave held data). Also the
 //! scheduler's `Release` and `Reset`, which each part handles for its own table.
 
 use log::{debug, warn};
 
+use super::memory::Transition;
 use super::{WorkerCommand, WorkerCore};
 use crate::graph::Key;
 use crate::protocol::codec::{spec_hash, SCATTERED};
@@ -52,14 +54,27 @@ impl WorkerCore {
         }
     }
 
-    /// Hands ready tasks to the executor while it has free threads.
+    /// Hands ready tasks to the executor while it has free threads, unless held data is past
+    /// the pause fraction of the memory limit (then they wait for releases).
     pub(super) fn start_ready(&mut self) {
+        self.memory.update(self.held.total_bytes());
+        if self.memory.paused() {
+            return;
+        }
         while let Some(start) = self.tasks.start_next() {
             self.outbox.push(WorkerCommand::Execute {
                 key: start.key,
                 spec: start.spec,
                 dependencies: start.dependencies,
             });
+        }
+    }
+
+    /// Held data changed outside a task's life (released, reset, copies dropped): a paused
+    /// worker brought back under the pause fraction starts the tasks waiting for it.
+    pub(super) fn memory_changed(&mut self) {
+        if self.memory.update(self.held.total_bytes()) == Transition::Resumed {
+            self.start_ready();
         }
     }
 
@@ -85,6 +100,17 @@ impl WorkerCore {
                          scheduler): it could not be sent anywhere"
                     ),
                 })
+            }
+            Ok(nbytes) if !task.released => {
+                match self.memory.admits(self.held.total_bytes(), nbytes) {
+                    Ok(()) => Ok(nbytes),
+                    Err(error) => {
+                        // Stored already by the runner: it goes at once; what is held stays.
+                        warn!("task {key:?} failed: {}", error.message);
+                        self.outbox.delete(vec![key.clone()]);
+                        Err(error)
+                    }
+                }
             }
             Err(mut error) => {
                 error.message = cut_text(error.message, TASK_ERROR_BYTES_MAX);

@@ -4,7 +4,8 @@
 //!
 //! The core is a composition of parts, each a type in its own file owning its table (private
 //! fields, a few methods): the task table (`tasks.rs`), held data (`held.rs`), fetches
-//! (`fetch.rs`), the link to the scheduler (`link.rs`) and the outbox (`outbox.rs`).
+//! (`fetch.rs`), the link to the scheduler (`link.rs`), the memory limit (`memory.rs`) and
+//! the outbox (`outbox.rs`).
 //! `WorkerCore` (this file: the events, commands and config, and the routing of the
 //! scheduler's messages) holds the parts; a happening that concerns several of them is
 //! announced to each (`lifecycle.rs`: a task's life, release, reset; `inputs.rs`: values
@@ -75,7 +76,8 @@ impl fmt::Display for ShutdownReason {
 #[derive(Clone, Debug)]
 pub struct WorkerCoreConfig {
     /// What the worker tells the scheduler when it registers (keys are filled in each time).
-    /// The worker server builds it from its `WorkerConfig` and its bound peer address.
+    /// The worker server builds it from its `WorkerConfig` and its bound peer address. Its
+    /// `memory_limit_bytes` is also the limit the core enforces (`memory.rs`; 0: none).
     pub registration: WorkerRegistration,
     /// How often to tell the scheduler we are alive. The worker server passes
     /// `WorkerConfig::heartbeat_interval_ms` (default 500 ms).
@@ -186,6 +188,7 @@ pub struct WorkerCore {
     held: HeldData,
     fetches: Fetches,
     link: SchedulerLink,
+    memory: MemoryLimit,
     outbox: Outbox,
 }
 
@@ -201,6 +204,7 @@ impl WorkerCore {
                 config.death_timeout_ms,
                 config.max_message_bytes,
             ),
+            memory: MemoryLimit::new(config.registration.memory_limit_bytes),
             outbox: Outbox::default(),
             config,
         }
@@ -241,6 +245,8 @@ impl WorkerCore {
             WorkerEvent::Executed { key, result } => self.executed(key, result),
             WorkerEvent::StoreFailed { key, error } => self.store_failed(key, error),
         }
+        // Releases may have brought held data back under the pause fraction.
+        self.memory_changed();
     }
 
     /// Lets time pass: the death timeout, heartbeats and fetch deadlines.
@@ -275,6 +281,16 @@ impl WorkerCore {
 
     pub fn stored_keys(&self) -> usize {
         self.held.len()
+    }
+
+    /// The sizes of the values held, added up: what the memory limit is measured against.
+    pub fn held_bytes(&self) -> u64 {
+        self.held.total_bytes()
+    }
+
+    /// Whether held data is past `PAUSE_FRACTION` of the memory limit: no new task starts.
+    pub fn paused(&self) -> bool {
+        self.memory.paused()
     }
 
     /// Tasks received and not yet finished.
@@ -351,6 +367,7 @@ mod inputs;
 mod invariants;
 mod lifecycle;
 mod link;
+mod memory;
 mod outbox;
 mod tasks;
 #[cfg(test)]
@@ -360,5 +377,7 @@ use fetch::Fetches;
 use held::HeldData;
 pub use invariants::InvariantViolation;
 use link::SchedulerLink;
+use memory::MemoryLimit;
+pub use memory::PAUSE_FRACTION;
 use outbox::Outbox;
 use tasks::TaskTable;

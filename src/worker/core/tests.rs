@@ -497,6 +497,17 @@ fn the_invariant_check_catches_what_it_should() {
             task: k("z")
         })
     );
+    core.fetches.corrupt_waiting(&k("e"), keys(&["y"]));
+    assert_eq!(core.check_invariants(), Ok(()));
+
+    core.held.corrupt_total(7);
+    assert_eq!(
+        core.check_invariants(),
+        Err(InvariantViolation::HeldBytes {
+            counted: 0,
+            total: 7
+        })
+    );
 }
 
 // --- Running tasks ---------------------------------------------------------------------------
@@ -1551,5 +1562,143 @@ fn a_task_started_in_the_batch_whose_input_write_failed_fails_with_the_store_err
     h.executed("t", Err(failure("input \"d\" is not in the store")));
     assert_eq!(h.take_executes(), keys(&["u"]));
     h.run("u", 1);
+    h.assert_quiet();
+}
+
+// --- Memory limit ----------------------------------------------------------------------------
+
+/// A registered worker with `nthreads` threads and a memory limit of `limit` bytes (results
+/// up to 1000 bytes can travel: see `config`).
+fn with_memory_limit(nthreads: u32, limit: u64) -> Harness {
+    let mut cfg = config(nthreads);
+    cfg.registration.memory_limit_bytes = limit;
+    let mut h = Harness::unregistered(cfg);
+    h.core.register(0);
+    h.flush();
+    let sent = h.take_sent();
+    assert!(
+        matches!(&sent[..], [FromWorker::Register(r)] if r.memory_limit_bytes == limit),
+        "{sent:?}"
+    );
+    h.assert_quiet();
+    h
+}
+
+/// The one `Erred` sent since the last look, as (key, error).
+fn take_one_erred(h: &mut Harness) -> (Key, TaskError) {
+    let sent = h.take_sent();
+    match &sent[..] {
+        [FromWorker::Erred(erred)] if erred.len() == 1 => {
+            (erred[0].key.clone(), erred[0].error.clone())
+        }
+        other => panic!("expected one Erred task, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_result_past_the_memory_limit_fails_its_task_and_is_not_kept_while_held_values_stay() {
+    let mut h = with_memory_limit(1, 1000);
+    h.compute(vec![
+        task("a", &[], true),
+        task("b", &[], true),
+        task("c", &[], true),
+        task("d", &[], true),
+    ]);
+    assert_eq!(h.take_executes(), keys(&["a"]));
+    assert_eq!(h.run("a", 400), vec![finished("a", 400, &[], true)]);
+    assert_eq!(h.take_executes(), keys(&["b"]));
+    // 800 bytes held: exactly the pause fraction (80%), not past it.
+    assert_eq!(h.run("b", 400), vec![finished("b", 400, &[], true)]);
+    assert!(!h.core.paused());
+    assert_eq!(h.core.held_bytes(), 800);
+    assert_eq!(h.take_executes(), keys(&["c"]));
+
+    // 800 + 300 > 1000: the stored value goes and the task fails, naming the numbers.
+    h.executed("c", Ok(300));
+    assert_eq!(h.take_deletes(), vec![keys(&["c"])]);
+    let (key, error) = take_one_erred(&mut h);
+    assert_eq!(key, k("c"));
+    assert_eq!(error.kind, TaskErrorKind::MemoryLimit);
+    for part in ["300 bytes", "holds 800 bytes", "limit of 1000 bytes"] {
+        assert!(error.message.contains(part), "{part}: {}", error.message);
+    }
+    assert!(error.to_string().starts_with("memory limit: "), "{error}");
+    assert!(!h.core.holds(&k("c")));
+    assert!(h.core.holds(&k("a")) && h.core.holds(&k("b")));
+    assert_eq!(h.core.held_bytes(), 800);
+
+    // The worker goes on: exactly up to the limit is fine.
+    assert_eq!(h.take_executes(), keys(&["d"]));
+    assert_eq!(h.run("d", 200), vec![finished("d", 200, &[], true)]);
+    assert_eq!(h.core.held_bytes(), 1000);
+    assert!(h.core.paused());
+    h.assert_quiet();
+}
+
+#[test]
+fn past_the_pause_fraction_no_task_starts_until_releases_bring_it_under() {
+    let mut h = with_memory_limit(1, 1000);
+    h.compute(vec![
+        task("a", &[], true),
+        task("b", &[], true),
+        task("c", &[], true),
+    ]);
+    assert_eq!(h.take_executes(), keys(&["a"]));
+    // 801 bytes: past 80% of 1000.
+    assert_eq!(h.run("a", 801), vec![finished("a", 801, &[], true)]);
+    assert!(h.core.paused());
+    assert!(h.take_executes().is_empty());
+    assert_eq!(h.core.pending_tasks(), 2);
+
+    // Paused, it still heartbeats and serves data, and more tasks only queue.
+    h.tick(1000);
+    assert_eq!(h.take_heartbeats(), 1);
+    h.step(WorkerEvent::FromPeer {
+        peer: ConnectionId::from("peer-1"),
+        msg: PeerRequest::GetData {
+            request: 1,
+            keys: keys(&["a"]),
+        },
+    });
+    assert_eq!(
+        h.take_all(),
+        vec![WorkerCommand::SendDataToPeer {
+            peer: ConnectionId::from("peer-1"),
+            request: 1,
+            keys: keys(&["a"]),
+        }]
+    );
+    h.compute(vec![task("d", &[], true)]);
+    assert!(h.take_executes().is_empty());
+    h.tick(1500);
+    assert!(h.take_executes().is_empty());
+    h.assert_quiet();
+
+    // A release that leaves it past the fraction changes nothing; one that brings it under
+    // starts the queued tasks in order.
+    h.put_data(1, &[("s", encode_value(&Value::Bytes(vec![1; 100])))]);
+    h.take_stores();
+    h.take_sent();
+    assert!(h.core.paused());
+    h.release(&["s"]);
+    assert_eq!(h.take_deletes(), vec![keys(&["s"])]);
+    assert!(h.take_executes().is_empty());
+    h.release(&["a"]);
+    assert_eq!(h.take_deletes(), vec![keys(&["a"])]);
+    assert!(!h.core.paused());
+    assert_eq!(h.take_executes(), keys(&["b"]));
+    assert_eq!(h.run("b", 10), vec![finished("b", 10, &[], true)]);
+    assert_eq!(h.take_executes(), keys(&["c"]));
+    h.assert_quiet();
+}
+
+#[test]
+fn without_a_memory_limit_nothing_pauses_or_fails_for_its_size() {
+    let mut h = Harness::new(1);
+    h.compute(vec![task("a", &[], true), task("b", &[], true)]);
+    assert_eq!(h.take_executes(), keys(&["a"]));
+    assert_eq!(h.run("a", 1000), vec![finished("a", 1000, &[], true)]);
+    assert!(!h.core.paused());
+    assert_eq!(h.take_executes(), keys(&["b"]));
     h.assert_quiet();
 }
