@@ -28,6 +28,9 @@ pub struct LocalClusterBuilder {
     workers: usize,
     /// Task threads per worker. Default: 1 (parallelism comes from the workers).
     threads_per_worker: u32,
+    /// Each worker's `WorkerConfig::memory_limit_bytes`. Default: 0 (no limit), as a worker
+    /// started from code: the caller decides how to split the machine.
+    memory_limit_bytes: u64,
     /// The functions workers run. Default: the built-ins (`Registry::with_builtins`), never
     /// the test functions.
     registry: Registry,
@@ -52,6 +55,14 @@ impl LocalClusterBuilder {
     /// Task threads per worker, at least 1 (default: 1).
     pub fn threads_per_worker(mut self, n: u32) -> Self {
         self.threads_per_worker = n.max(1);
+        self
+    }
+
+    /// The most data each worker holds, in bytes (`WorkerConfig::memory_limit_bytes`; default
+    /// 0: no limit). `zask::worker::memory::parse_memory_limit` reads the `--memory-limit`
+    /// spellings (300MB, 4GiB, 0.25, auto).
+    pub fn memory_limit_bytes(mut self, bytes: u64) -> Self {
+        self.memory_limit_bytes = bytes;
         self
     }
 
@@ -99,6 +110,7 @@ impl LocalClusterBuilder {
             scheduler,
             keys,
             threads_per_worker: self.threads_per_worker,
+            memory_limit_bytes: self.memory_limit_bytes,
             registry: self.registry,
             store: self.store,
             next_index: AtomicUsize::new(0),
@@ -136,6 +148,7 @@ struct LocalWorkers {
     /// The cluster's keys (None when insecure).
     keys: Option<ClusterKeys>,
     threads_per_worker: u32,
+    memory_limit_bytes: u64,
     registry: Registry,
     store: StoreSpec,
     /// The next worker's index: its name is `local-<index>` (never reused, so a retired
@@ -150,6 +163,7 @@ impl LocalWorkers {
         let mut config = WorkerConfig::new(self.scheduler.address_to_workers());
         config.security = self.keys.as_ref().map(|k| k.access(Role::Worker));
         config.nthreads = self.threads_per_worker;
+        config.memory_limit_bytes = self.memory_limit_bytes;
         config.name = Some(format!("local-{i}").into());
         config.store = match &self.store {
             StoreSpec::Sled(path) => StoreSpec::Sled(path.join(format!("worker-{i}"))),
@@ -264,6 +278,7 @@ impl LocalCluster {
                 .map(|n| n.get())
                 .unwrap_or(1),
             threads_per_worker: 1,
+            memory_limit_bytes: 0,
             registry: Registry::with_builtins(),
             store: StoreSpec::Memory,
             scheduler: SchedulerConfig::default(),
