@@ -1,13 +1,19 @@
 //! `zask`: submit graphs and query a cluster from the shell, with graphs and results as JSON.
 
+use std::path::PathBuf;
 use std::process::exit;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use zask::adaptive::AdaptConfig;
 use zask::client::ClientSecurity;
 use zask::graph::json::{graph_to_json, key_to_json, parse_graph, parse_key_arg, value_to_json};
+use zask::scheduler::SchedulerConfig;
 use zask::security::{Access, Role};
-use zask::{Client, ClientConfig, CollectionKind, GetOptions, KeySpec};
+use zask::worker::memory::MemoryLimitSpec;
+use zask::{Client, ClientConfig, CollectionKind, GetOptions, KeySpec, LocalCluster};
 
 /// Submit task graphs to a Zask cluster and inspect it. Graphs are JSON files (see README).
 #[derive(Parser, Debug)]
@@ -61,6 +67,73 @@ enum Command {
         #[arg(required = true)]
         keys: Vec<String>,
     },
+    /// Run a scheduler and workers in this process until SIGINT or SIGTERM. Prints one JSON
+    /// line: {"address_to_clients", "address_to_workers", "workers", "access": {"client",
+    /// "operator", "worker"}} (no "access" with --insecure). Logs at info by default, every
+    /// scaling decision with its reason.
+    Local(LocalArgs),
+}
+
+/// `zask local`: the settings of the local cluster.
+#[derive(clap::Args, Debug)]
+struct LocalArgs {
+    /// Workers to start (default: the machine's cores; with --adapt, its MIN).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Task threads per worker.
+    #[arg(long, default_value_t = 1)]
+    threads: u32,
+    /// The most data each worker holds: bytes, a size (300MB, 4GiB), a fraction of the
+    /// machine's memory (0.25) or auto (the machine's memory split evenly between the
+    /// workers: --workers, or MAX with --adapt), 0 for none.
+    #[arg(long, default_value = "0", value_parser = zask::worker::memory::parse_memory_limit_spec)]
+    memory_limit: MemoryLimitSpec,
+    /// Scale between MIN and MAX workers by the adaptive policy, e.g. 1:8.
+    #[arg(long, value_name = "MIN:MAX", value_parser = parse_adapt_bounds)]
+    adapt: Option<(usize, usize)>,
+    /// How long the pending work should take on the cluster when adapting, in seconds
+    /// (default 5).
+    #[arg(long, requires = "adapt", value_parser = parse_seconds)]
+    target_duration: Option<f64>,
+    /// Interface the scheduler listens on (0.0.0.0: every interface, advertised by hostname).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// The scheduler's port for workers (0: pick a free port).
+    #[arg(long, default_value_t = 0)]
+    worker_port: u16,
+    /// The scheduler's port for clients (0: pick a free port).
+    #[arg(long, default_value_t = 0)]
+    client_port: u16,
+    /// Where to write the cluster's access files (client.access, operator.access,
+    /// worker.access), so other programs can connect. Default: a new directory under the
+    /// system's temporary directory. Created with mode 0700 if missing.
+    #[arg(long)]
+    security_dir: Option<PathBuf>,
+}
+
+/// `MIN:MAX` of `--adapt`.
+fn parse_adapt_bounds(text: &str) -> Result<(usize, usize), String> {
+    let (min, max) = text
+        .split_once(':')
+        .ok_or_else(|| format!("{text:?} is not MIN:MAX (e.g. 1:8)"))?;
+    let number = |s: &str| {
+        s.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("{s:?} in {text:?} is not a number of workers"))
+    };
+    let (min, max) = (number(min)?, number(max)?);
+    if max < min || max == 0 {
+        return Err(format!("{text:?}: MAX must be at least MIN and at least 1"));
+    }
+    Ok((min, max))
+}
+
+/// A positive number of seconds.
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 => Ok(s),
+        _ => Err(format!("{text:?} is not a positive number of seconds")),
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -174,6 +247,11 @@ fn main() {
     // A bug in any thread of this process ends it at once (see zask::fatal).
     zask::fatal::install_for_process();
     let args: Args = zask::cli::parse_or_exit();
+    if let Command::Local(local_args) = args.command {
+        // A long-running cluster says what it does (its scaling decisions) at info.
+        zask::cli::init_logging();
+        return local(local_args, args.insecure);
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let security = if args.insecure {
         ClientSecurity::Insecure
@@ -268,7 +346,131 @@ fn main() {
                 println!("{}", serde_json::Value::Array(pairs));
             }
         }
+        Command::Local(_) => unreachable!("handled before the client commands"),
     }
+}
+
+/// `zask local`: starts the cluster, prints its line, adapts if asked and stops on SIGINT or
+/// SIGTERM (exit 0).
+fn local(args: LocalArgs, insecure: bool) {
+    // Registered before anything starts, so a signal during the start is not lost.
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
+            fail(&format!("cannot handle signal {signal}: {e}"));
+        }
+    }
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let workers = match (args.workers, args.adapt) {
+        (Some(n), _) => n,
+        (None, Some((min, _))) => min,
+        (None, None) => cores,
+    };
+    // `auto` splits the machine between as many workers as there may be.
+    let sharing = args.adapt.map_or(workers, |(_, max)| max.max(workers));
+    let memory_limit_bytes = args
+        .memory_limit
+        .resolve(sharing as u64, zask::worker::memory::machine_memory_bytes)
+        .unwrap_or_else(|e| usage(&format!("--memory-limit: {e}")));
+    let scheduler = SchedulerConfig {
+        host: args.host,
+        worker_port: args.worker_port,
+        client_port: args.client_port,
+        ..SchedulerConfig::default()
+    };
+    let mut builder = LocalCluster::builder()
+        .workers(workers)
+        .threads_per_worker(args.threads)
+        .memory_limit_bytes(memory_limit_bytes)
+        .scheduler_config(scheduler);
+    if insecure {
+        builder = builder.insecure();
+    }
+    let cluster = builder.start().unwrap_or_else(|e| fail(&e.to_string()));
+    let mut line = serde_json::json!({
+        "address_to_clients": cluster.address_to_clients(),
+        "address_to_workers": cluster.address_to_workers(),
+        "workers": workers,
+    });
+    if !insecure {
+        let dir = security_dir(args.security_dir);
+        let mut files = serde_json::Map::new();
+        for role in [Role::Client, Role::Operator, Role::Worker] {
+            let access = cluster.access(role).expect("a secure cluster has access");
+            let path = dir.join(role.access_file_name());
+            access
+                .write(&path)
+                .unwrap_or_else(|e| fail(&format!("{}: {e}", path.display())));
+            files.insert(role.as_str().into(), path.display().to_string().into());
+        }
+        line["access"] = serde_json::Value::Object(files);
+        log::info!(
+            "access files in {}: clients connect with --access-file {}",
+            dir.display(),
+            dir.join(Role::Client.access_file_name()).display()
+        );
+    }
+    println!("{line}");
+    if let Some((minimum, maximum)) = args.adapt {
+        let mut config = AdaptConfig::new(minimum, maximum);
+        if let Some(seconds) = args.target_duration {
+            config.target_duration_ms = ((seconds * 1000.0) as u64).max(1);
+        }
+        // The adaptive thread logs its settings and then every decision with its reason.
+        cluster
+            .adapt(config)
+            .unwrap_or_else(|e| fail(&e.to_string()));
+    }
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    log::info!("stopping: a signal asked for it");
+    cluster.stop_adapt();
+    drop(cluster);
+}
+
+/// The directory for the access files: the one given (made with mode 0700 if missing), or a
+/// new one under the system's temporary directory.
+fn security_dir(given: Option<PathBuf>) -> PathBuf {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut builder = std::fs::DirBuilder::new();
+    builder.mode(0o700);
+    if let Some(dir) = given {
+        if !dir.is_dir() {
+            builder
+                .recursive(true)
+                .create(&dir)
+                .unwrap_or_else(|e| fail(&format!("{}: {e}", dir.display())));
+        }
+        return dir;
+    }
+    let base = std::env::temp_dir();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    // `create` fails when the name is taken, so a directory is never shared by accident.
+    for attempt in 0..100u32 {
+        let dir = base.join(format!(
+            "zask-local-{}-{:x}",
+            std::process::id(),
+            nanos.wrapping_add(attempt)
+        ));
+        match builder.create(&dir) {
+            Ok(()) => return dir,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => fail(&format!("{}: {e}", dir.display())),
+        }
+    }
+    fail(&format!(
+        "cannot make a new directory in {}",
+        base.display()
+    ))
+}
+
+fn usage(message: &str) -> ! {
+    zask::cli::usage_error(message)
 }
 
 fn connect(address: &str, security: &ClientSecurity) -> Client {

@@ -1,0 +1,175 @@
+//! `zask local` as a real process: it prints its addresses and access files as one JSON line,
+//! a client connects with the operator's access file and computes, `--adapt` is accepted, and
+//! SIGTERM ends it with exit code 0.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{wait_until, Proc, DEADLINE, ZASK};
+use serde_json::Value as Json;
+use zask::client::ClientSecurity;
+use zask::graph::json::parse_graph;
+use zask::security::{Access, Role};
+use zask::{Client, ClientConfig, KeySpec, Value};
+
+const SEED: &str = r#"{"x": 1, "y": {"task": ["add", "x", 2]}}"#;
+
+/// Starts `zask local ARGS` and returns it with the JSON line it printed.
+fn start_local(dir: &Path, args: &[&str]) -> (Proc, Json) {
+    let mut argv = vec!["local".to_owned()];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    let mut proc = Proc::spawn("zask local", ZASK, &argv, dir.join("local.log"));
+    let line = proc.read_line_after("");
+    let json: Json = serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("zask local printed no JSON ({e}): {line:?}"));
+    (proc, json)
+}
+
+/// A client connected with the operator's access file the line names.
+fn operator_client(line: &Json) -> Client {
+    let path = PathBuf::from(
+        line["access"]["operator"]
+            .as_str()
+            .expect("an operator path"),
+    );
+    let access = Access::read_for(&path, &[Role::Operator]).expect("the operator's access");
+    let config = ClientConfig {
+        security: ClientSecurity::Access(access),
+        ..ClientConfig::default()
+    };
+    let address = line["address_to_clients"]
+        .as_str()
+        .expect("a client address");
+    Client::connect_with(address, config).expect("connect")
+}
+
+/// Waits (bounded) until the scheduler knows at least `n` workers and returns how many.
+fn wait_for_workers(client: &Client, n: usize) -> usize {
+    wait_until(&format!("{n} workers"), DEADLINE, || {
+        let count = client.workers().ok()?.len();
+        (count >= n).then_some(count)
+    })
+}
+
+/// SIGTERM, then the exit status within a bounded wait.
+fn terminate(proc: &mut Proc) -> std::process::ExitStatus {
+    let r = unsafe { libc::kill(proc.pid() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(r, 0, "kill: {}", std::io::Error::last_os_error());
+    proc.wait_exit(DEADLINE)
+}
+
+#[test]
+fn local_runs_the_seed_graph_on_the_workers_asked_for_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let security = dir.path().join("security");
+    let (mut proc, line) = start_local(
+        dir.path(),
+        &[
+            "--workers",
+            "2",
+            "--threads",
+            "2",
+            "--memory-limit",
+            "300MB",
+            "--security-dir",
+            security.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(line["workers"], 2, "{line}");
+    assert!(line["address_to_workers"].as_str().is_some(), "{line}");
+    for role in ["client", "operator", "worker"] {
+        let path = PathBuf::from(line["access"][role].as_str().expect("a path"));
+        assert_eq!(path.parent(), Some(security.as_path()), "{line}");
+        assert_eq!(
+            path.file_name().and_then(|n| n.to_str()),
+            Some(format!("{role}.access").as_str())
+        );
+    }
+    let client = operator_client(&line);
+    let graph = parse_graph(SEED).expect("the seed graph");
+    let value = client.get(&graph, KeySpec::One("y".into())).expect("get y");
+    assert_eq!(value, Value::Int(3));
+    let workers = client.workers().expect("workers");
+    assert_eq!(workers.len(), 2);
+    for w in &workers {
+        assert_eq!(
+            (w.nthreads, w.memory_limit_bytes),
+            (2, 300_000_000),
+            "{w:?}"
+        );
+    }
+    drop(client);
+    let status = terminate(&mut proc);
+    assert_eq!(status.code(), Some(0), "{}", proc.log_text());
+}
+
+#[test]
+fn local_accepts_adapt_and_starts_with_its_minimum() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    // No --security-dir: the access files go into a new private directory of the temp dir.
+    let (mut proc, line) = start_local(dir.path(), &["--adapt", "1:3", "--target-duration", "2"]);
+    let operator = PathBuf::from(line["access"]["operator"].as_str().expect("a path"));
+    let security = operator.parent().expect("a directory").to_owned();
+    let cleanup = Cleanup(security.clone());
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&security)
+            .expect("the directory")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "{}", security.display());
+    }
+    assert_eq!(line["workers"], 1, "{line}");
+    let client = operator_client(&line);
+    assert!(wait_for_workers(&client, 1) >= 1);
+    let graph = parse_graph(SEED).expect("the seed graph");
+    assert_eq!(
+        client.get(&graph, KeySpec::One("y".into())).expect("get y"),
+        Value::Int(3)
+    );
+    drop(client);
+    let status = terminate(&mut proc);
+    assert_eq!(status.code(), Some(0), "{}", proc.log_text());
+    drop(cleanup);
+}
+
+#[test]
+fn local_insecure_prints_no_access() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (mut proc, line) = start_local(dir.path(), &["--insecure", "--workers", "1"]);
+    assert!(line.get("access").is_none(), "{line}");
+    let config = ClientConfig {
+        security: ClientSecurity::Insecure,
+        ..ClientConfig::default()
+    };
+    let client = Client::connect_with(line["address_to_clients"].as_str().unwrap(), config)
+        .expect("connect");
+    assert_eq!(wait_for_workers(&client, 1), 1);
+    drop(client);
+    assert_eq!(terminate(&mut proc).code(), Some(0));
+}
+
+#[test]
+fn local_refuses_bad_adapt_bounds_with_a_usage_error() {
+    for bad in ["3", "3:1", "a:b"] {
+        let out = common::run(ZASK, &["local", "--adapt", bad]);
+        assert_eq!(out.code(), Some(2), "{bad}: {out:?}");
+        assert!(out.stderr.starts_with("error: "), "{bad}: {out:?}");
+    }
+    let out = common::run(ZASK, &["local", "--target-duration", "2"]);
+    assert_eq!(
+        out.code(),
+        Some(2),
+        "--target-duration without --adapt: {out:?}"
+    );
+}
+
+/// Removes the access directory `zask local` made, also when the test fails.
+struct Cleanup(PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
