@@ -46,3 +46,17 @@ pub fn init_logging() {
 pub fn parse_address(s: &str) -> Result<String, crate::net::AddressError> {
     crate::net::Endpoint::parse(s).map(|_| s.to_owned())
 }
+
+/// Where a scheduler listens: the flags `zask-scheduler` and `zask local` share.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ListenArgs {
+    /// Interface the scheduler listens on (0.0.0.0: every interface, advertised by hostname).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// The scheduler's port for workers (0: pick a free port).
+    #[arg(long, default_value_t = 0)]
+    pub worker_port: u16,
+    /// The scheduler's port for clients (0: pick a free port).
+    #[arg(long, default_value_t = 0)]
+    pub client_port: u16,
+}

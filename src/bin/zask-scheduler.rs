@@ -9,15 +9,8 @@ use zask::scheduler::{Scheduler, SchedulerConfig};
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
-    /// Interface to listen on (0.0.0.0: every interface, advertised by hostname).
-    #[arg(long, default_value = "127.0.0.1")]
-    host: String,
-    /// Port workers connect to (0: pick a free port).
-    #[arg(long, default_value_t = 0)]
-    worker_port: u16,
-    /// Port clients connect to (0: pick a free port).
-    #[arg(long, default_value_t = 0)]
-    client_port: u16,
+    #[command(flatten)]
+    listen: zask::cli::ListenArgs,
     /// A worker silent this long (ms) is considered lost and its work rescheduled.
     #[arg(long, default_value_t = CoreConfig::default().heartbeat_timeout_ms)]
     heartbeat_timeout_ms: u64,
@@ -120,9 +113,9 @@ fn main() {
         }
     };
     let config = SchedulerConfig {
-        host: args.host,
-        worker_port: args.worker_port,
-        client_port: args.client_port,
+        host: args.listen.host,
+        worker_port: args.listen.worker_port,
+        client_port: args.listen.client_port,
         max_message_bytes: args.max_message_bytes,
         state_dir: args.state_dir,
         client_queue_max_messages: args.client_queue_max,

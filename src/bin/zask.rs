@@ -95,15 +95,8 @@ struct LocalArgs {
     /// (default 5).
     #[arg(long, requires = "adapt", value_parser = parse_seconds)]
     target_duration: Option<f64>,
-    /// Interface the scheduler listens on (0.0.0.0: every interface, advertised by hostname).
-    #[arg(long, default_value = "127.0.0.1")]
-    host: String,
-    /// The scheduler's port for workers (0: pick a free port).
-    #[arg(long, default_value_t = 0)]
-    worker_port: u16,
-    /// The scheduler's port for clients (0: pick a free port).
-    #[arg(long, default_value_t = 0)]
-    client_port: u16,
+    #[command(flatten)]
+    listen: zask::cli::ListenArgs,
     /// Where to write the cluster's access files (client.access, operator.access,
     /// worker.access), so other programs can connect. Default: a new directory under the
     /// system's temporary directory. Created with mode 0700 if missing.
@@ -375,9 +368,9 @@ fn local(args: LocalArgs, insecure: bool) {
         .resolve(sharing as u64, zask::worker::memory::machine_memory_bytes)
         .unwrap_or_else(|e| usage(&format!("--memory-limit: {e}")));
     let scheduler = SchedulerConfig {
-        host: args.host,
-        worker_port: args.worker_port,
-        client_port: args.client_port,
+        host: args.listen.host,
+        worker_port: args.listen.worker_port,
+        client_port: args.listen.client_port,
         ..SchedulerConfig::default()
     };
     let mut builder = LocalCluster::builder()
