@@ -7,8 +7,8 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use log::{debug, warn};
 
-use super::invariants::InvariantViolation;
 use super::tasks::{TaskId, TaskState};
+use super::violation::InvariantViolation;
 use super::{Command, JournalOp, SchedulerCore, Submission, WorkerId};
 use crate::graph::Key;
 use crate::protocol::{ConnectionId, Frame, RequestError, RequestId, ToClient, ToWorker};

@@ -7,7 +7,7 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use log::{debug, info, warn};
 
-use super::invariants::InvariantViolation;
+use super::violation::InvariantViolation;
 use super::workers::Worker;
 use super::{warn_or_info, SchedulerCore, WorkerId};
 use crate::protocol::{

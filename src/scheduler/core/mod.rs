@@ -29,6 +29,7 @@ mod retirement;
 mod scatter;
 mod status;
 mod tasks;
+mod violation;
 mod worker_loss;
 mod workers;
 
@@ -40,9 +41,9 @@ use crate::protocol::{
     ToWorker,
 };
 
-pub use invariants::InvariantViolation;
 pub use recovery::{JournalOp, Recovered, Submission};
 pub use tasks::{TaskId, TaskState};
+pub use violation::InvariantViolation;
 pub use workers::WorkerId;
 
 use tasks::TaskTable;

@@ -16,8 +16,8 @@ use std::collections::VecDeque;
 use log::warn;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
-use super::invariants::InvariantViolation;
 use super::tasks::{task_failure, TaskId, TaskState};
+use super::violation::InvariantViolation;
 use super::workers::Assignment;
 use super::{SchedulerCore, WorkerId};
 use crate::protocol::{

@@ -5,8 +5,8 @@
 
 use rustc_hash::FxHashMap as HashMap;
 
-use super::invariants::InvariantViolation;
 use super::tasks::{TaskId, TaskState};
+use super::violation::InvariantViolation;
 use super::{SchedulerCore, WorkerId};
 use crate::graph::Key;
 use crate::protocol::{ConnectionId, RequestError, RequestId, ToClient, WorkerAddress};

@@ -8,7 +8,7 @@
 
 use rustc_hash::FxHashMap as HashMap;
 
-use super::invariants::InvariantViolation;
+use super::violation::InvariantViolation;
 use super::WorkerId;
 use crate::graph::Key;
 use crate::protocol::{RequestError, TaskError};

@@ -2,7 +2,7 @@
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
-use super::invariants::InvariantViolation;
+use super::violation::InvariantViolation;
 use super::{Command, TaskId};
 use crate::graph::Key;
 use crate::protocol::{
