@@ -35,11 +35,14 @@ pub fn usage_error(message: &str) -> ! {
     std::process::exit(2)
 }
 
-/// Logs to stderr at `info` unless RUST_LOG says otherwise.
+/// Logs to stderr at `info` unless RUST_LOG says otherwise, and keeps the last
+/// `logs::LOG_LINES_MAX` lines for `zask logs` (`logs::install`).
 pub fn init_logging() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
+    let console =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+            .format_timestamp_millis()
+            .build();
+    crate::logs::install(console).expect("logging is set up once per process");
 }
 
 /// A clap value parser for `tcp://HOST:PORT` addresses.

@@ -18,6 +18,7 @@ pub mod collection;
 pub mod fatal;
 pub mod graph;
 pub mod local_cluster;
+pub mod logs;
 pub mod net;
 pub mod protocol;
 pub mod scheduler;
@@ -27,7 +28,7 @@ pub mod worker;
 
 pub use adaptive::{AdaptConfig, Decision};
 pub use bag::{Bag, Item};
-pub use client::{Client, ClientConfig, ClientError, GetOptions};
+pub use client::{Client, ClientConfig, ClientError, GetOptions, Logs};
 pub use cluster::{Cluster, ClusterError};
 pub use collection::{
     Collection, CollectionError, CollectionKind, Computable, LegacyCollection, StoredCollection,

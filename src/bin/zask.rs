@@ -13,7 +13,10 @@ use zask::graph::json::{graph_to_json, key_to_json, parse_graph, parse_key_arg, 
 use zask::scheduler::SchedulerConfig;
 use zask::security::{Access, Role};
 use zask::worker::memory::MemoryLimitSpec;
-use zask::{Client, ClientConfig, CollectionKind, GetOptions, KeySpec, LocalCluster};
+use zask::{
+    Client, ClientConfig, CollectionKind, GetOptions, KeySpec, LocalCluster, WorkerAddress,
+    WorkerName, WorkerSelector,
+};
 
 /// Submit task graphs to a Zask cluster and inspect it. Graphs are JSON files (see README).
 #[derive(Parser, Debug)]
@@ -66,6 +69,15 @@ enum Command {
         scheduler: String,
         #[arg(required = true)]
         keys: Vec<String>,
+    },
+    /// Print the recent log lines of the scheduler and of the workers as JSON:
+    /// {"scheduler": [...], "workers": {"ADDRESS": [...]}}.
+    Logs {
+        #[arg(long, env = "ZASK_SCHEDULER", value_parser = zask::cli::parse_address)]
+        scheduler: String,
+        /// Only this worker (its name, or its tcp:// address); every worker by default.
+        #[arg(long, value_name = "NAME_OR_ADDRESS")]
+        worker: Option<String>,
     },
     /// Run a scheduler and workers in this process until SIGINT or SIGTERM. Prints one JSON
     /// line: {"address_to_clients", "address_to_workers", "workers", "access": {"client",
@@ -338,6 +350,28 @@ fn main() {
             } else {
                 println!("{}", serde_json::Value::Array(pairs));
             }
+        }
+        Command::Logs { scheduler, worker } => {
+            let selector = worker.map(|w| {
+                if zask::net::Endpoint::parse(&w).is_ok() {
+                    WorkerSelector::Address(WorkerAddress::new(w))
+                } else {
+                    WorkerSelector::Name(WorkerName::new(w))
+                }
+            });
+            let logs = connect(&scheduler, &security)
+                .get_logs(selector)
+                .unwrap_or_else(|e| fail(&e.to_string()));
+            let workers: serde_json::Map<String, serde_json::Value> = logs
+                .workers
+                .into_iter()
+                .map(|(address, lines)| (address.to_string(), serde_json::json!(lines)))
+                .collect();
+            let out = serde_json::json!({
+                "scheduler": logs.scheduler,
+                "workers": workers,
+            });
+            println!("{out}");
         }
         Command::Local(_) => unreachable!("handled before the client commands"),
     }

@@ -3,7 +3,7 @@
 //! so several `get`s from one client run at once. A scheduler that stops answering fails every
 //! waiting request with a clear error instead of hanging it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -110,6 +110,15 @@ impl ClientSecurity {
 }
 
 /// Options of one `get`.
+/// The recent log lines of the cluster (`Client::get_logs`), oldest first.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Logs {
+    /// The scheduler's lines.
+    pub scheduler: Vec<String>,
+    /// Each worker's lines, by its address (workers that did not answer in time are absent).
+    pub workers: BTreeMap<WorkerAddress, Vec<String>>,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct GetOptions {
     /// Keep the results on the workers after returning them (legacy `keep_results`).
@@ -342,6 +351,29 @@ impl Client {
     pub fn status(&self) -> Result<ClusterStatus, ClientError> {
         match self.request(|request| FromClient::Status { request }, vec![], None)? {
             (ToClient::Status { status, .. }, _) => Ok(status),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// The recent log lines (oldest first) of the scheduler and of the workers `worker`
+    /// selects (every worker with `None`). A worker that does not answer within the
+    /// scheduler's logs timeout (2 s by default) is left out; a process that did not install
+    /// `zask::logs` (a `LocalCluster` embedded in a program) has no lines.
+    pub fn get_logs(&self, worker: Option<WorkerSelector>) -> Result<Logs, ClientError> {
+        let msg = |request| FromClient::GetLogs {
+            request,
+            worker: worker.clone(),
+        };
+        match self.request(msg, vec![], None)? {
+            (
+                ToClient::Logs {
+                    scheduler, workers, ..
+                },
+                _,
+            ) => Ok(Logs {
+                scheduler,
+                workers: workers.into_iter().collect(),
+            }),
             (other, _) => Err(unexpected(other)),
         }
     }

@@ -79,6 +79,12 @@ pub enum FromWorker {
         expected: bool,
         reason: String,
     },
+    /// Answer to `GetLogs`: this worker's recent log lines, oldest first (empty when the
+    /// process keeps none: see `crate::logs`).
+    Logs {
+        request: u64,
+        lines: Vec<String>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -247,6 +253,10 @@ pub enum ToWorker {
     },
     /// Shut down.
     Close,
+    /// Answer with `Logs`: the worker's recent log lines.
+    GetLogs {
+        request: u64,
+    },
 }
 
 /// Why the scheduler refused a worker's registration.
@@ -416,6 +426,13 @@ pub enum FromClient {
         request: RequestId,
     },
     Goodbye,
+    /// The recent log lines of the scheduler and of the workers `worker` selects (every
+    /// worker when `None`); answered with `Logs`.
+    GetLogs {
+        request: RequestId,
+        #[serde(default)]
+        worker: Option<WorkerSelector>,
+    },
 }
 
 /// Scheduler → client.
@@ -473,6 +490,14 @@ pub enum ToClient {
     Rejected {
         error: RequestError,
     },
+    /// The answer to `GetLogs`: the scheduler's recent log lines and each asked worker's
+    /// (oldest first). A worker that did not answer within the scheduler's
+    /// `logs_timeout_ms` is left out.
+    Logs {
+        request: RequestId,
+        scheduler: Vec<String>,
+        workers: Vec<(WorkerAddress, Vec<String>)>,
+    },
 }
 
 impl ToClient {
@@ -488,7 +513,8 @@ impl ToClient {
             | ToClient::Done { request }
             | ToClient::Collection { request, .. }
             | ToClient::Names { request, .. }
-            | ToClient::LegacyCollection { request, .. } => Some(*request),
+            | ToClient::LegacyCollection { request, .. }
+            | ToClient::Logs { request, .. } => Some(*request),
         }
     }
 }

@@ -222,6 +222,11 @@ impl<T: Transport, Q: JobQueue> WorkerRuntime<T, Q> {
                 dependencies,
             } => self.execute(now_ms, key, &spec, dependencies),
             WorkerCommand::Shutdown { reason } => return Some(reason),
+            WorkerCommand::SendLogs { request } => {
+                let lines = crate::logs::recent_lines();
+                self.transport
+                    .to_scheduler(&FromWorker::Logs { request, lines }, vec![]);
+            }
         }
         None
     }

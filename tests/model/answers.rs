@@ -93,7 +93,8 @@ impl Model {
             | FromClient::Publish { request, .. }
             | FromClient::GetDataset { request, .. }
             | FromClient::Unpublish { request, .. }
-            | FromClient::Restart { request } => request.0,
+            | FromClient::Restart { request }
+            | FromClient::GetLogs { request, .. } => request.0,
         };
         let op = self
             .sent

@@ -181,6 +181,14 @@ impl ModelWorker {
                 vec![]
             }
             ToWorker::Ping => vec![(FromWorker::Heartbeat, vec![])],
+            // A model worker keeps no log lines.
+            ToWorker::GetLogs { request } => vec![(
+                FromWorker::Logs {
+                    request,
+                    lines: vec![],
+                },
+                vec![],
+            )],
             ToWorker::Reset => {
                 self.store.clear();
                 self.queue.clear();

@@ -18,6 +18,7 @@ mod computations;
 mod graphs;
 mod invariants;
 mod lifecycle;
+mod logs;
 mod membership;
 mod names;
 mod outbox;
@@ -111,6 +112,9 @@ pub struct CoreConfig {
     pub address_to_workers: String,
     /// As `address_to_workers`, for the client port.
     pub address_to_clients: String,
+    /// A `GetLogs` is answered with what arrived once this long has passed, so a silent
+    /// worker cannot hang it. Default 2 s: a live worker answers within a heartbeat or two.
+    pub logs_timeout_ms: u64,
 }
 
 impl Default for CoreConfig {
@@ -131,6 +135,7 @@ impl Default for CoreConfig {
             instance_token: 0,
             address_to_workers: String::new(),
             address_to_clients: String::new(),
+            logs_timeout_ms: 2_000,
         }
     }
 }
@@ -198,6 +203,8 @@ pub struct SchedulerCore {
     /// The ready queue, restrictions, unrunnable waits, the task-duration average, the
     /// assignment counter.
     placement: placement::Placement,
+    /// `GetLogs` requests waiting for workers' lines.
+    logs: logs::LogRequests,
     outbox: outbox::Outbox,
     now_ms: u64,
     /// A worker was lost or scheduling is needed: run `schedule` before flushing.
@@ -221,6 +228,7 @@ impl SchedulerCore {
             recovery: Default::default(),
             collections: Default::default(),
             placement: Default::default(),
+            logs: Default::default(),
             now_ms: 0,
             needs_scheduling: false,
         }
@@ -263,6 +271,7 @@ impl SchedulerCore {
         self.drop_silent_workers();
         self.drop_silent_clients();
         self.fail_unrunnable();
+        self.expire_log_requests();
     }
 
     /// When `tick` next has something to do.
@@ -287,6 +296,7 @@ impl SchedulerCore {
             self.recovery.deadline(),
             self.placement
                 .unrunnable_deadline(self.config.unrunnable_timeout_ms),
+            self.logs.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -378,6 +388,7 @@ impl SchedulerCore {
             (FromWorker::NotHeld { keys }, Some(w)) => self.not_held(w, keys),
             (FromWorker::Stored { request }, Some(w)) => self.put_stored(w, request),
             (FromWorker::Retire, Some(w)) => self.retire_worker(w),
+            (FromWorker::Logs { request, lines }, Some(w)) => self.logs_arrived(w, request, lines),
             (FromWorker::Goodbye, Some(w)) => {
                 info!("worker {} is leaving", self.workers.address(w));
                 self.remove_worker(w, false);
@@ -491,6 +502,7 @@ impl SchedulerCore {
                 keys,
                 replicas,
             } => self.replicate(identity, request, keys, replicas),
+            FromClient::GetLogs { request, worker } => self.get_logs(identity, request, worker),
         }
     }
 

@@ -2590,3 +2590,243 @@ fn status_reports_pending_tasks_and_run_times_per_prefix_and_each_workers_load()
     assert!(!w2.idle && w2.nbytes == 0);
     assert_eq!((status.ready, status.waiting), (0, 1));
 }
+
+impl Harness {
+    fn get_logs(&mut self, client: u32, request: u64, worker: Option<WorkerSelector>) {
+        self.step(Event::FromClient {
+            identity: client_id(client),
+            role: ClientRole::Client,
+            msg: FromClient::GetLogs {
+                request: RequestId(request),
+                worker,
+            },
+            frames: vec![],
+        });
+    }
+
+    /// The `GetLogs` request id worker `n` was sent (exactly one).
+    fn logs_asked(&mut self, n: u32) -> u64 {
+        let asked: Vec<u64> = self
+            .take_worker_msgs(n)
+            .into_iter()
+            .filter_map(|m| match m {
+                ToWorker::GetLogs { request } => Some(request),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(asked.len(), 1, "worker {n} asked for logs once: {asked:?}");
+        asked[0]
+    }
+
+    fn logs_reply(&mut self, client: u32) -> Option<(u64, WorkerLines)> {
+        let replies: Vec<_> = self
+            .take_client_msgs(client)
+            .into_iter()
+            .filter_map(|(m, _)| match m {
+                ToClient::Logs {
+                    request,
+                    scheduler,
+                    workers,
+                } => {
+                    assert!(scheduler.is_empty(), "the core has no lines of its own");
+                    Some((request.0, workers))
+                }
+                _ => None,
+            })
+            .collect();
+        assert!(replies.len() <= 1, "one answer per request: {replies:?}");
+        replies.into_iter().next()
+    }
+}
+
+/// Each worker's lines in a `ToClient::Logs`.
+type WorkerLines = Vec<(WorkerAddress, Vec<String>)>;
+
+fn lines(texts: &[&str]) -> Vec<String> {
+    texts.iter().map(|t| t.to_string()).collect()
+}
+
+#[test]
+fn a_logs_request_fans_out_and_collects_every_answer() {
+    let mut h = Harness::new();
+    h.add_worker(1, 1);
+    h.add_worker(2, 1);
+    h.get_logs(1, 7, None);
+    let r1 = h.logs_asked(1);
+    let r2 = h.logs_asked(2);
+    h.worker_says(
+        2,
+        FromWorker::Logs {
+            request: r2,
+            lines: lines(&["two"]),
+        },
+        vec![],
+    );
+    assert_eq!(h.logs_reply(1), None, "worker 1 has not answered yet");
+    // A client waiting for logs is known to the scheduler: its ping fails nothing.
+    h.step(Event::FromClient {
+        identity: client_id(1),
+        role: ClientRole::Client,
+        msg: FromClient::Ping {
+            pending: vec![RequestId(7)],
+        },
+        frames: vec![],
+    });
+    assert!(h
+        .take_client_msgs(1)
+        .iter()
+        .all(|(m, _)| matches!(m, ToClient::Pong)));
+    h.worker_says(
+        1,
+        FromWorker::Logs {
+            request: r1,
+            lines: lines(&["one", "uno"]),
+        },
+        vec![],
+    );
+    assert_eq!(
+        h.logs_reply(1),
+        Some((
+            7,
+            vec![
+                (address(1), lines(&["one", "uno"])),
+                (address(2), lines(&["two"]))
+            ]
+        ))
+    );
+    assert_eq!(h.core.logs.len(), 0);
+}
+
+#[test]
+fn a_logs_request_asks_only_the_selected_worker_and_none_answers_at_once() {
+    let mut h = Harness::new();
+    h.add_worker(1, 1);
+    h.add_worker(2, 1);
+    h.get_logs(
+        1,
+        1,
+        Some(WorkerSelector::Name(WorkerName::from("w2".to_string()))),
+    );
+    assert!(h.take_worker_msgs(1).is_empty());
+    let r = h.logs_asked(2);
+    h.worker_says(
+        2,
+        FromWorker::Logs {
+            request: r,
+            lines: lines(&["x"]),
+        },
+        vec![],
+    );
+    assert_eq!(
+        h.logs_reply(1),
+        Some((1, vec![(address(2), lines(&["x"]))]))
+    );
+    h.get_logs(1, 2, Some(WorkerSelector::Python));
+    assert_eq!(h.logs_reply(1), Some((2, vec![])));
+}
+
+#[test]
+fn a_silent_worker_cannot_hang_a_logs_request() {
+    let mut h = Harness::new();
+    h.add_worker(1, 1);
+    h.add_worker(2, 1);
+    h.get_logs(1, 3, None);
+    let r1 = h.logs_asked(1);
+    let _ = h.logs_asked(2);
+    h.worker_says(
+        1,
+        FromWorker::Logs {
+            request: r1,
+            lines: lines(&["one"]),
+        },
+        vec![],
+    );
+    let deadline = h.core.next_deadline().expect("the request has a deadline");
+    assert!(deadline <= h.now + h.core.config().logs_timeout_ms);
+    h.now += h.core.config().logs_timeout_ms - 1;
+    h.core.tick(h.now);
+    h.flush();
+    assert_eq!(h.logs_reply(1), None, "not yet");
+    h.now += 1;
+    h.core.tick(h.now);
+    h.flush();
+    assert_eq!(
+        h.logs_reply(1),
+        Some((3, vec![(address(1), lines(&["one"]))]))
+    );
+    assert_eq!(h.core.logs.len(), 0);
+}
+
+#[test]
+fn a_lost_worker_is_not_waited_for() {
+    let mut h = Harness::new();
+    h.add_worker(1, 1);
+    h.add_worker(2, 1);
+    h.get_logs(1, 4, None);
+    let r1 = h.logs_asked(1);
+    let _ = h.logs_asked(2);
+    h.worker_says(
+        1,
+        FromWorker::Logs {
+            request: r1,
+            lines: lines(&["one"]),
+        },
+        vec![],
+    );
+    h.worker_says(2, FromWorker::Goodbye, vec![]);
+    assert_eq!(
+        h.logs_reply(1),
+        Some((4, vec![(address(1), lines(&["one"]))]))
+    );
+}
+
+#[test]
+fn logs_nobody_asked_for_are_dropped() {
+    let mut h = Harness::new();
+    h.add_worker(1, 1);
+    h.add_worker(2, 1);
+    // No request is open at all.
+    h.worker_says(
+        1,
+        FromWorker::Logs {
+            request: 0,
+            lines: lines(&["forged"]),
+        },
+        vec![],
+    );
+    h.get_logs(1, 5, Some(WorkerSelector::Address(address(1))));
+    let r1 = h.logs_asked(1);
+    // Worker 2 was not asked: its answer to worker 1's request changes nothing.
+    h.worker_says(
+        2,
+        FromWorker::Logs {
+            request: r1,
+            lines: lines(&["forged"]),
+        },
+        vec![],
+    );
+    assert_eq!(h.logs_reply(1), None);
+    assert_eq!(h.core.logs.len(), 1);
+    h.worker_says(
+        1,
+        FromWorker::Logs {
+            request: r1,
+            lines: lines(&["real"]),
+        },
+        vec![],
+    );
+    assert_eq!(
+        h.logs_reply(1),
+        Some((5, vec![(address(1), lines(&["real"]))]))
+    );
+    // A second answer to a finished request is dropped too.
+    h.worker_says(
+        1,
+        FromWorker::Logs {
+            request: r1,
+            lines: lines(&["again"]),
+        },
+        vec![],
+    );
+    assert_eq!(h.logs_reply(1), None);
+}

@@ -46,6 +46,8 @@ impl SchedulerCore {
         warn_or_info(unexpected, &format!("removing worker {address}"));
         // Copies it was making are not coming.
         self.replication.worker_lost(id);
+        // Log requests waiting only for it are answered.
+        self.logs_worker_lost(id);
         // Value fetches it owed us, to ask of another holder.
         let owed_values = self.computations.worker_lost(id);
         // Puts that placed values on it, to release and scatter again.

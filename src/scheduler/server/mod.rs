@@ -805,10 +805,14 @@ fn core_loop<J: JournalWrite>(
                 }
                 Command::ToClient {
                     identity,
-                    msg,
+                    mut msg,
                     frames,
                 } => {
                     to_clients = true;
+                    if let ToClient::Logs { scheduler, .. } = &mut msg {
+                        // The core does no IO: this process's own lines are added here.
+                        *scheduler = crate::logs::recent_lines();
+                    }
                     send_command(
                         &outs.to_clients,
                         &outs.client_waker,

@@ -270,7 +270,8 @@ fn client_request(msg: &FromClient) -> Option<RequestId> {
         | FromClient::Publish { request, .. }
         | FromClient::GetDataset { request, .. }
         | FromClient::Unpublish { request, .. }
-        | FromClient::Restart { request, .. } => Some(*request),
+        | FromClient::Restart { request, .. }
+        | FromClient::GetLogs { request, .. } => Some(*request),
     }
 }
 

@@ -175,6 +175,11 @@ pub enum WorkerCommand {
     Shutdown {
         reason: ShutdownReason,
     },
+    /// Answer the scheduler's `GetLogs` with this process's recent log lines (the runner
+    /// reads them: the core keeps none).
+    SendLogs {
+        request: u64,
+    },
 }
 
 /// The worker's state machine: the config and the parts, each owning its table; the methods
@@ -357,6 +362,7 @@ impl WorkerCore {
                 }
                 self.outbox.send(FromWorker::Stored { request });
             }
+            ToWorker::GetLogs { request } => self.outbox.push(WorkerCommand::SendLogs { request }),
         }
     }
 }

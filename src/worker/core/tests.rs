@@ -1702,3 +1702,15 @@ fn without_a_memory_limit_nothing_pauses_or_fails_for_its_size() {
     assert_eq!(h.take_executes(), keys(&["b"]));
     h.assert_quiet();
 }
+
+#[test]
+fn a_logs_request_is_handed_to_the_runner_which_holds_the_lines() {
+    let mut h = Harness::new(1);
+    h.scheduler_sends(ToWorker::GetLogs { request: 9 }, vec![]);
+    let asked = h.take(|c| match c {
+        WorkerCommand::SendLogs { request } => Ok(request),
+        other => Err(other),
+    });
+    assert_eq!(asked, vec![9]);
+    h.assert_quiet();
+}
