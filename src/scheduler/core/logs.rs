@@ -11,9 +11,10 @@ use log::warn;
 use super::{SchedulerCore, WorkerId};
 use crate::protocol::{ConnectionId, RequestId, ToClient, ToWorker, WorkerAddress, WorkerSelector};
 
-/// At most this many lines of one worker's answer are kept (a worker's ring holds
-/// `crate::logs::LOG_LINES_MAX`; a larger answer is cut to its newest lines).
-pub const WORKER_LOG_LINES_MAX: usize = crate::logs::LOG_LINES_MAX;
+/// At most this many lines of one worker's answer are kept: as many as a worker's ring holds
+/// (`crate::logs::LOG_LINES_MAX`, not imported: that module reads the clock); a larger
+/// answer is cut to its newest lines.
+pub(super) const WORKER_LOG_LINES_MAX: usize = 1_000;
 
 #[derive(Default)]
 pub(super) struct LogRequests {

@@ -2830,3 +2830,29 @@ fn logs_nobody_asked_for_are_dropped() {
     );
     assert_eq!(h.logs_reply(1), None);
 }
+
+#[test]
+fn the_core_keeps_as_many_lines_of_a_worker_as_its_ring_holds() {
+    assert_eq!(logs::WORKER_LOG_LINES_MAX, crate::logs::LOG_LINES_MAX);
+    let mut h = Harness::new();
+    h.add_worker(1, 1);
+    h.get_logs(1, 1, None);
+    let r = h.logs_asked(1);
+    let many: Vec<String> = (0..logs::WORKER_LOG_LINES_MAX + 5)
+        .map(|i| format!("line {i}"))
+        .collect();
+    h.worker_says(
+        1,
+        FromWorker::Logs {
+            request: r,
+            lines: many.clone(),
+        },
+        vec![],
+    );
+    let (_, workers) = h.logs_reply(1).expect("answered");
+    assert_eq!(
+        workers[0].1,
+        many[5..].to_vec(),
+        "the newest lines are kept"
+    );
+}
