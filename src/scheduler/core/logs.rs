@@ -9,12 +9,18 @@ use std::collections::BTreeMap;
 use log::warn;
 
 use super::{SchedulerCore, WorkerId};
-use crate::protocol::{ConnectionId, RequestId, ToClient, ToWorker, WorkerAddress, WorkerSelector};
+use crate::protocol::{
+    cut_text, ConnectionId, RequestId, ToClient, ToWorker, WorkerAddress, WorkerSelector,
+};
 
 /// At most this many lines of one worker's answer are kept: as many as a worker's ring holds
 /// (`crate::logs::LOG_LINES_MAX`, not imported: that module reads the clock); a larger
 /// answer is cut to its newest lines.
 pub(super) const WORKER_LOG_LINES_MAX: usize = 1_000;
+
+/// A worker's line longer than this (in bytes) is cut, the cut marked (`protocol::cut_text`),
+/// so a worker cannot make the scheduler hold or forward megabytes per line.
+pub(super) const LOG_LINE_BYTES_MAX: usize = 4_096;
 
 #[derive(Default)]
 pub(super) struct LogRequests {
@@ -97,6 +103,10 @@ impl LogRequests {
         if lines.len() > WORKER_LOG_LINES_MAX {
             lines.drain(..lines.len() - WORKER_LOG_LINES_MAX);
         }
+        let lines = lines
+            .into_iter()
+            .map(|l| cut_text(l, LOG_LINE_BYTES_MAX))
+            .collect();
         pending.answers.push((address, lines));
         Ok(self.take_if_complete(id))
     }

@@ -2855,4 +2855,20 @@ fn the_core_keeps_as_many_lines_of_a_worker_as_its_ring_holds() {
         many[5..].to_vec(),
         "the newest lines are kept"
     );
+
+    // A very long line is cut, the cut marked.
+    h.get_logs(1, 2, None);
+    let r = h.logs_asked(1);
+    h.worker_says(
+        1,
+        FromWorker::Logs {
+            request: r,
+            lines: vec!["x".repeat(100_000)],
+        },
+        vec![],
+    );
+    let (_, workers) = h.logs_reply(1).expect("answered");
+    let line = &workers[0].1[0];
+    assert!(line.len() <= logs::LOG_LINE_BYTES_MAX, "{}", line.len());
+    assert!(line.contains("[cut: "), "{line}");
 }
