@@ -24,9 +24,9 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{debug, info, warn};
-use zask_compat::legacy::{Frame, LegacyMessage, ReplyHeader};
+use zask_compat::legacy::{reply_frames, Frame, LegacyMessage, ReplyHeader};
 use zask_compat::pickle::helpers::DateTime;
-use zask_compat::pickle::{decode, encode, Node, NodeId, Pickle};
+use zask_compat::pickle::{decode, Node, NodeId, Pickle};
 
 use super::legacy::LegacyRequest;
 use super::legacy_graph::{self, add_value, PYTHON_TASK};
@@ -287,20 +287,11 @@ impl PythonLink {
         let header = ReplyHeader::new(self.address.as_bytes(), DateTime::now_utc())
             .function(function)
             .loads_dill();
-        let frames = header
-            .encode()
-            .and_then(|h| {
-                Ok(vec![
-                    h,
-                    encode(&payload, payload.root)
-                        .map_err(zask_compat::legacy::LegacyError::Encode)?,
-                ])
-            })
-            .map_err(|e| {
-                failed(format!(
-                    "the message to the Python worker cannot be pickled: {e}"
-                ))
-            })?;
+        let frames = reply_frames(header, &payload).map_err(|e| {
+            failed(format!(
+                "the message to the Python worker cannot be pickled: {e}"
+            ))
+        })?;
         super::send_command(
             &self.to_socket,
             &self.waker,
