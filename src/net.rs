@@ -172,10 +172,11 @@ pub fn try_recv_with_user(socket: &zmq::Socket) -> Option<(Vec<Frame>, Option<St
                 return None;
             }
         }
-        if user.is_none() {
+        let more = part.get_more();
+        if !more {
+            // Every part of a message comes from the same connection: one lookup, on the last.
             user = part.gets("User-Id").map(str::to_owned);
         }
-        let more = part.get_more();
         frames.push(part.to_vec());
         if !more {
             return Some((frames, user));

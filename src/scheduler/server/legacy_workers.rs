@@ -51,6 +51,7 @@ const BRIDGE_THREADS: u32 = 2;
 const PYTHON_WORKERS_MAX: usize = 256;
 
 /// What the bridges need from the scheduler.
+#[derive(Clone)]
 pub(super) struct BridgeSettings {
     /// The scheduler's worker port, where bridges connect and what they put in headers.
     pub address_to_workers: String,

@@ -17,7 +17,7 @@ use super::journal::{Journal, JournalError, JournalWrite};
 use crate::net::{self, Clock, StartError, Waker};
 use crate::protocol::{ClientRole, ConnectionId, Frame, ToClient, ToWorker};
 use crate::security::{
-    self, Access, ClusterKeys, Role, SecurityError, ZapHandler, CLIENTS_DOMAIN, WORKERS_DOMAIN,
+    self, ClusterKeys, Role, SecurityError, ZapHandler, CLIENTS_DOMAIN, WORKERS_DOMAIN,
 };
 
 mod legacy;
@@ -494,15 +494,20 @@ impl Scheduler {
                 to_clients: to_clients_tx,
                 client_waker: client_waker.clone(),
                 legacy: LegacyOutputs {
+                    bridges: BridgeSettings {
+                        address_to_workers: address_to_workers.clone(),
+                        host: config.host.clone(),
+                        timeout_ms: config.python_worker_timeout_ms,
+                        to_socket: legacy_workers_tx.clone(),
+                        waker: legacy_workers_waker.clone(),
+                        access: config.security.as_ref().map(|k| k.access(Role::Worker)),
+                    },
                     to_workers: legacy_workers_tx,
                     workers_waker: legacy_workers_waker,
                     to_clients: legacy_clients_tx,
                     clients_waker: legacy_clients_waker,
-                    bridge_access: config.security.as_ref().map(|k| k.access(Role::Worker)),
                     address_to_workers: address_to_workers.clone(),
                     address_to_clients: address_to_clients.clone(),
-                    host: config.host.clone(),
-                    python_worker_timeout_ms: config.python_worker_timeout_ms,
                 },
             };
             threads.push(spawn("zask-sched-core", move || {
@@ -598,13 +603,10 @@ struct LegacyOutputs {
     workers_waker: Waker,
     to_clients: Sender<(ConnectionId, Vec<Frame>)>,
     clients_waker: Waker,
-    /// The worker key bridges connect with (None without security).
-    bridge_access: Option<Access>,
     address_to_workers: String,
     address_to_clients: String,
-    /// The interface the scheduler listens on; bridges' peer ports listen there too.
-    host: String,
-    python_worker_timeout_ms: u64,
+    /// What the bridges to 2015 Python workers are started with.
+    bridges: BridgeSettings,
 }
 
 /// Answers a legacy request (the core only lends its read-only status view) and hands the
@@ -706,14 +708,7 @@ fn core_loop<J: JournalWrite>(
     stop: Arc<AtomicBool>,
 ) -> Result<(), JournalFailed> {
     let mut sessions = legacy::Sessions::default();
-    let mut python_workers = LegacyWorkers::new(BridgeSettings {
-        address_to_workers: outs.legacy.address_to_workers.clone(),
-        host: outs.legacy.host.clone(),
-        timeout_ms: outs.legacy.python_worker_timeout_ms,
-        to_socket: outs.legacy.to_workers.clone(),
-        waker: outs.legacy.workers_waker.clone(),
-        access: outs.legacy.bridge_access.clone(),
-    });
+    let mut python_workers = LegacyWorkers::new(outs.legacy.bridges.clone());
     let mut legacy_pinged_ms = 0;
     loop {
         if stop.load(Ordering::SeqCst) {

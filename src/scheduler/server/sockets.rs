@@ -117,7 +117,12 @@ pub(super) fn socket_loop<M: serde::Serialize>(
         }
         if socket_ready {
             while backlog.is_empty() {
-                let Some((mut frames, user)) = net::try_recv_with_user(&socket) else {
+                // Only the client port acts on a role; the worker port lets in one key only.
+                let received = match port {
+                    Port::Clients => net::try_recv_with_user(&socket),
+                    Port::Workers => net::try_recv(&socket).map(|frames| (frames, None)),
+                };
+                let Some((mut frames, user)) = received else {
                     break;
                 };
                 if frames.len() < 2 {

@@ -93,11 +93,16 @@ fn run_batch(
             workers_waker: net::waker().unwrap().0,
             to_clients: crossbeam_channel::unbounded().0,
             clients_waker: net::waker().unwrap().0,
-            bridge_access: None,
             address_to_workers: "tcp://127.0.0.1:1".into(),
             address_to_clients: "tcp://127.0.0.1:2".into(),
-            host: "127.0.0.1".into(),
-            python_worker_timeout_ms: 20_000,
+            bridges: BridgeSettings {
+                address_to_workers: "tcp://127.0.0.1:1".into(),
+                host: "127.0.0.1".into(),
+                timeout_ms: 20_000,
+                to_socket: crossbeam_channel::unbounded().0,
+                waker: net::waker().unwrap().0,
+                access: None,
+            },
         },
     };
     let stop = Arc::new(AtomicBool::new(false));
@@ -310,11 +315,16 @@ fn the_cores_answer_to_a_legacy_graph_becomes_a_schedule_ack_never_a_native_mess
             workers_waker: net::waker().unwrap().0,
             to_clients: legacy_to_clients,
             clients_waker: net::waker().unwrap().0,
-            bridge_access: None,
             address_to_workers: "tcp://127.0.0.1:1".into(),
             address_to_clients: "tcp://127.0.0.1:2".into(),
-            host: "127.0.0.1".into(),
-            python_worker_timeout_ms: 20_000,
+            bridges: BridgeSettings {
+                address_to_workers: "tcp://127.0.0.1:1".into(),
+                host: "127.0.0.1".into(),
+                timeout_ms: 20_000,
+                to_socket: crossbeam_channel::unbounded().0,
+                waker: net::waker().unwrap().0,
+                access: None,
+            },
         },
     };
     let core = SchedulerCore::new(CoreConfig::default());
