@@ -382,6 +382,19 @@ fn from_client_seeds() -> Seeds {
             "list-collections",
             FromClient::ListCollections { request: r },
         ),
+        ("watch-progress", FromClient::WatchProgress { request: r }),
+        ("list-datasets", FromClient::ListDatasets { request: r }),
+        (
+            "retire-workers",
+            FromClient::RetireWorkers {
+                request: r,
+                workers: vec![
+                    zask::WorkerSelector::Name("w1".into()),
+                    zask::WorkerSelector::Address("tcp://127.0.0.1:4000".into()),
+                ],
+            },
+        ),
+        ("shutdown", FromClient::Shutdown { request: r }),
         (
             "set-legacy-collection",
             FromClient::SetLegacyCollection {
@@ -515,6 +528,7 @@ fn to_worker_seeds() -> Seeds {
             },
         ),
         ("close", ToWorker::Close),
+        ("dismiss", ToWorker::Dismiss),
     ];
     let mut seeds: Seeds = msgs
         .into_iter()
@@ -660,6 +674,12 @@ fn to_client_seeds() -> Seeds {
             RequestError::NativeCollection { name: "c".into() },
         ),
         ("restarted", RequestError::Restarted),
+        (
+            "no-such-worker",
+            RequestError::NoSuchWorker {
+                worker: zask::WorkerSelector::Name("w9".into()),
+            },
+        ),
         ("scheduler-restarted", RequestError::SchedulerRestarted),
         (
             "restart-incomplete",
@@ -720,6 +740,22 @@ fn to_client_seeds() -> Seeds {
             ToClient::LegacyCollection {
                 request: RequestId(2),
                 payload: b"\x80\x03}q\x00.".to_vec(),
+            },
+        ),
+        (
+            "progress".into(),
+            ToClient::Progress {
+                request: r,
+                done: 40_000,
+                total: 100_000,
+                erred: 1,
+            },
+        ),
+        (
+            "retired".into(),
+            ToClient::Retired {
+                request: r,
+                workers: vec![addr(1)],
             },
         ),
     ];

@@ -186,7 +186,12 @@ fn main() {
     match worker.wait() {
         Ok(()) => tell_nanny(FinalReason::Stopped),
         Err(e) => {
-            eprintln!("error: {e}");
+            if e.exit_code() == 0 {
+                // Dismissed by the scheduler (retired by an operator, or shut down).
+                log::info!("{e}");
+            } else {
+                eprintln!("error: {e}");
+            }
             // A failure (not a decision) says nothing: the nanny restarts the worker.
             if let WorkerError::Shutdown(reason) = &e {
                 tell_nanny(FinalReason::Shutdown(reason.clone()));

@@ -19,7 +19,7 @@ pub use codec::{DecodeError, Frame};
 pub use ids::{ClientRole, ConnectionId, RequestId, WorkerAddress, WorkerName, WorkerSelector};
 
 /// Checked at registration (workers) and at hello (clients).
-pub const PROTOCOL_VERSION: u8 = 5;
+pub const PROTOCOL_VERSION: u8 = 6;
 
 /// First bytes of every native header frame. Legacy (2015) messages start with a pickle
 /// opcode (0x80), so the two are told apart by their first byte.
@@ -251,8 +251,12 @@ pub enum ToWorker {
     Malformed {
         message: String,
     },
-    /// Shut down.
+    /// Shut down (a retirement asked for by the worker itself, SIGTERM, is complete); a
+    /// nanny starts a new worker.
     Close,
+    /// Shut down for good: a client retired this worker (`retire_workers`, its results moved
+    /// first) or the cluster shuts down. Its nanny stops too instead of starting a new one.
+    Dismiss,
     /// Answer with `Logs`: the worker's recent log lines.
     GetLogs {
         request: u64,
@@ -433,7 +437,35 @@ pub enum FromClient {
         #[serde(default)]
         worker: Option<WorkerSelector>,
     },
+    /// Report the progress of this client's computation `request` (a `Submit` sent just
+    /// before, on the same connection) with `Progress` messages, at most one every
+    /// `PROGRESS_INTERVAL_MS` while it changes. Answers nothing itself: a computation that
+    /// already ended is ignored.
+    WatchProgress {
+        request: RequestId,
+    },
+    /// The names of the published datasets, sorted; answered with `Names`.
+    ListDatasets {
+        request: RequestId,
+    },
+    /// Retire these workers gracefully (an operator's request): they take no new task, the
+    /// results only they hold that are still needed are copied to other workers, then they
+    /// are dismissed for good (their nannies stop too). Answered with `Retired` once every
+    /// one of them has left.
+    RetireWorkers {
+        request: RequestId,
+        workers: Vec<WorkerSelector>,
+    },
+    /// Shut the cluster down (an operator's request): every worker is dismissed for good
+    /// and the scheduler process exits after answering `Done`.
+    Shutdown {
+        request: RequestId,
+    },
 }
+
+/// How often, at most, a computation's `Progress` is sent while it changes (the scheduler
+/// core's clock): a 100,000-task graph gets about ten messages a second, not one per task.
+pub const PROGRESS_INTERVAL_MS: u64 = 100;
 
 /// Scheduler → client.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -498,6 +530,20 @@ pub enum ToClient {
         scheduler: Vec<String>,
         workers: Vec<(WorkerAddress, Vec<String>)>,
     },
+    /// How far computation `request` is (asked for with `WatchProgress`; not its answer,
+    /// which comes later): of its `total` tasks (those it needs, counting the ones already in
+    /// memory when it started), `done` are in memory and `erred` failed.
+    Progress {
+        request: RequestId,
+        done: u64,
+        total: u64,
+        erred: u64,
+    },
+    /// The answer to `RetireWorkers`: the workers retired, by address.
+    Retired {
+        request: RequestId,
+        workers: Vec<WorkerAddress>,
+    },
 }
 
 impl ToClient {
@@ -514,7 +560,9 @@ impl ToClient {
             | ToClient::Collection { request, .. }
             | ToClient::Names { request, .. }
             | ToClient::LegacyCollection { request, .. }
-            | ToClient::Logs { request, .. } => Some(*request),
+            | ToClient::Logs { request, .. }
+            | ToClient::Progress { request, .. }
+            | ToClient::Retired { request, .. } => Some(*request),
         }
     }
 }
@@ -559,6 +607,9 @@ pub enum RequestError {
     /// per-connection rate limit, with a burst of twice that): this request was dropped
     /// unread. Retrying more slowly helps.
     RateLimited { max_messages_per_second: u32 },
+    /// No registered worker matches `worker` (a `retire_workers` naming a worker that is not
+    /// there, or has left already). Retrying cannot help until such a worker registers.
+    NoSuchWorker { worker: WorkerSelector },
 }
 
 impl fmt::Display for RequestError {
@@ -613,6 +664,9 @@ impl fmt::Display for RequestError {
                 "the scheduler dropped this request: the connection sent more than \
                  {max_messages_per_second} messages per second (its rate limit); retry more slowly"
             ),
+            RequestError::NoSuchWorker { worker } => {
+                write!(f, "no registered worker matches {worker}")
+            }
         }
     }
 }

@@ -187,7 +187,9 @@ impl FinalReason {
         match self {
             FinalReason::Stopped | FinalReason::Shutdown(ShutdownReason::Closed) => false,
             FinalReason::Shutdown(
-                ShutdownReason::Rejected(_) | ShutdownReason::SchedulerGone { .. },
+                ShutdownReason::Rejected(_)
+                | ShutdownReason::SchedulerGone { .. }
+                | ShutdownReason::Dismissed,
             ) => true,
         }
     }
@@ -418,6 +420,12 @@ pub fn run(config: NannyConfig, stop: Arc<AtomicBool>) -> Result<(), NannyError>
         // the death is reported, so the report counts.
         worker.take_announced(&send);
         match final_reason {
+            Some(reason @ FinalReason::Shutdown(ShutdownReason::Dismissed)) => {
+                // Retired by an operator, or the cluster shut down: a success, not an error.
+                info!("worker process ended ({exit}): {reason}; stopping too");
+                report_death(&send, &worker, true, reason.to_string());
+                return Ok(());
+            }
             Some(reason) if reason.ends_supervision() => {
                 warn!("worker process ended ({exit}): {reason}");
                 report_death(&send, &worker, true, reason.to_string());
@@ -599,6 +607,7 @@ mod tests {
                 silent_ms: 2001,
                 death_timeout_ms: 2000,
             }),
+            FinalReason::Shutdown(ShutdownReason::Dismissed),
         ];
         for r in &reasons {
             let started = ToNanny::Started {
@@ -609,7 +618,7 @@ mod tests {
             assert_eq!(read(&bytes), [started, ToNanny::Final(r.clone())]);
         }
         let ends: Vec<bool> = reasons.iter().map(FinalReason::ends_supervision).collect();
-        assert_eq!(ends, [false, false, true, true]);
+        assert_eq!(ends, [false, false, true, true, true]);
         assert_eq!(read(b""), []);
         assert_eq!(read(b"3\n"), []);
         assert_eq!(read(b"worker tcp://127.0.0.1:4000\n"), []);

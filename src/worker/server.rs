@@ -345,6 +345,7 @@ fn stopped(reason: ShutdownReason) -> Result<(), WorkerError> {
     info!("worker stopping: {reason}");
     match reason {
         ShutdownReason::Closed => Ok(()),
+        // Still an `Err`: `zask-worker` tells its nanny why (so it stops too) and exits 0.
         other => Err(WorkerError::Shutdown(other)),
     }
 }

@@ -75,7 +75,12 @@ impl Model {
     pub(crate) fn client_message_arrives(&mut self, c: usize, msg: &FromClient) {
         let request = match msg {
             FromClient::Hello { .. } | FromClient::Ping { .. } | FromClient::Goodbye => return,
-            FromClient::Cancel { .. } => return,
+            // The model's clients send none of these (no progress, retirement or shutdown).
+            FromClient::Cancel { .. }
+            | FromClient::WatchProgress { .. }
+            | FromClient::ListDatasets { .. }
+            | FromClient::RetireWorkers { .. }
+            | FromClient::Shutdown { .. } => return,
             FromClient::Submit { request, .. }
             | FromClient::Gather { request, .. }
             | FromClient::Scatter { request, .. }

@@ -244,7 +244,7 @@ impl ModelWorker {
                 self.fetching.clear();
                 vec![(self.registration(), vec![])]
             }
-            ToWorker::Close => {
+            ToWorker::Close | ToWorker::Dismiss => {
                 self.life = Life::Gone;
                 vec![]
             }

@@ -161,6 +161,7 @@ impl SchedulerCore {
         known.extend(self.restart.requests_of(client));
         known.extend(self.recovery.requests_of(client));
         known.extend(self.logs.requests_of(client));
+        known.extend(self.dismissals.requests_of(client));
         known
     }
 
@@ -184,6 +185,7 @@ impl SchedulerCore {
         self.names.disown(identity);
         self.disown_collections(identity);
         self.logs.client_gone(identity);
+        self.dismissals.client_gone(identity);
     }
 
     /// Clients silent for longer than the client timeout are gone.

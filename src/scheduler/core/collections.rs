@@ -218,6 +218,14 @@ impl SchedulerCore {
         self.reply(client, ToClient::Names { request, names });
     }
 
+    /// The names of the published datasets, sorted (`zask datasets`, dask's
+    /// `list_datasets`).
+    pub(super) fn list_datasets(&mut self, client: &ConnectionId, request: RequestId) {
+        let mut names: Vec<String> = self.collections.datasets.keys().cloned().collect();
+        names.sort();
+        self.reply(client, ToClient::Names { request, names });
+    }
+
     /// Deletes a stored collection: its owner's or an operator's call.
     pub(super) fn delete_collection(
         &mut self,

@@ -49,6 +49,11 @@ impl Computations {
         self.by_id.get(&c).map(|c| c.request)
     }
 
+    /// A computation's distinct output tasks (empty once it ended).
+    pub(super) fn outputs_of(&self, c: CompId) -> &[TaskId] {
+        self.by_id.get(&c).map_or(&[], |c| &c.distinct)
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.by_id.is_empty()
     }
@@ -460,6 +465,7 @@ impl SchedulerCore {
             request: comp.request,
         });
         self.clients.computation_ended(&comp.client, c);
+        self.progress.ended(c);
         for t in comp.distinct {
             if !self.tasks.exists(t) {
                 continue;

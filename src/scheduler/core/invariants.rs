@@ -15,6 +15,7 @@ pub(super) fn check(core: &SchedulerCore) -> Result<(), InvariantViolation> {
     core.workers.check()?;
     core.membership.check()?;
     core.computations.check(&exists)?;
+    core.progress.check()?;
     core.replication.check(&exists)?;
     core.placement.check(&exists)?;
     holders(core)?;

@@ -177,6 +177,7 @@ impl SchedulerCore {
                 task.nbytes = f.nbytes;
                 task.error = None;
                 self.add_holder(t, w);
+                self.progress.task_done(t);
                 self.dependents_may_proceed(t);
                 if let Some(v) = value {
                     self.value_arrived(t, v);
@@ -263,6 +264,7 @@ impl SchedulerCore {
             }
         }
         for x in &failed {
+            self.progress.task_erred(*x);
             self.fail_computations_wanting(*x, &error);
         }
         for x in failed {
@@ -485,6 +487,7 @@ impl SchedulerCore {
     /// entries (the id is never reused, so one held elsewhere just stops naming anything).
     fn forget(&mut self, x: TaskId) -> super::tasks::Task {
         self.computations.forget(x);
+        self.progress.forget(x);
         self.replication.forget(x);
         self.placement.forget(x);
         self.tasks.remove(x)

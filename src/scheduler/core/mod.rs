@@ -23,6 +23,7 @@ mod membership;
 mod names;
 mod outbox;
 mod placement;
+mod progress;
 mod recovery;
 mod replication;
 mod restart;
@@ -205,6 +206,11 @@ pub struct SchedulerCore {
     placement: placement::Placement,
     /// `GetLogs` requests waiting for workers' lines.
     logs: logs::LogRequests,
+    /// Computations whose progress their client watches.
+    progress: progress::ProgressWatches,
+    /// `retire_workers` requests waiting for their workers to leave, the workers to dismiss
+    /// for good, and whether the cluster is shutting down.
+    dismissals: retirement::Dismissals,
     outbox: outbox::Outbox,
     now_ms: u64,
     /// A worker was lost or scheduling is needed: run `schedule` before flushing.
@@ -229,6 +235,8 @@ impl SchedulerCore {
             collections: Default::default(),
             placement: Default::default(),
             logs: Default::default(),
+            progress: Default::default(),
+            dismissals: Default::default(),
             now_ms: 0,
             needs_scheduling: false,
         }
@@ -272,6 +280,7 @@ impl SchedulerCore {
         self.drop_silent_clients();
         self.fail_unrunnable();
         self.expire_log_requests();
+        self.send_progress();
     }
 
     /// When `tick` next has something to do.
@@ -297,6 +306,7 @@ impl SchedulerCore {
             self.placement
                 .unrunnable_deadline(self.config.unrunnable_timeout_ms),
             self.logs.next_deadline(),
+            self.progress.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -308,6 +318,10 @@ impl SchedulerCore {
         if self.replication.has_requests() {
             // Values can be released or fail anywhere in a batch: answer what became moot.
             self.check_replications();
+        }
+        if self.dismissals.has_requests() {
+            // Workers leave anywhere in a batch (closed, lost): answer the retirements done.
+            self.answer_retirements();
         }
         if self.needs_scheduling {
             self.needs_scheduling = false;
@@ -503,6 +517,12 @@ impl SchedulerCore {
                 replicas,
             } => self.replicate(identity, request, keys, replicas),
             FromClient::GetLogs { request, worker } => self.get_logs(identity, request, worker),
+            FromClient::WatchProgress { request } => self.watch_progress(&identity, request),
+            FromClient::ListDatasets { request } => self.list_datasets(&identity, request),
+            FromClient::RetireWorkers { request, workers } => {
+                self.retire_workers(identity, role, request, workers)
+            }
+            FromClient::Shutdown { request } => self.shut_down(identity, role, request),
         }
     }
 
@@ -558,6 +578,12 @@ impl SchedulerCore {
                 .map(|(_, t)| t.state)
                 .next(),
         }
+    }
+
+    /// Whether an operator shut the cluster down (`FromClient::Shutdown`): the IO layer
+    /// sends this batch's messages, then stops.
+    pub fn is_shut_down(&self) -> bool {
+        self.dismissals.shut_down()
     }
 
     pub fn task_count(&self) -> usize {

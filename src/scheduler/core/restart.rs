@@ -50,6 +50,7 @@ impl SchedulerCore {
         // Every part drops what it keeps; the requests waiting on it fail.
         let mut failed = self.computations.clear();
         self.clients.clear_computations();
+        self.progress.clear();
         failed.extend(
             self.scatters
                 .take_all()

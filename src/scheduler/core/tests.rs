@@ -2872,3 +2872,317 @@ fn the_core_keeps_as_many_lines_of_a_worker_as_its_ring_holds() {
     assert!(line.len() <= logs::LOG_LINE_BYTES_MAX, "{}", line.len());
     assert!(line.contains("[cut: "), "{line}");
 }
+
+impl Harness {
+    fn client_says(&mut self, client: u32, role: ClientRole, msg: FromClient) {
+        self.step(Event::FromClient {
+            identity: client_id(client),
+            role,
+            msg,
+            frames: vec![],
+        });
+    }
+
+    /// The progress reports client `n` got so far: (done, total, erred).
+    fn take_progress(&mut self, n: u32) -> Vec<(u64, u64, u64)> {
+        self.take_client_msgs(n)
+            .into_iter()
+            .filter_map(|(m, _)| match m {
+                ToClient::Progress {
+                    done, total, erred, ..
+                } => Some((done, total, erred)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn tick_at(&mut self, now: u64) {
+        self.now = now;
+        self.core.tick(now);
+        self.flush();
+    }
+}
+
+#[test]
+fn progress_is_reported_batched_at_most_every_interval_and_counts_each_task_once() {
+    let mut h = Harness::with_config(CoreConfig {
+        worker_queue_extra: 100,
+        ..CoreConfig::default()
+    });
+    h.add_worker(1, 1);
+    let mut dsk = Graph::new();
+    for i in 0..20 {
+        dsk.insert(
+            format!("t-{i}"),
+            crate::graph::task("inc", [crate::graph::literal(i)]),
+        );
+    }
+    dsk.insert(
+        "total",
+        crate::graph::task(
+            "sum",
+            [crate::graph::Node::List(
+                (0..20)
+                    .map(|i| crate::graph::key(format!("t-{i}")))
+                    .collect(),
+            )],
+        ),
+    );
+    h.submit(1, 1, &dsk, &["total"]);
+    h.client_says(
+        1,
+        ClientRole::Client,
+        FromClient::WatchProgress {
+            request: RequestId(1),
+        },
+    );
+    // The first report goes out at the next tick: nothing done of 21 tasks.
+    h.tick_at(1);
+    assert_eq!(h.take_progress(1), vec![(0, 21, 0)]);
+    let computes = h.take_computes(1);
+    assert_eq!(computes.len(), 20);
+    // Ten tasks finish within the interval: one report, after it.
+    for t in &computes[..10] {
+        h.finish(1, t, Value::from(1));
+    }
+    h.tick_at(1 + crate::protocol::PROGRESS_INTERVAL_MS / 2);
+    assert_eq!(
+        h.take_progress(1),
+        vec![],
+        "not before the interval has passed"
+    );
+    assert_eq!(
+        h.core.next_deadline(),
+        Some(1 + crate::protocol::PROGRESS_INTERVAL_MS),
+        "the core asks to be woken when the report is due"
+    );
+    h.tick_at(1 + crate::protocol::PROGRESS_INTERVAL_MS);
+    assert_eq!(h.take_progress(1), vec![(10, 21, 0)]);
+    // Nothing changed: nothing sent.
+    h.tick_at(1 + 3 * crate::protocol::PROGRESS_INTERVAL_MS);
+    assert_eq!(h.take_progress(1), vec![]);
+    for t in &computes[10..] {
+        h.finish(1, t, Value::from(1));
+    }
+    let total = h.take_computes(1);
+    h.tick_at(1 + 4 * crate::protocol::PROGRESS_INTERVAL_MS);
+    assert_eq!(h.take_progress(1), vec![(20, 21, 0)]);
+    h.finish(1, &total[0], Value::from(20));
+    // The computation ended with its values: no report follows, and nothing is left.
+    h.tick_at(1 + 6 * crate::protocol::PROGRESS_INTERVAL_MS);
+    assert_eq!(h.take_progress(1), vec![]);
+    assert_eq!(h.core.next_deadline().map(|d| d > h.now), Some(true));
+}
+
+#[test]
+fn progress_counts_results_already_in_memory_as_done() {
+    let mut h = Harness::new();
+    h.add_worker(1, 1);
+    h.step(Event::FromClient {
+        identity: client_id(1),
+        role: ClientRole::Client,
+        msg: FromClient::Scatter {
+            request: RequestId(1),
+            keys: vec![Key::from("data")],
+        },
+        frames: vec![encode_value(&Value::from(5))],
+    });
+    h.take_worker_msgs(1);
+    h.worker_says(1, FromWorker::Stored { request: 1 }, vec![]);
+    h.inbox.clear();
+    let mut dsk = Graph::new();
+    dsk.insert("y", crate::graph::task("inc", [crate::graph::key("data")]));
+    h.submit(1, 2, &dsk, &["y"]);
+    h.client_says(
+        1,
+        ClientRole::Client,
+        FromClient::WatchProgress {
+            request: RequestId(2),
+        },
+    );
+    h.tick_at(1);
+    assert_eq!(h.take_progress(1), vec![(1, 2, 0)]);
+}
+
+#[test]
+fn datasets_are_listed_sorted() {
+    let mut h = Harness::new();
+    h.add_worker(1, 1);
+    for (request, name) in [(1, "zeta"), (2, "alpha")] {
+        h.step(Event::FromClient {
+            identity: client_id(1),
+            role: ClientRole::Client,
+            msg: FromClient::Persist {
+                request: RequestId(request),
+                graph: crate::graph! { "x" => ("inc", 1) }.resolve(&|_| false),
+                outputs: vec![Key::from("x")],
+            },
+            frames: vec![],
+        });
+        for t in h.take_computes(1) {
+            h.finish(1, &t, Value::from(2));
+        }
+        let collection = crate::collection::Collection::from_graph(
+            &crate::graph! { "x" => ("inc", 1) },
+            vec![Key::from("x")],
+        );
+        h.client_says(
+            1,
+            ClientRole::Client,
+            FromClient::Publish {
+                request: RequestId(10 + request),
+                name: name.into(),
+                collection,
+            },
+        );
+    }
+    h.inbox.clear();
+    h.client_says(
+        1,
+        ClientRole::Client,
+        FromClient::ListDatasets {
+            request: RequestId(9),
+        },
+    );
+    let replies = h.take_client_msgs(1);
+    assert_eq!(
+        replies[0].0,
+        ToClient::Names {
+            request: RequestId(9),
+            names: vec!["alpha".into(), "zeta".into()],
+        }
+    );
+}
+
+#[test]
+fn an_operator_retires_a_worker_its_results_move_first_and_it_is_dismissed_for_good() {
+    let mut h = Harness::new();
+    h.add_worker(1, 1);
+    h.add_worker(2, 1);
+    h.step(Event::FromClient {
+        identity: client_id(1),
+        role: ClientRole::Operator,
+        msg: FromClient::Scatter {
+            request: RequestId(1),
+            keys: vec![Key::from("data")],
+        },
+        frames: vec![encode_value(&Value::from(5))],
+    });
+    // The put goes to one worker; it stores it.
+    let holder = if h
+        .take_worker_msgs(1)
+        .iter()
+        .any(|m| matches!(m, ToWorker::PutData { .. }))
+    {
+        1
+    } else {
+        2
+    };
+    h.take_worker_msgs(3 - holder);
+    h.worker_says(holder, FromWorker::Stored { request: 1 }, vec![]);
+    h.inbox.clear();
+    // A client may not retire workers.
+    h.client_says(
+        2,
+        ClientRole::Client,
+        FromClient::RetireWorkers {
+            request: RequestId(1),
+            workers: vec![WorkerSelector::Name(WorkerName::from(format!("w{holder}")))],
+        },
+    );
+    assert!(matches!(
+        &h.take_client_msgs(2)[0].0,
+        ToClient::Failed {
+            error: RequestError::Forbidden { .. },
+            ..
+        }
+    ));
+    // A selector matching no worker fails the request and retires nothing.
+    h.client_says(
+        2,
+        ClientRole::Operator,
+        FromClient::RetireWorkers {
+            request: RequestId(2),
+            workers: vec![WorkerSelector::Name(WorkerName::from("nobody"))],
+        },
+    );
+    assert!(matches!(
+        &h.take_client_msgs(2)[0].0,
+        ToClient::Failed {
+            error: RequestError::NoSuchWorker { .. },
+            ..
+        }
+    ));
+    h.client_says(
+        2,
+        ClientRole::Operator,
+        FromClient::RetireWorkers {
+            request: RequestId(3),
+            workers: vec![WorkerSelector::Name(WorkerName::from(format!("w{holder}")))],
+        },
+    );
+    // The only copy of the scattered value is copied first; no answer before.
+    assert_eq!(h.take_client_msgs(2), vec![]);
+    let copies = h.take_computes(3 - holder);
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert!(!h.take_worker_msgs(holder).contains(&ToWorker::Dismiss));
+    h.finish(3 - holder, &copies[0], Value::from(5));
+    let to_holder = h.take_worker_msgs(holder);
+    assert!(to_holder.contains(&ToWorker::Dismiss), "{to_holder:?}");
+    assert!(
+        !to_holder.contains(&ToWorker::Close),
+        "dismissed, not closed"
+    );
+    assert_eq!(
+        h.take_client_msgs(2)[0].0,
+        ToClient::Retired {
+            request: RequestId(3),
+            workers: vec![address(holder)],
+        }
+    );
+    assert_eq!(h.core.status().workers.len(), 1);
+    // The value is still there.
+    assert_eq!(
+        h.core.who_has(vec![Key::from("data")])[0].1,
+        vec![address(3 - holder)]
+    );
+}
+
+#[test]
+fn an_operator_shuts_the_cluster_down_and_a_client_may_not() {
+    let mut h = Harness::new();
+    h.add_worker(1, 1);
+    h.add_worker(2, 1);
+    h.client_says(
+        1,
+        ClientRole::Client,
+        FromClient::Shutdown {
+            request: RequestId(1),
+        },
+    );
+    assert!(matches!(
+        &h.take_client_msgs(1)[0].0,
+        ToClient::Failed {
+            error: RequestError::Forbidden { .. },
+            ..
+        }
+    ));
+    assert!(!h.core.is_shut_down());
+    h.client_says(
+        1,
+        ClientRole::Operator,
+        FromClient::Shutdown {
+            request: RequestId(2),
+        },
+    );
+    assert!(h.core.is_shut_down());
+    assert_eq!(
+        h.take_client_msgs(1)[0].0,
+        ToClient::Done {
+            request: RequestId(2)
+        }
+    );
+    for w in [1, 2] {
+        assert!(h.take_worker_msgs(w).contains(&ToWorker::Dismiss));
+    }
+}

@@ -822,6 +822,17 @@ fn core_loop<J: JournalWrite>(
         if to_clients {
             outs.client_waker.wake();
         }
+        if core.is_shut_down() {
+            // An operator shut the cluster down: the socket threads send what this batch
+            // queued (the workers' dismissals, the operator's answer) as they stop.
+            info!("shut down on an operator's request: stopping");
+            stop.store(true, Ordering::SeqCst);
+            outs.worker_waker.wake();
+            outs.client_waker.wake();
+            outs.legacy.workers_waker.wake();
+            outs.legacy.clients_waker.wake();
+            return Ok(());
+        }
     }
 }
 

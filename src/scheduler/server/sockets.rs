@@ -66,6 +66,7 @@ pub(super) fn socket_loop<M: serde::Serialize>(
     let mut rates = RateTable::new(rate, TRACKED_CONNECTIONS_MAX);
     loop {
         if stop.load(Ordering::SeqCst) {
+            flush_before_stop(&socket, &outgoing);
             return;
         }
         while let Some(e) = backlog.pop_front() {
@@ -209,6 +210,28 @@ pub(super) fn socket_loop<M: serde::Serialize>(
     }
 }
 
+/// How long a stopping socket thread lets ZeroMQ deliver what it still holds (the last
+/// batch's messages: a shutdown's dismissals and answer) before the socket is closed.
+const STOP_LINGER_MS: i32 = 2_000;
+
+/// The scheduler stops: sends what the core queued last, then lets ZeroMQ deliver it for up
+/// to `STOP_LINGER_MS` as the socket closes (sockets close at once otherwise: see
+/// `net::configure_bounded`), so a shutdown's last messages are not lost.
+fn flush_before_stop<M: serde::Serialize>(
+    socket: &zmq::Socket,
+    outgoing: &Receiver<(ConnectionId, M, Vec<Frame>)>,
+) {
+    let mut sent = false;
+    for (identity, msg, frames) in outgoing.try_iter() {
+        sent |= net::send(socket, Some(identity.as_bytes()), encode(&msg), frames).is_ok();
+    }
+    if sent {
+        if let Err(e) = socket.set_linger(STOP_LINGER_MS) {
+            debug!("could not set the linger of a stopping socket: {e}");
+        }
+    }
+}
+
 /// A message past its connection's rate limit: logs the warning if one is due (`log`: the
 /// messages dropped since the last one) and returns the answer, if any. A client's request is
 /// failed as `RateLimited` (so its call ends at once, and may be retried), its hello or ping
@@ -257,6 +280,7 @@ fn client_request(msg: &FromClient) -> Option<RequestId> {
         FromClient::Hello { .. }
         | FromClient::Ping { .. }
         | FromClient::Cancel { .. }
+        | FromClient::WatchProgress { .. }
         | FromClient::Goodbye => None,
         FromClient::Submit { request, .. }
         | FromClient::Gather { request, .. }
@@ -276,7 +300,10 @@ fn client_request(msg: &FromClient) -> Option<RequestId> {
         | FromClient::GetDataset { request, .. }
         | FromClient::Unpublish { request, .. }
         | FromClient::Restart { request, .. }
-        | FromClient::GetLogs { request, .. } => Some(*request),
+        | FromClient::GetLogs { request, .. }
+        | FromClient::ListDatasets { request }
+        | FromClient::RetireWorkers { request, .. }
+        | FromClient::Shutdown { request } => Some(*request),
     }
 }
 

@@ -32,6 +32,9 @@ use crate::protocol::{
 pub enum ShutdownReason {
     /// The scheduler sent `Close`: the worker's retirement is complete.
     Closed,
+    /// The scheduler sent `Dismiss`: an operator retired this worker (`retire_workers`) or
+    /// shut the cluster down. Its nanny stops too (exit code 0) instead of starting a new one.
+    Dismissed,
     /// The scheduler refused the registration; the same worker would be refused again.
     Rejected(RejectReason),
     /// No word from the scheduler for longer than the death timeout.
@@ -46,7 +49,7 @@ impl ShutdownReason {
     /// gone, 4 rejected (1 is any other failure). For scripts; no nanny looks at it.
     pub fn exit_code(&self) -> i32 {
         match self {
-            ShutdownReason::Closed => 0,
+            ShutdownReason::Closed | ShutdownReason::Dismissed => 0,
             ShutdownReason::SchedulerGone { .. } => 3,
             ShutdownReason::Rejected(_) => 4,
         }
@@ -57,6 +60,7 @@ impl fmt::Display for ShutdownReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ShutdownReason::Closed => write!(f, "closed by the scheduler"),
+            ShutdownReason::Dismissed => write!(f, "dismissed for good by the scheduler"),
             ShutdownReason::Rejected(reason) => {
                 write!(f, "the scheduler rejected this worker: {reason}")
             }
@@ -330,6 +334,9 @@ impl WorkerCore {
             }
             ToWorker::Close => self.outbox.push(WorkerCommand::Shutdown {
                 reason: ShutdownReason::Closed,
+            }),
+            ToWorker::Dismiss => self.outbox.push(WorkerCommand::Shutdown {
+                reason: ShutdownReason::Dismissed,
             }),
             ToWorker::Compute(tasks) => {
                 for t in tasks {

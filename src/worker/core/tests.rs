@@ -1145,6 +1145,20 @@ fn rejected_shuts_the_worker_down_with_the_reason() {
 }
 
 #[test]
+fn dismiss_shuts_the_worker_down_for_good_with_exit_code_0() {
+    let mut h = Harness::new(1);
+    h.scheduler_sends(ToWorker::Dismiss, vec![]);
+    assert_eq!(
+        h.take_all(),
+        vec![WorkerCommand::Shutdown {
+            reason: ShutdownReason::Dismissed
+        }]
+    );
+    assert_eq!(ShutdownReason::Dismissed.exit_code(), 0);
+    h.assert_quiet();
+}
+
+#[test]
 fn close_shuts_the_worker_down() {
     let mut h = Harness::new(1);
     h.scheduler_sends(ToWorker::Close, vec![]);
