@@ -28,7 +28,7 @@ pub mod worker;
 
 pub use adaptive::{AdaptConfig, Decision};
 pub use bag::{Bag, Item};
-pub use client::{Client, ClientConfig, ClientError, GetOptions, Logs};
+pub use client::{Client, ClientConfig, ClientError, GetOptions, Logs, Progress};
 pub use cluster::{Cluster, ClusterError};
 pub use collection::{
     Collection, CollectionError, CollectionKind, Computable, LegacyCollection, StoredCollection,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender};
 use log::{debug, warn};
 
-use super::state::{Awaited, ClientState, Reply};
+use super::state::{Awaited, ClientState, Progress, Reply};
 use super::ClientConfig;
 use crate::net::{self, Clock};
 use crate::protocol::codec::encode;
@@ -24,10 +24,23 @@ pub(super) enum Outgoing {
         reply: Sender<Reply>,
         /// Fail the request with `Timeout` (and cancel it) after this long.
         timeout_ms: Option<u64>,
+        /// Where its progress reports go, if it asked for them (`WatchProgress`).
+        progress: Option<Sender<Progress>>,
     },
     /// A message no reply is expected to (goodbye): it carries no request id.
     Notice(FromClient),
 }
+
+/// How a waiting call is reached: its reply, and its progress reports if it wants them.
+struct Waiter {
+    reply: Sender<Reply>,
+    progress: Option<Sender<Progress>>,
+}
+
+/// How long the socket may take to deliver the goodbye (and anything else still queued) when
+/// the client closes; ZeroMQ would drop it otherwise (sockets close at once, see
+/// `net::configure_bounded`) and the scheduler would keep the client until its timeout.
+const CLOSE_LINGER_MS: i32 = 1_000;
 
 pub(super) fn io_loop(
     socket: zmq::Socket,
@@ -38,7 +51,7 @@ pub(super) fn io_loop(
     config: ClientConfig,
 ) {
     let clock = Clock::start();
-    let mut state: ClientState<Sender<Reply>> = ClientState::new(
+    let mut state: ClientState<Waiter> = ClientState::new(
         address,
         config.ping_interval_ms,
         config.scheduler_timeout_ms,
@@ -48,7 +61,7 @@ pub(super) fn io_loop(
     // fails every send until the connect timeout says so: one warning every few seconds,
     // with how many sends failed meanwhile, not one per ping.
     let mut unsent = SendFailures::default();
-    let mut send_all = |state: &mut ClientState<Sender<Reply>>| {
+    let mut send_all = |state: &mut ClientState<Waiter>| {
         for (msg, frames) in state.take_outgoing() {
             if let Err(e) = net::send(&socket, None, encode(&msg), frames) {
                 unsent.failed(clock.now_ms(), &e);
@@ -84,7 +97,11 @@ pub(super) fn io_loop(
                     frames,
                     reply,
                     timeout_ms,
-                } => state.request(now, awaited, msg, frames, reply, timeout_ms),
+                    progress,
+                } => {
+                    let waiter = Waiter { reply, progress };
+                    state.request(now, awaited, msg, frames, waiter, timeout_ms)
+                }
                 Outgoing::Notice(msg) => state.send(msg, vec![]),
             }
         }
@@ -100,8 +117,14 @@ pub(super) fn io_loop(
             }
         }
         state.tick(now);
-        for (tx, reply) in state.take_replies() {
-            let _ = tx.send(reply);
+        for (request, progress) in state.take_progress() {
+            let waiter = state.waiter(Awaited::Reply(request));
+            if let Some(tx) = waiter.and_then(|w| w.progress.as_ref()) {
+                let _ = tx.send(progress);
+            }
+        }
+        for (waiter, reply) in state.take_replies() {
+            let _ = waiter.reply.send(reply);
         }
         for u in state.take_unsolicited() {
             match u.answers {
@@ -113,8 +136,11 @@ pub(super) fn io_loop(
         }
         send_all(&mut state);
     }
-    for (tx, reply) in state.close() {
-        let _ = tx.send(reply);
+    for (waiter, reply) in state.close() {
+        let _ = waiter.reply.send(reply);
+    }
+    if let Err(e) = socket.set_linger(CLOSE_LINGER_MS) {
+        debug!("could not set the socket's linger: {e}");
     }
     debug!("client IO thread stopped");
 }

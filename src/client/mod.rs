@@ -29,6 +29,7 @@ pub mod state;
 pub use error::ClientError;
 use io::{io_loop, Outgoing};
 use state::Awaited;
+pub use state::Progress;
 
 /// Client settings.
 #[derive(Clone, Debug)]
@@ -246,7 +247,32 @@ impl Client {
         keys: impl Into<KeySpec>,
         options: GetOptions,
     ) -> Result<Value, ClientError> {
-        let spec = keys.into();
+        self.submit(graph, keys.into(), options, None)
+    }
+
+    /// `get_with`, calling `on_progress` on this thread as the computation advances: the
+    /// scheduler reports it at most every `protocol::PROGRESS_INTERVAL_MS` (100 ms) while it
+    /// changes, never once per task, and a last call says `done == total` when the values
+    /// arrive. A computation that ends before its first report (a small graph, results in
+    /// memory already) may see no call at all but that last one; one that fails sees no last
+    /// call. Progress is not journaled: after a scheduler restart it is not reported.
+    pub fn get_with_progress(
+        &self,
+        graph: &Graph,
+        keys: impl Into<KeySpec>,
+        options: GetOptions,
+        on_progress: impl FnMut(Progress),
+    ) -> Result<Value, ClientError> {
+        self.submit(graph, keys.into(), options, Some(&mut { on_progress }))
+    }
+
+    fn submit(
+        &self,
+        graph: &Graph,
+        spec: KeySpec,
+        options: GetOptions,
+        on_progress: Option<&mut dyn FnMut(Progress)>,
+    ) -> Result<Value, ClientError> {
         let outputs = spec.flatten();
         let resolved = {
             let scattered = self.scattered.lock().expect("never poisoned");
@@ -259,11 +285,70 @@ impl Client {
             keep_results: options.keep_results,
             restrictions: options.restrictions.clone(),
         };
-        let (reply, frames) = self.request(msg, vec![], options.timeout)?;
+        let (reply, frames) = match on_progress {
+            None => self.request(msg, vec![], options.timeout)?,
+            Some(on_progress) => self.request_with_progress(msg, options.timeout, on_progress)?,
+        };
         match reply {
             ToClient::Values { positions, .. } => shape_values(&spec, frames, &positions),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// A request whose progress the scheduler reports (`WatchProgress`, sent right after it
+    /// on the same connection), each report handed to `on_progress` on this thread.
+    fn request_with_progress(
+        &self,
+        msg: impl Fn(RequestId) -> FromClient,
+        timeout: Option<Duration>,
+        on_progress: &mut dyn FnMut(Progress),
+    ) -> Result<(ToClient, Vec<Frame>), ClientError> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(ClientError::Closed);
+        }
+        let id = RequestId(self.next_request.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        // Unbounded, but at most one report per PROGRESS_INTERVAL_MS arrives while we wait.
+        let (progress_tx, progress_rx) = crossbeam_channel::unbounded();
+        self.send(Outgoing::Request {
+            awaited: Awaited::Reply(id),
+            msg: msg(id),
+            frames: vec![],
+            reply: tx,
+            timeout_ms: timeout.map(|t| t.as_millis() as u64),
+            progress: Some(progress_tx),
+        })?;
+        self.send(Outgoing::Notice(FromClient::WatchProgress { request: id }))?;
+        let mut last: Option<Progress> = None;
+        let reply = loop {
+            crossbeam_channel::select! {
+                recv(progress_rx) -> p => {
+                    if let Ok(p) = p {
+                        last = Some(p);
+                        on_progress(p);
+                    }
+                }
+                recv(rx) -> reply => break reply.map_err(|_| ClientError::Closed)?,
+            }
+        };
+        for p in progress_rx.try_iter() {
+            last = Some(p);
+            on_progress(p);
+        }
+        if reply.is_ok() {
+            // The values are here: every task they needed is done.
+            let total = last.map_or(0, |p| p.total);
+            let erred = last.map_or(0, |p| p.erred);
+            let finished = Progress {
+                done: total.saturating_sub(erred),
+                total,
+                erred,
+            };
+            if last != Some(finished) || last.is_none() {
+                on_progress(finished);
+            }
+        }
+        reply
     }
 
     /// Sends values to the workers; returns their keys, usable in later graphs.
@@ -483,6 +568,41 @@ impl Client {
         })
     }
 
+    /// The names of the published datasets, sorted (dask's `list_datasets`).
+    pub fn list_datasets(&self) -> Result<Vec<String>, ClientError> {
+        match self.request(|request| FromClient::ListDatasets { request }, vec![], None)? {
+            (ToClient::Names { names, .. }, _) => Ok(names),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// Retires workers gracefully (dask's `retire_workers`; an operator's call): each worker
+    /// a selector matches takes no new task, its results that exist nowhere else and are
+    /// still needed are copied to other workers, then it is dismissed for good (its nanny
+    /// stops too instead of starting a new one). Returns the addresses retired, once all
+    /// have left. A selector matching no worker is `RequestError::NoSuchWorker` and nothing
+    /// is retired.
+    pub fn retire_workers(
+        &self,
+        workers: Vec<WorkerSelector>,
+    ) -> Result<Vec<WorkerAddress>, ClientError> {
+        let msg = |request| FromClient::RetireWorkers {
+            request,
+            workers: workers.clone(),
+        };
+        match self.request(msg, vec![], None)? {
+            (ToClient::Retired { workers, .. }, _) => Ok(workers),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// Shuts the cluster down (dask's `Client.shutdown`; an operator's call): the scheduler
+    /// dismisses every worker for good (nannies stop too, a `zask local` exits) and exits
+    /// after answering. Other clients' waiting calls then fail with `SchedulerLost`.
+    pub fn shutdown(&self) -> Result<(), ClientError> {
+        self.expect_done(|request| FromClient::Shutdown { request })
+    }
+
     fn expect_done(&self, msg: impl Fn(RequestId) -> FromClient) -> Result<(), ClientError> {
         match self.request(msg, vec![], None)? {
             (ToClient::Done { .. }, _) => Ok(()),
@@ -515,6 +635,19 @@ impl Client {
         drop(self);
     }
 
+    /// Says goodbye now and stops the connection, for a client shared where it cannot be
+    /// dropped (a process about to exit); later calls fail with `ClientError::Closed`.
+    /// Returns once the goodbye has left (or after 1 s if the scheduler cannot be reached).
+    pub fn disconnect(&self) {
+        let Some(io) = self.io.lock().expect("never poisoned").take() else {
+            return; // disconnected already
+        };
+        let _ = self.send(Outgoing::Notice(FromClient::Goodbye));
+        self.closed.store(true, Ordering::SeqCst);
+        self.waker.wake();
+        let _ = io.join();
+    }
+
     fn request(
         &self,
         msg: impl Fn(RequestId) -> FromClient,
@@ -543,6 +676,7 @@ impl Client {
             reply: tx,
             // The IO thread times the request out (and cancels it on the scheduler).
             timeout_ms: timeout.map(|t| t.as_millis() as u64),
+            progress: None,
         })?;
         rx.recv().map_err(|_| ClientError::Closed)?
     }
@@ -574,12 +708,7 @@ impl Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
-        let _ = self.send(Outgoing::Notice(FromClient::Goodbye));
-        self.closed.store(true, Ordering::SeqCst);
-        self.waker.wake();
-        if let Some(io) = self.io.lock().expect("never poisoned").take() {
-            let _ = io.join();
-        }
+        self.disconnect();
     }
 }
 

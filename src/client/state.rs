@@ -14,6 +14,16 @@ use crate::protocol::{Frame, FromClient, RequestId, ToClient};
 /// `ToClient::Failed` reply arrives as `ClientError::Request`.
 pub type Reply = Result<(ToClient, Vec<Frame>), ClientError>;
 
+/// How far a computation is, as its `ToClient::Progress` says (`Client::get_with_progress`):
+/// of its `total` tasks (those it needs, the ones already in memory when it started
+/// included), `done` are in memory and `erred` failed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub done: u64,
+    pub total: u64,
+    pub erred: u64,
+}
+
 /// What a waiting call waits for: the `Welcome` that answers the hello (which carries no
 /// request id), or the reply to one of the client's requests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -54,6 +64,8 @@ pub struct ClientState<W> {
     outgoing: Vec<(FromClient, Vec<Frame>)>,
     replies: Vec<(W, Reply)>,
     unsolicited: Vec<Unsolicited>,
+    /// Progress reports for requests still waiting, oldest first.
+    progress: Vec<(RequestId, Progress)>,
 }
 
 impl<W> ClientState<W> {
@@ -75,6 +87,7 @@ impl<W> ClientState<W> {
             outgoing: Vec::new(),
             replies: Vec::new(),
             unsolicited: Vec::new(),
+            progress: Vec::new(),
         }
     }
 
@@ -141,6 +154,20 @@ impl<W> ClientState<W> {
         }
         let values = frames.split_off(1);
         let msg: ToClient = decode(&frames[0])?;
+        if let ToClient::Progress {
+            request,
+            done,
+            total,
+            erred,
+        } = msg
+        {
+            // Not the answer: the request still waits. Kept only while it does.
+            if self.pending.contains_key(&Awaited::Reply(request)) {
+                let progress = Progress { done, total, erred };
+                self.progress.push((request, progress));
+            }
+            return Ok(());
+        }
         let awaited = match (&msg, msg.request()) {
             (ToClient::Pong, _) => return Ok(()),
             (_, Some(request)) => Awaited::Reply(request),
@@ -240,6 +267,16 @@ impl<W> ClientState<W> {
     /// Replies for waiting calls.
     pub fn take_replies(&mut self) -> Vec<(W, Reply)> {
         std::mem::take(&mut self.replies)
+    }
+
+    /// Progress reports of waiting requests (`WatchProgress`), oldest first.
+    pub fn take_progress(&mut self) -> Vec<(RequestId, Progress)> {
+        std::mem::take(&mut self.progress)
+    }
+
+    /// The waiter of a request that still waits.
+    pub fn waiter(&self, awaited: Awaited) -> Option<&W> {
+        self.pending.get(&awaited).map(|p| &p.waiter)
     }
 
     /// Replies nobody waited for.
