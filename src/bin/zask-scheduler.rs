@@ -14,6 +14,11 @@ struct Args {
     /// A worker silent this long (ms) is considered lost and its work rescheduled.
     #[arg(long, default_value_t = CoreConfig::default().heartbeat_timeout_ms)]
     heartbeat_timeout_ms: u64,
+    /// A client silent this long (ms) is forgotten: its waiting requests are dropped and what
+    /// it owned belongs to nobody. Clients ping every 500 ms while they wait, and say goodbye
+    /// when they close; this is for a client that vanished (killed, or its machine lost).
+    #[arg(long, default_value_t = CoreConfig::default().client_timeout_ms)]
+    client_timeout_ms: u64,
     /// A task restricted to workers of which none is connected fails after waiting this long
     /// (ms) for one to connect ("no worker"); a warning names it when the wait starts.
     #[arg(long, default_value_t = CoreConfig::default().unrunnable_timeout_ms)]
@@ -131,6 +136,7 @@ fn main() {
         worker_max_messages_per_second: args.worker_max_messages_per_second,
         core: CoreConfig {
             heartbeat_timeout_ms: args.heartbeat_timeout_ms,
+            client_timeout_ms: args.client_timeout_ms.max(1),
             unrunnable_timeout_ms: args.unrunnable_timeout_ms,
             worker_queue_extra: args.worker_queue_extra,
             allowed_failures: args.allowed_failures,
@@ -152,5 +158,7 @@ fn main() {
     if let Some(a) = scheduler.legacy_address_to_clients() {
         println!("legacy_address_to_clients {a}");
     }
+    // Returns only when an operator shut the cluster down (`zask shutdown`).
     scheduler.wait();
+    log::info!("the scheduler stopped: shut down on an operator's request");
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::exit;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -17,6 +17,10 @@ use zask::{
     Client, ClientConfig, CollectionKind, GetOptions, KeySpec, LocalCluster, WorkerAddress,
     WorkerName, WorkerSelector,
 };
+
+// The subcommands that do what the Rust client does (scatter ... shutdown), `--keys-json`.
+#[path = "zask/shell.rs"]
+mod shell;
 
 /// Submit task graphs to a Zask cluster and inspect it. Graphs are JSON files (see README).
 #[derive(Parser, Debug)]
@@ -47,10 +51,19 @@ enum Command {
         /// Give up after this many seconds.
         #[arg(long)]
         timeout: Option<f64>,
+        /// Draw a progress bar on stderr while the graph runs (only when stderr is a
+        /// terminal; nothing otherwise).
+        #[arg(long)]
+        progress: bool,
+        /// Keys in any shape, printed in that shape: a JSON array is a list (of keys or of
+        /// lists), a string or an integer a key, {"key": ["x", 1]} a tuple key, e.g.
+        /// '[["a"], [{"key": ["x", 1]}, 5]]'.
+        #[arg(long, value_name = "JSON", conflicts_with = "keys")]
+        keys_json: Option<String>,
         /// The graph file ("-" reads standard input).
         graph: String,
         /// Keys to compute; a JSON array such as '["x", 1]' names a tuple key.
-        #[arg(required = true)]
+        #[arg(required_unless_present = "keys_json")]
         keys: Vec<String>,
     },
     /// Print the cluster's state as JSON.
@@ -79,6 +92,8 @@ enum Command {
         #[arg(long, value_name = "NAME_OR_ADDRESS")]
         worker: Option<String>,
     },
+    #[command(flatten)]
+    Shell(shell::ShellCommand),
     /// Run a scheduler and workers in this process until SIGINT or SIGTERM. Prints one JSON
     /// line: {"address_to_clients", "address_to_workers", "workers", "access": {"client",
     /// "operator", "worker"}} (no "access" with --insecure). Logs at info by default, every
@@ -273,27 +288,37 @@ fn main() {
             scheduler,
             keep_results,
             timeout,
+            progress,
+            keys_json,
             graph,
             keys,
         } => {
-            let dsk = read_graph(&graph);
-            let keys: Vec<zask::Key> = keys.iter().map(|k| parse_key_arg(k)).collect();
-            let spec = if keys.len() == 1 {
-                KeySpec::One(keys[0].clone())
-            } else {
-                KeySpec::from(keys)
+            let spec = match keys_json {
+                Some(text) => shell::key_spec_from_json(&text).unwrap_or_else(|e| usage(&e)),
+                None => shell::positional_spec(&keys),
             };
+            let dsk = read_graph(&graph);
             let options = GetOptions {
                 keep_results,
                 timeout: timeout.map(Duration::from_secs_f64),
                 ..GetOptions::default()
             };
             let client = connect(&scheduler, &security);
-            match client.get_with(&dsk, spec, options) {
+            let result = if progress {
+                progress_get(&client, &dsk, spec, options)
+            } else {
+                client.get_with(&dsk, spec, options)
+            };
+            match result {
                 Ok(v) => println!("{}", value_to_json(&v)),
                 Err(e) => fail(&e.to_string()),
             }
         }
+        Command::Shell(command) => match shell::run(command, &security) {
+            Ok(Some(out)) => println!("{out}"),
+            Ok(None) => {}
+            Err(e) => fail(&e),
+        },
         Command::Collection { action } => collection_command(action, &security),
         Command::Status { scheduler } => {
             let status = connect(&scheduler, &security)
@@ -375,6 +400,41 @@ fn main() {
         }
         Command::Local(_) => unreachable!("handled before the client commands"),
     }
+    say_goodbye();
+}
+
+/// `zask get --progress`: a bar on stderr when it is a terminal, fed by the scheduler's
+/// batched progress reports (`Client::get_with_progress`); nothing drawn otherwise.
+fn progress_get(
+    client: &Client,
+    dsk: &zask::Graph,
+    spec: KeySpec,
+    options: GetOptions,
+) -> Result<zask::Value, zask::ClientError> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return client.get_with(dsk, spec, options);
+    }
+    let bar =
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} tasks {percent:>3}% {elapsed} {msg}",
+        )
+        .expect("a valid template"),
+    );
+    let result = client.get_with_progress(dsk, spec, options, |p| {
+        bar.set_length(p.total);
+        bar.set_position(p.done + p.erred);
+        if p.erred > 0 {
+            bar.set_message(format!("{} erred", p.erred));
+        }
+    });
+    match &result {
+        Ok(_) => bar.finish(),
+        Err(_) => bar.abandon(),
+    }
+    result
 }
 
 /// `zask local`: starts the cluster, prints its line, adapts if asked and stops on SIGINT or
@@ -500,15 +560,40 @@ fn usage(message: &str) -> ! {
     zask::cli::usage_error(message)
 }
 
-fn connect(address: &str, security: &ClientSecurity) -> Client {
+/// Every client this process connected, so that each says goodbye before the process exits
+/// (an error exit included: `process::exit` runs no destructor) and the scheduler forgets it
+/// at once instead of after its client timeout.
+static CLIENTS: Mutex<Vec<Arc<Client>>> = Mutex::new(Vec::new());
+
+fn connect(address: &str, security: &ClientSecurity) -> Arc<Client> {
     let config = ClientConfig {
         security: security.clone(),
         ..ClientConfig::default()
     };
-    Client::connect_with(address, config).unwrap_or_else(|e| fail(&e.to_string()))
+    let client =
+        Arc::new(Client::connect_with(address, config).unwrap_or_else(|e| fail(&e.to_string())));
+    CLIENTS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .push(client.clone());
+    client
+}
+
+/// Says goodbye for every client this process connected (each waits at most 1 s for its
+/// goodbye to leave).
+fn say_goodbye() {
+    let clients = std::mem::take(
+        &mut *CLIENTS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()),
+    );
+    for client in clients {
+        client.disconnect();
+    }
 }
 
 fn fail(message: &str) -> ! {
+    say_goodbye();
     eprintln!("error: {message}");
     exit(1)
 }

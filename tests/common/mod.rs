@@ -513,6 +513,16 @@ impl TestCluster {
         self.workers.iter().flatten().map(|w| w.pid()).collect()
     }
 
+    /// Waits (bounded) for the scheduler process to exit by itself (a shutdown) and returns
+    /// how it exited.
+    pub fn wait_scheduler_exit(&mut self, within: Duration) -> ExitStatus {
+        let scheduler = self
+            .scheduler
+            .as_mut()
+            .expect("a scheduler that was not killed");
+        scheduler.wait_exit(within)
+    }
+
     pub fn scheduler_pid(&self) -> Option<u32> {
         self.scheduler.as_ref().map(|s| s.pid())
     }

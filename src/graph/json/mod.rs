@@ -30,7 +30,7 @@ mod read;
 mod tests;
 mod write;
 
-pub use read::{graph_from_json, key_from_json, parse_graph, parse_key_arg};
+pub use read::{graph_from_json, key_from_json, parse_graph, parse_key_arg, value_from_json};
 pub use write::{graph_to_json, key_to_json, value_to_json};
 
 const MARKERS: &str = "task, key, str, bytes, map";

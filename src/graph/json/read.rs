@@ -67,6 +67,12 @@ pub fn key_from_json(json: &Json) -> Result<Key, JsonGraphError> {
     key_at(json, &Loc::root(Step::Named("key")))
 }
 
+/// Reads a literal value (`zask scatter`): nothing in it is a reference, so a string stays
+/// a string; the `str`, `bytes` and `map` markers are read as in a graph.
+pub fn value_from_json(json: &Json) -> Result<Value, JsonGraphError> {
+    literal_from_json(json, &Loc::root(Step::Named("value")))
+}
+
 /// Reads a `KEY` argument of the command line: a JSON array such as `["x", 1]` is a tuple key;
 /// anything else, including text that merely looks like JSON, is the string key it spells.
 pub fn parse_key_arg(arg: &str) -> Key {

@@ -62,9 +62,12 @@ pub struct CoreConfig {
     /// this long are lost. This is how a killed worker is noticed well before the heartbeat
     /// timeout. Default 500 ms: a live worker answers a ping within a heartbeat interval.
     pub probe_timeout_ms: u64,
-    /// A client silent this long (no request, no ping) is considered gone and its requests are
-    /// cancelled. Default 30 s: clients ping every second while they wait, so only a client
-    /// that is gone (or stopped) stays silent this long.
+    /// A client silent this long (no request, no ping) is considered gone: its requests are
+    /// cancelled and what it owned belongs to nobody (`zask-scheduler --client-timeout-ms`).
+    /// Default 30 s: clients ping every 500 ms while they wait (`ClientConfig::
+    /// ping_interval_ms`) and say goodbye when they close, so only a client that vanished
+    /// (killed, its machine lost) stays silent this long. A client idle that long with
+    /// nothing to wait for is forgotten too; its next request makes it a new client.
     pub client_timeout_ms: u64,
     /// At most this many tasks queued on a worker beyond its thread count, so it never waits
     /// for the scheduler; fewer when tasks are long (about 10 ms of queued work per worker).
