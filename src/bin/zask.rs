@@ -35,6 +35,10 @@ struct Args {
     /// Plaintext, for a scheduler started --insecure.
     #[arg(long, global = true)]
     insecure: bool,
+    /// Fail a waiting command when the scheduler stays silent this long, in seconds (default
+    /// 5). A scheduler taking in a very large graph may need longer.
+    #[arg(long, global = true, value_parser = parse_seconds)]
+    scheduler_timeout: Option<f64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -273,6 +277,9 @@ fn main() {
         return local(local_args, args.insecure);
     }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    if let Some(seconds) = args.scheduler_timeout {
+        SCHEDULER_TIMEOUT_MS.store((seconds * 1000.0) as u64, Ordering::SeqCst);
+    }
     let security = if args.insecure {
         ClientSecurity::Insecure
     } else if let Some(path) = &args.access_file {
@@ -415,24 +422,33 @@ fn progress_get(
     if !std::io::stderr().is_terminal() {
         return client.get_with(dsk, spec, options);
     }
-    let bar =
-        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:40} {pos}/{len} tasks {percent:>3}% {elapsed} {msg}",
-        )
-        .expect("a valid template"),
-    );
+    // Made at the first report, when the total is known (nothing is drawn before).
+    let mut bar: Option<indicatif::ProgressBar> = None;
     let result = client.get_with_progress(dsk, spec, options, |p| {
+        let bar = bar.get_or_insert_with(|| {
+            let bar = indicatif::ProgressBar::with_draw_target(
+                Some(p.total),
+                indicatif::ProgressDrawTarget::stderr(),
+            );
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {pos}/{len} tasks {percent:>3}% {elapsed} {msg}",
+                )
+                .expect("a valid template"),
+            );
+            bar
+        });
         bar.set_length(p.total);
         bar.set_position(p.done + p.erred);
         if p.erred > 0 {
             bar.set_message(format!("{} erred", p.erred));
         }
     });
-    match &result {
-        Ok(_) => bar.finish(),
-        Err(_) => bar.abandon(),
+    if let Some(bar) = bar {
+        match &result {
+            Ok(_) => bar.finish(),
+            Err(_) => bar.abandon(),
+        }
     }
     result
 }
@@ -565,11 +581,18 @@ fn usage(message: &str) -> ! {
 /// at once instead of after its client timeout.
 static CLIENTS: Mutex<Vec<Arc<Client>>> = Mutex::new(Vec::new());
 
+/// `--scheduler-timeout` (0: the client's default), for every client this process connects.
+static SCHEDULER_TIMEOUT_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 fn connect(address: &str, security: &ClientSecurity) -> Arc<Client> {
-    let config = ClientConfig {
+    let mut config = ClientConfig {
         security: security.clone(),
         ..ClientConfig::default()
     };
+    match SCHEDULER_TIMEOUT_MS.load(Ordering::SeqCst) {
+        0 => {}
+        ms => config.scheduler_timeout_ms = ms,
+    }
     let client =
         Arc::new(Client::connect_with(address, config).unwrap_or_else(|e| fail(&e.to_string())));
     CLIENTS
