@@ -319,6 +319,13 @@ impl LocalCluster {
         self.inner.keys.as_ref().map(|k| k.access(role))
     }
 
+    /// Whether the scheduler stopped because an operator shut the cluster down
+    /// (`Client::shutdown`, `zask shutdown`; its workers were dismissed). What is left to do
+    /// is to drop the cluster (`zask local` exits).
+    pub fn shut_down(&self) -> bool {
+        self.inner.scheduler.has_stopped()
+    }
+
     pub fn address_to_clients(&self) -> &str {
         self.inner.scheduler.address_to_clients()
     }

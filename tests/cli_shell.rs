@@ -479,3 +479,29 @@ fn every_json_output_has_its_documented_fields() {
         assert_eq!(ok(&out).stdout, "", "{sub}");
     }
 }
+
+#[test]
+fn shutdown_ends_a_zask_local_with_exit_code_0() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let security = dir.path().join("security");
+    let args: Vec<String> = ["local", "--workers", "2", "--security-dir"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([security.display().to_string()])
+        .collect();
+    let mut local = Proc::spawn("zask local", ZASK, &args, dir.path().join("local.log"));
+    let line: Json = serde_json::from_str(&local.read_line_after("")).expect("its JSON line");
+    let address = line["address_to_clients"].as_str().expect("an address");
+    let operator = line["access"]["operator"].as_str().expect("an access file");
+    let client = line["access"]["client"].as_str().expect("an access file");
+    let shutdown = |access: &str| {
+        run(
+            ZASK,
+            &["shutdown", "--scheduler", address, "--access-file", access],
+        )
+    };
+    let line = one_line_failure(&shutdown(client), 1);
+    assert!(line.contains("forbidden"), "{line}");
+    ok(&shutdown(operator));
+    assert_eq!(local.wait_exit(DEADLINE).code(), Some(0));
+}

@@ -527,6 +527,13 @@ fn local(args: LocalArgs, insecure: bool) {
             .unwrap_or_else(|e| fail(&e.to_string()));
     }
     while !stop.load(Ordering::SeqCst) {
+        if cluster.shut_down() {
+            // `zask shutdown`: the scheduler stopped and dismissed the workers.
+            log::info!("stopping: an operator shut the cluster down");
+            cluster.stop_adapt();
+            drop(cluster);
+            return;
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
     log::info!("stopping: a signal asked for it");

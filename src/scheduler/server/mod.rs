@@ -550,6 +550,12 @@ impl Scheduler {
         self.legacy_address_to_clients.as_deref()
     }
 
+    /// Whether the scheduler has stopped by itself: an operator shut the cluster down
+    /// (`Client::shutdown`); `wait` then returns.
+    pub fn has_stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
     /// Stops the threads and closes the sockets.
     pub fn shutdown(mut self) {
         self.stop_threads();
