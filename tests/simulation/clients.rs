@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use zask::client::state::{Awaited, ClientState};
+use zask::client::state::{Awaited, ClientState, Progress};
 use zask::graph::{Expr, Key};
 use zask::protocol::codec::{decode_value, encode, encode_value};
 use zask::protocol::{
@@ -63,6 +63,8 @@ pub(crate) struct Req {
     pub(crate) answer: Option<String>,
     /// What was sent, to send it again.
     pub(crate) sent: Option<(FromClient, Vec<Frame>)>,
+    /// The last progress report (a submit asks for them), to check the next against.
+    pub(crate) progress: Option<Progress>,
 }
 
 pub(crate) struct SimClient {
@@ -169,6 +171,7 @@ impl Sim {
                 cancelled: false,
                 answer: None,
                 sent: None,
+                progress: None,
             },
         );
         self.stats.requests += 1;
@@ -237,6 +240,8 @@ impl Sim {
                         restrictions,
                     };
                     self.client_send(c, &msg, vec![]);
+                    // Every submit asks for its progress: reports are checked as they come.
+                    self.client_send(c, &FromClient::WatchProgress { request }, vec![]);
                 }
                 Step::Cancel => {
                     let target = self.clients[c]
@@ -360,6 +365,29 @@ impl Sim {
         }
         for u in cl.state.take_unsolicited() {
             answers.push((u.msg, u.frames));
+        }
+        // Progress only grows, never past a total that does not change.
+        let reports = cl.state.take_progress();
+        self.stats.progress_reports += reports.len() as u64;
+        let cl = &mut self.clients[c];
+        for (request, p) in reports {
+            let req = cl
+                .requests
+                .get_mut(&request.0)
+                .ok_or_else(|| format!("c{c} got progress of request {request} it never sent"))?;
+            if p.done + p.erred > p.total {
+                return Err(format!(
+                    "c{c} request {request}: progress past its total: {p:?}"
+                ));
+            }
+            if let Some(last) = req.progress {
+                if p.total != last.total || p.done < last.done || p.erred < last.erred {
+                    return Err(format!(
+                        "c{c} request {request}: progress went from {last:?} to {p:?}"
+                    ));
+                }
+            }
+            req.progress = Some(p);
         }
         for (msg, values) in answers {
             self.client_answer(c, msg, values)?;

@@ -175,6 +175,7 @@ fn simulated_cluster_survives_random_faults() {
         total.crashes += o.stats.crashes;
         total.late_restarted += o.stats.late_restarted;
         total.journal_ops_lost += o.stats.journal_ops_lost;
+        total.progress_reports += o.stats.progress_reports;
         virtual_ms += o.end_ms;
         if let Err(e) = o.result {
             failures.push((seed, e));
@@ -182,7 +183,7 @@ fn simulated_cluster_survives_random_faults() {
     }
     failures.sort();
     eprintln!(
-        "{n} seeds in {:.1} s on {threads} thread(s): {} requests, {} executions, {} messages, {} crashes, {} s virtual, {} late SchedulerRestarted, {} unflushed journal operations lost in crashes",
+        "{n} seeds in {:.1} s on {threads} thread(s): {} requests, {} executions, {} messages, {} crashes, {} s virtual, {} late SchedulerRestarted, {} unflushed journal operations lost in crashes, {} progress reports",
         started.elapsed().as_secs_f64(),
         total.requests,
         total.executions,
@@ -190,7 +191,8 @@ fn simulated_cluster_survives_random_faults() {
         total.crashes,
         virtual_ms / 1000,
         total.late_restarted,
-        total.journal_ops_lost
+        total.journal_ops_lost,
+        total.progress_reports
     );
     if !failures.is_empty() {
         let mut report = format!("{} of {n} seeds failed:\n", failures.len());

@@ -32,6 +32,8 @@ pub(crate) struct Stats {
     pub(crate) late_restarted: u64,
     /// Journal operations applied but not flushed when the scheduler died (lost with it).
     pub(crate) journal_ops_lost: u64,
+    /// Progress reports the clients received (and checked).
+    pub(crate) progress_reports: u64,
 }
 
 pub(crate) struct Sim {
