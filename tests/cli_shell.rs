@@ -384,6 +384,15 @@ fn a_vanished_zask_process_is_forgotten_after_the_client_timeout() {
     wait_until("the waiting zask get to be known", DEADLINE, || {
         (clients_known(&cluster) == 2).then_some(())
     });
+    // Its task is pending: `zask status` lists its prefix (fields as the README says).
+    let status = wait_until("the task's prefix in zask status", DEADLINE, || {
+        let status = json_out(&zask(&cluster, &["status"], &[]));
+        (status["prefixes"].as_array()?.len() == 1).then_some(status)
+    });
+    assert_eq!(
+        status["prefixes"],
+        json!([{"prefix": "z", "pending": 1, "average_ms": null}])
+    );
     waiting.kill(); // SIGKILL: no goodbye
     let within = Duration::from_secs(15);
     wait_until("the killed client to be forgotten", within, || {
@@ -413,10 +422,13 @@ fn every_json_output_has_its_documented_fields() {
             ("tasks", UInt),
             ("processing", UInt),
             ("in_memory", UInt),
+            ("ready", UInt),
+            ("waiting", UInt),
+            ("prefixes", Array),
             ("clients", UInt),
         ],
     );
-    let status_worker = [
+    let worker_fields = [
         ("address", Str),
         ("name", Str),
         ("pid", UInt),
@@ -424,18 +436,18 @@ fn every_json_output_has_its_documented_fields() {
         ("memory_limit", UInt),
         ("store", Str),
         ("keys", UInt),
+        ("nbytes", UInt),
         ("processing", UInt),
+        ("idle", Bool),
+        ("runs_python", Bool),
     ];
     for w in status["workers"].as_array().unwrap() {
-        assert_fields("status.workers[]", w, &status_worker);
+        assert_fields("status.workers[]", w, &worker_fields);
     }
-
     let workers = json_out(&zask(&cluster, &["workers"], &[]));
     assert_eq!(workers.as_array().map(Vec::len), Some(2));
     for w in workers.as_array().unwrap() {
-        let mut fields = status_worker.to_vec();
-        fields.extend([("nbytes", UInt), ("idle", Bool), ("runs_python", Bool)]);
-        assert_fields("workers[]", w, &fields);
+        assert_fields("workers[]", w, &worker_fields);
     }
 
     let who_has = json_out(&zask(&cluster, &["who-has"], &["y", "nothing"]));

@@ -331,32 +331,7 @@ fn main() {
             let status = connect(&scheduler, &security)
                 .status()
                 .unwrap_or_else(|e| fail(&e.to_string()));
-            let workers: Vec<serde_json::Value> = status
-                .workers
-                .iter()
-                .map(|w| {
-                    serde_json::json!({
-                        "address": w.address,
-                        "name": w.name,
-                        "pid": w.pid,
-                        "nthreads": w.nthreads,
-                        "memory_limit": w.memory_limit_bytes,
-                        "store": w.store,
-                        "keys": w.keys.len(),
-                        "processing": w.processing,
-                    })
-                })
-                .collect();
-            let out = serde_json::json!({
-                "address_to_workers": status.address_to_workers,
-                "address_to_clients": status.address_to_clients,
-                "workers": workers,
-                "tasks": status.tasks,
-                "processing": status.processing,
-                "in_memory": status.in_memory,
-                "clients": status.clients,
-            });
-            println!("{out}");
+            println!("{}", shell::status_json(&status));
         }
         Command::WhoHas { scheduler, keys } => {
             let keys: Vec<zask::Key> = keys.iter().map(|k| parse_key_arg(k)).collect();

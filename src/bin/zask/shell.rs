@@ -9,6 +9,7 @@ use serde_json::{json, Value as Json};
 use zask::graph::json::{
     key_from_json, key_to_json, parse_key_arg, value_from_json, value_to_json,
 };
+use zask::protocol::{ClusterStatus, WorkerInfo};
 use zask::{Collection, Key, KeySpec, Value, WorkerAddress, WorkerName, WorkerSelector};
 
 use super::{connect, read_graph};
@@ -125,6 +126,44 @@ pub enum ShellCommand {
         #[command(flatten)]
         at: At,
     },
+}
+
+/// A worker as `zask workers` and `zask status` print it (README: JSON outputs).
+pub fn worker_json(w: &WorkerInfo) -> Json {
+    json!({
+        "address": w.address,
+        "name": w.name,
+        "pid": w.pid,
+        "nthreads": w.nthreads,
+        "memory_limit": w.memory_limit_bytes,
+        "store": w.store,
+        "keys": w.keys.len(),
+        "nbytes": w.nbytes,
+        "processing": w.processing,
+        "idle": w.idle,
+        "runs_python": w.runs_python,
+    })
+}
+
+/// The cluster as `zask status` prints it (README: JSON outputs).
+pub fn status_json(status: &ClusterStatus) -> Json {
+    let prefixes: Vec<Json> = status
+        .prefixes
+        .iter()
+        .map(|p| json!({"prefix": p.prefix, "pending": p.pending, "average_ms": p.average_ms}))
+        .collect();
+    json!({
+        "address_to_workers": status.address_to_workers,
+        "address_to_clients": status.address_to_clients,
+        "workers": status.workers.iter().map(worker_json).collect::<Vec<_>>(),
+        "tasks": status.tasks,
+        "processing": status.processing,
+        "in_memory": status.in_memory,
+        "ready": status.ready,
+        "waiting": status.waiting,
+        "prefixes": prefixes,
+        "clients": status.clients,
+    })
 }
 
 /// A worker named on the command line: a tcp:// address, else a name.
@@ -289,25 +328,7 @@ pub fn run(command: ShellCommand, security: &ClientSecurity) -> Result<Option<Js
         }
         ShellCommand::Workers { at } => {
             let workers = connect(&at.scheduler, security).workers().map_err(err)?;
-            let list = workers
-                .iter()
-                .map(|w| {
-                    json!({
-                        "address": w.address,
-                        "name": w.name,
-                        "pid": w.pid,
-                        "nthreads": w.nthreads,
-                        "memory_limit": w.memory_limit_bytes,
-                        "store": w.store,
-                        "keys": w.keys.len(),
-                        "nbytes": w.nbytes,
-                        "processing": w.processing,
-                        "idle": w.idle,
-                        "runs_python": w.runs_python,
-                    })
-                })
-                .collect();
-            Ok(Some(Json::Array(list)))
+            Ok(Some(Json::Array(workers.iter().map(worker_json).collect())))
         }
         ShellCommand::Restart { at } => {
             connect(&at.scheduler, security).restart().map_err(err)?;
