@@ -208,6 +208,41 @@ fn bad_arguments_exit_2_with_one_line() {
         ),
         (ZASK, &["status", "--scheduler", "tcp://:1"], "tcp://:1"),
         (ZASK, &["frobnicate"], "frobnicate"),
+        (ZASK, &["shutdown", "--scheduler", "nowhere"], "nowhere"),
+        (
+            ZASK,
+            &[
+                "replicate",
+                "--scheduler",
+                "tcp://127.0.0.1:1",
+                "--n",
+                "0",
+                "x",
+            ],
+            "--n",
+        ),
+        (
+            ZASK,
+            &[
+                "get",
+                "--scheduler",
+                "tcp://127.0.0.1:1",
+                "--keys-json",
+                "[true]",
+                "g.json",
+            ],
+            "--keys-json",
+        ),
+        (
+            ZASK,
+            &[
+                "scatter",
+                "--scheduler",
+                "tcp://127.0.0.1:1",
+                "no-equals-sign",
+            ],
+            "no-equals-sign",
+        ),
     ];
     for (program, args, named) in cases {
         let out = run(program, args);
@@ -230,6 +265,31 @@ fn missing_required_arguments_are_named_on_the_one_line() {
             &["who-has", "--scheduler", "tcp://127.0.0.1:1"],
             "KEYS",
         ),
+        (
+            ZASK,
+            &["retire", "--scheduler", "tcp://127.0.0.1:1"],
+            "NAME_OR_ADDRESS",
+        ),
+        (
+            ZASK,
+            &["release", "--scheduler", "tcp://127.0.0.1:1"],
+            "KEYS",
+        ),
+        (
+            ZASK,
+            &["scatter", "--scheduler", "tcp://127.0.0.1:1"],
+            "KEY=VALUE",
+        ),
+        (
+            ZASK,
+            &["replicate", "--scheduler", "tcp://127.0.0.1:1", "x"],
+            "--n",
+        ),
+        (
+            ZASK,
+            &["unpublish", "--scheduler", "tcp://127.0.0.1:1"],
+            "NAME",
+        ),
     ];
     for (program, args, named) in cases {
         let out = run(program, args);
@@ -247,6 +307,18 @@ fn help_exits_0_for_every_binary() {
         (ZASK, &["get", "--help"]),
         (ZASK, &["status", "--help"]),
         (ZASK, &["who-has", "--help"]),
+        (ZASK, &["scatter", "--help"]),
+        (ZASK, &["gather", "--help"]),
+        (ZASK, &["release", "--help"]),
+        (ZASK, &["replicate", "--help"]),
+        (ZASK, &["persist", "--help"]),
+        (ZASK, &["publish", "--help"]),
+        (ZASK, &["datasets", "--help"]),
+        (ZASK, &["unpublish", "--help"]),
+        (ZASK, &["workers", "--help"]),
+        (ZASK, &["restart", "--help"]),
+        (ZASK, &["retire", "--help"]),
+        (ZASK, &["shutdown", "--help"]),
     ];
     for (program, args) in cases {
         let out = run(program, args);
