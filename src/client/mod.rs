@@ -322,12 +322,15 @@ impl Client {
         let mut last: Option<Progress> = None;
         let reply = loop {
             crossbeam_channel::select! {
-                recv(progress_rx) -> p => {
-                    if let Ok(p) = p {
+                recv(progress_rx) -> p => match p {
+                    Ok(p) => {
                         last = Some(p);
                         on_progress(p);
                     }
-                }
+                    // The IO thread dropped the sender after handing over the reply (or
+                    // stopped): only the reply is left to wait for.
+                    Err(_) => break rx.recv().map_err(|_| ClientError::Closed)?,
+                },
                 recv(rx) -> reply => break reply.map_err(|_| ClientError::Closed)?,
             }
         };
