@@ -518,4 +518,41 @@ mod tests {
             .iter()
             .all(|(_, r)| matches!(r, Err(ClientError::Closed))));
     }
+
+    #[test]
+    fn progress_reports_leave_the_request_waiting_and_stray_ones_are_dropped() {
+        let mut s = state();
+        s.request(0, reply(1), status(1), vec![], "a", None);
+        let progress = |request: u64, done: u64| {
+            vec![encode(&ToClient::Progress {
+                request: RequestId(request),
+                done,
+                total: 10,
+                erred: 0,
+            })]
+        };
+        s.receive(5, progress(1, 3)).unwrap();
+        s.receive(6, progress(7, 3)).unwrap(); // no such request
+        let p = Progress {
+            done: 3,
+            total: 10,
+            erred: 0,
+        };
+        assert_eq!(s.take_progress(), vec![(RequestId(1), p)]);
+        assert!(s.take_replies().is_empty(), "still waiting for its answer");
+        assert!(s.take_unsolicited().is_empty());
+        assert_eq!(s.waiter(reply(1)), Some(&"a"));
+        s.receive(
+            7,
+            vec![encode(&ToClient::Done {
+                request: RequestId(1),
+            })],
+        )
+        .unwrap();
+        assert_eq!(s.take_replies().len(), 1);
+        // A report after the answer is nobody's.
+        s.receive(8, progress(1, 10)).unwrap();
+        assert!(s.take_progress().is_empty());
+        assert!(s.take_unsolicited().is_empty());
+    }
 }
