@@ -20,6 +20,7 @@ pub mod graph;
 pub mod local_cluster;
 pub mod logs;
 pub mod net;
+pub mod processes;
 pub mod protocol;
 pub mod scheduler;
 pub mod security;

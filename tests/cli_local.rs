@@ -1,6 +1,6 @@
 //! `zask local` as a real process: it prints its addresses and access files as one JSON line,
 //! a client connects with the operator's access file and computes, `--adapt` is accepted, and
-//! SIGTERM ends it with exit code 0.
+//! SIGTERM or SIGINT ends it with exit code 0, leaving no worker process behind.
 
 mod common;
 
@@ -98,10 +98,68 @@ fn local_runs_the_seed_graph_on_the_workers_asked_for_and_stops_on_sigterm() {
             (2, 300_000_000),
             "{w:?}"
         );
+        assert_ne!(w.pid, proc.pid(), "workers are processes by default: {w:?}");
     }
+    assert_eq!(line["processes"], true, "{line}");
     drop(client);
     let status = terminate(&mut proc);
     assert_eq!(status.code(), Some(0), "{}", proc.log_text());
+    for w in &workers {
+        assert!(
+            !zask::processes::pid_alive(w.pid),
+            "worker process {} outlived zask local",
+            w.pid
+        );
+    }
+}
+
+#[test]
+fn local_stops_on_sigint_leaving_no_worker_process() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (mut proc, line) = start_local(dir.path(), &["--insecure", "--workers", "2"]);
+    let config = ClientConfig {
+        security: ClientSecurity::Insecure,
+        ..ClientConfig::default()
+    };
+    let client = Client::connect_with(line["address_to_clients"].as_str().unwrap(), config)
+        .expect("connect");
+    assert_eq!(wait_for_workers(&client, 2), 2);
+    let pids: Vec<u32> = client.workers().unwrap().iter().map(|w| w.pid).collect();
+    drop(client);
+    let r = unsafe { libc::kill(proc.pid() as libc::pid_t, libc::SIGINT) };
+    assert_eq!(r, 0, "kill: {}", std::io::Error::last_os_error());
+    assert_eq!(
+        proc.wait_exit(DEADLINE).code(),
+        Some(0),
+        "{}",
+        proc.log_text()
+    );
+    for pid in pids {
+        assert!(
+            !zask::processes::pid_alive(pid),
+            "worker process {pid} outlived zask local"
+        );
+    }
+}
+
+#[test]
+fn local_threads_only_runs_workers_in_its_own_process() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (mut proc, line) = start_local(
+        dir.path(),
+        &["--insecure", "--workers", "1", "--no-processes"],
+    );
+    assert_eq!(line["processes"], false, "{line}");
+    let config = ClientConfig {
+        security: ClientSecurity::Insecure,
+        ..ClientConfig::default()
+    };
+    let client = Client::connect_with(line["address_to_clients"].as_str().unwrap(), config)
+        .expect("connect");
+    assert_eq!(wait_for_workers(&client, 1), 1);
+    assert_eq!(client.workers().unwrap()[0].pid, proc.pid());
+    drop(client);
+    assert_eq!(terminate(&mut proc).code(), Some(0));
 }
 
 #[test]

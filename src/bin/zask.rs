@@ -89,17 +89,26 @@ enum Command {
 /// `zask local`: the settings of the local cluster.
 #[derive(clap::Args, Debug)]
 struct LocalArgs {
-    /// Workers to start (default: the machine's cores; with --adapt, its MIN).
+    /// Workers to start (default: with --adapt, its MIN; with --threads, the cores divided by
+    /// them; else the machine filled: one single-threaded worker per core up to 4 cores,
+    /// above that about the square root of the cores, workers × threads = cores).
     #[arg(long)]
     workers: Option<usize>,
-    /// Task threads per worker.
-    #[arg(long, default_value_t = 1)]
-    threads: u32,
+    /// Task threads per worker (default: 1 with --workers or --adapt, else see --workers).
+    #[arg(long)]
+    threads: Option<u32>,
     /// The most data each worker holds: bytes, a size (300MB, 4GiB), a fraction of the
     /// machine's memory (0.25) or auto (the machine's memory split evenly between the
-    /// workers: --workers, or MAX with --adapt), 0 for none.
-    #[arg(long, default_value = "0", value_parser = zask::worker::memory::parse_memory_limit_spec)]
-    memory_limit: MemoryLimitSpec,
+    /// workers: --workers, or MAX with --adapt), 0 for none. Default: auto.
+    #[arg(long, value_parser = zask::worker::memory::parse_memory_limit_spec)]
+    memory_limit: Option<MemoryLimitSpec>,
+    /// Workers as zask-worker processes, each under its nanny (the default). The program is
+    /// found from ZASK_WORKER_BIN, else beside this one, else on PATH.
+    #[arg(long, overrides_with = "no_processes")]
+    processes: bool,
+    /// Workers as threads of this process instead of processes.
+    #[arg(long, overrides_with = "processes")]
+    no_processes: bool,
     /// Scale between MIN and MAX workers by the adaptive policy, e.g. 1:8.
     #[arg(long, value_name = "MIN:MAX", value_parser = parse_adapt_bounds)]
     adapt: Option<(usize, usize)>,
@@ -107,6 +116,9 @@ struct LocalArgs {
     /// (default 5).
     #[arg(long, requires = "adapt", value_parser = parse_seconds)]
     target_duration: Option<f64>,
+    /// Workers offer the test functions too (fault-injection helpers: for tests only).
+    #[arg(long, hide = true)]
+    test_functions: bool,
     #[command(flatten)]
     listen: zask::cli::ListenArgs,
     /// Where to write the cluster's access files (client.access, operator.access,
@@ -387,20 +399,6 @@ fn local(args: LocalArgs, insecure: bool) {
             fail(&format!("cannot handle signal {signal}: {e}"));
         }
     }
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let workers = match (args.workers, args.adapt) {
-        (Some(n), _) => n,
-        (None, Some((min, _))) => min,
-        (None, None) => cores,
-    };
-    // `auto` splits the machine between as many workers as there may be.
-    let sharing = args.adapt.map_or(workers, |(_, max)| max.max(workers));
-    let memory_limit_bytes = args
-        .memory_limit
-        .resolve(sharing as u64, zask::worker::memory::machine_memory_bytes)
-        .unwrap_or_else(|e| usage(&format!("--memory-limit: {e}")));
     let scheduler = SchedulerConfig {
         host: args.listen.host,
         worker_port: args.listen.worker_port,
@@ -408,10 +406,29 @@ fn local(args: LocalArgs, insecure: bool) {
         ..SchedulerConfig::default()
     };
     let mut builder = LocalCluster::builder()
-        .workers(workers)
-        .threads_per_worker(args.threads)
-        .memory_limit_bytes(memory_limit_bytes)
+        .processes(!args.no_processes)
         .scheduler_config(scheduler);
+    if let Some(n) = args.workers.or(args.adapt.map(|(min, _)| min)) {
+        builder = builder.workers(n);
+    }
+    if let Some(n) = args.threads {
+        builder = builder.threads_per_worker(n);
+    }
+    if args.test_functions {
+        builder = builder.test_functions();
+    }
+    let shape = builder.shape();
+    // `auto` (the default) splits the machine between as many workers as there may be.
+    let sharing = args
+        .adapt
+        .map_or(shape.workers, |(_, max)| max.max(shape.workers));
+    let memory_limit_bytes = args
+        .memory_limit
+        .unwrap_or(MemoryLimitSpec::Auto)
+        .resolve(sharing as u64, zask::worker::memory::machine_memory_bytes)
+        .unwrap_or_else(|e| usage(&format!("--memory-limit: {e}")));
+    builder = builder.memory_limit_bytes(memory_limit_bytes);
+    let workers = shape.workers;
     if insecure {
         builder = builder.insecure();
     }
@@ -420,7 +437,20 @@ fn local(args: LocalArgs, insecure: bool) {
         "address_to_clients": cluster.address_to_clients(),
         "address_to_workers": cluster.address_to_workers(),
         "workers": workers,
+        "threads": cluster.threads_per_worker(),
+        "memory_limit": cluster.memory_limit_bytes(),
+        "processes": cluster.uses_processes(),
     });
+    log::info!(
+        "{workers} workers ({}), {} threads each, memory limit {} bytes each",
+        if cluster.uses_processes() {
+            "processes"
+        } else {
+            "threads of this process"
+        },
+        cluster.threads_per_worker(),
+        cluster.memory_limit_bytes()
+    );
     if !insecure {
         let dir = security_dir(args.security_dir);
         let mut files = serde_json::Map::new();
