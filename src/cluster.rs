@@ -22,7 +22,7 @@ use log::{debug, info, warn};
 use crate::adaptive::{AdaptConfig, Adaptive, ClusterFigures, Decision};
 use crate::client::{Client, ClientError};
 use crate::net::StartError;
-use crate::protocol::{WorkerAddress, WorkerInfo};
+use crate::protocol::{ScalingRequest, WantedScaling, WorkerAddress, WorkerInfo};
 
 /// A cluster of workers around one scheduler, as a resource manager runs it. A manager
 /// implements the two operations (`start_workers`, `stop_workers`) and says what it runs;
@@ -123,6 +123,37 @@ pub trait Cluster: Send + Sync {
             }
         }
         Ok(decision)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_follower_hands_out_each_request_once() {
+        let mut f = ScalingFollower::new();
+        let wanted = |serial, workers| {
+            Some(WantedScaling {
+                serial,
+                request: ScalingRequest::Scale { workers },
+            })
+        };
+        assert_eq!(f.next(None), None);
+        assert_eq!(
+            f.next(wanted(1, 3)),
+            Some(ScalingRequest::Scale { workers: 3 })
+        );
+        assert_eq!(f.next(wanted(1, 3)), None, "applied already");
+        assert_eq!(
+            f.next(wanted(2, 3)),
+            Some(ScalingRequest::Scale { workers: 3 })
+        );
+        assert_eq!(
+            f.next(wanted(1, 5)),
+            Some(ScalingRequest::Scale { workers: 5 }),
+            "a new scheduler counts from 1 again"
+        );
     }
 }
 
@@ -263,6 +294,46 @@ impl Drop for Adapter {
     fn drop(&mut self) {
         self.stop_thread();
     }
+}
+
+/// Follows the sizes operators ask a running cluster for (`Client::set_scaling`: `zask
+/// scale`, `zask adapt`), which the scheduler only records: a manager polls it every interval
+/// and applies each new request once (by its serial).
+#[derive(Debug, Default)]
+pub struct ScalingFollower {
+    /// The serial of the last request handed out (0: none).
+    seen: u64,
+}
+
+impl ScalingFollower {
+    pub fn new() -> ScalingFollower {
+        ScalingFollower::default()
+    }
+
+    /// The request recorded since the last call, if any.
+    pub fn poll(&mut self, client: &Client) -> Result<Option<ScalingRequest>, ClientError> {
+        Ok(self.next(client.scaling()?))
+    }
+
+    /// What `poll` does with the scheduler's answer. Pure.
+    pub fn next(&mut self, wanted: Option<WantedScaling>) -> Option<ScalingRequest> {
+        let wanted = wanted?;
+        if wanted.serial == self.seen {
+            return None;
+        }
+        // A smaller serial: a new scheduler counting from 1 again; its request is new too.
+        self.seen = wanted.serial;
+        Some(wanted.request)
+    }
+}
+
+/// The adaptive settings a `ScalingRequest::Adapt` asks for.
+pub fn adapt_config(minimum: u32, maximum: u32, target_duration_ms: Option<u64>) -> AdaptConfig {
+    let mut config = AdaptConfig::new(minimum as usize, maximum as usize);
+    if let Some(ms) = target_duration_ms {
+        config.target_duration_ms = ms.max(1);
+    }
+    config
 }
 
 /// A weak handle to a cluster kept in an `Arc`, as `Adapter::start` takes it.

@@ -22,10 +22,10 @@ use zask_storage::StoreSpec;
 
 use crate::adaptive::AdaptConfig;
 use crate::client::{Client, ClientConfig, ClientError, ClientSecurity};
-use crate::cluster::{downgrade, Adapter, Cluster, ClusterError};
+use crate::cluster::{adapt_config, downgrade, Adapter, Cluster, ClusterError};
 use crate::net::{Endpoint, StartError};
 use crate::processes::{self, BinaryNotFound, PrivateDir, Spawner};
-use crate::protocol::WorkerAddress;
+use crate::protocol::{ScalingRequest, WorkerAddress};
 use crate::scheduler::server::SchedulerStartError;
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::security::{Access, ClusterKeys, Role, SecurityError};
@@ -607,6 +607,46 @@ impl LocalCluster {
             None => *adapter = Some(Adapter::start(downgrade(&self.inner), config)?),
         }
         Ok(())
+    }
+
+    /// Does what an operator asked for (`zask scale`, `zask adapt`; see
+    /// `cluster::ScalingFollower`), logging what and why. Scaling to a number stops adapting
+    /// first, so the policy does not undo it.
+    pub fn apply(&self, request: &ScalingRequest) -> Result<(), ClusterError> {
+        match request {
+            ScalingRequest::Scale { workers } => {
+                if self.is_adapting() {
+                    log::info!("scaling: an operator asked for {workers} workers: adapting stops");
+                    self.stop_adapt();
+                }
+                log::info!(
+                    "scaling: from {} to {workers} workers, as an operator asked",
+                    self.started().len()
+                );
+                self.scale(*workers as usize)
+            }
+            ScalingRequest::Adapt {
+                minimum,
+                maximum,
+                target_duration_ms,
+            } => {
+                log::info!("scaling: an operator asked to {request}");
+                self.adapt(adapt_config(*minimum, *maximum, *target_duration_ms))
+            }
+            ScalingRequest::StopAdapt => {
+                log::info!(
+                    "scaling: an operator asked to stop adapting; {} workers stay",
+                    self.started().len()
+                );
+                self.stop_adapt();
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether it is adapting (`adapt` called, `stop_adapt` not since).
+    pub fn is_adapting(&self) -> bool {
+        self.adapter.lock().expect("never poisoned").is_some()
     }
 
     /// Stops adapting (the workers stay as they are); returns once its thread has finished

@@ -231,3 +231,79 @@ impl Drop for Cleanup {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+#[test]
+fn scale_and_adapt_change_a_running_local_cluster() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let security = dir.path().join("security");
+    let (mut proc, line) = start_local(
+        dir.path(),
+        &[
+            "--workers",
+            "1",
+            "--security-dir",
+            security.to_str().unwrap(),
+        ],
+    );
+    let address = line["address_to_clients"].as_str().unwrap().to_owned();
+    let operator = line["access"]["operator"].as_str().unwrap().to_owned();
+    let plain = line["access"]["client"].as_str().unwrap().to_owned();
+    let zask = |access: &str, args: &[&str]| {
+        let mut argv = vec!["--access-file", access];
+        argv.extend_from_slice(args);
+        argv.extend_from_slice(&["--scheduler", &address]);
+        common::run(ZASK, &argv)
+    };
+    let client = operator_client(&line);
+    assert_eq!(wait_for_workers(&client, 1), 1);
+
+    // A plain client may not resize the cluster.
+    let out = zask(&plain, &["scale", "3"]);
+    assert_eq!(out.code(), Some(1), "{out:?}");
+    assert!(out.stderr.contains("operator"), "{out:?}");
+
+    let out = zask(&operator, &["scale", "3"]);
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    wait_until("3 workers", DEADLINE, || {
+        (client.workers().ok()?.len() == 3).then_some(())
+    });
+    let out = zask(&operator, &["status"]);
+    let status: Json = serde_json::from_str(&out.stdout).expect("status JSON");
+    assert_eq!(
+        status["scaling"]["request"]["Scale"]["workers"], 3,
+        "{status}"
+    );
+
+    // Adapting between 1 and 2 on an idle cluster: down to 2 at once, to 1 after the
+    // retirement suggestions repeat; never below 1.
+    let out = zask(&operator, &["adapt", "1", "2", "--target-duration", "1"]);
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    wait_until("at most 2 workers", DEADLINE, || {
+        (client.workers().ok()?.len() <= 2).then_some(())
+    });
+    wait_until("1 worker", DEADLINE, || {
+        (client.workers().ok()?.len() == 1).then_some(())
+    });
+    let out = zask(&operator, &["adapt", "--stop"]);
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    wait_until("adapting stopped", DEADLINE, || {
+        proc.log_text()
+            .contains("scaling: an operator asked to stop adapting")
+            .then_some(())
+    });
+    let out = zask(&operator, &["adapt", "2", "1"]);
+    assert_eq!(out.code(), Some(2), "MAX below MIN: {out:?}");
+    assert_eq!(client.workers().unwrap().len(), 1);
+    drop(client);
+    let status = terminate(&mut proc);
+    assert_eq!(status.code(), Some(0), "{}", proc.log_text());
+    let log = proc.log_text();
+    for said in [
+        "scaling: from 1 to 3 workers, as an operator asked",
+        "scaling: an operator asked to adapt between 1 and 2 workers",
+        "adaptive: ",
+        "scaling: an operator asked to stop adapting",
+    ] {
+        assert!(log.contains(said), "no {said:?} in the log:\n{log}");
+    }
+}

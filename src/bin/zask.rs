@@ -9,7 +9,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use zask::adaptive::AdaptConfig;
 use zask::client::ClientSecurity;
+use zask::cluster::ScalingFollower;
 use zask::graph::json::{graph_to_json, key_to_json, parse_graph, parse_key_arg, value_to_json};
+use zask::protocol::ScalingRequest;
 use zask::scheduler::SchedulerConfig;
 use zask::security::{Access, Role};
 use zask::worker::memory::MemoryLimitSpec;
@@ -84,6 +86,32 @@ enum Command {
     /// "operator", "worker"}} (no "access" with --insecure). Logs at info by default, every
     /// scaling decision with its reason.
     Local(LocalArgs),
+    /// Ask a running cluster (`zask local`) for N workers; its manager applies it within its
+    /// next interval (and stops adapting). Needs the operator's access file.
+    Scale {
+        #[arg(long, env = "ZASK_SCHEDULER", value_parser = zask::cli::parse_address)]
+        scheduler: String,
+        /// Workers wanted.
+        workers: u32,
+    },
+    /// Ask a running cluster (`zask local`) to adapt between MIN and MAX workers, or to stop
+    /// adapting (--stop). Needs the operator's access file.
+    Adapt {
+        #[arg(long, env = "ZASK_SCHEDULER", value_parser = zask::cli::parse_address)]
+        scheduler: String,
+        /// The fewest workers.
+        #[arg(required_unless_present = "stop", conflicts_with = "stop")]
+        minimum: Option<u32>,
+        /// The most workers.
+        #[arg(required_unless_present = "stop", conflicts_with = "stop")]
+        maximum: Option<u32>,
+        /// How long the pending work should take on the cluster, in seconds (default 5).
+        #[arg(long, value_parser = parse_seconds, conflicts_with = "stop")]
+        target_duration: Option<f64>,
+        /// Stop adapting; the workers stay as they are.
+        #[arg(long)]
+        stop: bool,
+    },
 }
 
 /// `zask local`: the settings of the local cluster.
@@ -308,9 +336,10 @@ fn main() {
         }
         Command::Collection { action } => collection_command(action, &security),
         Command::Status { scheduler } => {
-            let status = connect(&scheduler, &security)
-                .status()
-                .unwrap_or_else(|e| fail(&e.to_string()));
+            let client = connect(&scheduler, &security);
+            let status = client.status().unwrap_or_else(|e| fail(&e.to_string()));
+            // The size an operator last asked for (`zask scale`, `zask adapt`), if any.
+            let scaling = client.scaling().unwrap_or_else(|e| fail(&e.to_string()));
             let workers: Vec<serde_json::Value> = status
                 .workers
                 .iter()
@@ -335,6 +364,7 @@ fn main() {
                 "processing": status.processing,
                 "in_memory": status.in_memory,
                 "clients": status.clients,
+                "scaling": scaling,
             });
             println!("{out}");
         }
@@ -386,6 +416,34 @@ fn main() {
             println!("{out}");
         }
         Command::Local(_) => unreachable!("handled before the client commands"),
+        Command::Scale { scheduler, workers } => connect(&scheduler, &security)
+            .set_scaling(ScalingRequest::Scale { workers })
+            .unwrap_or_else(|e| fail(&e.to_string())),
+        Command::Adapt {
+            scheduler,
+            minimum,
+            maximum,
+            target_duration,
+            stop,
+        } => {
+            let request = match (minimum, maximum) {
+                _ if stop => ScalingRequest::StopAdapt,
+                (Some(minimum), Some(maximum)) => {
+                    if maximum < minimum || maximum == 0 {
+                        usage("MAX must be at least MIN and at least 1");
+                    }
+                    ScalingRequest::Adapt {
+                        minimum,
+                        maximum,
+                        target_duration_ms: target_duration.map(|s| ((s * 1000.0) as u64).max(1)),
+                    }
+                }
+                _ => usage("give MIN and MAX, or --stop"),
+            };
+            connect(&scheduler, &security)
+                .set_scaling(request)
+                .unwrap_or_else(|e| fail(&e.to_string()))
+        }
     }
 }
 
@@ -480,13 +538,44 @@ fn local(args: LocalArgs, insecure: bool) {
             .adapt(config)
             .unwrap_or_else(|e| fail(&e.to_string()));
     }
+    // Operators' requests (`zask scale`, `zask adapt`) are recorded by the scheduler: read
+    // them twice a second and apply each once.
+    let mut follower = ScalingFollower::new();
+    let mut operator: Option<Client> = None;
+    let mut next_poll = std::time::Instant::now();
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(50));
+        if std::time::Instant::now() < next_poll {
+            continue;
+        }
+        next_poll = std::time::Instant::now() + SCALING_POLL;
+        if operator.is_none() {
+            operator = cluster
+                .client()
+                .map_err(|e| log::warn!("scaling: cannot reach the scheduler: {e}"))
+                .ok();
+        }
+        let Some(client) = &operator else { continue };
+        match follower.poll(client) {
+            Ok(Some(request)) => {
+                if let Err(e) = cluster.apply(&request) {
+                    log::warn!("scaling: {request} failed: {e}");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                log::warn!("scaling: cannot read the requested size: {e}");
+                operator = None;
+            }
+        }
     }
     log::info!("stopping: a signal asked for it");
     cluster.stop_adapt();
     drop(cluster);
 }
+
+/// How often `zask local` reads the size operators ask for.
+const SCALING_POLL: Duration = Duration::from_millis(500);
 
 /// The directory for the access files: the one given (made with mode 0700 if missing), or a
 /// new one under the system's temporary directory.

@@ -17,6 +17,7 @@ pub(super) fn check(core: &SchedulerCore) -> Result<(), InvariantViolation> {
     core.computations.check(&exists)?;
     core.replication.check(&exists)?;
     core.placement.check(&exists)?;
+    core.scaling.check()?;
     holders(core)?;
     pins(core)?;
     Ok(())

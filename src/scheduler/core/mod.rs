@@ -27,6 +27,7 @@ mod recovery;
 mod replication;
 mod restart;
 mod retirement;
+mod scaling;
 mod scatter;
 mod status;
 mod tasks;
@@ -205,6 +206,8 @@ pub struct SchedulerCore {
     placement: placement::Placement,
     /// `GetLogs` requests waiting for workers' lines.
     logs: logs::LogRequests,
+    /// The size an operator last asked for, for the cluster manager to apply.
+    scaling: scaling::Scaling,
     outbox: outbox::Outbox,
     now_ms: u64,
     /// A worker was lost or scheduling is needed: run `schedule` before flushing.
@@ -229,6 +232,7 @@ impl SchedulerCore {
             collections: Default::default(),
             placement: Default::default(),
             logs: Default::default(),
+            scaling: Default::default(),
             now_ms: 0,
             needs_scheduling: false,
         }
@@ -503,6 +507,27 @@ impl SchedulerCore {
                 replicas,
             } => self.replicate(identity, request, keys, replicas),
             FromClient::GetLogs { request, worker } => self.get_logs(identity, request, worker),
+            FromClient::SetScaling { request, .. } if role != ClientRole::Operator => {
+                let error = RequestError::Forbidden {
+                    action: "scaling the cluster".into(),
+                    needs: ClientRole::Operator,
+                };
+                self.reply(&identity, ToClient::Failed { request, error });
+            }
+            FromClient::SetScaling { request, scaling } => {
+                let reply = match self.scaling.set(scaling.clone()) {
+                    Ok(serial) => {
+                        log::info!("scaling asked for (#{serial}): {scaling}");
+                        ToClient::Done { request }
+                    }
+                    Err(error) => ToClient::Failed { request, error },
+                };
+                self.reply(&identity, reply);
+            }
+            FromClient::GetScaling { request } => {
+                let wanted = self.scaling.wanted().cloned();
+                self.reply(&identity, ToClient::Scaling { request, wanted });
+            }
         }
     }
 
