@@ -166,6 +166,11 @@ pub enum ClusterError {
     Start(StartError),
     /// The adaptive thread could not be started (the system refused a thread: may pass).
     Thread(std::io::Error),
+    /// The ssh program could not be run or fed (missing: not until it is installed).
+    Ssh(std::io::Error),
+    /// A remote worker did not say its address in time: ssh could not connect, or the remote
+    /// program is missing or failed (their messages are on stderr).
+    RemoteStart { host: String, waited_ms: u64 },
 }
 
 impl ClusterError {
@@ -174,6 +179,8 @@ impl ClusterError {
             ClusterError::Client(e) => e.retry_may_help(),
             ClusterError::Start(e) => e.retry_may_help(),
             ClusterError::Thread(_) => true,
+            ClusterError::Ssh(e) => e.kind() != std::io::ErrorKind::NotFound,
+            ClusterError::RemoteStart { .. } => true,
         }
     }
 }
@@ -184,6 +191,12 @@ impl std::fmt::Display for ClusterError {
             ClusterError::Client(e) => write!(f, "asking the scheduler: {e}"),
             ClusterError::Start(e) => write!(f, "a worker did not start: {e}"),
             ClusterError::Thread(e) => write!(f, "the adaptive thread did not start: {e}"),
+            ClusterError::Ssh(e) => write!(f, "running ssh: {e}"),
+            ClusterError::RemoteStart { host, waited_ms } => write!(
+                f,
+                "the worker on {host} did not say its address within {waited_ms} ms \
+                 (ssh's and the worker's messages are above)"
+            ),
         }
     }
 }
@@ -193,7 +206,8 @@ impl std::error::Error for ClusterError {
         match self {
             ClusterError::Client(e) => Some(e),
             ClusterError::Start(e) => Some(e),
-            ClusterError::Thread(e) => Some(e),
+            ClusterError::Thread(e) | ClusterError::Ssh(e) => Some(e),
+            ClusterError::RemoteStart { .. } => None,
         }
     }
 }
