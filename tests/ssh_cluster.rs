@@ -190,3 +190,72 @@ fn a_cluster_over_ssh_computes_scales_and_leaves_nothing_behind() {
     );
     drop(sshd);
 }
+
+#[test]
+fn zask_ssh_runs_a_cluster_until_sigterm() {
+    use std::io::BufRead;
+    let sshd = Sshd::start();
+    let mut args = vec![
+        "ssh".to_owned(),
+        "127.0.0.1".into(),
+        "127.0.0.1".into(),
+        "--workers-per-host".into(),
+        "2".into(),
+        "--worker-program".into(),
+        env!("CARGO_BIN_EXE_zask-worker").into(),
+        "--security-dir".into(),
+        sshd.dir.path().join("access").display().to_string(),
+    ];
+    let options = sshd.options();
+    for pair in options.chunks(2) {
+        args.push("--ssh-option".into());
+        args.push(pair.join(" "));
+    }
+    let mut zask = Command::new(env!("CARGO_BIN_EXE_zask"))
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(zask.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("no JSON line ({e}): {line:?}"));
+    assert_eq!(json["workers"], 2, "{json}");
+    let access = zask::security::Access::read_for(
+        Path::new(json["access"]["operator"].as_str().unwrap()),
+        &[zask::security::Role::Operator],
+    )
+    .unwrap();
+    let config = zask::ClientConfig {
+        security: zask::client::ClientSecurity::Access(access),
+        ..zask::ClientConfig::default()
+    };
+    let client =
+        zask::Client::connect_with(json["address_to_clients"].as_str().unwrap(), config).unwrap();
+    let mut graph = Graph::new();
+    graph.insert("x", 1);
+    graph.insert("y", ("inc", "x"));
+    assert_eq!(client.get(&graph, "y").unwrap(), Value::from(2));
+    let pids: Vec<u32> = client.workers().unwrap().iter().map(|w| w.pid).collect();
+    assert_eq!(pids.len(), 2);
+    drop(client);
+    let r = unsafe { libc::kill(zask.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(r, 0);
+    assert!(
+        wait_for(Duration::from_secs(30), || matches!(
+            zask.try_wait(),
+            Ok(Some(_))
+        )),
+        "zask ssh did not stop on SIGTERM"
+    );
+    assert_eq!(zask.wait().unwrap().code(), Some(0));
+    for pid in pids {
+        assert!(
+            wait_for(Duration::from_secs(10), || !pid_alive(pid)),
+            "worker process {pid} outlived zask ssh"
+        );
+    }
+    drop(sshd);
+}

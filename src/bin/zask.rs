@@ -86,6 +86,10 @@ enum Command {
     /// "operator", "worker"}} (no "access" with --insecure). Logs at info by default, every
     /// scaling decision with its reason.
     Local(LocalArgs),
+    /// Run a scheduler on the first host and workers on the others (all on the one host when
+    /// only one is given), started over ssh, until SIGINT or SIGTERM. Prints one JSON line as
+    /// `zask local` does. The keys travel on ssh's standard input, never on a command line.
+    Ssh(SshArgs),
     /// Ask a running cluster (`zask local`) for N workers; its manager applies it within its
     /// next interval (and stops adapting). Needs the operator's access file.
     Scale {
@@ -152,6 +156,48 @@ struct LocalArgs {
     /// Where to write the cluster's access files (client.access, operator.access,
     /// worker.access), so other programs can connect. Default: a new directory under the
     /// system's temporary directory. Created with mode 0700 if missing.
+    #[arg(long)]
+    security_dir: Option<PathBuf>,
+}
+
+/// `zask ssh`: the hosts and how to reach them.
+#[derive(clap::Args, Debug)]
+struct SshArgs {
+    /// `[user@]host` of each machine: the first runs the scheduler.
+    #[arg(required = true)]
+    hosts: Vec<String>,
+    /// Options for every ssh command, split at spaces: --ssh-option "-p 2222" --ssh-option
+    /// "-i ~/.ssh/cluster_key" --ssh-option "-o StrictHostKeyChecking=accept-new".
+    #[arg(long, allow_hyphen_values = true)]
+    ssh_option: Vec<String>,
+    /// Workers on each worker host.
+    #[arg(long, default_value_t = 1)]
+    workers_per_host: usize,
+    /// Task threads per worker.
+    #[arg(long, default_value_t = 1)]
+    threads: u32,
+    /// Each worker's --memory-limit (300MB, 0.25, auto).
+    #[arg(long)]
+    memory_limit: Option<String>,
+    /// zask-scheduler's path on the first host (default: the local one's path, right when
+    /// the hosts share a filesystem).
+    #[arg(long)]
+    scheduler_program: Option<PathBuf>,
+    /// zask-worker's path on the worker hosts (default: the local one's path).
+    #[arg(long)]
+    worker_program: Option<PathBuf>,
+    /// The interface the scheduler listens on (default: the first host's name; 0.0.0.0 for
+    /// every interface).
+    #[arg(long)]
+    scheduler_listen: Option<String>,
+    /// The scheduler's port for workers (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    worker_port: u16,
+    /// The scheduler's port for clients (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    client_port: u16,
+    /// Where to write the cluster's access files here (default: a new private directory
+    /// under the system's temporary directory).
     #[arg(long)]
     security_dir: Option<PathBuf>,
 }
@@ -292,11 +338,18 @@ fn main() {
     // A bug in any thread of this process ends it at once (see zask::fatal).
     zask::fatal::install_for_process();
     let args: Args = zask::cli::parse_or_exit();
-    if let Command::Local(local_args) = args.command {
-        // A long-running cluster says what it does (its scaling decisions) at info.
-        zask::cli::init_logging();
-        return local(local_args, args.insecure);
-    }
+    let args = match args.command {
+        Command::Local(local_args) => {
+            // A long-running cluster says what it does (its scaling decisions) at info.
+            zask::cli::init_logging();
+            return local(local_args, args.insecure);
+        }
+        Command::Ssh(ssh_args) => {
+            zask::cli::init_logging();
+            return ssh(ssh_args, args.insecure);
+        }
+        command => Args { command, ..args },
+    };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let security = if args.insecure {
         ClientSecurity::Insecure
@@ -415,7 +468,9 @@ fn main() {
             });
             println!("{out}");
         }
-        Command::Local(_) => unreachable!("handled before the client commands"),
+        Command::Local(_) | Command::Ssh(_) => {
+            unreachable!("handled before the client commands")
+        }
         Command::Scale { scheduler, workers } => connect(&scheduler, &security)
             .set_scaling(ScalingRequest::Scale { workers })
             .unwrap_or_else(|e| fail(&e.to_string())),
@@ -450,13 +505,7 @@ fn main() {
 /// `zask local`: starts the cluster, prints its line, adapts if asked and stops on SIGINT or
 /// SIGTERM (exit 0).
 fn local(args: LocalArgs, insecure: bool) {
-    // Registered before anything starts, so a signal during the start is not lost.
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
-            fail(&format!("cannot handle signal {signal}: {e}"));
-        }
-    }
+    let stop = stop_flag();
     let scheduler = SchedulerConfig {
         host: args.listen.host,
         worker_port: args.listen.worker_port,
@@ -491,7 +540,7 @@ fn local(args: LocalArgs, insecure: bool) {
         builder = builder.insecure();
     }
     let cluster = builder.start().unwrap_or_else(|e| fail(&e.to_string()));
-    let mut line = serde_json::json!({
+    let line = serde_json::json!({
         "address_to_clients": cluster.address_to_clients(),
         "address_to_workers": cluster.address_to_workers(),
         "workers": workers,
@@ -509,8 +558,62 @@ fn local(args: LocalArgs, insecure: bool) {
         cluster.threads_per_worker(),
         cluster.memory_limit_bytes()
     );
+    let adapt = args.adapt.map(|(minimum, maximum)| {
+        let mut config = AdaptConfig::new(minimum, maximum);
+        if let Some(seconds) = args.target_duration {
+            config.target_duration_ms = ((seconds * 1000.0) as u64).max(1);
+        }
+        config
+    });
+    serve(&cluster, line, insecure, args.security_dir, adapt, &stop);
+    drop(cluster);
+}
+
+/// What `zask local` and `zask ssh` do with the cluster they started.
+trait Managed {
+    fn access(&self, role: Role) -> Option<Access>;
+    fn client(&self) -> Result<Client, zask::ClientError>;
+    fn adapt(&self, config: AdaptConfig) -> Result<(), zask::ClusterError>;
+    fn stop_adapt(&self);
+    fn apply(&self, request: &ScalingRequest) -> Result<(), zask::ClusterError>;
+}
+
+macro_rules! managed {
+    ($t:ty) => {
+        impl Managed for $t {
+            fn access(&self, role: Role) -> Option<Access> {
+                <$t>::access(self, role)
+            }
+            fn client(&self) -> Result<Client, zask::ClientError> {
+                <$t>::client(self)
+            }
+            fn adapt(&self, config: AdaptConfig) -> Result<(), zask::ClusterError> {
+                <$t>::adapt(self, config)
+            }
+            fn stop_adapt(&self) {
+                <$t>::stop_adapt(self)
+            }
+            fn apply(&self, request: &ScalingRequest) -> Result<(), zask::ClusterError> {
+                <$t>::apply(self, request)
+            }
+        }
+    };
+}
+managed!(LocalCluster);
+managed!(zask::SshCluster);
+
+/// Writes the access files (unless insecure) and names them in `line`, prints `line`,
+/// adapts if asked, then applies operators' scaling requests until SIGINT or SIGTERM.
+fn serve(
+    cluster: &dyn Managed,
+    mut line: serde_json::Value,
+    insecure: bool,
+    security: Option<PathBuf>,
+    adapt: Option<AdaptConfig>,
+    stop: &AtomicBool,
+) {
     if !insecure {
-        let dir = security_dir(args.security_dir);
+        let dir = security_dir(security);
         let mut files = serde_json::Map::new();
         for role in [Role::Client, Role::Operator, Role::Worker] {
             let access = cluster.access(role).expect("a secure cluster has access");
@@ -528,11 +631,7 @@ fn local(args: LocalArgs, insecure: bool) {
         );
     }
     println!("{line}");
-    if let Some((minimum, maximum)) = args.adapt {
-        let mut config = AdaptConfig::new(minimum, maximum);
-        if let Some(seconds) = args.target_duration {
-            config.target_duration_ms = ((seconds * 1000.0) as u64).max(1);
-        }
+    if let Some(config) = adapt {
         // The adaptive thread logs its settings and then every decision with its reason.
         cluster
             .adapt(config)
@@ -571,6 +670,56 @@ fn local(args: LocalArgs, insecure: bool) {
     }
     log::info!("stopping: a signal asked for it");
     cluster.stop_adapt();
+}
+
+/// Registers SIGTERM and SIGINT on a flag, before anything starts (so a signal during the
+/// start is not lost).
+fn stop_flag() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
+            fail(&format!("cannot handle signal {signal}: {e}"));
+        }
+    }
+    stop
+}
+
+/// `zask ssh`: the scheduler on the first host, workers on the others, until SIGINT or
+/// SIGTERM.
+fn ssh(args: SshArgs, insecure: bool) {
+    let stop = stop_flag();
+    let options: Vec<String> = args
+        .ssh_option
+        .iter()
+        .flat_map(|o| o.split_whitespace().map(str::to_owned))
+        .collect();
+    let mut builder = zask::SshCluster::builder(args.hosts)
+        .ssh_options(options)
+        .workers_per_host(args.workers_per_host)
+        .threads_per_worker(args.threads)
+        .ports(args.worker_port, args.client_port);
+    if let Some(p) = args.scheduler_program {
+        builder = builder.scheduler_program(p);
+    }
+    if let Some(p) = args.worker_program {
+        builder = builder.worker_program(p);
+    }
+    if let Some(limit) = args.memory_limit {
+        builder = builder.memory_limit(limit);
+    }
+    if let Some(listen) = args.scheduler_listen {
+        builder = builder.scheduler_listen(listen);
+    }
+    if insecure {
+        builder = builder.insecure();
+    }
+    let cluster = builder.start().unwrap_or_else(|e| fail(&e.to_string()));
+    let line = serde_json::json!({
+        "address_to_clients": cluster.address_to_clients(),
+        "address_to_workers": cluster.address_to_workers(),
+        "workers": zask::Cluster::started(&cluster).len(),
+    });
+    serve(&cluster, line, insecure, args.security_dir, None, &stop);
     drop(cluster);
 }
 
