@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 
 use crate::adaptive::{AdaptConfig, Adaptive, ClusterFigures, Decision};
-use crate::client::{Client, ClientError};
+use crate::client::{Client, ClientError, Logs};
 use crate::net::StartError;
 use crate::protocol::{ScalingRequest, WantedScaling, WorkerAddress, WorkerInfo};
 
@@ -53,6 +53,12 @@ pub trait Cluster: Send + Sync {
     fn workers(&self) -> Result<Vec<WorkerInfo>, ClusterError> {
         let client = self.client().map_err(ClusterError::Client)?;
         client.workers().map_err(ClusterError::Client)
+    }
+
+    /// The recent log lines of the scheduler and of every worker (`Client::get_logs`).
+    fn get_logs(&self) -> Result<Logs, ClusterError> {
+        let client = self.client().map_err(ClusterError::Client)?;
+        client.get_logs(None).map_err(ClusterError::Client)
     }
 
     /// What the adaptive policy decides from: the scheduler's status and the workers started

@@ -397,10 +397,16 @@ struct LocalWorkers {
 }
 
 impl Drop for LocalWorkers {
-    /// Stops every worker (processes included) while the scheduler still runs.
+    /// Stops every worker while the scheduler still runs: worker threads as before (dropped:
+    /// they say goodbye), worker processes with SIGTERM (`stop_all`), so none outlives the
+    /// cluster.
     fn drop(&mut self) {
         let all = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner()));
-        stop_all(all);
+        let (threads, processes): (Vec<LocalWorker>, Vec<LocalWorker>) = all
+            .into_iter()
+            .partition(|w| matches!(w, LocalWorker::Thread(_)));
+        drop(threads);
+        stop_all(processes);
     }
 }
 

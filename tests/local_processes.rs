@@ -68,6 +68,15 @@ fn workers_are_processes_under_nannies_and_none_is_left_after_drop() {
     graph.insert("x", 41);
     graph.insert("y", ("inc", "x"));
     assert_eq!(client.get(&graph, "y").unwrap(), Value::from(42));
+    // Each worker process keeps its recent log lines (the manager's get_logs).
+    let logs = cluster.get_logs().unwrap();
+    assert_eq!(logs.workers.len(), 2, "{logs:?}");
+    for (address, lines) in &logs.workers {
+        assert!(
+            lines.iter().any(|l| l.contains("connecting to")),
+            "{address}: {lines:?}"
+        );
+    }
     drop(client);
     drop(cluster);
     for pid in nannies.iter().chain(&worker_pids) {
