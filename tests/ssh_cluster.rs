@@ -238,8 +238,23 @@ fn zask_ssh_runs_a_cluster_until_sigterm() {
     graph.insert("x", 1);
     graph.insert("y", ("inc", "x"));
     assert_eq!(client.get(&graph, "y").unwrap(), Value::from(2));
+    // zask scale reaches the manager through the scheduler, as for zask local.
+    let scale = Command::new(env!("CARGO_BIN_EXE_zask"))
+        .args(["scale", "3", "--scheduler"])
+        .arg(json["address_to_clients"].as_str().unwrap())
+        .arg("--access-file")
+        .arg(json["access"]["operator"].as_str().unwrap())
+        .env_remove("ZASK_ACCESS_FILE")
+        .output()
+        .unwrap();
+    assert!(scale.status.success(), "{scale:?}");
+    assert!(
+        wait_for(Duration::from_secs(30), || client.workers().unwrap().len()
+            == 3),
+        "zask scale 3 did not reach 3 workers"
+    );
     let pids: Vec<u32> = client.workers().unwrap().iter().map(|w| w.pid).collect();
-    assert_eq!(pids.len(), 2);
+    assert_eq!(pids.len(), 3);
     drop(client);
     let r = unsafe { libc::kill(zask.id() as libc::pid_t, libc::SIGTERM) };
     assert_eq!(r, 0);

@@ -196,6 +196,14 @@ struct SshArgs {
     /// The scheduler's port for clients (0: any free port).
     #[arg(long, default_value_t = 0)]
     client_port: u16,
+    /// Scale between MIN and MAX workers by the adaptive policy, e.g. 1:8 (workers start on
+    /// the worker hosts in turn).
+    #[arg(long, value_name = "MIN:MAX", value_parser = parse_adapt_bounds)]
+    adapt: Option<(usize, usize)>,
+    /// How long the pending work should take on the cluster when adapting, in seconds
+    /// (default 5).
+    #[arg(long, requires = "adapt", value_parser = parse_seconds)]
+    target_duration: Option<f64>,
     /// Where to write the cluster's access files here (default: a new private directory
     /// under the system's temporary directory).
     #[arg(long)]
@@ -558,15 +566,20 @@ fn local(args: LocalArgs, insecure: bool) {
         cluster.threads_per_worker(),
         cluster.memory_limit_bytes()
     );
-    let adapt = args.adapt.map(|(minimum, maximum)| {
-        let mut config = AdaptConfig::new(minimum, maximum);
-        if let Some(seconds) = args.target_duration {
-            config.target_duration_ms = ((seconds * 1000.0) as u64).max(1);
-        }
-        config
-    });
+    let adapt = args
+        .adapt
+        .map(|(min, max)| adapt_settings(min, max, args.target_duration));
     serve(&cluster, line, insecure, args.security_dir, adapt, &stop);
     drop(cluster);
+}
+
+/// `--adapt MIN:MAX` with `--target-duration SECONDS`.
+fn adapt_settings(minimum: usize, maximum: usize, target_duration: Option<f64>) -> AdaptConfig {
+    let mut config = AdaptConfig::new(minimum, maximum);
+    if let Some(seconds) = target_duration {
+        config.target_duration_ms = ((seconds * 1000.0) as u64).max(1);
+    }
+    config
 }
 
 /// What `zask local` and `zask ssh` do with the cluster they started.
@@ -719,7 +732,10 @@ fn ssh(args: SshArgs, insecure: bool) {
         "address_to_workers": cluster.address_to_workers(),
         "workers": zask::Cluster::started(&cluster).len(),
     });
-    serve(&cluster, line, insecure, args.security_dir, None, &stop);
+    let adapt = args
+        .adapt
+        .map(|(min, max)| adapt_settings(min, max, args.target_duration));
+    serve(&cluster, line, insecure, args.security_dir, adapt, &stop);
     drop(cluster);
 }
 
