@@ -344,6 +344,17 @@ impl Remote {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// A worker's address as it last said it: its nanny may have restarted it on another
+    /// port.
+    fn current_address(&mut self) -> Option<WorkerAddress> {
+        for line in self.lines.try_iter() {
+            if let Some(rest) = line.strip_prefix("worker ") {
+                self.address = Some(WorkerAddress::from(rest.trim().to_owned()));
+            }
+        }
+        self.address.clone()
+    }
+
     /// Closes the standard input of this and `others` (their remote programs get SIGTERM and
     /// are waited for), then waits for the ssh processes, killing them past `grace`.
     fn stop(mut self, others: &mut [Remote], grace: Duration) {
@@ -494,9 +505,12 @@ impl Cluster for SshWorkers {
     fn stop_workers(&self, addresses: &[WorkerAddress]) -> Result<(), ClusterError> {
         let leaving: Vec<Remote> = {
             let mut workers = self.workers.lock().expect("never poisoned");
+            for w in workers.iter_mut() {
+                w.current_address();
+            }
             let (leaving, staying) = std::mem::take(&mut *workers)
                 .into_iter()
-                .partition(|w| w.address.as_ref().is_some_and(|a| addresses.contains(a)));
+                .partition(|w: &Remote| w.address.as_ref().is_some_and(|a| addresses.contains(a)));
             *workers = staying;
             leaving
         };
@@ -526,7 +540,7 @@ impl Cluster for SshWorkers {
             .iter_mut()
             .filter_map(|w| {
                 if w.is_running() {
-                    w.address.clone()
+                    w.current_address()
                 } else {
                     None
                 }
