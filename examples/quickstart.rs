@@ -2,7 +2,7 @@
 //! Run with `cargo run --example quickstart`. Pass a scheduler's client address
 //! (e.g. tcp://127.0.0.1:5555) to run it against a real cluster instead.
 
-use zask::{graph, Client, LocalCluster, Value};
+use zask::{graph, Client, LocalCluster, LocalClusterError, Value};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
@@ -10,7 +10,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (_cluster, client) = match std::env::args().nth(1) {
         Some(address) => (None, Client::connect(&address)?),
         None => {
-            let cluster = LocalCluster::new()?;
+            // Worker processes filling the machine; they need the zask-worker program, which
+            // `cargo run --example` does not build (`cargo build --bins` does): without it,
+            // threads of this process.
+            let cluster = match LocalCluster::new() {
+                Err(LocalClusterError::NoWorkerProgram(e)) => {
+                    eprintln!("{e}\n(running the workers as threads of this process instead)");
+                    LocalCluster::builder().processes(false).start()?
+                }
+                started => started?,
+            };
             let client = cluster.client()?;
             (Some(cluster), client)
         }

@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 
 use crate::adaptive::{AdaptConfig, Adaptive, ClusterFigures, Decision};
-use crate::client::{Client, ClientError};
+use crate::client::{Client, ClientError, Logs};
 use crate::net::StartError;
-use crate::protocol::{WorkerAddress, WorkerInfo};
+use crate::protocol::{ScalingRequest, WantedScaling, WorkerAddress, WorkerInfo};
 
 /// A cluster of workers around one scheduler, as a resource manager runs it. A manager
 /// implements the two operations (`start_workers`, `stop_workers`) and says what it runs;
@@ -53,6 +53,12 @@ pub trait Cluster: Send + Sync {
     fn workers(&self) -> Result<Vec<WorkerInfo>, ClusterError> {
         let client = self.client().map_err(ClusterError::Client)?;
         client.workers().map_err(ClusterError::Client)
+    }
+
+    /// The recent log lines of the scheduler and of every worker (`Client::get_logs`).
+    fn get_logs(&self) -> Result<Logs, ClusterError> {
+        let client = self.client().map_err(ClusterError::Client)?;
+        client.get_logs(None).map_err(ClusterError::Client)
     }
 
     /// What the adaptive policy decides from: the scheduler's status and the workers started
@@ -126,6 +132,37 @@ pub trait Cluster: Send + Sync {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_follower_hands_out_each_request_once() {
+        let mut f = ScalingFollower::new();
+        let wanted = |serial, workers| {
+            Some(WantedScaling {
+                serial,
+                request: ScalingRequest::Scale { workers },
+            })
+        };
+        assert_eq!(f.next(None), None);
+        assert_eq!(
+            f.next(wanted(1, 3)),
+            Some(ScalingRequest::Scale { workers: 3 })
+        );
+        assert_eq!(f.next(wanted(1, 3)), None, "applied already");
+        assert_eq!(
+            f.next(wanted(2, 3)),
+            Some(ScalingRequest::Scale { workers: 3 })
+        );
+        assert_eq!(
+            f.next(wanted(1, 5)),
+            Some(ScalingRequest::Scale { workers: 5 }),
+            "a new scheduler counts from 1 again"
+        );
+    }
+}
+
 /// Why a cluster operation failed. `retry_may_help` says whether trying again can succeed.
 #[derive(Debug)]
 pub enum ClusterError {
@@ -135,6 +172,11 @@ pub enum ClusterError {
     Start(StartError),
     /// The adaptive thread could not be started (the system refused a thread: may pass).
     Thread(std::io::Error),
+    /// The ssh program could not be run or fed (missing: not until it is installed).
+    Ssh(std::io::Error),
+    /// A remote worker did not say its address in time: ssh could not connect, or the remote
+    /// program is missing or failed (their messages are on stderr).
+    RemoteStart { host: String, waited_ms: u64 },
 }
 
 impl ClusterError {
@@ -143,6 +185,8 @@ impl ClusterError {
             ClusterError::Client(e) => e.retry_may_help(),
             ClusterError::Start(e) => e.retry_may_help(),
             ClusterError::Thread(_) => true,
+            ClusterError::Ssh(e) => e.kind() != std::io::ErrorKind::NotFound,
+            ClusterError::RemoteStart { .. } => true,
         }
     }
 }
@@ -153,6 +197,12 @@ impl std::fmt::Display for ClusterError {
             ClusterError::Client(e) => write!(f, "asking the scheduler: {e}"),
             ClusterError::Start(e) => write!(f, "a worker did not start: {e}"),
             ClusterError::Thread(e) => write!(f, "the adaptive thread did not start: {e}"),
+            ClusterError::Ssh(e) => write!(f, "running ssh: {e}"),
+            ClusterError::RemoteStart { host, waited_ms } => write!(
+                f,
+                "the worker on {host} did not say its address within {waited_ms} ms \
+                 (ssh's and the worker's messages are above)"
+            ),
         }
     }
 }
@@ -162,7 +212,8 @@ impl std::error::Error for ClusterError {
         match self {
             ClusterError::Client(e) => Some(e),
             ClusterError::Start(e) => Some(e),
-            ClusterError::Thread(e) => Some(e),
+            ClusterError::Thread(e) | ClusterError::Ssh(e) => Some(e),
+            ClusterError::RemoteStart { .. } => None,
         }
     }
 }
@@ -263,6 +314,46 @@ impl Drop for Adapter {
     fn drop(&mut self) {
         self.stop_thread();
     }
+}
+
+/// Follows the sizes operators ask a running cluster for (`Client::set_scaling`: `zask
+/// scale`, `zask adapt`), which the scheduler only records: a manager polls it every interval
+/// and applies each new request once (by its serial).
+#[derive(Debug, Default)]
+pub struct ScalingFollower {
+    /// The serial of the last request handed out (0: none).
+    seen: u64,
+}
+
+impl ScalingFollower {
+    pub fn new() -> ScalingFollower {
+        ScalingFollower::default()
+    }
+
+    /// The request recorded since the last call, if any.
+    pub fn poll(&mut self, client: &Client) -> Result<Option<ScalingRequest>, ClientError> {
+        Ok(self.next(client.scaling()?))
+    }
+
+    /// What `poll` does with the scheduler's answer. Pure.
+    pub fn next(&mut self, wanted: Option<WantedScaling>) -> Option<ScalingRequest> {
+        let wanted = wanted?;
+        if wanted.serial == self.seen {
+            return None;
+        }
+        // A smaller serial: a new scheduler counting from 1 again; its request is new too.
+        self.seen = wanted.serial;
+        Some(wanted.request)
+    }
+}
+
+/// The adaptive settings a `ScalingRequest::Adapt` asks for.
+pub fn adapt_config(minimum: u32, maximum: u32, target_duration_ms: Option<u64>) -> AdaptConfig {
+    let mut config = AdaptConfig::new(minimum as usize, maximum as usize);
+    if let Some(ms) = target_duration_ms {
+        config.target_duration_ms = ms.max(1);
+    }
+    config
 }
 
 /// A weak handle to a cluster kept in an `Arc`, as `Adapter::start` takes it.

@@ -20,9 +20,11 @@ pub mod graph;
 pub mod local_cluster;
 pub mod logs;
 pub mod net;
+pub mod processes;
 pub mod protocol;
 pub mod scheduler;
 pub mod security;
+pub mod ssh_cluster;
 pub mod value;
 pub mod worker;
 
@@ -36,6 +38,7 @@ pub use collection::{
 pub use graph::{Expr, Graph, GraphError, Key, KeySpec, Node};
 pub use local_cluster::{LocalCluster, LocalClusterError};
 pub use protocol::{WorkerAddress, WorkerName, WorkerSelector};
+pub use ssh_cluster::{SshCluster, SshClusterError};
 pub use value::{Bytes, FromValue, Value};
 pub use worker::Registry;
 pub use zask_storage::StoreSpec;

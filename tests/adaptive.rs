@@ -1,6 +1,7 @@
-//! Adaptive scaling end to end on a LocalCluster (worker threads, real sockets): a burst of
-//! slow tasks scales the cluster up to its maximum, idle time scales it down to its minimum,
-//! and no task runs twice because a worker was retired (its kept results move first).
+//! Adaptive scaling end to end on a LocalCluster (worker threads, and worker processes under
+//! nannies, real sockets): a burst of slow tasks scales the cluster up to its maximum, idle
+//! time scales it down to its minimum, and no task runs twice because a worker was retired
+//! (its kept results move first).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -130,4 +131,63 @@ fn scale_starts_and_retires_workers() {
         cluster.workers().unwrap().len() == 1
     }));
     assert_eq!(client.gather("y").unwrap(), Value::from(42));
+}
+
+#[test]
+fn worker_processes_scale_up_under_a_burst_and_down_when_idle_and_nothing_runs_twice() {
+    let cluster = LocalCluster::builder()
+        .workers(1)
+        .test_functions()
+        .start()
+        .unwrap();
+    assert!(cluster.uses_processes());
+    cluster
+        .adapt(AdaptConfig {
+            interval_ms: 200,
+            target_duration_ms: 1000,
+            ..AdaptConfig::new(1, 3)
+        })
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let counter = dir.path().join("runs");
+    let counter = counter.to_str().unwrap();
+    // Each counted task runs once (a line in the file); each slow one waits 0.3 s after it.
+    let mut graph = Graph::new();
+    let keys: Vec<Key> = (0..TASKS).map(|i| Key::from(format!("slow-{i}"))).collect();
+    for (i, k) in keys.iter().enumerate() {
+        let count = format!("count-{i}");
+        graph.insert(count.as_str(), ("counted_inc", counter, i as i64));
+        graph.insert(k.clone(), ("slow_inc", count.as_str(), 0.3));
+    }
+    let client = cluster.client().unwrap();
+    let burst = {
+        let keys = keys.clone();
+        std::thread::spawn(move || {
+            let options = GetOptions {
+                keep_results: true,
+                ..GetOptions::default()
+            };
+            let value = client.get_with(&graph, keys, options);
+            (client, value)
+        })
+    };
+    let mut max_workers = 0;
+    let grew = wait_for(Duration::from_secs(30), || {
+        max_workers = max_workers.max(cluster.workers().unwrap().len());
+        max_workers >= 3
+    });
+    assert!(
+        grew,
+        "the burst grew the cluster to {max_workers} workers, not 3"
+    );
+    let (client, value) = burst.join().unwrap();
+    let expected: Vec<Value> = (2..=TASKS as i64 + 1).map(Value::from).collect();
+    assert_eq!(value.unwrap(), Value::from(expected.clone()));
+    let shrank = wait_for(Duration::from_secs(30), || {
+        cluster.workers().unwrap().len() == 1 && cluster.nanny_pids().len() == 1
+    });
+    assert!(shrank, "idle, the cluster kept {:?}", cluster.nanny_pids());
+    assert_eq!(client.gather(keys).unwrap(), Value::from(expected));
+    let runs = std::fs::read_to_string(dir.path().join("runs")).unwrap();
+    assert_eq!(runs.lines().count(), TASKS, "a task ran twice: {runs}");
 }

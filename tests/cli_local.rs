@@ -1,6 +1,6 @@
 //! `zask local` as a real process: it prints its addresses and access files as one JSON line,
 //! a client connects with the operator's access file and computes, `--adapt` is accepted, and
-//! SIGTERM ends it with exit code 0.
+//! SIGTERM or SIGINT ends it with exit code 0, leaving no worker process behind.
 
 mod common;
 
@@ -98,10 +98,68 @@ fn local_runs_the_seed_graph_on_the_workers_asked_for_and_stops_on_sigterm() {
             (2, 300_000_000),
             "{w:?}"
         );
+        assert_ne!(w.pid, proc.pid(), "workers are processes by default: {w:?}");
     }
+    assert_eq!(line["processes"], true, "{line}");
     drop(client);
     let status = terminate(&mut proc);
     assert_eq!(status.code(), Some(0), "{}", proc.log_text());
+    for w in &workers {
+        assert!(
+            !zask::processes::pid_alive(w.pid),
+            "worker process {} outlived zask local",
+            w.pid
+        );
+    }
+}
+
+#[test]
+fn local_stops_on_sigint_leaving_no_worker_process() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (mut proc, line) = start_local(dir.path(), &["--insecure", "--workers", "2"]);
+    let config = ClientConfig {
+        security: ClientSecurity::Insecure,
+        ..ClientConfig::default()
+    };
+    let client = Client::connect_with(line["address_to_clients"].as_str().unwrap(), config)
+        .expect("connect");
+    assert_eq!(wait_for_workers(&client, 2), 2);
+    let pids: Vec<u32> = client.workers().unwrap().iter().map(|w| w.pid).collect();
+    drop(client);
+    let r = unsafe { libc::kill(proc.pid() as libc::pid_t, libc::SIGINT) };
+    assert_eq!(r, 0, "kill: {}", std::io::Error::last_os_error());
+    assert_eq!(
+        proc.wait_exit(DEADLINE).code(),
+        Some(0),
+        "{}",
+        proc.log_text()
+    );
+    for pid in pids {
+        assert!(
+            !zask::processes::pid_alive(pid),
+            "worker process {pid} outlived zask local"
+        );
+    }
+}
+
+#[test]
+fn local_threads_only_runs_workers_in_its_own_process() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (mut proc, line) = start_local(
+        dir.path(),
+        &["--insecure", "--workers", "1", "--no-processes"],
+    );
+    assert_eq!(line["processes"], false, "{line}");
+    let config = ClientConfig {
+        security: ClientSecurity::Insecure,
+        ..ClientConfig::default()
+    };
+    let client = Client::connect_with(line["address_to_clients"].as_str().unwrap(), config)
+        .expect("connect");
+    assert_eq!(wait_for_workers(&client, 1), 1);
+    assert_eq!(client.workers().unwrap()[0].pid, proc.pid());
+    drop(client);
+    assert_eq!(terminate(&mut proc).code(), Some(0));
 }
 
 #[test]
@@ -171,5 +229,81 @@ struct Cleanup(PathBuf);
 impl Drop for Cleanup {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn scale_and_adapt_change_a_running_local_cluster() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let security = dir.path().join("security");
+    let (mut proc, line) = start_local(
+        dir.path(),
+        &[
+            "--workers",
+            "1",
+            "--security-dir",
+            security.to_str().unwrap(),
+        ],
+    );
+    let address = line["address_to_clients"].as_str().unwrap().to_owned();
+    let operator = line["access"]["operator"].as_str().unwrap().to_owned();
+    let plain = line["access"]["client"].as_str().unwrap().to_owned();
+    let zask = |access: &str, args: &[&str]| {
+        let mut argv = vec!["--access-file", access];
+        argv.extend_from_slice(args);
+        argv.extend_from_slice(&["--scheduler", &address]);
+        common::run(ZASK, &argv)
+    };
+    let client = operator_client(&line);
+    assert_eq!(wait_for_workers(&client, 1), 1);
+
+    // A plain client may not resize the cluster.
+    let out = zask(&plain, &["scale", "3"]);
+    assert_eq!(out.code(), Some(1), "{out:?}");
+    assert!(out.stderr.contains("operator"), "{out:?}");
+
+    let out = zask(&operator, &["scale", "3"]);
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    wait_until("3 workers", DEADLINE, || {
+        (client.workers().ok()?.len() == 3).then_some(())
+    });
+    let out = zask(&operator, &["status"]);
+    let status: Json = serde_json::from_str(&out.stdout).expect("status JSON");
+    assert_eq!(
+        status["scaling"]["request"]["Scale"]["workers"], 3,
+        "{status}"
+    );
+
+    // Adapting between 1 and 2 on an idle cluster: down to 2 at once, to 1 after the
+    // retirement suggestions repeat; never below 1.
+    let out = zask(&operator, &["adapt", "1", "2", "--target-duration", "1"]);
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    wait_until("at most 2 workers", DEADLINE, || {
+        (client.workers().ok()?.len() <= 2).then_some(())
+    });
+    wait_until("1 worker", DEADLINE, || {
+        (client.workers().ok()?.len() == 1).then_some(())
+    });
+    let out = zask(&operator, &["adapt", "--stop"]);
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    wait_until("adapting stopped", DEADLINE, || {
+        proc.log_text()
+            .contains("scaling: an operator asked to stop adapting")
+            .then_some(())
+    });
+    let out = zask(&operator, &["adapt", "2", "1"]);
+    assert_eq!(out.code(), Some(2), "MAX below MIN: {out:?}");
+    assert_eq!(client.workers().unwrap().len(), 1);
+    drop(client);
+    let status = terminate(&mut proc);
+    assert_eq!(status.code(), Some(0), "{}", proc.log_text());
+    let log = proc.log_text();
+    for said in [
+        "scaling: from 1 to 3 workers, as an operator asked",
+        "scaling: an operator asked to adapt between 1 and 2 workers",
+        "adaptive: ",
+        "scaling: an operator asked to stop adapting",
+    ] {
+        assert!(log.contains(said), "no {said:?} in the log:\n{log}");
     }
 }

@@ -79,11 +79,13 @@ enum Kind {
     Bool,
     Array,
     Object,
+    Null,
 }
 
 fn kind_of(v: &Json) -> Option<Kind> {
     match v {
         Json::String(_) => Some(Kind::Str),
+        Json::Null => Some(Kind::Null),
         Json::Number(n) if n.is_u64() => Some(Kind::UInt),
         Json::Bool(_) => Some(Kind::Bool),
         Json::Array(_) => Some(Kind::Array),
@@ -435,6 +437,7 @@ fn every_json_output_has_its_documented_fields() {
             ("waiting", UInt),
             ("prefixes", Array),
             ("clients", UInt),
+            ("scaling", Null),
         ],
     );
     let worker_fields = [

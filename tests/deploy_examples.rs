@@ -125,7 +125,12 @@ fn accepted_flags(binary: &str, subcommand: Option<&str>) -> BTreeSet<String> {
 /// Checks every Zask command line of `name` against its binary's help; returns the binaries
 /// seen.
 fn check_flags(name: &str) -> BTreeSet<&'static str> {
-    let commands = zask_commands(&read(name));
+    check_text(name, &read(name))
+}
+
+/// Checks every Zask command line of `text` (from `name`) against its binary's help.
+fn check_text(name: &str, text: &str) -> BTreeSet<&'static str> {
+    let commands = zask_commands(text);
     let mut seen = BTreeSet::new();
     for command in &commands {
         let accepted = accepted_flags(command.binary, command.subcommand.as_deref());
@@ -223,6 +228,43 @@ fn the_kubernetes_manifest_is_well_formed_and_runs_the_binaries_with_their_flags
     }
     assert_eq!(kinds, ["Service", "Deployment", "Deployment"]);
     let seen = check_flags("kubernetes.yaml");
+    assert!(
+        seen.contains("zask-scheduler") && seen.contains("zask-worker"),
+        "{seen:?}"
+    );
+}
+
+/// The README's "Deployment beyond one machine": every command in its code blocks (`zask
+/// local`, `scale`, `adapt`, `ssh`, the binaries by hand) uses only flags its binary lists.
+#[test]
+fn the_readme_deployment_commands_use_real_flags() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let start = readme
+        .find("## Deployment beyond one machine")
+        .expect("the section");
+    let section = &readme[start..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |e| e + 3)];
+    // The code blocks only: prose names commands without running them.
+    let blocks: String = section
+        .split("```")
+        .skip(1)
+        .step_by(2)
+        .map(|block| block.trim_start_matches(|c: char| c != '\n'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let commands = zask_commands(&blocks);
+    let subcommands: BTreeSet<String> = commands
+        .iter()
+        .filter_map(|c| c.subcommand.clone())
+        .collect();
+    for wanted in ["local", "scale", "adapt", "ssh", "status"] {
+        assert!(
+            subcommands.contains(wanted),
+            "no zask {wanted}: {subcommands:?}"
+        );
+    }
+    let seen = check_text("README.md", &blocks);
     assert!(
         seen.contains("zask-scheduler") && seen.contains("zask-worker"),
         "{seen:?}"

@@ -4,6 +4,12 @@
 #
 #   examples/deploy/ssh.sh node1 node2 node3
 #
+# One command does this too (the scheduler on node1, the keys sent over ssh's standard input,
+# resized later by `zask scale` or `zask adapt`; see README), and this script shows the steps
+# by hand:
+#
+#   zask ssh node1 node2 node3 --workers-per-host 1
+#
 # Assumes passwordless ssh to each host, zask-worker on each host's PATH and that the hosts
 # reach this machine's ports 8786 (workers) and 8787 (clients). Ctrl-C stops everything.
 set -euo pipefail

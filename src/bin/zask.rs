@@ -9,7 +9,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use zask::adaptive::AdaptConfig;
 use zask::client::ClientSecurity;
+use zask::cluster::ScalingFollower;
 use zask::graph::json::{graph_to_json, key_to_json, parse_graph, parse_key_arg, value_to_json};
+use zask::protocol::ScalingRequest;
 use zask::scheduler::SchedulerConfig;
 use zask::security::{Access, Role};
 use zask::worker::memory::MemoryLimitSpec;
@@ -103,22 +105,61 @@ enum Command {
     /// "operator", "worker"}} (no "access" with --insecure). Logs at info by default, every
     /// scaling decision with its reason.
     Local(LocalArgs),
+    /// Run a scheduler on the first host and workers on the others (all on the one host when
+    /// only one is given), started over ssh, until SIGINT or SIGTERM. Prints one JSON line as
+    /// `zask local` does. The keys travel on ssh's standard input, never on a command line.
+    Ssh(SshArgs),
+    /// Ask a running cluster (`zask local`) for N workers; its manager applies it within its
+    /// next interval (and stops adapting). Needs the operator's access file.
+    Scale {
+        #[arg(long, env = "ZASK_SCHEDULER", value_parser = zask::cli::parse_address)]
+        scheduler: String,
+        /// Workers wanted.
+        workers: u32,
+    },
+    /// Ask a running cluster (`zask local`) to adapt between MIN and MAX workers, or to stop
+    /// adapting (--stop). Needs the operator's access file.
+    Adapt {
+        #[arg(long, env = "ZASK_SCHEDULER", value_parser = zask::cli::parse_address)]
+        scheduler: String,
+        /// The fewest workers.
+        #[arg(required_unless_present = "stop", conflicts_with = "stop")]
+        minimum: Option<u32>,
+        /// The most workers.
+        #[arg(required_unless_present = "stop", conflicts_with = "stop")]
+        maximum: Option<u32>,
+        /// How long the pending work should take on the cluster, in seconds (default 5).
+        #[arg(long, value_parser = parse_seconds, conflicts_with = "stop")]
+        target_duration: Option<f64>,
+        /// Stop adapting; the workers stay as they are.
+        #[arg(long)]
+        stop: bool,
+    },
 }
 
 /// `zask local`: the settings of the local cluster.
 #[derive(clap::Args, Debug)]
 struct LocalArgs {
-    /// Workers to start (default: the machine's cores; with --adapt, its MIN).
+    /// Workers to start (default: with --adapt, its MIN; with --threads, the cores divided by
+    /// them; else the machine filled: one single-threaded worker per core up to 4 cores,
+    /// above that about the square root of the cores, workers × threads = cores).
     #[arg(long)]
     workers: Option<usize>,
-    /// Task threads per worker.
-    #[arg(long, default_value_t = 1)]
-    threads: u32,
+    /// Task threads per worker (default: 1 with --workers or --adapt, else see --workers).
+    #[arg(long)]
+    threads: Option<u32>,
     /// The most data each worker holds: bytes, a size (300MB, 4GiB), a fraction of the
     /// machine's memory (0.25) or auto (the machine's memory split evenly between the
-    /// workers: --workers, or MAX with --adapt), 0 for none.
-    #[arg(long, default_value = "0", value_parser = zask::worker::memory::parse_memory_limit_spec)]
-    memory_limit: MemoryLimitSpec,
+    /// workers: --workers, or MAX with --adapt), 0 for none. Default: auto.
+    #[arg(long, value_parser = zask::worker::memory::parse_memory_limit_spec)]
+    memory_limit: Option<MemoryLimitSpec>,
+    /// Workers as zask-worker processes, each under its nanny (the default). The program is
+    /// found from ZASK_WORKER_BIN, else beside this one, else on PATH.
+    #[arg(long, overrides_with = "no_processes")]
+    processes: bool,
+    /// Workers as threads of this process instead of processes.
+    #[arg(long, overrides_with = "processes")]
+    no_processes: bool,
     /// Scale between MIN and MAX workers by the adaptive policy, e.g. 1:8.
     #[arg(long, value_name = "MIN:MAX", value_parser = parse_adapt_bounds)]
     adapt: Option<(usize, usize)>,
@@ -126,11 +167,64 @@ struct LocalArgs {
     /// (default 5).
     #[arg(long, requires = "adapt", value_parser = parse_seconds)]
     target_duration: Option<f64>,
+    /// Workers offer the test functions too (fault-injection helpers: for tests only).
+    #[arg(long, hide = true)]
+    test_functions: bool,
     #[command(flatten)]
     listen: zask::cli::ListenArgs,
     /// Where to write the cluster's access files (client.access, operator.access,
     /// worker.access), so other programs can connect. Default: a new directory under the
     /// system's temporary directory. Created with mode 0700 if missing.
+    #[arg(long)]
+    security_dir: Option<PathBuf>,
+}
+
+/// `zask ssh`: the hosts and how to reach them.
+#[derive(clap::Args, Debug)]
+struct SshArgs {
+    /// `[user@]host` of each machine: the first runs the scheduler.
+    #[arg(required = true)]
+    hosts: Vec<String>,
+    /// Options for every ssh command, split at spaces: --ssh-option "-p 2222" --ssh-option
+    /// "-i ~/.ssh/cluster_key" --ssh-option "-o StrictHostKeyChecking=accept-new".
+    #[arg(long, allow_hyphen_values = true)]
+    ssh_option: Vec<String>,
+    /// Workers on each worker host.
+    #[arg(long, default_value_t = 1)]
+    workers_per_host: usize,
+    /// Task threads per worker.
+    #[arg(long, default_value_t = 1)]
+    threads: u32,
+    /// Each worker's --memory-limit (300MB, 0.25, auto).
+    #[arg(long)]
+    memory_limit: Option<String>,
+    /// zask-scheduler's path on the first host (default: the local one's path, right when
+    /// the hosts share a filesystem).
+    #[arg(long)]
+    scheduler_program: Option<PathBuf>,
+    /// zask-worker's path on the worker hosts (default: the local one's path).
+    #[arg(long)]
+    worker_program: Option<PathBuf>,
+    /// The interface the scheduler listens on (default: the first host's name; 0.0.0.0 for
+    /// every interface).
+    #[arg(long)]
+    scheduler_listen: Option<String>,
+    /// The scheduler's port for workers (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    worker_port: u16,
+    /// The scheduler's port for clients (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    client_port: u16,
+    /// Scale between MIN and MAX workers by the adaptive policy, e.g. 1:8 (workers start on
+    /// the worker hosts in turn).
+    #[arg(long, value_name = "MIN:MAX", value_parser = parse_adapt_bounds)]
+    adapt: Option<(usize, usize)>,
+    /// How long the pending work should take on the cluster when adapting, in seconds
+    /// (default 5).
+    #[arg(long, requires = "adapt", value_parser = parse_seconds)]
+    target_duration: Option<f64>,
+    /// Where to write the cluster's access files here (default: a new private directory
+    /// under the system's temporary directory).
     #[arg(long)]
     security_dir: Option<PathBuf>,
 }
@@ -271,11 +365,18 @@ fn main() {
     // A bug in any thread of this process ends it at once (see zask::fatal).
     zask::fatal::install_for_process();
     let args: Args = zask::cli::parse_or_exit();
-    if let Command::Local(local_args) = args.command {
-        // A long-running cluster says what it does (its scaling decisions) at info.
-        zask::cli::init_logging();
-        return local(local_args, args.insecure);
-    }
+    let args = match args.command {
+        Command::Local(local_args) => {
+            // A long-running cluster says what it does (its scaling decisions) at info.
+            zask::cli::init_logging();
+            return local(local_args, args.insecure);
+        }
+        Command::Ssh(ssh_args) => {
+            zask::cli::init_logging();
+            return ssh(ssh_args, args.insecure);
+        }
+        command => Args { command, ..args },
+    };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     if let Some(seconds) = args.scheduler_timeout {
         SCHEDULER_TIMEOUT_MS.store((seconds * 1000.0) as u64, Ordering::SeqCst);
@@ -328,10 +429,11 @@ fn main() {
         },
         Command::Collection { action } => collection_command(action, &security),
         Command::Status { scheduler } => {
-            let status = connect(&scheduler, &security)
-                .status()
-                .unwrap_or_else(|e| fail(&e.to_string()));
-            println!("{}", shell::status_json(&status));
+            let client = connect(&scheduler, &security);
+            let status = client.status().unwrap_or_else(|e| fail(&e.to_string()));
+            // The size an operator last asked for (`zask scale`, `zask adapt`), if any.
+            let scaling = client.scaling().unwrap_or_else(|e| fail(&e.to_string()));
+            println!("{}", shell::status_json(&status, scaling.as_ref()));
         }
         Command::WhoHas { scheduler, keys } => {
             let keys: Vec<zask::Key> = keys.iter().map(|k| parse_key_arg(k)).collect();
@@ -380,7 +482,37 @@ fn main() {
             });
             println!("{out}");
         }
-        Command::Local(_) => unreachable!("handled before the client commands"),
+        Command::Local(_) | Command::Ssh(_) => {
+            unreachable!("handled before the client commands")
+        }
+        Command::Scale { scheduler, workers } => connect(&scheduler, &security)
+            .set_scaling(ScalingRequest::Scale { workers })
+            .unwrap_or_else(|e| fail(&e.to_string())),
+        Command::Adapt {
+            scheduler,
+            minimum,
+            maximum,
+            target_duration,
+            stop,
+        } => {
+            let request = match (minimum, maximum) {
+                _ if stop => ScalingRequest::StopAdapt,
+                (Some(minimum), Some(maximum)) => {
+                    if maximum < minimum || maximum == 0 {
+                        usage("MAX must be at least MIN and at least 1");
+                    }
+                    ScalingRequest::Adapt {
+                        minimum,
+                        maximum,
+                        target_duration_ms: target_duration.map(|s| ((s * 1000.0) as u64).max(1)),
+                    }
+                }
+                _ => usage("give MIN and MAX, or --stop"),
+            };
+            connect(&scheduler, &security)
+                .set_scaling(request)
+                .unwrap_or_else(|e| fail(&e.to_string()))
+        }
     }
     say_goodbye();
 }
@@ -431,27 +563,7 @@ fn progress_get(
 /// `zask local`: starts the cluster, prints its line, adapts if asked and stops on SIGINT or
 /// SIGTERM (exit 0).
 fn local(args: LocalArgs, insecure: bool) {
-    // Registered before anything starts, so a signal during the start is not lost.
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
-            fail(&format!("cannot handle signal {signal}: {e}"));
-        }
-    }
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let workers = match (args.workers, args.adapt) {
-        (Some(n), _) => n,
-        (None, Some((min, _))) => min,
-        (None, None) => cores,
-    };
-    // `auto` splits the machine between as many workers as there may be.
-    let sharing = args.adapt.map_or(workers, |(_, max)| max.max(workers));
-    let memory_limit_bytes = args
-        .memory_limit
-        .resolve(sharing as u64, zask::worker::memory::machine_memory_bytes)
-        .unwrap_or_else(|e| usage(&format!("--memory-limit: {e}")));
+    let stop = stop_flag();
     let scheduler = SchedulerConfig {
         host: args.listen.host,
         worker_port: args.listen.worker_port,
@@ -459,21 +571,116 @@ fn local(args: LocalArgs, insecure: bool) {
         ..SchedulerConfig::default()
     };
     let mut builder = LocalCluster::builder()
-        .workers(workers)
-        .threads_per_worker(args.threads)
-        .memory_limit_bytes(memory_limit_bytes)
+        .processes(!args.no_processes)
         .scheduler_config(scheduler);
+    if let Some(n) = args.workers.or(args.adapt.map(|(min, _)| min)) {
+        builder = builder.workers(n);
+    }
+    if let Some(n) = args.threads {
+        builder = builder.threads_per_worker(n);
+    }
+    if args.test_functions {
+        builder = builder.test_functions();
+    }
+    let shape = builder.shape();
+    // `auto` (the default) splits the machine between as many workers as there may be.
+    let sharing = args
+        .adapt
+        .map_or(shape.workers, |(_, max)| max.max(shape.workers));
+    let memory_limit_bytes = args
+        .memory_limit
+        .unwrap_or(MemoryLimitSpec::Auto)
+        .resolve(sharing as u64, zask::worker::memory::machine_memory_bytes)
+        .unwrap_or_else(|e| usage(&format!("--memory-limit: {e}")));
+    builder = builder.memory_limit_bytes(memory_limit_bytes);
+    let workers = shape.workers;
     if insecure {
         builder = builder.insecure();
     }
     let cluster = builder.start().unwrap_or_else(|e| fail(&e.to_string()));
-    let mut line = serde_json::json!({
+    let line = serde_json::json!({
         "address_to_clients": cluster.address_to_clients(),
         "address_to_workers": cluster.address_to_workers(),
         "workers": workers,
+        "threads": cluster.threads_per_worker(),
+        "memory_limit": cluster.memory_limit_bytes(),
+        "processes": cluster.uses_processes(),
     });
+    log::info!(
+        "{workers} workers ({}), {} threads each, memory limit {} bytes each",
+        if cluster.uses_processes() {
+            "processes"
+        } else {
+            "threads of this process"
+        },
+        cluster.threads_per_worker(),
+        cluster.memory_limit_bytes()
+    );
+    let adapt = args
+        .adapt
+        .map(|(min, max)| adapt_settings(min, max, args.target_duration));
+    serve(&cluster, line, insecure, args.security_dir, adapt, &stop);
+    drop(cluster);
+}
+
+/// `--adapt MIN:MAX` with `--target-duration SECONDS`.
+fn adapt_settings(minimum: usize, maximum: usize, target_duration: Option<f64>) -> AdaptConfig {
+    let mut config = AdaptConfig::new(minimum, maximum);
+    if let Some(seconds) = target_duration {
+        config.target_duration_ms = ((seconds * 1000.0) as u64).max(1);
+    }
+    config
+}
+
+/// What `zask local` and `zask ssh` do with the cluster they started.
+trait Managed {
+    fn access(&self, role: Role) -> Option<Access>;
+    fn client(&self) -> Result<Client, zask::ClientError>;
+    fn adapt(&self, config: AdaptConfig) -> Result<(), zask::ClusterError>;
+    fn stop_adapt(&self);
+    fn apply(&self, request: &ScalingRequest) -> Result<(), zask::ClusterError>;
+    fn shut_down(&self) -> bool;
+}
+
+macro_rules! managed {
+    ($t:ty) => {
+        impl Managed for $t {
+            fn access(&self, role: Role) -> Option<Access> {
+                <$t>::access(self, role)
+            }
+            fn client(&self) -> Result<Client, zask::ClientError> {
+                <$t>::client(self)
+            }
+            fn adapt(&self, config: AdaptConfig) -> Result<(), zask::ClusterError> {
+                <$t>::adapt(self, config)
+            }
+            fn stop_adapt(&self) {
+                <$t>::stop_adapt(self)
+            }
+            fn apply(&self, request: &ScalingRequest) -> Result<(), zask::ClusterError> {
+                <$t>::apply(self, request)
+            }
+            fn shut_down(&self) -> bool {
+                <$t>::shut_down(self)
+            }
+        }
+    };
+}
+managed!(LocalCluster);
+managed!(zask::SshCluster);
+
+/// Writes the access files (unless insecure) and names them in `line`, prints `line`,
+/// adapts if asked, then applies operators' scaling requests until SIGINT or SIGTERM.
+fn serve(
+    cluster: &dyn Managed,
+    mut line: serde_json::Value,
+    insecure: bool,
+    security: Option<PathBuf>,
+    adapt: Option<AdaptConfig>,
+    stop: &AtomicBool,
+) {
     if !insecure {
-        let dir = security_dir(args.security_dir);
+        let dir = security_dir(security);
         let mut files = serde_json::Map::new();
         for role in [Role::Client, Role::Operator, Role::Worker] {
             let access = cluster.access(role).expect("a secure cluster has access");
@@ -491,30 +698,109 @@ fn local(args: LocalArgs, insecure: bool) {
         );
     }
     println!("{line}");
-    if let Some((minimum, maximum)) = args.adapt {
-        let mut config = AdaptConfig::new(minimum, maximum);
-        if let Some(seconds) = args.target_duration {
-            config.target_duration_ms = ((seconds * 1000.0) as u64).max(1);
-        }
+    if let Some(config) = adapt {
         // The adaptive thread logs its settings and then every decision with its reason.
         cluster
             .adapt(config)
             .unwrap_or_else(|e| fail(&e.to_string()));
     }
+    // Operators' requests (`zask scale`, `zask adapt`) are recorded by the scheduler: read
+    // them twice a second and apply each once.
+    let mut follower = ScalingFollower::new();
+    let mut operator: Option<Client> = None;
+    let mut next_poll = std::time::Instant::now();
     while !stop.load(Ordering::SeqCst) {
         if cluster.shut_down() {
             // `zask shutdown`: the scheduler stopped and dismissed the workers.
             log::info!("stopping: an operator shut the cluster down");
             cluster.stop_adapt();
-            drop(cluster);
             return;
         }
         std::thread::sleep(Duration::from_millis(50));
+        if std::time::Instant::now() < next_poll {
+            continue;
+        }
+        next_poll = std::time::Instant::now() + SCALING_POLL;
+        if operator.is_none() {
+            operator = cluster
+                .client()
+                .map_err(|e| log::warn!("scaling: cannot reach the scheduler: {e}"))
+                .ok();
+        }
+        let Some(client) = &operator else { continue };
+        match follower.poll(client) {
+            Ok(Some(request)) => {
+                if let Err(e) = cluster.apply(&request) {
+                    log::warn!("scaling: {request} failed: {e}");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                log::warn!("scaling: cannot read the requested size: {e}");
+                operator = None;
+            }
+        }
     }
     log::info!("stopping: a signal asked for it");
     cluster.stop_adapt();
+}
+
+/// Registers SIGTERM and SIGINT on a flag, before anything starts (so a signal during the
+/// start is not lost).
+fn stop_flag() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
+            fail(&format!("cannot handle signal {signal}: {e}"));
+        }
+    }
+    stop
+}
+
+/// `zask ssh`: the scheduler on the first host, workers on the others, until SIGINT or
+/// SIGTERM.
+fn ssh(args: SshArgs, insecure: bool) {
+    let stop = stop_flag();
+    let options: Vec<String> = args
+        .ssh_option
+        .iter()
+        .flat_map(|o| o.split_whitespace().map(str::to_owned))
+        .collect();
+    let mut builder = zask::SshCluster::builder(args.hosts)
+        .ssh_options(options)
+        .workers_per_host(args.workers_per_host)
+        .threads_per_worker(args.threads)
+        .ports(args.worker_port, args.client_port);
+    if let Some(p) = args.scheduler_program {
+        builder = builder.scheduler_program(p);
+    }
+    if let Some(p) = args.worker_program {
+        builder = builder.worker_program(p);
+    }
+    if let Some(limit) = args.memory_limit {
+        builder = builder.memory_limit(limit);
+    }
+    if let Some(listen) = args.scheduler_listen {
+        builder = builder.scheduler_listen(listen);
+    }
+    if insecure {
+        builder = builder.insecure();
+    }
+    let cluster = builder.start().unwrap_or_else(|e| fail(&e.to_string()));
+    let line = serde_json::json!({
+        "address_to_clients": cluster.address_to_clients(),
+        "address_to_workers": cluster.address_to_workers(),
+        "workers": zask::Cluster::started(&cluster).len(),
+    });
+    let adapt = args
+        .adapt
+        .map(|(min, max)| adapt_settings(min, max, args.target_duration));
+    serve(&cluster, line, insecure, args.security_dir, adapt, &stop);
     drop(cluster);
 }
+
+/// How often `zask local` reads the size operators ask for.
+const SCALING_POLL: Duration = Duration::from_millis(500);
 
 /// The directory for the access files: the one given (made with mode 0700 if missing), or a
 /// new one under the system's temporary directory.

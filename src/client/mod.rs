@@ -16,8 +16,8 @@ use crate::graph::{Graph, Key, KeySpec};
 use crate::net::{self, Endpoint, Waker};
 use crate::protocol::codec::{decode_value_owned, encode_value};
 use crate::protocol::{
-    ClusterStatus, Frame, FromClient, RequestId, ToClient, WorkerAddress, WorkerInfo,
-    WorkerSelector, PROTOCOL_VERSION,
+    ClusterStatus, Frame, FromClient, RequestId, ScalingRequest, ToClient, WantedScaling,
+    WorkerAddress, WorkerInfo, WorkerSelector, PROTOCOL_VERSION,
 };
 use crate::security::{self, Access, Role, SecurityError};
 use crate::value::Value;
@@ -629,6 +629,28 @@ impl Client {
     pub fn restart(&self) -> Result<(), ClientError> {
         match self.request(|request| FromClient::Restart { request }, vec![], None)? {
             (ToClient::Done { .. }, _) => Ok(()),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// Asks the cluster's manager for a size (`zask scale`, `zask adapt`): the scheduler
+    /// records it and the manager applies it at its next interval. Needs the operator role
+    /// (`RequestError::Forbidden` otherwise).
+    pub fn set_scaling(&self, scaling: ScalingRequest) -> Result<(), ClientError> {
+        let msg = |request| FromClient::SetScaling {
+            request,
+            scaling: scaling.clone(),
+        };
+        match self.request(msg, vec![], None)? {
+            (ToClient::Done { .. }, _) => Ok(()),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// The size an operator last asked for, with its serial (None: never asked).
+    pub fn scaling(&self) -> Result<Option<WantedScaling>, ClientError> {
+        match self.request(|request| FromClient::GetScaling { request }, vec![], None)? {
+            (ToClient::Scaling { wanted, .. }, _) => Ok(wanted),
             (other, _) => Err(unexpected(other)),
         }
     }

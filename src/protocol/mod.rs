@@ -461,6 +461,61 @@ pub enum FromClient {
     Shutdown {
         request: RequestId,
     },
+    /// Record the size an operator wants (`zask scale`, `zask adapt`) for the cluster manager
+    /// to apply (operators only; answered with `Done`).
+    SetScaling {
+        request: RequestId,
+        scaling: ScalingRequest,
+    },
+    /// The size last asked for (answered with `Scaling`).
+    GetScaling {
+        request: RequestId,
+    },
+}
+
+/// A size an operator asks a running cluster for. The scheduler only records it
+/// (`WantedScaling`); the cluster manager (`zask local`) reads it every interval and applies
+/// it, logging what and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ScalingRequest {
+    /// Exactly this many workers (adapting stops).
+    Scale { workers: u32 },
+    /// Adapt between the bounds, with this target duration (ms; None: the policy's default).
+    Adapt {
+        minimum: u32,
+        maximum: u32,
+        target_duration_ms: Option<u64>,
+    },
+    /// Stop adapting; the workers stay as they are.
+    StopAdapt,
+}
+
+/// The last `ScalingRequest` the scheduler recorded; `serial` grows by one with each, so a
+/// manager applies each request once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WantedScaling {
+    pub serial: u64,
+    pub request: ScalingRequest,
+}
+
+impl std::fmt::Display for ScalingRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ScalingRequest::Scale { workers } => write!(f, "scale to {workers} workers"),
+            ScalingRequest::Adapt {
+                minimum,
+                maximum,
+                target_duration_ms,
+            } => {
+                write!(f, "adapt between {minimum} and {maximum} workers")?;
+                match target_duration_ms {
+                    Some(ms) => write!(f, ", target duration {ms} ms"),
+                    None => Ok(()),
+                }
+            }
+            ScalingRequest::StopAdapt => write!(f, "stop adapting"),
+        }
+    }
 }
 
 /// How often, at most, a computation's `Progress` is sent while it changes (the scheduler
@@ -544,6 +599,11 @@ pub enum ToClient {
         request: RequestId,
         workers: Vec<WorkerAddress>,
     },
+    /// The answer to `GetScaling`: the last size an operator asked for, if any.
+    Scaling {
+        request: RequestId,
+        wanted: Option<WantedScaling>,
+    },
 }
 
 impl ToClient {
@@ -562,7 +622,8 @@ impl ToClient {
             | ToClient::LegacyCollection { request, .. }
             | ToClient::Logs { request, .. }
             | ToClient::Progress { request, .. }
-            | ToClient::Retired { request, .. } => Some(*request),
+            | ToClient::Retired { request, .. }
+            | ToClient::Scaling { request, .. } => Some(*request),
         }
     }
 }

@@ -99,7 +99,9 @@ impl Model {
             | FromClient::GetDataset { request, .. }
             | FromClient::Unpublish { request, .. }
             | FromClient::Restart { request }
-            | FromClient::GetLogs { request, .. } => request.0,
+            | FromClient::GetLogs { request, .. }
+            | FromClient::SetScaling { request, .. }
+            | FromClient::GetScaling { request } => request.0,
         };
         let op = self
             .sent

@@ -9,7 +9,7 @@ use serde_json::{json, Value as Json};
 use zask::graph::json::{
     key_from_json, key_to_json, parse_key_arg, value_from_json, value_to_json,
 };
-use zask::protocol::{ClusterStatus, WorkerInfo};
+use zask::protocol::{ClusterStatus, WantedScaling, WorkerInfo};
 use zask::{Collection, Key, KeySpec, Value, WorkerAddress, WorkerName, WorkerSelector};
 
 use super::{connect, read_graph};
@@ -146,7 +146,7 @@ pub fn worker_json(w: &WorkerInfo) -> Json {
 }
 
 /// The cluster as `zask status` prints it (README: JSON outputs).
-pub fn status_json(status: &ClusterStatus) -> Json {
+pub fn status_json(status: &ClusterStatus, scaling: Option<&WantedScaling>) -> Json {
     let prefixes: Vec<Json> = status
         .prefixes
         .iter()
@@ -163,6 +163,7 @@ pub fn status_json(status: &ClusterStatus) -> Json {
         "waiting": status.waiting,
         "prefixes": prefixes,
         "clients": status.clients,
+        "scaling": scaling,
     })
 }
 

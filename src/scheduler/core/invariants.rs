@@ -18,6 +18,7 @@ pub(super) fn check(core: &SchedulerCore) -> Result<(), InvariantViolation> {
     core.progress.check()?;
     core.replication.check(&exists)?;
     core.placement.check(&exists)?;
+    core.scaling.check()?;
     holders(core)?;
     pins(core)?;
     Ok(())

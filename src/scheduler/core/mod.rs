@@ -28,6 +28,7 @@ mod recovery;
 mod replication;
 mod restart;
 mod retirement;
+mod scaling;
 mod scatter;
 mod status;
 mod tasks;
@@ -214,6 +215,8 @@ pub struct SchedulerCore {
     /// `retire_workers` requests waiting for their workers to leave, the workers to dismiss
     /// for good, and whether the cluster is shutting down.
     dismissals: retirement::Dismissals,
+    /// The size an operator last asked for, for the cluster manager to apply.
+    scaling: scaling::Scaling,
     outbox: outbox::Outbox,
     now_ms: u64,
     /// A worker was lost or scheduling is needed: run `schedule` before flushing.
@@ -240,6 +243,7 @@ impl SchedulerCore {
             logs: Default::default(),
             progress: Default::default(),
             dismissals: Default::default(),
+            scaling: Default::default(),
             now_ms: 0,
             needs_scheduling: false,
         }
@@ -526,6 +530,27 @@ impl SchedulerCore {
                 self.retire_workers(identity, role, request, workers)
             }
             FromClient::Shutdown { request } => self.shut_down(identity, role, request),
+            FromClient::SetScaling { request, .. } if role != ClientRole::Operator => {
+                let error = RequestError::Forbidden {
+                    action: "scaling the cluster".into(),
+                    needs: ClientRole::Operator,
+                };
+                self.reply(&identity, ToClient::Failed { request, error });
+            }
+            FromClient::SetScaling { request, scaling } => {
+                let reply = match self.scaling.set(scaling.clone()) {
+                    Ok(serial) => {
+                        log::info!("scaling asked for (#{serial}): {scaling}");
+                        ToClient::Done { request }
+                    }
+                    Err(error) => ToClient::Failed { request, error },
+                };
+                self.reply(&identity, reply);
+            }
+            FromClient::GetScaling { request } => {
+                let wanted = self.scaling.wanted().cloned();
+                self.reply(&identity, ToClient::Scaling { request, wanted });
+            }
         }
     }
 

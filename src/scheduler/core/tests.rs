@@ -3186,3 +3186,57 @@ fn an_operator_shuts_the_cluster_down_and_a_client_may_not() {
         assert!(h.take_worker_msgs(w).contains(&ToWorker::Dismiss));
     }
 }
+
+#[test]
+fn only_an_operator_asks_for_a_size_and_anyone_reads_it() {
+    use crate::protocol::{ScalingRequest, WantedScaling};
+    let mut h = Harness::new();
+    let scale = |request, workers| FromClient::SetScaling {
+        request: RequestId(request),
+        scaling: ScalingRequest::Scale { workers },
+    };
+    let get = |request| FromClient::GetScaling {
+        request: RequestId(request),
+    };
+    let reply = ask_as(&mut h, 1, ClientRole::Client, scale(1, 3));
+    assert_forbidden(&reply, "scaling the cluster");
+    assert_eq!(
+        ask_as(&mut h, 1, ClientRole::Client, get(2)),
+        ToClient::Scaling {
+            request: RequestId(2),
+            wanted: None
+        }
+    );
+    assert_eq!(
+        ask_as(&mut h, 2, ClientRole::Operator, scale(3, 3)),
+        ToClient::Done {
+            request: RequestId(3)
+        }
+    );
+    let bad = FromClient::SetScaling {
+        request: RequestId(4),
+        scaling: ScalingRequest::Adapt {
+            minimum: 3,
+            maximum: 1,
+            target_duration_ms: None,
+        },
+    };
+    assert!(matches!(
+        ask_as(&mut h, 2, ClientRole::Operator, bad),
+        ToClient::Failed {
+            error: RequestError::Protocol { .. },
+            ..
+        }
+    ));
+    assert_eq!(
+        ask_as(&mut h, 1, ClientRole::Client, get(5)),
+        ToClient::Scaling {
+            request: RequestId(5),
+            wanted: Some(WantedScaling {
+                serial: 1,
+                request: ScalingRequest::Scale { workers: 3 }
+            })
+        }
+    );
+    h.core.check_invariants().unwrap();
+}

@@ -303,7 +303,9 @@ fn client_request(msg: &FromClient) -> Option<RequestId> {
         | FromClient::GetLogs { request, .. }
         | FromClient::ListDatasets { request }
         | FromClient::RetireWorkers { request, .. }
-        | FromClient::Shutdown { request } => Some(*request),
+        | FromClient::Shutdown { request }
+        | FromClient::SetScaling { request, .. }
+        | FromClient::GetScaling { request } => Some(*request),
     }
 }
 
