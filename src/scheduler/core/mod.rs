@@ -20,6 +20,7 @@ mod invariants;
 mod lifecycle;
 mod logs;
 mod membership;
+mod metrics;
 mod names;
 mod outbox;
 mod placement;
@@ -42,6 +43,10 @@ use crate::protocol::{
     ToWorker,
 };
 
+pub use metrics::{
+    CoreMetrics, Counters, PrefixProgress, TaskCounts, TaskRun, WorkerFigures, OTHER_PREFIX,
+    PREFIXES_MAX, TASK_STREAM_MAX,
+};
 pub use recovery::{JournalOp, Recovered, Submission};
 pub use tasks::{TaskId, TaskState};
 pub use violation::InvariantViolation;
@@ -205,6 +210,8 @@ pub struct SchedulerCore {
     placement: placement::Placement,
     /// `GetLogs` requests waiting for workers' lines.
     logs: logs::LogRequests,
+    /// Counters, per-prefix done/erred counts and the recent task runs (the dashboard's).
+    metrics: metrics::Metrics,
     outbox: outbox::Outbox,
     now_ms: u64,
     /// A worker was lost or scheduling is needed: run `schedule` before flushing.
@@ -229,6 +236,7 @@ impl SchedulerCore {
             collections: Default::default(),
             placement: Default::default(),
             logs: Default::default(),
+            metrics: Default::default(),
             now_ms: 0,
             needs_scheduling: false,
         }
@@ -241,6 +249,7 @@ impl SchedulerCore {
     /// Feeds one event. Call `take_commands` after a batch of events.
     pub fn handle(&mut self, now_ms: u64, event: Event) {
         self.now_ms = self.now_ms.max(now_ms);
+        self.metrics.message();
         match event {
             Event::FromWorker {
                 identity,
