@@ -28,11 +28,18 @@ function duration(ms) {
   return Math.floor(s / 3600) + " h " + Math.floor((s % 3600) / 60) + " min";
 }
 
-// A stable colour per task prefix.
+// A colour per task prefix: the next of a palette of distinct hues in the order prefixes are
+// first seen, so it stays the same while the page is open.
+const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+                 "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
+const colours = new Map();
 function colour(prefix) {
-  let h = 0;
-  for (let i = 0; i < prefix.length; i++) h = (h * 31 + prefix.charCodeAt(i)) >>> 0;
-  return "hsl(" + (h % 360) + ", 65%, 50%)";
+  if (!colours.has(prefix)) {
+    const i = colours.size;
+    colours.set(prefix, i < PALETTE.length ? PALETTE[i]
+      : "hsl(" + ((i * 137.508) % 360) + ", 60%, 45%)");
+  }
+  return colours.get(prefix);
 }
 
 function bar(parts) {
@@ -79,8 +86,8 @@ function renderWorkers(s) {
     mem.appendChild(bar([["mem", limit ? w.nbytes / limit : 0]]));
     mem.appendChild(el("small", bytes(w.nbytes) + " / " + (limit ? bytes(limit) : "no limit")));
     tr.appendChild(mem);
-    const keys = numCell(w.keys); keys.classList.add("keys"); tr.appendChild(keys);
-    const running = numCell(w.processing); running.classList.add("processing");
+    const keys = numCell(w.keys); keys.classList.add("n-keys"); tr.appendChild(keys);
+    const running = numCell(w.processing); running.classList.add("n-processing");
     tr.appendChild(running);
     body.appendChild(tr);
   }
@@ -103,10 +110,12 @@ function renderProgress(s) {
     cell.appendChild(bar([["done", total ? p.done / total : 0],
                           ["erred", total ? p.erred / total : 0]]));
     tr.appendChild(cell);
-    const done = numCell(p.done); done.classList.add("done"); tr.appendChild(done);
-    const tot = numCell(total); tot.classList.add("total"); tr.appendChild(tot);
-    const erred = numCell(p.erred); erred.classList.add("erred"); tr.appendChild(erred);
-    const pending = numCell(p.pending); pending.classList.add("pending"); tr.appendChild(pending);
+    // Cells named n-*: the bar's own spans are .done and .erred.
+    const done = numCell(p.done); done.classList.add("n-done"); tr.appendChild(done);
+    const tot = numCell(total); tot.classList.add("n-total"); tr.appendChild(tot);
+    const erred = numCell(p.erred); erred.classList.add("n-erred"); tr.appendChild(erred);
+    const pending = numCell(p.pending); pending.classList.add("n-pending");
+    tr.appendChild(pending);
     body.appendChild(tr);
   }
 }
@@ -117,21 +126,43 @@ function renderStream(s) {
   canvas.width = width;
   const ctx = canvas.getContext("2d");
   ctx.clearRect(0, 0, canvas.width, canvas.height);
-  const lanes = new Map();
-  s.workers.forEach((w, i) => lanes.set(w.address, i));
-  for (const run of s.task_stream) {
-    if (!lanes.has(run.worker)) lanes.set(run.worker, lanes.size);
+  // The last STREAM_WINDOW_MS at most, zoomed in to the runs shown (2 s at least).
+  const recent = s.task_stream.filter((r) => r.end_ms >= s.now_ms - STREAM_WINDOW_MS);
+  // One lane per worker, split in one row per thread; runs gone workers made get a lane too.
+  const threads = new Map();
+  for (const w of s.workers) threads.set(w.address, Math.max(1, w.nthreads));
+  for (const r of recent) if (!threads.has(r.worker)) threads.set(r.worker, 1);
+  const firstRow = new Map();
+  let rows = 0;
+  for (const [address, n] of threads) { firstRow.set(address, rows); rows += n; }
+  const axis = 14, label = 170;
+  const rowHeight = Math.max(3, Math.min(24, (canvas.height - axis) / Math.max(1, rows)));
+  const earliest = recent.reduce((m, r) => Math.min(m, r.start_ms), s.now_ms);
+  const span = Math.max(2000, (s.now_ms - earliest) * 1.05);
+  const from = s.now_ms - span;
+  const x = (t) => label + ((t - from) / span) * (canvas.width - label);
+  ctx.font = "11px sans-serif";
+  ctx.fillStyle = "#555";
+  for (const [address, row] of firstRow) {
+    ctx.fillText(address.replace("tcp://", ""), 4, row * rowHeight + Math.min(rowHeight, 12));
+    ctx.fillRect(0, row * rowHeight, canvas.width, 0.5);
   }
-  const laneHeight = Math.max(6, Math.min(30, canvas.height / Math.max(1, lanes.size)));
-  const from = s.now_ms - STREAM_WINDOW_MS;
-  const x = (t) => ((t - from) / STREAM_WINDOW_MS) * canvas.width;
+  ctx.fillText("-" + (span / 1000).toFixed(1) + " s", label, canvas.height - 2);
+  ctx.fillText("now", canvas.width - 24, canvas.height - 2);
+  // Each run on the first of its worker's rows that is free by its start.
+  const free = new Map();
   const seen = new Set();
-  for (const run of s.task_stream) {
-    if (run.end_ms < from) continue;
-    const lane = lanes.get(run.worker);
+  for (const run of [...recent].sort((a, b) => a.start_ms - b.start_ms)) {
+    const n = threads.get(run.worker);
+    if (!free.has(run.worker)) free.set(run.worker, new Array(n).fill(-Infinity));
+    const ends = free.get(run.worker);
+    let i = ends.findIndex((end) => end <= run.start_ms);
+    if (i < 0) i = ends.indexOf(Math.min(...ends));
+    ends[i] = run.end_ms;
+    const y = (firstRow.get(run.worker) + i) * rowHeight;
     ctx.fillStyle = colour(run.prefix);
-    const x0 = Math.max(0, x(run.start_ms));
-    ctx.fillRect(x0, lane * laneHeight + 1, Math.max(1, x(run.end_ms) - x0), laneHeight - 2);
+    const x0 = Math.max(label, x(run.start_ms));
+    ctx.fillRect(x0, y + 1, Math.max(2, x(run.end_ms) - x0 - 1), Math.max(1, rowHeight - 2));
     seen.add(run.prefix);
   }
   const legend = document.getElementById("stream-legend");
