@@ -315,6 +315,13 @@ impl Server {
         }
     }
 
+    /// The latest snapshot, waiting (at most a second) for a new one when it is older than
+    /// two publishing intervals (nobody watched: the core made none meanwhile).
+    fn fresh(&self) -> Arc<Snapshot> {
+        let interval = Duration::from_millis(self.config.publish_interval_ms.max(1));
+        self.cell.fresh(interval * 2, Duration::from_secs(1))
+    }
+
     /// Reads one request from `stream` and answers it.
     fn serve(&self, mut stream: TcpStream) {
         let mut buf = Vec::with_capacity(1024);
@@ -338,7 +345,11 @@ impl Server {
                 Err(_) => return,
             }
         };
-        let snapshot = self.cell.latest();
+        // Only what shows the cluster asks for a new snapshot (and may wait for it).
+        let snapshot = match req.path.as_str() {
+            "/metrics" | "/api/status" | "/events" => self.fresh(),
+            _ => self.cell.latest(),
+        };
         match route(&req, self.config.token.as_deref(), &snapshot) {
             Reply::Full(response) => {
                 let _ = stream.write_all(&response.encode(req.method));
@@ -367,7 +378,7 @@ impl Server {
         let tick = Duration::from_millis(50);
         let interval = Duration::from_millis(self.config.events_interval_ms.max(1));
         loop {
-            let json = match serde_json::to_string(&*self.cell.latest()) {
+            let json = match serde_json::to_string(&*self.fresh()) {
                 Ok(j) => j,
                 Err(e) => {
                     warn!("dashboard: encoding a snapshot: {e}");

@@ -1,15 +1,16 @@
 //! The scheduler's dashboard: an HTTP/1.1 server on its own threads serving a live web page
 //! (`/`), Prometheus metrics (`/metrics`), `/health`, the status as JSON (`/api/status`) and
-//! server-sent events (`/events`). It never touches the core: the core thread publishes a
-//! `Snapshot` every `publish_interval_ms` into a `SnapshotCell` (a pointer swap under a lock
-//! held for nothing else), and the HTTP threads read the latest one. `http.rs`: requests,
+//! server-sent events (`/events`). It never touches the core: while someone reads, the core
+//! thread publishes a `Snapshot` every `publish_interval_ms` into a `SnapshotCell` (a pointer
+//! swap under a lock held for nothing else), and the HTTP threads read the latest one. `http.rs`: requests,
 //! routes, the token; `prometheus.rs`: the text format; `assets/`: the page (plain HTML, CSS
 //! and JS, compiled into the binary).
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use log::{info, warn};
 use serde::Serialize;
@@ -42,8 +43,9 @@ pub struct DashboardConfig {
     /// `/events` streams at once (each holds a connection and a thread); one more is
     /// answered 503. Default 8.
     pub subscribers_max: usize,
-    /// How often the core thread publishes a snapshot. Default 250 ms: a live page without
-    /// measurable cost (one pass over the tasks).
+    /// How often the core thread publishes a snapshot while someone reads them (none is made
+    /// while nobody does). Default 250 ms: a live page for one pass over the tasks four times
+    /// a second.
     pub publish_interval_ms: u64,
     /// How often `/events` sends the latest snapshot. Default 500 ms.
     pub events_interval_ms: u64,
@@ -79,7 +81,8 @@ pub const LOG_LINES_SHOWN: usize = 100;
 pub struct Snapshot {
     pub address_to_workers: String,
     pub address_to_clients: String,
-    /// Messages handled per second over the last publishing interval.
+    /// Messages handled per second since the previous snapshot (made a publishing interval
+    /// earlier while the dashboard is watched).
     pub messages_per_second: f64,
     #[serde(flatten)]
     pub core: CoreMetrics,
@@ -90,24 +93,59 @@ pub struct Snapshot {
     pub logs: Vec<String>,
 }
 
-/// The latest snapshot: written by the core thread, read by the HTTP threads.
+/// The latest snapshot: written by the core thread, read by the HTTP threads. Snapshots are
+/// made only while someone reads them: a reader marks the cell wanted, and one whose
+/// snapshot is stale waits (briefly) for the next, so an unwatched dashboard costs the core
+/// nothing and a `/metrics` scrape still gets fresh figures.
 #[derive(Default)]
 pub struct SnapshotCell {
-    latest: Mutex<Arc<Snapshot>>,
+    /// The snapshot and when it was published (None: never).
+    latest: Mutex<(Arc<Snapshot>, Option<Instant>)>,
+    published: Condvar,
+    /// Read since the last publication (or never published).
+    wanted: AtomicBool,
 }
 
 impl SnapshotCell {
     pub fn publish(&self, snapshot: Snapshot) {
         let snapshot = Arc::new(snapshot);
         // Held only for the swap; a reader that panicked cannot have left it half-written.
-        *self.latest.lock().unwrap_or_else(|e| e.into_inner()) = snapshot;
+        let mut latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
+        *latest = (snapshot, Some(Instant::now()));
+        // Under the lock: a reader asks (below) either before this or for the next one.
+        self.wanted.store(false, Ordering::SeqCst);
+        drop(latest);
+        self.published.notify_all();
     }
 
+    /// Whether a reader asked since the last publication.
+    pub fn wanted(&self) -> bool {
+        self.wanted.load(Ordering::SeqCst)
+    }
+
+    /// The latest snapshot as it is, without asking for a new one.
     pub fn latest(&self) -> Arc<Snapshot> {
         self.latest
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .0
             .clone()
+    }
+
+    /// The latest snapshot, asking for the next one; when it is older than `max_age`, waits up
+    /// to `wait` for a newer one (and returns the old one if none comes: the core is busy).
+    pub fn fresh(&self, max_age: Duration, wait: Duration) -> Arc<Snapshot> {
+        let guard = self.latest.lock().unwrap_or_else(|e| e.into_inner());
+        self.wanted.store(true, Ordering::SeqCst);
+        let at = guard.1;
+        if at.is_some_and(|at| at.elapsed() <= max_age) {
+            return guard.0.clone();
+        }
+        let (guard, _) = self
+            .published
+            .wait_timeout_while(guard, wait, |(_, published)| *published == at)
+            .unwrap_or_else(|e| e.into_inner());
+        guard.0.clone()
     }
 }
 
@@ -142,9 +180,10 @@ impl Publisher {
         self.last.map_or(0, |(at, _)| at + self.interval_ms)
     }
 
-    /// Publishes a snapshot of `core` if one is due at `now_ms`.
+    /// Publishes a snapshot of `core` if one is due at `now_ms` and someone asked for it
+    /// since the last (the first is always made).
     pub fn maybe_publish(&mut self, now_ms: u64, core: &SchedulerCore) {
-        if now_ms < self.next_due_ms() {
+        if now_ms < self.next_due_ms() || (self.last.is_some() && !self.cell.wanted()) {
             return;
         }
         let metrics = core.metrics();

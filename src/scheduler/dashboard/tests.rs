@@ -246,3 +246,43 @@ fn a_real_server_answers_garbage_with_400_and_keeps_serving() {
         "stopped: the port is closed"
     );
 }
+
+#[test]
+fn snapshots_are_made_only_while_someone_reads_them() {
+    use crate::scheduler::core::{CoreConfig, SchedulerCore};
+    use std::time::Duration;
+    let core = SchedulerCore::new(CoreConfig::default());
+    let cell = Arc::new(SnapshotCell::default());
+    let mut publisher = Publisher::new(cell.clone(), 250, "w".into(), "c".into());
+    publisher.maybe_publish(0, &core);
+    let first = cell.latest();
+    assert_eq!(
+        first.address_to_clients, "c",
+        "the first one is always made"
+    );
+    publisher.maybe_publish(100, &core);
+    publisher.maybe_publish(1_000, &core);
+    assert!(
+        Arc::ptr_eq(&first, &cell.latest()),
+        "not due, then nobody asked"
+    );
+    // A reader with a fresh enough snapshot takes it, and asks for the next.
+    let read = cell.fresh(Duration::from_secs(60), Duration::ZERO);
+    assert!(Arc::ptr_eq(&first, &read));
+    assert!(cell.wanted());
+    publisher.maybe_publish(1_250, &core);
+    assert!(!Arc::ptr_eq(&first, &cell.latest()));
+    assert!(!cell.wanted());
+    // A reader of a stale one waits for the next (here: from another thread).
+    let stale = cell.latest();
+    let reader = {
+        let cell = cell.clone();
+        std::thread::spawn(move || cell.fresh(Duration::ZERO, Duration::from_secs(60)))
+    };
+    while !cell.wanted() {
+        std::thread::yield_now();
+    }
+    publisher.maybe_publish(1_500, &core);
+    let got = reader.join().unwrap();
+    assert!(!Arc::ptr_eq(&stale, &got), "the reader got the new one");
+}
