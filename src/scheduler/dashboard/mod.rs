@@ -157,6 +157,8 @@ pub struct Publisher {
     address_to_clients: String,
     /// When the last snapshot was made (the core thread's clock) and the messages counted then.
     last: Option<(u64, u64)>,
+    /// When to look again (whether someone wants a snapshot, and if so make one).
+    next_due_ms: u64,
 }
 
 impl Publisher {
@@ -172,18 +174,24 @@ impl Publisher {
             address_to_workers,
             address_to_clients,
             last: None,
+            next_due_ms: 0,
         }
     }
 
     /// When the next snapshot is due.
     pub fn next_due_ms(&self) -> u64 {
-        self.last.map_or(0, |(at, _)| at + self.interval_ms)
+        self.next_due_ms
     }
 
     /// Publishes a snapshot of `core` if one is due at `now_ms` and someone asked for it
     /// since the last (the first is always made).
     pub fn maybe_publish(&mut self, now_ms: u64, core: &SchedulerCore) {
-        if now_ms < self.next_due_ms() || (self.last.is_some() && !self.cell.wanted()) {
+        if now_ms < self.next_due_ms {
+            return;
+        }
+        // Nobody asked: look again an interval later (the core thread sleeps till then).
+        self.next_due_ms = now_ms + self.interval_ms;
+        if self.last.is_some() && !self.cell.wanted() {
             return;
         }
         let metrics = core.metrics();

@@ -260,8 +260,14 @@ fn snapshots_are_made_only_while_someone_reads_them() {
         first.address_to_clients, "c",
         "the first one is always made"
     );
+    assert_eq!(publisher.next_due_ms(), 250);
     publisher.maybe_publish(100, &core);
     publisher.maybe_publish(1_000, &core);
+    assert_eq!(
+        publisher.next_due_ms(),
+        1_250,
+        "unwatched, it looks again an interval later (the core thread sleeps till then)"
+    );
     assert!(
         Arc::ptr_eq(&first, &cell.latest()),
         "not due, then nobody asked"
