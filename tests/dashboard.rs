@@ -83,6 +83,10 @@ fn metrics_and_status_describe_the_graph_that_ran() {
     assert_eq!(samples["zask_recomputations_total"], 0.0);
     assert_eq!(samples["zask_workers_lost_total"], 0.0);
     assert_eq!(samples["zask_journal_writes_total"], 0.0, "no --state-dir");
+    // The incs ran on both workers; wherever `total` ran, it fetched the others' results.
+    assert!(samples["zask_transfers_total"] >= 1.0);
+    assert!(samples["zask_transfers_total"] < n as f64);
+    assert!(samples["zask_transfer_bytes_total"] >= samples["zask_transfers_total"]);
     // The client did not keep its results: everything was released.
     assert_eq!(samples["zask_tasks{state=\"processing\"}"], 0.0);
     assert_eq!(samples["zask_tasks{state=\"erred\"}"], 0.0);

@@ -390,7 +390,7 @@ impl Scheduler {
         };
         core_config.journal = journal.is_some();
         // The dashboard serves what the core thread publishes (an empty snapshot until the
-        // first one); its port opens before any thread starts, so a failure leaves nothing.
+        // first one); if a later step fails, dropping it closes its port again.
         let dashboard = match &config.dashboard {
             Some(d) => {
                 let cell = Arc::new(SnapshotCell::default());
@@ -407,10 +407,7 @@ impl Scheduler {
             }
             None => None,
         };
-        let (dashboard, publisher) = match dashboard {
-            Some((server, publisher)) => (Some(server), Some(publisher)),
-            None => (None, None),
-        };
+        let (dashboard, publisher) = dashboard.unzip();
         let mut core = SchedulerCore::new(core_config);
         if let Some(j) = &journal {
             let recovered = j.load().map_err(journal_error)?;
