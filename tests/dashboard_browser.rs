@@ -183,7 +183,7 @@ impl Drop for Browser {
 #[derive(Clone, Debug, PartialEq)]
 struct Page {
     connection: String,
-    /// address → (tasks running, keys held)
+    /// address → (tasks given to it: running and queued, keys held)
     workers: BTreeMap<String, (u64, u64)>,
     /// prefix → (done, total, erred, pending)
     progress: BTreeMap<String, (u64, u64, u64, u64)>,
@@ -193,7 +193,8 @@ const READ_PAGE: &str = r##"
 const n = (td) => Number(td.textContent);
 const workers = {};
 for (const tr of document.querySelectorAll("#workers tbody tr")) {
-  workers[tr.dataset.address] = [n(tr.querySelector(".n-processing")), n(tr.querySelector(".n-keys"))];
+  const given = n(tr.querySelector(".n-running")) + n(tr.querySelector(".n-queued"));
+  workers[tr.dataset.address] = [given, n(tr.querySelector(".n-keys"))];
 }
 const progress = {};
 for (const tr of document.querySelectorAll("#progress tbody tr")) {

@@ -40,6 +40,8 @@ pub(super) struct Request {
     pub query_token: Option<String>,
     /// The token cookie, if any.
     pub cookie_token: Option<String>,
+    /// The Host header, if any (and if UTF-8).
+    pub host: Option<String>,
 }
 
 /// A response with its whole body.
@@ -146,11 +148,18 @@ pub(super) fn parse_request(buf: &[u8]) -> Result<Option<Request>, ParseError> {
             let (name, value) = c.trim().split_once('=')?;
             (name == TOKEN_COOKIE).then(|| value.to_owned())
         });
+    let host = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("host"))
+        .and_then(|h| std::str::from_utf8(h.value).ok())
+        .map(|h| h.trim().to_owned());
     Ok(Some(Request {
         method,
         path: path.to_owned(),
         query_token,
         cookie_token,
+        host,
     }))
 }
 
@@ -160,10 +169,69 @@ fn same_token(given: &str, expected: &str) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Answers `req` from `snapshot`, checking the token when one is set.
-pub(super) fn route(req: &Request, token: Option<&str>, snapshot: &Snapshot) -> Reply {
+/// Whether a Host header may name a dashboard that needs no token: an address, or
+/// `localhost`. A web page elsewhere can make a browser send requests to this machine under
+/// the page's own domain name (DNS rebinding); such a request names that domain, and is
+/// refused, so the open dashboard is readable only by whoever typed its address.
+pub(super) fn host_allowed(host: Option<&str>) -> bool {
+    let Some(host) = host else {
+        // Browsers always send Host; a program that does not is no rebound page.
+        return true;
+    };
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        })
+    };
+    name.parse::<std::net::IpAddr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || name.to_ascii_lowercase().ends_with(".localhost")
+}
+
+/// Who may read the dashboard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Guard<'a> {
+    /// On loopback without a token: requests must name it by address or as localhost
+    /// (`host_allowed`).
+    LocalNames,
+    /// Requests must carry this token.
+    Token(&'a str),
+    /// Anyone who reaches it: an insecure cluster's dashboard on a reachable address.
+    Open,
+}
+
+impl<'a> Guard<'a> {
+    pub(super) fn of(config: &'a DashboardConfig) -> Guard<'a> {
+        match &config.token {
+            Some(t) => Guard::Token(t),
+            None if super::is_loopback(&config.host) => Guard::LocalNames,
+            None => Guard::Open,
+        }
+    }
+}
+
+/// Answers `req` from `snapshot`, after `guard`'s check.
+pub(super) fn route(req: &Request, guard: Guard, snapshot: &Snapshot) -> Reply {
     if req.path == "/health" {
         return Reply::Full(Response::text(200, "ok"));
+    }
+    let token = match guard {
+        Guard::Token(t) => Some(t),
+        _ => None,
+    };
+    if guard == Guard::LocalNames && !host_allowed(req.host.as_deref()) {
+        return Reply::Full(Response::text(
+            403,
+            "this dashboard answers only requests naming it by address or as localhost \
+             (Host header); open it as http://127.0.0.1:PORT/ or http://localhost:PORT/",
+        ));
     }
     let mut headers = Vec::new();
     if let Some(expected) = token {
@@ -215,6 +283,7 @@ fn head(status: u16, content_type: &str, extra: &[String]) -> Vec<u8> {
         200 => "OK",
         400 => "Bad Request",
         401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
@@ -306,8 +375,10 @@ impl Server {
             };
             let server = this.clone();
             let spawned = crate::fatal::spawn_service("zask-sched-dashboard-conn", move || {
-                let _slot = slot;
-                server.serve(stream);
+                server.serve(&mut stream);
+                // The slot first: once the peer sees the connection close, it is free.
+                drop(slot);
+                drop(stream);
             });
             if let Err(e) = spawned {
                 warn!("dashboard: cannot start a connection thread: {e}");
@@ -323,7 +394,7 @@ impl Server {
     }
 
     /// Reads one request from `stream` and answers it.
-    fn serve(&self, mut stream: TcpStream) {
+    fn serve(&self, stream: &mut TcpStream) {
         let mut buf = Vec::with_capacity(1024);
         let mut chunk = [0u8; 4096];
         let req = loop {
@@ -350,7 +421,7 @@ impl Server {
             "/metrics" | "/api/status" | "/events" => self.fresh(),
             _ => self.cell.latest(),
         };
-        match route(&req, self.config.token.as_deref(), &snapshot) {
+        match route(&req, Guard::of(&self.config), &snapshot) {
             Reply::Full(response) => {
                 let _ = stream.write_all(&response.encode(req.method));
             }
@@ -360,7 +431,7 @@ impl Server {
 
     /// Streams the latest snapshot every `events_interval_ms` until the peer goes away or
     /// the scheduler stops.
-    fn events(&self, mut stream: TcpStream, method: Method, headers: Vec<String>) {
+    fn events(&self, stream: &mut TcpStream, method: Method, headers: Vec<String>) {
         let Some(_slot) = Slot::take(&self.subscribers, self.config.subscribers_max) else {
             let busy = Response::text(503, "too many event subscribers; try again");
             let _ = stream.write_all(&busy.encode(method));

@@ -5,7 +5,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
 
-use super::http::{parse_request, route, Method, ParseError, Reply, REQUEST_HEAD_BYTES_MAX};
+use super::http::{
+    host_allowed, parse_request, route, Guard, Method, ParseError, Reply, REQUEST_HEAD_BYTES_MAX,
+};
 use super::*;
 use crate::scheduler::core::{Counters, PrefixProgress, TaskCounts, WorkerFigures};
 
@@ -54,7 +56,7 @@ fn snapshot() -> Snapshot {
 }
 
 fn get(path: &str) -> super::http::Request {
-    parse_request(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+    parse_request(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:8787\r\n\r\n").as_bytes())
         .expect("well formed")
         .expect("complete")
 }
@@ -114,15 +116,16 @@ fn every_route_answers_and_unknown_paths_are_404() {
         ("/nope", 404, "text/plain; charset=utf-8"),
         ("/../etc/passwd", 404, "text/plain; charset=utf-8"),
     ] {
-        let r = full(route(&get(path), None, &s));
+        let r = full(route(&get(path), Guard::LocalNames, &s));
         assert_eq!((r.status, r.content_type), (status, kind), "{path}");
     }
     assert!(matches!(
-        route(&get("/events"), None, &s),
+        route(&get("/events"), Guard::LocalNames, &s),
         Reply::Events { .. }
     ));
     let status: serde_json::Value =
-        serde_json::from_slice(&full(route(&get("/api/status"), None, &s)).body).unwrap();
+        serde_json::from_slice(&full(route(&get("/api/status"), Guard::LocalNames, &s)).body)
+            .unwrap();
     assert_eq!(status["tasks"]["total"], 9);
     assert_eq!(status["counters"]["tasks_finished_total"], 7);
     assert_eq!(status["workers"][0]["nthreads"], 4);
@@ -133,7 +136,7 @@ fn every_route_answers_and_unknown_paths_are_404() {
 #[test]
 fn with_a_token_only_health_is_open_and_the_query_sets_a_cookie() {
     let s = snapshot();
-    let token = Some("secret");
+    let token = Guard::Token("secret");
     assert_eq!(full(route(&get("/health"), token, &s)).status, 200);
     for path in ["/", "/metrics", "/api/status", "/events", "/?token=wrong"] {
         assert_eq!(full(route(&get(path), token, &s)).status, 401, "{path}");
@@ -291,4 +294,94 @@ fn snapshots_are_made_only_while_someone_reads_them() {
     publisher.maybe_publish(1_500, &core);
     let got = reader.join().unwrap();
     assert!(!Arc::ptr_eq(&stale, &got), "the reader got the new one");
+}
+
+#[test]
+fn an_open_dashboard_refuses_hosts_named_by_another_domain() {
+    for h in [
+        "127.0.0.1:8787",
+        "127.0.0.1",
+        "[::1]:8787",
+        "localhost:8787",
+        "LOCALHOST",
+        "a.localhost:1",
+        "10.1.2.3:80",
+    ] {
+        assert!(host_allowed(Some(h)), "{h}");
+    }
+    assert!(host_allowed(None));
+    for h in [
+        "evil.example:8787",
+        "evil.example",
+        "127.0.0.1.evil.example",
+        "localhost.evil",
+    ] {
+        assert!(!host_allowed(Some(h)), "{h}");
+    }
+    let s = snapshot();
+    let rebound = parse_request(b"GET /api/status HTTP/1.1\r\nHost: evil.example:8787\r\n\r\n")
+        .unwrap()
+        .unwrap();
+    assert_eq!(full(route(&rebound, Guard::LocalNames, &s)).status, 403);
+    // With a token the token decides (a dashboard off loopback is reached by any name).
+    let named = parse_request(b"GET /metrics?token=t HTTP/1.1\r\nHost: sched.example:8787\r\n\r\n")
+        .unwrap()
+        .unwrap();
+    assert_eq!(full(route(&named, Guard::Token("t"), &s)).status, 200);
+    let health = parse_request(b"GET /health HTTP/1.1\r\nHost: evil.example\r\n\r\n")
+        .unwrap()
+        .unwrap();
+    assert_eq!(full(route(&health, Guard::LocalNames, &s)).status, 200);
+    // An insecure cluster's dashboard on a reachable address is open to any name.
+    assert_eq!(full(route(&rebound, Guard::Open, &s)).status, 200);
+    let config = |host: &str, token: Option<&str>| DashboardConfig {
+        host: host.into(),
+        token: token.map(str::to_owned),
+        ..DashboardConfig::default()
+    };
+    assert_eq!(Guard::of(&config("127.0.0.1", None)), Guard::LocalNames);
+    assert_eq!(Guard::of(&config("0.0.0.0", None)), Guard::Open);
+    assert_eq!(Guard::of(&config("0.0.0.0", Some("t"))), Guard::Token("t"));
+}
+
+#[test]
+fn connections_and_event_streams_are_bounded() {
+    let cell = Arc::new(SnapshotCell::default());
+    cell.publish(snapshot());
+    let config = DashboardConfig {
+        port: 0,
+        connections_max: 2,
+        subscribers_max: 1,
+        events_interval_ms: 10,
+        ..DashboardConfig::default()
+    };
+    let d = Dashboard::start(config, cell).unwrap();
+    let a = d.address();
+    // A stream holds a connection and the only subscriber slot.
+    let mut stream = TcpStream::connect(a).unwrap();
+    stream
+        .write_all(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("\ndata: {") {
+        let n = stream.read(&mut chunk).unwrap();
+        assert!(n > 0, "the stream ended");
+        seen.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&seen).to_string();
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(
+        head.contains("Content-Type: text/event-stream\r\n"),
+        "{head}"
+    );
+    // A second stream finds no subscriber slot (it held the second connection meanwhile).
+    let second = exchange(a, b"GET /events HTTP/1.1\r\n\r\n");
+    assert!(second.starts_with("HTTP/1.1 503 "), "{second}");
+    // An idle connection takes the second slot: the next connection is turned away.
+    let _idle = TcpStream::connect(a).unwrap();
+    let third = exchange(a, b"GET /health HTTP/1.1\r\n\r\n");
+    assert!(third.starts_with("HTTP/1.1 503 "), "{third}");
+    drop(stream);
+    drop(d);
 }

@@ -87,8 +87,11 @@ function renderWorkers(s) {
     mem.appendChild(el("small", bytes(w.nbytes) + " / " + (limit ? bytes(limit) : "no limit")));
     tr.appendChild(mem);
     const keys = numCell(w.keys); keys.classList.add("n-keys"); tr.appendChild(keys);
-    const running = numCell(w.processing); running.classList.add("n-processing");
-    tr.appendChild(running);
+    // A worker runs the oldest `nthreads` of the tasks it was given; the rest wait there.
+    const runs = Math.min(w.processing, w.nthreads);
+    const running = numCell(runs); running.classList.add("n-running"); tr.appendChild(running);
+    const queued = numCell(w.processing - runs); queued.classList.add("n-queued");
+    tr.appendChild(queued);
     body.appendChild(tr);
   }
 }
