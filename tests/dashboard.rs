@@ -253,3 +253,22 @@ fn no_dashboard_means_no_http_port() {
     assert!(log.contains("address_to_clients"));
     assert!(!log.contains("dashboard at"), "{log}");
 }
+
+#[test]
+fn journal_writes_are_counted_with_a_state_dir() {
+    let state = tempfile::tempdir().unwrap();
+    let state_dir = state.path().display().to_string();
+    let cluster = TestCluster::options()
+        .workers(1)
+        .scheduler_args(&["--dashboard-port", "0", "--state-dir", &state_dir])
+        .start();
+    let address = dashboard_address(&cluster);
+    let client = cluster.client();
+    assert_eq!(client.get(&sum_of_incs(3), "total"), Ok(Value::from(6)));
+    let samples = wait_until("/metrics to count the run", DEADLINE, || {
+        let (samples, _) = parse_metrics(&get(&address, "/metrics", &[]).body);
+        (samples.get("zask_tasks_finished_total") == Some(&4.0)).then_some(samples)
+    });
+    // At least the submission and its end were journaled.
+    assert!(samples["zask_journal_writes_total"] >= 2.0, "{samples:?}");
+}
