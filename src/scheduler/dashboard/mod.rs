@@ -299,9 +299,13 @@ impl Dashboard {
             }
             a => a,
         };
-        let _ = std::net::TcpStream::connect_timeout(&wake, std::time::Duration::from_secs(1));
+        let woken = std::net::TcpStream::connect_timeout(&wake, Duration::from_secs(1)).is_ok();
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            if woken {
+                let _ = t.join();
+            }
+            // Else (its own address unreachable: nothing else can reach it either) it is
+            // left to end with the process rather than hang the scheduler's shutdown.
         }
     }
 }
