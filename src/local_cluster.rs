@@ -685,6 +685,11 @@ impl LocalCluster {
         self.inner.scheduler.address_to_workers()
     }
 
+    /// Where the scheduler's dashboard listens, when its `SchedulerConfig::dashboard` is set.
+    pub fn dashboard_address(&self) -> Option<std::net::SocketAddr> {
+        self.inner.scheduler.dashboard_address()
+    }
+
     /// The workers started and not retired (running or not).
     pub fn worker_addresses(&self) -> Vec<WorkerAddress> {
         self.inner

@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use zask::scheduler::core::CoreConfig;
+use zask::scheduler::dashboard::{self, DashboardConfig};
 use zask::scheduler::{Scheduler, SchedulerConfig};
 
 /// The Zask scheduler: owns the task graph, places tasks on workers and tracks who holds which
@@ -82,6 +83,18 @@ struct Args {
     /// Where the plaintext 2015 ports listen: this machine only unless told otherwise.
     #[arg(long, default_value = "127.0.0.1")]
     legacy_host: String,
+    /// The web dashboard's port (also /metrics, /health, /api/status, /events); 0: any free
+    /// port. When taken, any free port is used instead (logged).
+    #[arg(long, default_value_t = dashboard::DEFAULT_PORT)]
+    dashboard_port: u16,
+    /// Where the dashboard listens: this machine only unless told otherwise. On another
+    /// address of a secure cluster it needs the token in dashboard.token (beside the access
+    /// files): open http://HOST:PORT/?token=TOKEN.
+    #[arg(long, default_value = "127.0.0.1")]
+    dashboard_host: String,
+    /// No dashboard (no HTTP port at all).
+    #[arg(long, conflicts_with_all = ["dashboard_port", "dashboard_host"])]
+    no_dashboard: bool,
 }
 
 fn main() {
@@ -89,6 +102,8 @@ fn main() {
     zask::fatal::install_for_process();
     let args: Args = zask::cli::parse_or_exit();
     zask::cli::init_logging();
+    // Where the cluster's keys and access files are (and the dashboard's token).
+    let mut keys_dir = None;
     let security = if args.insecure {
         None
     } else {
@@ -96,6 +111,11 @@ fn main() {
             .security_file
             .clone()
             .unwrap_or_else(zask::security::default_keys_path);
+        keys_dir = Some(
+            path.parent()
+                .unwrap_or(std::path::Path::new("."))
+                .to_path_buf(),
+        );
         match zask::security::ClusterKeys::load_or_create(&path) {
             Ok((keys, created)) => {
                 let dir = path.parent().unwrap_or(std::path::Path::new("."));
@@ -117,6 +137,37 @@ fn main() {
             }
         }
     };
+    let dashboard = (!args.no_dashboard).then(|| {
+        // A secure cluster's dashboard on a reachable address needs a token; on loopback
+        // (the default) only this machine's users reach it.
+        let token = match &keys_dir {
+            Some(dir) if !dashboard::is_loopback(&args.dashboard_host) => {
+                match dashboard::load_or_create_token(dir) {
+                    Ok(t) => {
+                        log::info!(
+                            "the dashboard needs the token in {}",
+                            dir.join(dashboard::TOKEN_FILE).display()
+                        );
+                        Some(t)
+                    }
+                    Err(e) => {
+                        eprintln!(
+                            "error: the dashboard's token ({}): {e}",
+                            dir.join(dashboard::TOKEN_FILE).display()
+                        );
+                        std::process::exit(1);
+                    }
+                }
+            }
+            _ => None,
+        };
+        DashboardConfig {
+            host: args.dashboard_host.clone(),
+            port: args.dashboard_port,
+            token,
+            ..DashboardConfig::default()
+        }
+    });
     let config = SchedulerConfig {
         host: args.listen.host,
         worker_port: args.listen.worker_port,
@@ -142,6 +193,7 @@ fn main() {
             allowed_failures: args.allowed_failures,
             ..CoreConfig::default()
         },
+        dashboard,
     };
     let scheduler = match Scheduler::start(config) {
         Ok(s) => s,
@@ -157,6 +209,9 @@ fn main() {
     }
     if let Some(a) = scheduler.legacy_address_to_clients() {
         println!("legacy_address_to_clients {a}");
+    }
+    if let Some(a) = scheduler.dashboard_address() {
+        println!("dashboard http://{a}/");
     }
     // Returns only when an operator shut the cluster down (`zask shutdown`).
     scheduler.wait();

@@ -131,6 +131,7 @@ impl SchedulerCore {
     /// Copies of inputs a worker fetched from peers: it holds them now (or drops them, when
     /// they are not needed any more).
     fn fetched_copies(&mut self, w: WorkerId, fetched: &[(Key, u64)]) {
+        self.metrics.fetched(fetched);
         for (dep_key, _) in fetched {
             match self.tasks.id(dep_key) {
                 Some(d) if self.tasks.get(d).state == TaskState::Memory => self.add_holder(d, w),
@@ -160,17 +161,23 @@ impl SchedulerCore {
             }
             // A result from a worker we had taken the task from is still a right result.
             _ if state.is_active() => {
+                let prefix = super::placement::key_prefix(self.tasks.get(t).name());
+                let mut start_ms = self.now_ms;
                 if let TaskState::Processing(p) = state {
                     let assigned = self
                         .workers
                         .get(p)
                         .and_then(|worker| worker.processing.get(&t).map(|a| a.at_ms));
                     if let Some(at) = assigned {
-                        let prefix = super::placement::key_prefix(self.tasks.get(t).name());
                         self.placement
                             .task_took(&prefix, self.now_ms.saturating_sub(at));
+                        start_ms = at;
                     }
                 }
+                let key = self.tasks.get(t).name().to_string();
+                let worker = self.workers.address(w).as_str().to_owned();
+                self.metrics
+                    .task_finished(key, prefix, worker, start_ms, self.now_ms);
                 self.leave_active(t);
                 let task = self.tasks.get_mut(t);
                 task.state = TaskState::Memory;
@@ -243,6 +250,8 @@ impl SchedulerCore {
         let task = self.tasks.get_mut(t);
         task.state = TaskState::Erred;
         task.error = Some(Box::new(error.clone()));
+        let prefix = super::placement::key_prefix(self.tasks.get(t).name());
+        self.metrics.task_erred(&prefix, true);
         self.fail_dependents_and_wanters(t, error);
     }
 
@@ -258,6 +267,8 @@ impl SchedulerCore {
                     let dep = self.tasks.get_mut(d);
                     dep.state = TaskState::Erred;
                     dep.error = Some(Box::new(error.clone()));
+                    let prefix = super::placement::key_prefix(self.tasks.get(d).name());
+                    self.metrics.task_erred(&prefix, false);
                     stack.push(d);
                     failed.push(d);
                 }
@@ -370,6 +381,7 @@ impl SchedulerCore {
             return;
         }
         debug!("recomputing lost {:?}", task.key);
+        self.metrics.recomputed();
         self.activate(&[t]);
     }
 

@@ -20,6 +20,7 @@ mod invariants;
 mod lifecycle;
 mod logs;
 mod membership;
+mod metrics;
 mod names;
 mod outbox;
 mod placement;
@@ -44,6 +45,10 @@ use crate::protocol::{
     ToWorker,
 };
 
+pub use metrics::{
+    CoreMetrics, Counters, PrefixProgress, TaskCounts, TaskRun, WorkerFigures, OTHER_PREFIX,
+    PREFIXES_MAX, TASK_STREAM_MAX,
+};
 pub use recovery::{JournalOp, Recovered, Submission};
 pub use tasks::{TaskId, TaskState};
 pub use violation::InvariantViolation;
@@ -217,6 +222,8 @@ pub struct SchedulerCore {
     dismissals: retirement::Dismissals,
     /// The size an operator last asked for, for the cluster manager to apply.
     scaling: scaling::Scaling,
+    /// Counters, per-prefix done/erred counts and the recent task runs (the dashboard's).
+    metrics: metrics::Metrics,
     outbox: outbox::Outbox,
     now_ms: u64,
     /// A worker was lost or scheduling is needed: run `schedule` before flushing.
@@ -244,6 +251,7 @@ impl SchedulerCore {
             progress: Default::default(),
             dismissals: Default::default(),
             scaling: Default::default(),
+            metrics: Default::default(),
             now_ms: 0,
             needs_scheduling: false,
         }
@@ -256,6 +264,7 @@ impl SchedulerCore {
     /// Feeds one event. Call `take_commands` after a batch of events.
     pub fn handle(&mut self, now_ms: u64, event: Event) {
         self.now_ms = self.now_ms.max(now_ms);
+        self.metrics.message();
         match event {
             Event::FromWorker {
                 identity,

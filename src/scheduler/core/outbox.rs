@@ -12,6 +12,8 @@ pub(super) struct Outbox {
     journal: bool,
     /// The next id of a request to a worker (value fetches and puts share one numbering).
     next_request: u64,
+    /// Journal operations handed to the IO layer so far (`/metrics`).
+    journal_writes: u64,
 }
 
 impl Outbox {
@@ -20,6 +22,7 @@ impl Outbox {
             commands: Vec::new(),
             journal,
             next_request: 1,
+            journal_writes: 0,
         }
     }
 
@@ -48,8 +51,13 @@ impl Outbox {
     /// Records a durable change, when the scheduler keeps a journal.
     pub(super) fn journal(&mut self, op: JournalOp) {
         if self.journal {
+            self.journal_writes += 1;
             self.commands.push(Command::Journal(op));
         }
+    }
+
+    pub(super) fn journal_writes(&self) -> u64 {
+        self.journal_writes
     }
 
     pub(super) fn journaling(&self) -> bool {

@@ -1,9 +1,11 @@
 //! What clients can ask about the cluster: its status (`zask status`) and where values are
 //! (`who_has`). Read-only views over the task table and the worker registry (and the
-//! placement part's durations, for adaptive scaling).
+//! placement part's durations, for adaptive scaling); and what the dashboard and `/metrics`
+//! read (`metrics`), with the metrics part's counts.
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
+use super::metrics::{CoreMetrics, PrefixProgress, TaskCounts, WorkerFigures};
 use super::placement::{key_prefix, Placement};
 use super::tasks::{TaskState, TaskTable};
 use super::workers::WorkerRegistry;
@@ -81,6 +83,76 @@ pub(super) fn cluster_status(
 }
 
 impl SchedulerCore {
+    /// What the dashboard and `/metrics` show: task counts by state, every worker's figures,
+    /// progress per task prefix, the counters and the recent task runs. One pass over the
+    /// tasks (the IO layer reads it a few times a second, only when the dashboard is on).
+    pub fn metrics(&self) -> CoreMetrics {
+        let mut counts = TaskCounts {
+            total: self.tasks.len() as u64,
+            ..TaskCounts::default()
+        };
+        let mut pending: HashMap<String, u64> = HashMap::default();
+        for (_, t) in self.tasks.iter() {
+            match t.state {
+                TaskState::Released => counts.released += 1,
+                TaskState::Waiting => counts.waiting += 1,
+                TaskState::Ready => counts.ready += 1,
+                TaskState::Processing(_) => counts.processing += 1,
+                TaskState::Memory => counts.memory += 1,
+                TaskState::Erred => counts.erred += 1,
+            }
+            if t.state.is_active() {
+                *pending.entry(key_prefix(t.name())).or_default() += 1;
+            }
+        }
+        let mut prefixes: Vec<PrefixProgress> = self
+            .metrics
+            .prefixes()
+            .map(|(prefix, done, erred)| PrefixProgress {
+                pending: pending.remove(prefix).unwrap_or(0),
+                prefix: prefix.to_owned(),
+                done,
+                erred,
+            })
+            .collect();
+        prefixes.extend(pending.into_iter().map(|(prefix, pending)| {
+            let (done, erred) = self.metrics.prefix_counts(&prefix);
+            PrefixProgress {
+                prefix,
+                done,
+                erred,
+                pending,
+            }
+        }));
+        prefixes.sort_by(|a, b| a.prefix.cmp(&b.prefix));
+        let mut workers: Vec<WorkerFigures> = self
+            .workers
+            .iter()
+            .map(|(_, w)| WorkerFigures {
+                address: w.address.as_str().to_owned(),
+                name: w.name.as_str().to_owned(),
+                nthreads: w.nthreads,
+                memory_limit_bytes: w.memory_limit_bytes,
+                nbytes: w.has.iter().map(|t| self.tasks.get(*t).nbytes).sum(),
+                keys: w.has.len() as u64,
+                processing: w.processing.len() as u64,
+                retiring: w.retiring,
+                runs_python: w.runs_python,
+            })
+            .collect();
+        workers.sort_by(|a, b| a.address.cmp(&b.address));
+        CoreMetrics {
+            now_ms: self.now_ms,
+            counters: self.metrics.counters().clone(),
+            journal_writes_total: self.outbox.journal_writes(),
+            tasks: counts,
+            clients: self.clients.len() as u64,
+            workers,
+            prefixes,
+            task_stream: self.metrics.task_stream().cloned().collect(),
+        }
+    }
+
     /// Where the values of `keys` are: the named value of a key, else every definition of it
     /// the scheduler tracks (one pass over the tasks for all such keys).
     pub(super) fn who_has(&self, keys: Vec<Key>) -> Vec<(Key, Vec<WorkerAddress>)> {

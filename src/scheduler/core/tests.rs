@@ -3240,3 +3240,74 @@ fn only_an_operator_asks_for_a_size_and_anyone_reads_it() {
     );
     h.core.check_invariants().unwrap();
 }
+
+#[test]
+fn metrics_count_runs_failures_losses_and_recomputations_per_prefix() {
+    let mut h = Harness::new();
+    h.add_worker(1, 1);
+    h.add_worker(2, 1);
+    let g = crate::graph! { "a" => ("inc", 1), "b" => ("inc", 2), "c" => ("add", "a", "b") };
+    h.submit(1, 1, &g, &["c"]);
+    let on1 = h.take_computes(1);
+    let on2 = h.take_computes(2);
+    h.finish(1, &on1[0], Value::from(2));
+    h.finish(2, &on2[0], Value::from(3));
+    let m = h.core.metrics();
+    assert_eq!(m.counters.tasks_finished_total, 2);
+    assert_eq!(m.task_stream.len(), 2);
+    assert!(m.task_stream.iter().all(|r| r.start_ms <= r.end_ms));
+    let finished: Vec<(&str, &str)> = m
+        .task_stream
+        .iter()
+        .map(|r| (r.key.as_str(), r.worker.as_str()))
+        .collect();
+    assert!(finished.contains(&(name(&on1[0].key).to_string().as_str(), address(1).as_str())));
+    assert_eq!(m.workers.len(), 2);
+    assert_eq!(m.workers.iter().map(|w| w.keys).sum::<u64>(), 2);
+    // c runs somewhere; the holder of its other input dies first: that input is recomputed.
+    let c: Vec<ComputeTask> = h
+        .take_computes(1)
+        .into_iter()
+        .chain(h.take_computes(2))
+        .collect();
+    assert_eq!(c.len(), 1);
+    let holder_of_b = if name(&on2[0].key) == Key::from("b") {
+        2
+    } else {
+        1
+    };
+    h.kill_worker(holder_of_b);
+    let m = h.core.metrics();
+    assert_eq!(m.counters.workers_lost_total, 1);
+    assert_eq!(m.counters.recomputations_total, 1);
+    assert_eq!(m.workers.len(), 1);
+    let prefix = |m: &CoreMetrics, p: &str| {
+        m.prefixes
+            .iter()
+            .find(|x| x.prefix == p)
+            .map(|x| (x.done, x.erred, x.pending))
+    };
+    assert_eq!(prefix(&m, "b"), Some((1, 0, 1)), "done once, pending again");
+    assert_eq!(prefix(&m, "c"), Some((0, 0, 1)));
+    let survivor = 3 - holder_of_b;
+    let redo = h.take_computes(survivor);
+    h.finish(survivor, &redo[0], Value::from(3));
+    let c = h.take_computes(survivor);
+    h.finish(survivor, &c[0], Value::from(5));
+    assert_eq!(h.take_client_msgs(1)[0].1, vec![Value::from(5)]);
+    // A failure counts once as a failure, and for each prefix that erred.
+    let g = crate::graph! { "x" => ("fail", "boom"), "y" => ("inc", "x") };
+    h.submit(1, 2, &g, &["y"]);
+    let x = h.take_computes(survivor);
+    h.fail(survivor, &x[0].key, "boom");
+    h.take_client_msgs(1);
+    let m = h.core.metrics();
+    assert_eq!(m.counters.task_failures_total, 1);
+    assert_eq!(m.counters.tasks_finished_total, 4);
+    assert_eq!(prefix(&m, "b"), Some((2, 0, 0)));
+    assert_eq!(prefix(&m, "x"), Some((0, 1, 0)));
+    assert_eq!(prefix(&m, "y"), Some((0, 1, 0)));
+    assert_eq!(m.tasks.total, h.core.task_count() as u64);
+    assert!(m.counters.messages_total > 0);
+    assert_eq!(m.journal_writes_total, 0, "no journal");
+}

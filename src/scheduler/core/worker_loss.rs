@@ -44,6 +44,7 @@ impl SchedulerCore {
         };
         let address = worker.address.clone();
         warn_or_info(unexpected, &format!("removing worker {address}"));
+        self.metrics.worker_removed(unexpected);
         // Copies it was making are not coming.
         self.replication.worker_lost(id);
         // Log requests waiting only for it are answered.

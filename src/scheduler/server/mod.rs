@@ -13,6 +13,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use log::{info, warn};
 
 use super::core::{Command, CoreConfig, Event, Recovered, SchedulerCore};
+use super::dashboard::{Dashboard, DashboardConfig, DashboardError, Publisher, SnapshotCell};
 use super::journal::{Journal, JournalError, JournalWrite};
 use crate::net::{self, Clock, StartError, Waker};
 use crate::protocol::{ClientRole, ConnectionId, Frame, ToClient, ToWorker};
@@ -140,6 +141,10 @@ pub struct SchedulerConfig {
     /// The settings of the scheduler's logic (`CoreConfig::default()`; the addresses and the
     /// message limit are filled in from the sockets and the settings above).
     pub core: CoreConfig,
+    /// The web dashboard, `/metrics` and `/api/status` (`crate::scheduler::dashboard`).
+    /// Default None here (embedding and tests: no HTTP port unless asked for);
+    /// `zask-scheduler` starts it unless told `--no-dashboard`.
+    pub dashboard: Option<DashboardConfig>,
 }
 
 impl Default for SchedulerConfig {
@@ -162,6 +167,7 @@ impl Default for SchedulerConfig {
             client_max_messages_per_second: 10_000,
             worker_max_messages_per_second: 100_000,
             core: CoreConfig::default(),
+            dashboard: None,
         }
     }
 }
@@ -184,6 +190,8 @@ pub enum SchedulerStartError {
     /// Plaintext 2015 ports were asked for without security, where the main ports already
     /// serve the 2015 protocol.
     LegacyPortsNeedSecurity,
+    /// The dashboard's HTTP port could not be opened (its error decides).
+    Dashboard(DashboardError),
 }
 
 impl SchedulerStartError {
@@ -194,6 +202,7 @@ impl SchedulerStartError {
             SchedulerStartError::Journal { error, .. } => error.retry_may_help(),
             SchedulerStartError::Security(e) => e.retry_may_help(),
             SchedulerStartError::LegacyPortsNeedSecurity => false,
+            SchedulerStartError::Dashboard(e) => e.retry_may_help(),
         }
     }
 }
@@ -211,6 +220,7 @@ impl std::fmt::Display for SchedulerStartError {
                 "the plaintext 2015 ports are for a secure scheduler; without security \
                  (--insecure) the main ports serve 2015 peers themselves"
             ),
+            SchedulerStartError::Dashboard(e) => write!(f, "{e}"),
         }
     }
 }
@@ -222,6 +232,7 @@ impl std::error::Error for SchedulerStartError {
             SchedulerStartError::Journal { error, .. } => Some(error),
             SchedulerStartError::Security(e) => Some(e),
             SchedulerStartError::LegacyPortsNeedSecurity => None,
+            SchedulerStartError::Dashboard(e) => Some(e),
         }
     }
 }
@@ -249,6 +260,8 @@ pub struct Scheduler {
     threads: Vec<JoinHandle<()>>,
     /// Answers the CURVE handshakes while the ports are open (dropped after the threads).
     _zap: Option<ZapHandler>,
+    /// The HTTP dashboard, when asked for (stopped before the other threads).
+    dashboard: Option<Dashboard>,
 }
 
 impl Scheduler {
@@ -376,6 +389,25 @@ impl Scheduler {
             None => None,
         };
         core_config.journal = journal.is_some();
+        // The dashboard serves what the core thread publishes (an empty snapshot until the
+        // first one); if a later step fails, dropping it closes its port again.
+        let dashboard = match &config.dashboard {
+            Some(d) => {
+                let cell = Arc::new(SnapshotCell::default());
+                let server = Dashboard::start(d.clone(), cell.clone())
+                    .map_err(SchedulerStartError::Dashboard)?;
+                super::dashboard::log_address(server.address(), d.token.is_some());
+                let publisher = Publisher::new(
+                    cell,
+                    d.publish_interval_ms,
+                    address_to_workers.clone(),
+                    address_to_clients.clone(),
+                );
+                Some((server, publisher))
+            }
+            None => None,
+        };
+        let (dashboard, publisher) = dashboard.unzip();
         let mut core = SchedulerCore::new(core_config);
         if let Some(j) = &journal {
             let recovered = j.load().map_err(journal_error)?;
@@ -511,7 +543,7 @@ impl Scheduler {
                 },
             };
             threads.push(spawn("zask-sched-core", move || {
-                if let Err(e) = core_loop(core, journal, in_rx, outs, clock, stop) {
+                if let Err(e) = core_loop(core, journal, in_rx, outs, clock, stop, publisher) {
                     // Nothing of the failed batch has left; a restart with the same state dir
                     // resumes from what was durable.
                     crate::fatal::stop_process(&e.to_string());
@@ -527,7 +559,13 @@ impl Scheduler {
             wakers,
             threads,
             _zap: zap,
+            dashboard,
         })
+    }
+
+    /// Where the dashboard listens (`http://` + this), when it runs.
+    pub fn dashboard_address(&self) -> Option<std::net::SocketAddr> {
+        self.dashboard.as_ref().map(|d| d.address())
     }
 
     /// Where workers connect (the legacy `address_to_workers`).
@@ -569,6 +607,8 @@ impl Scheduler {
     }
 
     fn stop_threads(&mut self) {
+        // Its threads only read snapshots: stopped first, nothing waits on them.
+        self.dashboard = None;
         self.stop.store(true, Ordering::SeqCst);
         for w in &self.wakers {
             w.wake();
@@ -712,6 +752,7 @@ fn core_loop<J: JournalWrite>(
     outs: Outputs,
     clock: Clock,
     stop: Arc<AtomicBool>,
+    mut publisher: Option<Publisher>,
 ) -> Result<(), JournalFailed> {
     let mut sessions = legacy::Sessions::default();
     let mut python_workers = LegacyWorkers::new(outs.legacy.bridges.clone());
@@ -721,8 +762,15 @@ fn core_loop<J: JournalWrite>(
             return Ok(());
         }
         let now = clock.now_ms();
-        let wait_ms = core
-            .next_deadline()
+        let deadline = match &publisher {
+            // The dashboard's next snapshot is a deadline too.
+            Some(p) => Some(
+                core.next_deadline()
+                    .map_or(p.next_due_ms(), |d| d.min(p.next_due_ms())),
+            ),
+            None => core.next_deadline(),
+        };
+        let wait_ms = deadline
             .map(|d| d.saturating_sub(now))
             .unwrap_or(1000)
             .clamp(1, 1000);
@@ -768,6 +816,10 @@ fn core_loop<J: JournalWrite>(
         core.tick(now);
         let (mut to_workers, mut to_clients) = (false, false);
         let commands = core.take_commands();
+        if let Some(p) = &mut publisher {
+            // After the decision pass, so the page sees this batch's assignments.
+            p.maybe_publish(now, &core);
+        }
         if let Some(j) = &journal {
             make_durable(j, &commands)?;
         }

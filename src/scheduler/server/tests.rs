@@ -106,7 +106,15 @@ fn run_batch(
         },
     };
     let stop = Arc::new(AtomicBool::new(false));
-    let ended = core_loop(core, Some(&journal), in_rx, outs, Clock::start(), stop);
+    let ended = core_loop(
+        core,
+        Some(&journal),
+        in_rx,
+        outs,
+        Clock::start(),
+        stop,
+        None,
+    );
     (ended, journal, to_clients_rx, to_workers_rx)
 }
 
@@ -329,7 +337,15 @@ fn the_cores_answer_to_a_legacy_graph_becomes_a_schedule_ack_never_a_native_mess
     };
     let core = SchedulerCore::new(CoreConfig::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let ended = core_loop(core, None::<TestJournal>, in_rx, outs, Clock::start(), stop);
+    let ended = core_loop(
+        core,
+        None::<TestJournal>,
+        in_rx,
+        outs,
+        Clock::start(),
+        stop,
+        None,
+    );
     assert_eq!(ended, Ok(()));
     let native: Vec<_> = to_clients_rx.try_iter().collect();
     assert!(
