@@ -94,7 +94,9 @@ impl Model {
             | FromClient::GetDataset { request, .. }
             | FromClient::Unpublish { request, .. }
             | FromClient::Restart { request }
-            | FromClient::GetLogs { request, .. } => request.0,
+            | FromClient::GetLogs { request, .. }
+            | FromClient::GetStory { request, .. }
+            | FromClient::GetEvents { request } => request.0,
         };
         let op = self
             .sent

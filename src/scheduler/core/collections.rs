@@ -260,7 +260,14 @@ impl SchedulerCore {
         outputs: Vec<Key>,
     ) {
         let outputs = match self.add_graph(&graph, &outputs) {
-            Ok((_, outputs)) => outputs,
+            Ok((resolved, outputs)) => {
+                for (key, _) in &graph {
+                    if let Some(wire) = resolved.wire_key(key) {
+                        self.stories.submitted(key, wire, &client, self.now_ms);
+                    }
+                }
+                outputs
+            }
             Err(error) => {
                 self.reply(&client, ToClient::Failed { request, error });
                 return;

@@ -156,6 +156,11 @@ impl SchedulerCore {
         );
         match self.add_graph(&submission.graph, &submission.outputs) {
             Ok((resolved, outputs)) => {
+                for (key, _) in &submission.graph {
+                    if let Some(wire) = resolved.wire_key(key) {
+                        self.stories.submitted(key, wire, &client, self.now_ms);
+                    }
+                }
                 for (key, workers) in &submission.restrictions {
                     if let Some(t) = resolved.wire_key(key).and_then(|k| self.tasks.id(k)) {
                         self.placement

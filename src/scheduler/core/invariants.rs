@@ -17,6 +17,8 @@ pub(super) fn check(core: &SchedulerCore) -> Result<(), InvariantViolation> {
     core.computations.check(&exists)?;
     core.replication.check(&exists)?;
     core.placement.check(&exists)?;
+    core.events.check()?;
+    core.stories.check(tasks)?;
     holders(core)?;
     pins(core)?;
     Ok(())

@@ -276,7 +276,9 @@ fn client_request(msg: &FromClient) -> Option<RequestId> {
         | FromClient::GetDataset { request, .. }
         | FromClient::Unpublish { request, .. }
         | FromClient::Restart { request, .. }
-        | FromClient::GetLogs { request, .. } => Some(*request),
+        | FromClient::GetLogs { request, .. }
+        | FromClient::GetStory { request, .. }
+        | FromClient::GetEvents { request } => Some(*request),
     }
 }
 
