@@ -372,9 +372,9 @@ impl SchedulerCore {
         }
         task.state = TaskState::Released;
         let dependents = task.dependents.clone();
-        let with = workers
-            .first()
-            .map_or(super::WorkerId(u32::MAX), |a| self.stories.worker_at(a));
+        let with = workers.first().map_or(super::stories::UNKNOWN_WORKER, |a| {
+            self.stories.worker_at(a)
+        });
         self.story_step(t, StepKind::ResultLost { worker: with });
         for d in dependents {
             let state = self.tasks.get(d).state;

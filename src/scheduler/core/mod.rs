@@ -118,8 +118,9 @@ pub struct CoreConfig {
     /// worker cannot hang it. Default 2 s: a live worker answers within a heartbeat or two.
     pub logs_timeout_ms: u64,
     /// How many keys' stories (`zask story`) are kept; the oldest is forgotten when a new key
-    /// needs room. Default 16,384: the last few graphs' keys (about dask's 100,000-transition
-    /// log), at about 250 bytes each, so a million-task graph costs a few MB at most.
+    /// needs room. Default 16,384: the last few graphs' keys (about what dask's
+    /// 100,000-transition log holds), at about 400 bytes each: 7 MB at most, however large
+    /// the graphs.
     pub story_keys_max: usize,
     /// How many recent cluster events (`zask events`) are kept. Default 1,000: hours of
     /// joins, losses and retirements, a few hundred KB.

@@ -117,7 +117,7 @@ pub(super) struct Stories {
 
 /// A worker id for a worker the stories do not know (never used by the registry: ids count
 /// up from 0 and never reach it).
-const UNKNOWN_WORKER: WorkerId = WorkerId(u32::MAX);
+pub(super) const UNKNOWN_WORKER: WorkerId = WorkerId(u32::MAX);
 
 impl Stories {
     pub(super) fn new(keys_max: usize) -> Stories {
@@ -233,6 +233,8 @@ impl Stories {
         let definition = match story.definitions.iter().position(|d| d == wire) {
             Some(d) => d,
             None if new_definition && story.definitions.len() < DEFINITIONS_MAX => {
+                // Most keys have one definition: no room for more until one comes.
+                story.definitions.reserve_exact(1);
                 story.definitions.push(wire.clone());
                 story.definitions.len() - 1
             }
