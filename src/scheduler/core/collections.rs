@@ -261,11 +261,7 @@ impl SchedulerCore {
     ) {
         let outputs = match self.add_graph(&graph, &outputs) {
             Ok((resolved, outputs)) => {
-                for (key, _) in &graph {
-                    if let Some(wire) = resolved.wire_key(key) {
-                        self.stories.submitted(key, wire, &client, self.now_ms);
-                    }
-                }
+                self.stories_submitted(&graph, &resolved, &client);
                 outputs
             }
             Err(error) => {

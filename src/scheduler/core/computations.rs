@@ -156,11 +156,7 @@ impl SchedulerCore {
         );
         match self.add_graph(&submission.graph, &submission.outputs) {
             Ok((resolved, outputs)) => {
-                for (key, _) in &submission.graph {
-                    if let Some(wire) = resolved.wire_key(key) {
-                        self.stories.submitted(key, wire, &client, self.now_ms);
-                    }
-                }
+                self.stories_submitted(&submission.graph, &resolved, &client);
                 for (key, workers) in &submission.restrictions {
                     if let Some(t) = resolved.wire_key(key).and_then(|k| self.tasks.id(k)) {
                         self.placement

@@ -394,6 +394,23 @@ impl Stories {
 }
 
 impl super::SchedulerCore {
+    /// `client` submitted `graph` (resolved): the stories of its keys start (or go on). Only
+    /// its last `story_keys_max` keys are recorded: the earlier ones would make room for the
+    /// later ones at once, so a huge graph costs the submit no more than the bound.
+    pub(super) fn stories_submitted(
+        &mut self,
+        graph: &[(Key, crate::graph::Expr)],
+        resolved: &super::graphs::ResolvedGraph,
+        client: &ConnectionId,
+    ) {
+        let skip = graph.len().saturating_sub(self.config.story_keys_max);
+        for (key, _) in &graph[skip..] {
+            if let Some(wire) = resolved.wire_key(key) {
+                self.stories.submitted(key, wire, client, self.now_ms);
+            }
+        }
+    }
+
     /// Records a step of task `t` in its key's story (if the key has one), at the core's now.
     pub(super) fn story_step(&mut self, t: super::TaskId, what: StepKind) {
         let task = self.tasks.get(t);
