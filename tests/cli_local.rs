@@ -101,6 +101,13 @@ fn local_runs_the_seed_graph_on_the_workers_asked_for_and_stops_on_sigterm() {
         assert_ne!(w.pid, proc.pid(), "workers are processes by default: {w:?}");
     }
     assert_eq!(line["processes"], true, "{line}");
+    // Its dashboard, on this machine only.
+    assert!(
+        line["dashboard"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("http://127.0.0.1:")),
+        "{line}"
+    );
     drop(client);
     let status = terminate(&mut proc);
     assert_eq!(status.code(), Some(0), "{}", proc.log_text());

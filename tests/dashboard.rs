@@ -140,7 +140,18 @@ fn metrics_and_status_describe_the_graph_that_ran() {
         (&inc["done"], &inc["erred"], &inc["pending"]),
         (&n.into(), &0.into(), &0.into())
     );
-    assert!(status["events"].as_array().unwrap().is_empty());
+    // The cluster events: each worker's joining, as `zask events` prints it.
+    let joined = status["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e.as_str().unwrap().contains(" joined (name "))
+        .count();
+    assert_eq!(
+        joined,
+        status["workers"].as_array().unwrap().len(),
+        "{status}"
+    );
     assert!(status["logs"]
         .as_array()
         .unwrap()

@@ -100,6 +100,29 @@ enum Command {
     },
     #[command(flatten)]
     Shell(shell::ShellCommand),
+    /// Print the recorded transitions of a key with their times and causes: submitted,
+    /// waiting, assigned, lost with a worker, rescheduled, done... (plain text, or JSON with
+    /// --json). Exits 1 when the scheduler keeps no story of the key.
+    Story {
+        #[arg(long, env = "ZASK_SCHEDULER", value_parser = zask::cli::parse_address)]
+        scheduler: String,
+        /// The key; a JSON array such as '["x", 1]' names a tuple key.
+        key: String,
+        /// Print JSON: {"key", "summary", "forgotten", "definitions", "steps": [{"at_ms",
+        /// "definition", "event", ...its fields}]}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the scheduler's recent cluster events, oldest first: workers joined, left, lost
+    /// (with what it cost), retired (with what they moved); tasks rescheduled, marked bad,
+    /// erred. One line each, or JSON with --json.
+    Events {
+        #[arg(long, env = "ZASK_SCHEDULER", value_parser = zask::cli::parse_address)]
+        scheduler: String,
+        /// Print a JSON list: [{"at_ms", "event", ...its fields}].
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a scheduler and workers in this process until SIGINT or SIGTERM. Prints one JSON
     /// line: {"address_to_clients", "address_to_workers", "workers", "access": {"client",
     /// "operator", "worker"}} (no "access" with --insecure). Logs at info by default, every
@@ -513,6 +536,14 @@ fn main() {
                 .set_scaling(request)
                 .unwrap_or_else(|e| fail(&e.to_string()))
         }
+        Command::Story {
+            scheduler,
+            key,
+            json,
+        } => story_command(&connect(&scheduler, &security), &key, json),
+        Command::Events { scheduler, json } => {
+            events_command(&connect(&scheduler, &security), json)
+        }
     }
     say_goodbye();
 }
@@ -560,6 +591,91 @@ fn progress_get(
     result
 }
 
+/// `zask story KEY [--json]`.
+fn story_command(client: &Client, key: &str, json: bool) {
+    let key = parse_key_arg(key);
+    let story = client
+        .story(key.clone())
+        .unwrap_or_else(|e| fail(&e.to_string()));
+    if story.steps.is_empty() {
+        fail(&format!(
+            "no story of {key:?}: never submitted, or among the oldest keys (the scheduler \
+             keeps the stories of its most recent keys only)"
+        ));
+    }
+    if !json {
+        print!("{story}");
+        return;
+    }
+    let steps: Vec<serde_json::Value> = story
+        .steps
+        .iter()
+        .map(|s| {
+            let mut step = tagged_json(&s.what);
+            step["at_ms"] = s.at_ms.into();
+            step["definition"] = s.definition.into();
+            step
+        })
+        .collect();
+    let out = serde_json::json!({
+        "key": key_to_json(&story.key),
+        "summary": story.summary(),
+        "forgotten": story.forgotten,
+        "definitions": story.definitions,
+        "steps": steps,
+    });
+    println!("{out}");
+}
+
+/// `zask events [--json]`.
+fn events_command(client: &Client, json: bool) {
+    let events = client.events().unwrap_or_else(|e| fail(&e.to_string()));
+    if json {
+        let list: Vec<serde_json::Value> = events
+            .iter()
+            .map(|e| {
+                let mut event = tagged_json(&e.what);
+                event["at_ms"] = e.at_ms.into();
+                event
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(list));
+    } else {
+        for event in events {
+            println!("{event}");
+        }
+    }
+}
+
+/// An enum value as one JSON object: its variant's name in snake case under "event", its
+/// fields beside it.
+fn tagged_json(value: &impl serde::Serialize) -> serde_json::Value {
+    let snake = |name: &str| {
+        let mut out = String::new();
+        for (i, c) in name.chars().enumerate() {
+            if c.is_uppercase() && i > 0 {
+                out.push('_');
+            }
+            out.extend(c.to_lowercase());
+        }
+        out
+    };
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(name)) => serde_json::json!({ "event": snake(&name) }),
+        Ok(serde_json::Value::Object(map)) if map.len() == 1 => {
+            let (name, fields) = map.into_iter().next().expect("one entry");
+            let mut out = match fields {
+                serde_json::Value::Object(fields) => fields,
+                other => [("value".to_string(), other)].into_iter().collect(),
+            };
+            out.insert("event".into(), snake(&name).into());
+            serde_json::Value::Object(out)
+        }
+        Ok(other) => other,
+        Err(e) => fail(&format!("cannot write JSON: {e}")),
+    }
+}
+
 /// `zask local`: starts the cluster, prints its line, adapts if asked and stops on SIGINT or
 /// SIGTERM (exit 0).
 fn local(args: LocalArgs, insecure: bool) {
@@ -568,6 +684,8 @@ fn local(args: LocalArgs, insecure: bool) {
         host: args.listen.host,
         worker_port: args.listen.worker_port,
         client_port: args.listen.client_port,
+        // The dashboard on this machine only (8787, or a free port when that one is taken).
+        dashboard: Some(zask::scheduler::dashboard::DashboardConfig::default()),
         ..SchedulerConfig::default()
     };
     let mut builder = LocalCluster::builder()
@@ -605,6 +723,7 @@ fn local(args: LocalArgs, insecure: bool) {
         "threads": cluster.threads_per_worker(),
         "memory_limit": cluster.memory_limit_bytes(),
         "processes": cluster.uses_processes(),
+        "dashboard": cluster.dashboard_address().map(|a| format!("http://{a}/")),
     });
     log::info!(
         "{workers} workers ({}), {} threads each, memory limit {} bytes each",

@@ -16,8 +16,8 @@ use crate::graph::{Graph, Key, KeySpec};
 use crate::net::{self, Endpoint, Waker};
 use crate::protocol::codec::{decode_value_owned, encode_value};
 use crate::protocol::{
-    ClusterStatus, Frame, FromClient, RequestId, ScalingRequest, ToClient, WantedScaling,
-    WorkerAddress, WorkerInfo, WorkerSelector, PROTOCOL_VERSION,
+    ClusterEvent, ClusterStatus, Frame, FromClient, RequestId, ScalingRequest, Story, ToClient,
+    WantedScaling, WorkerAddress, WorkerInfo, WorkerSelector, PROTOCOL_VERSION,
 };
 use crate::security::{self, Access, Role, SecurityError};
 use crate::value::Value;
@@ -462,6 +462,32 @@ impl Client {
                 scheduler,
                 workers: workers.into_iter().collect(),
             }),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// The recorded transitions of `key` on the scheduler, oldest first, with their times
+    /// (ms since the scheduler started) and causes: submitted, waiting, ready, assigned,
+    /// done, lost with a worker, rescheduled... (`Story::summary` reads it as one line). A key
+    /// the scheduler keeps no story of (never submitted, or among the oldest: it keeps
+    /// `CoreConfig::story_keys_max` keys) has no steps.
+    pub fn story(&self, key: impl Into<Key>) -> Result<Story, ClientError> {
+        let key = key.into();
+        let msg = |request| FromClient::GetStory {
+            request,
+            key: key.clone(),
+        };
+        match self.request(msg, vec![], None)? {
+            (ToClient::Story { story, .. }, _) => Ok(story),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// The scheduler's recent cluster events, oldest first: workers joined, left, lost (with
+    /// what that cost), retired (with what they moved); tasks rescheduled, marked bad, erred.
+    pub fn events(&self) -> Result<Vec<ClusterEvent>, ClientError> {
+        match self.request(|request| FromClient::GetEvents { request }, vec![], None)? {
+            (ToClient::Events { events, .. }, _) => Ok(events),
             (other, _) => Err(unexpected(other)),
         }
     }

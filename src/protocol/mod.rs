@@ -6,6 +6,7 @@
 //! own, encoded by `codec::encode_value`, so large bytes are never copied into msgpack.
 
 pub mod codec;
+mod events;
 mod ids;
 
 use std::fmt;
@@ -16,6 +17,10 @@ use crate::collection::Collection;
 use crate::graph::{Expr, GraphError, Key};
 
 pub use codec::{DecodeError, Frame};
+pub use events::{
+    bytes_text, ClusterEvent, Departure, EventKind, LossCost, Reschedule, Story, StoryEvent,
+    StoryStep,
+};
 pub use ids::{ClientRole, ConnectionId, RequestId, WorkerAddress, WorkerName, WorkerSelector};
 
 /// Checked at registration (workers) and at hello (clients).
@@ -471,6 +476,15 @@ pub enum FromClient {
     GetScaling {
         request: RequestId,
     },
+    /// The recorded transitions of `key` (every definition of it); answered with `Story`.
+    GetStory {
+        request: RequestId,
+        key: Key,
+    },
+    /// The scheduler's recent cluster events, oldest first; answered with `Events`.
+    GetEvents {
+        request: RequestId,
+    },
 }
 
 /// A size an operator asks a running cluster for. The scheduler only records it
@@ -604,6 +618,16 @@ pub enum ToClient {
         request: RequestId,
         wanted: Option<WantedScaling>,
     },
+    /// The answer to `GetStory` (no steps when the scheduler remembers none of the key).
+    Story {
+        request: RequestId,
+        story: Story,
+    },
+    /// The answer to `GetEvents`: the recent cluster events, oldest first.
+    Events {
+        request: RequestId,
+        events: Vec<ClusterEvent>,
+    },
 }
 
 impl ToClient {
@@ -623,7 +647,9 @@ impl ToClient {
             | ToClient::Logs { request, .. }
             | ToClient::Progress { request, .. }
             | ToClient::Retired { request, .. }
-            | ToClient::Scaling { request, .. } => Some(*request),
+            | ToClient::Scaling { request, .. }
+            | ToClient::Story { request, .. }
+            | ToClient::Events { request, .. } => Some(*request),
         }
     }
 }

@@ -101,7 +101,9 @@ impl Model {
             | FromClient::Restart { request }
             | FromClient::GetLogs { request, .. }
             | FromClient::SetScaling { request, .. }
-            | FromClient::GetScaling { request } => request.0,
+            | FromClient::GetScaling { request }
+            | FromClient::GetStory { request, .. }
+            | FromClient::GetEvents { request } => request.0,
         };
         let op = self
             .sent

@@ -37,6 +37,7 @@ mod reference;
 mod rng;
 mod scenarios;
 mod sim;
+mod stories;
 mod workers;
 mod workload;
 

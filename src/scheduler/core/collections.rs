@@ -268,7 +268,10 @@ impl SchedulerCore {
         outputs: Vec<Key>,
     ) {
         let outputs = match self.add_graph(&graph, &outputs) {
-            Ok((_, outputs)) => outputs,
+            Ok((resolved, outputs)) => {
+                self.stories_submitted(&graph, &resolved, &client);
+                outputs
+            }
             Err(error) => {
                 self.reply(&client, ToClient::Failed { request, error });
                 return;

@@ -161,6 +161,7 @@ impl SchedulerCore {
         );
         match self.add_graph(&submission.graph, &submission.outputs) {
             Ok((resolved, outputs)) => {
+                self.stories_submitted(&submission.graph, &resolved, &client);
                 for (key, workers) in &submission.restrictions {
                     if let Some(t) = resolved.wire_key(key).and_then(|k| self.tasks.id(k)) {
                         self.placement

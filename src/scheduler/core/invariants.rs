@@ -19,6 +19,8 @@ pub(super) fn check(core: &SchedulerCore) -> Result<(), InvariantViolation> {
     core.replication.check(&exists)?;
     core.placement.check(&exists)?;
     core.scaling.check()?;
+    core.events.check()?;
+    core.stories.check(tasks)?;
     holders(core)?;
     pins(core)?;
     Ok(())

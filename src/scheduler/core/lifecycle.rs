@@ -3,11 +3,13 @@
 
 use log::{debug, warn};
 
+use super::stories::StepKind;
 use super::tasks::{task_failure, TaskId, TaskState};
 use super::{SchedulerCore, WorkerId};
 use crate::graph::Key;
 use crate::protocol::{
-    cut_text, FinishedTask, Frame, RequestError, TaskError, ToWorker, WorkerAddress,
+    cut_text, EventKind, FinishedTask, Frame, RequestError, Reschedule, TaskError, ToWorker,
+    WorkerAddress,
 };
 
 impl SchedulerCore {
@@ -53,8 +55,12 @@ impl SchedulerCore {
                 task.state = TaskState::Ready;
                 self.placement.push_ready(t);
                 self.needs_scheduling = true;
+                self.story_step(t, StepKind::Ready);
+            } else {
+                self.story_step(t, StepKind::Waiting { inputs: waiting_on });
             }
         }
+        self.events.activated(newly.len());
         // Right after a restart, scattered data may still be reported by a worker that has not
         // registered yet: its dependents wait until the grace period ends.
         let recovering = self.recovery.deadline().is_some();
@@ -134,7 +140,12 @@ impl SchedulerCore {
         self.metrics.fetched(fetched);
         for (dep_key, _) in fetched {
             match self.tasks.id(dep_key) {
-                Some(d) if self.tasks.get(d).state == TaskState::Memory => self.add_holder(d, w),
+                Some(d) if self.tasks.get(d).state == TaskState::Memory => {
+                    if !self.tasks.get(d).who_has.contains(&w) {
+                        self.story_step(d, StepKind::CopiedTo { worker: w });
+                    }
+                    self.add_holder(d, w)
+                }
                 // Lost meanwhile and being recomputed on this very worker: a release would
                 // cancel that (the worker finishes it at once from the copy it has).
                 Some(d) if self.is_assigned(w, d) => {}
@@ -157,12 +168,16 @@ impl SchedulerCore {
         match state {
             TaskState::Memory => {
                 // A second copy (the task ran twice after a reassignment).
+                if !self.tasks.get(t).who_has.contains(&w) {
+                    self.story_step(t, StepKind::CopiedTo { worker: w });
+                }
                 self.add_holder(t, w);
             }
             // A result from a worker we had taken the task from is still a right result.
             _ if state.is_active() => {
                 let prefix = super::placement::key_prefix(self.tasks.get(t).name());
                 let mut start_ms = self.now_ms;
+                let mut step = StepKind::Found { worker: w };
                 if let TaskState::Processing(p) = state {
                     let assigned = self
                         .workers
@@ -172,6 +187,14 @@ impl SchedulerCore {
                         self.placement
                             .task_took(&prefix, self.now_ms.saturating_sub(at));
                         start_ms = at;
+                    }
+                    if p == w {
+                        let took_ms = self.now_ms.saturating_sub(assigned.unwrap_or(self.now_ms));
+                        step = StepKind::Finished {
+                            worker: w,
+                            took_ms: u32::try_from(took_ms).unwrap_or(u32::MAX),
+                            fetched: u16::try_from(f.fetched.len()).unwrap_or(u16::MAX),
+                        };
                     }
                 }
                 let key = self.tasks.get(t).name().to_string();
@@ -183,6 +206,7 @@ impl SchedulerCore {
                 task.state = TaskState::Memory;
                 task.nbytes = f.nbytes;
                 task.error = None;
+                self.story_step(t, step);
                 self.add_holder(t, w);
                 self.progress.task_done(t);
                 self.dependents_may_proceed(t);
@@ -222,6 +246,7 @@ impl SchedulerCore {
                     dep.state = TaskState::Ready;
                     self.placement.push_ready(d);
                     self.needs_scheduling = true;
+                    self.story_step(d, StepKind::Ready);
                 }
             }
         }
@@ -239,6 +264,15 @@ impl SchedulerCore {
         error.message = cut_text(error.message, self.config.task_error_bytes_max);
         debug!("task {key:?} erred: {error}");
         let name = self.tasks.get(t).name().clone();
+        let kind = error.kind;
+        self.story_step(t, StepKind::Erred { worker: w, kind });
+        let worker = Some(self.workers.address(w));
+        let erred = EventKind::TaskErred {
+            key: name.clone(),
+            worker,
+            kind,
+        };
+        self.events.record(self.now_ms, erred);
         self.fail_task(t, task_failure(&name, error));
     }
 
@@ -269,6 +303,7 @@ impl SchedulerCore {
                     dep.error = Some(Box::new(error.clone()));
                     let prefix = super::placement::key_prefix(self.tasks.get(d).name());
                     self.metrics.task_erred(&prefix, false);
+                    self.story_step(d, StepKind::Failed);
                     stack.push(d);
                     failed.push(d);
                 }
@@ -333,8 +368,10 @@ impl SchedulerCore {
         if waiting_on == 0 {
             task.state = TaskState::Ready;
             self.placement.push_ready(t);
+            self.story_step(t, StepKind::Ready);
         } else {
             task.state = TaskState::Waiting;
+            self.story_step(t, StepKind::Waiting { inputs: waiting_on });
         }
         self.needs_scheduling = true;
     }
@@ -348,6 +385,10 @@ impl SchedulerCore {
         }
         task.state = TaskState::Released;
         let dependents = task.dependents.clone();
+        let with = workers.first().map_or(super::stories::UNKNOWN_WORKER, |a| {
+            self.stories.worker_at(a)
+        });
+        self.story_step(t, StepKind::ResultLost { worker: with });
         for d in dependents {
             let state = self.tasks.get(d).state;
             match state {
@@ -356,11 +397,14 @@ impl SchedulerCore {
                     let dep = self.tasks.get_mut(d);
                     dep.state = TaskState::Waiting;
                     dep.waiting_on = 1;
+                    self.story_step(d, StepKind::Waiting { inputs: 1 });
                 }
                 TaskState::Processing(w) => {
                     // It would fail to fetch the lost input: take it back now.
                     let key = self.tasks.get(d).key.clone();
                     self.workers.push_release(w, vec![key]);
+                    let why = Reschedule::InputLost;
+                    self.story_step(d, StepKind::Rescheduled { worker: w, why });
                     self.back_to_waiting(d);
                 }
                 _ => {}
@@ -377,6 +421,7 @@ impl SchedulerCore {
                 workers: workers.to_vec(),
             };
             warn!("{error}");
+            self.story_step(t, StepKind::Failed);
             self.fail_task(t, error);
             return;
         }
@@ -427,6 +472,14 @@ impl SchedulerCore {
         }
         if let Some(t) = self.tasks.id(key) {
             if self.tasks.get(t).state == TaskState::Processing(w) {
+                let why = Reschedule::InputMissing;
+                self.story_step(t, StepKind::Rescheduled { worker: w, why });
+                let event = EventKind::TaskRescheduled {
+                    key: self.tasks.get(t).name().clone(),
+                    worker: self.workers.address(w),
+                    why,
+                };
+                self.events.record(self.now_ms, event);
                 self.back_to_waiting(t);
             }
             if self.tasks.get(t).replicas > 1 {
@@ -455,6 +508,7 @@ impl SchedulerCore {
                     }
                     self.drop_data(x);
                     self.tasks.get_mut(x).state = TaskState::Released;
+                    self.story_step(x, StepKind::Released);
                 }
                 TaskState::Waiting | TaskState::Ready | TaskState::Processing(_) => {
                     if let TaskState::Processing(w) = task.state {
@@ -462,6 +516,7 @@ impl SchedulerCore {
                         self.workers.push_release(w, vec![key]);
                     }
                     self.leave_active_only(x);
+                    self.story_step(x, StepKind::Released);
                     stack.extend(self.tasks.get(x).dependencies.iter().copied());
                 }
                 TaskState::Erred => {
@@ -472,6 +527,7 @@ impl SchedulerCore {
                     let task = self.tasks.get_mut(x);
                     task.state = TaskState::Released;
                     task.error = None;
+                    self.story_step(x, StepKind::Released);
                 }
                 TaskState::Released => {
                     if task.spec.is_none() {
@@ -502,6 +558,7 @@ impl SchedulerCore {
         self.progress.forget(x);
         self.replication.forget(x);
         self.placement.forget(x);
+        self.story_step(x, StepKind::Forgotten);
         self.tasks.remove(x)
     }
 
@@ -540,6 +597,7 @@ impl SchedulerCore {
         let task = self.tasks.get_mut(t);
         task.state = TaskState::Memory;
         task.nbytes = nbytes;
+        self.story_step(t, StepKind::Found { worker: w });
         self.add_holder(t, w);
     }
 

@@ -112,7 +112,7 @@ impl SchedulerCore {
                 "worker {} did not answer a ping: considered lost",
                 self.workers.address(id)
             );
-            self.remove_worker(id, true);
+            self.remove_worker(id, crate::protocol::Departure::NoPingAnswer);
         }
     }
 
@@ -172,7 +172,11 @@ impl SchedulerCore {
                     !expected,
                     &format!("worker {address} died ({reason}), says its nanny"),
                 );
-                self.remove_worker(w, !expected);
+                let why = crate::protocol::Departure::Died {
+                    reason: crate::protocol::cut_text(reason, 256),
+                    expected,
+                };
+                self.remove_worker(w, why);
             }
             None => debug!("death report about {address}, which is not registered"),
         }
@@ -205,7 +209,7 @@ impl SchedulerCore {
                         "worker {} did not answer a ping (a new worker claims its name or address): considered lost",
                         self.workers.address(w)
                     );
-                    self.remove_worker(w, true);
+                    self.remove_worker(w, crate::protocol::Departure::Superseded);
                 }
             }
             // A worker that registered meanwhile under the same name or address was not asked
@@ -304,13 +308,20 @@ impl SchedulerCore {
         if let Some(old) = self.workers.by_identity(&identity) {
             // The same process registering again (it lost the scheduler for a while): start
             // from what it reports now.
-            self.remove_worker(old, false);
+            self.remove_worker(old, crate::protocol::Departure::Reregistered);
         }
         info!(
             "worker {} registered: name {}, {} threads, store {}, pid {}",
             reg.address, reg.name, reg.nthreads, reg.store, reg.pid
         );
         let id = self.workers.add(Worker::new(identity, &reg, self.now_ms));
+        self.stories.worker_joined(id, &reg.address);
+        let joined = crate::protocol::EventKind::WorkerJoined {
+            worker: reg.address.clone(),
+            name: reg.name.clone(),
+            nthreads: reg.nthreads,
+        };
+        self.events.record(self.now_ms, joined);
         let max_message_bytes = self.config.max_message_bytes;
         self.workers
             .push(id, ToWorker::Registered { max_message_bytes }, vec![]);

@@ -15,6 +15,7 @@
 mod clients;
 mod collections;
 mod computations;
+mod events;
 mod graphs;
 mod invariants;
 mod lifecycle;
@@ -32,6 +33,7 @@ mod retirement;
 mod scaling;
 mod scatter;
 mod status;
+mod stories;
 mod tasks;
 mod violation;
 mod worker_loss;
@@ -41,8 +43,8 @@ use log::{debug, info};
 
 use crate::graph::Key;
 use crate::protocol::{
-    ClientRole, ClusterStatus, ConnectionId, Frame, FromClient, FromWorker, RequestError, ToClient,
-    ToWorker,
+    ClientRole, ClusterEvent, ClusterStatus, ConnectionId, Frame, FromClient, FromWorker,
+    RequestError, Story, ToClient, ToWorker,
 };
 
 pub use metrics::{
@@ -125,6 +127,14 @@ pub struct CoreConfig {
     /// A `GetLogs` is answered with what arrived once this long has passed, so a silent
     /// worker cannot hang it. Default 2 s: a live worker answers within a heartbeat or two.
     pub logs_timeout_ms: u64,
+    /// How many keys' stories (`zask story`) are kept; the oldest is forgotten when a new key
+    /// needs room. Default 16,384: the last few graphs' keys (about what dask's
+    /// 100,000-transition log holds), at about 400 bytes each: 7 MB at most, however large
+    /// the graphs.
+    pub story_keys_max: usize,
+    /// How many recent cluster events (`zask events`) are kept. Default 1,000: hours of
+    /// joins, losses and retirements, a few hundred KB.
+    pub events_max: usize,
 }
 
 impl Default for CoreConfig {
@@ -146,6 +156,8 @@ impl Default for CoreConfig {
             address_to_workers: String::new(),
             address_to_clients: String::new(),
             logs_timeout_ms: 2_000,
+            story_keys_max: 16_384,
+            events_max: 1_000,
         }
     }
 }
@@ -224,6 +236,10 @@ pub struct SchedulerCore {
     scaling: scaling::Scaling,
     /// Counters, per-prefix done/erred counts and the recent task runs (the dashboard's).
     metrics: metrics::Metrics,
+    /// Recent cluster events and what their costs are computed from.
+    events: events::Events,
+    /// The recorded transitions of recent keys.
+    stories: stories::Stories,
     outbox: outbox::Outbox,
     now_ms: u64,
     /// A worker was lost or scheduling is needed: run `schedule` before flushing.
@@ -234,6 +250,8 @@ impl SchedulerCore {
     pub fn new(config: CoreConfig) -> SchedulerCore {
         SchedulerCore {
             outbox: outbox::Outbox::new(config.journal),
+            events: events::Events::new(config.events_max),
+            stories: stories::Stories::new(config.story_keys_max),
             config,
             tasks: TaskTable::default(),
             names: names::Names::default(),
@@ -421,7 +439,7 @@ impl SchedulerCore {
             (FromWorker::Logs { request, lines }, Some(w)) => self.logs_arrived(w, request, lines),
             (FromWorker::Goodbye, Some(w)) => {
                 info!("worker {} is leaving", self.workers.address(w));
-                self.remove_worker(w, false);
+                self.remove_worker(w, crate::protocol::Departure::Goodbye);
             }
         }
     }
@@ -560,6 +578,14 @@ impl SchedulerCore {
                 let wanted = self.scaling.wanted().cloned();
                 self.reply(&identity, ToClient::Scaling { request, wanted });
             }
+            FromClient::GetStory { request, key } => {
+                let story = self.story(&key);
+                self.reply(&identity, ToClient::Story { request, story });
+            }
+            FromClient::GetEvents { request } => {
+                let events = self.recent_events();
+                self.reply(&identity, ToClient::Events { request, events });
+            }
         }
     }
 
@@ -588,6 +614,16 @@ impl SchedulerCore {
             &self.placement,
             self.clients.len(),
         )
+    }
+
+    /// The recent cluster events, oldest first (`zask events`; what a dashboard shows).
+    pub fn recent_events(&self) -> Vec<ClusterEvent> {
+        self.events.recent().cloned().collect()
+    }
+
+    /// The recorded transitions of `key` (`zask story`): no steps when none are kept.
+    pub fn story(&self, key: &Key) -> Story {
+        self.stories.story(key)
     }
 
     /// Checks the internal invariants, each part's own and those between parts; used by tests

@@ -154,6 +154,11 @@ impl Placement {
         self.took_down.entry(t).or_default().push(address.clone());
     }
 
+    /// The workers that died while running `t`, oldest first.
+    pub(super) fn killed_by(&self, t: TaskId) -> Vec<WorkerAddress> {
+        self.took_down.get(&t).cloned().unwrap_or_default()
+    }
+
     /// The workers that died while running `t`, for its error.
     pub(super) fn took_down(&self, t: TaskId) -> String {
         self.took_down
@@ -329,6 +334,13 @@ impl SchedulerCore {
             };
             warn!("{error}");
             self.placement.not_ready(t);
+            self.story_step(t, super::stories::StepKind::Failed);
+            let event = crate::protocol::EventKind::TaskErred {
+                key: key.clone(),
+                worker: None,
+                kind: TaskErrorKind::NoWorker,
+            };
+            self.events.record(self.now_ms, event);
             self.fail_task(t, task_failure(&key, error));
         }
     }
@@ -403,6 +415,7 @@ impl SchedulerCore {
     fn assign(&mut self, t: TaskId, w: WorkerId) {
         self.placement.runnable(t);
         self.tasks.start_processing(t, w);
+        self.story_step(t, super::stories::StepKind::Assigned { worker: w });
         let report_value = self.tasks.get(t).wanted > 0 && self.computations.value_wanted(t);
         let task = self.tasks.get(t);
         let key = task.key.clone();

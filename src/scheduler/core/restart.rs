@@ -68,6 +68,7 @@ impl SchedulerCore {
         }
         self.journal(JournalOp::Clear);
         self.tasks.clear();
+        self.stories.restarted(self.now_ms);
         self.names.clear();
         self.placement.clear();
         // Published results are data, gone with the workers; stored collections are graphs

@@ -13,8 +13,8 @@ use log::{info, warn};
 use super::tasks::TaskId;
 use super::{SchedulerCore, WorkerId};
 use crate::protocol::{
-    ClientRole, ConnectionId, RequestError, RequestId, ToClient, ToWorker, WorkerAddress,
-    WorkerSelector,
+    ClientRole, ConnectionId, Departure, EventKind, RequestError, RequestId, ToClient, ToWorker,
+    WorkerAddress, WorkerSelector,
 };
 
 /// An operator's `retire_workers`, answered once all its workers have left.
@@ -210,6 +210,10 @@ impl SchedulerCore {
                 })
                 .collect();
             unique.sort();
+            self.events.must_move(w, &unique);
+            let Some(worker) = self.workers.get(w) else {
+                continue;
+            };
             let done = worker.processing.is_empty() && unique.is_empty();
             let timed_out = self.now_ms >= worker.retire_deadline_ms;
             if done || timed_out {
@@ -221,7 +225,8 @@ impl SchedulerCore {
                 }
                 // Straight to the commands: the worker's outbox goes with it.
                 let identity = worker.identity.clone();
-                self.remove_worker(w, false);
+                self.record_retirement(w);
+                self.remove_worker(w, Departure::Retired);
                 let last = if self.dismissals.dismiss(w) {
                     ToWorker::Dismiss
                 } else {
@@ -235,5 +240,32 @@ impl SchedulerCore {
                 self.copy_until(t, have + 1);
             }
         }
+    }
+
+    /// Logs and records what retiring `w` moved: the still-needed results only it held while
+    /// it retired that are now held elsewhere (and those that are not, if time ran out).
+    fn record_retirement(&mut self, w: WorkerId) {
+        let to_move = self.events.worker_gone(w);
+        let (mut moved, mut moved_bytes, mut left_behind) = (0, 0, 0);
+        for t in to_move {
+            if !self.tasks.exists(t) {
+                continue;
+            }
+            let task = self.tasks.get(t);
+            if task.who_has.iter().any(|h| *h != w) {
+                moved += 1;
+                moved_bytes += task.nbytes;
+            } else if task.needed() {
+                left_behind += 1;
+            }
+        }
+        let event = EventKind::WorkerRetired {
+            worker: self.workers.address(w),
+            moved,
+            moved_bytes,
+            left_behind,
+        };
+        info!("{event}");
+        self.events.record(self.now_ms, event);
     }
 }

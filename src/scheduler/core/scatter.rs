@@ -182,6 +182,9 @@ impl SchedulerCore {
                     .tasks
                     .insert(placed.name.clone(), placed.key.clone(), None),
             };
+            let (client, now) = (&put.scatter.client, self.now_ms);
+            self.stories
+                .scattered(&placed.name, &placed.key, client, now);
             self.arrived_in_memory(t, placed.worker, placed.nbytes);
             self.journal(JournalOp::PutScattered {
                 name: placed.name.clone(),

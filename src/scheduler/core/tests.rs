@@ -15,6 +15,9 @@ use crate::protocol::{
 use crate::value::Value;
 use rustc_hash::FxHashMap as HashMap;
 
+/// Stories and cluster events (their own file, driving the same harness).
+mod stories;
+
 struct Harness {
     core: SchedulerCore,
     now: u64,

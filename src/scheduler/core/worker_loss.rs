@@ -8,10 +8,13 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use log::warn;
 
+use super::stories::StepKind;
 use super::tasks::{task_failure, TaskId, TaskState};
 use super::workers::Assignment;
 use super::{warn_or_info, SchedulerCore, WorkerId};
-use crate::protocol::{TaskError, TaskErrorKind, ToWorker, WorkerAddress};
+use crate::protocol::{
+    Departure, EventKind, LossCost, Reschedule, TaskError, TaskErrorKind, ToWorker, WorkerAddress,
+};
 
 impl SchedulerCore {
     /// Workers silent for longer than the heartbeat timeout are lost.
@@ -28,23 +31,33 @@ impl SchedulerCore {
                 "worker {} silent for more than {timeout} ms: considered lost",
                 self.workers.address(id)
             );
-            self.remove_worker(id, true);
+            self.remove_worker(
+                id,
+                Departure::Silent {
+                    timeout_ms: timeout,
+                },
+            );
         }
     }
 
     /// Removes a worker: reschedules what it was running, recomputes what only it held.
-    /// `unexpected` losses count against the tasks it was running.
+    /// Unexpected losses (`Departure::unexpected`) count against the tasks it was running.
     ///
     /// The loss is announced once to each part that keeps worker ids; each drops its own
     /// entries and returns what the others must do about it. The task table's consequences
-    /// (copies gone, assignments back) follow, then what the parts asked for.
-    pub(super) fn remove_worker(&mut self, id: WorkerId, unexpected: bool) {
+    /// (copies gone, assignments back) follow, then what the parts asked for. What it cost
+    /// (results lost, still needed, recomputed, rerun) is logged in one line and recorded as
+    /// an event.
+    pub(super) fn remove_worker(&mut self, id: WorkerId, why: Departure) {
         let Some(worker) = self.workers.remove(id) else {
             return;
         };
+        let unexpected = why.unexpected();
         let address = worker.address.clone();
-        warn_or_info(unexpected, &format!("removing worker {address}"));
         self.metrics.worker_removed(unexpected);
+        let activations_before = self.events.activations();
+        // A retiring worker's tally of results to move is over (`check_retirements` read it).
+        self.events.worker_gone(id);
         // Copies it was making are not coming.
         self.replication.worker_lost(id);
         // Log requests waiting only for it are answered.
@@ -59,14 +72,32 @@ impl SchedulerCore {
                 .push(w, ToWorker::PeersLost(vec![address.clone()]), vec![]);
         }
         let lost = self.lose_copies(id, worker.has);
+        let mut cost = LossCost {
+            results_lost: lost.len() as u64,
+            ..LossCost::default()
+        };
+        for &t in &lost {
+            let task = self.tasks.get(t);
+            cost.results_lost_bytes += task.nbytes;
+            if task.needed() {
+                cost.still_needed += 1;
+                if task.spec.is_none() {
+                    cost.scattered_lost += 1;
+                }
+            }
+        }
+        let running = worker.nthreads.max(1) as u64;
         let taken_back =
             self.take_back(id, worker.processing, worker.nthreads, unexpected, &address);
+        cost.running_rerun = (taken_back.len() as u64).min(running);
+        cost.queued_reassigned = taken_back.len() as u64 - cost.running_rerun;
         for t in lost {
             // An earlier loss may have failed a request and forgotten this task already.
             if self.tasks.exists(t) {
                 self.data_lost(t, std::slice::from_ref(&address));
             }
         }
+        cost.recomputing = self.events.activations() - activations_before;
         // Copies it held need replacing.
         self.top_up_all_replicas();
         if unexpected {
@@ -88,6 +119,21 @@ impl SchedulerCore {
             self.start_scatter(p.scatter);
         }
         self.check_replications();
+        let event = if unexpected {
+            EventKind::WorkerLost {
+                worker: address,
+                why,
+                cost,
+            }
+        } else {
+            EventKind::WorkerLeft {
+                worker: address,
+                why,
+                cost,
+            }
+        };
+        warn_or_info(unexpected, &event.to_string());
+        self.events.record(self.now_ms, event);
         if self.workers.is_empty() && self.has_pending_work() {
             warn!("no workers left: pending work waits until a worker connects");
         }
@@ -128,6 +174,16 @@ impl SchedulerCore {
                     self.tasks.suspect(t);
                     self.placement.blame(t, address);
                 }
+                let why = Reschedule::WorkerGone;
+                self.story_step(t, StepKind::Rescheduled { worker: id, why });
+                if i < running {
+                    let event = EventKind::TaskRescheduled {
+                        key: self.tasks.get(t).name().clone(),
+                        worker: address.clone(),
+                        why,
+                    };
+                    self.events.record(self.now_ms, event);
+                }
                 self.back_to_waiting(t);
             }
         }
@@ -153,6 +209,15 @@ impl SchedulerCore {
                     ),
                 };
                 let key = task.name().clone();
+                let killed = self.placement.killed_by(t);
+                let workers = killed.len() as u32;
+                let event = EventKind::TaskMarkedBad {
+                    key: key.clone(),
+                    killed,
+                };
+                warn!("{event}");
+                self.events.record(self.now_ms, event);
+                self.story_step(t, StepKind::MarkedBad { workers });
                 self.fail_task(t, task_failure(&key, error));
             }
         }

@@ -86,9 +86,9 @@ pub struct Snapshot {
     pub messages_per_second: f64,
     #[serde(flatten)]
     pub core: CoreMetrics,
-    /// The scheduler's recent structured events (worker lost, results recomputed, ...).
-    /// Always empty for now: the place the page shows them once the core records them.
-    pub events: Vec<serde_json::Value>,
+    /// The scheduler's recent cluster events (worker lost with what it cost, task rescheduled,
+    /// marked bad, worker retired, ...), oldest first, as `zask events` prints them.
+    pub events: Vec<String>,
     /// The scheduler process's last `LOG_LINES_SHOWN` log lines, oldest first.
     pub logs: Vec<String>,
 }
@@ -210,7 +210,7 @@ impl Publisher {
             address_to_clients: self.address_to_clients.clone(),
             messages_per_second,
             core: metrics,
-            events: Vec::new(),
+            events: core.recent_events().iter().map(|e| e.to_string()).collect(),
             logs,
         });
     }

@@ -305,7 +305,9 @@ fn client_request(msg: &FromClient) -> Option<RequestId> {
         | FromClient::RetireWorkers { request, .. }
         | FromClient::Shutdown { request }
         | FromClient::SetScaling { request, .. }
-        | FromClient::GetScaling { request } => Some(*request),
+        | FromClient::GetScaling { request }
+        | FromClient::GetStory { request, .. }
+        | FromClient::GetEvents { request } => Some(*request),
     }
 }
 
