@@ -701,6 +701,7 @@ mod tests {
                 runs_python: false,
                 nbytes: 64,
                 idle: true,
+                memory: Default::default(),
             }],
             tasks: 0,
             processing: 0,

@@ -8,9 +8,9 @@
 use std::collections::HashMap;
 
 use log::error;
-use zask_storage::Store;
+use zask_storage::{Store, Tiers};
 
-use super::core::{ShutdownReason, WorkerCommand, WorkerCore, WorkerEvent};
+use super::core::{ShutdownReason, Storage, WorkerCommand, WorkerCore, WorkerEvent};
 use super::executor::{Job, JobResult};
 use crate::graph::{Expr, Key};
 use crate::protocol::codec::{decode_plain, decode_value_owned, encode_value};
@@ -53,13 +53,19 @@ pub struct WorkerRuntime<T, Q> {
 }
 
 impl<T: Transport, Q: JobQueue> WorkerRuntime<T, Q> {
+    /// The core is told where `store` puts values (`WorkerCore::set_storage`).
     pub fn new(
-        core: WorkerCore,
+        mut core: WorkerCore,
         store: Box<dyn Store>,
         transport: T,
         jobs: Q,
         zero: bool,
     ) -> WorkerRuntime<T, Q> {
+        core.set_storage(match store.tiers() {
+            Tiers::Memory => Storage::Memory,
+            Tiers::Disk => Storage::Disk,
+            Tiers::Spilling => Storage::Spilling,
+        });
         WorkerRuntime {
             core,
             store,
@@ -216,6 +222,7 @@ impl<T: Transport, Q: JobQueue> WorkerRuntime<T, Q> {
                     }
                 }
             }
+            WorkerCommand::Spill(keys) => self.spill(now_ms, keys),
             WorkerCommand::Execute {
                 key,
                 spec,
@@ -229,6 +236,22 @@ impl<T: Transport, Q: JobQueue> WorkerRuntime<T, Q> {
             }
         }
         None
+    }
+
+    /// Moves `keys` to disk in order; at the first failure, that key and the rest stay in
+    /// memory and the core hears why.
+    fn spill(&mut self, now_ms: u64, keys: Vec<Key>) {
+        for (i, k) in keys.iter().enumerate() {
+            if let Err(e) = self.store.spill(&k.to_store_key()) {
+                let event = WorkerEvent::SpillFailed {
+                    keys: keys[i..].to_vec(),
+                    error: e.to_string(),
+                    retry_may_help: e.retry_may_help(),
+                };
+                self.core.handle(now_ms, event);
+                return;
+            }
+        }
     }
 
     /// Reads keys from the store: the frames of those found, and the keys missing.
