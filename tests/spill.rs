@@ -8,6 +8,7 @@ mod common;
 use common::{run, TestCluster, DEADLINE, ZASK};
 use zask::graph::key;
 use zask::protocol::{RequestError, TaskErrorKind};
+use zask::protocol::{WorkerName, WorkerSelector};
 use zask::{ClientError, Collection, GetOptions, Graph, Key, Node, Value};
 
 const MB_50: usize = 50_000_000;
@@ -262,4 +263,69 @@ fn a_spill_disk_that_fails_is_logged_and_loses_nothing_in_memory() {
     assert!(w.memory.spilled_keys.is_empty(), "{:?}", w.memory);
     assert_eq!(w.memory.spilled_bytes, 0, "{:?}", w.memory);
     std::fs::remove_file(&own).unwrap();
+}
+
+/// A peer fetches a spilled value like any other: values spilled on one worker are inputs of
+/// tasks restricted to another.
+#[test]
+fn a_peer_fetches_a_spilled_value() {
+    let cluster = TestCluster::options()
+        .workers(2)
+        .nthreads(1)
+        .with_test_functions()
+        .worker_args(&[
+            "--memory-limit",
+            "300MB",
+            "--spill-dir",
+            "{dir}/spill-{i}",
+            "--name",
+            "w{i}",
+        ])
+        .start();
+    let client = cluster.client();
+    let on = |name: &str| vec![WorkerSelector::Name(WorkerName::from(name))];
+    // Five 50 MB values on w0: past its 180 MB target, the oldest spill.
+    let (g, keys) = patterns(5);
+    let kept = GetOptions {
+        keep_results: true,
+        timeout: Some(DEADLINE),
+        restrictions: keys.iter().map(|k| (k.clone(), on("w0"))).collect(),
+    };
+    client
+        .get_with(
+            &g,
+            keys.iter().map(|k| k.to_string()).collect::<Vec<_>>(),
+            kept,
+        )
+        .unwrap();
+    let w0 = common::wait_until("w0 to report what it spilled", DEADLINE, || {
+        let workers = client.workers().unwrap();
+        let w0 = workers
+            .into_iter()
+            .find(|w| w.name == WorkerName::from("w0"))?;
+        (!w0.memory.spilled_keys.is_empty()).then_some(w0)
+    });
+    let spilled = w0.memory.spilled_keys[0].clone();
+    // A task on w1 reads it: w1 holds no copy, so it fetches it from w0, which reads it from
+    // disk.
+    let mut g = Graph::new();
+    g.insert(
+        "len",
+        Node::Task("length".into(), vec![key(spilled.clone())]),
+    );
+    let options = GetOptions {
+        timeout: Some(DEADLINE),
+        restrictions: vec![(Key::from("len"), on("w1"))],
+        ..GetOptions::default()
+    };
+    assert_eq!(
+        client.get_with(&g, "len", options),
+        Ok(Value::from(MB_50 as i64))
+    );
+    let holders = client.who_has(spilled.clone()).unwrap();
+    assert_eq!(
+        holders[&spilled].len(),
+        2,
+        "w1 holds a copy now: {holders:?}"
+    );
 }
