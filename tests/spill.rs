@@ -302,7 +302,7 @@ fn a_peer_fetches_a_spilled_value() {
         let workers = client.workers().unwrap();
         let w0 = workers
             .into_iter()
-            .find(|w| w.name == WorkerName::from("w0"))?;
+            .find(|w| w.name == "w0")?;
         (!w0.memory.spilled_keys.is_empty()).then_some(w0)
     });
     let spilled = w0.memory.spilled_keys[0].clone();
