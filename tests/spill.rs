@@ -96,7 +96,7 @@ fn a_worker_limited_to_300mb_asked_for_600mb_spills_and_gives_every_value_back()
             l.contains("spilling ") && l.contains("in memory") && l.contains("> target 180 MB")
         })
         .unwrap_or_else(|| panic!("no spill decision logged:\n{log}"));
-    assert!(decision.contains("results ("), "{decision}");
+    assert!(decision.contains(" result"), "{decision}");
 
     // `zask who-has --where` says where each copy is.
     let mut args = vec![
@@ -249,7 +249,7 @@ fn a_spill_disk_that_fails_is_logged_and_loses_nothing_in_memory() {
         log.contains("spilling to disk failed: spill disk error at"),
         "{log}"
     );
-    assert!(log.contains("the 1 results stay in memory"), "{log}");
+    assert!(log.contains("keeping 1 result in memory"), "{log}");
     // Everything kept is still readable, from memory.
     for i in 0..2u64 {
         let name = format!("p-{i}");
@@ -300,9 +300,7 @@ fn a_peer_fetches_a_spilled_value() {
         .unwrap();
     let w0 = common::wait_until("w0 to report what it spilled", DEADLINE, || {
         let workers = client.workers().unwrap();
-        let w0 = workers
-            .into_iter()
-            .find(|w| w.name == "w0")?;
+        let w0 = workers.into_iter().find(|w| w.name == "w0")?;
         (!w0.memory.spilled_keys.is_empty()).then_some(w0)
     });
     let spilled = w0.memory.spilled_keys[0].clone();

@@ -88,6 +88,15 @@ struct Unreported {
     last: Option<(u64, u64, bool)>,
 }
 
+/// "1 result", "12 results".
+fn results(n: usize) -> String {
+    if n == 1 {
+        "1 result".to_string()
+    } else {
+        format!("{n} results")
+    }
+}
+
 fn mb(bytes: u64) -> String {
     format!("{:.0} MB", bytes as f64 / 1e6)
 }
@@ -137,8 +146,8 @@ impl MemoryLimit {
     pub(super) fn spilling(&mut self, keys: &[(Key, u64)], memory_bytes: u64) {
         let bytes: u64 = keys.iter().map(|(_, n)| n).sum();
         info!(
-            "spilling {} results ({}): in memory {} > target {} ({}% of the memory limit of {})",
-            keys.len(),
+            "spilling {} ({}): in memory {} > target {} ({}% of the memory limit of {})",
+            results(keys.len()),
             mb(bytes),
             mb(memory_bytes),
             mb(self.target_bytes),
@@ -171,9 +180,9 @@ impl MemoryLimit {
             "spilling stops for good (retrying cannot help)".to_string()
         };
         error!(
-            "spilling to disk failed: {error}; the {} results stay in memory ({} in memory \
-             now, memory limit {}); {when}",
-            keys.len(),
+            "spilling to disk failed: {error}; keeping {} in memory ({} in memory now, \
+             memory limit {}); {when}",
+            results(keys.len()),
             mb(memory_bytes),
             mb(self.limit_bytes)
         );
