@@ -98,16 +98,17 @@ impl WorkerCore {
         }
         let transition = self.memory.update(self.held.memory_bytes());
         if transition != Transition::Unchanged {
-            self.report_memory();
+            self.report_memory(false);
         }
         transition
     }
 
-    /// Tells the scheduler about memory, if anything changed since it was last told.
-    pub(super) fn report_memory(&mut self) {
-        let report = self
-            .memory
-            .report(self.held.memory_bytes(), self.held.disk_bytes());
+    /// Tells the scheduler about memory, if anything changed since it was last told; the
+    /// keys moved only `with_keys` (see `MemoryLimit::report`).
+    pub(super) fn report_memory(&mut self, with_keys: bool) {
+        let report =
+            self.memory
+                .report(self.held.memory_bytes(), self.held.disk_bytes(), with_keys);
         if let Some(report) = report {
             self.outbox.send(FromWorker::Memory(report));
         }

@@ -154,9 +154,9 @@ impl MemoryLimit {
             TARGET_FRACTION * 100.0,
             mb(self.limit_bytes)
         );
-        self.unreported
-            .to_disk
-            .extend(keys.iter().map(|(k, _)| k.clone()));
+        let u = &mut self.unreported;
+        u.to_memory.retain(|k| !keys.iter().any(|(s, _)| s == k));
+        u.to_disk.extend(keys.iter().map(|(k, _)| k.clone()));
     }
 
     /// Values were stored on disk directly (a store on disk): noted for the next report.
@@ -275,23 +275,39 @@ impl MemoryLimit {
     }
 
     /// The report to send now, if anything changed since the last one: keys moved, the
-    /// figures, or the pause.
-    pub(super) fn report(&mut self, memory_bytes: u64, disk_bytes: u64) -> Option<MemoryReport> {
+    /// figures, or the pause. `with_keys` false (a pause or resume, told at once) leaves the
+    /// keys for the next heartbeat's report: a key moved in this batch may be a result whose
+    /// finished report leaves after this message, and the scheduler would not believe it yet.
+    pub(super) fn report(
+        &mut self,
+        memory_bytes: u64,
+        disk_bytes: u64,
+        with_keys: bool,
+    ) -> Option<MemoryReport> {
         if !self.reports() {
             return None;
         }
         let now = (memory_bytes, disk_bytes, self.paused);
         let u = &mut self.unreported;
-        if u.last == Some(now) && u.to_disk.is_empty() && u.to_memory.is_empty() {
+        let keys_moved = with_keys && !(u.to_disk.is_empty() && u.to_memory.is_empty());
+        if u.last == Some(now) && !keys_moved {
             return None;
         }
         u.last = Some(now);
+        let (spilled, unspilled) = if with_keys {
+            (
+                std::mem::take(&mut u.to_disk),
+                std::mem::take(&mut u.to_memory),
+            )
+        } else {
+            (Vec::new(), Vec::new())
+        };
         Some(MemoryReport {
             paused: self.paused,
             memory_bytes,
             spilled_bytes: disk_bytes,
-            spilled: std::mem::take(&mut u.to_disk),
-            unspilled: std::mem::take(&mut u.to_memory),
+            spilled,
+            unspilled,
         })
     }
 

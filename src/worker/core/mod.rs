@@ -287,7 +287,7 @@ impl WorkerCore {
             return;
         }
         if self.link.heartbeat_due(self.now_ms) {
-            self.report_memory();
+            self.report_memory(true);
             self.outbox.send(FromWorker::Heartbeat);
         }
         self.fetches_timed_out();

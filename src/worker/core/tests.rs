@@ -1955,12 +1955,29 @@ fn a_spill_that_may_succeed_later_is_tried_again_after_a_while() {
     h.now = SPILL_RETRY_MS - 1;
     h.run("c", 100);
     assert!(h.take_spills().is_empty());
+    assert!(h.core.paused(), "900 bytes in memory");
     h.now = SPILL_RETRY_MS;
     h.release(&["c"]);
     h.take_deletes();
     assert_eq!(h.take_spills(), vec![keys(&["a"])]);
     assert_eq!(h.core.memory_bytes(), 400);
-    h.take_memory_reports();
+    assert!(!h.core.paused());
+    // The pause and the resume are told at once, with the figures only; what moved goes with
+    // the next heartbeat (its finished report might not have reached the scheduler yet).
+    assert_eq!(
+        h.take_memory_reports(),
+        vec![
+            report(true, 900, 0, &[], &[]),
+            report(false, 400, 400, &[], &[])
+        ]
+    );
+    h.tick(SPILL_RETRY_MS + 1000);
+    h.take_heartbeats();
+    // "a" failed to spill, then spilled: on disk, once.
+    assert_eq!(
+        h.take_memory_reports(),
+        vec![report(false, 400, 400, &["a"], &[])]
+    );
     h.assert_quiet();
 }
 
