@@ -6,6 +6,17 @@
 
 mod common;
 
+/// The tests here move hundreds of MB each (through CurveZMQ, in a debug build, on machines
+/// with few cores): run at once, they can starve a scheduler past the client's 5 s ping
+/// timeout. Each takes this lock, so they run one after the other.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A test that failed while holding it does not stop the others.
+    HEAVY
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 use std::sync::Arc;
 
 use common::{run, wait_until, TestCluster, DEADLINE, WORKER};
@@ -17,6 +28,7 @@ const MB_100: i64 = 100_000_000;
 
 #[test]
 fn a_worker_asked_for_600mb_past_its_300mb_limit_fails_what_does_not_fit_and_keeps_the_rest() {
+    let _one_at_a_time = one_at_a_time();
     let mut cluster = TestCluster::options()
         .workers(1)
         .with_test_functions()
@@ -95,6 +107,7 @@ fn a_worker_asked_for_600mb_past_its_300mb_limit_fails_what_does_not_fit_and_kee
 /// the worker resumes: nobody waits forever on a paused worker.
 #[test]
 fn a_paused_worker_is_given_the_task_once_a_release_brings_it_under_the_pause_fraction() {
+    let _one_at_a_time = one_at_a_time();
     let cluster = TestCluster::options()
         .workers(1)
         .with_test_functions()
@@ -175,6 +188,7 @@ fn memory_limit_spellings_are_checked_and_a_fraction_is_of_the_machine() {
 /// worker process runs the next graph.
 #[test]
 fn a_worker_past_95_percent_of_its_limit_in_resident_memory_is_restarted_by_its_nanny() {
+    let _one_at_a_time = one_at_a_time();
     let mut cluster = TestCluster::options()
         .workers(1)
         .nthreads(1)

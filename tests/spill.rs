@@ -5,6 +5,17 @@
 
 mod common;
 
+/// The tests here move hundreds of MB each (through CurveZMQ, in a debug build, on machines
+/// with few cores): run at once, they can starve a scheduler past the client's 5 s ping
+/// timeout. Each takes this lock, so they run one after the other.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A test that failed while holding it does not stop the others.
+    HEAVY
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 use common::{run, TestCluster, DEADLINE, ZASK};
 use zask::graph::key;
 use zask::protocol::{RequestError, TaskErrorKind};
@@ -52,6 +63,7 @@ fn patterns(n: u64) -> (Graph, Vec<Key>) {
 /// memory; README's memory section says so.
 #[test]
 fn a_worker_limited_to_300mb_asked_for_600mb_spills_and_gives_every_value_back() {
+    let _one_at_a_time = one_at_a_time();
     let mut cluster = TestCluster::options()
         .workers(1)
         .nthreads(1)
@@ -188,6 +200,7 @@ fn a_spill_directory_that_cannot_be_made_stops_the_worker_naming_it() {
 /// to spill, the third cannot fit beside the two (330 MB > 300 MB).
 #[test]
 fn a_spill_disk_that_fails_is_logged_and_loses_nothing_in_memory() {
+    let _one_at_a_time = one_at_a_time();
     const MB_110: usize = 110_000_000;
     let mut cluster = TestCluster::options()
         .workers(1)
@@ -269,6 +282,7 @@ fn a_spill_disk_that_fails_is_logged_and_loses_nothing_in_memory() {
 /// tasks restricted to another.
 #[test]
 fn a_peer_fetches_a_spilled_value() {
+    let _one_at_a_time = one_at_a_time();
     let cluster = TestCluster::options()
         .workers(2)
         .nthreads(1)
