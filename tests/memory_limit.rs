@@ -121,8 +121,9 @@ fn a_paused_worker_is_given_the_task_once_a_release_brings_it_under_the_pause_fr
     };
     // 250 MB held: past 240 MB (80% of 300 MB), so the worker pauses.
     let big = graph! { "big" => ("alloc", 250_000_000i64) };
-    let Ok(Value::Bytes(b)) = client.get_with(&big, "big", kept) else {
-        panic!("the 250 MB value did not come back");
+    let b = match client.get_with(&big, "big", kept) {
+        Ok(Value::Bytes(b)) => b,
+        other => panic!("the 250 MB value did not come back: {other:?}"),
     };
     assert_eq!(b.len(), 250_000_000);
     drop(b);
