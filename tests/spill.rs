@@ -5,6 +5,12 @@
 
 mod common;
 
+use common::{run, TestCluster, DEADLINE, ZASK};
+use zask::graph::key;
+use zask::protocol::{RequestError, TaskErrorKind};
+use zask::protocol::{WorkerName, WorkerSelector};
+use zask::{ClientError, Collection, GetOptions, Graph, Key, Node, Value};
+
 /// The tests here move hundreds of MB each (through CurveZMQ, in a debug build, on machines
 /// with few cores): run at once, they can starve a scheduler past the client's 5 s ping
 /// timeout. Each takes this lock, so they run one after the other.
@@ -16,11 +22,11 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-use common::{run, TestCluster, DEADLINE, ZASK};
-use zask::graph::key;
-use zask::protocol::{RequestError, TaskErrorKind};
-use zask::protocol::{WorkerName, WorkerSelector};
-use zask::{ClientError, Collection, GetOptions, Graph, Key, Node, Value};
+/// The scheduler's flags for the tests moving values of 50 to 250 MB: a worker's heartbeats
+/// queue behind such a value on its one connection, and over CurveZMQ on a loaded machine it
+/// can take longer than the default 3 s heartbeat timeout to arrive; a worker taken for lost
+/// then loses its values, which is not what these tests are about.
+const BIG_VALUES: &[&str] = &["--heartbeat-timeout-ms", "30000"];
 
 const MB_50: usize = 50_000_000;
 
@@ -70,6 +76,7 @@ fn a_worker_limited_to_300mb_asked_for_600mb_spills_and_gives_every_value_back()
         .insecure()
         .with_nanny()
         .with_test_functions()
+        .scheduler_args(BIG_VALUES)
         .worker_args(&["--memory-limit", "300MB", "--spill-dir", "{dir}/spill"])
         .start();
     let client = cluster.client();
@@ -206,6 +213,7 @@ fn a_spill_disk_that_fails_is_logged_and_loses_nothing_in_memory() {
         .workers(1)
         .nthreads(1)
         .with_test_functions()
+        .scheduler_args(BIG_VALUES)
         .worker_args(&["--memory-limit", "300MB", "--spill-dir", "{dir}/spill"])
         .start();
     let client = cluster.client();
@@ -287,6 +295,7 @@ fn a_peer_fetches_a_spilled_value() {
         .workers(2)
         .nthreads(1)
         .with_test_functions()
+        .scheduler_args(BIG_VALUES)
         .worker_args(&[
             "--memory-limit",
             "300MB",
