@@ -9,8 +9,11 @@
 //! 2. The wanted workers: that work divided by `target_duration_ms` and by the threads per
 //!    worker, rounded up, never more than the workers the tasks that can run at once (ready
 //!    or processing) would keep busy: one long task or a chain does not scale up.
-//! 3. Clipped to `[minimum, maximum]`.
-//! 4. Above the current count (registered plus requested): scale up to it. Below it: cancel
+//! 3. If the cluster needs more memory (a worker is paused, or the workers with a memory
+//!    limit hold more in memory than `TARGET_FRACTION` (60%) of their limits added up, as
+//!    dask's), at least twice the registered workers.
+//! 4. Clipped to `[minimum, maximum]`.
+//! 5. Above the current count (registered plus requested): scale up to it. Below it: cancel
 //!    the workers requested but not arrived first (newest first); then suggest retiring the
 //!    idle workers holding the least data, and retire one only once it was suggested
 //!    `wait_count` decisions in a row (a short lull does not shed workers that the next
@@ -21,6 +24,7 @@
 use std::collections::BTreeMap;
 
 use crate::protocol::{ClusterStatus, WorkerAddress};
+use crate::worker::core::TARGET_FRACTION;
 
 /// What a task of a prefix none of whose tasks has finished is expected to take (dask's
 /// default `unknown-task-duration`).
@@ -67,6 +71,12 @@ pub struct WorkerFigures {
     pub nbytes: u64,
     /// It runs nothing and is not retiring.
     pub idle: bool,
+    /// Past its pause fraction: it starts no new task.
+    pub paused: bool,
+    /// Bytes of the results it holds in memory (as it last reported; 0 without a limit).
+    pub memory_bytes: u64,
+    /// Its memory limit (0: none).
+    pub memory_limit_bytes: u64,
 }
 
 /// One task prefix: its pending tasks and the average run time of those that finished.
@@ -110,6 +120,9 @@ impl ClusterFigures {
                 processing: w.processing,
                 nbytes: w.nbytes,
                 idle: w.idle,
+                paused: w.memory.paused,
+                memory_bytes: w.memory.memory_bytes,
+                memory_limit_bytes: w.memory_limit_bytes,
             })
             .collect();
         let requested = started
@@ -219,6 +232,32 @@ impl Adaptive {
         self.suggested.clear();
     }
 
+    /// Whether the cluster needs more memory, with the figures in words: a worker is paused,
+    /// or the workers with a memory limit hold more in memory than `TARGET_FRACTION` of
+    /// their limits added up.
+    pub fn needs_memory(figures: &ClusterFigures) -> Option<String> {
+        let paused = figures.workers.iter().filter(|w| w.paused).count();
+        if paused > 0 {
+            return Some(format!("{paused} workers paused for memory"));
+        }
+        let limited = figures.workers.iter().filter(|w| w.memory_limit_bytes > 0);
+        let (in_memory, limits) = limited.fold((0u64, 0u64), |(m, l), w| {
+            (
+                m.saturating_add(w.memory_bytes),
+                l.saturating_add(w.memory_limit_bytes),
+            )
+        });
+        let mb = |b: u64| b / 1_000_000;
+        (limits > 0 && in_memory as f64 > limits as f64 * TARGET_FRACTION).then(|| {
+            format!(
+                "{} MB in memory > {}% of the workers' {} MB of limits",
+                mb(in_memory),
+                TARGET_FRACTION * 100.0,
+                mb(limits)
+            )
+        })
+    }
+
     /// The number of workers the figures call for, clipped to the bounds, with the figures
     /// in words.
     pub fn target(&self, figures: &ClusterFigures) -> (usize, String) {
@@ -239,11 +278,22 @@ impl Adaptive {
         let wanted = work_ms.div_ceil(per_worker_ms);
         let runnable = figures.ready + figures.processing;
         let runnable_workers = runnable.div_ceil(threads);
-        let unclipped = wanted.min(runnable_workers) as usize;
+        let mut unclipped = wanted.min(runnable_workers) as usize;
+        let memory = match Adaptive::needs_memory(figures) {
+            Some(why) => {
+                let twice = 2 * figures.workers.len();
+                unclipped = unclipped.max(twice);
+                format!(
+                    "; more memory needed ({why}): at least twice the {} workers, {twice}",
+                    figures.workers.len()
+                )
+            }
+            None => String::new(),
+        };
         let maximum = self.config.maximum.max(self.config.minimum);
         let target = unclipped.clamp(self.config.minimum, maximum);
         let why = format!(
-            "{pending} pending tasks ≈ {} of work / {} target duration / {threads} threads per worker = {wanted} workers; {runnable} tasks can run at once ({runnable_workers} workers); clipped to [{}, {maximum}]: {target}",
+            "{pending} pending tasks ≈ {} of work / {} target duration / {threads} threads per worker = {wanted} workers; {runnable} tasks can run at once ({runnable_workers} workers){memory}; clipped to [{}, {maximum}]: {target}",
             seconds(work_ms),
             seconds(self.config.target_duration_ms),
             self.config.minimum,
@@ -369,7 +419,94 @@ mod tests {
             processing,
             nbytes,
             idle: processing == 0,
+            paused: false,
+            memory_bytes: 0,
+            memory_limit_bytes: 0,
         }
+    }
+
+    /// A worker with a memory limit of `limit` holding `memory` bytes in memory.
+    fn limited(n: u32, processing: u64, memory: u64, limit: u64, paused: bool) -> WorkerFigures {
+        WorkerFigures {
+            memory_bytes: memory,
+            memory_limit_bytes: limit,
+            paused,
+            ..worker(n, processing, memory)
+        }
+    }
+
+    #[test]
+    fn a_paused_worker_means_the_cluster_needs_memory_twice_the_workers() {
+        let mut a = Adaptive::new(config(1, 10));
+        // No work at all: the work alone would shrink the cluster.
+        let figures = ClusterFigures {
+            workers: vec![
+                limited(1, 0, 250, 300, true),
+                limited(2, 0, 10, 300, false),
+                limited(3, 0, 0, 300, false),
+            ],
+            threads_per_worker: 1,
+            ..ClusterFigures::default()
+        };
+        let (target, why) = a.target(&figures);
+        assert_eq!(target, 6, "{why}");
+        assert!(why.contains("1 workers paused for memory"), "{why}");
+        assert!(why.contains("at least twice the 3 workers, 6"), "{why}");
+        let decision = a.decide(0, &figures);
+        assert!(
+            matches!(decision, Decision::ScaleUp { to: 6, .. }),
+            "{decision}"
+        );
+        // Still clipped to the maximum.
+        let mut small = Adaptive::new(config(1, 4));
+        assert_eq!(small.target(&figures).0, 4);
+        assert!(matches!(
+            small.decide(0, &figures),
+            Decision::ScaleUp { to: 4, .. }
+        ));
+    }
+
+    #[test]
+    fn memory_past_the_target_fraction_of_the_limits_needs_memory() {
+        let a = Adaptive::new(config(0, 10));
+        let at = |memory: u64| ClusterFigures {
+            workers: vec![
+                limited(1, 0, memory, 1000, false),
+                limited(2, 0, 0, 1000, false),
+                // No limit: counts neither memory nor limit.
+                worker(3, 0, 5000),
+            ],
+            threads_per_worker: 1,
+            ..ClusterFigures::default()
+        };
+        // 1200 of 2000 bytes of limits: exactly 60%, not past it.
+        assert_eq!(Adaptive::needs_memory(&at(1200)), None);
+        assert_eq!(a.target(&at(1200)).0, 0);
+        let why = Adaptive::needs_memory(&at(1201)).expect("past 60%");
+        assert!(why.contains("60% of the workers'"), "{why}");
+        assert_eq!(a.target(&at(1201)).0, 6, "twice the 3 workers");
+        // Without any limit, memory never calls for workers.
+        let unlimited = ClusterFigures {
+            workers: vec![worker(1, 0, u64::MAX)],
+            threads_per_worker: 1,
+            ..ClusterFigures::default()
+        };
+        assert_eq!(Adaptive::needs_memory(&unlimited), None);
+    }
+
+    #[test]
+    fn the_memory_rule_never_lowers_what_the_work_asks_for() {
+        let a = Adaptive::new(config(0, 100));
+        let figures = ClusterFigures {
+            workers: vec![limited(1, 1, 900, 1000, false)],
+            prefixes: vec![prefix("slow", 40, Some(5000))],
+            ready: 39,
+            processing: 1,
+            threads_per_worker: 1,
+            ..ClusterFigures::default()
+        };
+        // 40 tasks of 5 s over a 5 s target: 40 workers; memory alone would ask for 2.
+        assert_eq!(a.target(&figures).0, 40);
     }
 
     fn prefix(name: &str, pending: u64, average_ms: Option<u64>) -> PrefixFigures {
@@ -701,6 +838,12 @@ mod tests {
                 runs_python: false,
                 nbytes: 64,
                 idle: true,
+                memory: crate::protocol::WorkerMemory {
+                    paused: true,
+                    memory_bytes: 48,
+                    spilled_bytes: 16,
+                    spilled_keys: vec![],
+                },
             }],
             tasks: 0,
             processing: 0,
@@ -717,7 +860,10 @@ mod tests {
                 address: addr(1),
                 processing: 0,
                 nbytes: 64,
-                idle: true
+                idle: true,
+                paused: true,
+                memory_bytes: 48,
+                memory_limit_bytes: 0,
             }]
         );
         assert_eq!(figures.requested, vec![addr(2)]);

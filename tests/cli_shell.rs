@@ -452,6 +452,10 @@ fn every_json_output_has_its_documented_fields() {
         ("processing", UInt),
         ("idle", Bool),
         ("runs_python", Bool),
+        ("paused", Bool),
+        ("memory_bytes", UInt),
+        ("spilled_bytes", UInt),
+        ("spilled_keys", UInt),
     ];
     for w in status["workers"].as_array().unwrap() {
         assert_fields("status.workers[]", w, &worker_fields);

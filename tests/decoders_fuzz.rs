@@ -22,8 +22,9 @@ use zask::graph::json::graph_to_json;
 use zask::protocol::codec::{encode, encode_plain, encode_value, Frame, SCATTERED};
 use zask::protocol::{
     ClusterStatus, ComputeTask, ErredTask, FinishedTask, FromClient, FromWorker, HeldKey,
-    PeerReply, PeerRequest, RejectReason, RequestError, RequestId, TaskError, TaskErrorKind,
-    TaskPrefixInfo, ToClient, ToWorker, WorkerInfo, WorkerRegistration, MAGIC, PROTOCOL_VERSION,
+    MemoryReport, PeerReply, PeerRequest, RejectReason, RequestError, RequestId, TaskError,
+    TaskErrorKind, TaskPrefixInfo, ToClient, ToWorker, WorkerInfo, WorkerMemory,
+    WorkerRegistration, MAGIC, PROTOCOL_VERSION,
 };
 use zask::{
     graph, Collection, CollectionKind, Expr, Graph, GraphError, Key, Node, Value, WorkerAddress,
@@ -170,6 +171,19 @@ fn from_worker_seeds() -> Seeds {
             header_and_values(&FromWorker::Goodbye, &[]),
         ),
         ("retire".into(), header_and_values(&FromWorker::Retire, &[])),
+        (
+            "memory".into(),
+            header_and_values(
+                &FromWorker::Memory(MemoryReport {
+                    paused: true,
+                    memory_bytes: 1 << 28,
+                    spilled_bytes: 1 << 30,
+                    spilled: keys(),
+                    unspilled: vec![Key::from("x")],
+                }),
+                &[],
+            ),
+        ),
         (
             "finished-no-value".into(),
             header_and_values(
@@ -614,6 +628,12 @@ fn to_client_seeds() -> Seeds {
             runs_python: true,
             nbytes: 1 << 20,
             idle: false,
+            memory: WorkerMemory {
+                paused: true,
+                memory_bytes: 1 << 19,
+                spilled_bytes: 1 << 19,
+                spilled_keys: vec![Key::from("x")],
+            },
         }],
         tasks: 10,
         processing: 2,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use zask::protocol::WorkerName;
 use zask::worker::nanny::{self, FinalReason, FinalReasonWriter, NannyConfig};
-use zask::worker::{Registry, Worker, WorkerConfig, WorkerError};
+use zask::worker::{Registry, SpillTo, Worker, WorkerConfig, WorkerError};
 use zask::StoreSpec;
 
 /// A Zask worker: runs tasks on a thread pool, keeps results in its store and serves them to
@@ -34,13 +34,22 @@ struct Args {
     /// Where results live: "memory" or "sled:PATH" (on disk).
     #[arg(long, default_value = "memory", value_parser = zask_storage::parse_store_spec)]
     store: StoreSpec,
-    /// The most data this worker holds (the sizes its store reports): bytes (300000000), a
-    /// size (300MB, 300M, 4GB: decimal; 4GiB: binary), a fraction of the machine's memory
-    /// (0.25) or auto (all of it), 0 for none. Past 80% it starts no new task until releases
-    /// bring it back under; a result that would pass the limit fails its task (MemoryLimit)
-    /// and is not kept.
+    /// The most data this worker holds in memory (the sizes its store reports): bytes
+    /// (300000000), a size (300MB, 300M, 4GB: decimal; 4GiB: binary), a fraction of the
+    /// machine's memory (0.25) or auto (all of it), 0 for none. Past 60% the least recently
+    /// used results spill to disk (see --spill-dir); past 80% it starts no new task until
+    /// releases or spilling bring it back under; a result that cannot fit fails its task
+    /// (MemoryLimit) and is not kept; past 95% in resident memory the nanny restarts it.
     #[arg(long, default_value = "0", value_parser = zask::worker::memory::parse_memory_limit)]
     memory_limit: u64,
+    /// Where results spill to past 60% of the memory limit: a fresh directory is made inside
+    /// DIR (created if missing) and removed when the worker stops (default: inside the
+    /// system's temporary directory). Only with a memory limit and the memory store.
+    #[arg(long, value_name = "DIR", conflicts_with = "no_spill")]
+    spill_dir: Option<std::path::PathBuf>,
+    /// Never spill: results stay in memory and one that does not fit fails its task.
+    #[arg(long)]
+    no_spill: bool,
     /// How often to send a heartbeat, in ms.
     #[arg(long, default_value_t = 500)]
     heartbeat_interval_ms: u64,
@@ -71,7 +80,7 @@ struct Args {
     #[arg(long, default_value_t = zask::net::DEFAULT_MAX_MESSAGE_BYTES)]
     max_message_bytes: i64,
     /// Also offer the test functions (exit_process, counted_inc, wait_for_file, alloc,
-    /// fail_with_length): fault-injection helpers that let anyone who submits a graph end the
+    /// pattern, hold, fail_with_length): fault-injection helpers that let anyone who submits a graph end the
     /// worker, write files or block threads. For tests and benchmarks only.
     #[arg(long)]
     test_functions: bool,
@@ -137,6 +146,7 @@ fn main() {
         let mut config = NannyConfig::new(args.scheduler.clone(), command);
         config.max_restarts = args.max_restarts;
         config.security = security;
+        config.memory_limit_bytes = args.memory_limit;
         if let Err(e) = nanny::run(config, stop) {
             fail(&e.to_string());
         }
@@ -151,6 +161,11 @@ fn main() {
     config.peer_port = args.peer_port;
     config.store = args.store;
     config.memory_limit_bytes = args.memory_limit;
+    config.spill = match (args.no_spill, args.spill_dir) {
+        (true, _) => SpillTo::Off,
+        (false, Some(dir)) => SpillTo::Dir(dir),
+        (false, None) => SpillTo::TempDir,
+    };
     config.heartbeat_interval_ms = args.heartbeat_interval_ms.max(1);
     config.fetch_timeout_ms = args.fetch_timeout_ms.max(1);
     config.zero = args.zero;

@@ -86,6 +86,9 @@ enum Command {
     WhoHas {
         #[arg(long, env = "ZASK_SCHEDULER", value_parser = zask::cli::parse_address)]
         scheduler: String,
+        /// Say where each holder keeps the value: {"KEY": {"ADDRESS": "memory" | "disk"}}.
+        #[arg(long = "where")]
+        show_where: bool,
         #[arg(required = true)]
         keys: Vec<String>,
     },
@@ -458,25 +461,50 @@ fn main() {
             let scaling = client.scaling().unwrap_or_else(|e| fail(&e.to_string()));
             println!("{}", shell::status_json(&status, scaling.as_ref()));
         }
-        Command::WhoHas { scheduler, keys } => {
+        Command::WhoHas {
+            scheduler,
+            show_where,
+            keys,
+        } => {
             let keys: Vec<zask::Key> = keys.iter().map(|k| parse_key_arg(k)).collect();
-            let who_has = connect(&scheduler, &security)
+            let client = connect(&scheduler, &security);
+            let who_has = client
                 .who_has(keys.clone())
                 .unwrap_or_else(|e| fail(&e.to_string()));
+            // With --where, each holder's tier from its memory report in the status.
+            let spilled: Option<Vec<_>> = show_where.then(|| {
+                client
+                    .status()
+                    .unwrap_or_else(|e| fail(&e.to_string()))
+                    .workers
+            });
+            let holders_of = |k: &zask::Key| -> serde_json::Value {
+                let holders = who_has.get(k).cloned().unwrap_or_default();
+                match &spilled {
+                    None => serde_json::json!(holders),
+                    Some(workers) => serde_json::Value::Object(
+                        holders
+                            .iter()
+                            .map(|a| {
+                                let on_disk = workers
+                                    .iter()
+                                    .any(|w| &w.address == a && w.memory.spilled_keys.contains(k));
+                                let tier = if on_disk { "disk" } else { "memory" };
+                                (a.to_string(), serde_json::json!(tier))
+                            })
+                            .collect(),
+                    ),
+                }
+            };
             let pairs: Vec<serde_json::Value> = keys
                 .iter()
-                .map(|k| {
-                    serde_json::json!([key_to_json(k), who_has.get(k).cloned().unwrap_or_default()])
-                })
+                .map(|k| serde_json::json!([key_to_json(k), holders_of(k)]))
                 .collect();
             // An object when every key is a string, as most are; pairs otherwise.
             if keys.iter().all(|k| k.as_str().is_some()) {
                 let map: serde_json::Map<String, serde_json::Value> = keys
                     .iter()
-                    .map(|k| {
-                        let holders = who_has.get(k).cloned().unwrap_or_default();
-                        (k.to_string(), serde_json::json!(holders))
-                    })
+                    .map(|k| (k.to_string(), holders_of(k)))
                     .collect();
                 println!("{}", serde_json::Value::Object(map));
             } else {

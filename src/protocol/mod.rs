@@ -90,6 +90,25 @@ pub enum FromWorker {
         request: u64,
         lines: Vec<String>,
     },
+    /// The worker's memory: sent when it pauses or resumes, and with a heartbeat when its
+    /// figures or the values on disk changed (a worker with a memory limit or values on disk).
+    Memory(MemoryReport),
+}
+
+/// What a worker says of its memory (`FromWorker::Memory`). The scheduler believes the keys
+/// only for values it knows that worker holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemoryReport {
+    /// Past its pause fraction: it starts no new task, so it is given none.
+    pub paused: bool,
+    /// The bytes of the values it holds in memory.
+    pub memory_bytes: u64,
+    /// The bytes of the values it holds on disk (spilled, or in a store on disk).
+    pub spilled_bytes: u64,
+    /// Values that moved to disk (or were stored there) since the last report.
+    pub spilled: Vec<Key>,
+    /// Values back in memory since the last report (a spill that failed).
+    pub unspilled: Vec<Key>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -813,4 +832,21 @@ pub struct WorkerInfo {
     /// It runs nothing and has nothing queued (and is not retiring).
     #[serde(default)]
     pub idle: bool,
+    /// Its memory as it last reported it (all zero for a worker without a memory limit or
+    /// values on disk).
+    #[serde(default)]
+    pub memory: WorkerMemory,
+}
+
+/// A worker's memory in `status` (`WorkerInfo::memory`), as it last reported it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerMemory {
+    /// Past its pause fraction: it starts no new task and is given none.
+    pub paused: bool,
+    /// The bytes of the values it holds in memory.
+    pub memory_bytes: u64,
+    /// The bytes of the values it holds on disk.
+    pub spilled_bytes: u64,
+    /// The keys of the values it holds on disk (of those in `keys`), sorted.
+    pub spilled_keys: Vec<Key>,
 }

@@ -1,6 +1,7 @@
 //! `--memory-limit`: the spellings a worker's memory limit accepts, parsed into a typed
-//! `MemoryLimitSpec` (pure), and the machine's memory (`/proc/meminfo`) that a fraction and
-//! `auto` are taken of. What the worker does with the limit is the worker core's
+//! `MemoryLimitSpec` (pure), the machine's memory (`/proc/meminfo`) that a fraction and
+//! `auto` are taken of, and a process's resident memory (`/proc/PID/statm`), which the nanny
+//! watches. What the worker does with the limit is the worker core's
 //! (`worker/core/memory.rs`).
 //!
 //! Accepted forms (units are case-insensitive, a space before the unit is allowed):
@@ -196,6 +197,27 @@ pub fn machine_memory_bytes() -> Result<u64, MemoryLimitError> {
 
 /// A clap value parser for `zask-worker --memory-limit`: the limit in bytes (0: none) of one
 /// worker, reading the machine's memory for a fraction or `auto`.
+/// The resident bytes in a `/proc/PID/statm` text (its second field, in pages of
+/// `page_bytes`); None if it is not one.
+pub fn statm_resident_bytes(statm: &str, page_bytes: u64) -> Option<u64> {
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    pages.checked_mul(page_bytes)
+}
+
+/// The resident memory of process `pid`, from `/proc/PID/statm`.
+pub fn resident_bytes(pid: u32) -> std::io::Result<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm"))?;
+    // SAFETY: sysconf only reads a configuration value.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let page = u64::try_from(page).unwrap_or(4096);
+    statm_resident_bytes(&statm, page).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("unreadable /proc/{pid}/statm: {statm:?}"),
+        )
+    })
+}
+
 pub fn parse_memory_limit(text: &str) -> Result<u64, MemoryLimitError> {
     parse_memory_limit_spec(text)?.resolve(1, machine_memory_bytes)
 }
@@ -319,5 +341,17 @@ mod tests {
         assert_eq!(meminfo_total_bytes("MemFree: 1 kB\n"), None);
         assert_eq!(meminfo_total_bytes("MemTotal: lots\n"), None);
         assert_eq!(meminfo_total_bytes("MemTotal: 5 pages\n"), None);
+    }
+
+    #[test]
+    fn resident_memory_is_the_second_statm_field_in_pages() {
+        assert_eq!(
+            statm_resident_bytes("1000 250 30 5 0 100 0\n", 4096),
+            Some(1_024_000)
+        );
+        assert_eq!(statm_resident_bytes("1000", 4096), None);
+        assert_eq!(statm_resident_bytes("a b c", 4096), None);
+        let own = resident_bytes(std::process::id()).unwrap();
+        assert!(own > 0, "this test process has some resident memory");
     }
 }

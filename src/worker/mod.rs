@@ -11,4 +11,4 @@ pub mod runtime;
 pub mod server;
 
 pub use registry::Registry;
-pub use server::{Worker, WorkerConfig, WorkerError};
+pub use server::{SpillTo, Worker, WorkerConfig, WorkerError};

@@ -1,6 +1,9 @@
 //! The nanny: a small process that runs a worker process, tells the scheduler at once when it
 //! dies (so its work moves without waiting for a timeout), and starts it again with backoff.
-//! It also restarts the worker on the scheduler's request (`Client::restart`).
+//! It also restarts the worker on the scheduler's request (`Client::restart`), and when the
+//! worker's resident memory (`/proc/PID/statm`) passes `TERMINATE_FRACTION` (0.95) of its
+//! memory limit, with a log line saying so: the kernel never gets to kill it silently, and the
+//! scheduler hears of the death at once (a lost worker: its work is rerun).
 //!
 //! The worker talks to its nanny through a pipe the nanny gives it (`NANNY_REASON_FD_ENV`), in
 //! typed messages (`ToNanny`): its peer address once it is up (the nanny then claims it at the
@@ -28,7 +31,7 @@ use std::time::{Duration, Instant};
 use log::{error, info, warn};
 use serde::{Deserialize, Serialize};
 
-use super::core::ShutdownReason;
+use super::core::{ShutdownReason, TERMINATE_FRACTION};
 use crate::net::{self, StartError};
 use crate::protocol::codec::{decode, decode_plain, encode, encode_plain};
 use crate::protocol::{FromWorker, ToWorker, WorkerAddress};
@@ -56,6 +59,9 @@ pub struct NannyConfig {
     /// The worker's access: the nanny talks to the scheduler's worker port with the worker
     /// key, as its worker does. Default None: plaintext, for a scheduler without security.
     pub security: Option<Access>,
+    /// The worker's memory limit (`--memory-limit`); past `TERMINATE_FRACTION` of it in
+    /// resident memory the nanny restarts the worker. Default 0: no limit, not watched.
+    pub memory_limit_bytes: u64,
 }
 
 impl NannyConfig {
@@ -68,6 +74,7 @@ impl NannyConfig {
             backoff_max: Duration::from_secs(5),
             stable_after: Duration::from_secs(30),
             security: None,
+            memory_limit_bytes: 0,
         }
     }
 }
@@ -85,6 +92,8 @@ struct Running {
     /// The last final reason the worker wrote on its pipe, sent once the pipe closes (when
     /// the process ends).
     final_reason: mpsc::Receiver<Option<FinalReason>>,
+    /// Why the nanny killed it for its memory, if it did.
+    memory_kill: Option<String>,
 }
 
 impl Running {
@@ -404,6 +413,13 @@ pub fn run(config: NannyConfig, stop: Arc<AtomicBool>) -> Result<(), NannyError>
             worker = start(&config)?;
             continue;
         }
+        if let Some(reason) = over_memory(&worker, config.memory_limit_bytes) {
+            // SIGKILL: a worker this far past its limit may not get to say goodbye, and the
+            // kernel would not ask either. The death is reported below, once it is reaped.
+            warn!("{reason}: restarting");
+            let _ = worker.child.kill();
+            worker.memory_kill = Some(reason);
+        }
         let Some(status) = worker.child.try_wait().map_err(|error| NannyError::Io {
             what: "waiting for the worker process",
             error,
@@ -435,10 +451,14 @@ pub fn run(config: NannyConfig, stop: Arc<AtomicBool>) -> Result<(), NannyError>
                 info!("worker process left gracefully ({exit}: {reason}): starting a new one");
                 report_death(&send, &worker, true, reason.to_string());
             }
-            None => {
-                warn!("worker process ended without saying why ({exit}): restarting it");
-                report_death(&send, &worker, false, exit);
-            }
+            None => match worker.memory_kill.take() {
+                // A lost worker, not a graceful one: the tasks it ran are blamed.
+                Some(reason) => report_death(&send, &worker, false, format!("{reason} ({exit})")),
+                None => {
+                    warn!("worker process ended without saying why ({exit}): restarting it");
+                    report_death(&send, &worker, false, exit);
+                }
+            },
         }
         // A worker that came up (it printed its address) and died later is restarted at
         // once; backoff is for workers that cannot even start.
@@ -538,6 +558,26 @@ fn start(config: &NannyConfig) -> Result<Running, NannyError> {
         announced: announced_rx,
         token,
         final_reason: reason_rx,
+        memory_kill: None,
+    })
+}
+
+/// Why `worker` must be restarted for its memory: its resident memory is past
+/// `TERMINATE_FRACTION` of `limit_bytes` (0: no limit). Unreadable (the process just ended):
+/// no reason.
+fn over_memory(worker: &Running, limit_bytes: u64) -> Option<String> {
+    if limit_bytes == 0 || worker.memory_kill.is_some() {
+        return None;
+    }
+    let resident = super::memory::resident_bytes(worker.child.id()).ok()?;
+    let mb = |b: u64| b as f64 / 1e6;
+    (resident as f64 > limit_bytes as f64 * TERMINATE_FRACTION).then(|| {
+        format!(
+            "worker used {:.0} MB of its {:.0} MB limit (more than {}%)",
+            mb(resident),
+            mb(limit_bytes),
+            TERMINATE_FRACTION * 100.0
+        )
     })
 }
 

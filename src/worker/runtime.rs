@@ -8,9 +8,9 @@
 use std::collections::HashMap;
 
 use log::error;
-use zask_storage::Store;
+use zask_storage::{Store, Tiers};
 
-use super::core::{ShutdownReason, WorkerCommand, WorkerCore, WorkerEvent};
+use super::core::{ShutdownReason, Storage, WorkerCommand, WorkerCore, WorkerEvent};
 use super::executor::{Job, JobResult};
 use crate::graph::{Expr, Key};
 use crate::protocol::codec::{decode_plain, decode_value_owned, encode_value};
@@ -53,13 +53,19 @@ pub struct WorkerRuntime<T, Q> {
 }
 
 impl<T: Transport, Q: JobQueue> WorkerRuntime<T, Q> {
+    /// The core is told where `store` puts values (`WorkerCore::set_storage`).
     pub fn new(
-        core: WorkerCore,
+        mut core: WorkerCore,
         store: Box<dyn Store>,
         transport: T,
         jobs: Q,
         zero: bool,
     ) -> WorkerRuntime<T, Q> {
+        core.set_storage(match store.tiers() {
+            Tiers::Memory => Storage::Memory,
+            Tiers::Disk => Storage::Disk,
+            Tiers::Spilling => Storage::Spilling,
+        });
         WorkerRuntime {
             core,
             store,
@@ -216,6 +222,7 @@ impl<T: Transport, Q: JobQueue> WorkerRuntime<T, Q> {
                     }
                 }
             }
+            WorkerCommand::Spill(keys) => self.spill(now_ms, keys),
             WorkerCommand::Execute {
                 key,
                 spec,
@@ -229,6 +236,22 @@ impl<T: Transport, Q: JobQueue> WorkerRuntime<T, Q> {
             }
         }
         None
+    }
+
+    /// Moves `keys` to disk in order; at the first failure, that key and the rest stay in
+    /// memory and the core hears why.
+    fn spill(&mut self, now_ms: u64, keys: Vec<Key>) {
+        for (i, k) in keys.iter().enumerate() {
+            if let Err(e) = self.store.spill(&k.to_store_key()) {
+                let event = WorkerEvent::SpillFailed {
+                    keys: keys[i..].to_vec(),
+                    error: e.to_string(),
+                    retry_may_help: e.retry_may_help(),
+                };
+                self.core.handle(now_ms, event);
+                return;
+            }
+        }
     }
 
     /// Reads keys from the store: the frames of those found, and the keys missing.
@@ -297,7 +320,7 @@ impl<T: Transport, Q: JobQueue> WorkerRuntime<T, Q> {
 
 #[cfg(test)]
 mod tests {
-    use zask_storage::MemoryStore;
+    use zask_storage::{MemoryStore, SpillingStore};
 
     use super::*;
     use crate::protocol::codec::encode_plain;
@@ -420,5 +443,82 @@ mod tests {
                 if erred[0].error.kind == TaskErrorKind::BadInput),
             "{sent:?}"
         );
+    }
+
+    /// A runtime over a store that spills, with a memory limit of `limit` bytes.
+    fn spilling_runtime(store: SpillingStore, limit: u64) -> WorkerRuntime<Recorder, Queue> {
+        let core = WorkerCore::new(WorkerCoreConfig {
+            registration: WorkerRegistration {
+                protocol_version: PROTOCOL_VERSION,
+                address: "tcp://me:1".into(),
+                name: "me".into(),
+                nthreads: 1,
+                memory_limit_bytes: limit,
+                pid: 1,
+                store: "spill".into(),
+                keys: vec![],
+                nanny_token: None,
+                runs_python: false,
+            },
+            heartbeat_interval_ms: 1000,
+            fetch_timeout_ms: 5000,
+            death_timeout_ms: 60_000,
+            max_message_bytes: 1 << 20,
+        });
+        let mut rt = WorkerRuntime::new(
+            core,
+            Box::new(store),
+            Recorder::default(),
+            Queue::default(),
+            false,
+        );
+        rt.register(0);
+        assert_eq!(rt.run_commands(0), None);
+        rt.transport_mut().to_scheduler.clear();
+        rt
+    }
+
+    /// Runs task `key` making a value of `n` bytes, through the queue and back.
+    fn make(rt: &mut WorkerRuntime<Recorder, Queue>, key: &str, n: usize) {
+        compute(rt, key, encode_plain(&Expr::Lit(Value::Bytes(vec![7; n]))));
+        let job = rt.jobs_mut().0.pop().expect("the task went to the queue");
+        let frame = encode_value(&Value::Bytes(vec![7; n]));
+        rt.job_done(
+            2,
+            JobResult {
+                key: job.key,
+                result: Ok(frame),
+            },
+        );
+        assert_eq!(rt.run_commands(2), None);
+    }
+
+    #[test]
+    fn spilled_values_move_to_disk_and_a_failing_disk_keeps_them_in_memory() {
+        use zask_storage::Tier;
+        let parent = tempfile::tempdir().unwrap();
+        let store = SpillingStore::open(parent.path()).unwrap();
+        let dir = store.dir().to_path_buf();
+        // Target 600 bytes: the second 400-byte value sends the first to disk.
+        let mut rt = spilling_runtime(store, 1000);
+        make(&mut rt, "a", 400);
+        make(&mut rt, "b", 400);
+        let tier = |rt: &WorkerRuntime<Recorder, Queue>, k: &str| {
+            rt.store().tier(&Key::from(k).to_store_key()).unwrap()
+        };
+        assert_eq!(tier(&rt, "a"), Some(Tier::Disk));
+        assert_eq!(tier(&rt, "b"), Some(Tier::Memory));
+        assert!(rt.core().on_disk(&Key::from("a")));
+        assert_eq!(rt.core().memory_bytes(), rt.store().memory_bytes());
+
+        // The spill directory breaks: the next spill fails, and the core hears of it at once.
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::write(&dir, b"no longer a directory").unwrap();
+        make(&mut rt, "c", 400);
+        assert_eq!(tier(&rt, "b"), Some(Tier::Memory), "b could not move");
+        assert!(!rt.core().on_disk(&Key::from("b")));
+        assert_eq!(rt.core().memory_bytes(), rt.store().memory_bytes());
+        assert_eq!(rt.core().check_invariants(), Ok(()));
+        std::fs::remove_file(&dir).unwrap();
     }
 }

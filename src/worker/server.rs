@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::Receiver;
 use log::{debug, error, info, warn};
-use zask_storage::{Store, StoreSpec};
+use zask_storage::{SpillingStore, Store, StoreSpec};
 
 use super::core::{ShutdownReason, WorkerCore, WorkerCoreConfig, WorkerEvent};
 use super::executor::{Executor, JobResult};
@@ -41,11 +41,17 @@ pub struct WorkerConfig {
     pub peer_port: u16,
     /// Where results live: memory (the default) or a sled database on disk.
     pub store: StoreSpec,
-    /// The most data the worker holds, by the sizes its store reports; reported to the
-    /// scheduler and enforced by the core (`worker/core/memory.rs`: past `PAUSE_FRACTION` no
-    /// new task starts; a result that would pass it fails with `TaskErrorKind::MemoryLimit`).
+    /// The most data the worker holds in memory, by the sizes its store reports; reported to
+    /// the scheduler and enforced by the core (`worker/core/memory.rs`: past `TARGET_FRACTION`
+    /// the least recently used values spill to disk (see `spill`), past `PAUSE_FRACTION` no
+    /// new task starts; a result that cannot fit fails with `TaskErrorKind::MemoryLimit`).
     /// 0 (the default) means no limit: a worker started from code sizes nothing by itself.
     pub memory_limit_bytes: u64,
+    /// Where a worker with a memory limit and a memory store spills values to. Default
+    /// `SpillTo::TempDir`: a fresh directory under the system's temporary directory, removed
+    /// when the worker stops. Ignored without a memory limit and with a store on disk (sled:
+    /// nothing to spill).
+    pub spill: SpillTo,
     /// How often the worker tells the scheduler it is alive. Default 500 ms: the scheduler's
     /// heartbeat timeout (3 s) is six of these, so one late heartbeat never loses a worker.
     pub heartbeat_interval_ms: u64,
@@ -99,6 +105,7 @@ impl WorkerConfig {
             peer_port: 0,
             store: StoreSpec::Memory,
             memory_limit_bytes: 0,
+            spill: SpillTo::TempDir,
             heartbeat_interval_ms: 500,
             fetch_timeout_ms: 5000,
             death_timeout_ms: 60_000,
@@ -111,6 +118,29 @@ impl WorkerConfig {
             security: None,
         }
     }
+}
+
+/// Where a worker spills values past the target fraction of its memory limit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SpillTo {
+    /// A fresh directory under the system's temporary directory (`std::env::temp_dir`).
+    TempDir,
+    /// A fresh directory inside this one (created if missing), so workers may share it.
+    Dir(std::path::PathBuf),
+    /// Nowhere: values stay in memory, and a result that does not fit fails its task.
+    Off,
+}
+
+/// The store a worker with `config` runs over: its store spec's, or, for a memory store with
+/// a memory limit, a store that spills where `config.spill` says. A spill directory that
+/// cannot be made fails the start (naming it), never silently turns spilling off.
+pub fn open_store(config: &WorkerConfig) -> Result<Box<dyn Store>, zask_storage::StoreError> {
+    let parent = match (&config.store, config.memory_limit_bytes, &config.spill) {
+        (StoreSpec::Memory, limit, SpillTo::TempDir) if limit > 0 => std::env::temp_dir(),
+        (StoreSpec::Memory, limit, SpillTo::Dir(dir)) if limit > 0 => dir.clone(),
+        _ => return config.store.open(),
+    };
+    Ok(Box::new(SpillingStore::open(parent)?))
 }
 
 /// Why a worker stopped other than by its owner's wish or the scheduler's `Close`.
@@ -157,7 +187,7 @@ pub struct Worker {
 
 impl Worker {
     pub fn start(config: WorkerConfig, registry: Registry) -> Result<Worker, net::StartError> {
-        let store = config.store.open()?;
+        let store = open_store(&config)?;
         Worker::start_with_store(config, registry, store)
     }
 

@@ -7,15 +7,22 @@
 //!
 //! Adding a backend means one new module implementing [`Store`], plus one arm in
 //! [`StoreSpec`] and its parser.
+//!
+//! Backends keep their values in one of two tiers ([`Tier`]): the process's memory or disk.
+//! [`MemoryStore`] keeps everything in memory, [`SledStore`] everything on disk, and
+//! [`SpillingStore`] keeps values in memory until asked to move one to disk
+//! ([`Store::spill`]); which values to move, and when, is its user's decision.
 
 use std::fmt;
 use std::path::PathBuf;
 
 mod memory;
 mod sled_store;
+mod spill;
 
 pub use memory::MemoryStore;
 pub use sled_store::{open_sled, SledStore};
+pub use spill::SpillingStore;
 
 /// Result of every fallible store operation.
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -49,12 +56,36 @@ pub enum StoreError {
         /// What is wrong with it and what is expected.
         reason: String,
     },
+    /// A spilling store's disk tier failed: its directory could not be written or read (disk
+    /// full, read-only, removed). The value stays where it was (in memory, for a spill).
+    /// Retrying can help when the disk was full and space is freed, not when the directory
+    /// is read-only, forbidden or gone (see `retry_may_help`).
+    Disk {
+        /// The file or directory the operation failed on.
+        path: PathBuf,
+        /// The operating system's kind of error (`StorageFull`, `ReadOnlyFilesystem`,
+        /// `PermissionDenied`, `NotADirectory`, ...).
+        kind: std::io::ErrorKind,
+        /// What the operation was and the operating system's message.
+        message: String,
+    },
 }
 
 impl StoreError {
     /// Whether repeating the failed operation unchanged can succeed later.
     pub fn retry_may_help(&self) -> bool {
-        matches!(self, StoreError::Io(_) | StoreError::Locked { .. })
+        use std::io::ErrorKind;
+        match self {
+            StoreError::Io(_) | StoreError::Locked { .. } => true,
+            StoreError::Disk { kind, .. } => !matches!(
+                kind,
+                ErrorKind::PermissionDenied
+                    | ErrorKind::ReadOnlyFilesystem
+                    | ErrorKind::NotADirectory
+                    | ErrorKind::NotFound
+            ),
+            StoreError::Corrupted(_) | StoreError::InvalidSpec { .. } => false,
+        }
     }
 }
 
@@ -71,11 +102,35 @@ impl fmt::Display for StoreError {
             StoreError::InvalidSpec { spec, reason } => {
                 write!(f, "invalid store spec {spec:?}: {reason}")
             }
+            StoreError::Disk { path, message, .. } => {
+                write!(f, "spill disk error at {}: {message}", path.display())
+            }
         }
     }
 }
 
 impl std::error::Error for StoreError {}
+
+/// Where a stored value lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Tier {
+    /// In this process's memory: it counts against a worker's memory limit.
+    Memory,
+    /// On disk: read back when asked for, not counted against the memory limit.
+    Disk,
+}
+
+/// Where a backend puts the values it is given, as a whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tiers {
+    /// Every value in memory, and it stays there ([`MemoryStore`]).
+    Memory,
+    /// Every value on disk from the start ([`SledStore`]): nothing to spill.
+    Disk,
+    /// Values arrive in memory and move to disk when [`Store::spill`] is asked to
+    /// ([`SpillingStore`]).
+    Spilling,
+}
 
 /// A worker's result store: a mutable mapping from byte keys to byte values.
 ///
@@ -106,6 +161,26 @@ pub trait Store: Send {
     fn total_bytes(&self) -> u64;
     /// Removes every key.
     fn clear(&mut self) -> StoreResult<()>;
+    /// Where this backend puts values. Default: all in memory.
+    fn tiers(&self) -> Tiers {
+        Tiers::Memory
+    }
+    /// Where `key`'s value is, `None` if absent. Default: in memory when present.
+    fn tier(&self, key: &[u8]) -> StoreResult<Option<Tier>> {
+        Ok(self.contains(key)?.then_some(Tier::Memory))
+    }
+    /// The bytes of the values held in this process's memory (`total_bytes` minus what is
+    /// on disk). O(1). Default: every byte.
+    fn memory_bytes(&self) -> u64 {
+        self.total_bytes()
+    }
+    /// Moves `key`'s value from memory to disk. `Ok(true)` if it moved; `Ok(false)` if
+    /// there was nothing to move (absent, already on disk, or a backend with one tier, the
+    /// default). On error nothing moved: the value is still readable where it was.
+    fn spill(&mut self, key: &[u8]) -> StoreResult<bool> {
+        let _ = key;
+        Ok(false)
+    }
 }
 
 /// A parsed store spec, so that a CLI can reject a bad spec before starting.

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::{Store, StoreError, StoreResult};
+use crate::{Store, StoreError, StoreResult, Tier, Tiers};
 
 /// Result store in a sled database directory.
 ///
@@ -185,5 +185,17 @@ impl Store for SledStore {
             }
         }
         Ok(())
+    }
+
+    fn tiers(&self) -> Tiers {
+        Tiers::Disk
+    }
+
+    fn tier(&self, key: &[u8]) -> StoreResult<Option<Tier>> {
+        Ok(self.contains(key)?.then_some(Tier::Disk))
+    }
+
+    fn memory_bytes(&self) -> u64 {
+        0
     }
 }

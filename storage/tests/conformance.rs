@@ -5,7 +5,9 @@ use std::cell::Cell;
 use std::collections::BTreeMap;
 
 use tempfile::TempDir;
-use zask_storage::{open_store, MemoryStore, SledStore, Store, StoreError};
+use zask_storage::{
+    open_store, MemoryStore, SledStore, SpillingStore, Store, StoreError, Tier, Tiers,
+};
 
 /// Runs every backend-independent check, each on a fresh, empty store from `make`.
 fn conformance_suite(make: impl Fn() -> Box<dyn Store>) {
@@ -323,6 +325,180 @@ fn memory_conformance() {
 fn sled_conformance() {
     let factory = SledFactory::new();
     conformance_suite(|| factory.make());
+}
+
+#[test]
+fn spilling_conformance() {
+    let dir = tempfile::tempdir().unwrap();
+    conformance_suite(|| Box::new(SpillingStore::open(dir.path()).unwrap()));
+}
+
+/// A spilling store that moves every value to disk as soon as it is set, so the suite reads,
+/// replaces, deletes and clears values in the disk tier.
+struct SpillAtOnce(SpillingStore);
+
+impl Store for SpillAtOnce {
+    fn kind(&self) -> String {
+        self.0.kind()
+    }
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.0.get(key)
+    }
+    fn set(&mut self, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
+        self.0.set(key, value)?;
+        assert!(self.0.spill(key)?, "a value just set is in memory");
+        assert_eq!(self.0.tier(key)?, Some(Tier::Disk));
+        Ok(())
+    }
+    fn delete(&mut self, key: &[u8]) -> Result<bool, StoreError> {
+        self.0.delete(key)
+    }
+    fn contains(&self, key: &[u8]) -> Result<bool, StoreError> {
+        self.0.contains(key)
+    }
+    fn keys(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.0.keys()
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn total_bytes(&self) -> u64 {
+        assert_eq!(self.0.memory_bytes(), 0, "everything is on disk");
+        self.0.total_bytes()
+    }
+    fn clear(&mut self) -> Result<(), StoreError> {
+        self.0.clear()
+    }
+}
+
+#[test]
+fn spilling_conformance_with_every_value_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    conformance_suite(|| Box::new(SpillAtOnce(SpillingStore::open(dir.path()).unwrap())));
+}
+
+#[test]
+fn tiers_of_each_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut memory = MemoryStore::new();
+    let mut sled = SledStore::open_fresh(dir.path().join("sled")).unwrap();
+    let mut spilling = SpillingStore::open(dir.path().join("spill")).unwrap();
+    assert_eq!(memory.tiers(), Tiers::Memory);
+    assert_eq!(sled.tiers(), Tiers::Disk);
+    assert_eq!(spilling.tiers(), Tiers::Spilling);
+    for store in [
+        &mut memory as &mut dyn Store,
+        &mut sled as &mut dyn Store,
+        &mut spilling as &mut dyn Store,
+    ] {
+        store.set(b"k", vec![1; 10]).unwrap();
+        assert_eq!(store.tier(b"absent").unwrap(), None);
+    }
+    assert_eq!(memory.tier(b"k").unwrap(), Some(Tier::Memory));
+    assert_eq!(memory.memory_bytes(), 10);
+    assert!(
+        !memory.spill(b"k").unwrap(),
+        "a memory store has nowhere to spill"
+    );
+    assert_eq!(sled.tier(b"k").unwrap(), Some(Tier::Disk));
+    assert_eq!(sled.memory_bytes(), 0);
+    assert!(
+        !sled.spill(b"k").unwrap(),
+        "a sled store is on disk already"
+    );
+    assert_eq!(spilling.tier(b"k").unwrap(), Some(Tier::Memory));
+    assert_eq!(spilling.memory_bytes(), 10);
+}
+
+#[test]
+fn spilled_values_move_to_disk_stay_readable_and_leave_with_the_store() {
+    let parent = tempfile::tempdir().unwrap();
+    let mut store = SpillingStore::open(parent.path()).unwrap();
+    let dir = store.dir().to_path_buf();
+    assert!(dir.starts_with(parent.path()) && dir.is_dir());
+    store.set(b"a", vec![1; 1000]).unwrap();
+    store.set(b"b", vec![2; 500]).unwrap();
+    assert_eq!((store.memory_bytes(), store.disk_bytes()), (1500, 0));
+
+    assert!(store.spill(b"a").unwrap());
+    assert!(!store.spill(b"a").unwrap(), "already on disk");
+    assert!(!store.spill(b"absent").unwrap());
+    assert_eq!(store.tier(b"a").unwrap(), Some(Tier::Disk));
+    assert_eq!((store.memory_bytes(), store.disk_bytes()), (500, 1000));
+    assert_eq!(store.total_bytes(), 1500);
+    assert_eq!(store.get(b"a").unwrap(), Some(vec![1; 1000]));
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "one file");
+
+    // A new value under a spilled key starts in memory; the old file goes.
+    store.set(b"a", vec![3; 10]).unwrap();
+    assert_eq!(store.tier(b"a").unwrap(), Some(Tier::Memory));
+    assert_eq!((store.memory_bytes(), store.disk_bytes()), (510, 0));
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+
+    store.spill(b"b").unwrap();
+    assert!(store.delete(b"b").unwrap());
+    assert_eq!(store.get(b"b").unwrap(), None);
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+
+    // Two stores opened on one parent never share files.
+    let other = SpillingStore::open(parent.path()).unwrap();
+    assert_ne!(other.dir(), store.dir());
+    store.spill(b"a").unwrap();
+    drop(store);
+    assert!(!dir.exists(), "the store's directory leaves with it");
+    assert!(other.dir().is_dir());
+}
+
+#[test]
+fn a_spill_directory_that_cannot_be_written_fails_loudly_and_loses_nothing() {
+    // Root ignores permission bits, so the directory is made unwritable for everyone: it is
+    // replaced by a regular file, and no file can be created inside it.
+    let parent = tempfile::tempdir().unwrap();
+    let mut store = SpillingStore::open(parent.path()).unwrap();
+    store.set(b"kept", vec![7; 4096]).unwrap();
+    store.set(b"spilled", vec![8; 100]).unwrap();
+    assert!(store.spill(b"spilled").unwrap());
+    let dir = store.dir().to_path_buf();
+    let saved = std::fs::read(dir.join("0.value")).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::write(&dir, b"not a directory").unwrap();
+
+    let err = store
+        .spill(b"kept")
+        .expect_err("the spill cannot be written");
+    match &err {
+        StoreError::Disk { path, message, .. } => {
+            assert!(path.starts_with(&dir), "{err}");
+            assert!(message.contains("writing a spilled value"), "{err}");
+        }
+        other => panic!("expected a disk error, got {other:?}"),
+    }
+    assert!(!err.retry_may_help(), "{err:?}");
+    assert!(err.to_string().contains("spill disk error at"), "{err}");
+    // The value is still in memory, readable, and counted there.
+    assert_eq!(store.tier(b"kept").unwrap(), Some(Tier::Memory));
+    assert_eq!(store.get(b"kept").unwrap(), Some(vec![7; 4096]));
+    assert_eq!((store.memory_bytes(), store.disk_bytes()), (4096, 100));
+    // A spilled value whose file cannot be read is an error naming it, never a wrong value.
+    let err = store.get(b"spilled").expect_err("its file is gone");
+    assert!(matches!(err, StoreError::Disk { .. }), "{err:?}");
+    assert_eq!(saved, vec![8; 100]);
+    std::fs::remove_file(&dir).unwrap();
+}
+
+#[test]
+fn a_spill_directory_under_a_file_cannot_be_opened() {
+    let parent = tempfile::tempdir().unwrap();
+    let file = parent.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    match SpillingStore::open(file.join("spill")) {
+        Err(e @ StoreError::Disk { .. }) => {
+            assert!(e.to_string().contains("making the spill directory"), "{e}");
+            assert!(!e.retry_may_help());
+        }
+        Err(other) => panic!("expected a disk error, got {other:?}"),
+        Ok(store) => panic!("opened {}", store.kind()),
+    }
 }
 
 #[test]

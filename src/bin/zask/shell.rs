@@ -142,6 +142,10 @@ pub fn worker_json(w: &WorkerInfo) -> Json {
         "processing": w.processing,
         "idle": w.idle,
         "runs_python": w.runs_python,
+        "paused": w.memory.paused,
+        "memory_bytes": w.memory.memory_bytes,
+        "spilled_bytes": w.memory.spilled_bytes,
+        "spilled_keys": w.memory.spilled_keys.len(),
     })
 }
 

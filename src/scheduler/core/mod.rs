@@ -437,6 +437,7 @@ impl SchedulerCore {
             (FromWorker::Stored { request }, Some(w)) => self.put_stored(w, request),
             (FromWorker::Retire, Some(w)) => self.retire_worker(w),
             (FromWorker::Logs { request, lines }, Some(w)) => self.logs_arrived(w, request, lines),
+            (FromWorker::Memory(report), Some(w)) => self.memory_reported(w, report),
             (FromWorker::Goodbye, Some(w)) => {
                 info!("worker {} is leaving", self.workers.address(w));
                 self.remove_worker(w, crate::protocol::Departure::Goodbye);

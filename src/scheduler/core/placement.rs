@@ -243,7 +243,7 @@ impl SchedulerCore {
         let mut slots: Vec<(WorkerId, usize, usize)> = self
             .workers
             .iter()
-            .filter(|(_, w)| !w.retiring)
+            .filter(|(_, w)| w.takes_tasks())
             .map(|(id, w)| (id, w.processing.len(), w.capacity(extra)))
             .filter(|(_, used, cap)| used < cap)
             .collect();

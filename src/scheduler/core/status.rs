@@ -11,7 +11,7 @@ use super::tasks::{TaskState, TaskTable};
 use super::workers::WorkerRegistry;
 use super::{CoreConfig, SchedulerCore, WorkerId};
 use crate::graph::Key;
-use crate::protocol::{ClusterStatus, TaskPrefixInfo, WorkerAddress, WorkerInfo};
+use crate::protocol::{ClusterStatus, TaskPrefixInfo, WorkerAddress, WorkerInfo, WorkerMemory};
 
 /// The cluster's status: its addresses, every worker with the keys it holds (and their
 /// bytes, and whether it is idle), task counts, and per task prefix the tasks not finished and
@@ -42,6 +42,22 @@ pub(super) fn cluster_status(
             runs_python: w.runs_python,
             nbytes: w.has.iter().map(|t| tasks.get(*t).nbytes).sum(),
             idle: w.processing.is_empty() && !w.retiring,
+            memory: WorkerMemory {
+                paused: w.memory.paused,
+                memory_bytes: w.memory.memory_bytes,
+                spilled_bytes: w.memory.spilled_bytes,
+                spilled_keys: {
+                    let mut keys: Vec<_> = w
+                        .memory
+                        .on_disk
+                        .iter()
+                        .map(|t| tasks.get(*t).name().clone())
+                        .collect();
+                    keys.sort();
+                    keys.dedup();
+                    keys
+                },
+            },
         })
         .collect();
     workers.sort_by(|a, b| a.address.cmp(&b.address));

@@ -3314,3 +3314,166 @@ fn metrics_count_runs_failures_losses_and_recomputations_per_prefix() {
     assert!(m.counters.messages_total > 0);
     assert_eq!(m.journal_writes_total, 0, "no journal");
 }
+
+// --- Worker memory ---------------------------------------------------------------------------
+
+fn memory_report(
+    paused: bool,
+    memory: u64,
+    disk: u64,
+    spilled: &[&Key],
+    unspilled: &[&Key],
+) -> FromWorker {
+    FromWorker::Memory(crate::protocol::MemoryReport {
+        paused,
+        memory_bytes: memory,
+        spilled_bytes: disk,
+        spilled: spilled.iter().map(|k| (*k).clone()).collect(),
+        unspilled: unspilled.iter().map(|k| (*k).clone()).collect(),
+    })
+}
+
+/// A paused worker keeps the tasks already queued on it (it runs them once it resumes; they
+/// are not moved: moving a queued task would need the worker to give it up, and its inputs
+/// may be there), gets no new one while paused, and gets tasks again as soon as it resumes.
+#[test]
+fn a_paused_worker_gets_no_new_task_until_it_resumes_and_keeps_what_it_has_queued() {
+    let mut h = Harness::new(); // queue extra 1
+    h.add_worker(1, 1);
+    let mut g = Graph::new();
+    for i in 0..6 {
+        g.insert(format!("t{i}"), ("inc", i));
+    }
+    h.submit(1, 1, &g, &["t0", "t1", "t2", "t3", "t4", "t5"]);
+    let first = h.take_computes(1);
+    assert_eq!(first.len(), 2, "1 thread + 1 queued");
+
+    h.worker_says(1, memory_report(true, 900, 0, &[], &[]), vec![]);
+    let status = h.core.status();
+    assert!(status.workers[0].memory.paused);
+    assert_eq!(status.workers[0].memory.memory_bytes, 900);
+    // Its first task finishes: the slot it frees is not filled while it is paused.
+    h.finish(1, &first[0], Value::from(1));
+    assert!(h.take_computes(1).is_empty(), "paused: no new task");
+    assert_eq!(
+        h.core.status().workers[0].processing,
+        1,
+        "the queued one stays"
+    );
+    assert_eq!(h.core.status().ready, 4);
+
+    // A second worker registering gets the ready tasks meanwhile.
+    h.add_worker(2, 1);
+    assert_eq!(h.take_computes(2).len(), 2);
+    assert!(h.take_computes(1).is_empty());
+
+    // Resumed: it gets tasks again at once.
+    h.worker_says(1, memory_report(false, 100, 800, &[], &[]), vec![]);
+    assert_eq!(h.take_computes(1).len(), 1, "its free slot is filled");
+    let w1 = h.core.status().workers[0].clone();
+    assert!(!w1.memory.paused);
+    assert_eq!(
+        (w1.memory.memory_bytes, w1.memory.spilled_bytes),
+        (100, 800)
+    );
+}
+
+/// Spilled keys are believed only for values the worker holds; status lists them by name,
+/// and they leave the list when the value leaves the worker or comes back to memory.
+#[test]
+fn spilled_keys_are_believed_only_for_values_the_worker_holds() {
+    let mut h = Harness::new();
+    h.add_worker(1, 2);
+    h.add_worker(2, 2);
+    let mut g = Graph::new();
+    g.insert("a", ("inc", 1));
+    g.insert("b", ("inc", 2));
+    h.submit_keep(1, 1, &g, &["a", "b"]);
+    let mut on_1 = Vec::new();
+    for n in [1, 2] {
+        for t in h.take_computes(n) {
+            if n == 1 {
+                on_1.push(t.key.clone());
+            }
+            h.finish(n, &t, Value::from(0));
+        }
+    }
+    let (held, other): (Vec<Key>, Vec<Key>) = {
+        let all = h.core.who_has(vec![Key::from("a"), Key::from("b")]);
+        let mut held = Vec::new();
+        let mut other = Vec::new();
+        for (k, holders) in all {
+            if holders.contains(&address(1)) {
+                held.push(k);
+            } else {
+                other.push(k);
+            }
+        }
+        (held, other)
+    };
+    assert_eq!(held.len() + other.len(), 2);
+    // Worker 1 says both moved to disk, and a key nobody knows: only what it holds counts.
+    let unknown = Key::from("no-such-wire-key");
+    let mut spilled: Vec<&Key> = on_1.iter().collect();
+    let other_wire: Vec<Key> = h
+        .core
+        .tasks
+        .iter()
+        .map(|(_, t)| t.key.clone())
+        .filter(|k| !on_1.contains(k))
+        .collect();
+    spilled.extend(other_wire.iter());
+    spilled.push(&unknown);
+    h.worker_says(1, memory_report(false, 0, 16, &spilled, &[]), vec![]);
+    let status = h.core.status();
+    let w1 = status
+        .workers
+        .iter()
+        .find(|w| w.address == address(1))
+        .unwrap();
+    assert_eq!(w1.memory.spilled_keys, held);
+    let w2 = status
+        .workers
+        .iter()
+        .find(|w| w.address == address(2))
+        .unwrap();
+    assert!(w2.memory.spilled_keys.is_empty());
+
+    // Back in memory: gone from the list.
+    let back: Vec<&Key> = on_1.iter().collect();
+    h.worker_says(1, memory_report(false, 16, 0, &[], &back), vec![]);
+    assert!(h
+        .core
+        .status()
+        .workers
+        .iter()
+        .all(|w| w.memory.spilled_keys.is_empty()));
+    // Spilled again, then released: gone too (the invariant checks it after every step).
+    h.worker_says(1, memory_report(false, 0, 16, &back, &[]), vec![]);
+    assert_eq!(
+        h.core
+            .status()
+            .workers
+            .iter()
+            .find(|w| w.address == address(1))
+            .unwrap()
+            .memory
+            .spilled_keys,
+        held
+    );
+    h.step(Event::FromClient {
+        identity: client_id(1),
+        role: ClientRole::Operator,
+        msg: FromClient::Release {
+            request: RequestId(2),
+            keys: vec![Key::from("a"), Key::from("b")],
+        },
+        frames: vec![],
+    });
+    assert!(h
+        .core
+        .status()
+        .workers
+        .iter()
+        .all(|w| w.memory.spilled_keys.is_empty()));
+}

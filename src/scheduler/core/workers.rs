@@ -6,7 +6,8 @@ use super::violation::InvariantViolation;
 use super::{Command, TaskId};
 use crate::graph::Key;
 use crate::protocol::{
-    ComputeTask, ConnectionId, Frame, ToWorker, WorkerAddress, WorkerName, WorkerRegistration,
+    ComputeTask, ConnectionId, Frame, MemoryReport, ToWorker, WorkerAddress, WorkerName,
+    WorkerRegistration,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -38,6 +39,19 @@ pub struct Worker {
     /// Leaving on request: gets no new task, its results are being copied elsewhere.
     pub retiring: bool,
     pub retire_deadline_ms: u64,
+    /// Its memory as it last reported it (`FromWorker::Memory`).
+    pub memory: MemoryState,
+}
+
+/// A worker's memory as it reported it. `on_disk` only ever lists tasks in the worker's `has`.
+#[derive(Debug, Default)]
+pub struct MemoryState {
+    /// Past its pause fraction: it starts no new task, so the decision pass gives it none.
+    pub paused: bool,
+    pub memory_bytes: u64,
+    pub spilled_bytes: u64,
+    /// The values it holds on disk.
+    pub on_disk: HashSet<TaskId>,
 }
 
 /// When a task was given to its worker.
@@ -69,7 +83,13 @@ impl Worker {
             outbox: Vec::new(),
             retiring: false,
             retire_deadline_ms: 0,
+            memory: MemoryState::default(),
         }
+    }
+
+    /// Whether the decision pass may give it a new task: not retiring, not paused.
+    pub fn takes_tasks(&self) -> bool {
+        !self.retiring && !self.memory.paused
     }
 
     /// How many tasks the worker may have queued or running: its threads plus a little queue,
@@ -149,6 +169,7 @@ impl WorkerRegistry {
     pub fn reset(&mut self, w: WorkerId) {
         if let Some(worker) = self.workers.get_mut(&w) {
             worker.has.clear();
+            worker.memory.on_disk.clear();
             worker.processing.clear();
             worker.nbytes = 0;
             worker.outbox.clear();
@@ -217,8 +238,36 @@ impl WorkerRegistry {
     pub fn dropped(&mut self, w: WorkerId, t: TaskId, nbytes: u64) {
         if let Some(worker) = self.workers.get_mut(&w) {
             worker.has.remove(&t);
+            worker.memory.on_disk.remove(&t);
             worker.nbytes = worker.nbytes.saturating_sub(nbytes);
         }
+    }
+
+    /// Worker `w` reported its memory: its figures and pause are taken as said; of the keys
+    /// it says moved, only those it holds (`has`) count. Returns the worker's pause before
+    /// and after, or None if it is not registered.
+    pub fn memory_reported(
+        &mut self,
+        w: WorkerId,
+        report: &MemoryReport,
+        to_disk: impl IntoIterator<Item = TaskId>,
+        to_memory: impl IntoIterator<Item = TaskId>,
+    ) -> Option<(bool, bool)> {
+        let worker = self.workers.get_mut(&w)?;
+        let before = worker.memory.paused;
+        let m = &mut worker.memory;
+        m.paused = report.paused;
+        m.memory_bytes = report.memory_bytes;
+        m.spilled_bytes = report.spilled_bytes;
+        for t in to_disk {
+            if worker.has.contains(&t) {
+                m.on_disk.insert(t);
+            }
+        }
+        for t in to_memory {
+            m.on_disk.remove(&t);
+        }
+        Some((before, report.paused))
     }
 
     /// Task `t` is no longer assigned to worker `w`.
@@ -252,6 +301,15 @@ impl WorkerRegistry {
                     format!("worker {} is not found by its connection", w.address),
                 ));
             }
+            if let Some(t) = w.memory.on_disk.iter().find(|t| !w.has.contains(t)) {
+                return Err(InvariantViolation::new(
+                    "workers",
+                    format!(
+                        "worker {} lists {t:?} on disk but does not hold it",
+                        w.address
+                    ),
+                ));
+            }
             if *id >= WorkerId(self.next_id) {
                 return Err(InvariantViolation::new(
                     "workers",
@@ -272,5 +330,40 @@ impl WorkerRegistry {
             .get(&id)
             .map(|w| w.address.clone())
             .unwrap_or_default()
+    }
+}
+
+impl super::SchedulerCore {
+    /// Worker `w` reported its memory. Keys name wire keys; one the scheduler does not know,
+    /// or that it does not think `w` holds, is ignored (released meanwhile, or not to be
+    /// believed). A worker that resumes may get tasks again at once.
+    pub(super) fn memory_reported(&mut self, w: WorkerId, report: MemoryReport) {
+        let to_disk: Vec<TaskId> = report
+            .spilled
+            .iter()
+            .filter_map(|k| self.tasks.id(k))
+            .collect();
+        let to_memory: Vec<TaskId> = report
+            .unspilled
+            .iter()
+            .filter_map(|k| self.tasks.id(k))
+            .collect();
+        let Some((was, is)) = self.workers.memory_reported(w, &report, to_disk, to_memory) else {
+            return;
+        };
+        let address = self.workers.address(w);
+        if is && !was {
+            log::info!(
+                "worker {address} paused ({} bytes in memory): no new task goes to it until \
+                 it resumes",
+                report.memory_bytes
+            );
+        } else if was && !is {
+            log::info!(
+                "worker {address} resumed ({} bytes in memory)",
+                report.memory_bytes
+            );
+            self.needs_scheduling = true;
+        }
     }
 }

@@ -84,7 +84,7 @@ impl WorkerCore {
                 wanted |= self.tasks.input_arrived(&t, &key, nbytes);
             }
             if wanted {
-                self.held.insert(key.clone(), nbytes, UNKNOWN_ORIGIN);
+                self.hold(key.clone(), nbytes, UNKNOWN_ORIGIN);
                 self.outbox.push(WorkerCommand::Store { key, frame });
             }
         }

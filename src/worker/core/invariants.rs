@@ -41,6 +41,9 @@ pub enum InvariantViolation {
     /// Held data's running total (`total`) is not the sum of the sizes it holds (`counted`):
     /// the memory limit would be measured wrong.
     HeldBytes { counted: u64, total: u64 },
+    /// Held data's running total in memory (`total`) is not the sum of the sizes of the
+    /// values it holds in memory (`counted`).
+    MemoryBytes { counted: u64, total: u64 },
 }
 
 impl InvariantViolation {
@@ -90,6 +93,11 @@ impl fmt::Display for InvariantViolation {
             InvariantViolation::HeldBytes { counted, total } => write!(
                 f,
                 "held data totals {total} bytes, but its values add up to {counted}"
+            ),
+            InvariantViolation::MemoryBytes { counted, total } => write!(
+                f,
+                "held data counts {total} bytes in memory, but its values in memory add up \
+                 to {counted}"
             ),
         }
     }

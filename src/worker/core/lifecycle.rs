@@ -7,7 +7,7 @@
 
 use log::{debug, warn};
 
-use super::memory::Transition;
+use super::memory::{Storage, Transition};
 use super::{WorkerCommand, WorkerCore};
 use crate::graph::Key;
 use crate::protocol::codec::{spec_hash, SCATTERED};
@@ -23,6 +23,7 @@ impl WorkerCore {
             return;
         }
         if let Some(nbytes) = self.held.nbytes(&t.key) {
+            self.held.touch(&t.key);
             self.outbox.finished(FinishedTask {
                 key: t.key,
                 nbytes,
@@ -54,28 +55,97 @@ impl WorkerCore {
         }
     }
 
-    /// Hands ready tasks to the executor while it has free threads, unless held data is past
-    /// the pause fraction of the memory limit (then they wait for releases).
+    /// Hands ready tasks to the executor while it has free threads, unless memory is past
+    /// the pause fraction of the memory limit (then they wait for releases or spilling).
+    /// Spilling is decided first, so values leave memory before the next task's do arrive.
     pub(super) fn start_ready(&mut self) {
-        self.memory.update(self.held.total_bytes());
+        self.balance_memory();
         if self.memory.paused() {
             return;
         }
         while let Some(start) = self.tasks.start_next() {
+            let dependencies = self.used(start.dependencies);
             self.outbox.push(WorkerCommand::Execute {
                 key: start.key,
                 spec: start.spec,
-                dependencies: start.dependencies,
+                dependencies,
             });
         }
     }
 
-    /// Held data changed outside a task's life (released, reset, copies dropped): a paused
-    /// worker brought back under the pause fraction starts the tasks waiting for it.
+    /// Held data changed outside a task's life (released, reset, copies dropped, spilled): a
+    /// paused worker brought back under the pause fraction starts the tasks waiting for it.
     pub(super) fn memory_changed(&mut self) {
-        if self.memory.update(self.held.total_bytes()) == Transition::Resumed {
+        if self.balance_memory() == Transition::Resumed {
             self.start_ready();
         }
+    }
+
+    /// Spills the least recently used values past the target (if the store can), then
+    /// pauses or resumes; a pause or resume is reported to the scheduler at once.
+    fn balance_memory(&mut self) -> Transition {
+        if let Some(target) = self
+            .memory
+            .spill_target(self.held.memory_bytes(), self.now_ms)
+        {
+            let before = self.held.memory_bytes();
+            let spilled = self.held.spill_until(target);
+            if !spilled.is_empty() {
+                self.memory.spilling(&spilled, before);
+                let keys = spilled.into_iter().map(|(k, _)| k).collect();
+                self.outbox.push(WorkerCommand::Spill(keys));
+            }
+        }
+        let transition = self.memory.update(self.held.memory_bytes());
+        if transition != Transition::Unchanged {
+            self.report_memory(false);
+        }
+        transition
+    }
+
+    /// Tells the scheduler about memory, if anything changed since it was last told; the
+    /// keys moved only `with_keys` (see `MemoryLimit::report`).
+    pub(super) fn report_memory(&mut self, with_keys: bool) {
+        let report =
+            self.memory
+                .report(self.held.memory_bytes(), self.held.disk_bytes(), with_keys);
+        if let Some(report) = report {
+            self.outbox.send(FromWorker::Memory(report));
+        }
+    }
+
+    /// `keys` are about to be read (inputs, fetches, gathers): each becomes the most recently
+    /// used, last spilled.
+    pub(super) fn used(&mut self, keys: Vec<Key>) -> Vec<Key> {
+        for k in &keys {
+            self.held.touch(k);
+        }
+        keys
+    }
+
+    /// A value joins held data: on disk at once with a store on disk, else in memory.
+    pub(super) fn hold(&mut self, key: Key, nbytes: u64, origin: u64) {
+        let on_disk = self.memory.storage() == Storage::Disk;
+        if on_disk {
+            self.memory.stored_on_disk(&key);
+        }
+        self.held.insert(key, nbytes, origin, on_disk);
+    }
+
+    /// Spilling `keys` failed: they are in memory after all (those still held), and the
+    /// memory part decides when to try again.
+    pub(super) fn spill_failed(&mut self, keys: Vec<Key>, error: String, retry_may_help: bool) {
+        let keys: Vec<Key> = keys
+            .into_iter()
+            .filter(|k| self.held.back_in_memory(k))
+            .collect();
+        self.memory.spill_failed(
+            &keys,
+            error,
+            retry_may_help,
+            self.held.memory_bytes(),
+            self.now_ms,
+        );
     }
 
     pub(super) fn executed(&mut self, key: Key, result: Result<u64, TaskError>) {
@@ -102,7 +172,10 @@ impl WorkerCore {
                 })
             }
             Ok(nbytes) if !task.released => {
-                match self.memory.admits(self.held.total_bytes(), nbytes) {
+                match self
+                    .memory
+                    .admits(self.held.memory_bytes(), nbytes, self.now_ms)
+                {
                     Ok(()) => Ok(nbytes),
                     Err(error) => {
                         // Stored already by the runner: it goes at once; what is held stays.
@@ -124,7 +197,7 @@ impl WorkerCore {
                 self.drop_orphans(task.fetched);
             }
             Ok(nbytes) => {
-                self.held.insert(key.clone(), nbytes, task.origin);
+                self.hold(key.clone(), nbytes, task.origin);
                 self.outbox.finished(FinishedTask {
                     key,
                     nbytes,

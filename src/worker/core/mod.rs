@@ -136,6 +136,13 @@ pub enum WorkerEvent {
         key: Key,
         error: String,
     },
+    /// A `Spill` command failed for `keys` (the first that failed and those after it): they
+    /// are still in memory. `retry_may_help` is the store error's.
+    SpillFailed {
+        keys: Vec<Key>,
+        error: String,
+        retry_may_help: bool,
+    },
 }
 
 /// Effects for the runner to carry out, in order.
@@ -168,6 +175,9 @@ pub enum WorkerCommand {
         frame: Frame,
     },
     Delete(Vec<Key>),
+    /// Move these values from memory to disk, in order (least recently used first); a
+    /// failure is fed back as `SpillFailed`.
+    Spill(Vec<Key>),
     /// Load the dependencies from the store, run the task on the pool, store the result and
     /// feed `Executed` back.
     Execute {
@@ -219,6 +229,13 @@ impl WorkerCore {
         }
     }
 
+    /// Where the store puts values (the runtime says, from its store; default `Memory`): a
+    /// store that can spill is spilled past the target fraction of the memory limit; values
+    /// in a store on disk do not count against it.
+    pub fn set_storage(&mut self, storage: Storage) {
+        self.memory.set_storage(storage);
+    }
+
     /// The largest result this worker accepts now (see `WorkerCoreConfig::max_message_bytes`).
     pub fn result_bytes_max(&self) -> u64 {
         self.link.result_bytes_max()
@@ -231,6 +248,8 @@ impl WorkerCore {
         reg.keys = self.held.listing();
         self.outbox.send(FromWorker::Register(reg));
         self.link.registering(now_ms);
+        // A new registration knows nothing of what is on disk: the next report says it all.
+        self.memory.report_all_again(self.held.on_disk());
     }
 
     pub fn handle(&mut self, now_ms: u64, event: WorkerEvent) {
@@ -239,10 +258,11 @@ impl WorkerCore {
             WorkerEvent::FromScheduler { msg, frames } => self.on_scheduler_message(msg, frames),
             WorkerEvent::FromPeer { peer, msg } => match msg {
                 PeerRequest::GetData { request, keys } => {
+                    let keys = self.used(distinct(keys));
                     self.outbox.push(WorkerCommand::SendDataToPeer {
                         peer,
                         request,
-                        keys: distinct(keys),
+                        keys,
                     });
                 }
             },
@@ -253,6 +273,11 @@ impl WorkerCore {
             } => self.peer_answered(address, msg, frames),
             WorkerEvent::Executed { key, result } => self.executed(key, result),
             WorkerEvent::StoreFailed { key, error } => self.store_failed(key, error),
+            WorkerEvent::SpillFailed {
+                keys,
+                error,
+                retry_may_help,
+            } => self.spill_failed(keys, error, retry_may_help),
         }
         // Releases may have brought held data back under the pause fraction.
         self.memory_changed();
@@ -266,6 +291,7 @@ impl WorkerCore {
             return;
         }
         if self.link.heartbeat_due(self.now_ms) {
+            self.report_memory(true);
             self.outbox.send(FromWorker::Heartbeat);
         }
         self.fetches_timed_out();
@@ -292,9 +318,20 @@ impl WorkerCore {
         self.held.len()
     }
 
-    /// The sizes of the values held, added up: what the memory limit is measured against.
+    /// The sizes of the values held, added up (in memory and on disk).
     pub fn held_bytes(&self) -> u64 {
         self.held.total_bytes()
+    }
+
+    /// The sizes of the values held in memory, added up: what the memory limit is measured
+    /// against.
+    pub fn memory_bytes(&self) -> u64 {
+        self.held.memory_bytes()
+    }
+
+    /// Whether the value of `key` is held on disk.
+    pub fn on_disk(&self, key: &Key) -> bool {
+        self.held.is_on_disk(key)
     }
 
     /// Whether held data is past `PAUSE_FRACTION` of the memory limit: no new task starts.
@@ -350,10 +387,9 @@ impl WorkerCore {
             ToWorker::Reset => self.reset(),
             ToWorker::Restart => warn!("a restart request reached a worker, not its nanny"),
             ToWorker::GetData { request, keys } => {
-                self.outbox.push(WorkerCommand::SendDataToScheduler {
-                    request,
-                    keys: distinct(keys),
-                });
+                let keys = self.used(distinct(keys));
+                self.outbox
+                    .push(WorkerCommand::SendDataToScheduler { request, keys });
             }
             ToWorker::CheckHeld { keys } => {
                 let keys: Vec<Key> = keys
@@ -364,7 +400,7 @@ impl WorkerCore {
             }
             ToWorker::PutData { request, keys } => {
                 for (key, frame) in keys.into_iter().zip(frames) {
-                    self.held.insert(key.clone(), frame.len() as u64, SCATTERED);
+                    self.hold(key.clone(), frame.len() as u64, SCATTERED);
                     self.outbox.push(WorkerCommand::Store { key, frame });
                 }
                 self.outbox.send(FromWorker::Stored { request });
@@ -391,6 +427,6 @@ use held::HeldData;
 pub use invariants::InvariantViolation;
 use link::SchedulerLink;
 use memory::MemoryLimit;
-pub use memory::PAUSE_FRACTION;
+pub use memory::{Storage, PAUSE_FRACTION, SPILL_RETRY_MS, TARGET_FRACTION, TERMINATE_FRACTION};
 use outbox::Outbox;
 use tasks::TaskTable;

@@ -11,7 +11,7 @@ use super::*;
 use crate::graph::Expr;
 use crate::protocol::codec::{decode, encode, encode_plain, encode_value};
 use crate::protocol::{
-    cut_text, ComputeTask, ErredTask, TaskErrorKind, WorkerAddress, PROTOCOL_VERSION,
+    cut_text, ComputeTask, ErredTask, MemoryReport, TaskErrorKind, WorkerAddress, PROTOCOL_VERSION,
     TASK_ERROR_BYTES_MAX,
 };
 use crate::value::Value;
@@ -170,7 +170,9 @@ impl Harness {
                 msg: decode(&encode(&msg)).unwrap(),
                 frames,
             },
-            local @ (WorkerEvent::Executed { .. } | WorkerEvent::StoreFailed { .. }) => local,
+            local @ (WorkerEvent::Executed { .. }
+            | WorkerEvent::StoreFailed { .. }
+            | WorkerEvent::SpillFailed { .. }) => local,
         };
         self.core.handle(self.now, event);
         self.check();
@@ -320,6 +322,30 @@ impl Harness {
                 assert_eq!(back, msg);
                 Ok(msg)
             }
+            c => Err(c),
+        })
+    }
+
+    /// The memory reports sent since the last look, checked to round-trip.
+    fn take_memory_reports(&mut self) -> Vec<MemoryReport> {
+        self.take(|c| match c {
+            WorkerCommand::ToScheduler {
+                msg: FromWorker::Memory(report),
+                frames,
+            } => {
+                assert!(frames.is_empty());
+                let msg = FromWorker::Memory(report.clone());
+                assert_eq!(decode::<FromWorker>(&encode(&msg)).unwrap(), msg);
+                Ok(report)
+            }
+            c => Err(c),
+        })
+    }
+
+    /// The keys spilled since the last look, one list per `Spill` command.
+    fn take_spills(&mut self) -> Vec<Vec<Key>> {
+        self.take(|c| match c {
+            WorkerCommand::Spill(keys) => Ok(keys),
             c => Err(c),
         })
     }
@@ -1646,7 +1672,29 @@ fn a_result_past_the_memory_limit_fails_its_task_and_is_not_kept_while_held_valu
     assert_eq!(h.run("d", 200), vec![finished("d", 200, &[], true)]);
     assert_eq!(h.core.held_bytes(), 1000);
     assert!(h.core.paused());
+    // The pause is reported to the scheduler at once.
+    assert_eq!(
+        h.take_memory_reports(),
+        vec![report(true, 1000, 0, &[], &[])]
+    );
     h.assert_quiet();
+}
+
+/// A memory report as the worker sends it.
+fn report(
+    paused: bool,
+    memory: u64,
+    disk: u64,
+    spilled: &[&str],
+    unspilled: &[&str],
+) -> MemoryReport {
+    MemoryReport {
+        paused,
+        memory_bytes: memory,
+        spilled_bytes: disk,
+        spilled: keys(spilled),
+        unspilled: keys(unspilled),
+    }
 }
 
 #[test]
@@ -1663,6 +1711,10 @@ fn past_the_pause_fraction_no_task_starts_until_releases_bring_it_under() {
     assert!(h.core.paused());
     assert!(h.take_executes().is_empty());
     assert_eq!(h.core.pending_tasks(), 2);
+    assert_eq!(
+        h.take_memory_reports(),
+        vec![report(true, 801, 0, &[], &[])]
+    );
 
     // Paused, it still heartbeats and serves data, and more tasks only queue.
     h.tick(1000);
@@ -1700,6 +1752,7 @@ fn past_the_pause_fraction_no_task_starts_until_releases_bring_it_under() {
     h.release(&["a"]);
     assert_eq!(h.take_deletes(), vec![keys(&["a"])]);
     assert!(!h.core.paused());
+    assert_eq!(h.take_memory_reports(), vec![report(false, 0, 0, &[], &[])]);
     assert_eq!(h.take_executes(), keys(&["b"]));
     assert_eq!(h.run("b", 10), vec![finished("b", 10, &[], true)]);
     assert_eq!(h.take_executes(), keys(&["c"]));
@@ -1726,5 +1779,254 @@ fn a_logs_request_is_handed_to_the_runner_which_holds_the_lines() {
         other => Err(other),
     });
     assert_eq!(asked, vec![9]);
+    h.assert_quiet();
+}
+
+// --- Spilling --------------------------------------------------------------------------------
+
+/// A registered worker over a store that can spill, with a memory limit of `limit` bytes.
+fn spilling(nthreads: u32, limit: u64) -> Harness {
+    let mut cfg = config(nthreads);
+    cfg.registration.memory_limit_bytes = limit;
+    let mut h = Harness::unregistered(cfg);
+    h.core.set_storage(Storage::Spilling);
+    h.core.register(0);
+    h.flush();
+    assert!(matches!(&h.take_sent()[..], [FromWorker::Register(_)]));
+    h.assert_quiet();
+    h
+}
+
+#[test]
+fn past_the_target_the_least_recently_used_values_spill_before_the_next_task_starts() {
+    // Target 600 bytes (60%), pause 800 bytes (80%).
+    let mut h = spilling(1, 1000);
+    h.compute(vec![
+        task("a", &[], true),
+        task("b", &[], true),
+        task("c", &[], true),
+        task("d", &[], true),
+    ]);
+    assert_eq!(h.take_executes(), keys(&["a"]));
+    assert_eq!(h.run("a", 300), vec![finished("a", 300, &[], true)]);
+    assert_eq!(h.take_executes(), keys(&["b"]));
+    assert_eq!(h.run("b", 300), vec![finished("b", 300, &[], true)]);
+    assert!(
+        h.take_spills().is_empty(),
+        "600 bytes: at the target, not past it"
+    );
+    // "a" is read by a peer: "b" is now the least recently used.
+    h.step(WorkerEvent::FromPeer {
+        peer: ConnectionId::from("peer-1"),
+        msg: PeerRequest::GetData {
+            request: 1,
+            keys: keys(&["a"]),
+        },
+    });
+    h.take_all();
+    h.executed("c", Ok(300));
+    // The spill comes before the next task is handed to the executor.
+    let cmds = h.take_all();
+    let spill = cmds
+        .iter()
+        .position(|c| c == &WorkerCommand::Spill(keys(&["b"])))
+        .expect("b spills");
+    let execute = cmds
+        .iter()
+        .position(|c| matches!(c, WorkerCommand::Execute { key, .. } if key == &k("d")))
+        .expect("d starts");
+    assert!(spill < execute, "{cmds:?}");
+    assert_eq!((h.core.memory_bytes(), h.core.held_bytes()), (600, 900));
+    assert!(h.core.on_disk(&k("b")) && !h.core.on_disk(&k("a")));
+    assert!(!h.core.paused());
+
+    // A result that does not fit beside what is in memory is kept: older values spill.
+    assert_eq!(h.run("d", 700), vec![finished("d", 700, &[], true)]);
+    assert_eq!(h.take_spills(), vec![keys(&["a", "c", "d"])]);
+    assert_eq!(h.core.memory_bytes(), 0);
+    assert_eq!(h.core.held_bytes(), 1600, "more than the limit, on disk");
+
+    // The next heartbeat tells the scheduler what moved, in one report.
+    h.tick(1000);
+    assert_eq!(h.take_heartbeats(), 1);
+    assert_eq!(
+        h.take_memory_reports(),
+        vec![report(false, 0, 1600, &["b", "a", "c", "d"], &[])]
+    );
+    // Nothing changed since: no report with the next heartbeat.
+    h.tick(2000);
+    assert_eq!(h.take_heartbeats(), 1);
+    assert!(h.take_memory_reports().is_empty());
+    // A spilled value is still read like any other.
+    h.scheduler_sends(
+        ToWorker::GetData {
+            request: 7,
+            keys: keys(&["b"]),
+        },
+        vec![],
+    );
+    assert_eq!(
+        h.take_all(),
+        vec![WorkerCommand::SendDataToScheduler {
+            request: 7,
+            keys: keys(&["b"]),
+        }]
+    );
+    h.assert_quiet();
+}
+
+#[test]
+fn a_result_bigger_than_the_whole_limit_fails_even_with_spilling() {
+    // Results up to 1000 bytes may travel (see `config`); the limit is 500.
+    let mut h = spilling(1, 500);
+    h.compute(vec![task("big", &[], true)]);
+    assert_eq!(h.take_executes(), keys(&["big"]));
+    h.executed("big", Ok(501));
+    assert_eq!(h.take_deletes(), vec![keys(&["big"])]);
+    let (key, error) = take_one_erred(&mut h);
+    assert_eq!(key, k("big"));
+    assert_eq!(error.kind, TaskErrorKind::MemoryLimit);
+    assert!(
+        error.message.contains("whole memory limit of 500 bytes"),
+        "{error}"
+    );
+    h.assert_quiet();
+}
+
+#[test]
+fn a_spill_that_fails_keeps_the_values_in_memory_and_says_so_in_the_next_memory_error() {
+    let mut h = spilling(1, 1000);
+    h.compute(vec![
+        task("a", &[], true),
+        task("b", &[], true),
+        task("c", &[], true),
+        task("d", &[], true),
+        task("e", &[], true),
+    ]);
+    h.take_executes();
+    h.run("a", 400);
+    h.take_executes();
+    h.run("b", 400);
+    assert_eq!(h.take_spills(), vec![keys(&["a"])]);
+    assert_eq!(h.core.memory_bytes(), 400);
+    // The disk is read-only: "a" stays in memory; spilling stops for good.
+    h.step(WorkerEvent::SpillFailed {
+        keys: keys(&["a"]),
+        error: "spill disk error at /x: read-only".into(),
+        retry_may_help: false,
+    });
+    assert!(!h.core.on_disk(&k("a")));
+    assert_eq!(h.core.memory_bytes(), 800);
+    assert!(
+        !h.core.paused(),
+        "800 bytes: at the pause fraction, not past it"
+    );
+    // With spilling off, the memory limit works as without a disk, and its error names the
+    // spill failure.
+    assert_eq!(h.take_executes(), keys(&["c"]));
+    h.executed("c", Ok(300));
+    assert_eq!(h.take_deletes(), vec![keys(&["c"])]);
+    let (_, error) = take_one_erred(&mut h);
+    assert_eq!(error.kind, TaskErrorKind::MemoryLimit);
+    assert!(
+        error
+            .message
+            .contains("spilling to disk failed: spill disk error at /x: read-only"),
+        "{error}"
+    );
+    assert!(h.take_spills().is_empty(), "no spill is tried again");
+    // Nothing was lost: the scheduler hears "a" is in memory (it never heard otherwise).
+    h.tick(1000);
+    h.take_heartbeats();
+    assert_eq!(
+        h.take_memory_reports(),
+        vec![report(false, 800, 0, &[], &["a"])]
+    );
+    h.take_executes();
+    h.assert_quiet();
+}
+
+#[test]
+fn a_spill_that_may_succeed_later_is_tried_again_after_a_while() {
+    let mut h = spilling(1, 1000);
+    h.compute(vec![
+        task("a", &[], true),
+        task("b", &[], true),
+        task("c", &[], true),
+    ]);
+    h.take_executes();
+    h.run("a", 400);
+    h.take_executes();
+    h.run("b", 400);
+    assert_eq!(h.take_spills(), vec![keys(&["a"])]);
+    h.step(WorkerEvent::SpillFailed {
+        keys: keys(&["a"]),
+        error: "disk full".into(),
+        retry_may_help: true,
+    });
+    h.take_executes();
+    // Within SPILL_RETRY_MS nothing spills; after it, the next change spills again.
+    h.now = SPILL_RETRY_MS - 1;
+    h.run("c", 100);
+    assert!(h.take_spills().is_empty());
+    assert!(h.core.paused(), "900 bytes in memory");
+    h.now = SPILL_RETRY_MS;
+    h.release(&["c"]);
+    h.take_deletes();
+    assert_eq!(h.take_spills(), vec![keys(&["a"])]);
+    assert_eq!(h.core.memory_bytes(), 400);
+    assert!(!h.core.paused());
+    // The pause and the resume are told at once, with the figures only; what moved goes with
+    // the next heartbeat (its finished report might not have reached the scheduler yet).
+    assert_eq!(
+        h.take_memory_reports(),
+        vec![
+            report(true, 900, 0, &[], &[]),
+            report(false, 400, 400, &[], &[])
+        ]
+    );
+    h.tick(SPILL_RETRY_MS + 1000);
+    h.take_heartbeats();
+    // "a" failed to spill, then spilled: on disk, once.
+    assert_eq!(
+        h.take_memory_reports(),
+        vec![report(false, 400, 400, &["a"], &[])]
+    );
+    h.assert_quiet();
+}
+
+#[test]
+fn values_in_a_store_on_disk_never_count_against_the_limit_and_are_reported_on_disk() {
+    let mut cfg = config(1);
+    cfg.registration.memory_limit_bytes = 1000;
+    let mut h = Harness::unregistered(cfg);
+    h.core.set_storage(Storage::Disk);
+    h.core.register(0);
+    h.flush();
+    h.take_sent();
+    h.compute(vec![task("a", &[], true), task("b", &[], true)]);
+    h.take_executes();
+    assert_eq!(h.run("a", 900), vec![finished("a", 900, &[], true)]);
+    assert_eq!(h.take_executes(), keys(&["b"]), "not paused");
+    assert_eq!(h.run("b", 900), vec![finished("b", 900, &[], true)]);
+    assert_eq!((h.core.memory_bytes(), h.core.held_bytes()), (0, 1800));
+    assert!(h.take_spills().is_empty(), "nothing to spill");
+    h.tick(1000);
+    h.take_heartbeats();
+    assert_eq!(
+        h.take_memory_reports(),
+        vec![report(false, 0, 1800, &["a", "b"], &[])]
+    );
+    // Registering again (the scheduler restarted) reports every value on disk again.
+    h.core.register(1000);
+    h.flush();
+    assert!(matches!(&h.take_sent()[..], [FromWorker::Register(_)]));
+    h.tick(2000);
+    h.take_heartbeats();
+    let reports = h.take_memory_reports();
+    assert_eq!(reports.len(), 1);
+    let mut again = reports[0].spilled.clone();
+    again.sort();
+    assert_eq!(again, keys(&["a", "b"]));
     h.assert_quiet();
 }

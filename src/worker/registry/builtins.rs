@@ -232,6 +232,21 @@ pub(super) fn add_builtins(r: &mut Registry) {
     add_bag_builtins(r);
 }
 
+/// `nbytes` bytes, byte `i` being `(i + seed) % 251`: the test function `pattern`, and
+/// what a test checks a value read back against.
+fn pattern(nbytes: usize, seed: u64) -> Vec<u8> {
+    // One period, copied over and over: fast even in an unoptimised build.
+    let period: Vec<u8> = (0..251u64)
+        .map(|j| ((j + seed % 251) % 251) as u8)
+        .collect();
+    let mut bytes = Vec::with_capacity(nbytes);
+    while bytes.len() + period.len() <= nbytes {
+        bytes.extend_from_slice(&period);
+    }
+    bytes.extend_from_slice(&period[..nbytes - bytes.len()]);
+    bytes
+}
+
 /// The test functions of `Registry::with_test_functions` (see there why they are opt-in).
 pub(super) fn add_test_functions(r: &mut Registry) {
     r.register("counted_inc", |path: String, x: Num| {
@@ -255,6 +270,15 @@ pub(super) fn add_test_functions(r: &mut Registry) {
         std::process::exit(code)
     });
     r.register("alloc", |nbytes: usize| Bytes(vec![0; nbytes]));
+    r.register("pattern", |nbytes: usize, seed: u64| {
+        Bytes(pattern(nbytes, seed))
+    });
+    r.register("hold", |nbytes: usize, secs: Seconds| {
+        // Non-zero bytes: every page is written, so it is resident (zeroed pages may not be).
+        let held = std::hint::black_box(vec![1u8; nbytes]);
+        std::thread::sleep(secs.0);
+        held.len() as i64
+    });
     r.register("fail_with_length", |n: usize| -> Result<Value, String> {
         Err("e".repeat(n))
     });

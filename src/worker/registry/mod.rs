@@ -41,7 +41,10 @@ impl Registry {
     /// fault-injection tests and benchmarks that a production worker must not offer, because
     /// anyone who can submit a graph could call them: `exit_process(code)` ends the worker
     /// process, `counted_inc(path, x)` appends to any file, `wait_for_file(path)` blocks a
-    /// thread until a file exists, `alloc(nbytes)` allocates any size, and
+    /// thread until a file exists, `alloc(nbytes)` allocates any size, `pattern(nbytes, seed)`
+    /// makes `nbytes` bytes that depend on `seed` (byte `i` is `(i + seed) % 251`, so a
+    /// value read back can be checked), `hold(nbytes, secs)` allocates `nbytes`, writes every
+    /// one and holds them for `secs` seconds inside the task (it returns `nbytes`), and
     /// `fail_with_length(n)` fails with an error text of `n` characters.
     pub fn with_test_functions() -> Registry {
         let mut r = Registry::with_builtins();
