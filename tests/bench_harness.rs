@@ -92,3 +92,50 @@ fn a_scale_run_the_machine_cannot_hold_is_refused_politely() {
     assert!(lines[0].contains("needs about"), "{}", lines[0]);
     assert!(lines[0].contains("GiB available"), "{}", lines[0]);
 }
+
+#[test]
+fn the_whole_comparison_script_runs_in_quick_mode_and_prints_every_row() {
+    // Zask alone (no peers, no venv), this build's binaries, small sizes, one round.
+    let out = std::process::Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/benches/compare_all.sh"
+        ))
+        .args(["--quick", "--no-peers"])
+        .env("ZASK_BENCH", BENCH)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("bash runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "compare_all.sh failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("QUICK MODE"), "{stdout}");
+    let rows: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| scenario"))
+        .collect();
+    for name in [
+        "independent",
+        "tree",
+        "latency, 30 gets: median",
+        "latency, 30 gets: p99",
+        "transfer",
+        "zero worker",
+        "SIGKILL",
+        "scale, 3,000 tasks",
+        "bytes per task",
+    ] {
+        let row = rows
+            .iter()
+            .find(|r| r.contains(name))
+            .unwrap_or_else(|| panic!("no {name:?} row:\n{stdout}"));
+        // The Zask column holds a figure, not a failure.
+        let zask = row.split('|').nth(2).unwrap_or_default();
+        assert!(zask.chars().any(|c| c.is_ascii_digit()), "{row}");
+        assert!(!zask.contains("failed") && !zask.contains("WRONG"), "{row}");
+    }
+    assert_eq!(rows.len(), 9, "{stdout}");
+}
