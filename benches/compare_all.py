@@ -13,9 +13,11 @@ import datetime
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -124,19 +126,36 @@ def say(*words):
 
 
 def run_json(command, what):
-    """Runs a benchmark command; its last JSON line, or {"error": ...}."""
+    """Runs a benchmark command; its last JSON line, or {"error": ...}.
+
+    It runs in a session of its own, and whatever of that session is left when it ends (a
+    cluster that a failed run did not stop) is ended with it. Its stderr goes to a file: a
+    process it leaves behind must not hold a pipe open."""
     say(f"  {what}: {' '.join(command[-6:])}")
-    try:
-        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {TIMEOUT_S:.0f} s"}
-    lines = [l for l in done.stdout.splitlines() if l.startswith("{")]
+    with tempfile.TemporaryFile("w+") as err:
+        child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True,
+                                 start_new_session=True)
+        try:
+            stdout, _ = child.communicate(timeout=TIMEOUT_S)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        try:
+            os.killpg(child.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if timed_out:
+            child.communicate()
+            return {"error": f"timed out after {TIMEOUT_S:.0f} s"}
+        err.seek(0)
+        stderr = err.read()
+    lines = [l for l in stdout.splitlines() if l.startswith("{")]
     if not lines:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"error": f"exit {done.returncode}: {last[:200]}"}
+        said = stderr.strip().splitlines() or ["no output"]
+        errors = [l for l in said if l.startswith("error") or "Error" in l]
+        return {"error": f"exit {child.returncode}: {(errors or said)[-1][:200]}"}
     result = json.loads(lines[-1])
-    if done.returncode != 0 and result.get("ok", True):
+    if child.returncode != 0 and result.get("ok", True):
         result["ok"] = False
     return result
 

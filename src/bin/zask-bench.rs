@@ -126,8 +126,18 @@ fn connect_with(address: &str, mut config: zask::ClientConfig) -> Result<Client,
     Client::connect_with(address, config).map_err(|e| e.to_string())
 }
 
+/// The benchmark's clients wait up to 2 minutes for a silent scheduler (the default is 5 s):
+/// while it takes in a graph of a million tasks on a busy machine the scheduler can answer no
+/// ping for longer than that (measured 2026-11-30), and a benchmark measures throughput, not
+/// how fast a client gives up.
+const SCHEDULER_TIMEOUT_MS: u64 = 120_000;
+
 fn connect(address: &str) -> Result<Client, String> {
-    connect_with(address, zask::ClientConfig::default())
+    let config = zask::ClientConfig {
+        scheduler_timeout_ms: SCHEDULER_TIMEOUT_MS,
+        ..zask::ClientConfig::default()
+    };
+    connect_with(address, config)
 }
 
 struct Cluster {
@@ -612,7 +622,7 @@ fn transfer(c: &Cluster, nbytes: usize, zero: bool) -> Result<Run, String> {
 fn restart(c: &mut Cluster, n: usize, zero: bool) -> Result<(Run, f64, f64), String> {
     let (g, keys) = independent_graph("r", n);
     let config = zask::ClientConfig {
-        scheduler_timeout_ms: 120_000,
+        scheduler_timeout_ms: SCHEDULER_TIMEOUT_MS,
         ..zask::ClientConfig::default()
     };
     let client = connect_with(&c.to_clients, config)?;
@@ -751,6 +761,11 @@ fn main() {
             }
             Err(e) => {
                 eprintln!("error: {e}");
+                // exit() runs no destructors: stop the cluster and remove the keys first.
+                drop(cluster);
+                if let Some(d) = keys_dir() {
+                    let _ = std::fs::remove_dir_all(d);
+                }
                 std::process::exit(1);
             }
         }
