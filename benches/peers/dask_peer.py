@@ -7,7 +7,7 @@ Same scenario names, arguments and JSON fields as `zask-bench` (src/bin/zask-ben
 connections, and times only the computation.
 
     python dask_peer.py {independent,tree,latency,bag,transfer,scale} [--workers W] [--n N]
-                        [--repeat R] [--faults] [--saturation inf]
+                        [--repeat R] [--faults [sigterm|sigkill]] [--saturation inf]
 
 Prints one JSON line on stdout.
 """
@@ -84,8 +84,8 @@ def latency(client, n, args):
             "median_us": statistics.median(seconds) * 1e6, "p99_us": p99 * 1e6}
 
 
-def sigterm_workers(client, stop, kills):
-    """Every 0.5 s, SIGTERM one worker process other than the first two (as zask-bench)."""
+def kill_workers(client, signum, stop, kills):
+    """Every 0.5 s, signal one worker process other than the first two (as zask-bench)."""
     pids = lambda: sorted(client.run(os.getpid).values())
     protected = set(pids()[:2])
     rng = random.Random(os.getpid())
@@ -96,7 +96,7 @@ def sigterm_workers(client, stop, kills):
             continue
         if candidates:
             try:
-                os.kill(rng.choice(candidates), signal.SIGTERM)
+                os.kill(rng.choice(candidates), signum)
                 kills.append(1)
             except ProcessLookupError:
                 pass
@@ -107,7 +107,8 @@ def bag(client, items, args):
 
     total = db.from_sequence(range(items), npartitions=max(1, items // 2)).map(tasks.slow_double).sum()
     stop, kills = threading.Event(), []
-    killer = threading.Thread(target=sigterm_workers, args=(client, stop, kills), daemon=True)
+    signum = signal.SIGKILL if args.faults == "sigkill" else signal.SIGTERM
+    killer = threading.Thread(target=kill_workers, args=(client, signum, stop, kills), daemon=True)
     if args.faults:
         killer.start()
     try:
@@ -116,7 +117,9 @@ def bag(client, items, args):
         stop.set()
     if args.faults:
         killer.join()
-        print(f"{len(kills)} workers SIGTERMed during the run", file=sys.stderr)
+        print(f"{len(kills)} workers killed with {args.faults} during the run", file=sys.stderr)
+        return {"wall_s": wall, "tasks": items, "ok": value == items * (items - 1),
+                "kills": len(kills)}
     return {"wall_s": wall, "tasks": items, "ok": value == items * (items - 1)}
 
 
@@ -149,7 +152,8 @@ def main():
     parser.add_argument("--workers", type=int)
     parser.add_argument("--n", type=int)
     parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--faults", action="store_true", help="bag: SIGTERM a worker every 0.5 s")
+    parser.add_argument("--faults", nargs="?", const="sigterm", choices=["sigterm", "sigkill"],
+                        help="bag: SIGTERM (or SIGKILL) a worker every 0.5 s")
     parser.add_argument("--saturation", help="distributed.scheduler.worker-saturation (e.g. inf)")
     args = parser.parse_args()
     run, default_n, default_workers = SCENARIOS[args.scenario]
@@ -182,6 +186,8 @@ def main():
         "p99_us": median_of("p99_us"),
         "mb_per_s": median_of("mb_per_s"),
         "cluster_start_s": statistics.median(starts),
+        "faults": args.faults,
+        "kills": median_of("kills"),
         "ok": all(r["ok"] for r in runs),
         "runs": len(runs),
     }))

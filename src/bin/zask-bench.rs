@@ -31,6 +31,32 @@ enum Scenario {
     Restart,
 }
 
+/// How the faulted bag kills its workers.
+#[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
+enum Fault {
+    Sigterm,
+    Sigkill,
+}
+
+impl Fault {
+    fn signal(self) -> libc::c_int {
+        match self {
+            Fault::Sigterm => libc::SIGTERM,
+            Fault::Sigkill => libc::SIGKILL,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Fault::Sigterm => "sigterm",
+            Fault::Sigkill => "sigkill",
+        }
+    }
+}
+
+/// Tasks in the calibration run of a large `scale` run (see `memory_check`).
+const CALIBRATION_TASKS: usize = 100_000;
+
 /// Runs one benchmark scenario on a fresh cluster of real processes and prints one JSON line.
 #[derive(Parser, Debug)]
 #[command(version)]
@@ -49,9 +75,19 @@ struct Args {
     /// scheduler's own cost is measured. Results are not checked.
     #[arg(long)]
     zero: bool,
-    /// bag: SIGTERM a random unprotected worker every 0.5 s while it runs.
+    /// bag: kill a random unprotected worker every 0.5 s while it runs, with SIGTERM
+    /// (`--faults`, the default: the worker retires gracefully) or SIGKILL (`--faults sigkill`:
+    /// no goodbye; its nanny starts it again).
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "sigterm")]
+    faults: Option<Fault>,
+    /// scale: how many tasks the calibration run has that measures the bytes per task before
+    /// a larger run (see `memory_check`).
+    #[arg(long, default_value_t = CALIBRATION_TASKS)]
+    calibrate_n: usize,
+    /// scale: skip the calibration run and assume this many bytes per task (summed over the
+    /// scheduler, the workers and this client) when checking that the machine has the memory.
     #[arg(long)]
-    faults: bool,
+    bytes_per_task: Option<f64>,
     /// Directory holding zask-scheduler and zask-worker (default: next to this binary).
     #[arg(long)]
     bin_dir: Option<std::path::PathBuf>,
@@ -90,8 +126,18 @@ fn connect_with(address: &str, mut config: zask::ClientConfig) -> Result<Client,
     Client::connect_with(address, config).map_err(|e| e.to_string())
 }
 
+/// The benchmark's clients wait up to 2 minutes for a silent scheduler (the default is 5 s):
+/// while it takes in a graph of a million tasks on a busy machine the scheduler can answer no
+/// ping for longer than that (measured 2026-11-30), and a benchmark measures throughput, not
+/// how fast a client gives up.
+const SCHEDULER_TIMEOUT_MS: u64 = 120_000;
+
 fn connect(address: &str) -> Result<Client, String> {
-    connect_with(address, zask::ClientConfig::default())
+    let config = zask::ClientConfig {
+        scheduler_timeout_ms: SCHEDULER_TIMEOUT_MS,
+        ..zask::ClientConfig::default()
+    };
+    connect_with(address, config)
 }
 
 struct Cluster {
@@ -253,18 +299,81 @@ struct Run {
     mb_per_s: Option<f64>,
     ok: bool,
     peak_rss_mb: Option<f64>,
+    /// bag with faults: how many workers were killed.
+    kills: Option<usize>,
 }
 
 fn peak_rss_mb(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: f64 = status
+    Some(proc_kb(&format!("/proc/{pid}/status"), "VmHWM:")? as f64 / 1024.0)
+}
+
+/// A `FIELD: N kB` line of a /proc file, in kB.
+fn proc_kb(file: &str, field: &str) -> Option<u64> {
+    std::fs::read_to_string(file)
+        .ok()?
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
+        .find(|l| l.starts_with(field))?
         .split_whitespace()
         .nth(1)?
         .parse()
-        .ok()?;
-    Some(kb / 1024.0)
+        .ok()
+}
+
+/// What a large `scale` run will need, and what the machine has, in bytes.
+struct MemoryEstimate {
+    bytes_per_task: f64,
+    /// "measured on N tasks" or "given".
+    how: String,
+    needed: f64,
+    available: f64,
+}
+
+/// Before a large `scale` run: the bytes per task, summed over the scheduler, the workers and
+/// this process (which builds the graph and holds the results), come from `--bytes-per-task`
+/// or from a calibration run of `--calibrate-n` tasks on a fresh cluster: the rise from every
+/// process's resident size before it to its peak after it, divided by the tasks. The run
+/// needs that times N, plus a quarter for what a single calibration point misses (growing
+/// hash tables double). The machine has MemAvailable of /proc/meminfo.
+fn memory_estimate(args: &Args, workers: usize, n: usize) -> Result<MemoryEstimate, String> {
+    let (bytes_per_task, how) = match args.bytes_per_task {
+        Some(b) => (b, "given with --bytes-per-task".to_owned()),
+        None => {
+            let calibration_n = args.calibrate_n.max(1);
+            let cluster = start_cluster(args, workers)?;
+            let mut pids: Vec<u32> = vec![cluster.scheduler.id(), std::process::id()];
+            pids.extend(
+                cluster
+                    .client
+                    .workers()
+                    .map_err(|e| e.to_string())?
+                    .iter()
+                    .map(|w| w.pid),
+            );
+            let sum = |field: &str| -> u64 {
+                pids.iter()
+                    .filter_map(|p| proc_kb(&format!("/proc/{p}/status"), field))
+                    .sum::<u64>()
+                    * 1024
+            };
+            let before = sum("VmRSS:");
+            let run = independent(&cluster, calibration_n, args.zero)?;
+            if !run.ok {
+                return Err("the calibration run computed a wrong answer".into());
+            }
+            let peak = sum("VmHWM:");
+            let per_task = peak.saturating_sub(before) as f64 / calibration_n as f64;
+            (per_task, format!("measured on {calibration_n} tasks"))
+        }
+    };
+    let available = proc_kb("/proc/meminfo", "MemAvailable:")
+        .ok_or("no MemAvailable in /proc/meminfo")? as f64
+        * 1024.0;
+    Ok(MemoryEstimate {
+        bytes_per_task,
+        how,
+        needed: bytes_per_task * n as f64 * 1.25,
+        available,
+    })
 }
 
 /// `n` independent `inc` tasks named `{prefix}-{i}`, and their keys in order.
@@ -383,37 +492,41 @@ fn latency(c: &Cluster, n: usize, zero: bool) -> Result<Run, String> {
 
 /// The resilience notebook's bag: `Bag::range(400, 200).map(slow_double 50 ms).sum()`
 /// (`--n` items in n/2 partitions). With
-/// `faults`, a thread SIGTERMs a random unprotected worker process every 0.5 s (two of the
-/// workers are protected), as the peer script does.
-fn bag(c: &Cluster, items: usize, zero: bool, faults: bool) -> Result<Run, String> {
+/// `faults`, a thread SIGTERMs (or SIGKILLs) a random unprotected worker process every 0.5 s
+/// (two of the workers are protected), as the peer script does.
+fn bag(c: &Cluster, items: usize, zero: bool, faults: Option<Fault>) -> Result<Run, String> {
     let sum = zask::Bag::range(items, items.div_ceil(2))
         .map("slow_double", vec![0.05.into()])
         .sum();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let killer = faults.then(|| {
+    let killer = faults.map(|fault| {
         let stop = stop.clone();
         let address = c.to_clients.clone();
-        std::thread::spawn(move || sigterm_workers(&address, &stop))
+        std::thread::spawn(move || kill_workers(&address, fault.signal(), &stop))
     });
     let t0 = Instant::now();
     let v = c.client.compute(&sum).map_err(|e| e.to_string());
     let wall_s = t0.elapsed().as_secs_f64();
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let kills = killer.map(|k| k.join().unwrap_or(0)).unwrap_or(0);
-    if faults {
-        eprintln!("{kills} workers SIGTERMed during the run");
+    let kills = killer.map(|k| k.join().unwrap_or(0));
+    if let (Some(fault), Some(kills)) = (faults, kills) {
+        eprintln!(
+            "{kills} workers killed with {} during the run",
+            fault.name()
+        );
     }
     Ok(Run {
         wall_s,
         tasks: items,
+        kills,
         ok: zero || v? == Value::from((items * items.saturating_sub(1)) as i64),
         ..Run::default()
     })
 }
 
-/// Every 0.5 s, SIGTERMs a random worker process other than the two protected ones (their
-/// nannies start them again). Returns how many it signalled.
-fn sigterm_workers(address: &str, stop: &std::sync::atomic::AtomicBool) -> usize {
+/// Every 0.5 s, sends `signal` (SIGTERM or SIGKILL) to a random worker process other than the
+/// two protected ones (their nannies start them again). Returns how many it signalled.
+fn kill_workers(address: &str, signal: libc::c_int, stop: &std::sync::atomic::AtomicBool) -> usize {
     let Ok(client) = connect(address) else {
         return 0;
     };
@@ -444,7 +557,7 @@ fn sigterm_workers(address: &str, stop: &std::sync::atomic::AtomicBool) -> usize
         rng ^= rng << 17;
         let victim = candidates[(rng % candidates.len() as u64) as usize];
         // SAFETY: kill(2) on a pid the cluster reported; no memory is involved.
-        if unsafe { libc::kill(victim as libc::pid_t, libc::SIGTERM) } == 0 {
+        if unsafe { libc::kill(victim as libc::pid_t, signal) } == 0 {
             kills += 1;
         }
     }
@@ -509,7 +622,7 @@ fn transfer(c: &Cluster, nbytes: usize, zero: bool) -> Result<Run, String> {
 fn restart(c: &mut Cluster, n: usize, zero: bool) -> Result<(Run, f64, f64), String> {
     let (g, keys) = independent_graph("r", n);
     let config = zask::ClientConfig {
-        scheduler_timeout_ms: 120_000,
+        scheduler_timeout_ms: SCHEDULER_TIMEOUT_MS,
         ..zask::ClientConfig::default()
     };
     let client = connect_with(&c.to_clients, config)?;
@@ -588,6 +701,39 @@ fn main() {
         Scenario::Transfer => 100_000_000,
         Scenario::Scale | Scenario::Restart => 100_000,
     });
+    // A scale run larger than its calibration run first checks that the machine can hold it.
+    let estimate = (args.scenario == Scenario::Scale
+        && (n > args.calibrate_n || args.bytes_per_task.is_some()))
+    .then(|| {
+        memory_estimate(&args, workers, n).unwrap_or_else(|e| {
+            eprintln!("error: memory estimate failed: {e}");
+            std::process::exit(1)
+        })
+    });
+    if let Some(e) = &estimate {
+        let gib = |b: f64| b / (1u64 << 30) as f64;
+        if e.needed > e.available {
+            eprintln!(
+                "zask-bench: scale --n {n} needs about {:.1} GiB ({:.0} B/task, {}, plus 25 %) \
+                 but this machine has {:.1} GiB available: not started",
+                gib(e.needed),
+                e.bytes_per_task,
+                e.how,
+                gib(e.available)
+            );
+            if let Some(d) = keys_dir() {
+                let _ = std::fs::remove_dir_all(d);
+            }
+            std::process::exit(2);
+        }
+        eprintln!(
+            "scale --n {n}: needs about {:.1} GiB ({:.0} B/task, {}), {:.1} GiB available",
+            gib(e.needed),
+            e.bytes_per_task,
+            e.how,
+            gib(e.available)
+        );
+    }
     let mut restart_times = Vec::new();
     let mut runs = Vec::new();
     let mut starts = Vec::new();
@@ -615,6 +761,11 @@ fn main() {
             }
             Err(e) => {
                 eprintln!("error: {e}");
+                // exit() runs no destructors: stop the cluster and remove the keys first.
+                drop(cluster);
+                if let Some(d) = keys_dir() {
+                    let _ = std::fs::remove_dir_all(d);
+                }
                 std::process::exit(1);
             }
         }
@@ -633,6 +784,17 @@ fn main() {
         "mb_per_s": median(runs.iter().filter_map(|r| r.mb_per_s).collect()),
         "cluster_start_s": median(starts),
         "scheduler_peak_rss_mb": median(runs.iter().filter_map(|r| r.peak_rss_mb).collect()),
+        // The scheduler's peak resident size over the tasks of one run.
+        "bytes_per_task": median(
+            runs.iter()
+                .filter_map(|r| Some(r.peak_rss_mb? * 1024.0 * 1024.0 / r.tasks.max(1) as f64))
+                .collect()
+        ),
+        "faults": args.faults.map(Fault::name),
+        "kills": median(runs.iter().filter_map(|r| r.kills.map(|k| k as f64)).collect()),
+        "estimated_bytes_per_task": estimate.as_ref().map(|e| e.bytes_per_task),
+        "memory_needed_mb": estimate.as_ref().map(|e| e.needed / 1e6),
+        "memory_available_mb": estimate.as_ref().map(|e| e.available / 1e6),
         "restart_s": median(restart_times.iter().map(|t| t.0).collect()),
         "resume_s": median(restart_times.iter().map(|t| t.1).collect()),
         "ok": runs.iter().all(|r| r.ok),
