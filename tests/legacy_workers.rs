@@ -50,6 +50,16 @@ r = c.get(dsk, [('d', 0), 'e', 'f'])
 assert r == [[21, 20], 41, [41, [21, 20]]], r
 print('mixed', r, flush=True)
 
+# A chain of Python tasks: each one's input is the result the task before it just computed on
+# the same Python worker (and deleted there after handing it over). The worker runs messages
+# on a pool in no particular order, so a deletion not waited for can run after the next
+# task's setitem of that key, and the task then sees the key itself instead of its value.
+chain = {'n-0': 0}
+for i in range(1, 60):
+    chain['n-%d' % i] = (lambda v: v + 1, 'n-%d' % (i - 1))
+assert c.get(chain, 'n-59') == 59, c.get(chain, 'n-59')
+print('chain', 59, flush=True)
+
 # A user's function, defined here, runs there.
 def double(v):
     return 2 * v

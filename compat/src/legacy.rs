@@ -57,7 +57,8 @@ impl std::error::Error for LegacyError {}
 /// them, e.g. a `jobid` that is a tuple key).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LegacyMessage {
-    /// The opcode: `register`, `status`, `schedule`, `heartbeat`...
+    /// The opcode: `register`, `status`, `schedule`, `heartbeat`...; empty for a bare reply
+    /// (`is_bare_reply`).
     pub function: String,
     /// The sender's advertised address (bytes in the 2015 system; a str is taken as its UTF-8).
     pub address: Option<Vec<u8>>,
@@ -77,6 +78,17 @@ pub struct LegacyMessage {
 }
 
 impl LegacyMessage {
+    /// A reply that names no function, only the `jobid` of what it answers (the 2015 worker's
+    /// answer to a `delitem` with `reply`).
+    pub fn is_bare_reply(&self) -> bool {
+        self.function.is_empty()
+    }
+
+    /// The header's `jobid` as a string, when it is one.
+    pub fn jobid_str(&self) -> Option<&str> {
+        self.jobid.and_then(|id| self.header.str_of(id))
+    }
+
     /// Decodes the DEALER-side frames `[header, payload]`.
     pub fn decode(frames: &[Frame]) -> Result<LegacyMessage, LegacyError> {
         let [header, payload] = frames else {
@@ -84,10 +96,13 @@ impl LegacyMessage {
         };
         let header = decode(header).map_err(LegacyError::Header)?;
         let field = |name: &str| header.dict_get(header.root, name);
-        let function = field("function")
-            .and_then(|id| header.str_of(id))
-            .ok_or(LegacyError::NoFunction)?
-            .to_owned();
+        // A header with a `jobid` and no `function` is a bare reply: the 2015 worker answers a
+        // `delitem` asking for a reply (and `status`) so. Its function is empty.
+        let function = match field("function").and_then(|id| header.str_of(id)) {
+            Some(f) => f.to_owned(),
+            None if field("jobid").is_some() => String::new(),
+            None => return Err(LegacyError::NoFunction),
+        };
         let address = field("address").and_then(|id| match header.get(id)? {
             Node::Bytes(b) => Some(b.clone()),
             Node::Str(s) => Some(s.as_bytes().to_vec()),
@@ -173,6 +188,11 @@ impl ReplyHeader {
     /// `function`: what the reply is (e.g. `schedule-ack`).
     pub fn function(self, name: &str) -> ReplyHeader {
         self.field("function", Node::Str(name.into()))
+    }
+
+    /// `jobid`: a string id the answer will carry (a `delitem` asking for a reply).
+    pub fn jobid(self, id: &str) -> ReplyHeader {
+        self.field("jobid", Node::Str(id.into()))
     }
 
     /// `status`: `'OK'` or `'Error'`.
@@ -394,6 +414,14 @@ mod tests {
         // A header that is a dict without 'function'.
         let e = LegacyMessage::decode(&[b"\x80\x03}q\x00.".to_vec(), b"\x80\x03}q\x00.".to_vec()]);
         assert_eq!(e, Err(LegacyError::NoFunction));
+        // A header with a jobid and no function: a bare reply.
+        let reply = ReplyHeader::new(b"tcp://w", DateTime::now_utc()).jobid("zask-7");
+        let mut ok = Pickle::new();
+        ok.root = ok.add(Node::Str("OK".into()));
+        let frames = reply_frames(reply, &ok).unwrap();
+        let m = LegacyMessage::decode(&frames[frames.len() - 2..]).unwrap();
+        assert!(m.is_bare_reply());
+        assert_eq!(m.jobid_str(), Some("zask-7"));
         let e = LegacyMessage::decode(&[b"\x80\x03}q".to_vec(), b"\x80\x03}q\x00.".to_vec()]);
         assert!(matches!(e, Err(LegacyError::Header(_))));
     }

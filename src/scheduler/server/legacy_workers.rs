@@ -12,7 +12,7 @@
 //! worker (the 2015 scheduler also gave each worker one task at a time): `setitem` each input
 //! under its key, `compute` the task wrapped as `dill.dumps(task)` (so a result that cannot
 //! be pickled fails the task at once instead of hanging the `getitem`), `getitem` the pickled
-//! result, `delitem` everything. The worker's replies reach the bridge by their `queue` id;
+//! result, `delitem` everything (waiting for each to be answered). The worker's replies reach the bridge by their `queue` id;
 //! a reply nobody asked for is logged and dropped. A Python worker silent for longer than
 //! `legacy_worker_timeout_ms` is removed: its bridge says goodbye, so the core reruns its
 //! tasks elsewhere, then every wait on it ends.
@@ -135,17 +135,19 @@ impl LegacyWorkers {
                     ),
                 }
             }
-            "finished-task" | "setitem-ack" | "getitem-ack" => match self.bridges.get_mut(&who) {
-                Some(bridge) => {
-                    bridge.last_heard_ms = now_ms;
-                    bridge.link.deliver(req.msg);
-                }
-                None => warn!(
-                    "legacy (2015) '{}' from {who}, which is not a Python worker of this \
+            "finished-task" | "setitem-ack" | "getitem-ack" | "" => {
+                match self.bridges.get_mut(&who) {
+                    Some(bridge) => {
+                        bridge.last_heard_ms = now_ms;
+                        bridge.link.deliver(req.msg);
+                    }
+                    None => warn!(
+                        "legacy (2015) '{}' from {who}, which is not a Python worker of this \
                      scheduler (no heartbeat yet, or removed as silent): dropped",
-                    req.msg.function
-                ),
-            },
+                        req.msg.function
+                    ),
+                }
+            }
             f => warn!(
                 "legacy (2015) message '{f}' on the worker port from {who} is not one Zask \
                  answers: dropped"
@@ -237,7 +239,12 @@ fn failed(message: String) -> TaskError {
 impl PythonLink {
     /// A reply from the worker, handed to the wait that expects it.
     fn deliver(&self, msg: LegacyMessage) {
-        let queue = msg.payload_str("queue").map(str::to_owned);
+        // A bare reply (to a `delitem`) carries its id as the `jobid`; the others as `queue`.
+        let queue = if msg.is_bare_reply() {
+            msg.jobid_str().map(str::to_owned)
+        } else {
+            msg.payload_str("queue").map(str::to_owned)
+        };
         let waiting = queue.and_then(|q| self.lock_waiting().remove(&q));
         match waiting {
             Some(tx) => {
@@ -276,6 +283,16 @@ impl PythonLink {
         function: &str,
         fields: impl FnOnce(&mut Pickle) -> Vec<(&'static str, NodeId)>,
     ) -> Result<(), TaskError> {
+        self.send_with_jobid(function, None, fields)
+    }
+
+    /// `send`, with a `jobid` in the header (which a bare reply echoes).
+    fn send_with_jobid(
+        &self,
+        function: &str,
+        jobid: Option<&str>,
+        fields: impl FnOnce(&mut Pickle) -> Vec<(&'static str, NodeId)>,
+    ) -> Result<(), TaskError> {
         if self.closed.load(Ordering::SeqCst) {
             return Err(self.gone());
         }
@@ -285,9 +302,12 @@ impl PythonLink {
             .map(|(k, v)| (payload.add(Node::Str(k.to_owned())), v))
             .collect();
         payload.root = payload.add(Node::Dict(pairs));
-        let header = ReplyHeader::new(self.address.as_bytes(), DateTime::now_utc())
+        let mut header = ReplyHeader::new(self.address.as_bytes(), DateTime::now_utc())
             .function(function)
             .loads_dill();
+        if let Some(id) = jobid {
+            header = header.jobid(id);
+        }
         let frames = reply_frames(header, &payload).map_err(|e| {
             failed(format!(
                 "the message to the Python worker cannot be pickled: {e}"
@@ -356,12 +376,36 @@ impl PythonLink {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let _one = self.one_at_a_time.lock().unwrap_or_else(|e| e.into_inner());
-        let result = self.run_locked(&task, &key, &input_keys, &inputs);
-        // The worker's data dict is only borrowed for the task.
-        for k in input_keys.iter().chain(std::iter::once(&key)) {
-            let _ = self.send("delitem", |p| {
-                vec![("key", p.add_embedded_pickle(k.clone()))]
+        // The keys the Python worker holds for this task (inputs acknowledged, the result once
+        // computed): exactly those are deleted, since deleting a missing key answers nothing.
+        let mut placed: Vec<Vec<u8>> = Vec::with_capacity(input_keys.len() + 1);
+        let result = self.run_locked(&task, &key, &input_keys, &inputs, &mut placed);
+        // The worker's data dict is only borrowed for the task: its keys are deleted before the
+        // next task may start. The Python worker runs each message on a thread of its pool, in
+        // no particular order, so a `delitem` not waited for could run after the next task's
+        // `setitem` of the same key and leave that task without its input (Python's `get`
+        // then takes the key for a literal: a wrong result, not an error).
+        let mut deletions = Vec::with_capacity(input_keys.len() + 1);
+        placed.sort();
+        placed.dedup();
+        for k in &placed {
+            let (id, rx) = self.expect();
+            let sent = self.send_with_jobid("delitem", Some(&id), |p| {
+                vec![
+                    ("key", p.add_embedded_pickle(k.clone())),
+                    ("reply", p.add(Node::Bool(true))),
+                ]
             });
+            if sent.is_ok() {
+                deletions.push(rx);
+            }
+        }
+        for rx in &deletions {
+            if let Err(e) = self.wait(rx, "the answer to a delitem", Some(ACK_TIMEOUT)) {
+                // Gone or silent: it is removed (and its tasks rerun elsewhere) by the watchdog.
+                warn!("{}", e.message);
+                break;
+            }
         }
         result
     }
@@ -372,6 +416,7 @@ impl PythonLink {
         key: &[u8],
         input_keys: &[Vec<u8>],
         inputs: &[Value],
+        placed: &mut Vec<Vec<u8>>,
     ) -> Result<Value, TaskError> {
         let mut acks = Vec::with_capacity(inputs.len());
         for (k, v) in input_keys.iter().zip(inputs) {
@@ -385,8 +430,9 @@ impl PythonLink {
             })?;
             acks.push(rx);
         }
-        for rx in &acks {
+        for (rx, k) in acks.iter().zip(input_keys) {
             self.wait(rx, "setitem-ack", Some(ACK_TIMEOUT))?;
+            placed.push(k.clone());
         }
         let (queue, rx) = self.expect();
         self.send("compute", |p| {
@@ -404,6 +450,7 @@ impl PythonLink {
         if finished.payload.str_of(status.unwrap_or(NodeId(u32::MAX))) != Some("OK") {
             return Err(failed(exception_text(&finished.payload, status)));
         }
+        placed.push(key.to_vec());
         let (queue, rx) = self.expect();
         self.send("getitem", |p| {
             vec![
