@@ -9,16 +9,16 @@ use zask::protocol::EventKind;
 use zask::{graph, GetOptions, Value};
 
 /// 250 MB through the scheduler (worker → scheduler → client, over CurveZMQ, in a debug build)
-/// takes far longer than the 1.5 s heartbeat timeout here, and the worker's heartbeats (every
-/// 100 ms) queue behind the value. Without the announcement the worker was lost while sending
+/// takes far longer than the 1 s heartbeat timeout here, and the worker's heartbeats (every
+/// 50 ms) queue behind the value. Without the announcement the worker was lost while sending
 /// it, its value with it, again and again.
 #[test]
-fn a_worker_sending_a_250mb_value_is_not_lost_with_a_1500ms_heartbeat_timeout() {
+fn a_worker_sending_a_250mb_value_is_not_lost_with_a_1s_heartbeat_timeout() {
     let mut cluster = TestCluster::options()
         .workers(1)
         .with_test_functions()
-        .scheduler_args(&["--heartbeat-timeout-ms", "1500"])
-        .worker_args(&["--heartbeat-interval-ms", "100"])
+        .scheduler_args(&["--heartbeat-timeout-ms", "1000"])
+        .worker_args(&["--heartbeat-interval-ms", "50"])
         .start();
     let client = cluster.client();
     let big = graph! { "big" => ("alloc", 250_000_000i64) };

@@ -264,18 +264,33 @@ pub struct Scheduler {
     dashboard: Option<Dashboard>,
 }
 
+/// The ZeroMQ IO thread (as an affinity mask) of the worker port, and of the client port.
+const WORKER_IO_THREAD: u64 = 1;
+const OTHER_IO_THREAD: u64 = 2;
+
 impl Scheduler {
     pub fn start(config: SchedulerConfig) -> Result<Scheduler, SchedulerStartError> {
         // A panic in one of the scheduler's threads ends the process (see `crate::fatal`).
         crate::fatal::install();
         let ctx = zmq::Context::new();
         let socket_error = |what| move |e| StartError::socket(what, e);
+        // Two ZeroMQ IO threads, the worker port alone on the first: encrypting a big value
+        // for a client (hundreds of MB over CurveZMQ take seconds) never holds up the workers'
+        // heartbeats, which the heartbeat timeout judges.
+        ctx.set_io_threads(2)
+            .map_err(socket_error("setting the IO threads"))?;
         let worker_socket = ctx
             .socket(zmq::ROUTER)
             .map_err(socket_error("making the worker port"))?;
+        worker_socket
+            .set_affinity(WORKER_IO_THREAD)
+            .map_err(socket_error("setting the worker port's IO thread"))?;
         let client_socket = ctx
             .socket(zmq::ROUTER)
             .map_err(socket_error("making the client port"))?;
+        client_socket
+            .set_affinity(OTHER_IO_THREAD)
+            .map_err(socket_error("setting the client port's IO thread"))?;
         for (s, hwm) in [
             (&worker_socket, config.worker_queue_max_messages),
             (&client_socket, config.client_queue_max_messages),
@@ -332,6 +347,8 @@ impl Scheduler {
                 return Ok(None);
             };
             let s = ctx.socket(zmq::ROUTER).map_err(socket_error(what))?;
+            s.set_affinity(OTHER_IO_THREAD)
+                .map_err(socket_error("setting a 2015 port's IO thread"))?;
             net::configure_bounded(
                 &s,
                 config.max_message_bytes,
