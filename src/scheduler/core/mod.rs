@@ -307,6 +307,15 @@ impl SchedulerCore {
         }
     }
 
+    /// The scheduler itself did not listen for `deaf_ms` before `now_ms` (one long batch kept
+    /// the runner from reading): the workers' messages of that time wait in the queues, so it
+    /// does not count against their heartbeats. Never moves a worker past `now_ms`. A worker
+    /// really gone is found that much later, and only across such stalls.
+    pub fn was_deaf(&mut self, now_ms: u64, deaf_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+        self.workers.credit_silence(deaf_ms, self.now_ms);
+    }
+
     /// Lets time pass: detects silent workers and clients, fails tasks no worker may run that
     /// waited too long.
     pub fn tick(&mut self, now_ms: u64) {

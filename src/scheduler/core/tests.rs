@@ -3530,3 +3530,22 @@ fn an_announcement_buys_no_more_than_the_largest_message_takes() {
     h.tick_at(3_000 + 5_000 + 1);
     assert!(h.core.status().workers.is_empty());
 }
+
+#[test]
+fn time_the_scheduler_was_deaf_does_not_count_against_its_workers() {
+    let mut h = Harness::new();
+    h.add_worker(1, 1);
+    // The core was busy 10 s on one huge request: the worker's heartbeats of that time still
+    // wait in the queues.
+    h.now = 10_000;
+    h.core.was_deaf(10_000, 9_000);
+    h.tick_at(10_000);
+    assert_eq!(h.core.status().workers.len(), 1);
+    // Only that time: silent for the timeout past it, the worker is lost.
+    assert_eq!(h.core.next_deadline(), Some(9_000 + 3_000 + 1));
+    // Never moved past now.
+    h.core.was_deaf(10_000, 60_000);
+    assert_eq!(h.core.next_deadline(), Some(10_000 + 3_000 + 1));
+    h.tick_at(13_001);
+    assert!(h.core.status().workers.is_empty());
+}

@@ -195,6 +195,18 @@ impl WorkerRegistry {
         }
     }
 
+    /// `deaf_ms` of silence did not count (the scheduler was not listening): every worker's
+    /// last sign of life moves that much later, to `now_ms` at most.
+    pub fn credit_silence(&mut self, deaf_ms: u64, now_ms: u64) {
+        for w in self.workers.values_mut() {
+            w.last_seen_ms = w
+                .last_seen_ms
+                .saturating_add(deaf_ms)
+                .min(now_ms)
+                .max(w.last_seen_ms);
+        }
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (WorkerId, &Worker)> {
         self.workers.iter().map(|(id, w)| (*id, w))
     }

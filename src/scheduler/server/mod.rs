@@ -760,6 +760,11 @@ impl std::fmt::Display for JournalFailed {
     }
 }
 
+/// A batch may keep the core loop from reading this long before the excess is taken off the
+/// workers' silence (`SchedulerCore::was_deaf`): ordinary batches never are, so under a steady
+/// load a worker really gone is found on time; only a long stall (one huge request) is.
+const DEAF_FREE_MS: u64 = 500;
+
 /// Runs the core until stopped (Ok) or until the journal fails (Err: nothing of that batch
 /// was sent).
 fn core_loop<J: JournalWrite>(
@@ -774,6 +779,8 @@ fn core_loop<J: JournalWrite>(
     let mut sessions = legacy::Sessions::default();
     let mut python_workers = LegacyWorkers::new(outs.legacy.bridges.clone());
     let mut legacy_pinged_ms = 0;
+    // How long the last batch kept the loop from reading, beyond `DEAF_FREE_MS`.
+    let mut deaf_ms = 0;
     loop {
         if stop.load(Ordering::SeqCst) {
             return Ok(());
@@ -797,6 +804,11 @@ fn core_loop<J: JournalWrite>(
             Err(RecvTimeoutError::Disconnected) => return Ok(()),
         };
         let now = clock.now_ms();
+        if deaf_ms > 0 {
+            // Before the workers' queued messages are read: a huge request (a million-task
+            // submit) kept the core busy for seconds, which is not their silence.
+            core.was_deaf(now, std::mem::take(&mut deaf_ms));
+        }
         // Before the batch: every request pinged is one the core has not answered yet (the
         // answers of the previous batch were taken below), so the core never fails it as
         // unknown.
@@ -897,6 +909,10 @@ fn core_loop<J: JournalWrite>(
         if to_clients {
             outs.client_waker.wake();
         }
+        deaf_ms = clock
+            .now_ms()
+            .saturating_sub(now)
+            .saturating_sub(DEAF_FREE_MS);
         if core.is_shut_down() {
             // An operator shut the cluster down: the socket threads send what this batch
             // queued (the workers' dismissals, the operator's answer) as they stop.
