@@ -167,6 +167,10 @@ fn from_worker_seeds() -> Seeds {
             header_and_values(&FromWorker::Heartbeat, &[]),
         ),
         (
+            "sending".into(),
+            header_and_values(&FromWorker::Sending { bytes: 250_000_000 }, &[]),
+        ),
+        (
             "goodbye".into(),
             header_and_values(&FromWorker::Goodbye, &[]),
         ),

@@ -24,12 +24,6 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The scheduler's flags for the tests moving values of 50 to 250 MB: a worker's heartbeats
-/// queue behind such a value on its one connection, and over CurveZMQ on a loaded machine it
-/// can take longer than the default 3 s heartbeat timeout to arrive; a worker taken for lost
-/// then loses its values, which is not what these tests are about.
-const BIG_VALUES: &[&str] = &["--heartbeat-timeout-ms", "30000"];
-
 const MB_100: i64 = 100_000_000;
 
 #[test]
@@ -38,7 +32,6 @@ fn a_worker_asked_for_600mb_past_its_300mb_limit_fails_what_does_not_fit_and_kee
     let mut cluster = TestCluster::options()
         .workers(1)
         .with_test_functions()
-        .scheduler_args(BIG_VALUES)
         .worker_args(&["--memory-limit", "300MB", "--no-spill"])
         .start();
     let client = cluster.client();
@@ -118,7 +111,6 @@ fn a_paused_worker_is_given_the_task_once_a_release_brings_it_under_the_pause_fr
     let cluster = TestCluster::options()
         .workers(1)
         .with_test_functions()
-        .scheduler_args(BIG_VALUES)
         .worker_args(&["--memory-limit", "300MB", "--no-spill"])
         .start();
     let client = Arc::new(cluster.client());

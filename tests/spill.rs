@@ -22,12 +22,6 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The scheduler's flags for the tests moving values of 50 to 250 MB: a worker's heartbeats
-/// queue behind such a value on its one connection, and over CurveZMQ on a loaded machine it
-/// can take longer than the default 3 s heartbeat timeout to arrive; a worker taken for lost
-/// then loses its values, which is not what these tests are about.
-const BIG_VALUES: &[&str] = &["--heartbeat-timeout-ms", "30000"];
-
 const MB_50: usize = 50_000_000;
 
 /// What the test function `pattern(nbytes, seed)` makes.
@@ -76,7 +70,6 @@ fn a_worker_limited_to_300mb_asked_for_600mb_spills_and_gives_every_value_back()
         .insecure()
         .with_nanny()
         .with_test_functions()
-        .scheduler_args(BIG_VALUES)
         .worker_args(&["--memory-limit", "300MB", "--spill-dir", "{dir}/spill"])
         .start();
     let client = cluster.client();
@@ -213,7 +206,6 @@ fn a_spill_disk_that_fails_is_logged_and_loses_nothing_in_memory() {
         .workers(1)
         .nthreads(1)
         .with_test_functions()
-        .scheduler_args(BIG_VALUES)
         .worker_args(&["--memory-limit", "300MB", "--spill-dir", "{dir}/spill"])
         .start();
     let client = cluster.client();
@@ -295,7 +287,6 @@ fn a_peer_fetches_a_spilled_value() {
         .workers(2)
         .nthreads(1)
         .with_test_functions()
-        .scheduler_args(BIG_VALUES)
         .worker_args(&[
             "--memory-limit",
             "300MB",

@@ -67,6 +67,7 @@ pub(super) fn io_loop(
                 unsent.failed(clock.now_ms(), &e);
             }
         }
+        state.sent(clock.now_ms());
     };
     loop {
         let timeout = state
@@ -116,6 +117,7 @@ pub(super) fn io_loop(
                 }
             }
         }
+        // At `now`, when the socket was last read: whatever arrived since is not counted yet.
         state.tick(now);
         for (request, progress) in state.take_progress() {
             let waiter = state.waiter(Awaited::Reply(request));

@@ -60,6 +60,10 @@ pub struct ClientState<W> {
     scheduler_timeout_ms: u64,
     pending: BTreeMap<Awaited, Pending<W>>,
     last_heard_ms: u64,
+    /// A request started the wait (nothing waited before it) and has not been handed to the
+    /// socket yet: its silence counts from `sent`, not from when it was asked (encoding a big
+    /// request takes time the scheduler cannot answer in).
+    wait_unsent: bool,
     last_ping_ms: u64,
     outgoing: Vec<(FromClient, Vec<Frame>)>,
     replies: Vec<(W, Reply)>,
@@ -83,6 +87,7 @@ impl<W> ClientState<W> {
             scheduler_timeout_ms,
             pending: BTreeMap::new(),
             last_heard_ms: now_ms,
+            wait_unsent: false,
             last_ping_ms: now_ms,
             outgoing: Vec::new(),
             replies: Vec::new(),
@@ -103,8 +108,10 @@ impl<W> ClientState<W> {
         timeout_ms: Option<u64>,
     ) {
         if self.pending.is_empty() {
-            // Silence while nothing was asked means nothing: start counting now.
+            // Silence while nothing was asked means nothing: start counting now (and again
+            // once it is sent: `sent`).
             self.last_heard_ms = now_ms;
+            self.wait_unsent = true;
         }
         self.pending.insert(
             request,
@@ -264,6 +271,17 @@ impl<W> ClientState<W> {
         std::mem::take(&mut self.outgoing)
     }
 
+    /// The messages taken by `take_outgoing` were handed to the socket at `now_ms`. If one of
+    /// them started the wait, the scheduler's silence counts from here: it could not answer a
+    /// request the client was still encoding. Only that first request moves the count, so a
+    /// client sending request after request to a scheduler that is gone still finds it gone.
+    pub fn sent(&mut self, now_ms: u64) {
+        if std::mem::take(&mut self.wait_unsent) {
+            self.last_heard_ms = self.last_heard_ms.max(now_ms);
+            self.last_ping_ms = self.last_ping_ms.max(now_ms);
+        }
+    }
+
     /// Replies for waiting calls.
     pub fn take_replies(&mut self) -> Vec<(W, Reply)> {
         std::mem::take(&mut self.replies)
@@ -318,6 +336,34 @@ mod tests {
 
     fn reply(request: u64) -> Awaited {
         Awaited::Reply(RequestId(request))
+    }
+
+    #[test]
+    fn silence_counts_from_when_the_first_request_was_sent_not_asked() {
+        let mut s = state();
+        s.request(0, reply(1), status(1), vec![], "a", None);
+        // Encoding the request took 900 ms: the scheduler could not answer meanwhile.
+        s.take_outgoing();
+        s.sent(900);
+        s.tick(1_800);
+        assert!(s.take_replies().is_empty());
+        // A second request sent while the first waits moves nothing: silence since 900 ms.
+        s.request(1_850, reply(2), status(2), vec![], "b", None);
+        s.take_outgoing();
+        s.sent(1_900);
+        s.tick(1_900);
+        assert!(s.take_replies().is_empty());
+        assert_eq!(s.next_deadline(), Some(900 + 1_000 + 1));
+        s.tick(1_901);
+        let lost: Vec<_> = s.take_replies();
+        assert_eq!(lost.len(), 2);
+        assert!(lost.iter().all(|(_, r)| matches!(
+            r,
+            Err(ClientError::SchedulerLost {
+                silent_ms: 1_001,
+                ..
+            })
+        )));
     }
 
     #[test]

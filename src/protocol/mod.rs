@@ -24,7 +24,7 @@ pub use events::{
 pub use ids::{ClientRole, ConnectionId, RequestId, WorkerAddress, WorkerName, WorkerSelector};
 
 /// Checked at registration (workers) and at hello (clients).
-pub const PROTOCOL_VERSION: u8 = 6;
+pub const PROTOCOL_VERSION: u8 = 7;
 
 /// First bytes of every native header frame. Legacy (2015) messages start with a pickle
 /// opcode (0x80), so the two are told apart by their first byte.
@@ -93,6 +93,13 @@ pub enum FromWorker {
     /// The worker's memory: sent when it pauses or resumes, and with a heartbeat when its
     /// figures or the values on disk changed (a worker with a memory limit or values on disk).
     Memory(MemoryReport),
+    /// Sent just before a message whose value frames make `bytes` (a big result, a value the
+    /// scheduler asked for): the heartbeats that follow wait behind it on the one connection,
+    /// so the scheduler waits that much longer for them (`CoreConfig::
+    /// transfer_min_bytes_per_s`) until the announced bytes have arrived.
+    Sending {
+        bytes: u64,
+    },
 }
 
 /// What a worker says of its memory (`FromWorker::Memory`). The scheduler believes the keys

@@ -19,6 +19,11 @@ use crate::protocol::{
     WorkerAddress,
 };
 
+/// Messages to the scheduler carrying at least this many bytes of values are announced
+/// (`FromWorker::Sending`): 1 MiB takes well under a heartbeat interval on any network, so
+/// smaller ones need no word, and the few big ones cost one small message more.
+pub const ANNOUNCE_BYTES: u64 = 1 << 20;
+
 /// Where the worker's messages go. Sending never blocks and never fails the caller: a message
 /// that cannot leave is logged (and, for fetches, noticed by the core's fetch timeout).
 pub trait Transport {
@@ -141,6 +146,18 @@ impl<T: Transport, Q: JobQueue> WorkerRuntime<T, Q> {
         self.transport.to_scheduler(msg, vec![]);
     }
 
+    /// Sends a message of the core to the scheduler; one whose values make at least
+    /// `ANNOUNCE_BYTES` is announced first (`FromWorker::Sending`), so the scheduler waits for
+    /// the heartbeats queued behind it as long as it takes to arrive.
+    fn send_to_scheduler(&mut self, msg: &FromWorker, frames: Vec<Frame>) {
+        let bytes: u64 = frames.iter().map(|f| f.len() as u64).sum();
+        if bytes >= ANNOUNCE_BYTES {
+            self.transport
+                .to_scheduler(&FromWorker::Sending { bytes }, vec![]);
+        }
+        self.transport.to_scheduler(msg, frames);
+    }
+
     /// Carries out the core's commands until it has nothing more to say; returns a reason if
     /// the worker must stop.
     pub fn run_commands(&mut self, now_ms: u64) -> Option<ShutdownReason> {
@@ -162,7 +179,7 @@ impl<T: Transport, Q: JobQueue> WorkerRuntime<T, Q> {
     fn command(&mut self, now_ms: u64, cmd: WorkerCommand) -> Option<ShutdownReason> {
         match cmd {
             WorkerCommand::ToScheduler { msg, frames } => {
-                self.transport.to_scheduler(&msg, frames);
+                self.send_to_scheduler(&msg, frames);
             }
             WorkerCommand::ReportFinished(mut done) => {
                 let mut frames = Vec::new();
@@ -174,8 +191,7 @@ impl<T: Transport, Q: JobQueue> WorkerRuntime<T, Q> {
                         }
                     }
                 }
-                self.transport
-                    .to_scheduler(&FromWorker::Finished(done), frames);
+                self.send_to_scheduler(&FromWorker::Finished(done), frames);
             }
             WorkerCommand::SendDataToScheduler { request, keys } => {
                 let (found, frames, missing) = self.load(keys);
@@ -184,7 +200,7 @@ impl<T: Transport, Q: JobQueue> WorkerRuntime<T, Q> {
                     found,
                     missing,
                 };
-                self.transport.to_scheduler(&msg, frames);
+                self.send_to_scheduler(&msg, frames);
             }
             WorkerCommand::SendDataToPeer {
                 peer,
@@ -428,6 +444,30 @@ mod tests {
             matches!(&sent[..], [(FromWorker::Finished(done), frames)]
                 if done.len() == 1 && done[0].has_value && frames == &vec![frame.clone()]),
             "{sent:?}"
+        );
+    }
+
+    #[test]
+    fn a_big_result_is_announced_before_it_is_sent() {
+        let mut rt = runtime();
+        compute(&mut rt, "x", encode_plain(&Expr::Lit(Value::from(5))));
+        let job = rt.jobs_mut().0.pop().expect("the task went to the queue");
+        let frame = vec![7u8; ANNOUNCE_BYTES as usize];
+        rt.job_done(
+            2,
+            JobResult {
+                key: job.key,
+                result: Ok(frame.clone()),
+            },
+        );
+        assert_eq!(rt.run_commands(2), None);
+        let sent = std::mem::take(&mut rt.transport_mut().to_scheduler);
+        assert!(
+            matches!(&sent[..], [(FromWorker::Sending { bytes }, none), (FromWorker::Finished(done), frames)]
+                if *bytes == ANNOUNCE_BYTES && none.is_empty() && done.len() == 1
+                    && frames == &vec![frame.clone()]),
+            "{:?}",
+            sent.iter().map(|(m, _)| m).collect::<Vec<_>>()
         );
     }
 

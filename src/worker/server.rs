@@ -203,12 +203,23 @@ impl Worker {
         let scheduler = Endpoint::parse(&config.scheduler)?;
         let ctx = zmq::Context::new();
         let socket_error = |what| move |e| net::StartError::socket(what, e);
+        // Two ZeroMQ IO threads, the connection to the scheduler alone on the first: a big
+        // value going to or coming from a peer (seconds of CurveZMQ) never holds up the
+        // heartbeats the scheduler judges this worker by.
+        ctx.set_io_threads(2)
+            .map_err(socket_error("setting the IO threads"))?;
         let to_scheduler = ctx
             .socket(zmq::DEALER)
             .map_err(socket_error("making the scheduler socket"))?;
+        to_scheduler
+            .set_affinity(SCHEDULER_IO_THREAD)
+            .map_err(socket_error("setting the scheduler socket's IO thread"))?;
         let peers = ctx
             .socket(zmq::ROUTER)
             .map_err(socket_error("making the peer socket"))?;
+        peers
+            .set_affinity(PEERS_IO_THREAD)
+            .map_err(socket_error("setting the peer socket's IO thread"))?;
         let hwm = config.queue_max_messages;
         for s in [&to_scheduler, &peers] {
             net::configure_bounded(s, config.max_message_bytes, hwm)
@@ -398,11 +409,17 @@ struct ZmqTransport {
     security: Option<Access>,
 }
 
+/// The ZeroMQ IO thread (as an affinity mask) of the connection to the scheduler, and of the
+/// peer sockets.
+const SCHEDULER_IO_THREAD: u64 = 1;
+const PEERS_IO_THREAD: u64 = 2;
+
 impl ZmqTransport {
     fn peer_socket(&mut self, address: &WorkerAddress) -> Result<&zmq::Socket, String> {
         if !self.peer_sockets.contains_key(address) {
             Endpoint::parse(address.as_str()).map_err(|e| e.to_string())?;
             let s = self.ctx.socket(zmq::DEALER).map_err(|e| e.to_string())?;
+            s.set_affinity(PEERS_IO_THREAD).map_err(|e| e.to_string())?;
             net::configure_bounded(&s, self.max_message_bytes, self.queue_max_messages)
                 .map_err(|e| e.to_string())?;
             if let Some(access) = &self.security {

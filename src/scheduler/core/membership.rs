@@ -104,7 +104,9 @@ impl SchedulerCore {
         let silent: Vec<WorkerId> = self
             .workers
             .iter()
-            .filter(|(_, w)| w.last_seen_ms < sent)
+            // A worker whose announced values are still arriving cannot answer before they
+            // have: its heartbeat timeout, extended by their transfer time, judges it.
+            .filter(|(_, w)| w.last_seen_ms < sent && w.incoming_bytes == 0)
             .map(|(id, _)| id)
             .collect();
         for id in silent {

@@ -70,6 +70,13 @@ pub struct CoreConfig {
     /// this long are lost. This is how a killed worker is noticed well before the heartbeat
     /// timeout. Default 500 ms: a live worker answers a ping within a heartbeat interval.
     pub probe_timeout_ms: u64,
+    /// The slowest rate at which a worker's big values are expected to arrive. A worker
+    /// announces a big message before sending it (`FromWorker::Sending`); until those bytes
+    /// have arrived, its heartbeat timeout (and a probe) is extended by the time they take at
+    /// this rate, since its heartbeats queue behind them. Default 8 MiB/s: a 250 MB value gets
+    /// about 30 s more, far slower than CurveZMQ on a busy machine; a worker really gone in the
+    /// middle is found that much later (its nanny, if any, says so at once).
+    pub transfer_min_bytes_per_s: u64,
     /// A client silent this long (no request, no ping) is considered gone: its requests are
     /// cancelled and what it owned belongs to nobody (`zask-scheduler --client-timeout-ms`).
     /// Default 30 s: clients ping every 500 ms while they wait (`ClientConfig::
@@ -142,6 +149,7 @@ impl Default for CoreConfig {
         CoreConfig {
             heartbeat_timeout_ms: 3_000,
             probe_timeout_ms: 500,
+            transfer_min_bytes_per_s: 8 << 20,
             client_timeout_ms: 30_000,
             worker_queue_extra: 64,
             allowed_failures: 3,
@@ -299,6 +307,15 @@ impl SchedulerCore {
         }
     }
 
+    /// The scheduler itself did not listen for `deaf_ms` before `now_ms` (one long batch kept
+    /// the runner from reading): the workers' messages of that time wait in the queues, so it
+    /// does not count against their heartbeats. Never moves a worker past `now_ms`. A worker
+    /// really gone is found that much later, and only across such stalls.
+    pub fn was_deaf(&mut self, now_ms: u64, deaf_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+        self.workers.credit_silence(deaf_ms, self.now_ms);
+    }
+
     /// Lets time pass: detects silent workers and clients, fails tasks no worker may run that
     /// waited too long.
     pub fn tick(&mut self, now_ms: u64) {
@@ -322,7 +339,7 @@ impl SchedulerCore {
         let workers = self
             .workers
             .iter()
-            .map(|(_, w)| w.last_seen_ms + self.config.heartbeat_timeout_ms + 1)
+            .map(|(_, w)| self.silent_after_ms(w) + 1)
             .min();
         let retire = self
             .workers
@@ -369,7 +386,8 @@ impl SchedulerCore {
     fn handle_worker(&mut self, identity: ConnectionId, msg: FromWorker, frames: Vec<Frame>) {
         let id = self.workers.by_identity(&identity);
         if let Some(id) = id {
-            self.workers.heard_from(id, self.now_ms);
+            let bytes = frames.iter().map(|f| f.len() as u64).sum();
+            self.workers.heard_from(id, self.now_ms, bytes);
         }
         match (msg, id) {
             (FromWorker::Register(reg), _) => self.register_worker(identity, reg),
@@ -399,6 +417,10 @@ impl SchedulerCore {
             }
             (FromWorker::Heartbeat, Some(w)) => {
                 self.workers.push(w, ToWorker::HeartbeatAck, vec![])
+            }
+            (FromWorker::Sending { bytes }, Some(w)) => {
+                let max = self.config.max_message_bytes;
+                self.workers.announced(w, bytes, max)
             }
             (FromWorker::Finished(done), Some(w)) => self.tasks_finished(w, done, frames),
             (FromWorker::Erred(erred), Some(w)) => {

@@ -3477,3 +3477,75 @@ fn spilled_keys_are_believed_only_for_values_the_worker_holds() {
         .iter()
         .all(|w| w.memory.spilled_keys.is_empty()));
 }
+
+#[test]
+fn a_worker_sending_an_announced_big_value_is_not_lost_until_it_could_have_arrived() {
+    let mut h = Harness::with_config(CoreConfig {
+        worker_queue_extra: 1,
+        heartbeat_timeout_ms: 3_000,
+        // 1 KB/s: 10,000 bytes take 10 s.
+        transfer_min_bytes_per_s: 1_000,
+        ..CoreConfig::default()
+    });
+    h.add_worker(1, 1);
+    h.add_worker(2, 1);
+    h.now = 100;
+    h.worker_says(1, FromWorker::Sending { bytes: 10_000 }, vec![]);
+    // A probe (some connection dropped) spares the worker whose value is on its way: its
+    // answer waits behind it. Worker 2 does not answer and is lost.
+    h.step(Event::WorkerConnectionLost);
+    assert_eq!(h.take_worker_msgs(1), vec![ToWorker::Ping]);
+    h.take_worker_msgs(2);
+    h.tick_at(100 + 500);
+    assert_eq!(h.core.status().workers.len(), 1);
+    // The heartbeat timeout is extended by the transfer time, and only by it.
+    assert_eq!(h.core.next_deadline(), Some(100 + 3_000 + 10_000 + 1));
+    h.tick_at(100 + 3_000 + 10_000);
+    assert_eq!(h.core.status().workers.len(), 1);
+    // The value arrives (here with a heartbeat): the bytes are no longer on their way, and the
+    // usual timeout counts again from now.
+    h.worker_says(1, FromWorker::Heartbeat, vec![vec![0u8; 10_000]]);
+    h.take_worker_msgs(1);
+    assert_eq!(h.core.next_deadline(), Some(13_100 + 3_000 + 1));
+    h.tick_at(13_100 + 3_000 + 1);
+    assert!(
+        h.core.status().workers.is_empty(),
+        "silent past its timeout"
+    );
+}
+
+#[test]
+fn an_announcement_buys_no_more_than_the_largest_message_takes() {
+    let mut h = Harness::with_config(CoreConfig {
+        worker_queue_extra: 1,
+        heartbeat_timeout_ms: 3_000,
+        transfer_min_bytes_per_s: 1_000,
+        max_message_bytes: 5_000,
+        ..CoreConfig::default()
+    });
+    h.add_worker(1, 1);
+    h.worker_says(1, FromWorker::Sending { bytes: u64::MAX }, vec![]);
+    h.worker_says(1, FromWorker::Sending { bytes: 4_000 }, vec![]);
+    assert_eq!(h.core.next_deadline(), Some(3_000 + 5_000 + 1));
+    h.tick_at(3_000 + 5_000 + 1);
+    assert!(h.core.status().workers.is_empty());
+}
+
+#[test]
+fn time_the_scheduler_was_deaf_does_not_count_against_its_workers() {
+    let mut h = Harness::new();
+    h.add_worker(1, 1);
+    // The core was busy 10 s on one huge request: the worker's heartbeats of that time still
+    // wait in the queues.
+    h.now = 10_000;
+    h.core.was_deaf(10_000, 9_000);
+    h.tick_at(10_000);
+    assert_eq!(h.core.status().workers.len(), 1);
+    // Only that time: silent for the timeout past it, the worker is lost.
+    assert_eq!(h.core.next_deadline(), Some(9_000 + 3_000 + 1));
+    // Never moved past now.
+    h.core.was_deaf(10_000, 60_000);
+    assert_eq!(h.core.next_deadline(), Some(10_000 + 3_000 + 1));
+    h.tick_at(13_001);
+    assert!(h.core.status().workers.is_empty());
+}

@@ -10,20 +10,36 @@ use log::warn;
 
 use super::stories::StepKind;
 use super::tasks::{task_failure, TaskId, TaskState};
-use super::workers::Assignment;
+use super::workers::{Assignment, Worker};
 use super::{warn_or_info, SchedulerCore, WorkerId};
 use crate::protocol::{
     Departure, EventKind, LossCost, Reschedule, TaskError, TaskErrorKind, ToWorker, WorkerAddress,
 };
 
 impl SchedulerCore {
-    /// Workers silent for longer than the heartbeat timeout are lost.
+    /// How long the values a worker announced still take to arrive at the slowest expected
+    /// rate (`CoreConfig::transfer_min_bytes_per_s`): its heartbeats queue behind them.
+    pub(super) fn transfer_grace_ms(&self, w: &Worker) -> u64 {
+        let rate = self.config.transfer_min_bytes_per_s.max(1);
+        w.incoming_bytes.saturating_mul(1000) / rate
+    }
+
+    /// Until when a worker may stay silent: its heartbeat timeout after it was last heard
+    /// from, plus the time the values it announced take to arrive.
+    pub(super) fn silent_after_ms(&self, w: &Worker) -> u64 {
+        w.last_seen_ms
+            .saturating_add(self.config.heartbeat_timeout_ms)
+            .saturating_add(self.transfer_grace_ms(w))
+    }
+
+    /// Workers silent for longer than the heartbeat timeout (and the time their announced
+    /// values take to arrive) are lost.
     pub(super) fn drop_silent_workers(&mut self) {
         let timeout = self.config.heartbeat_timeout_ms;
         let silent: Vec<WorkerId> = self
             .workers
             .iter()
-            .filter(|(_, w)| self.now_ms.saturating_sub(w.last_seen_ms) > timeout)
+            .filter(|(_, w)| self.now_ms > self.silent_after_ms(w))
             .map(|(id, _)| id)
             .collect();
         for id in silent {

@@ -32,6 +32,9 @@ pub struct Worker {
     pub processing: HashMap<TaskId, Assignment>,
     pub nbytes: u64,
     pub last_seen_ms: u64,
+    /// Value bytes it announced (`FromWorker::Sending`) that have not arrived yet: its
+    /// heartbeats wait behind them, so its silence may last that much longer.
+    pub incoming_bytes: u64,
     /// Messages received from it so far (a ping is answered when this grows).
     pub messages_heard: u64,
     /// Messages not yet flushed, in order; consecutive Compute/Release messages are merged.
@@ -79,6 +82,7 @@ impl Worker {
             processing: HashMap::default(),
             nbytes: 0,
             last_seen_ms: now_ms,
+            incoming_bytes: 0,
             messages_heard: 0,
             outbox: Vec::new(),
             retiring: false,
@@ -136,11 +140,25 @@ impl WorkerRegistry {
         self.workers.get(&id)
     }
 
-    /// A message from worker `id` arrived at `now_ms`.
-    pub fn heard_from(&mut self, id: WorkerId, now_ms: u64) {
+    /// A message from worker `id` with `value_bytes` in its value frames arrived at `now_ms`:
+    /// those bytes are no longer on their way.
+    pub fn heard_from(&mut self, id: WorkerId, now_ms: u64, value_bytes: u64) {
         if let Some(w) = self.workers.get_mut(&id) {
             w.last_seen_ms = now_ms;
             w.messages_heard += 1;
+            w.incoming_bytes = w.incoming_bytes.saturating_sub(value_bytes);
+        }
+    }
+
+    /// Worker `id` is about to send `bytes` of values (`FromWorker::Sending`). Never more in
+    /// all than the largest message it may send: announcements cannot buy a worker unbounded
+    /// time.
+    pub fn announced(&mut self, id: WorkerId, bytes: u64, max_message_bytes: u64) {
+        if let Some(w) = self.workers.get_mut(&id) {
+            w.incoming_bytes = w
+                .incoming_bytes
+                .saturating_add(bytes)
+                .min(max_message_bytes);
         }
     }
 
@@ -174,6 +192,18 @@ impl WorkerRegistry {
             worker.nbytes = 0;
             worker.outbox.clear();
             worker.outbox.push((ToWorker::Reset, vec![]));
+        }
+    }
+
+    /// `deaf_ms` of silence did not count (the scheduler was not listening): every worker's
+    /// last sign of life moves that much later, to `now_ms` at most.
+    pub fn credit_silence(&mut self, deaf_ms: u64, now_ms: u64) {
+        for w in self.workers.values_mut() {
+            w.last_seen_ms = w
+                .last_seen_ms
+                .saturating_add(deaf_ms)
+                .min(now_ms)
+                .max(w.last_seen_ms);
         }
     }
 

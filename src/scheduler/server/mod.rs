@@ -264,18 +264,33 @@ pub struct Scheduler {
     dashboard: Option<Dashboard>,
 }
 
+/// The ZeroMQ IO thread (as an affinity mask) of the worker port, and of the client port.
+const WORKER_IO_THREAD: u64 = 1;
+const OTHER_IO_THREAD: u64 = 2;
+
 impl Scheduler {
     pub fn start(config: SchedulerConfig) -> Result<Scheduler, SchedulerStartError> {
         // A panic in one of the scheduler's threads ends the process (see `crate::fatal`).
         crate::fatal::install();
         let ctx = zmq::Context::new();
         let socket_error = |what| move |e| StartError::socket(what, e);
+        // Two ZeroMQ IO threads, the worker port alone on the first: encrypting a big value
+        // for a client (hundreds of MB over CurveZMQ take seconds) never holds up the workers'
+        // heartbeats, which the heartbeat timeout judges.
+        ctx.set_io_threads(2)
+            .map_err(socket_error("setting the IO threads"))?;
         let worker_socket = ctx
             .socket(zmq::ROUTER)
             .map_err(socket_error("making the worker port"))?;
+        worker_socket
+            .set_affinity(WORKER_IO_THREAD)
+            .map_err(socket_error("setting the worker port's IO thread"))?;
         let client_socket = ctx
             .socket(zmq::ROUTER)
             .map_err(socket_error("making the client port"))?;
+        client_socket
+            .set_affinity(OTHER_IO_THREAD)
+            .map_err(socket_error("setting the client port's IO thread"))?;
         for (s, hwm) in [
             (&worker_socket, config.worker_queue_max_messages),
             (&client_socket, config.client_queue_max_messages),
@@ -332,6 +347,8 @@ impl Scheduler {
                 return Ok(None);
             };
             let s = ctx.socket(zmq::ROUTER).map_err(socket_error(what))?;
+            s.set_affinity(OTHER_IO_THREAD)
+                .map_err(socket_error("setting a 2015 port's IO thread"))?;
             net::configure_bounded(
                 &s,
                 config.max_message_bytes,
@@ -743,6 +760,11 @@ impl std::fmt::Display for JournalFailed {
     }
 }
 
+/// A batch may keep the core loop from reading this long before the excess is taken off the
+/// workers' silence (`SchedulerCore::was_deaf`): ordinary batches never are, so under a steady
+/// load a worker really gone is found on time; only a long stall (one huge request) is.
+const DEAF_FREE_MS: u64 = 500;
+
 /// Runs the core until stopped (Ok) or until the journal fails (Err: nothing of that batch
 /// was sent).
 fn core_loop<J: JournalWrite>(
@@ -757,6 +779,8 @@ fn core_loop<J: JournalWrite>(
     let mut sessions = legacy::Sessions::default();
     let mut python_workers = LegacyWorkers::new(outs.legacy.bridges.clone());
     let mut legacy_pinged_ms = 0;
+    // How long the last batch kept the loop from reading, beyond `DEAF_FREE_MS`.
+    let mut deaf_ms = 0;
     loop {
         if stop.load(Ordering::SeqCst) {
             return Ok(());
@@ -780,6 +804,11 @@ fn core_loop<J: JournalWrite>(
             Err(RecvTimeoutError::Disconnected) => return Ok(()),
         };
         let now = clock.now_ms();
+        if deaf_ms > 0 {
+            // Before the workers' queued messages are read: a huge request (a million-task
+            // submit) kept the core busy for seconds, which is not their silence.
+            core.was_deaf(now, std::mem::take(&mut deaf_ms));
+        }
         // Before the batch: every request pinged is one the core has not answered yet (the
         // answers of the previous batch were taken below), so the core never fails it as
         // unknown.
@@ -880,6 +909,10 @@ fn core_loop<J: JournalWrite>(
         if to_clients {
             outs.client_waker.wake();
         }
+        deaf_ms = clock
+            .now_ms()
+            .saturating_sub(now)
+            .saturating_sub(DEAF_FREE_MS);
         if core.is_shut_down() {
             // An operator shut the cluster down: the socket threads send what this batch
             // queued (the workers' dismissals, the operator's answer) as they stop.

@@ -145,8 +145,12 @@ pub(super) fn socket_loop<M: serde::Serialize>(
                 };
                 let reply = match decode(peer, frames) {
                     Decoded::Event(e) => {
+                        // A ping is answered here, at once, as well as by the core (which
+                        // checks its list of pending requests): a scheduler busy on a big
+                        // request does not look dead to its clients (see `pong_now`).
+                        let pong = pong_now(&e);
                         hand_over(&events, &mut backlog, Input::Core(e));
-                        None
+                        pong
                     }
                     Decoded::Legacy(r) => {
                         hand_over(&events, &mut backlog, Input::Legacy(r));
@@ -311,6 +315,22 @@ fn client_request(msg: &FromClient) -> Option<RequestId> {
     }
 }
 
+/// The answer the socket thread gives a client's ping itself: the client's proof that the
+/// scheduler process is alive while its core is busy (one Submit of a million tasks takes the
+/// core seconds, longer than a client waits for a sign of life). The process answers only
+/// while it runs: a scheduler killed or stopped (SIGKILL, SIGSTOP) answers nothing and is
+/// found gone as before. The core's own `Pong` follows when it gets to the ping; the client
+/// takes either as a sign of life and ignores the rest.
+fn pong_now(event: &Event) -> Option<Frame> {
+    match event {
+        Event::FromClient {
+            msg: FromClient::Ping { .. },
+            ..
+        } => Some(encode(&ToClient::Pong)),
+        _ => None,
+    }
+}
+
 /// Hands an event to the core, or keeps it (and stops reading) if the core's queue is full.
 fn hand_over(
     events: &Sender<Input>,
@@ -468,6 +488,29 @@ pub(super) fn decode_client(peer: Peer, frames: Vec<Frame>) -> Decoded {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ping_is_answered_by_the_socket_thread_and_nothing_else_is() {
+        let ping = Event::FromClient {
+            role: ClientRole::Client,
+            identity: ConnectionId::from(b"c".to_vec()),
+            msg: FromClient::Ping {
+                pending: vec![RequestId(1)],
+            },
+            frames: vec![],
+        };
+        let pong = pong_now(&ping).expect("a ping is answered");
+        assert_eq!(decode::<ToClient>(&pong).unwrap(), ToClient::Pong);
+        let status = Event::FromClient {
+            role: ClientRole::Client,
+            identity: ConnectionId::from(b"c".to_vec()),
+            msg: FromClient::Status {
+                request: RequestId(2),
+            },
+            frames: vec![],
+        };
+        assert!(pong_now(&status).is_none());
+    }
 
     #[test]
     fn only_the_operators_key_gets_the_operator_role() {
