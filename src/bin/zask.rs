@@ -428,7 +428,9 @@ fn main() {
             keys,
         } => {
             let spec = match keys_json {
-                Some(text) => shell::key_spec_from_json(&text).unwrap_or_else(|e| usage(&e)),
+                Some(text) => {
+                    shell::key_spec_from_json(&text).unwrap_or_else(|e| usage(&e.to_string()))
+                }
                 None => shell::positional_spec(&keys),
             };
             let dsk = read_graph(&graph);
@@ -451,7 +453,7 @@ fn main() {
         Command::Shell(command) => match shell::run(command, &security) {
             Ok(Some(out)) => println!("{out}"),
             Ok(None) => {}
-            Err(e) => fail(&e),
+            Err(e) => fail(&e.to_string()),
         },
         Command::Collection { action } => collection_command(action, &security),
         Command::Status { scheduler } => {

@@ -185,31 +185,52 @@ pub fn worker_selector(text: &str) -> WorkerSelector {
 /// written `{"key": ["x", 1]}`, as a reference to it is in a graph. So
 /// `[["a"], [{"key": ["x", 1]}, 5]]` asks for `[[a], [("x", 1), 5]]` and gets the values in
 /// that shape.
-pub fn key_spec_from_json(text: &str) -> Result<KeySpec, String> {
-    let json: Json =
-        serde_json::from_str(text).map_err(|e| format!("--keys-json: invalid JSON: {e}"))?;
-    fn spec(json: &Json) -> Result<KeySpec, String> {
+pub fn key_spec_from_json(text: &str) -> Result<KeySpec, KeysJsonError> {
+    let json: Json = serde_json::from_str(text).map_err(KeysJsonError::InvalidJson)?;
+    fn spec(json: &Json) -> Result<KeySpec, KeysJsonError> {
         match json {
             Json::Array(items) => Ok(KeySpec::Many(
                 items.iter().map(spec).collect::<Result<_, _>>()?,
             )),
-            Json::Object(fields) => match fields.get("key") {
-                Some(k) if fields.len() == 1 => key_from_json(k)
+            Json::Object(fields) if fields.len() == 1 && fields.contains_key("key") => {
+                key_from_json(&fields["key"])
                     .map(KeySpec::One)
-                    .map_err(|e| format!("--keys-json: {e}")),
-                _ => Err(format!(
-                    "--keys-json: {json} is not a key: write a tuple key as {{\"key\": [...]}}"
-                )),
-            },
+                    .map_err(KeysJsonError::BadKey)
+            }
             Json::String(_) | Json::Number(_) => key_from_json(json)
                 .map(KeySpec::One)
-                .map_err(|e| format!("--keys-json: {e}")),
-            other => Err(format!(
-                "--keys-json: {other} is not a key (a string, an integer or {{\"key\": [...]}})"
-            )),
+                .map_err(KeysJsonError::BadKey),
+            other => Err(KeysJsonError::NotAKey(other.clone())),
         }
     }
     spec(&json)
+}
+
+/// Why `--keys-json` was refused (a usage error: the command line must change).
+#[derive(Debug)]
+pub enum KeysJsonError {
+    InvalidJson(serde_json::Error),
+    /// A key the graph format refuses (a float, a nested object in a tuple key...).
+    BadKey(zask::graph::json::JsonGraphError),
+    /// Neither a list, a key, nor `{"key": [...]}`.
+    NotAKey(Json),
+}
+
+impl std::fmt::Display for KeysJsonError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeysJsonError::InvalidJson(e) => write!(f, "--keys-json: invalid JSON: {e}"),
+            KeysJsonError::BadKey(e) => write!(f, "--keys-json: {e}"),
+            KeysJsonError::NotAKey(json @ Json::Object(_)) => write!(
+                f,
+                "--keys-json: {json} is not a key: write a tuple key as {{\"key\": [...]}}"
+            ),
+            KeysJsonError::NotAKey(other) => write!(
+                f,
+                "--keys-json: {other} is not a key (a string, an integer or {{\"key\": [...]}})"
+            ),
+        }
+    }
 }
 
 /// The positional keys of `get` and `gather`: one key is asked alone (its value printed
@@ -264,14 +285,14 @@ fn keys_json(keys: &[Key]) -> Json {
 }
 
 /// Runs one subcommand; returns what to print on stdout (None: nothing).
-pub fn run(command: ShellCommand, security: &ClientSecurity) -> Result<Option<Json>, String> {
-    let err = |e: zask::ClientError| e.to_string();
+pub fn run(
+    command: ShellCommand,
+    security: &ClientSecurity,
+) -> Result<Option<Json>, zask::ClientError> {
     match command {
         ShellCommand::Scatter { at, json, pairs } => {
             let data = scatter_data(json.as_deref(), &pairs).unwrap_or_else(|e| super::usage(&e));
-            let keys = connect(&at.scheduler, security)
-                .scatter(data)
-                .map_err(err)?;
+            let keys = connect(&at.scheduler, security).scatter(data)?;
             Ok(Some(keys_json(&keys)))
         }
         ShellCommand::Gather {
@@ -280,31 +301,27 @@ pub fn run(command: ShellCommand, security: &ClientSecurity) -> Result<Option<Js
             keys,
         } => {
             let spec = match keys_json {
-                Some(text) => key_spec_from_json(&text).unwrap_or_else(|e| super::usage(&e)),
+                Some(text) => {
+                    key_spec_from_json(&text).unwrap_or_else(|e| super::usage(&e.to_string()))
+                }
                 None => positional_spec(&keys),
             };
-            let value = connect(&at.scheduler, security).gather(spec).map_err(err)?;
+            let value = connect(&at.scheduler, security).gather(spec)?;
             Ok(Some(value_to_json(&value)))
         }
         ShellCommand::Release { at, keys } => {
             let keys: Vec<Key> = keys.iter().map(|k| parse_key_arg(k)).collect();
-            connect(&at.scheduler, security)
-                .release(keys)
-                .map_err(err)?;
+            connect(&at.scheduler, security).release(keys)?;
             Ok(None)
         }
         ShellCommand::Replicate { at, n, keys } => {
             let keys: Vec<Key> = keys.iter().map(|k| parse_key_arg(k)).collect();
-            connect(&at.scheduler, security)
-                .replicate(keys, n)
-                .map_err(err)?;
+            connect(&at.scheduler, security).replicate(keys, n)?;
             Ok(None)
         }
         ShellCommand::Persist { at, graph, keys } => {
             let collection = collection(&graph, &keys);
-            let persisted = connect(&at.scheduler, security)
-                .persist(&collection)
-                .map_err(err)?;
+            let persisted = connect(&at.scheduler, security).persist(&collection)?;
             Ok(Some(keys_json(&persisted.keys)))
         }
         ShellCommand::Publish {
@@ -315,39 +332,33 @@ pub fn run(command: ShellCommand, security: &ClientSecurity) -> Result<Option<Js
         } => {
             let collection = collection(&graph, &keys);
             let client = connect(&at.scheduler, security);
-            let persisted = client.persist(&collection).map_err(err)?;
-            client.publish(&name, &persisted).map_err(err)?;
+            let persisted = client.persist(&collection)?;
+            client.publish(&name, &persisted)?;
             Ok(None)
         }
         ShellCommand::Datasets { at } => {
-            let names = connect(&at.scheduler, security)
-                .list_datasets()
-                .map_err(err)?;
+            let names = connect(&at.scheduler, security).list_datasets()?;
             Ok(Some(json!(names)))
         }
         ShellCommand::Unpublish { at, name } => {
-            connect(&at.scheduler, security)
-                .unpublish(&name)
-                .map_err(err)?;
+            connect(&at.scheduler, security).unpublish(&name)?;
             Ok(None)
         }
         ShellCommand::Workers { at } => {
-            let workers = connect(&at.scheduler, security).workers().map_err(err)?;
+            let workers = connect(&at.scheduler, security).workers()?;
             Ok(Some(Json::Array(workers.iter().map(worker_json).collect())))
         }
         ShellCommand::Restart { at } => {
-            connect(&at.scheduler, security).restart().map_err(err)?;
+            connect(&at.scheduler, security).restart()?;
             Ok(None)
         }
         ShellCommand::Retire { at, workers } => {
             let selectors = workers.iter().map(|w| worker_selector(w)).collect();
-            let retired = connect(&at.scheduler, security)
-                .retire_workers(selectors)
-                .map_err(err)?;
+            let retired = connect(&at.scheduler, security).retire_workers(selectors)?;
             Ok(Some(json!(retired)))
         }
         ShellCommand::Shutdown { at } => {
-            connect(&at.scheduler, security).shutdown().map_err(err)?;
+            connect(&at.scheduler, security).shutdown()?;
             Ok(None)
         }
     }
