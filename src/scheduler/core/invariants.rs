@@ -14,6 +14,7 @@ pub(super) fn check(core: &SchedulerCore) -> Result<(), InvariantViolation> {
     tasks.check()?;
     core.workers.check()?;
     core.membership.check()?;
+    core.flaky.check()?;
     core.computations.check(&exists)?;
     core.progress.check()?;
     core.replication.check(&exists)?;

@@ -125,6 +125,7 @@ impl SchedulerCore {
             self.replication.copy_done(t, w);
             self.fetched_copies(w, &f.fetched);
             self.finished_at(w, t, f, value);
+            self.guard_result(t, w);
         }
         if self.replication.has_requests() {
             self.check_replications();

@@ -53,6 +53,11 @@ impl Membership {
         self.dead_tokens.insert(token, until_ms);
     }
 
+    /// The nanny connection that claimed `token`, if one did.
+    pub(super) fn nanny_claim(&self, token: u64) -> Option<&ConnectionId> {
+        self.nanny_claims.get(&token)
+    }
+
     /// The earliest of the probe's and the held registrations' deadlines.
     pub(super) fn next_deadline(&self) -> Option<u64> {
         let probe = self.probe.map(|(_, deadline)| deadline);

@@ -16,6 +16,7 @@ mod clients;
 mod collections;
 mod computations;
 mod events;
+mod flaky;
 mod graphs;
 mod invariants;
 mod lifecycle;
@@ -142,6 +143,13 @@ pub struct CoreConfig {
     /// How many recent cluster events (`zask events`) are kept. Default 1,000: hours of
     /// joins, losses and retirements, a few hundred KB.
     pub events_max: usize,
+    /// A worker identity (its nanny, else its name: what survives a restart) whose worker
+    /// died unexpectedly within this long is *flaky*: a result finishing on it that waiting
+    /// tasks still need is copied at once to a stable worker, so its next death loses
+    /// nothing still needed. 0 turns this off. Default 10 s: a worker killed every few
+    /// seconds (a spot instance, a memory-hungry task under a nanny) keeps copying; one
+    /// that died once long ago does not. While nobody died, nothing is copied.
+    pub flaky_window_ms: u64,
 }
 
 impl Default for CoreConfig {
@@ -166,6 +174,7 @@ impl Default for CoreConfig {
             logs_timeout_ms: 2_000,
             story_keys_max: 16_384,
             events_max: 1_000,
+            flaky_window_ms: 10_000,
         }
     }
 }
@@ -248,6 +257,8 @@ pub struct SchedulerCore {
     events: events::Events,
     /// The recorded transitions of recent keys.
     stories: stories::Stories,
+    /// Worker identities that died recently, whose results are copied to stable workers.
+    flaky: flaky::Flaky,
     outbox: outbox::Outbox,
     now_ms: u64,
     /// A worker was lost or scheduling is needed: run `schedule` before flushing.
@@ -278,6 +289,7 @@ impl SchedulerCore {
             dismissals: Default::default(),
             scaling: Default::default(),
             metrics: Default::default(),
+            flaky: Default::default(),
             now_ms: 0,
             needs_scheduling: false,
         }

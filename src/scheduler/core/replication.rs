@@ -160,20 +160,34 @@ impl SchedulerCore {
     /// Asks workers without a copy of `t` (and not retiring) to fetch one, until `want` copies
     /// exist or are on their way.
     pub(super) fn copy_until(&mut self, t: TaskId, want: usize) {
+        self.copy_until_on(t, want, |_| true);
+    }
+
+    /// As `copy_until`, asking only workers `eligible` accepts (the least loaded first).
+    /// Returns whether a copy was asked for.
+    pub(super) fn copy_until_on(
+        &mut self,
+        t: TaskId,
+        want: usize,
+        eligible: impl Fn(WorkerId) -> bool,
+    ) -> bool {
         let task = self.tasks.get(t);
         if task.state != TaskState::Memory {
-            return;
+            return false;
         }
         let in_flight = self.replication.in_flight(t);
         let have = task.who_has.len() + in_flight;
         if have >= want {
-            return;
+            return false;
         }
         let mut candidates: Vec<(u64, WorkerId)> = self
             .workers
             .iter()
             .filter(|(id, w)| {
-                !w.retiring && !task.who_has.contains(id) && !self.replication.is_copying(t, *id)
+                !w.retiring
+                    && eligible(*id)
+                    && !task.who_has.contains(id)
+                    && !self.replication.is_copying(t, *id)
             })
             .map(|(id, w)| (w.nbytes, id))
             .collect();
@@ -187,6 +201,7 @@ impl SchedulerCore {
         // A copy is a task that evaluates to its own key, fetched from a holder: the worker's
         // ordinary fetch-then-report path, and the report adds the new holder.
         let spec = crate::protocol::codec::encode_plain(&crate::graph::Expr::Ref(key.clone()));
+        let asked = !candidates.is_empty();
         for (_, w) in candidates.into_iter().take(want - have) {
             self.replication.copying.entry(t).or_default().push(w);
             let ct = crate::protocol::ComputeTask {
@@ -197,6 +212,7 @@ impl SchedulerCore {
             };
             self.workers.push_compute(w, ct);
         }
+        asked
     }
 
     /// Answers the `replicate` requests whose copies exist, or whose values are gone (released,

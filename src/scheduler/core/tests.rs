@@ -18,6 +18,9 @@ use rustc_hash::FxHashMap as HashMap;
 /// Stories and cluster events (their own file, driving the same harness).
 mod stories;
 
+/// Flaky workers and their early copies (their own file, driving the same harness).
+mod flaky;
+
 struct Harness {
     core: SchedulerCore,
     now: u64,

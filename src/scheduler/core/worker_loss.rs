@@ -69,6 +69,10 @@ impl SchedulerCore {
             return;
         };
         let unexpected = why.unexpected();
+        if unexpected {
+            // Its identity (nanny, name) is flaky for a while: what it finishes is copied.
+            self.note_death(&worker);
+        }
         let address = worker.address.clone();
         self.metrics.worker_removed(unexpected);
         let activations_before = self.events.activations();
