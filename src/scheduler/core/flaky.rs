@@ -123,8 +123,8 @@ impl SchedulerCore {
     }
 
     /// Task `t` finished on worker `w`: if `w` is flaky, no stable worker holds the result
-    /// and waiting tasks still need it, a stable worker (not flaky, not retiring) is asked
-    /// to copy it now, so the next death of `w` does not send it back to its lineage.
+    /// and waiting tasks still need it, a stable worker (not flaky, not retiring, not paused
+    /// for memory) is asked to copy it now, so the next death of `w` does not send it back to its lineage.
     pub(super) fn guard_result(&mut self, t: TaskId, w: WorkerId) {
         if self.flaky.is_empty() || !self.tasks.exists(t) {
             return;
@@ -139,7 +139,7 @@ impl SchedulerCore {
         let stable: Vec<WorkerId> = self
             .workers
             .iter()
-            .filter(|(id, worker)| !worker.retiring && !self.is_flaky(*id))
+            .filter(|(id, worker)| !worker.retiring && !worker.memory.paused && !self.is_flaky(*id))
             .map(|(id, _)| id)
             .collect();
         if stable.is_empty() {

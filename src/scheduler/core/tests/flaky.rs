@@ -197,3 +197,24 @@ fn the_table_of_deaths_is_bounded_and_forgets_the_oldest_first() {
     assert!(flaky.is_flaky(&w(0), now + 1_000, 10));
     assert!(!flaky.is_flaky(&w(now - 1), now + 1_000, 10));
 }
+
+#[test]
+fn a_worker_paused_for_memory_is_not_asked_for_a_copy() {
+    let mut h = Harness::new();
+    let a = restarted_worker_runs_a(&mut h, false);
+    h.step(Event::FromWorker {
+        identity: worker_id(2),
+        msg: FromWorker::Memory(crate::protocol::MemoryReport {
+            paused: true,
+            memory_bytes: 1 << 30,
+            spilled_bytes: 0,
+            spilled: vec![],
+            unspilled: vec![],
+        }),
+        frames: vec![],
+    });
+    h.finish(3, &a, Value::from(2));
+    let on2 = h.take_computes(2);
+    assert!(on2.iter().all(|c| !is_copy_of(c, "a")), "{on2:?}");
+    assert_eq!(h.core.flaky.copies(), 0);
+}
