@@ -1,5 +1,7 @@
 //! The executor: a pool of threads that evaluate task expressions with registered functions.
-//! A panic or an `Err` in a task becomes that task's error; the thread lives on.
+//! A panic or an `Err` in a task becomes that task's error; the thread lives on. A task made
+//! only of cheap calls (`Registry::mark_cheap`) on small values may instead run on the
+//! calling thread (`Executor::run_inline`): two thread hand-offs cost more than it does.
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -24,6 +26,26 @@ pub struct Job {
 pub struct JobResult {
     pub key: Key,
     pub result: Result<Frame, TaskError>,
+}
+
+/// The most encoded bytes (spec plus inputs) of a task run on the worker's IO thread. Cheap
+/// functions are at most linear in their arguments, so a task this small takes microseconds
+/// there; anything bigger goes to the pool, which keeps the IO thread free for heartbeats
+/// and peers.
+pub const INLINE_BYTES_MAX: usize = 16 * 1024;
+
+/// Whether every call in `expr` is to a function the registry marks cheap. The higher-order
+/// built-ins (`map`, `filter`, `fold`) never are: their cost grows with what they apply.
+pub fn is_cheap(expr: &Expr, registry: &Registry) -> bool {
+    match expr {
+        Expr::Lit(_) | Expr::Ref(_) => true,
+        Expr::List(items) => items.iter().all(|e| is_cheap(e, registry)),
+        Expr::Call(name, args) => {
+            !higher_order::NAMES.contains(&name.as_str())
+                && registry.is_cheap(name)
+                && args.iter().all(|e| is_cheap(e, registry))
+        }
+    }
 }
 
 /// Evaluates an expression: literals as they are, references from `inputs`, lists element by
@@ -275,6 +297,8 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 pub struct Executor {
     jobs: Option<Sender<Job>>,
     threads: Vec<JoinHandle<()>>,
+    /// For the jobs run on the caller's thread (`run_inline`).
+    registry: Registry,
 }
 
 impl Executor {
@@ -318,7 +342,25 @@ impl Executor {
         Executor {
             jobs: Some(tx),
             threads,
+            registry,
         }
+    }
+
+    /// Runs `job` on the calling thread and returns its result if it is cheap: `bytes`, its
+    /// spec and inputs encoded, at most `INLINE_BYTES_MAX`, and every call cheap
+    /// (`is_cheap`); otherwise gives it back untouched, for `submit`.
+    // The error is the job itself, given back (moved, not copied): no boxing wanted.
+    #[allow(clippy::result_large_err)]
+    pub fn run_inline(&self, job: Job, bytes: usize) -> Result<JobResult, Job> {
+        if bytes > INLINE_BYTES_MAX || !is_cheap(&job.expr, &self.registry) {
+            return Err(job);
+        }
+        let result =
+            evaluate_owned(&job.expr, job.inputs, &self.registry).map(|v| encode_value(&v));
+        Ok(JobResult {
+            key: job.key,
+            result,
+        })
     }
 
     pub fn submit(&self, job: Job) {
@@ -518,6 +560,67 @@ mod tests {
         let err = evaluate(&expr, &HashMap::new(), &reg).unwrap_err();
         assert_eq!(err.kind, TaskErrorKind::Panicked);
         assert_eq!(err.message, "map(boom): element 0: boom: kaboom");
+    }
+
+    fn inline_pool() -> Executor {
+        let (done, _) = crossbeam_channel::unbounded();
+        let mut reg = Registry::with_builtins();
+        reg.register("mine", |x: i64| x);
+        Executor::start(1, reg, done, || {})
+    }
+
+    fn job(expr: Expr, inputs: HashMap<Key, Value>) -> Job {
+        Job {
+            key: "k".into(),
+            expr,
+            inputs,
+        }
+    }
+
+    #[test]
+    fn cheap_tasks_on_small_values_run_inline_and_the_rest_are_given_back() {
+        let pool = inline_pool();
+        let inc = Expr::Call("inc".into(), vec![Expr::Ref("x".into())]);
+        let inputs = HashMap::from([(Key::from("x"), Value::from(41))]);
+        let r = pool.run_inline(job(inc.clone(), inputs.clone()), 10).ok();
+        let r = r.expect("inc on a small int runs inline");
+        assert_eq!(r.key, Key::from("k"));
+        assert_eq!(r.result, Ok(encode_value(&Value::from(42))));
+        // Errors of a cheap function are the task's, as in the pool.
+        let div = Expr::Call("div".into(), vec![lit(1), lit(0)]);
+        let r = pool
+            .run_inline(job(div, HashMap::new()), 10)
+            .ok()
+            .expect("inline");
+        assert_eq!(r.result.unwrap_err().kind, TaskErrorKind::Failed);
+        // Too many bytes, an unmarked function (a user's, a sleep), a higher-order built-in
+        // or an unmarked call nested in a cheap one: back to the caller, for the pool.
+        assert!(pool
+            .run_inline(job(inc, inputs), INLINE_BYTES_MAX + 1)
+            .is_err());
+        for expr in [
+            Expr::Call("mine".into(), vec![lit(1)]),
+            Expr::Call("sleep".into(), vec![lit(0)]),
+            Expr::Call("map".into(), vec![lit("inc"), lit(vec![1])]),
+            Expr::Call("inc".into(), vec![Expr::Call("sleep".into(), vec![lit(0)])]),
+            Expr::List(vec![Expr::Call("nope".into(), vec![])]),
+        ] {
+            let given_back = pool.run_inline(job(expr.clone(), HashMap::new()), 10);
+            assert!(given_back.is_err(), "{expr:?} ran inline");
+        }
+    }
+
+    #[test]
+    fn a_cheap_function_registered_again_is_no_longer_cheap() {
+        let mut reg = Registry::with_builtins();
+        let inc = Expr::Call("inc".into(), vec![lit(1)]);
+        assert!(is_cheap(&inc, &reg));
+        reg.register("inc", |x: i64| x + 1);
+        assert!(!is_cheap(&inc, &reg));
+        reg.mark_cheap("inc");
+        assert!(is_cheap(&inc, &reg));
+        reg.mark_cheap("unknown");
+        assert!(!reg.is_cheap("unknown"));
     }
 
     #[test]

@@ -15,8 +15,8 @@ use super::executor::{Job, JobResult};
 use crate::graph::{Expr, Key};
 use crate::protocol::codec::{decode_plain, decode_value_owned, encode_value};
 use crate::protocol::{
-    ConnectionId, Frame, FromWorker, PeerReply, PeerRequest, TaskError, TaskErrorKind,
-    WorkerAddress,
+    ConnectionId, FinishedTask, Frame, FromWorker, PeerReply, PeerRequest, TaskError,
+    TaskErrorKind, WorkerAddress,
 };
 
 /// Messages to the scheduler carrying at least this many bytes of values are announced
@@ -39,13 +39,31 @@ pub trait Transport {
 /// `WorkerRuntime::job_done`.
 pub trait JobQueue {
     fn submit(&mut self, job: Job);
+
+    /// Runs `job` on the calling thread if that costs less than handing it over (`bytes`:
+    /// its spec and inputs, encoded) and returns its result; else gives it back for
+    /// `submit`. By default never.
+    // The error is the job itself, given back (moved, not copied): no boxing wanted.
+    #[allow(clippy::result_large_err)]
+    fn run_inline(&mut self, job: Job, bytes: usize) -> Result<JobResult, Job> {
+        let _ = bytes;
+        Err(job)
+    }
 }
 
 impl JobQueue for super::executor::Executor {
     fn submit(&mut self, job: Job) {
         super::executor::Executor::submit(self, job)
     }
+
+    fn run_inline(&mut self, job: Job, bytes: usize) -> Result<JobResult, Job> {
+        super::executor::Executor::run_inline(self, job, bytes)
+    }
 }
+
+/// The most tasks one `run_commands` runs on the calling thread; the rest of a long run of
+/// cheap tasks goes to the pool, so the IO thread polls its sockets again soon.
+pub const INLINE_TASKS_MAX: usize = 256;
 
 /// The worker core with its store and the ends of its transport and job queue.
 pub struct WorkerRuntime<T, Q> {
@@ -55,6 +73,19 @@ pub struct WorkerRuntime<T, Q> {
     jobs: Q,
     /// A "zero worker": every task is done at once with a null result, without running it.
     zero: bool,
+    /// Finished tasks not reported yet, with their values' frames: consecutive reports are
+    /// merged while the tasks after them run on this thread (inline or zero), and sent before
+    /// anything else goes to the scheduler, before a job goes to the pool and when
+    /// `run_commands` ends. A job in the pool could end the process; a task run here cannot.
+    report: Option<(Vec<FinishedTask>, Vec<Frame>)>,
+    /// Jobs for the pool from the batch of commands being carried out: they go to the pool
+    /// when the batch is done, after the batch's reports have left (the core puts a batch's
+    /// reports after its `Execute`s).
+    to_pool: Vec<Job>,
+    /// A job went to the pool in this `run_commands`: reports leave at once, as they come.
+    pooled: bool,
+    /// Tasks run on this thread in this `run_commands` (at most `INLINE_TASKS_MAX`).
+    inline_runs: usize,
 }
 
 impl<T: Transport, Q: JobQueue> WorkerRuntime<T, Q> {
@@ -77,6 +108,10 @@ impl<T: Transport, Q: JobQueue> WorkerRuntime<T, Q> {
             transport,
             jobs,
             zero,
+            report: None,
+            to_pool: Vec::new(),
+            pooled: false,
+            inline_runs: 0,
         }
     }
 
@@ -143,13 +178,39 @@ impl<T: Transport, Q: JobQueue> WorkerRuntime<T, Q> {
 
     /// Says something to the scheduler outside the core (retire, goodbye).
     pub fn to_scheduler(&mut self, msg: &FromWorker) {
+        self.flush_report();
         self.transport.to_scheduler(msg, vec![]);
+    }
+
+    /// Sends the finished tasks held back (`report`), if any.
+    fn flush_report(&mut self) {
+        if let Some((done, frames)) = self.report.take() {
+            self.send_to_scheduler(&FromWorker::Finished(done), frames);
+        }
+    }
+
+    /// Holds a finished report back to merge it with the next, or sends it at once after a
+    /// job went to the pool.
+    fn report_finished(&mut self, done: Vec<FinishedTask>, frames: Vec<Frame>) {
+        match &mut self.report {
+            Some((held, held_frames)) => {
+                held.extend(done);
+                held_frames.extend(frames);
+            }
+            None => self.report = Some((done, frames)),
+        }
+        if self.pooled {
+            self.flush_report();
+        }
     }
 
     /// Sends a message of the core to the scheduler; one whose values make at least
     /// `ANNOUNCE_BYTES` is announced first (`FromWorker::Sending`), so the scheduler waits for
     /// the heartbeats queued behind it as long as it takes to arrive.
     fn send_to_scheduler(&mut self, msg: &FromWorker, frames: Vec<Frame>) {
+        if !matches!(msg, FromWorker::Finished(_)) {
+            self.flush_report();
+        }
         let bytes: u64 = frames.iter().map(|f| f.len() as u64).sum();
         if bytes >= ANNOUNCE_BYTES {
             self.transport
@@ -161,6 +222,14 @@ impl<T: Transport, Q: JobQueue> WorkerRuntime<T, Q> {
     /// Carries out the core's commands until it has nothing more to say; returns a reason if
     /// the worker must stop.
     pub fn run_commands(&mut self, now_ms: u64) -> Option<ShutdownReason> {
+        self.inline_runs = 0;
+        let reason = self.run_all_commands(now_ms);
+        self.flush_report();
+        self.pooled = false;
+        reason
+    }
+
+    fn run_all_commands(&mut self, now_ms: u64) -> Option<ShutdownReason> {
         // Carrying out a command can feed the core an event (a task that fails before reaching
         // the pool), so go on until the core has nothing more to say.
         loop {
@@ -170,9 +239,25 @@ impl<T: Transport, Q: JobQueue> WorkerRuntime<T, Q> {
             }
             for cmd in commands {
                 if let Some(reason) = self.command(now_ms, cmd) {
+                    self.submit_to_pool();
                     return Some(reason);
                 }
             }
+            self.submit_to_pool();
+        }
+    }
+
+    /// Hands the batch's jobs to the pool, once what finished before them has been reported:
+    /// a job in the pool could end the process, and a finished task not reported by then
+    /// would be blamed for it and lost.
+    fn submit_to_pool(&mut self) {
+        if self.to_pool.is_empty() {
+            return;
+        }
+        self.flush_report();
+        self.pooled = true;
+        for job in std::mem::take(&mut self.to_pool) {
+            self.jobs.submit(job);
         }
     }
 
@@ -191,7 +276,7 @@ impl<T: Transport, Q: JobQueue> WorkerRuntime<T, Q> {
                         }
                     }
                 }
-                self.send_to_scheduler(&FromWorker::Finished(done), frames);
+                self.report_finished(done, frames);
             }
             WorkerCommand::SendDataToScheduler { request, keys } => {
                 let (found, frames, missing) = self.load(keys);
@@ -247,8 +332,7 @@ impl<T: Transport, Q: JobQueue> WorkerRuntime<T, Q> {
             WorkerCommand::Shutdown { reason } => return Some(reason),
             WorkerCommand::SendLogs { request } => {
                 let lines = crate::logs::recent_lines();
-                self.transport
-                    .to_scheduler(&FromWorker::Logs { request, lines }, vec![]);
+                self.to_scheduler(&FromWorker::Logs { request, lines });
             }
         }
         None
@@ -308,6 +392,7 @@ impl<T: Transport, Q: JobQueue> WorkerRuntime<T, Q> {
             Err(e) => return self.job_done(now_ms, fail(format!("undecodable task: {e}"))),
         };
         let mut inputs = HashMap::with_capacity(dependencies.len());
+        let mut bytes = spec.len();
         for d in dependencies {
             let frame = match self.store.get(&d.to_store_key()) {
                 Ok(Some(f)) => f,
@@ -320,6 +405,7 @@ impl<T: Transport, Q: JobQueue> WorkerRuntime<T, Q> {
                     return self.job_done(now_ms, failed);
                 }
             };
+            bytes += frame.len();
             match decode_value_owned(frame) {
                 Ok(v) => {
                     inputs.insert(d, v);
@@ -330,7 +416,17 @@ impl<T: Transport, Q: JobQueue> WorkerRuntime<T, Q> {
                 }
             }
         }
-        self.jobs.submit(Job { key, expr, inputs });
+        let mut job = Job { key, expr, inputs };
+        if self.inline_runs < INLINE_TASKS_MAX {
+            match self.jobs.run_inline(job, bytes) {
+                Ok(result) => {
+                    self.inline_runs += 1;
+                    return self.job_done(now_ms, result);
+                }
+                Err(back) => job = back,
+            }
+        }
+        self.to_pool.push(job);
     }
 }
 
@@ -344,14 +440,22 @@ mod tests {
     use crate::value::Value;
     use crate::worker::core::WorkerCoreConfig;
 
+    /// What the transport sent and the queue was given, in order, shared by both.
+    type Log = std::rc::Rc<std::cell::RefCell<Vec<String>>>;
+
     /// Records what the runtime sends.
     #[derive(Default)]
     struct Recorder {
         to_scheduler: Vec<(FromWorker, Vec<Frame>)>,
+        log: Log,
     }
 
     impl Transport for Recorder {
         fn to_scheduler(&mut self, msg: &FromWorker, frames: Vec<Frame>) {
+            if let FromWorker::Finished(done) = msg {
+                let keys: Vec<&Key> = done.iter().map(|f| &f.key).collect();
+                self.log.borrow_mut().push(format!("finished {keys:?}"));
+            }
             self.to_scheduler.push((msg.clone(), frames));
         }
         fn to_peer(&mut self, address: &WorkerAddress, msg: &PeerRequest) {
@@ -362,16 +466,52 @@ mod tests {
         }
     }
 
+    /// Keeps the jobs given to the pool; with `inline`, runs the cheap ones as the executor
+    /// does.
     #[derive(Default)]
-    struct Queue(Vec<Job>);
+    struct Queue(Vec<Job>, Option<crate::worker::Registry>, Log);
 
     impl JobQueue for Queue {
         fn submit(&mut self, job: Job) {
+            self.2.borrow_mut().push(format!("pool {:?}", job.key));
             self.0.push(job);
+        }
+
+        fn run_inline(&mut self, job: Job, bytes: usize) -> Result<JobResult, Job> {
+            use crate::worker::executor::{evaluate_owned, is_cheap, INLINE_BYTES_MAX};
+            match &self.1 {
+                Some(reg) if bytes <= INLINE_BYTES_MAX && is_cheap(&job.expr, reg) => {
+                    let result = evaluate_owned(&job.expr, job.inputs, reg);
+                    Ok(JobResult {
+                        key: job.key,
+                        result: result.map(|v| encode_value(&v)),
+                    })
+                }
+                _ => Err(job),
+            }
         }
     }
 
     fn runtime() -> WorkerRuntime<Recorder, Queue> {
+        runtime_with(Recorder::default(), Queue::default())
+    }
+
+    /// A runtime whose queue runs cheap tasks inline, its transport and queue sharing a log.
+    fn inline_runtime() -> (WorkerRuntime<Recorder, Queue>, Log) {
+        let log = Log::default();
+        let transport = Recorder {
+            log: log.clone(),
+            ..Recorder::default()
+        };
+        let queue = Queue(
+            vec![],
+            Some(crate::worker::Registry::with_builtins()),
+            log.clone(),
+        );
+        (runtime_with(transport, queue), log)
+    }
+
+    fn runtime_with(transport: Recorder, queue: Queue) -> WorkerRuntime<Recorder, Queue> {
         let core = WorkerCore::new(WorkerCoreConfig {
             registration: WorkerRegistration {
                 protocol_version: PROTOCOL_VERSION,
@@ -391,7 +531,7 @@ mod tests {
             max_message_bytes: 1 << 20,
         });
         let store = Box::new(MemoryStore::new());
-        let mut rt = WorkerRuntime::new(core, store, Recorder::default(), Queue::default(), false);
+        let mut rt = WorkerRuntime::new(core, store, transport, queue, false);
         rt.register(0);
         assert_eq!(rt.run_commands(0), None);
         let sent = std::mem::take(&mut rt.transport_mut().to_scheduler);
@@ -418,6 +558,87 @@ mod tests {
             },
         );
         assert_eq!(rt.run_commands(1), None);
+    }
+
+    /// Sends the scheduler's `Compute` of `tasks` (key, spec), then runs the commands.
+    fn compute_all(rt: &mut WorkerRuntime<Recorder, Queue>, tasks: &[(&str, Expr)]) {
+        let tasks = tasks
+            .iter()
+            .map(|(key, expr)| ComputeTask {
+                key: (*key).into(),
+                spec: encode_plain(expr),
+                dependencies: vec![],
+                report_value: true,
+            })
+            .collect();
+        let msg = ToWorker::Compute(tasks);
+        let event = WorkerEvent::FromScheduler {
+            msg,
+            frames: vec![],
+        };
+        rt.handle(1, event);
+        assert_eq!(rt.run_commands(1), None);
+    }
+
+    fn call(name: &str, args: Vec<Value>) -> Expr {
+        Expr::Call(name.into(), args.into_iter().map(Expr::Lit).collect())
+    }
+
+    #[test]
+    fn cheap_tasks_run_inline_and_are_reported_in_one_message() {
+        let (mut rt, log) = inline_runtime();
+        let tasks: Vec<(String, Expr)> = (0..5)
+            .map(|i| (format!("t{i}"), call("inc", vec![Value::from(i)])))
+            .collect();
+        let tasks: Vec<(&str, Expr)> = tasks.iter().map(|(k, e)| (k.as_str(), e.clone())).collect();
+        compute_all(&mut rt, &tasks);
+        assert!(rt.jobs_mut().0.is_empty(), "nothing went to the pool");
+        let sent = std::mem::take(&mut rt.transport_mut().to_scheduler);
+        let [(FromWorker::Finished(done), frames)] = &sent[..] else {
+            panic!("one report expected: {sent:?}");
+        };
+        let keys: Vec<Key> = done.iter().map(|f| f.key.clone()).collect();
+        let expected: Vec<Key> = (0..5)
+            .map(|i| Key::from(format!("t{i}").as_str()))
+            .collect();
+        assert_eq!(keys, expected);
+        let values: Vec<Frame> = (1..6).map(|i| encode_value(&Value::from(i))).collect();
+        assert_eq!(frames, &values);
+        for (k, v) in expected.iter().zip(&values) {
+            assert_eq!(rt.store().get(&k.to_store_key()), Ok(Some(v.clone())));
+        }
+        assert_eq!(log.borrow().len(), 1);
+        assert_eq!(rt.core().check_invariants(), Ok(()));
+    }
+
+    #[test]
+    fn what_finished_is_reported_before_a_job_goes_to_the_pool() {
+        let (mut rt, log) = inline_runtime();
+        // One thread: a runs inline, b (a sleep: not cheap) goes to the pool, c waits for it.
+        let tasks = [
+            ("a", call("inc", vec![Value::from(1)])),
+            ("b", call("sleep", vec![Value::from(0)])),
+            ("c", call("inc", vec![Value::from(3)])),
+        ];
+        compute_all(&mut rt, &tasks);
+        assert_eq!(
+            log.borrow().clone(),
+            vec![r#"finished ["a"]"#.to_string(), r#"pool "b""#.into()]
+        );
+        let job = rt.jobs_mut().0.pop().expect("b went to the pool");
+        let result = Ok(encode_value(&Value::Null));
+        rt.job_done(
+            2,
+            JobResult {
+                key: job.key,
+                result,
+            },
+        );
+        assert_eq!(rt.run_commands(2), None);
+        // c ran inline once b's thread was free; b and c leave together.
+        assert_eq!(log.borrow()[2..], [r#"finished ["b", "c"]"#.to_string()]);
+        assert!(rt.jobs_mut().0.is_empty());
+        assert_eq!(rt.core().check_invariants(), Ok(()));
     }
 
     #[test]

@@ -559,13 +559,13 @@ impl Sim {
             }
             Err(error) => {
                 let allowed = match &error {
-                    RequestError::Task { key, error } if fails.contains(key) => {
-                        self.refs.errors.get(key) == Some(error)
-                    }
+                    // A task that fails by itself may also have been running on workers that
+                    // died one after the other before its error got out: then it is blamed.
                     RequestError::Task { key, error } => {
-                        error.kind == TaskErrorKind::KilledWorker
-                            && killed_possible
-                            && closure.contains(key)
+                        (fails.contains(key) && self.refs.errors.get(key) == Some(error))
+                            || (error.kind == TaskErrorKind::KilledWorker
+                                && killed_possible
+                                && closure.contains(key))
                     }
                     RequestError::DataLost { key, .. }
                     | RequestError::Graph(GraphError::MissingKey { key, .. }) => {

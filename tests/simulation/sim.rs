@@ -69,6 +69,9 @@ pub(crate) struct Sim {
     pub(crate) clients_done_at: Option<u64>,
     /// Every task takes exactly this long (scenarios), instead of a random time.
     pub(crate) exec_ms: Option<u64>,
+    /// Workers run cheap tasks on their IO thread at once (the executor's `run_inline`),
+    /// merging the reports of a run of them; otherwise every task goes to the virtual pool.
+    pub(crate) inline: bool,
     /// The role every client's messages carry: operators by default (as every connection is
     /// without authentication); plain clients where a test says so.
     pub(crate) client_role: ClientRole,
@@ -102,6 +105,7 @@ impl Sim {
             trace_hash: 0xcbf2_9ce4_8422_2325,
             clients_done_at: None,
             exec_ms: None,
+            inline: false,
             client_role: ClientRole::Operator,
         }
     }

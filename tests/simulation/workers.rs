@@ -10,8 +10,9 @@ use zask::protocol::{
     WorkerRegistration, PROTOCOL_VERSION,
 };
 use zask::worker::core::{WorkerCore, WorkerCoreConfig, WorkerEvent};
-use zask::worker::executor::{evaluate_owned, Job, JobResult};
+use zask::worker::executor::{evaluate_owned, is_cheap, Job, JobResult, INLINE_BYTES_MAX};
 use zask::worker::runtime::{JobQueue, Transport, WorkerRuntime};
+use zask::worker::Registry;
 use zask_storage::MemoryStore;
 
 use crate::network::{Chan, Ep, Msg};
@@ -65,15 +66,31 @@ impl Transport for SimTransport {
     }
 }
 
-/// The virtual pool: jobs wait here until the simulation runs them.
+/// The virtual pool: jobs wait here until the simulation runs them. With a registry
+/// (`Sim::inline`), cheap jobs run at once instead, on the caller's thread, by the same rule
+/// as the real executor's `run_inline`.
 #[derive(Default)]
 pub(crate) struct SimJobs {
     jobs: Vec<Job>,
+    inline: Option<Registry>,
 }
 
 impl JobQueue for SimJobs {
     fn submit(&mut self, job: Job) {
         self.jobs.push(job);
+    }
+
+    fn run_inline(&mut self, job: Job, bytes: usize) -> Result<JobResult, Job> {
+        match &self.inline {
+            Some(registry) if bytes <= INLINE_BYTES_MAX && is_cheap(&job.expr, registry) => {
+                let result = evaluate_owned(&job.expr, job.inputs, registry);
+                Ok(JobResult {
+                    key: job.key,
+                    result: result.map(|v| encode_value(&v)),
+                })
+            }
+            _ => Err(job),
+        }
     }
 }
 
@@ -136,7 +153,10 @@ impl Sim {
             WorkerCore::new(config),
             Box::new(MemoryStore::new()),
             SimTransport::default(),
-            SimJobs::default(),
+            SimJobs {
+                jobs: Vec::new(),
+                inline: self.inline.then(|| self.refs.registry.clone()),
+            },
             false,
         );
         self.workers.push(SimWorker {

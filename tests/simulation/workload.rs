@@ -263,6 +263,8 @@ pub(crate) fn random_sim(seed: u64) -> Sim {
     let fault_end = rng.range(300, 3000);
     let config = Sim::config(HEARTBEAT_TIMEOUT_MS, rng.below(4) as u32, rng.chance(50));
     let mut sim = Sim::new(seed, config, fault_end);
+    // From a stream of its own, so each seed's workload and faults stay what they were.
+    sim.inline = Rng::derive(seed, &[2]).chance(50);
     let nworkers = if rng.chance(10) { 1 } else { rng.range(2, 5) };
     for _ in 0..nworkers {
         sim.add_worker(rng.range(1, 3) as u32);

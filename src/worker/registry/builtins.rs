@@ -230,6 +230,14 @@ pub(super) fn add_builtins(r: &mut Registry) {
         lists.into_iter().flatten().collect::<Vec<Value>>()
     });
     add_bag_builtins(r);
+    // Constant or linear time in their arguments, no sleep, no allocation beyond their
+    // result: a worker may run them on its IO thread when their values are small.
+    for name in [
+        "add", "sub", "mul", "inc", "double", "neg", "div", "truediv", "floordiv", "list", "sum",
+        "max", "min", "length", "count", "identity", "fail",
+    ] {
+        r.mark_cheap(name);
+    }
 }
 
 /// `nbytes` bytes, byte `i` being `(i + seed) % 251`: the test function `pattern`, and

@@ -2,7 +2,7 @@
 //! conversion, results, errors). The built-ins the stock `zask-worker` offers are in
 //! `builtins.rs`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -22,6 +22,8 @@ pub type TaskFn = Arc<dyn Fn(Vec<Value>) -> Result<Value, TaskError> + Send + Sy
 #[derive(Clone, Default)]
 pub struct Registry {
     functions: BTreeMap<String, TaskFn>,
+    /// Functions known to return in microseconds on small arguments (`mark_cheap`).
+    cheap: BTreeSet<String>,
 }
 
 impl Registry {
@@ -57,6 +59,7 @@ impl Registry {
     /// `FromValue`; a wrong count or an unconvertible argument is a `BadArguments` error, and an
     /// `Err` returned by the function a `Failed` one.
     pub fn register<Args, F: IntoTaskFn<Args>>(&mut self, name: &str, f: F) -> &mut Self {
+        self.cheap.remove(name);
         self.functions.insert(name.to_owned(), f.into_task_fn(name));
         self
     }
@@ -69,6 +72,7 @@ impl Registry {
         f: impl Fn(Vec<Value>) -> Result<Value, String> + Send + Sync + 'static,
     ) -> &mut Self {
         let f: TaskFn = Arc::new(move |args| f(args).map_err(failed));
+        self.cheap.remove(name);
         self.functions.insert(name.to_owned(), f);
         self
     }
@@ -79,8 +83,26 @@ impl Registry {
         name: &str,
         f: impl Fn(Vec<Value>) -> Result<Value, TaskError> + Send + Sync + 'static,
     ) -> &mut Self {
+        self.cheap.remove(name);
         self.functions.insert(name.to_owned(), Arc::new(f));
         self
+    }
+
+    /// Says that the function registered as `name` is cheap: on arguments of a few KiB it
+    /// returns in microseconds, never blocks, sleeps or ends the process. A worker may then
+    /// run a task made only of cheap calls on small values on its IO thread instead of
+    /// handing it to a pool thread (`Executor::try_inline`). Registering `name` again
+    /// clears the mark: a replacement is not known to be cheap. Unknown names are ignored.
+    pub fn mark_cheap(&mut self, name: &str) -> &mut Self {
+        if self.functions.contains_key(name) {
+            self.cheap.insert(name.to_owned());
+        }
+        self
+    }
+
+    /// Whether `name` is registered and marked cheap (`mark_cheap`).
+    pub fn is_cheap(&self, name: &str) -> bool {
+        self.cheap.contains(name)
     }
 
     pub fn get(&self, name: &str) -> Option<&TaskFn> {
