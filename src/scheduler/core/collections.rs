@@ -269,7 +269,8 @@ impl SchedulerCore {
     ) {
         let outputs = match self.add_graph(&graph, &outputs) {
             Ok((resolved, outputs)) => {
-                self.stories_submitted(&graph, &resolved, &client);
+                let stories = self.story_keys(&graph, &resolved);
+                self.stories_submitted(stories, &client);
                 outputs
             }
             Err(error) => {

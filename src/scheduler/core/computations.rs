@@ -6,12 +6,15 @@
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use log::{debug, warn};
+use smallvec::SmallVec;
 
 use super::tasks::{TaskId, TaskState};
 use super::violation::InvariantViolation;
 use super::{Command, JournalOp, SchedulerCore, Submission, WorkerId};
 use crate::graph::Key;
-use crate::protocol::{ConnectionId, Frame, RequestError, RequestId, ToClient, ToWorker};
+use crate::protocol::{
+    ConnectionId, Frame, RequestError, RequestId, ToClient, ToWorker, WorkerSelector,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CompId(pub u64);
@@ -34,7 +37,7 @@ struct Computation {
 pub(super) struct Computations {
     by_id: HashMap<CompId, Computation>,
     /// The computations each output task reports to.
-    output_of: HashMap<TaskId, Vec<CompId>>,
+    output_of: HashMap<TaskId, SmallVec<[CompId; 1]>>,
     /// Value fetches sent to workers, by request id. The ids may outlive their tasks (the
     /// answer is matched by wire key, and a forgotten task's id never names another).
     value_requests: HashMap<u64, (WorkerId, Vec<TaskId>)>,
@@ -159,31 +162,14 @@ impl SchedulerCore {
             submission.graph.len(),
             submission.outputs.len()
         );
-        match self.add_graph(&submission.graph, &submission.outputs) {
-            Ok((resolved, outputs)) => {
-                self.stories_submitted(&submission.graph, &resolved, &client);
-                for (key, workers) in &submission.restrictions {
-                    if let Some(t) = resolved.wire_key(key).and_then(|k| self.tasks.id(k)) {
-                        self.placement
-                            .restrict(t, workers.clone().into_boxed_slice());
-                    }
-                }
-                let c = self.new_computation(
-                    client.clone(),
-                    request,
-                    outputs,
-                    submission.keep_results,
-                    true,
-                );
-                if self.outbox.journaling() {
-                    self.journal(JournalOp::PutComputation {
-                        client,
-                        request,
-                        submission,
-                    });
-                }
-                self.start_computation(c);
-            }
+        let Submission {
+            graph,
+            outputs,
+            keep_results,
+            restrictions,
+        } = submission;
+        let resolved = match self.resolve_graph(&graph, &outputs) {
+            Ok(resolved) => resolved,
             Err(error) => {
                 debug!("rejecting graph: {error}");
                 self.journal(JournalOp::DeleteComputation {
@@ -191,9 +177,49 @@ impl SchedulerCore {
                     request,
                 });
                 self.reply(&client, ToClient::Failed { request, error });
+                return;
+            }
+        };
+        // What is needed of the names once the tasks are in the table (a few keys), so that
+        // the decoded graph and the name map can go first: at a million tasks they and the
+        // growing table would otherwise all be held at once.
+        let stories = self.story_keys(&graph, &resolved);
+        let restricted: Vec<(Key, Vec<WorkerSelector>)> = restrictions
+            .iter()
+            .filter_map(|(key, workers)| Some((resolved.wire_key(key)?.clone(), workers.clone())))
+            .collect();
+        let mut new_tasks = resolved.into_new_tasks();
+        let graph = if self.outbox.journaling() {
+            graph
+        } else {
+            drop(graph);
+            Vec::new()
+        };
+        let outputs_ids = self.insert_new_tasks(&mut new_tasks);
+        drop(new_tasks);
+        self.stories_submitted(stories, &client);
+        for (wire, workers) in restricted {
+            if let Some(t) = self.tasks.id(&wire) {
+                self.placement.restrict(t, workers.into_boxed_slice());
             }
         }
+        let c = self.new_computation(client.clone(), request, outputs_ids, keep_results, true);
+        if self.outbox.journaling() {
+            let submission = Submission {
+                graph,
+                outputs,
+                keep_results,
+                restrictions,
+            };
+            self.journal(JournalOp::PutComputation {
+                client,
+                request,
+                submission,
+            });
+        }
+        self.start_computation(c);
     }
+
     pub(super) fn start_computation(&mut self, c: CompId) {
         let distinct = self.computations.by_id[&c].distinct.clone();
         // An output that already failed (and is still held, by a name) fails the request now.

@@ -11,11 +11,19 @@ use crate::protocol::codec::{encode_plain, spec_hash};
 use crate::protocol::RequestError;
 
 /// A submitted graph as the cluster will know it: every task with its wire key, dependencies
-/// first. Nothing in the task table changes while it is worked out.
-pub(super) struct ResolvedGraph {
-    tasks: Vec<NewTask>,
+/// first. Nothing in the task table changes while it is worked out. It borrows the graph's
+/// keys (a copy of each name would cost tens of bytes a task at a million tasks).
+pub(super) struct ResolvedGraph<'g> {
     /// The wire key of every key the graph defines or uses, and where its task is.
-    wire: HashMap<Key, (Key, Resolved)>,
+    wire: HashMap<&'g Key, (Key, Resolved)>,
+    new: NewTasks,
+}
+
+/// The tasks of a resolved graph, without the graph: what the table takes in.
+pub(super) struct NewTasks {
+    tasks: Vec<NewTask>,
+    /// Where each output is, in the order of the outputs asked for.
+    outputs: Vec<Resolved>,
 }
 
 /// Where a task of a resolved graph is: already in the task table, or the i-th of the graph's
@@ -35,10 +43,16 @@ struct NewTask {
     dependencies: Vec<Resolved>,
 }
 
-impl ResolvedGraph {
+impl ResolvedGraph<'_> {
     /// The wire key a key of this graph stands for.
     pub(super) fn wire_key(&self, name: &Key) -> Option<&Key> {
         self.wire.get(name).map(|(key, _)| key)
+    }
+
+    /// The new tasks alone, so that the graph and the name map can be freed before the table
+    /// grows: at a million tasks they would otherwise all be held at once.
+    pub(super) fn into_new_tasks(self) -> NewTasks {
+        self.new
     }
 }
 
@@ -46,33 +60,39 @@ impl SchedulerCore {
     /// Works out the identity of every task `outputs` need: keys the graph defines get a wire
     /// key from their definition (references replaced by the wire keys they stand for); keys
     /// it only uses stand for the value they name on the cluster. Changes nothing.
-    pub(super) fn resolve_graph(
+    pub(super) fn resolve_graph<'g>(
         &self,
-        graph: &[(Key, Expr)],
-        outputs: &[Key],
-    ) -> Result<ResolvedGraph, RequestError> {
+        graph: &'g [(Key, Expr)],
+        outputs: &'g [Key],
+    ) -> Result<ResolvedGraph<'g>, RequestError> {
         let view: HashMap<&Key, &Expr> = graph.iter().map(|(k, e)| (k, e)).collect();
         let names = &self.names;
         let on_cluster = |k: &Key| names.get(k).is_some();
         let order = cull(&view, outputs, &on_cluster).map_err(RequestError::Graph)?;
-        let mut wire: HashMap<Key, (Key, Resolved)> = HashMap::default();
+        let mut wire: HashMap<&'g Key, (Key, Resolved)> = HashMap::default();
+        wire.reserve(order.len());
         let named = |k: &Key| {
             let t = self.names.get(k).expect("cull checked that it is named");
             (self.tasks.get(t).key.clone(), Resolved::Known(t))
         };
         for k in outputs.iter().filter(|k| !view.contains_key(k)) {
-            wire.insert(k.clone(), named(k));
+            wire.insert(k, named(k));
         }
         let mut tasks = Vec::with_capacity(order.len());
         let mut taken: HashSet<u64> = HashSet::default();
+        let mut seen: HashSet<&Key> = HashSet::default();
         for name in order {
-            let expr = view[name];
+            let expr: &'g Expr = view[name];
             let mut dependencies = Vec::new();
-            for d in expr.dependencies() {
-                let at = match wire.get(&d) {
+            seen.clear();
+            for d in expr.references() {
+                if !seen.insert(d) {
+                    continue; // each dependency once, in first-seen order
+                }
+                let at = match wire.get(d) {
                     Some((_, at)) => *at,
                     None => {
-                        let (key, at) = named(&d);
+                        let (key, at) = named(d);
                         wire.insert(d, (key, at));
                         at
                     }
@@ -99,7 +119,7 @@ impl SchedulerCore {
                 }
             };
             taken.insert(token);
-            wire.insert(name.clone(), (key.clone(), Resolved::Local(tasks.len())));
+            wire.insert(name, (key.clone(), Resolved::Local(tasks.len())));
             tasks.push(NewTask {
                 name: name.clone(),
                 key,
@@ -108,43 +128,49 @@ impl SchedulerCore {
                 dependencies,
             });
         }
-        Ok(ResolvedGraph { tasks, wire })
+        let outputs = outputs.iter().map(|k| wire[k].1).collect();
+        Ok(ResolvedGraph {
+            wire,
+            new: NewTasks { tasks, outputs },
+        })
     }
 
-    /// Validates a graph and merges it into the task table; returns it resolved and the tasks
-    /// of `outputs`, in order. Nothing changes on error.
-    pub(super) fn add_graph(
+    pub(super) fn add_graph<'g>(
         &mut self,
-        graph: &[(Key, Expr)],
-        outputs: &[Key],
-    ) -> Result<(ResolvedGraph, Vec<TaskId>), RequestError> {
+        graph: &'g [(Key, Expr)],
+        outputs: &'g [Key],
+    ) -> Result<(ResolvedGraph<'g>, Vec<TaskId>), RequestError> {
         let mut resolved = self.resolve_graph(graph, outputs)?;
-        let mut ids: Vec<TaskId> = Vec::with_capacity(resolved.tasks.len());
+        let outputs = self.insert_new_tasks(&mut resolved.new);
+        Ok((resolved, outputs))
+    }
+
+    /// Merges a resolved graph's new tasks into the table (they are taken: a second call
+    /// adds nothing) and returns the ids of its outputs.
+    pub(super) fn insert_new_tasks(&mut self, new: &mut NewTasks) -> Vec<TaskId> {
+        let new_tasks = std::mem::take(&mut new.tasks);
+        self.tasks.reserve(new_tasks.len());
+        let mut ids: Vec<TaskId> = Vec::with_capacity(new_tasks.len());
         let at = |ids: &[TaskId], r: Resolved| match r {
             Resolved::Known(t) => t,
             Resolved::Local(i) => ids[i],
         };
-        for new in std::mem::take(&mut resolved.tasks) {
-            if let Some(t) = new.existing {
+        for task in new_tasks {
+            if let Some(t) = task.existing {
                 ids.push(t); // the same definition is known: share it
                 continue;
             }
-            let deps: Box<[TaskId]> = new.dependencies.iter().map(|d| at(&ids, *d)).collect();
-            let t = self.tasks.insert(new.name, new.key, Some(new.spec));
+            let deps: Box<[TaskId]> = task.dependencies.iter().map(|d| at(&ids, *d)).collect();
+            let t = self.tasks.insert(task.name, task.key, Some(task.spec));
             self.tasks.set_dependencies(t, deps);
             self.adopt_pending(t);
             ids.push(t);
         }
-        let outputs = outputs
-            .iter()
-            .map(|k| at(&ids, resolved.wire[k].1))
-            .collect();
-        Ok((resolved, outputs))
+        new.outputs.iter().map(|r| at(&ids, *r)).collect()
     }
 }
 
-/// `expr` with every reference replaced by the wire key it stands for.
-fn with_wire_references(expr: &Expr, wire: &HashMap<Key, (Key, Resolved)>) -> Expr {
+fn with_wire_references(expr: &Expr, wire: &HashMap<&Key, (Key, Resolved)>) -> Expr {
     match expr {
         Expr::Lit(v) => Expr::Lit(v.clone()),
         Expr::Ref(k) => Expr::Ref(wire.get(k).map_or_else(|| k.clone(), |(w, _)| w.clone())),

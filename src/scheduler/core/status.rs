@@ -190,7 +190,7 @@ impl SchedulerCore {
         keys.iter()
             .map(|k| {
                 let mut holders: Vec<WorkerId> = match self.names.get(k) {
-                    Some(t) => self.tasks.get(t).who_has.clone(),
+                    Some(t) => self.tasks.get(t).who_has.to_vec(),
                     None => by_name.get(k).cloned().unwrap_or_default(),
                 };
                 holders.sort();

@@ -397,17 +397,24 @@ impl super::SchedulerCore {
     /// `client` submitted `graph` (resolved): the stories of its keys start (or go on). Only
     /// its last `story_keys_max` keys are recorded: the earlier ones would make room for the
     /// later ones at once, so a huge graph costs the submit no more than the bound.
-    pub(super) fn stories_submitted(
-        &mut self,
+    /// The (name, wire key) pairs of a submitted graph that get a story: its last
+    /// `story_keys_max` keys.
+    pub(super) fn story_keys(
+        &self,
         graph: &[(Key, crate::graph::Expr)],
         resolved: &super::graphs::ResolvedGraph,
-        client: &ConnectionId,
-    ) {
+    ) -> Vec<(Key, Key)> {
         let skip = graph.len().saturating_sub(self.config.story_keys_max);
-        for (key, _) in &graph[skip..] {
-            if let Some(wire) = resolved.wire_key(key) {
-                self.stories.submitted(key, wire, client, self.now_ms);
-            }
+        graph[skip..]
+            .iter()
+            .filter_map(|(key, _)| Some((key.clone(), resolved.wire_key(key)?.clone())))
+            .collect()
+    }
+
+    /// Starts the stories of a submitted graph's keys (`story_keys`).
+    pub(super) fn stories_submitted(&mut self, keys: Vec<(Key, Key)>, client: &ConnectionId) {
+        for (key, wire) in &keys {
+            self.stories.submitted(key, wire, client, self.now_ms);
         }
     }
 

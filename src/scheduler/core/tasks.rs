@@ -7,6 +7,7 @@
 //! definitions share one task and different ones never meet. Clients only ever see the key.
 
 use rustc_hash::FxHashMap as HashMap;
+use smallvec::SmallVec;
 
 use super::violation::InvariantViolation;
 use super::WorkerId;
@@ -69,7 +70,8 @@ pub struct Task {
     pub wanted: u32,
     /// Held on purpose: how many names (`Names`) and published datasets hold this task.
     pub pins: u32,
-    pub who_has: Vec<WorkerId>,
+    /// Inline for up to two holders: no allocation per task in memory.
+    pub who_has: SmallVec<[WorkerId; 2]>,
     pub nbytes: u64,
     /// Unexpected worker losses while this task was assigned to the lost worker.
     pub suspicious: u32,
@@ -136,6 +138,13 @@ impl TaskTable {
             .is_some_and(|s| s.generation == id.generation && s.task.is_some())
     }
 
+    /// Room for `n` more tasks, so a big graph grows the table once (freed slots are used
+    /// first).
+    pub fn reserve(&mut self, n: usize) {
+        self.slots.reserve(n.saturating_sub(self.free.len()));
+        self.index.reserve(n);
+    }
+
     pub fn insert(&mut self, name: Key, key: Key, spec: Option<Box<[u8]>>) -> TaskId {
         debug_assert!(!self.index.contains_key(&key), "keys are interned once");
         debug_assert!(
@@ -153,7 +162,7 @@ impl TaskTable {
             waiters: 0,
             wanted: 0,
             pins: 0,
-            who_has: Vec::new(),
+            who_has: SmallVec::new(),
             nbytes: 0,
             suspicious: 0,
             replicas: 0,
