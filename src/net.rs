@@ -156,6 +156,98 @@ pub fn send(
     Ok(())
 }
 
+/// Sends `[identity?, header, values...]` as one multipart message, each value frame handed
+/// to ZeroMQ without a copy: `Bytes` is reference-counted, so ZeroMQ holds a count of the
+/// buffer (a stored value's, or a slice of it) until its IO thread has written the frame, then
+/// drops it, on whatever thread that is (`Bytes` is `Send + Sync`). The zmq crate can only
+/// take over a `Box<[u8]>` without copying (`zmq::Message: From<Box<[u8]>>`), which a value
+/// that stays stored is not, hence `zmq_msg_init_data` with a drop function of our own.
+pub fn send_shared(
+    socket: &mut zmq::Socket,
+    identity: Option<&[u8]>,
+    header: Frame,
+    frames: Vec<zask_storage::Bytes>,
+) -> zmq::Result<()> {
+    let raw = socket.as_mut_ptr();
+    if let Some(id) = identity {
+        socket.send(id, zmq::SNDMORE | zmq::DONTWAIT)?;
+    }
+    let more = if frames.is_empty() { 0 } else { zmq::SNDMORE };
+    socket.send(header, more | zmq::DONTWAIT)?;
+    let n = frames.len();
+    for (i, f) in frames.into_iter().enumerate() {
+        let flag = if i + 1 == n { 0 } else { zmq::SNDMORE };
+        send_bytes(raw, f, flag | zmq::DONTWAIT)?;
+    }
+    Ok(())
+}
+
+/// Drops the `Box<Bytes>` whose pointer `hint` is: ZeroMQ calls it once it no longer needs a
+/// frame made by `send_bytes`.
+unsafe extern "C" fn drop_bytes(_data: *mut std::ffi::c_void, hint: *mut std::ffi::c_void) {
+    // SAFETY: `hint` is the `Box::into_raw` of `send_bytes`, and ZeroMQ calls this once.
+    drop(unsafe { Box::from_raw(hint as *mut zask_storage::Bytes) });
+}
+
+/// One frame of `data` on the socket `raw`, without copying it (see `send_shared`).
+fn send_bytes(
+    raw: *mut std::ffi::c_void,
+    data: zask_storage::Bytes,
+    flags: i32,
+) -> zmq::Result<()> {
+    let len = data.len();
+    let owner = Box::into_raw(Box::new(data));
+    let mut msg = std::mem::MaybeUninit::<zmq_sys::zmq_msg_t>::uninit();
+    // SAFETY: `owner` stays alive until ZeroMQ calls `drop_bytes` (on success of the init,
+    // exactly once: after the send, or at the close below when the send fails); the buffer
+    // it points to is never written (ZeroMQ does not modify a message it sends) and does not
+    // move (a `Bytes`' data is on the heap or static). On an init failure ZeroMQ took nothing
+    // and the box is dropped here.
+    unsafe {
+        let ptr = (*owner).as_ptr() as *mut std::ffi::c_void;
+        let rc = zmq_sys::zmq_msg_init_data(
+            msg.as_mut_ptr(),
+            ptr,
+            len,
+            Some(drop_bytes),
+            owner as *mut std::ffi::c_void,
+        );
+        if rc == -1 {
+            let e = zmq::Error::from_raw(zmq_sys::zmq_errno());
+            drop(Box::from_raw(owner));
+            return Err(e);
+        }
+        if zmq_sys::zmq_msg_send(msg.as_mut_ptr(), raw, flags) == -1 {
+            let e = zmq::Error::from_raw(zmq_sys::zmq_errno());
+            zmq_sys::zmq_msg_close(msg.as_mut_ptr());
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Receives one multipart message if one is waiting, as ZeroMQ's own buffers (nothing
+/// copied: for a decoder that copies each byte once into where it belongs).
+pub fn try_recv_parts(socket: &zmq::Socket) -> Option<Vec<zmq::Message>> {
+    let mut parts = Vec::new();
+    loop {
+        let mut part = zmq::Message::new();
+        match socket.recv(&mut part, zmq::DONTWAIT) {
+            Ok(()) => {}
+            Err(zmq::Error::EAGAIN) if parts.is_empty() => return None,
+            Err(e) => {
+                log::warn!("receive failed: {e}");
+                return None;
+            }
+        }
+        let more = part.get_more();
+        parts.push(part);
+        if !more {
+            return Some(parts);
+        }
+    }
+}
+
 /// Receives one multipart message if one is waiting.
 /// Like [`try_recv`], with the user id the socket's ZAP handler gave the sender's connection
 /// (`crate::security`: its role), None on a socket without authentication.

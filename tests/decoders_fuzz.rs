@@ -603,6 +603,7 @@ fn peer_reply_seeds() -> Seeds {
             request: i as u64,
             found: vec![keys()[i % 4].clone()],
             missing: vec![Key::from("gone")],
+            chunks: vec![1],
         };
         seeds.push((format!("data-{i}"), header_and_values(&msg, &[v])));
     }
@@ -610,8 +611,21 @@ fn peer_reply_seeds() -> Seeds {
         request: 1,
         found: vec![],
         missing: keys(),
+        chunks: vec![],
     };
     seeds.push(("data-missing".into(), header_and_values(&msg, &[])));
+    // Two values, the first in three chunks (a large value is sent so), the second in one.
+    let msg = PeerReply::Data {
+        request: 2,
+        found: vec![keys()[0].clone(), keys()[1].clone()],
+        missing: vec![],
+        chunks: vec![3, 1],
+    };
+    let big = encode_value(&Value::Bytes((0..=255).collect()));
+    let mut frames: Vec<Frame> = vec![encode(&msg)];
+    frames.extend(big.chunks(100).map(<[u8]>::to_vec));
+    frames.push(encode_value(&Value::from(7)));
+    seeds.push(("data-chunked".into(), join_frames(&frames)));
     seeds
 }
 

@@ -24,7 +24,7 @@ use zask::graph::json::{graph_to_json, key_from_json, key_to_json, parse_graph, 
 use zask::graph::{cull, Expr, Key};
 use zask::protocol::codec::{
     decode, decode_plain, decode_value, decode_value_owned, encode, encode_plain, encode_value,
-    split, validate_value, Frame,
+    split, split_peer_reply, validate_value, Frame,
 };
 use zask::protocol::{
     FromClient, FromWorker, PeerReply, PeerRequest, RequestId, ToClient, ToWorker, PROTOCOL_VERSION,
@@ -216,13 +216,29 @@ pub fn peer_request(data: &[u8]) -> bool {
     native(data, |_: &PeerRequest| 0).is_some()
 }
 
-/// A peer's answer to a fetch (`worker/server.rs`: `on_peer_reply`).
+/// A peer's answer to a fetch (`worker/server.rs`: `on_peer_reply`): its values joined from
+/// their chunks, never more of them than it names, none over the limit given.
 pub fn peer_reply(data: &[u8]) -> bool {
-    native(data, |m: &PeerReply| match m {
-        PeerReply::Data { found, .. } => found.len(),
-        PeerReply::Error { .. } => 0,
-    })
-    .is_some()
+    const VALUE_BYTES_MAX: u64 = 1 << 16;
+    match split_peer_reply(frames(data), VALUE_BYTES_MAX) {
+        Ok((msg, values)) => {
+            let found = match &msg {
+                PeerReply::Data { found, .. } => found.len(),
+                PeerReply::Error { .. } => 0,
+            };
+            assert_eq!(values.len(), found, "split_peer_reply let a wrong count in");
+            message_round_trips(&msg);
+            for v in &values {
+                assert!(v.len() as u64 <= VALUE_BYTES_MAX, "a value over the limit");
+                value_frame(v);
+            }
+            true
+        }
+        Err(e) => {
+            let _ = e.to_string();
+            false
+        }
+    }
 }
 
 /// A client's messages from the scheduler: the header, every value frame, and the client's

@@ -6,7 +6,7 @@ use std::fmt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{MAGIC, PROTOCOL_VERSION};
+use super::{PeerReply, MAGIC, PROTOCOL_VERSION};
 use crate::value::Value;
 
 /// One ZeroMQ frame.
@@ -27,6 +27,8 @@ pub enum DecodeError {
     Malformed(String),
     /// The message announced more value frames than it carried, or the reverse.
     FrameCount { expected: usize, got: usize },
+    /// A value sent in chunks adds up to more bytes than the receiver accepts in one value.
+    ValueTooLarge { bytes: u64, max: u64 },
 }
 
 impl fmt::Display for DecodeError {
@@ -42,6 +44,12 @@ impl fmt::Display for DecodeError {
             DecodeError::Malformed(m) => write!(f, "malformed message: {m}"),
             DecodeError::FrameCount { expected, got } => {
                 write!(f, "expected {expected} value frames, got {got}")
+            }
+            DecodeError::ValueTooLarge { bytes, max } => {
+                write!(
+                    f,
+                    "a value of {bytes} bytes in chunks, over the limit of {max}"
+                )
             }
         }
     }
@@ -164,6 +172,70 @@ pub fn split<M: DeserializeOwned>(
     Ok((msg, rest))
 }
 
+/// How many frames a value of `len` bytes is sent in when cut in chunks of `chunk_bytes` (at
+/// least one: an empty value is one empty frame).
+pub fn chunk_count(len: usize, chunk_bytes: usize) -> usize {
+    len.div_ceil(chunk_bytes.max(1)).max(1)
+}
+
+/// Splits a peer's reply into its header and its values, each joined from the
+/// `chunks[i]` frames that carry it into one buffer (one copy of each byte, from the
+/// received frames). Network input: a reply whose chunk counts do not match its values or
+/// its frames, or whose value would exceed `value_bytes_max`, is an error, never a panic, and
+/// nothing is allocated beyond the bytes received and that limit.
+pub fn split_peer_reply<F: std::ops::Deref<Target = [u8]>>(
+    frames: Vec<F>,
+    value_bytes_max: u64,
+) -> Result<(PeerReply, Vec<Frame>), DecodeError> {
+    let Some((header, rest)) = frames.split_first() else {
+        return Err(DecodeError::Empty);
+    };
+    let msg: PeerReply = decode(header)?;
+    let chunks: &[u32] = match &msg {
+        PeerReply::Data { found, chunks, .. } => {
+            if chunks.len() != found.len() {
+                return Err(DecodeError::Malformed(format!(
+                    "{} chunk counts for {} values",
+                    chunks.len(),
+                    found.len()
+                )));
+            }
+            if chunks.contains(&0) {
+                return Err(DecodeError::Malformed("a value in 0 chunks".into()));
+            }
+            chunks
+        }
+        PeerReply::Error { .. } => &[],
+    };
+    let expected: u64 = chunks.iter().map(|&c| u64::from(c)).sum();
+    if expected != rest.len() as u64 {
+        return Err(DecodeError::FrameCount {
+            expected: usize::try_from(expected).unwrap_or(usize::MAX),
+            got: rest.len(),
+        });
+    }
+    let mut values = Vec::with_capacity(chunks.len());
+    let mut at = 0;
+    for &count in chunks {
+        // Within `rest`: the counts add up to its length (checked above).
+        let parts = &rest[at..at + count as usize];
+        at += count as usize;
+        let bytes: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        if bytes > value_bytes_max {
+            return Err(DecodeError::ValueTooLarge {
+                bytes,
+                max: value_bytes_max,
+            });
+        }
+        let mut value = Vec::with_capacity(bytes as usize);
+        for p in parts {
+            value.extend_from_slice(p);
+        }
+        values.push(value);
+    }
+    Ok((msg, values))
+}
+
 /// Origin of a value a worker holds when it was scattered rather than computed.
 pub const SCATTERED: u64 = 1;
 /// Origin of a copy fetched from a peer: the fetcher cannot vouch for its definition.
@@ -234,6 +306,72 @@ mod tests {
         assert!(decode_value(&[1, 2, 9]).is_err());
         let big = Value::Bytes(vec![3; 1000]);
         assert_eq!(decode_value_owned(encode_value(&big)), Ok(big));
+    }
+
+    #[test]
+    fn peer_replies_join_their_chunks_and_refuse_wrong_ones() {
+        let reply = |chunks: Vec<u32>| {
+            encode(&PeerReply::Data {
+                request: 1,
+                found: vec!["a".into(), "b".into()],
+                missing: vec![],
+                chunks,
+            })
+        };
+        let frames = vec![
+            reply(vec![3, 1]),
+            b"ab".to_vec(),
+            b"cd".to_vec(),
+            b"e".to_vec(),
+            vec![],
+        ];
+        let (msg, values) = split_peer_reply(frames.clone(), 5).unwrap();
+        assert!(matches!(msg, PeerReply::Data { .. }));
+        assert_eq!(values, vec![b"abcde".to_vec(), vec![]]);
+        // One byte over the limit.
+        assert_eq!(
+            split_peer_reply(frames.clone(), 4),
+            Err(DecodeError::ValueTooLarge { bytes: 5, max: 4 })
+        );
+        // A chunk missing, a chunk too many.
+        let mut short = frames.clone();
+        short.pop();
+        assert_eq!(
+            split_peer_reply(short, 5),
+            Err(DecodeError::FrameCount {
+                expected: 4,
+                got: 3
+            })
+        );
+        let mut long = frames.clone();
+        long.push(b"x".to_vec());
+        assert!(matches!(
+            split_peer_reply(long, 5),
+            Err(DecodeError::FrameCount { .. })
+        ));
+        // Counts that do not match the values, a value in no chunk, counts past any length.
+        for bad in [vec![4], vec![4, 0], vec![u32::MAX, u32::MAX]] {
+            let mut f = frames.clone();
+            f[0] = reply(bad);
+            assert!(split_peer_reply(f, 5).is_err());
+        }
+        let error = encode(&PeerReply::Error {
+            message: "no".into(),
+        });
+        assert!(split_peer_reply(vec![error.clone()], 0).is_ok());
+        assert!(split_peer_reply(vec![error, vec![1]], 0).is_err());
+        assert_eq!(
+            split_peer_reply(Vec::<Frame>::new(), 0),
+            Err(DecodeError::Empty)
+        );
+    }
+
+    #[test]
+    fn chunk_counts() {
+        assert_eq!(chunk_count(0, 4), 1);
+        assert_eq!(chunk_count(4, 4), 1);
+        assert_eq!(chunk_count(5, 4), 2);
+        assert_eq!(chunk_count(5, 0), 5);
     }
 
     #[test]

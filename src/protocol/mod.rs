@@ -24,7 +24,7 @@ pub use events::{
 pub use ids::{ClientRole, ConnectionId, RequestId, WorkerAddress, WorkerName, WorkerSelector};
 
 /// Checked at registration (workers) and at hello (clients).
-pub const PROTOCOL_VERSION: u8 = 7;
+pub const PROTOCOL_VERSION: u8 = 8;
 
 /// First bytes of every native header frame. Legacy (2015) messages start with a pickle
 /// opcode (0x80), so the two are told apart by their first byte.
@@ -342,13 +342,17 @@ pub enum PeerRequest {
     GetData { request: u64, keys: Vec<Key> },
 }
 
-/// The answer on the same connection; values of `found` follow as frames, in order.
+/// The answer on the same connection; values of `found` follow as frames, in order, each
+/// value in `chunks[i]` consecutive frames (at least one; a large value in several, so that
+/// encrypting, sending and decrypting them overlap: `codec::split_peer_reply` joins them).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum PeerReply {
     Data {
         request: u64,
         found: Vec<Key>,
         missing: Vec<Key>,
+        /// How many frames carry each value of `found` (as many entries as `found`).
+        chunks: Vec<u32>,
     },
     Error {
         message: String,

@@ -8,12 +8,12 @@
 use std::collections::HashMap;
 
 use log::error;
-use zask_storage::{Store, Tiers};
+use zask_storage::{Bytes, Store, Tiers};
 
 use super::core::{ShutdownReason, Storage, WorkerCommand, WorkerCore, WorkerEvent};
 use super::executor::{Job, JobResult};
 use crate::graph::{Expr, Key};
-use crate::protocol::codec::{decode_plain, decode_value_owned, encode_value};
+use crate::protocol::codec::{chunk_count, decode_plain, decode_value_owned, encode_value};
 use crate::protocol::{
     ConnectionId, FinishedTask, Frame, FromWorker, PeerReply, PeerRequest, TaskError,
     TaskErrorKind, WorkerAddress,
@@ -24,6 +24,12 @@ use crate::protocol::{
 /// smaller ones need no word, and the few big ones cost one small message more.
 pub const ANNOUNCE_BYTES: u64 = 1 << 20;
 
+/// A value sent to a peer goes in frames of at most this many bytes (`PeerReply::Data`'s
+/// `chunks`), so that the sender's encryption, the socket and the receiver's decryption
+/// work on different chunks at once instead of one after the other on the whole value (each
+/// side's ZeroMQ IO thread en/decrypts one frame at a time). See BENCHMARKS.md.
+pub const PEER_CHUNK_BYTES: usize = 4 << 20;
+
 /// Where the worker's messages go. Sending never blocks and never fails the caller: a message
 /// that cannot leave is logged (and, for fetches, noticed by the core's fetch timeout).
 pub trait Transport {
@@ -31,8 +37,10 @@ pub trait Transport {
     fn to_scheduler(&mut self, msg: &FromWorker, frames: Vec<Frame>);
     /// A request to the peer listening at `address` (a DEALER to that peer's ROUTER).
     fn to_peer(&mut self, address: &WorkerAddress, msg: &PeerRequest);
-    /// A reply to the peer connected to this worker's ROUTER as `peer`.
-    fn reply_to_peer(&mut self, peer: &ConnectionId, msg: &PeerReply, frames: Vec<Frame>);
+    /// A reply to the peer connected to this worker's ROUTER as `peer`; `frames` are shared
+    /// buffers (stored values or slices of them), to be sent without copying where the
+    /// transport can.
+    fn reply_to_peer(&mut self, peer: &ConnectionId, msg: &PeerReply, frames: Vec<Bytes>);
 }
 
 /// Runs jobs somewhere else (a thread pool, a virtual one); each result comes back through
@@ -292,11 +300,20 @@ impl<T: Transport, Q: JobQueue> WorkerRuntime<T, Q> {
                 request,
                 keys,
             } => {
-                let (found, frames, missing) = self.load(keys);
+                let (found, values, missing) = self.load_shared(keys);
+                let chunks = values
+                    .iter()
+                    .map(|v| chunk_count(v.len(), PEER_CHUNK_BYTES) as u32)
+                    .collect();
+                let frames = values
+                    .into_iter()
+                    .flat_map(|v| chunked(v, PEER_CHUNK_BYTES))
+                    .collect();
                 let reply = PeerReply::Data {
                     request,
                     found,
                     missing,
+                    chunks,
                 };
                 self.transport.reply_to_peer(&peer, &reply, frames);
             }
@@ -373,6 +390,25 @@ impl<T: Transport, Q: JobQueue> WorkerRuntime<T, Q> {
         (found, frames, missing)
     }
 
+    /// Like `load`, the stores' own buffers (no copy from a store that keeps values in memory).
+    fn load_shared(&self, keys: Vec<Key>) -> (Vec<Key>, Vec<Bytes>, Vec<Key>) {
+        let (mut found, mut values, mut missing) = (Vec::new(), Vec::new(), Vec::new());
+        for k in keys {
+            match self.store.get_shared(&k.to_store_key()) {
+                Ok(Some(v)) => {
+                    found.push(k);
+                    values.push(v);
+                }
+                Ok(None) => missing.push(k),
+                Err(e) => {
+                    error!("store read of {k:?} failed: {e}");
+                    missing.push(k);
+                }
+            }
+        }
+        (found, values, missing)
+    }
+
     /// Loads the inputs and hands the job to the queue; a failure found before that goes
     /// through the same path as results.
     fn execute(&mut self, now_ms: u64, key: Key, spec: &[u8], dependencies: Vec<Key>) {
@@ -430,6 +466,16 @@ impl<T: Transport, Q: JobQueue> WorkerRuntime<T, Q> {
     }
 }
 
+/// `value` cut in `chunk_count` slices of at most `chunk_bytes` (slices of one buffer: no copy).
+fn chunked(value: Bytes, chunk_bytes: usize) -> impl Iterator<Item = Bytes> {
+    let n = chunk_count(value.len(), chunk_bytes);
+    (0..n).map(move |i| {
+        let start = (i * chunk_bytes).min(value.len());
+        let end = (start + chunk_bytes).min(value.len());
+        value.slice(start..end)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use zask_storage::{MemoryStore, SpillingStore};
@@ -448,6 +494,7 @@ mod tests {
     struct Recorder {
         to_scheduler: Vec<(FromWorker, Vec<Frame>)>,
         log: Log,
+        to_peers: Vec<(PeerReply, Vec<Bytes>)>,
     }
 
     impl Transport for Recorder {
@@ -461,8 +508,8 @@ mod tests {
         fn to_peer(&mut self, address: &WorkerAddress, msg: &PeerRequest) {
             panic!("unexpected fetch from {address}: {msg:?}");
         }
-        fn reply_to_peer(&mut self, _: &ConnectionId, msg: &PeerReply, _: Vec<Frame>) {
-            panic!("unexpected peer reply {msg:?}");
+        fn reply_to_peer(&mut self, _: &ConnectionId, msg: &PeerReply, frames: Vec<Bytes>) {
+            self.to_peers.push((msg.clone(), frames));
         }
     }
 
@@ -493,7 +540,7 @@ mod tests {
     }
 
     fn runtime() -> WorkerRuntime<Recorder, Queue> {
-        runtime_with(Recorder::default(), Queue::default())
+        runtime_with(Recorder::default(), Queue::default(), 1 << 20)
     }
 
     /// A runtime whose queue runs cheap tasks inline, its transport and queue sharing a log.
@@ -508,10 +555,16 @@ mod tests {
             Some(crate::worker::Registry::with_builtins()),
             log.clone(),
         );
-        (runtime_with(transport, queue), log)
+        (runtime_with(transport, queue, 1 << 20), log)
     }
 
-    fn runtime_with(transport: Recorder, queue: Queue) -> WorkerRuntime<Recorder, Queue> {
+    /// A runtime with this transport and queue whose results may be up to
+    /// `max_message_bytes`.
+    fn runtime_with(
+        transport: Recorder,
+        queue: Queue,
+        max_message_bytes: u64,
+    ) -> WorkerRuntime<Recorder, Queue> {
         let core = WorkerCore::new(WorkerCoreConfig {
             registration: WorkerRegistration {
                 protocol_version: PROTOCOL_VERSION,
@@ -528,7 +581,7 @@ mod tests {
             heartbeat_interval_ms: 1000,
             fetch_timeout_ms: 5000,
             death_timeout_ms: 60_000,
-            max_message_bytes: 1 << 20,
+            max_message_bytes,
         });
         let store = Box::new(MemoryStore::new());
         let mut rt = WorkerRuntime::new(core, store, transport, queue, false);
@@ -690,6 +743,39 @@ mod tests {
             "{:?}",
             sent.iter().map(|(m, _)| m).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn a_large_value_goes_to_a_peer_in_chunks_of_the_stored_buffer() {
+        use crate::protocol::codec::{encode, split_peer_reply};
+        let mut rt = runtime_with(Recorder::default(), Queue::default(), 1 << 30);
+        let n = 2 * PEER_CHUNK_BYTES + 10;
+        make(&mut rt, "big", n);
+        make(&mut rt, "small", 3);
+        let peer = ConnectionId::from(b"peer".to_vec());
+        let msg = PeerRequest::GetData {
+            request: 9,
+            keys: vec![Key::from("big"), Key::from("small"), Key::from("gone")],
+        };
+        rt.handle(3, WorkerEvent::FromPeer { peer, msg });
+        assert_eq!(rt.run_commands(3), None);
+        let (reply, frames) = rt.transport_mut().to_peers.pop().expect("a reply");
+        assert!(
+            matches!(&reply, PeerReply::Data { request: 9, found, missing, chunks }
+                if found.len() == 2 && missing == &[Key::from("gone")] && chunks == &[3, 1]),
+            "{reply:?}"
+        );
+        assert!(frames.iter().all(|f| f.len() <= PEER_CHUNK_BYTES));
+        // The chunks are slices of the stored buffer itself, not copies.
+        let stored = rt.store().get_shared(&Key::from("big").to_store_key());
+        let stored = stored.unwrap().expect("still stored");
+        assert_eq!(frames[0].as_ptr(), stored.as_ptr());
+        // Joined by the receiver, they are the stored values again.
+        let mut wire = vec![encode(&reply)];
+        wire.extend(frames.iter().map(|f| f.to_vec()));
+        let (_, values) = split_peer_reply(wire, u64::MAX).unwrap();
+        assert_eq!(values[0], encode_value(&Value::Bytes(vec![7; n])));
+        assert_eq!(values[1], encode_value(&Value::Bytes(vec![7; 3])));
     }
 
     #[test]

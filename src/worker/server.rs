@@ -11,14 +11,14 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::Receiver;
 use log::{debug, error, info, warn};
-use zask_storage::{SpillingStore, Store, StoreSpec};
+use zask_storage::{Bytes, SpillingStore, Store, StoreSpec};
 
 use super::core::{ShutdownReason, WorkerCore, WorkerCoreConfig, WorkerEvent};
 use super::executor::{Executor, JobResult};
 use super::registry::Registry;
 use super::runtime::{Transport, WorkerRuntime};
 use crate::net::{self, Clock, Endpoint, Waker};
-use crate::protocol::codec::{encode, split};
+use crate::protocol::codec::{encode, split, split_peer_reply};
 use crate::protocol::{
     ConnectionId, Frame, FromWorker, PeerReply, PeerRequest, ToWorker, WorkerAddress, WorkerName,
     WorkerRegistration, PROTOCOL_VERSION,
@@ -460,8 +460,9 @@ impl Transport for ZmqTransport {
         }
     }
 
-    fn reply_to_peer(&mut self, peer: &ConnectionId, msg: &PeerReply, frames: Vec<Frame>) {
-        if let Err(e) = net::send(&self.peers, Some(peer.as_bytes()), encode(msg), frames) {
+    fn reply_to_peer(&mut self, peer: &ConnectionId, msg: &PeerReply, frames: Vec<Bytes>) {
+        let header = encode(msg);
+        if let Err(e) = net::send_shared(&mut self.peers, Some(peer.as_bytes()), header, frames) {
             debug!("could not answer a peer: {e}");
         }
     }
@@ -549,10 +550,10 @@ impl WorkerIo {
             }
             for (i, address) in peer_addresses.iter().enumerate() {
                 if readable[3 + i] {
-                    while let Some(frames) =
-                        net::try_recv(&self.runtime.transport().peer_sockets[address])
+                    while let Some(parts) =
+                        net::try_recv_parts(&self.runtime.transport().peer_sockets[address])
                     {
-                        self.on_peer_reply(now, address, frames);
+                        self.on_peer_reply(now, address, parts);
                     }
                 }
             }
@@ -598,12 +599,12 @@ impl WorkerIo {
         }
     }
 
-    fn on_peer_reply(&mut self, now: u64, address: &WorkerAddress, frames: Vec<Frame>) {
-        let counted = |m: &PeerReply| match m {
-            PeerReply::Data { found, .. } => found.len(),
-            PeerReply::Error { .. } => 0,
-        };
-        match split(frames, counted) {
+    /// A peer's reply, its values joined from their chunks straight out of ZeroMQ's buffers
+    /// (one copy), none larger than this worker's `max_message_bytes`.
+    fn on_peer_reply(&mut self, now: u64, address: &WorkerAddress, parts: Vec<zmq::Message>) {
+        let value_bytes_max =
+            u64::try_from(self.runtime.transport().max_message_bytes).unwrap_or(u64::MAX);
+        match split_peer_reply(parts, value_bytes_max) {
             Ok((msg, frames)) => self.runtime.handle(
                 now,
                 WorkerEvent::PeerAnswered {

@@ -20,6 +20,8 @@ mod memory;
 mod sled_store;
 mod spill;
 
+/// The reference-counted buffer values are handed out in ([`Store::get_shared`]).
+pub use bytes::Bytes;
 pub use memory::MemoryStore;
 pub use sled_store::{open_sled, SledStore};
 pub use spill::SpillingStore;
@@ -140,8 +142,15 @@ pub enum Tiers {
 pub trait Store: Send {
     /// Backend name for logs/registration, e.g. `"memory"` or `"sled:/path"`.
     fn kind(&self) -> String;
-    /// The value stored under `key`, if any.
+    /// The value stored under `key`, if any: a copy the caller owns.
     fn get(&self, key: &[u8]) -> StoreResult<Option<Vec<u8>>>;
+    /// The value stored under `key`, if any, as a shared buffer: a backend that keeps values
+    /// in memory hands out the buffer it holds without copying it (a reference count), so a
+    /// large value can be sent while it stays stored. The buffer never changes: a later
+    /// `set` or `delete` of the key leaves it as it was. Default: `get`'s copy, wrapped.
+    fn get_shared(&self, key: &[u8]) -> StoreResult<Option<Bytes>> {
+        Ok(self.get(key)?.map(Bytes::from))
+    }
     /// Stores `value` under `key`, replacing any previous value. Takes ownership so
     /// that an in-memory backend keeps the buffer without copying it.
     fn set(&mut self, key: &[u8], value: Vec<u8>) -> StoreResult<()>;

@@ -3,12 +3,16 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use bytes::Bytes;
+
 use crate::{Store, StoreResult};
 
-/// Result store backed by a `HashMap`, with the byte total kept as a running counter.
+/// Result store backed by a `HashMap`, with the byte total kept as a running counter. Values
+/// are reference-counted buffers: `set` keeps the given `Vec` without copying it and
+/// `get_shared` hands it out without copying it.
 #[derive(Default)]
 pub struct MemoryStore {
-    map: HashMap<Vec<u8>, Vec<u8>>,
+    map: HashMap<Vec<u8>, Bytes>,
     total_bytes: u64,
 }
 
@@ -35,11 +39,16 @@ impl Store for MemoryStore {
     }
 
     fn get(&self, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
+        Ok(self.map.get(key).map(|v| v.to_vec()))
+    }
+
+    fn get_shared(&self, key: &[u8]) -> StoreResult<Option<Bytes>> {
         Ok(self.map.get(key).cloned())
     }
 
     fn set(&mut self, key: &[u8], value: Vec<u8>) -> StoreResult<()> {
         let new_len = value.len() as u64;
+        let value = Bytes::from(value);
         // Replacing in place avoids allocating a copy of a key that is already there.
         if let Some(slot) = self.map.get_mut(key) {
             self.total_bytes -= slot.len() as u64;

@@ -10,6 +10,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use bytes::Bytes;
+
 use crate::{Store, StoreError, StoreResult, Tier, Tiers};
 
 /// Values in memory, and the others in files of a directory of their own.
@@ -23,7 +25,8 @@ use crate::{Store, StoreError, StoreResult, Tier, Tiers};
 /// path; the operation that failed changed nothing: a value that could not be spilled stays
 /// in memory, readable.
 pub struct SpillingStore {
-    memory: HashMap<Vec<u8>, Vec<u8>>,
+    /// Values in memory, as reference-counted buffers (`get_shared` hands them out uncopied).
+    memory: HashMap<Vec<u8>, Bytes>,
     /// The sum of the lengths of the values in `memory`.
     memory_bytes: u64,
     /// Spilled keys: the lengths of their values and the numbers of their files.
@@ -137,7 +140,7 @@ impl Store for SpillingStore {
 
     fn get(&self, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
         if let Some(v) = self.memory.get(key) {
-            return Ok(Some(v.clone()));
+            return Ok(Some(v.to_vec()));
         }
         let Some(&(_, number)) = self.disk.get(key) else {
             return Ok(None);
@@ -148,11 +151,20 @@ impl Store for SpillingStore {
             .map_err(|e| disk_error(&path, "reading a spilled value", e))
     }
 
+    fn get_shared(&self, key: &[u8]) -> StoreResult<Option<Bytes>> {
+        if let Some(v) = self.memory.get(key) {
+            return Ok(Some(v.clone()));
+        }
+        // A value on disk is read into a buffer of its own (no copy beyond the read).
+        Ok(self.get(key)?.map(Bytes::from))
+    }
+
     fn set(&mut self, key: &[u8], value: Vec<u8>) -> StoreResult<()> {
         // A new value starts in memory; an older one on disk goes first, so a failure leaves
         // the old value in place.
         self.delete_from_disk(key)?;
         let new_len = value.len() as u64;
+        let value = Bytes::from(value);
         if let Some(slot) = self.memory.get_mut(key) {
             self.memory_bytes -= slot.len() as u64;
             *slot = value;
@@ -226,7 +238,7 @@ impl Store for SpillingStore {
         };
         let number = self.next_file;
         let path = self.file(number);
-        if let Err(e) = fs::write(&path, value) {
+        if let Err(e) = fs::write(&path, &value[..]) {
             // Half a file is no value: remove what was written (best effort), keep the
             // value in memory.
             let _ = fs::remove_file(&path);

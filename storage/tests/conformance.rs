@@ -20,6 +20,7 @@ fn conformance_suite(make: impl Fn() -> Box<dyn Store>) {
     empty_values(&mut *make());
     large_values(&mut *make());
     binary_keys(&mut *make());
+    shared_values(&mut *make());
     matches_model(&mut *make(), 0x5eed, 2_000);
 }
 
@@ -132,6 +133,42 @@ fn empty_values(store: &mut dyn Store) {
     assert_eq!((store.len(), store.total_bytes()), (1, 0));
     assert!(store.delete(b"empty").unwrap());
     assert!(store.is_empty());
+}
+
+/// `get_shared` gives what `get` gives, and a buffer handed out stays as it was whatever
+/// happens to its key afterwards (a value being sent must not change under the sender).
+fn shared_values(store: &mut dyn Store) {
+    assert_eq!(store.get_shared(b"missing").unwrap(), None);
+    const BIG: usize = 5 * 1024 * 1024 + 3;
+    let big: Vec<u8> = (0..BIG).map(|i| (i * 7 % 253) as u8).collect();
+    store.set(b"big", big.clone()).unwrap();
+    store.set(b"empty", vec![]).unwrap();
+    let shared = store.get_shared(b"big").unwrap().expect("stored");
+    assert!(shared[..] == big[..], "the shared buffer holds the value");
+    assert_eq!(
+        store.get_shared(b"empty").unwrap().as_deref(),
+        Some(&[][..])
+    );
+    assert_eq!((store.len(), store.total_bytes()), (2, BIG as u64));
+
+    store.set(b"big", b"replaced".to_vec()).unwrap();
+    assert!(
+        shared[..] == big[..],
+        "a replaced value's buffer is unchanged"
+    );
+    assert_eq!(
+        store.get_shared(b"big").unwrap().as_deref(),
+        Some(&b"replaced"[..])
+    );
+    let again = store.get_shared(b"big").unwrap().expect("stored");
+    assert!(store.delete(b"big").unwrap());
+    assert_eq!(
+        &again[..],
+        b"replaced",
+        "a deleted value's buffer is unchanged"
+    );
+    assert_eq!(store.get_shared(b"big").unwrap(), None);
+    assert_eq!((store.len(), store.total_bytes()), (1, 0));
 }
 
 fn large_values(store: &mut dyn Store) {
@@ -343,6 +380,9 @@ impl Store for SpillAtOnce {
     }
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.0.get(key)
+    }
+    fn get_shared(&self, key: &[u8]) -> Result<Option<zask_storage::Bytes>, StoreError> {
+        self.0.get_shared(key)
     }
     fn set(&mut self, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
         self.0.set(key, value)?;

@@ -4,10 +4,9 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use zask::protocol::codec::{encode, split};
+use zask::protocol::codec::{encode, split, split_peer_reply};
 use zask::protocol::{
-    ClientRole, ConnectionId, FromClient, FromWorker, PeerReply, PeerRequest, ToWorker,
-    WorkerAddress,
+    ClientRole, ConnectionId, FromClient, FromWorker, PeerRequest, ToWorker, WorkerAddress,
 };
 use zask::scheduler::core::{Command, CoreConfig, Event, SchedulerCore};
 use zask::scheduler::journal::{JournalWrite, MemoryJournal};
@@ -272,11 +271,8 @@ impl Sim {
                 {
                     return Ok(());
                 }
-                let (msg, frames) = split::<PeerReply>(frames, |m| match m {
-                    PeerReply::Data { found, .. } => found.len(),
-                    PeerReply::Error { .. } => 0,
-                })
-                .map_err(|e| format!("w{a} cannot decode a peer reply: {e}"))?;
+                let (msg, frames) = split_peer_reply(frames, u64::MAX)
+                    .map_err(|e| format!("w{a} cannot decode a peer reply: {e}"))?;
                 self.note(|| format!("w{b} -> w{a}: {msg:?}"));
                 let address = self.workers[b].address.clone();
                 let event = WorkerEvent::PeerAnswered {

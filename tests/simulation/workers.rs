@@ -13,7 +13,7 @@ use zask::worker::core::{WorkerCore, WorkerCoreConfig, WorkerEvent};
 use zask::worker::executor::{evaluate_owned, is_cheap, Job, JobResult, INLINE_BYTES_MAX};
 use zask::worker::runtime::{JobQueue, Transport, WorkerRuntime};
 use zask::worker::Registry;
-use zask_storage::MemoryStore;
+use zask_storage::{Bytes, MemoryStore};
 
 use crate::network::{Chan, Ep, Msg};
 use crate::rng::Rng;
@@ -58,7 +58,8 @@ impl Transport for SimTransport {
         });
     }
 
-    fn reply_to_peer(&mut self, peer: &ConnectionId, msg: &PeerReply, frames: Vec<Frame>) {
+    fn reply_to_peer(&mut self, peer: &ConnectionId, msg: &PeerReply, frames: Vec<Bytes>) {
+        let frames = frames.iter().map(|f| f.to_vec()).collect();
         self.sent.push(Sent::ReplyToPeer {
             peer: peer.clone(),
             frames: with_header(encode(msg), frames),

@@ -62,6 +62,7 @@ impl WorkerCore {
                 request,
                 found,
                 missing,
+                ..
             } => (request, found, missing),
             PeerReply::Error { message } => {
                 warn!("peer {address} answered with an error: {message}");

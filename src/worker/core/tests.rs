@@ -221,6 +221,7 @@ impl Harness {
                 request,
                 found: vec![k(key)],
                 missing: vec![],
+                chunks: vec![1],
             },
             vec![value],
         );
@@ -234,6 +235,7 @@ impl Harness {
                 request,
                 found: vec![],
                 missing: vec![k(key)],
+                chunks: vec![],
             },
             vec![],
         );
@@ -1349,6 +1351,7 @@ fn a_peer_reply_that_forgets_a_requested_key_does_not_leave_the_task_waiting_for
             request: r1,
             found: vec![],
             missing: vec![],
+            chunks: vec![],
         },
         vec![],
     );
