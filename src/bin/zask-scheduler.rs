@@ -24,6 +24,11 @@ struct Args {
     /// (ms) for one to connect ("no worker"); a warning names it when the wait starts.
     #[arg(long, default_value_t = CoreConfig::default().unrunnable_timeout_ms)]
     unrunnable_timeout_ms: u64,
+    /// A worker whose process (the same nanny, or the same name) died unexpectedly within this
+    /// many ms is "flaky": a result it finishes that other tasks still need is copied at once
+    /// to a stable worker. 0 turns the copies off.
+    #[arg(long, default_value_t = CoreConfig::default().flaky_window_ms)]
+    flaky_window_ms: u64,
     /// At most this many tasks queued on each worker beyond its thread count (fewer for long
     /// tasks: about 10 ms of queued work).
     #[arg(long, default_value_t = CoreConfig::default().worker_queue_extra)]
@@ -189,6 +194,7 @@ fn main() {
             heartbeat_timeout_ms: args.heartbeat_timeout_ms,
             client_timeout_ms: args.client_timeout_ms.max(1),
             unrunnable_timeout_ms: args.unrunnable_timeout_ms,
+            flaky_window_ms: args.flaky_window_ms,
             worker_queue_extra: args.worker_queue_extra,
             allowed_failures: args.allowed_failures,
             ..CoreConfig::default()
