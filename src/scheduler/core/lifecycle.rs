@@ -176,7 +176,7 @@ impl SchedulerCore {
             }
             // A result from a worker we had taken the task from is still a right result.
             _ if state.is_active() => {
-                let prefix = super::placement::key_prefix(self.tasks.get(t).name());
+                let prefix = super::placement::key_prefix_of(self.tasks.get(t).name());
                 let mut start_ms = self.now_ms;
                 let mut step = StepKind::Found { worker: w };
                 if let TaskState::Processing(p) = state {
@@ -198,10 +198,13 @@ impl SchedulerCore {
                         };
                     }
                 }
-                let key = self.tasks.get(t).name().to_string();
-                let worker = self.workers.address(w).as_str().to_owned();
-                self.metrics
-                    .task_finished(key, prefix, worker, start_ms, self.now_ms);
+                self.metrics.task_finished(
+                    self.tasks.get(t).name(),
+                    &prefix,
+                    self.workers.address(w).as_str(),
+                    start_ms,
+                    self.now_ms,
+                );
                 self.leave_active(t);
                 let task = self.tasks.get_mut(t);
                 task.state = TaskState::Memory;

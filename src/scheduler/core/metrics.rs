@@ -9,6 +9,8 @@ use std::collections::VecDeque;
 use rustc_hash::FxHashMap as HashMap;
 use serde::Serialize;
 
+use crate::graph::Key;
+
 /// Recent task runs kept for the task stream; the oldest goes first. 1,000: a few seconds of a
 /// busy cluster, a few hundred bytes each (about 200 KB at most).
 pub const TASK_STREAM_MAX: usize = 1_000;
@@ -134,27 +136,39 @@ impl Metrics {
         self.counters.messages_total += 1;
     }
 
-    /// A task of `prefix` finished on `worker`, given to it at `start_ms`.
+    /// Task `key` of `prefix` finished on `worker`, given to it at `start_ms`. Once the ring is
+    /// full, the oldest run's strings are reused for the new one: nothing allocated per task.
     pub(super) fn task_finished(
         &mut self,
-        key: String,
-        prefix: String,
-        worker: String,
+        key: &Key,
+        prefix: &str,
+        worker: &str,
         start_ms: u64,
         end_ms: u64,
     ) {
+        use std::fmt::Write;
         self.counters.tasks_finished_total += 1;
-        self.prefix(&prefix).done += 1;
-        if self.stream.len() == TASK_STREAM_MAX {
-            self.stream.pop_front();
-        }
-        self.stream.push_back(TaskRun {
-            key,
-            prefix,
-            worker,
-            start_ms,
-            end_ms,
-        });
+        self.prefix(prefix).done += 1;
+        let mut run = if self.stream.len() >= TASK_STREAM_MAX {
+            self.stream.pop_front().expect("the ring is full")
+        } else {
+            TaskRun {
+                key: String::new(),
+                prefix: String::new(),
+                worker: String::new(),
+                start_ms,
+                end_ms,
+            }
+        };
+        run.key.clear();
+        write!(run.key, "{key}").expect("writing to a String cannot fail");
+        run.prefix.clear();
+        run.prefix.push_str(prefix);
+        run.worker.clear();
+        run.worker.push_str(worker);
+        run.start_ms = start_ms;
+        run.end_ms = end_ms;
+        self.stream.push_back(run);
     }
 
     /// A task failed: itself (`cause`), or through an input.
@@ -225,10 +239,23 @@ mod tests {
     fn the_task_stream_keeps_only_the_most_recent_runs() {
         let mut m = Metrics::default();
         for i in 0..TASK_STREAM_MAX as u64 + 5 {
-            m.task_finished(format!("x-{i}"), "x".into(), "w".into(), i, i + 1);
+            m.task_finished(&Key::Str(format!("x-{i}")), "x", "w", i, i + 1);
         }
         assert_eq!(m.task_stream().count(), TASK_STREAM_MAX);
         assert_eq!(m.task_stream().next().map(|r| r.start_ms), Some(5));
+        // The runs that reuse the oldest entries' strings say what they are, not what was.
+        let last = TASK_STREAM_MAX as u64 + 4;
+        let newest = m.task_stream().last().expect("runs kept");
+        assert_eq!(
+            (
+                newest.key.as_str(),
+                newest.prefix.as_str(),
+                newest.worker.as_str()
+            ),
+            (format!("x-{last}").as_str(), "x", "w")
+        );
+        assert_eq!((newest.start_ms, newest.end_ms), (last, last + 1));
+        assert_eq!(m.task_stream().next().map(|r| r.key.as_str()), Some("x-5"));
         assert_eq!(
             m.counters().tasks_finished_total,
             TASK_STREAM_MAX as u64 + 5

@@ -62,11 +62,18 @@ const PREFIXES_MAX: usize = 4096;
 /// key's text up to its first '-' ("inc-3" → "inc", "x" → "x"); a tuple key's first element's
 /// prefix (("sum-ab", 0) → "sum"); an integer key's decimal text.
 pub(super) fn key_prefix(key: &crate::graph::Key) -> String {
+    key_prefix_of(key).into_owned()
+}
+
+/// `key_prefix` borrowed from the key where it can be (a string key, or a tuple led by one):
+/// nothing allocated per finished task on the hot path.
+pub(super) fn key_prefix_of(key: &crate::graph::Key) -> std::borrow::Cow<'_, str> {
     use crate::graph::Key;
+    use std::borrow::Cow;
     match key {
-        Key::Str(s) => s.split('-').next().unwrap_or_default().to_string(),
-        Key::Int(i) => i.to_string(),
-        Key::Tuple(items) => items.first().map(key_prefix).unwrap_or_default(),
+        Key::Str(s) => Cow::Borrowed(s.split('-').next().unwrap_or_default()),
+        Key::Int(i) => Cow::Owned(i.to_string()),
+        Key::Tuple(items) => items.first().map(key_prefix_of).unwrap_or_default(),
     }
 }
 
