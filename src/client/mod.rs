@@ -729,7 +729,10 @@ impl Client {
             timeout_ms: timeout.map(|t| t.as_millis() as u64),
             progress: None,
         })?;
-        rx.recv().map_err(|_| ClientError::Closed)?
+        match crate::net::spin_until(|| rx.try_recv().ok()) {
+            Some(reply) => reply,
+            None => rx.recv().map_err(|_| ClientError::Closed)?,
+        }
     }
 
     fn send(&self, o: Outgoing) -> Result<(), ClientError> {

@@ -798,7 +798,7 @@ fn core_loop<J: JournalWrite>(
             .map(|d| d.saturating_sub(now))
             .unwrap_or(1000)
             .clamp(1, 1000);
-        let first = match inputs.recv_timeout(Duration::from_millis(wait_ms)) {
+        let first = match net::recv_spinning(&inputs, Duration::from_millis(wait_ms)) {
             Ok(i) => Some(i),
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => return Ok(()),
