@@ -312,34 +312,16 @@ pub fn try_recv_parts(socket: &zmq::Socket) -> Option<Vec<zmq::Message>> {
     }
 }
 
-/// Receives one multipart message if one is waiting.
 /// Like [`try_recv`], with the user id the socket's ZAP handler gave the sender's connection
 /// (`crate::security`: its role), None on a socket without authentication.
 pub fn try_recv_with_user(socket: &zmq::Socket) -> Option<(Vec<Frame>, Option<String>)> {
-    let mut frames = Vec::new();
-    let mut user = None;
-    loop {
-        let mut part = zmq::Message::new();
-        match socket.recv(&mut part, zmq::DONTWAIT) {
-            Ok(()) => {}
-            Err(zmq::Error::EAGAIN) if frames.is_empty() => return None,
-            Err(e) => {
-                log::warn!("receive failed: {e}");
-                return None;
-            }
-        }
-        let more = part.get_more();
-        if !more {
-            // Every part of a message comes from the same connection: one lookup, on the last.
-            user = part.gets("User-Id").map(str::to_owned);
-        }
-        frames.push(part.to_vec());
-        if !more {
-            return Some((frames, user));
-        }
-    }
+    let mut parts = try_recv_parts(socket)?;
+    // Every part of a message comes from the same connection: one lookup, on the last.
+    let user = parts.last_mut()?.gets("User-Id").map(str::to_owned);
+    Some((parts.iter().map(|p| p.to_vec()).collect(), user))
 }
 
+/// Receives one multipart message if one is waiting.
 pub fn try_recv(socket: &zmq::Socket) -> Option<Vec<Frame>> {
     match socket.recv_multipart(zmq::DONTWAIT) {
         Ok(frames) => Some(frames),
