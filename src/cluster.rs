@@ -13,7 +13,7 @@
 //! `LocalCluster::adapt` shows the shape.
 
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -313,6 +313,118 @@ impl Adapter {
 impl Drop for Adapter {
     fn drop(&mut self) {
         self.stop_thread();
+    }
+}
+
+/// A cluster that starts and stops its own workers (`LocalCluster`, `SshCluster`): what it
+/// runs (`C`, shared with the adaptive thread, which holds it weakly) and, while it adapts,
+/// that thread. Dropping it stops adapting first, then what it runs.
+pub struct ManagedCluster<C> {
+    // Declared first so adapting stops before the workers and the scheduler go away.
+    adapter: Mutex<Option<Adapter>>,
+    pub(crate) inner: Arc<C>,
+}
+
+impl<C: Cluster + 'static> ManagedCluster<C> {
+    pub(crate) fn managing(inner: Arc<C>) -> ManagedCluster<C> {
+        ManagedCluster {
+            adapter: Mutex::new(None),
+            inner,
+        }
+    }
+
+    /// A client connected to this cluster, as its operator (whoever made the cluster owns it).
+    pub fn client(&self) -> Result<Client, ClientError> {
+        self.inner.client()
+    }
+
+    /// Scales the cluster by the adaptive policy (`crate::adaptive`) between `config.minimum`
+    /// and `config.maximum` workers, deciding every `config.interval_ms` on a thread of its
+    /// own and logging each decision with its reason. Called again, it replaces the bounds
+    /// and settings (retirement suggestions start counting again).
+    pub fn adapt(&self, config: AdaptConfig) -> Result<(), ClusterError> {
+        let mut adapter = self.adapter.lock().expect("never poisoned");
+        match adapter.as_ref() {
+            Some(running) => running.set_config(config),
+            None => *adapter = Some(Adapter::start(downgrade(&self.inner), config)?),
+        }
+        Ok(())
+    }
+
+    /// Does what an operator asked for (`zask scale`, `zask adapt`; see `ScalingFollower`),
+    /// logging what and why. Scaling to a number stops adapting first, so the policy does not
+    /// undo it.
+    pub fn apply(&self, request: &ScalingRequest) -> Result<(), ClusterError> {
+        match request {
+            ScalingRequest::Scale { workers } => {
+                if self.is_adapting() {
+                    info!("scaling: an operator asked for {workers} workers: adapting stops");
+                    self.stop_adapt();
+                }
+                info!(
+                    "scaling: from {} to {workers} workers, as an operator asked",
+                    self.started().len()
+                );
+                self.scale(*workers as usize)
+            }
+            ScalingRequest::Adapt {
+                minimum,
+                maximum,
+                target_duration_ms,
+            } => {
+                info!("scaling: an operator asked to {request}");
+                self.adapt(adapt_config(*minimum, *maximum, *target_duration_ms))
+            }
+            ScalingRequest::StopAdapt => {
+                info!(
+                    "scaling: an operator asked to stop adapting; {} workers stay",
+                    self.started().len()
+                );
+                self.stop_adapt();
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether it is adapting (`adapt` called, `stop_adapt` not since).
+    pub fn is_adapting(&self) -> bool {
+        self.adapter.lock().expect("never poisoned").is_some()
+    }
+
+    /// Stops adapting (the workers stay as they are); returns once its thread has finished
+    /// its step. Nothing happens if it was not adapting.
+    pub fn stop_adapt(&self) {
+        let adapter = self.adapter.lock().expect("never poisoned").take();
+        if let Some(adapter) = adapter {
+            adapter.stop();
+        }
+    }
+}
+
+/// The cluster's own operations, on what it runs.
+impl<C: Cluster + 'static> Cluster for ManagedCluster<C> {
+    fn start_workers(&self, n: usize) -> Result<Vec<WorkerAddress>, ClusterError> {
+        self.inner.start_workers(n)
+    }
+
+    fn stop_workers(&self, workers: &[WorkerAddress]) -> Result<(), ClusterError> {
+        self.inner.stop_workers(workers)
+    }
+
+    fn scheduler_address(&self) -> &str {
+        self.inner.scheduler_address()
+    }
+
+    fn client(&self) -> Result<Client, ClientError> {
+        self.inner.client()
+    }
+
+    fn started(&self) -> Vec<WorkerAddress> {
+        self.inner.started()
+    }
+
+    fn threads_per_worker(&self) -> u32 {
+        self.inner.threads_per_worker()
     }
 }
 

@@ -20,12 +20,11 @@ use std::time::Duration;
 
 use zask_storage::StoreSpec;
 
-use crate::adaptive::AdaptConfig;
 use crate::client::{Client, ClientConfig, ClientError, ClientSecurity};
-use crate::cluster::{adapt_config, downgrade, Adapter, Cluster, ClusterError};
+use crate::cluster::{Cluster, ClusterError, ManagedCluster};
 use crate::net::{Endpoint, StartError};
 use crate::processes::{self, BinaryNotFound, PrivateDir, Spawner};
-use crate::protocol::{ScalingRequest, WorkerAddress};
+use crate::protocol::WorkerAddress;
 use crate::scheduler::server::SchedulerStartError;
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::security::{Access, ClusterKeys, Role, SecurityError};
@@ -289,10 +288,7 @@ impl LocalClusterBuilder {
                 .start_worker()
                 .map_err(|error| LocalClusterError::Worker { index: i, error })?;
         }
-        let cluster = LocalCluster {
-            adapter: Mutex::new(None),
-            inner,
-        };
+        let cluster = ManagedCluster::managing(inner);
         cluster.wait_for_workers(shape.workers)?;
         Ok(cluster)
     }
@@ -303,11 +299,7 @@ impl LocalClusterBuilder {
 /// A panic in one of its threads outside a task is a Zask bug and ends this process with
 /// `zask::fatal::EXIT_CODE`, as it would end a separate scheduler or worker process (see
 /// `zask::fatal`); panics in tasks are task errors and panics in your own threads are yours.
-pub struct LocalCluster {
-    // Declared first so adapting stops before the workers and the scheduler go away.
-    adapter: Mutex<Option<Adapter>>,
-    inner: Arc<LocalWorkers>,
-}
+pub type LocalCluster = ManagedCluster<LocalWorkers>;
 
 /// How workers are started.
 enum Launcher {
@@ -378,8 +370,9 @@ fn stop_all(leaving: Vec<LocalWorker>) {
     });
 }
 
-/// What a `LocalCluster` runs, shared with its adaptive thread (which holds it weakly).
-struct LocalWorkers {
+/// What a `LocalCluster` runs, shared with its adaptive thread (which holds it weakly); used
+/// only through `LocalCluster`.
+pub struct LocalWorkers {
     // Declared first so workers say goodbye before the scheduler goes away.
     workers: Mutex<Vec<LocalWorker>>,
     scheduler: Scheduler,
@@ -550,33 +543,6 @@ impl Cluster for LocalWorkers {
     }
 }
 
-/// The cluster's own operations, on its shared part.
-impl Cluster for LocalCluster {
-    fn start_workers(&self, n: usize) -> Result<Vec<WorkerAddress>, ClusterError> {
-        self.inner.start_workers(n)
-    }
-
-    fn stop_workers(&self, workers: &[WorkerAddress]) -> Result<(), ClusterError> {
-        self.inner.stop_workers(workers)
-    }
-
-    fn scheduler_address(&self) -> &str {
-        self.inner.scheduler_address()
-    }
-
-    fn client(&self) -> Result<Client, ClientError> {
-        self.inner.client()
-    }
-
-    fn started(&self) -> Vec<WorkerAddress> {
-        self.inner.started()
-    }
-
-    fn threads_per_worker(&self) -> u32 {
-        self.inner.threads_per_worker
-    }
-}
-
 impl LocalCluster {
     /// Fills the machine (`fill_machine`) with worker processes running the built-in
     /// functions (no test functions), in-memory stores.
@@ -594,73 +560,6 @@ impl LocalCluster {
             store: StoreSpec::Memory,
             scheduler: SchedulerConfig::default(),
             secure: true,
-        }
-    }
-
-    /// A client connected to this cluster, as its operator (whoever made the cluster owns it).
-    pub fn client(&self) -> Result<Client, ClientError> {
-        self.inner.client()
-    }
-
-    /// Scales the cluster by the adaptive policy (`crate::adaptive`) between `config.minimum`
-    /// and `config.maximum` workers, deciding every `config.interval_ms` on a thread of its
-    /// own and logging each decision with its reason. Called again, it replaces the bounds
-    /// and settings (retirement suggestions start counting again).
-    pub fn adapt(&self, config: AdaptConfig) -> Result<(), ClusterError> {
-        let mut adapter = self.adapter.lock().expect("never poisoned");
-        match adapter.as_ref() {
-            Some(running) => running.set_config(config),
-            None => *adapter = Some(Adapter::start(downgrade(&self.inner), config)?),
-        }
-        Ok(())
-    }
-
-    /// Does what an operator asked for (`zask scale`, `zask adapt`; see
-    /// `cluster::ScalingFollower`), logging what and why. Scaling to a number stops adapting
-    /// first, so the policy does not undo it.
-    pub fn apply(&self, request: &ScalingRequest) -> Result<(), ClusterError> {
-        match request {
-            ScalingRequest::Scale { workers } => {
-                if self.is_adapting() {
-                    log::info!("scaling: an operator asked for {workers} workers: adapting stops");
-                    self.stop_adapt();
-                }
-                log::info!(
-                    "scaling: from {} to {workers} workers, as an operator asked",
-                    self.started().len()
-                );
-                self.scale(*workers as usize)
-            }
-            ScalingRequest::Adapt {
-                minimum,
-                maximum,
-                target_duration_ms,
-            } => {
-                log::info!("scaling: an operator asked to {request}");
-                self.adapt(adapt_config(*minimum, *maximum, *target_duration_ms))
-            }
-            ScalingRequest::StopAdapt => {
-                log::info!(
-                    "scaling: an operator asked to stop adapting; {} workers stay",
-                    self.started().len()
-                );
-                self.stop_adapt();
-                Ok(())
-            }
-        }
-    }
-
-    /// Whether it is adapting (`adapt` called, `stop_adapt` not since).
-    pub fn is_adapting(&self) -> bool {
-        self.adapter.lock().expect("never poisoned").is_some()
-    }
-
-    /// Stops adapting (the workers stay as they are); returns once its thread has finished
-    /// its step. Nothing happens if it was not adapting.
-    pub fn stop_adapt(&self) {
-        let adapter = self.adapter.lock().expect("never poisoned").take();
-        if let Some(adapter) = adapter {
-            adapter.stop();
         }
     }
 

@@ -19,11 +19,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::adaptive::AdaptConfig;
 use crate::client::{Client, ClientConfig, ClientError, ClientSecurity};
-use crate::cluster::{adapt_config, downgrade, Adapter, Cluster, ClusterError};
+use crate::cluster::{Cluster, ClusterError, ManagedCluster};
 use crate::processes::{self, BinaryNotFound, Spawner};
-use crate::protocol::{ScalingRequest, WorkerAddress};
+use crate::protocol::WorkerAddress;
 use crate::security::{ClusterKeys, Role, SecurityError};
 
 /// How long a stopped remote process (its ssh connection) has to finish before it is killed.
@@ -231,10 +230,7 @@ impl SshClusterBuilder {
         inner
             .start_workers(initial)
             .map_err(SshClusterError::Cluster)?;
-        let cluster = SshCluster {
-            adapter: Mutex::new(None),
-            inner,
-        };
+        let cluster = ManagedCluster::managing(inner);
         cluster.wait_for_workers(initial)?;
         Ok(cluster)
     }
@@ -390,14 +386,11 @@ fn stop_all(mut remotes: Vec<Remote>) {
 }
 
 /// A scheduler and workers on other machines, over ssh. Dropping it stops them all.
-pub struct SshCluster {
-    // Declared first so adapting stops before the workers and the scheduler go away.
-    adapter: Mutex<Option<Adapter>>,
-    inner: Arc<SshWorkers>,
-}
+pub type SshCluster = ManagedCluster<SshWorkers>;
 
-/// What an `SshCluster` runs, shared with its adaptive thread (which holds it weakly).
-struct SshWorkers {
+/// What an `SshCluster` runs, shared with its adaptive thread (which holds it weakly); used
+/// only through `SshCluster`.
+pub struct SshWorkers {
     workers: Mutex<Vec<Remote>>,
     /// The scheduler's ssh connection (taken when stopped).
     scheduler: Mutex<Option<Remote>>,
@@ -553,32 +546,6 @@ impl Cluster for SshWorkers {
     }
 }
 
-impl Cluster for SshCluster {
-    fn start_workers(&self, n: usize) -> Result<Vec<WorkerAddress>, ClusterError> {
-        self.inner.start_workers(n)
-    }
-
-    fn stop_workers(&self, workers: &[WorkerAddress]) -> Result<(), ClusterError> {
-        self.inner.stop_workers(workers)
-    }
-
-    fn scheduler_address(&self) -> &str {
-        self.inner.scheduler_address()
-    }
-
-    fn client(&self) -> Result<Client, ClientError> {
-        self.inner.client()
-    }
-
-    fn started(&self) -> Vec<WorkerAddress> {
-        self.inner.started()
-    }
-
-    fn threads_per_worker(&self) -> u32 {
-        self.inner.settings.threads_per_worker
-    }
-}
-
 impl SshCluster {
     /// A cluster on `hosts` (`[user@]host`): the first runs the scheduler, the others the
     /// workers.
@@ -609,24 +576,9 @@ impl SshCluster {
         &self.inner.address_to_workers
     }
 
-    /// A client connected as the operator (whoever made the cluster owns it).
-    pub fn client(&self) -> Result<Client, ClientError> {
-        self.inner.client()
-    }
-
     /// What a peer of `role` needs to connect; None when insecure.
     pub fn access(&self, role: Role) -> Option<crate::security::Access> {
         self.inner.keys.as_ref().map(|k| k.access(role))
-    }
-
-    /// Adapts between the bounds (see `LocalCluster::adapt`).
-    pub fn adapt(&self, config: AdaptConfig) -> Result<(), ClusterError> {
-        let mut adapter = self.adapter.lock().expect("never poisoned");
-        match adapter.as_ref() {
-            Some(running) => running.set_config(config),
-            None => *adapter = Some(Adapter::start(downgrade(&self.inner), config)?),
-        }
-        Ok(())
     }
 
     /// Whether the scheduler stopped by itself (an operator's `zask shutdown`; its workers
@@ -635,33 +587,6 @@ impl SshCluster {
         match self.inner.scheduler.lock() {
             Ok(mut scheduler) => scheduler.as_mut().is_some_and(|s| !s.is_running()),
             Err(_) => false,
-        }
-    }
-
-    pub fn stop_adapt(&self) {
-        let adapter = self.adapter.lock().expect("never poisoned").take();
-        if let Some(adapter) = adapter {
-            adapter.stop();
-        }
-    }
-
-    /// Does what an operator asked for (`zask scale`, `zask adapt`), logging it.
-    pub fn apply(&self, request: &ScalingRequest) -> Result<(), ClusterError> {
-        log::info!("scaling: an operator asked to {request}");
-        match request {
-            ScalingRequest::Scale { workers } => {
-                self.stop_adapt();
-                self.scale(*workers as usize)
-            }
-            ScalingRequest::Adapt {
-                minimum,
-                maximum,
-                target_duration_ms,
-            } => self.adapt(adapt_config(*minimum, *maximum, *target_duration_ms)),
-            ScalingRequest::StopAdapt => {
-                self.stop_adapt();
-                Ok(())
-            }
         }
     }
 
