@@ -207,6 +207,20 @@ pub fn send(
     header: Frame,
     frames: Vec<Frame>,
 ) -> zmq::Result<()> {
+    send_multipart(socket, identity, header, frames, |f, flags| {
+        socket.send(zmq::Message::from(f), flags)
+    })
+}
+
+/// `[identity?, header, frames...]` as one multipart message, never blocking; each of
+/// `frames` goes through `send_frame` with its flags.
+fn send_multipart<F>(
+    socket: &zmq::Socket,
+    identity: Option<&[u8]>,
+    header: Frame,
+    frames: Vec<F>,
+    mut send_frame: impl FnMut(F, i32) -> zmq::Result<()>,
+) -> zmq::Result<()> {
     if let Some(id) = identity {
         socket.send(id, zmq::SNDMORE | zmq::DONTWAIT)?;
     }
@@ -215,7 +229,7 @@ pub fn send(
     let n = frames.len();
     for (i, f) in frames.into_iter().enumerate() {
         let flag = if i + 1 == n { 0 } else { zmq::SNDMORE };
-        socket.send(zmq::Message::from(f), flag | zmq::DONTWAIT)?;
+        send_frame(f, flag | zmq::DONTWAIT)?;
     }
     Ok(())
 }
@@ -233,17 +247,9 @@ pub fn send_shared(
     frames: Vec<zask_storage::Bytes>,
 ) -> zmq::Result<()> {
     let raw = socket.as_mut_ptr();
-    if let Some(id) = identity {
-        socket.send(id, zmq::SNDMORE | zmq::DONTWAIT)?;
-    }
-    let more = if frames.is_empty() { 0 } else { zmq::SNDMORE };
-    socket.send(header, more | zmq::DONTWAIT)?;
-    let n = frames.len();
-    for (i, f) in frames.into_iter().enumerate() {
-        let flag = if i + 1 == n { 0 } else { zmq::SNDMORE };
-        send_bytes(raw, f, flag | zmq::DONTWAIT)?;
-    }
-    Ok(())
+    send_multipart(socket, identity, header, frames, |f, flags| {
+        send_bytes(raw, f, flags)
+    })
 }
 
 /// Drops the `Box<Bytes>` whose pointer `hint` is: ZeroMQ calls it once it no longer needs a

@@ -373,28 +373,24 @@ impl<T: Transport, Q: JobQueue> WorkerRuntime<T, Q> {
 
     /// Reads keys from the store: the frames of those found, and the keys missing.
     fn load(&self, keys: Vec<Key>) -> (Vec<Key>, Vec<Frame>, Vec<Key>) {
-        let (mut found, mut frames, mut missing) = (Vec::new(), Vec::new(), Vec::new());
-        for k in keys {
-            match self.store.get(&k.to_store_key()) {
-                Ok(Some(f)) => {
-                    found.push(k);
-                    frames.push(f);
-                }
-                Ok(None) => missing.push(k),
-                Err(e) => {
-                    error!("store read of {k:?} failed: {e}");
-                    missing.push(k);
-                }
-            }
-        }
-        (found, frames, missing)
+        self.load_with(keys, |store, k| store.get(k))
     }
 
     /// Like `load`, the stores' own buffers (no copy from a store that keeps values in memory).
     fn load_shared(&self, keys: Vec<Key>) -> (Vec<Key>, Vec<Bytes>, Vec<Key>) {
+        self.load_with(keys, |store, k| store.get_shared(k))
+    }
+
+    /// The keys found with what `read` gave for each, and the keys missing (a failed read is
+    /// logged and counts as missing).
+    fn load_with<V>(
+        &self,
+        keys: Vec<Key>,
+        read: impl Fn(&dyn Store, &[u8]) -> zask_storage::StoreResult<Option<V>>,
+    ) -> (Vec<Key>, Vec<V>, Vec<Key>) {
         let (mut found, mut values, mut missing) = (Vec::new(), Vec::new(), Vec::new());
         for k in keys {
-            match self.store.get_shared(&k.to_store_key()) {
+            match read(self.store.as_ref(), &k.to_store_key()) {
                 Ok(Some(v)) => {
                     found.push(k);
                     values.push(v);
